@@ -1,0 +1,95 @@
+"""Settings for every relance process, read from ``RELANCE_*`` environment variables.
+
+Settings are validated once at start-up; :func:`load_settings` turns a validation failure into a
+:class:`ConfigurationError` whose message names each variable to fix, so a process never starts half-configured.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+
+
+class ConfigurationError(Exception):
+    """Invalid configuration: the process must not start."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RELANCE_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        default="sqlite:///relance.db",
+        description="SQLAlchemy URL of the ledger database (postgresql+psycopg://… or sqlite:///…).",
+    )
+    amqp_url: str = Field(
+        default="amqp://guest:guest@127.0.0.1:5672/%2F",
+        description="RabbitMQ URL used by the ingest worker and `relance publish`.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="json for production, console for a terminal; auto picks by TTY."
+    )
+    events_exchange: str = Field(default="relance.events", description="Topic exchange the ERP publishes to.")
+    ingest_queue: str = Field(default="relance.ingest", description="Durable queue the ingest workers consume.")
+    dead_letter_queue: str = Field(
+        default="relance.ingest.dead", description="Queue receiving rejected messages, reason in headers."
+    )
+    ingest_prefetch: int = Field(default=1000, ge=1, le=65535, description="Unacked messages per worker.")
+    ingest_batch_size: int = Field(default=500, ge=1, le=10000, description="Messages applied per transaction.")
+    ingest_batch_ms: int = Field(
+        default=100, ge=1, le=60000, description="Longest wait (ms) to fill a batch before applying it."
+    )
+    max_message_bytes: int = Field(default=262144, ge=1024, description="Larger messages are dead-lettered.")
+    retry_max_seconds: float = Field(
+        default=30.0, gt=0, description="Ceiling of the backoff between retries of a transient failure."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql", "sqlite")):
+            raise ValueError(
+                "must be a PostgreSQL or SQLite SQLAlchemy URL, e.g. "
+                "postgresql+psycopg://user@host:5432/relance or sqlite:///relance.db"
+            )
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            # psycopg 3 is the driver relance ships with; the bare scheme would look for psycopg2.
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url(cls, value: str) -> str:
+        if not value.startswith(("amqp://", "amqps://")):
+            raise ValueError("must be an AMQP URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2F")
+        return value
+
+    @field_validator("events_exchange", "ingest_queue", "dead_letter_queue")
+    @classmethod
+    def _amqp_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be 1-200 characters of letters, digits, '.', '_', ':' or '-'")
+        return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (and explicit overrides), or explain what to fix."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            lines.append(f"  RELANCE_{field.upper()}: {error['msg']} (got {error.get('input')!r})")
+        raise ConfigurationError("invalid configuration, fix these settings:\n" + "\n".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,76 @@
+"""Tables of the ledger. The event log is append-only: triggers in the database refuse UPDATE and DELETE.
+
+Migrations (``shared/ledger/migrations``) create these tables; the metadata here is what the code reads and writes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+Position = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: an alias of the rowid
+
+events = Table(
+    "events",
+    metadata,
+    Column("position", Position, primary_key=True, autoincrement=True),
+    # PostgreSQL: pg_current_xact_id() of the appending transaction (see EventStore.read_all). SQLite: NULL.
+    Column("tx_id", BigInteger, nullable=True),
+    Column("tenant", String(64), nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("event_id", String(128), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("data", Json, nullable=False),
+    Column("metadata", Json, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("tenant", "customer_id", "version", name="uq_events_stream_version"),
+    UniqueConstraint("tenant", "event_id", name="uq_events_tenant_event_id"),
+)
+
+customer_state = Table(
+    "customer_state",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("customer_id", String(128), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("state", Json, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+invoice_balances = Table(
+    "invoice_balances",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("customer_id", String(128), primary_key=True),
+    Column("invoice_id", String(128), primary_key=True),
+    Column("number", String(128), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount", Numeric(24, 6), nullable=False),
+    Column("outstanding", Numeric(24, 6), nullable=False),
+    Column("issue_date", Date, nullable=False),
+    Column("due_date", Date, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("disputed", Boolean, nullable=False),
+    Index("ix_invoice_balances_due", "tenant", "status", "due_date"),
+)

@@ -1,0 +1,457 @@
+"""A customer's ledger as the fold of its event stream: invoices, payments, credit notes and their allocation.
+
+Pure Python, no database. The same code decides whether an incoming event is new, a duplicate or a violation of a
+business rule (:meth:`CustomerState.check`) and applies it (:meth:`CustomerState.apply`); the event store keeps the
+folded state as a snapshot in the same transaction as the append.
+
+Out-of-order input is normal. A payment, credit note, cancellation or dispute may arrive before the invoice it names:
+the money waits as credit earmarked for that invoice and the flags wait in the state, both applied when the invoice
+arrives. Allocations, once made, stay (as in any sub-ledger); what is order-independent is the balance per currency:
+the sum of what was invoiced and not cancelled, less every payment and credit note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+ZERO = Decimal(0)
+
+Verdict = Literal["new", "duplicate", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    verdict: Verdict
+    reason: str = ""
+
+
+NEW = Check("new")
+
+
+@dataclass
+class Invoice:
+    invoice_id: str
+    number: str
+    issue_date: date
+    due_date: date
+    currency: str
+    amount: Decimal
+    outstanding: Decimal
+    status: Literal["open", "paid", "cancelled"] = "open"
+    allocations: dict[str, Decimal] = field(default_factory=dict)  # credit key -> amount applied
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+
+@dataclass
+class Credit:
+    """Money on the customer's side: a payment or a credit note, and where it went."""
+
+    key: str  # "payment:<id>" or "credit_note:<id>"
+    currency: str
+    amount: Decimal
+    on: date
+    free: Decimal  # unallocated, available for the oldest open invoices
+    earmarks: dict[str, Decimal] = field(default_factory=dict)  # waiting for an invoice not yet known
+    applied: dict[str, Decimal] = field(default_factory=dict)  # invoice_id -> amount
+
+    @property
+    def kind(self) -> str:
+        return self.key.split(":", 1)[0]
+
+
+@dataclass
+class CustomerState:
+    tenant: str
+    customer_id: str
+    version: int = 0
+    head_hash: str = "0" * 64
+    profile: dict[str, Any] | None = None
+    profile_at: str | None = None
+    invoices: dict[str, Invoice] = field(default_factory=dict)
+    credits: dict[str, Credit] = field(default_factory=dict)
+    cancelled: dict[str, str] = field(default_factory=dict)  # invoice_id -> reason (also before issue)
+    disputes: dict[str, str] = field(default_factory=dict)  # invoice_id -> reason, while unresolved
+    due_date_passed: dict[str, str] = field(default_factory=dict)  # invoice_id -> due date reported by ERP
+    promises: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plans: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)  # business key -> content fingerprint
+
+    # ----------------------------------------------------------------------------------------------- deciding
+    def check(self, event_type: str, data: dict[str, Any]) -> Check:
+        """Is this event new, a duplicate of what the ledger holds, or against a business rule?"""
+        key = _business_key(event_type, data)
+        if key is not None and key in self.fingerprints:
+            if self.fingerprints[key] == _fingerprint(event_type, data):
+                return Check("duplicate", f"{key} already recorded with the same content")
+            return Check("rejected", _conflict_reason(self, event_type, data, key))
+        if event_type == "payment.received":
+            for allocation in data.get("allocations", []):
+                invoice = self.invoices.get(allocation["invoice_id"])
+                if invoice is not None and invoice.currency != data["currency"]:
+                    return Check(
+                        "rejected",
+                        f"payment {data['payment_id']} in {data['currency']} is allocated to invoice "
+                        f"{invoice.invoice_id} in {invoice.currency}",
+                    )
+        if event_type == "credit_note.issued" and data.get("invoice_id"):
+            invoice = self.invoices.get(data["invoice_id"])
+            if invoice is not None and invoice.currency != data["currency"]:
+                return Check(
+                    "rejected",
+                    f"credit note {data['credit_note_id']} in {data['currency']} names invoice "
+                    f"{invoice.invoice_id} in {invoice.currency}",
+                )
+        if event_type == "invoice.cancelled" and data["invoice_id"] in self.cancelled:
+            return Check("duplicate", f"invoice {data['invoice_id']} is already cancelled")
+        if event_type == "invoice.due_date_passed" and data["invoice_id"] in self.due_date_passed:
+            return Check("duplicate", f"due date of invoice {data['invoice_id']} already recorded as passed")
+        if event_type == "invoice.disputed" and data["invoice_id"] in self.disputes:
+            return Check("duplicate", f"invoice {data['invoice_id']} is already disputed")
+        if event_type == "invoice.dispute_resolved" and data["invoice_id"] not in self.disputes:
+            return Check("duplicate", f"invoice {data['invoice_id']} has no open dispute")
+        if event_type == "customer.upserted" and self.profile == data:
+            return Check("duplicate", "customer profile unchanged")
+        return NEW
+
+    # ----------------------------------------------------------------------------------------------- applying
+    def apply(self, event_type: str, data: dict[str, Any], occurred_at: str = "") -> set[str]:
+        """Fold one accepted event into the state; returns the ids of the invoices it changed."""
+        touched: set[str] = set()
+        key = _business_key(event_type, data)
+        if key is not None:
+            self.fingerprints[key] = _fingerprint(event_type, data)
+        handler = _HANDLERS.get(event_type)
+        if handler is not None:
+            handler(self, data, occurred_at, touched)
+        return touched
+
+    # ----------------------------------------------------------------------------------------------- reading
+    def balances(self) -> dict[str, Decimal]:
+        """Per currency: open invoices' outstanding less credit not yet applied (negative = in credit)."""
+        result: dict[str, Decimal] = {}
+        for invoice in self.invoices.values():
+            if invoice.is_open:
+                result[invoice.currency] = result.get(invoice.currency, ZERO) + invoice.outstanding
+        for credit in self.credits.values():
+            waiting = credit.free + sum(credit.earmarks.values(), ZERO)
+            if waiting or credit.currency not in result:
+                result[credit.currency] = result.get(credit.currency, ZERO) - waiting
+        return result
+
+    def unallocated(self) -> dict[str, Decimal]:
+        result: dict[str, Decimal] = {}
+        for credit in self.credits.values():
+            waiting = credit.free + sum(credit.earmarks.values(), ZERO)
+            if waiting:
+                result[credit.currency] = result.get(credit.currency, ZERO) + waiting
+        return result
+
+    def open_invoices(self) -> list[Invoice]:
+        return sorted((i for i in self.invoices.values() if i.is_open), key=_age)
+
+    def overdue(self, as_of: date) -> dict[str, Decimal]:
+        result: dict[str, Decimal] = {}
+        for invoice in self.open_invoices():
+            if invoice.due_date < as_of:
+                result[invoice.currency] = result.get(invoice.currency, ZERO) + invoice.outstanding
+        return result
+
+    # ----------------------------------------------------------------------------------------------- snapshot
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "customer_id": self.customer_id,
+            "version": self.version,
+            "head_hash": self.head_hash,
+            "profile": self.profile,
+            "profile_at": self.profile_at,
+            "invoices": {k: _invoice_json(v) for k, v in self.invoices.items()},
+            "credits": {k: _credit_json(v) for k, v in self.credits.items()},
+            "cancelled": self.cancelled,
+            "disputes": self.disputes,
+            "due_date_passed": self.due_date_passed,
+            "promises": self.promises,
+            "plans": self.plans,
+            "fingerprints": self.fingerprints,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> CustomerState:
+        return cls(
+            tenant=raw["tenant"],
+            customer_id=raw["customer_id"],
+            version=raw["version"],
+            head_hash=raw["head_hash"],
+            profile=raw.get("profile"),
+            profile_at=raw.get("profile_at"),
+            invoices={k: _invoice_from(v) for k, v in raw.get("invoices", {}).items()},
+            credits={k: _credit_from(v) for k, v in raw.get("credits", {}).items()},
+            cancelled=dict(raw.get("cancelled", {})),
+            disputes=dict(raw.get("disputes", {})),
+            due_date_passed=dict(raw.get("due_date_passed", {})),
+            promises=dict(raw.get("promises", {})),
+            plans=dict(raw.get("plans", {})),
+            fingerprints=dict(raw.get("fingerprints", {})),
+        )
+
+
+# --------------------------------------------------------------------------------------------------- handlers
+def _on_customer(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    # The most recent statement of the customer wins, whatever order the messages arrived in.
+    if state.profile_at is None or occurred_at >= state.profile_at:
+        state.profile = data
+        state.profile_at = occurred_at
+
+
+def _on_invoice(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    if data.get("customer") and state.profile is None:
+        state.profile = data["customer"]
+        state.profile_at = occurred_at
+    amount = Decimal(data["amount"])
+    invoice = Invoice(
+        invoice_id=data["invoice_id"],
+        number=data["number"],
+        issue_date=date.fromisoformat(data["issue_date"]),
+        due_date=date.fromisoformat(data["due_date"]),
+        currency=data["currency"],
+        amount=amount,
+        outstanding=amount,
+    )
+    state.invoices[invoice.invoice_id] = invoice
+    touched.add(invoice.invoice_id)
+    if invoice.invoice_id in state.cancelled:
+        invoice.status = "cancelled"
+        invoice.outstanding = ZERO
+    for credit in sorted(state.credits.values(), key=_credit_age):
+        earmarked = credit.earmarks.pop(invoice.invoice_id, None)
+        if earmarked is None:
+            continue
+        if invoice.is_open and credit.currency == invoice.currency:
+            _allocate(credit, invoice, earmarked)
+        else:
+            credit.free += earmarked
+    _settle(state, invoice.currency, touched)
+
+
+def _on_credit(kind: str, id_field: str):  # type: ignore[no-untyped-def]
+    def handler(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+        amount = Decimal(data["amount"])
+        credit = Credit(
+            key=f"{kind}:{data[id_field]}",
+            currency=data["currency"],
+            amount=amount,
+            on=date.fromisoformat(data["received_on" if kind == "payment" else "issued_on"]),
+            free=amount,
+        )
+        state.credits[credit.key] = credit
+        targets = [(a["invoice_id"], Decimal(a["amount"])) for a in data.get("allocations", [])]
+        if kind == "credit_note" and data.get("invoice_id"):
+            targets = [(data["invoice_id"], amount)]
+        for invoice_id, wanted in targets:
+            credit.free -= wanted
+            invoice = state.invoices.get(invoice_id)
+            if invoice is None and invoice_id not in state.cancelled:
+                credit.earmarks[invoice_id] = credit.earmarks.get(invoice_id, ZERO) + wanted
+            elif invoice is not None and invoice.is_open and invoice.currency == credit.currency:
+                _allocate(credit, invoice, wanted)
+                touched.add(invoice_id)
+            else:
+                credit.free += wanted
+        _settle(state, credit.currency, touched)
+
+    return handler
+
+
+def _on_cancelled(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    invoice_id = data["invoice_id"]
+    state.cancelled[invoice_id] = data.get("reason") or ""
+    invoice = state.invoices.get(invoice_id)
+    if invoice is None:
+        return
+    for credit_key, amount in invoice.allocations.items():
+        credit = state.credits[credit_key]
+        credit.applied.pop(invoice_id, None)
+        credit.free += amount
+    invoice.allocations = {}
+    invoice.outstanding = ZERO
+    invoice.status = "cancelled"
+    touched.add(invoice_id)
+    _settle(state, invoice.currency, touched)
+
+
+def _on_disputed(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    state.disputes[data["invoice_id"]] = data["reason"]
+    touched.add(data["invoice_id"])
+
+
+def _on_dispute_resolved(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    state.disputes.pop(data["invoice_id"], None)
+    touched.add(data["invoice_id"])
+    invoice = state.invoices.get(data["invoice_id"])
+    if invoice is not None:
+        _settle(state, invoice.currency, touched)
+
+
+def _on_due_date_passed(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    state.due_date_passed[data["invoice_id"]] = data["due_date"]
+
+
+def _on_promise(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    state.promises[data["promise_id"]] = data
+
+
+def _on_plan(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    state.plans[data["plan_id"]] = data
+
+
+_HANDLERS = {
+    "customer.upserted": _on_customer,
+    "invoice.issued": _on_invoice,
+    "payment.received": _on_credit("payment", "payment_id"),
+    "credit_note.issued": _on_credit("credit_note", "credit_note_id"),
+    "invoice.cancelled": _on_cancelled,
+    "invoice.disputed": _on_disputed,
+    "invoice.dispute_resolved": _on_dispute_resolved,
+    "invoice.due_date_passed": _on_due_date_passed,
+    "promise_to_pay.recorded": _on_promise,
+    "payment_plan.agreed": _on_plan,
+}
+
+
+# --------------------------------------------------------------------------------------------------- allocation
+def _allocate(credit: Credit, invoice: Invoice, wanted: Decimal) -> None:
+    """Apply up to ``wanted`` of the credit to the invoice; what the invoice cannot take stays free."""
+    applied = min(wanted, invoice.outstanding)
+    if applied > 0:
+        invoice.outstanding -= applied
+        invoice.allocations[credit.key] = invoice.allocations.get(credit.key, ZERO) + applied
+        credit.applied[invoice.invoice_id] = credit.applied.get(invoice.invoice_id, ZERO) + applied
+        if invoice.outstanding == 0:
+            invoice.status = "paid"
+    credit.free += wanted - applied
+
+
+def _settle(state: CustomerState, currency: str, touched: set[str]) -> None:
+    """Apply free credit, oldest first, to the oldest open undisputed invoices of the currency."""
+    credits = [c for c in sorted(state.credits.values(), key=_credit_age) if c.currency == currency and c.free > 0]
+    if not credits:
+        return
+    invoices = [
+        i
+        for i in state.open_invoices()
+        if i.currency == currency and i.invoice_id not in state.disputes and i.outstanding > 0
+    ]
+    for invoice in invoices:
+        for credit in credits:
+            if credit.free <= 0:
+                continue
+            take = min(credit.free, invoice.outstanding)
+            credit.free -= take
+            _allocate(credit, invoice, take)
+            touched.add(invoice.invoice_id)
+            if not invoice.is_open:
+                break
+
+
+def _age(invoice: Invoice) -> tuple[date, date, str]:
+    return (invoice.due_date, invoice.issue_date, invoice.invoice_id)
+
+
+def _credit_age(credit: Credit) -> tuple[date, str]:
+    return (credit.on, credit.key)
+
+
+# --------------------------------------------------------------------------------------------------- identity
+_ID_FIELDS = {
+    "invoice.issued": ("invoice", "invoice_id"),
+    "payment.received": ("payment", "payment_id"),
+    "credit_note.issued": ("credit_note", "credit_note_id"),
+    "promise_to_pay.recorded": ("promise", "promise_id"),
+    "payment_plan.agreed": ("plan", "plan_id"),
+}
+
+
+def _business_key(event_type: str, data: dict[str, Any]) -> str | None:
+    spec = _ID_FIELDS.get(event_type)
+    return None if spec is None else f"{spec[0]} {data[spec[1]]}"
+
+
+def _fingerprint(event_type: str, data: dict[str, Any]) -> str:
+    content = {k: v for k, v in data.items() if k != "customer"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _conflict_reason(state: CustomerState, event_type: str, data: dict[str, Any], key: str) -> str:
+    if event_type == "invoice.issued":
+        known = state.invoices[data["invoice_id"]]
+        return (
+            f"{key} was already issued with different content (number {known.number}, amount {known.amount} "
+            f"{known.currency}, due {known.due_date}); correct an invoice with a credit note or a cancellation"
+        )
+    return f"{key} was already recorded with different content; an id must not be reused"
+
+
+# --------------------------------------------------------------------------------------------------- json
+def _invoice_json(invoice: Invoice) -> dict[str, Any]:
+    return {
+        "invoice_id": invoice.invoice_id,
+        "number": invoice.number,
+        "issue_date": invoice.issue_date.isoformat(),
+        "due_date": invoice.due_date.isoformat(),
+        "currency": invoice.currency,
+        "amount": str(invoice.amount),
+        "outstanding": str(invoice.outstanding),
+        "status": invoice.status,
+        "allocations": {k: str(v) for k, v in invoice.allocations.items()},
+    }
+
+
+def _invoice_from(raw: dict[str, Any]) -> Invoice:
+    return Invoice(
+        invoice_id=raw["invoice_id"],
+        number=raw["number"],
+        issue_date=date.fromisoformat(raw["issue_date"]),
+        due_date=date.fromisoformat(raw["due_date"]),
+        currency=raw["currency"],
+        amount=Decimal(raw["amount"]),
+        outstanding=Decimal(raw["outstanding"]),
+        status=raw["status"],
+        allocations={k: Decimal(v) for k, v in raw["allocations"].items()},
+    )
+
+
+def _credit_json(credit: Credit) -> dict[str, Any]:
+    return {
+        "key": credit.key,
+        "currency": credit.currency,
+        "amount": str(credit.amount),
+        "on": credit.on.isoformat(),
+        "free": str(credit.free),
+        "earmarks": {k: str(v) for k, v in credit.earmarks.items()},
+        "applied": {k: str(v) for k, v in credit.applied.items()},
+    }
+
+
+def _credit_from(raw: dict[str, Any]) -> Credit:
+    return Credit(
+        key=raw["key"],
+        currency=raw["currency"],
+        amount=Decimal(raw["amount"]),
+        on=date.fromisoformat(raw["on"]),
+        free=Decimal(raw["free"]),
+        earmarks={k: Decimal(v) for k, v in raw["earmarks"].items()},
+        applied={k: Decimal(v) for k, v in raw["applied"].items()},
+    )
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds")

@@ -1,0 +1,446 @@
+"""The event store: one append-only, hash-chained stream per (tenant, customer), projections kept in step.
+
+Writing goes through :meth:`Ledger.record`, which takes many events for many customers and applies them in one
+transaction: for each stream it locks the customer's projection row (in a fixed order, so concurrent writers queue
+instead of deadlocking), folds the new events into the projected state, appends them with the next versions, and
+saves the projection. The unique constraint on (tenant, customer_id, version) is the expected-version check: a
+writer that lost a race fails on it and the whole transaction is retried with fresh state, so a stream never gets a
+gap, a duplicate version or a lost event, however many processes append.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+import structlog
+from sqlalchemy import Connection, Engine, bindparam, select, text, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from shared.ledger.hashing import GENESIS, event_hash, utc
+from shared.ledger.schema import customer_state, events, invoice_balances
+from shared.ledger.state import CustomerState
+
+log = structlog.get_logger()
+
+StreamKey = tuple[str, str]
+Status = Literal["applied", "duplicate", "rejected", "conflict"]
+
+_CONFLICT_STATES = {"23505", "40001", "40P01"}  # unique violation, serialization failure, deadlock
+
+
+class LedgerError(Exception):
+    """Base of the ledger's errors."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The database cannot be reached or refused the work for a reason a retry may cure."""
+
+
+class LedgerConflict(LedgerError):
+    """Concurrent writers kept colliding past the retry budget (should not happen with row locks)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """An event to record in a customer's stream."""
+
+    tenant: str
+    customer_id: str
+    event_id: str
+    event_type: str
+    data: dict[str, Any]
+    occurred_at: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+    expected_version: int | None = None  # None: append whatever the stream's version
+
+    @property
+    def stream(self) -> StreamKey:
+        return (self.tenant, self.customer_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: Status
+    reason: str = ""
+    version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    position: int
+    tx_id: int | None
+    tenant: str
+    customer_id: str
+    version: int
+    event_id: str
+    event_type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    occurred_at: datetime
+    recorded_at: datetime
+    prev_hash: str
+    hash: str
+
+    def hash_fields(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "customer_id": self.customer_id,
+            "version": self.version,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "data": self.data,
+            "metadata": self.metadata,
+            "occurred_at": self.occurred_at,
+            "recorded_at": self.recorded_at,
+            "prev_hash": self.prev_hash,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a global reader stands: (tx_id, position) on PostgreSQL, position alone on SQLite."""
+
+    tx_id: int = -1
+    position: int = 0
+
+
+@dataclass
+class VerifyReport:
+    streams: int = 0
+    events: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class Ledger:
+    def __init__(self, engine: Engine, *, max_attempts: int = 50) -> None:
+        self.engine = engine
+        self.max_attempts = max_attempts
+        self._postgres = engine.dialect.name == "postgresql"
+
+    # ------------------------------------------------------------------------------------------------ writing
+    def record(self, items: Sequence[Incoming]) -> list[Outcome]:
+        """Apply the items in one transaction; outcomes in the items' order. Retries lost races itself."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self.engine.begin() as conn:
+                    return self._record(conn, items)
+            except DBAPIError as exc:
+                if not _is_conflict(exc):
+                    if isinstance(exc, OperationalError) or exc.connection_invalidated:
+                        raise LedgerUnavailable(str(exc.orig or exc)) from exc
+                    raise
+                if attempt >= self.max_attempts:
+                    raise LedgerConflict(f"gave up after {attempt} attempts: {exc.orig}") from exc
+                log.info("ledger.retry_conflict", attempt=attempt, error=type(exc.orig).__name__)
+                time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
+
+    def _record(self, conn: Connection, items: Sequence[Incoming]) -> list[Outcome]:
+        by_stream: dict[StreamKey, list[int]] = {}
+        for index, item in enumerate(items):
+            by_stream.setdefault(item.stream, []).append(index)
+        keys = sorted(by_stream)
+        states = self._lock_streams(conn, keys)
+        known_ids = self._known_event_ids(conn, items)
+
+        outcomes: list[Outcome | None] = [None] * len(items)
+        rows: list[dict[str, Any]] = []
+        changed: list[CustomerState] = []
+        touched: list[tuple[CustomerState, set[str]]] = []
+        now = datetime.now(UTC)
+        for key in keys:
+            state = states[key]
+            before = state.version
+            invoices: set[str] = set()
+            for index in by_stream[key]:
+                item = items[index]
+                outcome = self._decide(state, item, known_ids)
+                outcomes[index] = outcome
+                if outcome.status != "applied":
+                    continue
+                known_ids.add((item.tenant, item.event_id))
+                row = _row(state, item, now)
+                rows.append(row)
+                state.version = row["version"]
+                state.head_hash = row["hash"]
+                invoices |= state.apply(item.event_type, item.data, utc(item.occurred_at).isoformat())
+            if state.version != before:
+                changed.append(state)
+                touched.append((state, invoices))
+
+        if rows:
+            conn.execute(events.insert(), rows)
+            conn.execute(
+                update(customer_state)
+                .where(customer_state.c.tenant == bindparam("k_tenant"))
+                .where(customer_state.c.customer_id == bindparam("k_customer"))
+                .values(version=bindparam("k_version"), state=bindparam("k_state"), updated_at=now),
+                [
+                    {
+                        "k_tenant": s.tenant,
+                        "k_customer": s.customer_id,
+                        "k_version": s.version,
+                        "k_state": s.to_json(),
+                    }
+                    for s in changed
+                ],
+            )
+            self._save_invoice_rows(conn, touched)
+        return [o for o in outcomes if o is not None]
+
+    @staticmethod
+    def _decide(state: CustomerState, item: Incoming, known_ids: set[tuple[str, str]]) -> Outcome:
+        if (item.tenant, item.event_id) in known_ids:
+            return Outcome("duplicate", f"event_id {item.event_id} is already in the log")
+        if item.expected_version is not None and item.expected_version != state.version:
+            return Outcome("conflict", f"stream is at version {state.version}, expected {item.expected_version}")
+        check = state.check(item.event_type, item.data)
+        if check.verdict == "new":
+            return Outcome("applied", version=state.version + 1)
+        return Outcome(check.verdict, check.reason)
+
+    def _lock_streams(self, conn: Connection, keys: list[StreamKey]) -> dict[StreamKey, CustomerState]:
+        """Make sure each stream has a projection row, lock them in key order, and load their states."""
+        now = datetime.now(UTC)
+        placeholders = [{"tenant": t, "customer_id": c, "version": 0, "state": {}, "updated_at": now} for t, c in keys]
+        conn.execute(self._insert(customer_state).on_conflict_do_nothing(), placeholders)
+        states: dict[StreamKey, CustomerState] = {}
+        for chunk in _chunks(keys, 1000):
+            query = (
+                select(customer_state.c.tenant, customer_state.c.customer_id, customer_state.c.state)
+                .where(tuple_(customer_state.c.tenant, customer_state.c.customer_id).in_(chunk))
+                .order_by(customer_state.c.tenant, customer_state.c.customer_id)
+            )
+            if self._postgres:
+                query = query.with_for_update()
+            for tenant, customer, raw in conn.execute(query):
+                states[(tenant, customer)] = (
+                    CustomerState.from_json(raw) if raw else CustomerState(tenant=tenant, customer_id=customer)
+                )
+        return states
+
+    @staticmethod
+    def _known_event_ids(conn: Connection, items: Sequence[Incoming]) -> set[tuple[str, str]]:
+        wanted = sorted({(i.tenant, i.event_id) for i in items})
+        known: set[tuple[str, str]] = set()
+        for chunk in _chunks(wanted, 1000):
+            query = select(events.c.tenant, events.c.event_id).where(
+                tuple_(events.c.tenant, events.c.event_id).in_(chunk)
+            )
+            known.update((t, e) for t, e in conn.execute(query))
+        return known
+
+    def _save_invoice_rows(self, conn: Connection, touched: list[tuple[CustomerState, set[str]]]) -> None:
+        rows = []
+        for state, invoice_ids in touched:
+            for invoice_id in sorted(invoice_ids):
+                invoice = state.invoices.get(invoice_id)
+                if invoice is None:
+                    continue
+                rows.append(
+                    {
+                        "tenant": state.tenant,
+                        "customer_id": state.customer_id,
+                        "invoice_id": invoice.invoice_id,
+                        "number": invoice.number,
+                        "currency": invoice.currency,
+                        "amount": invoice.amount,
+                        "outstanding": invoice.outstanding,
+                        "issue_date": invoice.issue_date,
+                        "due_date": invoice.due_date,
+                        "status": invoice.status,
+                        "disputed": invoice.invoice_id in state.disputes,
+                    }
+                )
+        if not rows:
+            return
+        statement = self._insert(invoice_balances)
+        columns = (
+            "number",
+            "currency",
+            "amount",
+            "outstanding",
+            "issue_date",
+            "due_date",
+            "status",
+            "disputed",
+        )
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["tenant", "customer_id", "invoice_id"],
+                set_={name: statement.excluded[name] for name in columns},
+            ),
+            rows,
+        )
+
+    def _insert(self, table: Any) -> Any:
+        return postgresql.insert(table) if self._postgres else sqlite.insert(table)
+
+    # ------------------------------------------------------------------------------------------------ reading
+    def state(self, tenant: str, customer_id: str) -> CustomerState:
+        with self.engine.connect() as conn:
+            raw = conn.execute(
+                select(customer_state.c.state).where(
+                    customer_state.c.tenant == tenant, customer_state.c.customer_id == customer_id
+                )
+            ).scalar_one_or_none()
+        return CustomerState.from_json(raw) if raw else CustomerState(tenant=tenant, customer_id=customer_id)
+
+    def read_stream(self, tenant: str, customer_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        with self.engine.connect() as conn:
+            result = conn.execute(
+                select(events)
+                .where(
+                    events.c.tenant == tenant,
+                    events.c.customer_id == customer_id,
+                    events.c.version >= from_version,
+                )
+                .order_by(events.c.version)
+            )
+            return [_recorded(row) for row in result.mappings()]
+
+    def fold(self, tenant: str, customer_id: str) -> CustomerState:
+        """Rebuild a customer's state from the log alone (what an auditor's replay computes)."""
+        state = CustomerState(tenant=tenant, customer_id=customer_id)
+        for event in self.read_stream(tenant, customer_id):
+            state.apply(event.event_type, event.data, utc(event.occurred_at).isoformat())
+            state.version = event.version
+            state.head_hash = event.hash
+        return state
+
+    def read_all(self, after: Cursor = Cursor(), limit: int = 1000) -> tuple[list[RecordedEvent], Cursor]:
+        """Events after the cursor in an order no later commit can insert into.
+
+        PostgreSQL: a bigserial is assigned at INSERT but becomes visible at COMMIT, so reading "position > N" can
+        pass an event that commits later with a smaller position. Each row records the appending transaction's id;
+        the reader orders by (tx_id, position) and stops below the oldest transaction still running
+        (``pg_snapshot_xmin``), so every transaction it passes has finished. SQLite has one writer at a time, so
+        positions are already in commit order.
+        """
+        with self.engine.connect() as conn:
+            if self._postgres:
+                query = (
+                    select(events)
+                    .where(tuple_(events.c.tx_id, events.c.position) > tuple_(after.tx_id, after.position))
+                    .where(events.c.tx_id < text("pg_snapshot_xmin(pg_current_snapshot())::text::bigint"))
+                    .order_by(events.c.tx_id, events.c.position)
+                    .limit(limit)
+                )
+            else:
+                query = select(events).where(events.c.position > after.position).order_by(events.c.position)
+                query = query.limit(limit)
+            batch = [_recorded(row) for row in conn.execute(query).mappings()]
+        if not batch:
+            return batch, after
+        last = batch[-1]
+        return batch, Cursor(tx_id=last.tx_id if last.tx_id is not None else -1, position=last.position)
+
+    def iter_all(self, batch_size: int = 1000) -> Iterator[RecordedEvent]:
+        cursor = Cursor()
+        while True:
+            batch, cursor = self.read_all(cursor, batch_size)
+            if not batch:
+                return
+            yield from batch
+
+    def streams(self, tenant: str | None = None) -> list[StreamKey]:
+        with self.engine.connect() as conn:
+            query = select(customer_state.c.tenant, customer_state.c.customer_id).where(customer_state.c.version > 0)
+            if tenant is not None:
+                query = query.where(customer_state.c.tenant == tenant)
+            return [
+                (t, c) for t, c in conn.execute(query.order_by(customer_state.c.tenant, customer_state.c.customer_id))
+            ]
+
+    def verify(self, tenant: str | None = None, customer_id: str | None = None) -> VerifyReport:
+        """Recompute every hash chain: an altered, removed or reordered event breaks it."""
+        report = VerifyReport()
+        keys = [(tenant, customer_id)] if tenant and customer_id else self.streams(tenant)
+        for key_tenant, key_customer in keys:
+            assert key_tenant is not None and key_customer is not None
+            report.streams += 1
+            stream = self.read_stream(key_tenant, key_customer)
+            where = f"{key_tenant}/{key_customer}"
+            previous = GENESIS
+            for expected_version, event in enumerate(stream, start=1):
+                report.events += 1
+                if event.version != expected_version:
+                    report.problems.append(f"{where}: version {expected_version} missing (found {event.version})")
+                if event.prev_hash != previous:
+                    report.problems.append(f"{where} v{event.version}: chain broken (prev_hash does not match)")
+                if event_hash(**event.hash_fields()) != event.hash:
+                    report.problems.append(f"{where} v{event.version}: content altered (hash does not match)")
+                previous = event.hash
+            head = self.state(key_tenant, key_customer)
+            if head.version != len(stream) or head.head_hash != previous:
+                report.problems.append(
+                    f"{where}: log ends at version {len(stream)} but {head.version} events were recorded"
+                    if head.version != len(stream)
+                    else f"{where}: last event's hash differs from the recorded head"
+                )
+        return report
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _row(state: CustomerState, item: Incoming, now: datetime) -> dict[str, Any]:
+    version = state.version + 1
+    fields = {
+        "tenant": item.tenant,
+        "customer_id": item.customer_id,
+        "version": version,
+        "event_id": item.event_id,
+        "event_type": item.event_type,
+        "data": item.data,
+        "metadata": item.metadata,
+        "occurred_at": utc(item.occurred_at),
+        "recorded_at": now,
+        "prev_hash": state.head_hash,
+    }
+    return {**fields, "hash": event_hash(**fields)}
+
+
+def _recorded(row: Any) -> RecordedEvent:
+    return RecordedEvent(
+        position=row["position"],
+        tx_id=row["tx_id"],
+        tenant=row["tenant"],
+        customer_id=row["customer_id"],
+        version=row["version"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        data=row["data"],
+        metadata=row["metadata"],
+        occurred_at=utc(row["occurred_at"]),
+        recorded_at=utc(row["recorded_at"]),
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )
+
+
+def _is_conflict(exc: DBAPIError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate in _CONFLICT_STATES
+    if isinstance(exc, IntegrityError):
+        return "UNIQUE" in str(exc.orig)
+    return "database is locked" in str(exc.orig)
+
+
+def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def as_date(value: str | date) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)
