@@ -1,0 +1,197 @@
+"""The ``relance`` command: one entry point for the workers, the ledger tools and the demo.
+
+Each sub-command builds what it needs from settings when it runs (nothing connects at import time) and turns
+expected failures (bad configuration, unreachable server) into one clear line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from shared.config import ConfigurationError, Settings, load_settings
+from shared.logging import configure_logging
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        overrides = {"database_url": args.database_url} if getattr(args, "database_url", None) else {}
+        settings = load_settings(**overrides)
+    except ConfigurationError as exc:
+        print(f"relance: {exc}", file=sys.stderr)
+        return 78  # EX_CONFIG
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        handler: Handler = args.handler
+        return handler(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except ConfigurationError as exc:
+        print(f"relance: {exc}", file=sys.stderr)
+        return 78
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relance",
+        description="Accounts-receivable collections engine: event-sourced customer ledgers fed by your ERP.",
+        epilog="Settings come from RELANCE_* environment variables; see the README for the full table.",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    db = commands.add_parser("db", help="database schema (Alembic migrations)")
+    db_commands = db.add_subparsers(title="db commands", metavar="ACTION")
+    upgrade = db_commands.add_parser("upgrade", help="create or migrate the ledger schema to the latest version")
+    upgrade.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    upgrade.set_defaults(handler=_db_upgrade)
+    current = db_commands.add_parser("current", help="print the schema revision of the database")
+    current.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    current.set_defaults(handler=_db_current)
+
+    ledger = commands.add_parser("ledger", help="inspect customer ledgers")
+    ledger_commands = ledger.add_subparsers(title="ledger commands", metavar="ACTION")
+    show = ledger_commands.add_parser("show", help="print a customer's event stream and projected state")
+    show.add_argument("--tenant", required=True)
+    show.add_argument("--customer", required=True)
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    show.set_defaults(handler=_ledger_show)
+
+    verify = commands.add_parser("verify", help="recompute every hash chain; exit 1 if the log was altered")
+    verify.add_argument("--tenant")
+    verify.add_argument("--customer")
+    verify.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    verify.set_defaults(handler=_verify)
+
+    worker = commands.add_parser("worker", help="run a worker until stopped (SIGTERM or Ctrl-C)")
+    workers = worker.add_subparsers(title="workers", metavar="KIND")
+    ingest = workers.add_parser("ingest", help="consume ERP events from RabbitMQ into the ledger")
+    ingest.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    ingest.set_defaults(handler=_worker_ingest)
+
+    publish = commands.add_parser(
+        "publish", help="publish ERP events from a JSON Lines file to RabbitMQ, with publisher confirms"
+    )
+    publish.add_argument("file", type=Path, help="one v1 message per line ('-' for standard input)")
+    publish.set_defaults(handler=_publish)
+
+    demo = commands.add_parser(
+        "demo", help="run relance end to end on SQLite with an in-process broker and a generated sample"
+    )
+    demo.add_argument("--customers", type=int, default=300, help="how many customers (default 300)")
+    demo.add_argument("--months", type=int, default=4, help="months of activity (default 4)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed, for a repeatable sample (default 7)")
+    demo.add_argument(
+        "--database-url", help="where to keep the demo ledger (default: a fresh SQLite file under ./demo-output)"
+    )
+    demo.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for the demo's files")
+    demo.set_defaults(handler=_demo)
+
+    contract = commands.add_parser("contract", help="the ERP message contract")
+    contract_commands = contract.add_subparsers(title="contract commands", metavar="ACTION")
+    export = contract_commands.add_parser("export", help="write the JSON Schema files and the AsyncAPI document")
+    export.add_argument("--out", type=Path, default=Path("shared/contracts/schema"))
+    export.set_defaults(handler=_contract_export)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------- handlers
+def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.ledger.migrate import current, upgrade
+
+    upgrade(settings.database_url)
+    print(f"ledger schema at revision {current(settings.database_url)}")
+    return 0
+
+
+def _db_current(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.ledger.migrate import current
+
+    print(current(settings.database_url) or "(empty database: run `relance db upgrade`)")
+    return 0
+
+
+def _ledger_show(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.ledger.db import make_engine
+    from shared.ledger.show import render_stream, stream_document
+    from shared.ledger.store import Ledger
+
+    ledger = Ledger(make_engine(settings.database_url))
+    stream = ledger.read_stream(args.tenant, args.customer)
+    if not stream:
+        print(f"relance: no events for customer {args.customer!r} of tenant {args.tenant!r}", file=sys.stderr)
+        return 1
+    state = ledger.state(args.tenant, args.customer)
+    if args.json:
+        print(json.dumps(stream_document(stream, state), indent=2, default=_json_default, ensure_ascii=False))
+    else:
+        print(render_stream(stream, state))
+    return 0
+
+
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.ledger.db import make_engine
+    from shared.ledger.store import Ledger
+
+    report = Ledger(make_engine(settings.database_url)).verify(args.tenant, args.customer)
+    for problem in report.problems:
+        print(f"ALTERED  {problem}")
+    verdict = "intact" if report.ok else f"{len(report.problems)} problem(s) found"
+    print(f"{report.streams} stream(s), {report.events} event(s) checked: {verdict}")
+    return 0 if report.ok else 1
+
+
+def _worker_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from services.ingest.worker import run
+
+    return run(settings)
+
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from services.ingest.publish import publish_file
+
+    return publish_file(settings, args.file)
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from services.demo import run_demo
+
+    return run_demo(
+        customers=args.customers,
+        months=args.months,
+        seed=args.seed,
+        out=args.out,
+        database_url=args.database_url,
+    )
+
+
+def _contract_export(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.contracts.export import write_contract
+
+    for path in write_contract(args.out):
+        print(path)
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

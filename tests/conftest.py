@@ -1,0 +1,178 @@
+"""Real servers for the tests, found the same way everywhere, never skipped.
+
+PostgreSQL: ``RELANCE_TEST_DATABASE_URL`` if set, else the local server on 127.0.0.1:5432 if it answers, else a
+testcontainers PostgreSQL if a Docker engine answers, else the run fails saying how to provide one.
+RabbitMQ: likewise with ``RELANCE_TEST_AMQP_URL`` and 127.0.0.1:5672.
+
+Each run creates its own databases (``relance_t_<run>_<n>``) and its own exchange and queue names
+(``relance.t.<run>.<n>.*``) and removes them at the end, so parallel runs and tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+RUN_ID = uuid.uuid4().hex[:8]
+_counter = itertools.count(1)
+
+LOCAL_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+def _no_server(what: str, variable: str, port: int) -> None:
+    pytest.fail(
+        f"no {what} for the integration tests: set {variable} to a server URL, start {what} on "
+        f"127.0.0.1:{port}, or run a Docker engine so testcontainers can start one. "
+        "These tests are never skipped.",
+        pytrace=False,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- PostgreSQL
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """URL of a PostgreSQL server where the tests may create and drop databases."""
+    explicit = os.environ.get("RELANCE_TEST_DATABASE_URL")
+    if explicit:
+        yield explicit.replace("postgresql://", "postgresql+psycopg://", 1)
+        return
+    if _answers("127.0.0.1", 5432):
+        yield LOCAL_PG
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver="psycopg") as container:
+            yield container.get_connection_url()
+        return
+    _no_server("PostgreSQL", "RELANCE_TEST_DATABASE_URL", 5432)
+
+
+@pytest.fixture(scope="session")
+def make_pg_database(postgres_admin_url: str) -> Iterator[Callable[[], str]]:
+    """Factory: a new, migrated database of this run; all are dropped when the session ends."""
+    from shared.ledger.migrate import upgrade
+
+    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    created: list[str] = []
+
+    def factory() -> str:
+        name = f"relance_t_{RUN_ID}_{next(_counter)}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        url = make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+        upgrade(url)
+        return url
+
+    yield factory
+    with admin.connect() as conn:
+        for name in created:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_url(make_pg_database: Callable[[], str]) -> str:
+    """A fresh, migrated PostgreSQL database for one test."""
+    return make_pg_database()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh, migrated SQLite database for one test."""
+    from shared.ledger.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest) -> str:
+    """The storage contract runs on both engines: a fresh migrated database of each kind."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("pg_url"))
+
+
+# ---------------------------------------------------------------------------------------------------- RabbitMQ
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    explicit = os.environ.get("RELANCE_TEST_AMQP_URL")
+    if explicit:
+        yield explicit
+        return
+    if _answers("127.0.0.1", 5672):
+        yield LOCAL_AMQP
+        return
+    if _docker_answers():
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        with RabbitMqContainer("rabbitmq:3.13-alpine") as container:
+            params = container.get_connection_params()
+            yield f"amqp://guest:guest@{params.host}:{params.port}/%2F"
+        return
+    _no_server("RabbitMQ", "RELANCE_TEST_AMQP_URL", 5672)
+
+
+@dataclass(frozen=True)
+class AmqpNames:
+    exchange: str
+    queue: str
+    dead_letter_queue: str
+
+    def settings(self) -> dict[str, Any]:
+        """Keyword overrides for :func:`shared.config.load_settings`."""
+        return {
+            "events_exchange": self.exchange,
+            "ingest_queue": self.queue,
+            "dead_letter_queue": self.dead_letter_queue,
+        }
+
+
+@pytest.fixture
+def amqp_names(amqp_url: str) -> Iterator[AmqpNames]:
+    """Exchange and queue names of this test alone; deleted afterwards."""
+    import pika
+
+    base = f"relance.t.{RUN_ID}.{next(_counter)}"
+    names = AmqpNames(exchange=f"{base}.events", queue=f"{base}.ingest", dead_letter_queue=f"{base}.dead")
+    yield names
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        for queue in (names.queue, names.dead_letter_queue):
+            channel.queue_delete(queue)
+        channel.exchange_delete(names.exchange)
+    finally:
+        connection.close()
