@@ -125,6 +125,8 @@ class Money(_Model):
 
 
 class CustomerUpserted(_Model):
+    """The customer's master data: name, contacts, language, segment or policy, credit limit."""
+
     name: Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_text)]
     emails: list[Email] = Field(default_factory=list, max_length=20)
     language: Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] = "en"
@@ -135,6 +137,8 @@ class CustomerUpserted(_Model):
 
 
 class InvoiceIssued(_Model):
+    """An invoice sent to the customer; amount includes tax."""
+
     invoice_id: Id
     number: Id
     issue_date: date
@@ -157,6 +161,8 @@ class Allocation(_Model):
 
 
 class PaymentReceived(_Model):
+    """Money received; allocated as stated, otherwise to the oldest open invoices first."""
+
     payment_id: Id
     amount: Amount
     currency: Currency
@@ -176,11 +182,15 @@ class PaymentReceived(_Model):
 
 
 class InvoiceDueDatePassed(_Model):
+    """The ERP's own notice that an invoice fell due (optional: relance keeps its own timers)."""
+
     invoice_id: Id
     due_date: date
 
 
 class CreditNoteIssued(_Model):
+    """A credit note, against one invoice or as general credit."""
+
     credit_note_id: Id
     amount: Amount
     currency: Currency
@@ -196,24 +206,32 @@ class CreditNoteIssued(_Model):
 
 
 class InvoiceCancelled(_Model):
+    """The invoice no longer exists; money applied to it becomes unallocated credit."""
+
     invoice_id: Id
     cancelled_on: date | None = None
     reason: Text | None = None
 
 
 class InvoiceDisputed(_Model):
+    """The customer contests the invoice: it leaves the reminder ladder until resolved."""
+
     invoice_id: Id
     reason: Text
     opened_on: date | None = None
 
 
 class InvoiceDisputeResolved(_Model):
+    """The dispute is settled; the invoice returns to the ladder."""
+
     invoice_id: Id
     resolution: Text | None = None
     resolved_on: date | None = None
 
 
 class PromiseToPayRecorded(_Model):
+    """The customer promised to pay by a date; reminders wait until then."""
+
     promise_id: Id
     promised_date: date
     amount: Amount
@@ -233,6 +251,8 @@ class Instalment(_Model):
 
 
 class PaymentPlanAgreed(_Model):
+    """Instalments that replace the due dates of the invoices they cover."""
+
     plan_id: Id
     currency: Currency
     invoice_ids: list[Id] = Field(min_length=1, max_length=1000)

@@ -1,0 +1,118 @@
+"""One example message per event type: in the README, the AsyncAPI document and the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_BASE = {"tenant": "acme-fr", "customer_id": "C-0042"}
+
+
+def _message(event_id: str, event_type: str, occurred_at: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"event_id": event_id, "event_type": event_type, **_BASE, "occurred_at": occurred_at, "data": data}
+
+
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "customer.upserted": _message(
+        "erp-cust-0042-v3",
+        "customer.upserted",
+        "2026-10-01T08:00:00Z",
+        {
+            "name": "Boulangeries Martin SAS",
+            "emails": ["compta@boulangeries-martin.fr"],
+            "language": "fr",
+            "segment": "retail",
+            "credit_limit": {"amount": "25000.00", "currency": "EUR"},
+            "contact_name": "Claire Martin",
+        },
+    ),
+    "invoice.issued": _message(
+        "erp-inv-2026-1187",
+        "invoice.issued",
+        "2026-11-02T09:15:00Z",
+        {
+            "invoice_id": "INV-2026-1187",
+            "number": "F2026-1187",
+            "issue_date": "2026-11-02",
+            "due_date": "2026-12-17",
+            "currency": "EUR",
+            "amount": "1234.56",
+        },
+    ),
+    "payment.received": _message(
+        "erp-pay-88120",
+        "payment.received",
+        "2026-12-20T14:02:11Z",
+        {
+            "payment_id": "PAY-88120",
+            "amount": "1000.00",
+            "currency": "EUR",
+            "received_on": "2026-12-20",
+            "allocations": [{"invoice_id": "INV-2026-1187", "amount": "1000.00"}],
+        },
+    ),
+    "invoice.due_date_passed": _message(
+        "erp-due-2026-1187",
+        "invoice.due_date_passed",
+        "2026-12-18T00:05:00Z",
+        {"invoice_id": "INV-2026-1187", "due_date": "2026-12-17"},
+    ),
+    "credit_note.issued": _message(
+        "erp-cn-2026-031",
+        "credit_note.issued",
+        "2026-12-21T10:00:00Z",
+        {
+            "credit_note_id": "CN-2026-031",
+            "number": "AV2026-031",
+            "amount": "34.56",
+            "currency": "EUR",
+            "issued_on": "2026-12-21",
+            "invoice_id": "INV-2026-1187",
+            "reason": "damaged goods",
+        },
+    ),
+    "invoice.cancelled": _message(
+        "erp-cancel-2026-1190",
+        "invoice.cancelled",
+        "2026-11-05T11:00:00Z",
+        {"invoice_id": "INV-2026-1190", "cancelled_on": "2026-11-05", "reason": "issued twice"},
+    ),
+    "invoice.disputed": _message(
+        "erp-disp-2026-1191",
+        "invoice.disputed",
+        "2026-12-01T16:30:00Z",
+        {"invoice_id": "INV-2026-1191", "reason": "quantity delivered differs", "opened_on": "2026-12-01"},
+    ),
+    "invoice.dispute_resolved": _message(
+        "erp-disp-2026-1191-ok",
+        "invoice.dispute_resolved",
+        "2026-12-09T09:00:00Z",
+        {"invoice_id": "INV-2026-1191", "resolution": "delivery note confirmed", "resolved_on": "2026-12-09"},
+    ),
+    "promise_to_pay.recorded": _message(
+        "erp-ptp-0042-7",
+        "promise_to_pay.recorded",
+        "2026-12-22T10:10:00Z",
+        {
+            "promise_id": "PTP-0042-7",
+            "promised_date": "2027-01-10",
+            "amount": "200.00",
+            "currency": "EUR",
+            "invoice_ids": ["INV-2026-1187"],
+            "note": "cheque posted after the holidays",
+        },
+    ),
+    "payment_plan.agreed": _message(
+        "erp-plan-0042-1",
+        "payment_plan.agreed",
+        "2027-01-12T15:00:00Z",
+        {
+            "plan_id": "PLAN-0042-1",
+            "currency": "EUR",
+            "invoice_ids": ["INV-2026-1191"],
+            "instalments": [
+                {"due_date": "2027-02-15", "amount": "500.00"},
+                {"due_date": "2027-03-15", "amount": "500.00"},
+            ],
+        },
+    ),
+}

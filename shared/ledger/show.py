@@ -1,0 +1,108 @@
+"""What ``relance ledger show`` prints: a customer's stream and the state projected from it."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from shared.ledger.state import CustomerState
+from shared.ledger.store import RecordedEvent
+
+_SUMMARY_FIELDS = (
+    "number",
+    "invoice_id",
+    "payment_id",
+    "credit_note_id",
+    "promise_id",
+    "plan_id",
+    "amount",
+    "currency",
+    "due_date",
+    "received_on",
+    "name",
+    "reason",
+)
+
+
+def stream_document(stream: list[RecordedEvent], state: CustomerState) -> dict[str, Any]:
+    """The stream and state as one JSON-ready document (amounts stay decimal strings)."""
+    return {
+        "tenant": state.tenant,
+        "customer_id": state.customer_id,
+        "version": state.version,
+        "head_hash": state.head_hash,
+        "events": [
+            {
+                "position": e.position,
+                "version": e.version,
+                "event_id": e.event_id,
+                "event_type": e.event_type,
+                "occurred_at": e.occurred_at.isoformat(),
+                "recorded_at": e.recorded_at.isoformat(),
+                "data": e.data,
+                "metadata": e.metadata,
+                "prev_hash": e.prev_hash,
+                "hash": e.hash,
+            }
+            for e in stream
+        ],
+        "state": {
+            "profile": state.profile,
+            "balances": {c: str(v) for c, v in sorted(state.balances().items())},
+            "unallocated_credit": {c: str(v) for c, v in sorted(state.unallocated().items())},
+            "invoices": state.to_json()["invoices"],
+            "credits": state.to_json()["credits"],
+            "disputes": state.disputes,
+            "cancelled": state.cancelled,
+            "promises": state.promises,
+            "plans": state.plans,
+        },
+    }
+
+
+def render_stream(stream: list[RecordedEvent], state: CustomerState) -> str:
+    name = (state.profile or {}).get("name", "")
+    lines = [f"customer {state.customer_id} of {state.tenant}" + (f" — {name}" if name else "")]
+    lines.append(f"stream version {state.version}, head hash {state.head_hash[:16]}…")
+    lines.append("")
+    lines.append(f"{'ver':>4}  {'recorded (UTC)':<19}  {'type':<24}  {'event_id':<24}  summary")
+    for event in stream:
+        summary = ", ".join(f"{k}={event.data[k]}" for k in _SUMMARY_FIELDS if k in event.data)
+        lines.append(
+            f"{event.version:>4}  {event.recorded_at:%Y-%m-%d %H:%M:%S}  {event.event_type:<24}  "
+            f"{event.event_id[:24]:<24}  {summary}"
+        )
+    lines.append("")
+    lines.append("invoices")
+    lines.append(f"  {'number':<16} {'issued':<10} {'due':<10} {'amount':>14} {'outstanding':>14}  status")
+    for invoice in sorted(state.invoices.values(), key=lambda i: (i.due_date, i.invoice_id)):
+        flags = invoice.status + (" disputed" if invoice.invoice_id in state.disputes else "")
+        lines.append(
+            f"  {invoice.number[:16]:<16} {invoice.issue_date} {invoice.due_date} "
+            f"{_money(invoice.amount, invoice.currency):>14} {_money(invoice.outstanding, invoice.currency):>14}  "
+            f"{flags}"
+        )
+    if state.credits:
+        lines.append("")
+        lines.append("payments and credit notes")
+        for credit in sorted(state.credits.values(), key=lambda c: (c.on, c.key)):
+            applied = ", ".join(f"{inv} {_money(a, credit.currency)}" for inv, a in credit.applied.items())
+            waiting = credit.free + sum(credit.earmarks.values(), Decimal(0))
+            lines.append(
+                f"  {credit.key:<28} {credit.on} {_money(credit.amount, credit.currency):>14}"
+                f"  applied: {applied or '-'}"
+                + (f"; unallocated {_money(waiting, credit.currency)}" if waiting else "")
+            )
+    lines.append("")
+    balances = state.balances()
+    lines.append(
+        "balance: " + (", ".join(_money(v, c) for c, v in sorted(balances.items())) if balances else "nothing due")
+    )
+    unallocated = state.unallocated()
+    if unallocated:
+        lines.append("unallocated credit: " + ", ".join(_money(v, c) for c, v in sorted(unallocated.items())))
+    return "\n".join(lines)
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    return f"{amount:,} {currency}"
