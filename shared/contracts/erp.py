@@ -377,7 +377,7 @@ def event_json_schemas() -> dict[str, dict[str, Any]]:
         full = create_model(
             name,
             __base__=Envelope,
-            event_type=(Literal[event_type], ...),  # type: ignore[valid-type]
+            event_type=(Literal[event_type], ...),  # type: ignore[valid-type,arg-type]
             data=(model, ...),
         )
         schema = full.model_json_schema()

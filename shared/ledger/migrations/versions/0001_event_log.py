@@ -15,7 +15,7 @@ branch_labels = None
 depends_on = None
 
 
-def _json() -> sa.types.TypeEngine:
+def _json() -> sa.types.TypeEngine[object]:
     return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 

@@ -1,0 +1,41 @@
+# relance — the two commands of the quick start are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint format bench-ingest e2e-ingest contract clean
+
+$(BIN)/relance: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+## Run relance end to end on SQLite with an in-process broker and a generated sample.
+demo: $(BIN)/relance
+	$(BIN)/relance demo
+
+## Unit, integration and end-to-end tests (integration and e2e against real PostgreSQL and RabbitMQ), then lint.
+test: $(BIN)/relance
+	$(BIN)/pytest
+	$(MAKE) --no-print-directory lint
+
+lint: $(BIN)/relance
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(BIN)/relance
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## Ingest throughput on real RabbitMQ + PostgreSQL, next to a raw pika + batched INSERT baseline.
+bench-ingest: $(BIN)/relance
+	$(BIN)/python -m tests.benchmarks.bench_ingest
+
+## Regenerate the published contract (JSON Schema + AsyncAPI) from the models.
+contract: $(BIN)/relance
+	$(BIN)/relance contract export
+
+clean:
+	rm -rf demo-output .pytest_cache .mypy_cache .ruff_cache .hypothesis
