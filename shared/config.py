@@ -86,7 +86,8 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
-            lines.append(f"  RELANCE_{field.upper()}: {error['msg']} (got {error.get('input')!r})")
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"  RELANCE_{field.upper()}: {message} (got {error.get('input')!r})")
         raise ConfigurationError("invalid configuration, fix these settings:\n" + "\n".join(lines)) from None
 
 
