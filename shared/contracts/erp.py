@@ -58,7 +58,7 @@ def minor_units(currency: str) -> int:
 def _parse_amount(value: Any) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(f'must be a decimal string such as "1234.56", not a JSON {type(value).__name__}')
-    if not _AMOUNT.match(value):
+    if not _AMOUNT.fullmatch(value):  # not match: "$" also matches before a trailing newline
         raise ValueError(f'must be a non-negative decimal string such as "1234.56", got {value!r}')
     try:
         return Decimal(value)
@@ -85,7 +85,7 @@ def _text(value: str) -> str:
 
 
 def _email(value: str) -> str:
-    if not _EMAIL.match(value):
+    if not _EMAIL.fullmatch(value):  # a trailing newline would reach an SMTP header
         raise ValueError(f"not a valid e-mail address: {value!r}")
     return value
 
