@@ -33,6 +33,8 @@ CONTRACT_VERSION = 1
 
 _AMOUNT = re.compile(r"^\d{1,15}(\.\d{1,6})?$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}\S*")
 _EMAIL = re.compile(r"^[^@\s<>,;\"]{1,64}@[A-Za-z0-9.-]{1,255}\.[A-Za-z]{2,63}$")
 
 
@@ -84,6 +86,19 @@ def _text(value: str) -> str:
     return value
 
 
+def _iso_date(value: Any) -> Any:
+    # pydantic alone also takes Unix timestamps (1700006400, "1700006400") for dates: the contract says ISO 8601.
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+        raise ValueError(f"must be an ISO 8601 date string such as 2026-11-02, got {value!r}")
+    return value
+
+
+def _iso_datetime(value: Any) -> Any:
+    if not isinstance(value, str) or not _ISO_DATETIME.fullmatch(value):
+        raise ValueError(f"must be an ISO 8601 date-time string such as 2026-11-02T09:15:00Z, got {value!r}")
+    return value
+
+
 def _email(value: str) -> str:
     if not _EMAIL.fullmatch(value):  # a trailing newline would reach an SMTP header
         raise ValueError(f"not a valid e-mail address: {value!r}")
@@ -101,6 +116,8 @@ Currency = Annotated[
 Id = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_text)]
 Text = Annotated[str, Field(max_length=2000), AfterValidator(_text)]
 Email = Annotated[str, Field(max_length=320), AfterValidator(_email)]
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_datetime)]
 
 
 class _Model(BaseModel):
@@ -141,8 +158,8 @@ class InvoiceIssued(_Model):
 
     invoice_id: Id
     number: Id
-    issue_date: date
-    due_date: date
+    issue_date: IsoDate
+    due_date: IsoDate
     currency: Currency
     amount: Amount
     customer: CustomerUpserted | None = None
@@ -166,7 +183,7 @@ class PaymentReceived(_Model):
     payment_id: Id
     amount: Amount
     currency: Currency
-    received_on: date
+    received_on: IsoDate
     allocations: list[Allocation] = Field(default_factory=list, max_length=1000)
 
     @model_validator(mode="after")
@@ -185,7 +202,7 @@ class InvoiceDueDatePassed(_Model):
     """The ERP's own notice that an invoice fell due (optional: relance keeps its own timers)."""
 
     invoice_id: Id
-    due_date: date
+    due_date: IsoDate
 
 
 class CreditNoteIssued(_Model):
@@ -194,7 +211,7 @@ class CreditNoteIssued(_Model):
     credit_note_id: Id
     amount: Amount
     currency: Currency
-    issued_on: date
+    issued_on: IsoDate
     invoice_id: Id | None = None
     number: Id | None = None
     reason: Text | None = None
@@ -209,7 +226,7 @@ class InvoiceCancelled(_Model):
     """The invoice no longer exists; money applied to it becomes unallocated credit."""
 
     invoice_id: Id
-    cancelled_on: date | None = None
+    cancelled_on: IsoDate | None = None
     reason: Text | None = None
 
 
@@ -218,7 +235,7 @@ class InvoiceDisputed(_Model):
 
     invoice_id: Id
     reason: Text
-    opened_on: date | None = None
+    opened_on: IsoDate | None = None
 
 
 class InvoiceDisputeResolved(_Model):
@@ -226,14 +243,14 @@ class InvoiceDisputeResolved(_Model):
 
     invoice_id: Id
     resolution: Text | None = None
-    resolved_on: date | None = None
+    resolved_on: IsoDate | None = None
 
 
 class PromiseToPayRecorded(_Model):
     """The customer promised to pay by a date; reminders wait until then."""
 
     promise_id: Id
-    promised_date: date
+    promised_date: IsoDate
     amount: Amount
     currency: Currency
     invoice_ids: list[Id] = Field(default_factory=list, max_length=1000)
@@ -246,7 +263,7 @@ class PromiseToPayRecorded(_Model):
 
 
 class Instalment(_Model):
-    due_date: date
+    due_date: IsoDate
     amount: Amount
 
 
@@ -288,7 +305,7 @@ class Envelope(_Model):
     event_type: str
     tenant: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     customer_id: Id
-    occurred_at: AwareDatetime
+    occurred_at: Instant
     data: dict[str, Any]
     correlation_id: Id | None = None
     causation_id: Id | None = None
