@@ -14,6 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from hypothesis import strategies as st
+
 from shared.ledger.state import CustomerState
 from shared.ledger.store import Incoming
 
@@ -199,3 +201,112 @@ def expected_balances(events: Iterable[Ev]) -> dict[str, Decimal]:
         currency = e.data["currency"]
         result[currency] = result.get(currency, Decimal(0)) + sign * Decimal(e.data["amount"])
     return result
+
+
+# ---------------------------------------------------------------------------------------------------- generated
+PLACES = {"EUR": 2, "JPY": 0, "KWD": 3}
+_DAY0 = date(2026, 6, 1)
+
+
+def _money(units: int, currency: str) -> str:
+    return str(Decimal(units).scaleb(-PLACES[currency]))
+
+
+@st.composite
+def histories(draw: st.DrawFn, max_invoices: int = 6) -> list[Ev]:
+    """A consistent history of one customer, unique events in a natural order.
+
+    Invoices in one or two currencies; payments with or without explicit allocations (never more than the payment,
+    always in the invoice's currency); credit notes with or without an invoice; cancellations; disputes, some
+    resolved. Events reach the ledger in any order, so the order here only serves as the canonical one.
+    """
+    currencies = draw(st.lists(st.sampled_from(sorted(PLACES)), min_size=1, max_size=2, unique=True))
+    units = st.integers(min_value=1, max_value=200_000)
+    day = st.integers(min_value=0, max_value=120).map(lambda n: _DAY0 + timedelta(days=n))
+
+    invoices: list[Ev] = []
+    for n in range(draw(st.integers(min_value=0, max_value=max_invoices))):
+        currency = draw(st.sampled_from(currencies))
+        issued = draw(day)
+        due = issued + timedelta(days=draw(st.integers(min_value=0, max_value=60)))
+        invoices.append(
+            invoice(f"INV-{n}", _money(draw(units), currency), currency=currency, issue_date=issued, due_date=due)
+        )
+
+    def same_currency(currency: str) -> list[str]:
+        return [i.data["invoice_id"] for i in invoices if i.data["currency"] == currency]
+
+    payments: list[Ev] = []
+    for n in range(draw(st.integers(min_value=0, max_value=5))):
+        currency = draw(st.sampled_from(currencies))
+        targets = (
+            draw(st.lists(st.sampled_from(same_currency(currency)), unique=True, max_size=3))
+            if (same_currency(currency))
+            else []
+        )
+        allocations = {t: draw(units) for t in targets}
+        total = sum(allocations.values()) + draw(st.integers(min_value=0 if allocations else 1, max_value=150_000))
+        payments.append(
+            payment(
+                f"P{n}",
+                _money(total, currency),
+                currency=currency,
+                received_on=draw(day),
+                allocations={t: _money(u, currency) for t, u in allocations.items()},
+            )
+        )
+
+    credit_notes: list[Ev] = []
+    for n in range(draw(st.integers(min_value=0, max_value=3))):
+        currency = draw(st.sampled_from(currencies))
+        options = same_currency(currency)
+        target = draw(st.none() | st.sampled_from(options)) if options else None
+        credit_notes.append(
+            credit_note(
+                f"CN{n}", _money(draw(units), currency), currency=currency, issued_on=draw(day), invoice_id=target
+            )
+        )
+
+    ids = [i.data["invoice_id"] for i in invoices]
+    pick = st.lists(st.sampled_from(ids), unique=True) if ids else st.just([])
+    disputed = draw(pick)
+    resolved = draw(st.lists(st.sampled_from(disputed), unique=True)) if disputed else []
+    cancelled = draw(pick)
+
+    events = [
+        *invoices,
+        *[dispute(i) for i in disputed],
+        *payments,
+        *credit_notes,
+        *[dispute_resolved(i) for i in resolved],
+        *[cancellation(i) for i in cancelled],
+    ]
+    return [ev.at(T0 + timedelta(minutes=n)) for n, ev in enumerate(events)]
+
+
+@st.composite
+def deliveries(draw: st.DrawFn, events: list[Ev]) -> list[Ev]:
+    """The events as a broker may hand them over: some delivered again, all in any order."""
+    again = draw(st.lists(st.sampled_from(events), max_size=len(events))) if events else []
+    return list(draw(st.permutations([*events, *again])))
+
+
+def assert_consistent(state: CustomerState) -> None:
+    """Invariants of any folded state: no negative or excessive outstanding, money conserved in every credit."""
+    for inv in state.invoices.values():
+        assert 0 <= inv.outstanding <= inv.amount, inv
+        allocated = sum(inv.allocations.values(), Decimal(0))
+        if inv.status == "cancelled":
+            assert inv.outstanding == 0 and not inv.allocations, inv
+        else:
+            assert allocated == inv.amount - inv.outstanding, inv
+            assert (inv.status == "paid") == (inv.outstanding == 0), inv
+        for key, amount in inv.allocations.items():
+            assert amount > 0 and state.credits[key].applied[inv.invoice_id] == amount
+    for credit in state.credits.values():
+        assert credit.free >= 0, credit
+        placed = credit.free + sum(credit.earmarks.values(), Decimal(0)) + sum(credit.applied.values(), Decimal(0))
+        assert placed == credit.amount, credit
+        for invoice_id, amount in credit.applied.items():
+            assert state.invoices[invoice_id].allocations[credit.key] == amount
+            assert state.invoices[invoice_id].currency == credit.currency
