@@ -1,0 +1,87 @@
+"""When to apply a batch and how long to wait before retrying: pure logic, no broker, no database.
+
+The worker collects deliveries into a :class:`Batcher` and applies a batch when it is full or when its oldest
+message has waited long enough, whichever comes first: big transactions when the queue is busy, low latency when it
+is quiet. :class:`Backoff` paces retries of transient failures (database down, broker unreachable).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+Clock = Callable[[], float]
+
+
+class Batcher(Generic[T]):
+    """A FIFO buffer that says when its head is due: ``max_size`` items, or ``max_wait`` seconds since the oldest."""
+
+    def __init__(self, max_size: int, max_wait: float, clock: Clock = time.monotonic) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        if max_wait < 0:
+            raise ValueError("max_wait must not be negative")
+        self.max_size = max_size
+        self.max_wait = max_wait
+        self._clock = clock
+        self._items: deque[tuple[float, T]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item: T) -> None:
+        self._items.append((self._clock(), item))
+
+    def wait_time(self) -> float | None:
+        """Seconds until a batch is due; 0 if one is due now; None if empty (nothing will become due by itself)."""
+        if not self._items:
+            return None
+        if len(self._items) >= self.max_size:
+            return 0.0
+        return max(0.0, self._items[0][0] + self.max_wait - self._clock())
+
+    def ready(self) -> bool:
+        return self.wait_time() == 0.0
+
+    def take(self) -> list[T]:
+        """The oldest items, at most ``max_size``, in arrival order (whether or not a batch is due)."""
+        count = min(self.max_size, len(self._items))
+        return [self._items.popleft()[1] for _ in range(count)]
+
+    def clear(self) -> list[T]:
+        items = [item for _, item in self._items]
+        self._items.clear()
+        return items
+
+
+class Backoff:
+    """Exponential delays with full jitter, capped: ``initial``, ``2 * initial``, … up to ``maximum`` seconds."""
+
+    def __init__(
+        self,
+        maximum: float,
+        initial: float = 0.1,
+        factor: float = 2.0,
+        jitter: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        if maximum <= 0 or initial <= 0 or factor < 1:
+            raise ValueError("maximum and initial must be positive and factor at least 1")
+        self.maximum = maximum
+        self.initial = min(initial, maximum)
+        self.factor = factor
+        self._jitter = jitter
+        self.attempts = 0
+
+    def next(self) -> float:
+        """The delay before the next attempt. Half of it is fixed, half random, so workers do not retry in step."""
+        ceiling = min(self.maximum, self.initial * self.factor ** min(self.attempts, 64))
+        self.attempts += 1
+        return ceiling / 2 + self._jitter(0.0, ceiling / 2)
+
+    def reset(self) -> None:
+        self.attempts = 0

@@ -1,0 +1,431 @@
+"""``relance worker ingest``: consume ERP events from RabbitMQ with pika and apply them to the ledger in batches.
+
+The loop, on one thread with one connection (pika is not thread-safe):
+
+1. consume with a prefetch window, collecting deliveries into a :class:`~services.ingest.batching.Batcher`;
+2. when a batch is full or its oldest message has waited ``ingest_batch_ms``, hand it to
+   :meth:`Ingestor.process`, which applies the valid events in one transaction and commits;
+3. publish each rejected message, unchanged, to the dead-letter queue with the reason in its headers, and wait
+   for the broker's confirms;
+4. only then ack the whole batch at once (``multiple=True`` on its last delivery tag).
+
+A crash anywhere before step 4 leaves the batch unacked, so RabbitMQ redelivers it, and the ledger ignores the
+event ids it already holds: at-least-once in, exactly-once effect. That also makes any number of workers side by
+side safe. A database outage keeps the batch unacked and retries it with backoff while the AMQP connection stays
+alive; a lost broker connection is re-opened with backoff. SIGTERM or SIGINT finishes the current batch, acks it and
+closes.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+import pika
+import structlog
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.exceptions import AMQPError
+from pika.spec import Basic, BasicProperties
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from services.ingest.batching import Backoff, Batcher
+from services.ingest.core import BatchResult, Delivery, Ingestor, Rejection
+from services.ingest.topology import connect, declare_topology
+from shared.config import ConfigurationError, Settings
+from shared.ledger.store import Ledger, LedgerConflict, LedgerUnavailable
+
+log = structlog.get_logger()
+
+PROGRESS_EVERY_SECONDS = 10.0
+_TICK = 0.5  # longest time between two looks at the stop flag
+_MAX_HEADER_CHARS = 4000
+
+
+class _Stopping(Exception):
+    """Stop was requested while a batch could not be applied: leave it unacked for another worker."""
+
+
+class _BrokerCancelled(Exception):
+    """The broker cancelled our consumer (queue deleted, node going down): reconnect and redeclare."""
+
+
+@dataclass
+class Totals:
+    batches: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+    @property
+    def messages(self) -> int:
+        return self.applied + self.duplicates + self.rejected
+
+
+def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
+    """Run one ingest worker until SIGTERM/SIGINT (or until ``stop`` is set); returns the exit status."""
+    from shared.ledger.db import make_engine
+
+    stop = stop or threading.Event()
+    restore = _install_signal_handlers(stop)
+    engine = make_engine(settings.database_url, **_engine_options(settings.database_url))
+    try:
+        if not wait_for_schema(engine, settings, stop):
+            return 0
+        ingestor = Ingestor(Ledger(engine), max_message_bytes=settings.max_message_bytes)
+        return IngestWorker(settings, ingestor, stop).run()
+    finally:
+        engine.dispose()
+        restore()
+
+
+class IngestWorker:
+    """The consume → apply → dead-letter → ack loop around one AMQP connection (re-opened when lost)."""
+
+    def __init__(self, settings: Settings, ingestor: Ingestor, stop: threading.Event) -> None:
+        self.settings = settings
+        self.ingestor = ingestor
+        self.stop = stop
+        # A batch can never hold more than the prefetch window: the broker would not send the rest.
+        self.batcher: Batcher[Delivery] = Batcher(
+            min(settings.ingest_batch_size, settings.ingest_prefetch), settings.ingest_batch_ms / 1000
+        )
+        self.totals = Totals()
+        self._connection: BlockingConnection | None = None
+        self._consume_channel: BlockingChannel | None = None
+        self._publish_channel: BlockingChannel | None = None
+        self._properties: dict[int, BasicProperties] = {}
+        self._cancelled = False
+        self._ledger_backoff = Backoff(settings.retry_max_seconds)
+        self._progress_at = time.monotonic()
+        self._progress_totals = Totals()
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+    def run(self) -> int:
+        log.info(
+            "ingest.worker_started",
+            queue=self.settings.ingest_queue,
+            exchange=self.settings.events_exchange,
+            prefetch=self.settings.ingest_prefetch,
+            batch_size=self.batcher.max_size,
+            batch_ms=self.settings.ingest_batch_ms,
+        )
+        broker_backoff = Backoff(self.settings.retry_max_seconds)
+        while not self.stop.is_set():
+            try:
+                self._open()
+                broker_backoff.reset()
+                self._consume()
+            except (AMQPError, _BrokerCancelled, OSError) as exc:
+                # Whatever was delivered but not acked goes back to the queue when the connection goes away.
+                dropped = len(self.batcher.clear())
+                self._properties.clear()
+                delay = broker_backoff.next()
+                log.warning(
+                    "ingest.broker_unavailable",
+                    error=f"{type(exc).__name__}: {exc}",
+                    unacked_dropped=dropped,
+                    retry_in=round(delay, 2),
+                )
+                self._close()
+                self.stop.wait(delay)
+            except _Stopping:
+                log.warning("ingest.stopped_with_unapplied_batch", unacked=len(self.batcher))
+                break
+        self._close()
+        log.info(
+            "ingest.worker_stopped",
+            batches=self.totals.batches,
+            applied=self.totals.applied,
+            duplicates=self.totals.duplicates,
+            rejected=self.totals.rejected,
+        )
+        return 0
+
+    def _open(self) -> None:
+        self._cancelled = False
+        connection = connect(self.settings, "ingest")
+        self._connection = connection
+        declare_topology(connection, self.settings)
+        self._publish_channel = connection.channel()
+        self._publish_channel.confirm_delivery()
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=self.settings.ingest_prefetch)
+        channel.add_on_cancel_callback(self._on_cancel)
+        channel.basic_consume(self.settings.ingest_queue, on_message_callback=self._on_message)
+        self._consume_channel = channel
+        log.info("ingest.consuming", queue=self.settings.ingest_queue)
+
+    def _close(self) -> None:
+        connection, self._connection = self._connection, None
+        self._consume_channel = self._publish_channel = None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception as exc:  # already broken: nothing left to release
+                log.debug("ingest.close_failed", error=str(exc))
+
+    # ------------------------------------------------------------------------------------------------ consuming
+    def _consume(self) -> None:
+        connection = self._connection
+        assert connection is not None and self._consume_channel is not None
+        while not self.stop.is_set():
+            if self._cancelled:
+                raise _BrokerCancelled(f"consumer of {self.settings.ingest_queue} cancelled by the broker")
+            if self.batcher.ready():
+                self._apply(self.batcher.take())
+                continue
+            wait = self.batcher.wait_time()
+            connection.process_data_events(time_limit=_TICK if wait is None else min(wait, _TICK))
+            self._maybe_log_progress()
+        # Graceful stop: no new deliveries, apply and ack what we already hold, then close.
+        for tag in list(self._consume_channel.consumer_tags):
+            self._consume_channel.basic_cancel(tag)
+        while len(self.batcher):
+            self._apply(self.batcher.take())
+
+    def _on_message(
+        self, channel: BlockingChannel, method: Basic.Deliver, properties: BasicProperties, body: bytes
+    ) -> None:
+        tag = method.delivery_tag
+        self._properties[tag] = properties
+        self.batcher.add(
+            Delivery(
+                body=body,
+                routing_key=method.routing_key or "",
+                message_id=properties.message_id,
+                correlation_id=properties.correlation_id,
+                headers=properties.headers or {},
+                received_at=datetime.now(UTC),
+                tag=tag,
+            )
+        )
+
+    def _on_cancel(self, frame: Any) -> None:
+        self._cancelled = True
+
+    # ------------------------------------------------------------------------------------------------ applying
+    def _apply(self, batch: list[Delivery]) -> None:
+        started = time.monotonic()
+        result = self._process_until_committed(batch)
+        self._dead_letter(result.rejections)
+        assert self._consume_channel is not None
+        # Every earlier tag was acked with an earlier batch: one ack covers exactly this batch.
+        self._consume_channel.basic_ack(delivery_tag=batch[-1].tag, multiple=True)
+        for delivery in batch:
+            self._properties.pop(delivery.tag, None)
+        self.totals.batches += 1
+        self.totals.applied += result.applied
+        self.totals.duplicates += result.duplicates
+        self.totals.rejected += len(result.rejections)
+        log.info(
+            "ingest.batch_committed",
+            size=len(batch),
+            applied=result.applied,
+            duplicates=result.duplicates,
+            rejected=len(result.rejections),
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+
+    def _process_until_committed(self, batch: list[Delivery]) -> BatchResult:
+        """Apply the batch, retrying it whole while the database is unavailable; never returns before a commit."""
+        while True:
+            try:
+                result = self._process_isolating(batch)
+            except (LedgerUnavailable, LedgerConflict) as exc:
+                if self.stop.is_set():
+                    raise _Stopping() from exc
+                delay = self._ledger_backoff.next()
+                log.warning(
+                    "ingest.ledger_unavailable",
+                    error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    batch=len(batch),
+                    retry_in=round(delay, 2),
+                )
+                self._sleep(delay)
+                continue
+            if self._ledger_backoff.attempts:
+                log.info("ingest.ledger_available_again", retries=self._ledger_backoff.attempts)
+                self._ledger_backoff.reset()
+            return result
+
+    def _process_isolating(self, batch: list[Delivery]) -> BatchResult:
+        """Like :meth:`Ingestor.process`, but a message that makes it fail unexpectedly is rejected on its own.
+
+        Without this, one message tripping a bug would be redelivered and fail forever, holding the queue.
+        """
+        try:
+            return self.ingestor.process(batch)
+        except (LedgerUnavailable, LedgerConflict):
+            raise
+        except DBAPIError as exc:
+            if getattr(exc, "connection_invalidated", False):
+                raise LedgerUnavailable(str(exc.orig or exc)) from exc
+            return self._split(batch, exc)
+        except Exception as exc:
+            return self._split(batch, exc)
+
+    def _split(self, batch: list[Delivery], exc: Exception) -> BatchResult:
+        if len(batch) == 1:
+            log.error("ingest.unexpected_error", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            reason = f"relance failed on this message ({type(exc).__name__}: {exc}); please report it"
+            return BatchResult(rejections=[Rejection(batch[0], "internal_error", reason[:_MAX_HEADER_CHARS])])
+        middle = len(batch) // 2
+        result = self._process_isolating(batch[:middle])
+        result.merge(self._process_isolating(batch[middle:]))
+        return result
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait without starving the connection (heartbeats, deliveries); wake up early on stop."""
+        assert self._connection is not None
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._connection.process_data_events(time_limit=min(remaining, _TICK))
+
+    # ------------------------------------------------------------------------------------------------ dead letters
+    def _dead_letter(self, rejections: list[Rejection]) -> None:
+        """Publish each rejected body unchanged to the dead-letter queue; returns once the broker confirmed all."""
+        if not rejections:
+            return
+        assert self._publish_channel is not None
+        now = datetime.now(UTC)
+        for rejection in rejections:
+            original = self._properties.get(rejection.delivery.tag) or BasicProperties()
+            self._publish_channel.basic_publish(
+                exchange="",
+                routing_key=self.settings.dead_letter_queue,
+                body=rejection.delivery.body,
+                properties=dead_letter_properties(rejection, original, now),
+                mandatory=True,
+            )
+            with structlog.contextvars.bound_contextvars(
+                event_id=rejection.event_id, tenant=rejection.tenant, customer=rejection.customer_id
+            ):
+                log.info("ingest.dead_lettered", kind=rejection.kind, queue=self.settings.dead_letter_queue)
+
+    # ------------------------------------------------------------------------------------------------ progress
+    def _maybe_log_progress(self) -> None:
+        now = time.monotonic()
+        elapsed = now - self._progress_at
+        if elapsed < PROGRESS_EVERY_SECONDS:
+            return
+        since = self.totals.messages - self._progress_totals.messages
+        if since:
+            log.info(
+                "ingest.progress",
+                messages=self.totals.messages,
+                applied=self.totals.applied,
+                duplicates=self.totals.duplicates,
+                rejected=self.totals.rejected,
+                per_second=round(since / elapsed, 1),
+            )
+        self._progress_at = now
+        self._progress_totals = Totals(**vars(self.totals))
+
+
+def dead_letter_properties(rejection: Rejection, original: BasicProperties, now: datetime) -> BasicProperties:
+    """The original message's properties plus ``x-relance-*`` headers saying why and when it was rejected."""
+    delivery = rejection.delivery
+    headers: dict[str, Any] = dict(original.headers or {})
+    extra = {
+        "x-relance-reason": rejection.reason[:_MAX_HEADER_CHARS],
+        "x-relance-kind": rejection.kind,
+        "x-relance-event-id": rejection.event_id,
+        "x-relance-tenant": rejection.tenant,
+        "x-relance-customer": rejection.customer_id,
+        "x-relance-original-routing-key": delivery.routing_key,
+        "x-relance-rejected-at": now.astimezone(UTC).isoformat(timespec="milliseconds"),
+    }
+    headers.update({key: value for key, value in extra.items() if value is not None})
+    return pika.BasicProperties(
+        content_type=original.content_type,
+        content_encoding=original.content_encoding,
+        message_id=original.message_id or delivery.message_id,
+        correlation_id=original.correlation_id or delivery.correlation_id,
+        timestamp=original.timestamp,
+        type=original.type,
+        app_id=original.app_id,
+        headers=headers,
+        delivery_mode=pika.DeliveryMode.Persistent,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- start-up
+def wait_for_schema(engine: Engine, settings: Settings, stop: threading.Event) -> bool:
+    """Refuse to start on a database without the ledger schema; wait (with backoff) while it is unreachable.
+
+    Returns False if stopped while waiting. Raises :class:`ConfigurationError` telling the user to run
+    ``relance db upgrade``: a worker never migrates silently.
+    """
+    backoff = Backoff(settings.retry_max_seconds)
+    while not stop.is_set():
+        try:
+            problem = schema_problem(engine, settings.database_url)
+        except DBAPIError as exc:
+            delay = backoff.next()
+            log.warning(
+                "ingest.database_unreachable",
+                error=str(exc.orig or exc).splitlines()[0],
+                retry_in=round(delay, 2),
+            )
+            stop.wait(delay)
+            continue
+        if problem:
+            log.error("ingest.schema_not_ready", problem=problem)
+            raise ConfigurationError(problem)
+        return True
+    return False
+
+
+def schema_problem(engine: Engine, url: str) -> str | None:
+    """None if the database is at the latest ledger revision, else what is wrong and what to run."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from shared.ledger.migrate import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    with engine.connect() as conn:
+        revision = MigrationContext.configure(conn).get_current_revision()
+    where = engine.url.render_as_string(hide_password=True)
+    if revision is None:
+        return f"the ledger database {where} has no schema yet: run `relance db upgrade` first"
+    if revision != head:
+        return (
+            f"the ledger database {where} is at schema revision {revision}, this relance needs {head}: "
+            "run `relance db upgrade` first"
+        )
+    return None
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    # One worker applies one batch at a time; fail a connection attempt fast so the backoff takes over.
+    if url.startswith("postgresql"):
+        return {"pool_size": 2, "connect_args": {"connect_timeout": 10}}
+    return {}
+
+
+def _install_signal_handlers(stop: threading.Event) -> Any:
+    """SIGTERM and SIGINT ask for a graceful stop. Only the main thread may install handlers (tests run threads)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        log.info("ingest.stop_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
