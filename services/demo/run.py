@@ -1,0 +1,416 @@
+"""The demo's composition root: a fresh SQLite ledger, an in-process queue, the real ingest code, a summary.
+
+Messages travel the same path as in production, minus the network: published to a queue, taken in micro-batches,
+applied by :class:`services.ingest.core.Ingestor` in one transaction per batch, then acked, or dead-lettered with
+their reason. Each message carries its index in the sample (header ``x-demo-seq``), so the demo can check every
+outcome against what the generator expected and exit non-zero on any surprise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+from sqlalchemy import Engine, func, select
+
+from services.demo.generator import AS_OF, Sample, generate
+from services.demo.report import BUCKETS, ZERO, Book, Progress, count, money, table
+from services.ingest.core import BatchResult, Delivery, Ingestor
+from shared.broker.memory import MemoryQueue
+from shared.ledger import migrate
+from shared.ledger.db import make_engine
+from shared.ledger.schema import events
+from shared.ledger.store import Ledger, LedgerUnavailable
+
+SEQ_HEADER = "x-demo-seq"
+DATABASE_FILE = "relance-demo.db"
+EVENTS_FILE = "erp-events.jsonl"
+DEAD_LETTERS_FILE = "dead-letters.jsonl"
+LOG_FILE = "relance-demo.log"
+BATCH_SIZE = 500
+RETRIES = 5
+
+
+class DemoFailed(Exception):
+    """The demo could not run at all (as opposed to running and finding a surprise)."""
+
+
+@dataclass
+class Ingested:
+    result: BatchResult
+    batches: int
+    seconds: float
+
+
+def run_demo(
+    customers: int = 300,
+    months: int = 4,
+    seed: int = 7,
+    out: Path = Path("demo-output"),
+    database_url: str | None = None,
+    *,
+    as_of: date = AS_OF,
+    batch_size: int = BATCH_SIZE,
+    stdout: TextIO | None = None,
+) -> int:
+    """Generate, ingest, verify and summarise; 0 if everything went as expected, 1 otherwise."""
+    screen = stdout or sys.stdout
+    try:
+        return _run(customers, months, seed, Path(out), database_url, as_of, batch_size, screen)
+    except DemoFailed as exc:
+        print(f"relance demo: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(
+    customers: int,
+    months: int,
+    seed: int,
+    out: Path,
+    database_url: str | None,
+    as_of: date,
+    batch_size: int,
+    screen: TextIO,
+) -> int:
+    started = time.perf_counter()
+
+    def say(line: str = "") -> None:
+        screen.write(line + "\n")
+        screen.flush()
+
+    say(f"relance demo: {customers} customers, {months} months of activity up to {as_of}, seed {seed}")
+    say()
+    try:
+        sample = generate(customers=customers, months=months, seed=seed, as_of=as_of)
+    except ValueError as exc:
+        raise DemoFailed(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    events_path = out / EVENTS_FILE
+    events_path.write_bytes(sample.jsonl())
+    say(f"  generated {count(len(sample.messages))} ERP messages (contract v1) -> {events_path}")
+
+    url = database_url or _fresh_sqlite(out / DATABASE_FILE)
+    with _logs_to(out / LOG_FILE):
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        try:
+            held = _event_count(engine)
+            if held:
+                raise DemoFailed(
+                    f"{url} already holds {held} events; give --database-url an empty database, "
+                    "or leave it out to use a fresh SQLite file"
+                )
+            say(f"  ledger database ready (migrations applied): {url}")
+            queue = MemoryQueue("relance.demo")
+            for seq, message in enumerate(sample.messages):
+                queue.publish(
+                    message.body,
+                    routing_key=message.routing_key,
+                    message_id=message.event_id,
+                    headers={SEQ_HEADER: seq},
+                )
+            say(f"  published {count(queue.published)} messages to the in-process queue, batches of {batch_size}")
+            ledger = Ledger(engine)
+            ingested = _consume(queue, Ingestor(ledger), batch_size, Progress("ingesting", queue.published, screen))
+            verifying = time.perf_counter()
+            report = ledger.verify()
+            seconds = time.perf_counter() - verifying
+            say(f"  hash chains of {count(report.streams)} streams recomputed in {seconds:.1f} s")
+            book = Book.of((ledger.state(t, c) for t, c in ledger.streams()), as_of)
+        finally:
+            engine.dispose()
+    _write_dead_letters(out / DEAD_LETTERS_FILE, queue)
+
+    problems = _surprises(sample, queue, ingested.result)
+    problems += [f"hash chain: {p}" for p in report.problems[:10]]
+    problems += book.problems()
+    elapsed = time.perf_counter() - started
+
+    lines: list[str] = []
+    lines += _ingest_section(sample, queue, ingested)
+    lines += _rejection_section(queue)
+    lines += _ledger_section(book, report.events, report.streams, report.ok)
+    lines += _receivables_section(book)
+    lines += _aging_section(book)
+    lines += _debtors_section(book)
+    lines += [
+        "",
+        "Timing",
+        f"  total {elapsed:.1f} s; ingest {ingested.seconds:.1f} s for {count(len(sample.messages))} messages "
+        f"in {ingested.batches} batches = {count(int(len(sample.messages) / max(ingested.seconds, 1e-9)))} events/s",
+    ]
+    lines += _files_section(out, url, book, len(sample.messages), len(queue.dead_letters))
+    if problems:
+        lines += ["", "UNEXPECTED (the demo exits with status 1)"] + [f"  - {p}" for p in problems]
+    else:
+        lines += ["", "Everything as expected: every message accounted for, every chain intact."]
+    say("\n".join(lines))
+    return 1 if problems else 0
+
+
+# ------------------------------------------------------------------------------------------------- the pipeline
+def _fresh_sqlite(path: Path) -> str:
+    for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _event_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
+
+
+def _consume(queue: MemoryQueue, ingestor: Ingestor, batch_size: int, progress: Progress) -> Ingested:
+    """Take micro-batches until the queue is empty; ack after commit, dead-letter rejections with their reason."""
+    total, batches, failures, done = BatchResult(), 0, 0, 0
+    started = time.perf_counter()
+    while messages := queue.get(batch_size):
+        deliveries = [
+            Delivery(
+                body=m.body,
+                routing_key=m.routing_key,
+                message_id=m.message_id,
+                correlation_id=m.correlation_id,
+                headers=m.headers,
+                tag=m.tag,
+            )
+            for m in messages
+        ]
+        try:
+            result = ingestor.process(deliveries)
+        except LedgerUnavailable as exc:
+            failures += 1
+            if failures > RETRIES:
+                raise DemoFailed(f"the ledger database stayed unavailable: {exc}") from exc
+            queue.recover()  # nothing was acked: the whole batch comes back
+            time.sleep(0.1 * 2**failures)
+            continue
+        failures = 0
+        rejected = {r.delivery.tag: r for r in result.rejections}
+        for delivery in deliveries:
+            rejection = rejected.get(delivery.tag)
+            if rejection is None:
+                queue.ack(delivery.tag)
+            else:
+                queue.dead_letter(delivery.tag, rejection.kind, rejection.reason)
+        total.merge(result)
+        batches += 1
+        done += len(deliveries)
+        progress.update(done)
+    return Ingested(total, batches, time.perf_counter() - started)
+
+
+def _surprises(sample: Sample, queue: MemoryQueue, result: BatchResult) -> list[str]:
+    """Every way the outcome can differ from what the generator planned, one line each."""
+    problems: list[str] = []
+    published, rejected = queue.published, len(result.rejections)
+    if published != result.applied + result.duplicates + rejected:
+        problems.append(
+            f"published {published} != applied {result.applied} + duplicates {result.duplicates} + rejected {rejected}"
+        )
+    if queue.ready or queue.unacked:
+        problems.append(f"{queue.ready} messages still queued and {queue.unacked} unacknowledged")
+    if queue.acked + len(queue.dead_letters) != published:
+        problems.append(f"acked {queue.acked} + dead-lettered {len(queue.dead_letters)} != published {published}")
+    expected = sample.expected()
+    for outcome, actual in (("applied", result.applied), ("duplicate", result.duplicates)):
+        if actual != expected[outcome]:
+            problems.append(f"{actual} messages {outcome}, the sample planned {expected[outcome]}")
+    seen: set[int] = set()
+    for dead in queue.dead_letters:
+        seq = int(dead.message.headers[SEQ_HEADER])
+        seen.add(seq)
+        planned = sample.messages[seq]
+        if planned.expect != "rejected" or planned.kind != dead.kind:
+            what = f"a {planned.kind} rejection" if planned.expect == "rejected" else planned.expect
+            problems.append(f"message {planned.event_id or seq} rejected ({dead.kind}: {dead.reason}); planned: {what}")
+    for seq, planned in enumerate(sample.messages):
+        if planned.expect == "rejected" and seq not in seen:
+            problems.append(f"message {planned.event_id or seq} ({planned.note}) was not rejected")
+    return problems
+
+
+def _write_dead_letters(path: Path, queue: MemoryQueue) -> None:
+    with path.open("w", encoding="utf-8") as file:
+        for dead in queue.dead_letters:
+            record = {
+                "kind": dead.kind,
+                "reason": dead.reason,
+                "message_id": dead.message.message_id,
+                "routing_key": dead.message.routing_key,
+                "body": dead.message.body.decode("utf-8", errors="replace"),
+            }
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def _logs_to(path: Path) -> Iterator[None]:
+    """Send the ingest's structured log lines to a file while the demo runs, so the terminal shows the summary."""
+    previous = structlog.get_config()
+    with path.open("w", encoding="utf-8") as file:
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(ensure_ascii=False),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(20),
+            logger_factory=structlog.PrintLoggerFactory(file=file),
+            cache_logger_on_first_use=False,
+        )
+        try:
+            yield
+        finally:
+            structlog.configure(**previous)
+
+
+# ------------------------------------------------------------------------------------------------- the summary
+def _ingest_section(sample: Sample, queue: MemoryQueue, ingested: Ingested) -> list[str]:
+    result, notes, mix = ingested.result, sample.notes(), sample.event_types()
+    rejected = len(result.rejections)
+    balanced = queue.published == result.applied + result.duplicates + rejected
+    rows = [
+        ["published", count(queue.published), "messages put on the in-process queue"],
+        ["applied", count(result.applied), "appended to customer ledgers"],
+        [
+            "duplicates",
+            count(result.duplicates),
+            f"{notes['redelivered']} redelivered (same event_id), {notes['re-sent']} re-sent with a new event_id",
+        ],
+        ["rejected", count(rejected), f"dead-lettered with their reason ({DEAD_LETTERS_FILE})"],
+    ]
+    lines = ["", "Ingest", *table(["", "messages", ""], rows, "lrl")]
+    lines.append(
+        f"  published = applied + duplicates + rejected: "
+        f"{count(queue.published)} = {count(result.applied)} + {count(result.duplicates)} + {count(rejected)} "
+        + ("(ok)" if balanced else "(MISMATCH)")
+    )
+    payments = mix["payment.received"]
+    lines += [
+        "",
+        "What the ERP sent (applied events by type)",
+        f"  {count(mix['customer.upserted'])} customer records, {count(mix['invoice.issued'])} invoices, "
+        f"{count(payments)} payments ({notes['out_of_order']} published before their invoice), "
+        f"{mix['credit_note.issued']} credit notes,",
+        f"  {count(mix['invoice.due_date_passed'])} due-date notices, {mix['invoice.cancelled']} cancellations, "
+        f"{mix['invoice.disputed']} disputes ({mix['invoice.dispute_resolved']} resolved), "
+        f"{mix['promise_to_pay.recorded']} promises to pay, {mix['payment_plan.agreed']} payment plans",
+    ]
+    return lines
+
+
+def _rejection_section(queue: MemoryQueue) -> list[str]:
+    kinds = Counter(d.kind for d in queue.dead_letters)
+    if not kinds:
+        return ["", "Rejections: none"]
+    rows = []
+    for kind, number in kinds.most_common():
+        example = next(d for d in queue.dead_letters if d.kind == kind)
+        rows.append([kind, str(number), _clip(example.reason, 92)])
+    headers = ["kind", "count", "example reason"]
+    return ["", "Rejected messages by kind (one example reason each)", *table(headers, rows, "lrl")]
+
+
+def _ledger_section(book: Book, events_checked: int, streams: int, intact: bool) -> list[str]:
+    tenants = ", ".join(f"{t} {n}" for t, n in sorted(book.customers_by_tenant.items()))
+    return [
+        "",
+        "Ledger",
+        f"  tenants    {len(book.customers_by_tenant)} ({', '.join(sorted(book.customers_by_tenant))})",
+        f"  customers  {count(sum(book.customers_by_tenant.values()))} ({tenants})",
+        f"  events     {count(events_checked)} in {count(streams)} hash-chained streams: "
+        + ("all chains verified, intact" if intact else "ALTERED, see below"),
+    ]
+
+
+def _receivables_section(book: Book) -> list[str]:
+    rows = []
+    for (tenant, currency), r in sorted(book.receivables.items()):
+        rows.append(
+            [
+                tenant,
+                currency,
+                count(r.customers),
+                money(r.open),
+                money(r.overdue),
+                count(r.overdue_customers),
+                money(r.disputed),
+                money(r.unapplied),
+            ]
+        )
+    headers = ["tenant", "currency", "customers", "open", "overdue", "with overdue", "in dispute", "unapplied credit"]
+    return [
+        "",
+        f"Receivables as of {book.as_of} (open = open invoices less unapplied credit)",
+        *table(headers, rows, "llrrrrrr"),
+    ]
+
+
+def _aging_section(book: Book) -> list[str]:
+    rows = []
+    for currency in book.currencies():
+        buckets = book.aging.get(currency, [])
+        rows.append([currency, *(money(b) for b in buckets), money(sum(buckets, ZERO))])
+    return [
+        "",
+        f"Aged balance as of {book.as_of} (open invoices by days past due)",
+        *table(["currency", *BUCKETS, "total"], rows),
+    ]
+
+
+def _debtors_section(book: Book) -> list[str]:
+    lines = ["", "Top 5 overdue customers per currency"]
+    rows = []
+    for currency in book.currencies():
+        for d in book.top_debtors(currency):
+            rows.append(
+                [
+                    d.tenant,
+                    d.customer_id,
+                    _clip(d.name, 32),
+                    money(d.overdue, currency),
+                    str(d.invoices),
+                    str(d.oldest_days),
+                    ", ".join(d.flags),
+                ]
+            )
+    headers = ["tenant", "customer", "name", "overdue", "invoices", "oldest (days)", "notes"]
+    lines += table(headers, rows, "lllrrrl")
+    return [line.rstrip() for line in lines]
+
+
+def _files_section(out: Path, url: str, book: Book, messages: int, dead: int) -> list[str]:
+    eur = book.top_debtors("EUR", 1) or book.debtors[:1]
+    tenant, customer = (eur[0].tenant, eur[0].customer_id) if eur else ("acme-fr", "C-0001")
+    files = [
+        (str(out / EVENTS_FILE), f"the {count(messages)} messages, one JSON body per line"),
+        (str(out / DEAD_LETTERS_FILE), f"the {dead} rejected messages with their kind and reason"),
+        (str(out / LOG_FILE), "structured log of the ingest (JSON lines)"),
+        (url, "the ledger"),
+    ]
+    width = max(len(name) for name, _ in files)
+    return [
+        "",
+        "Files",
+        *(f"  {name.ljust(width)}  {what}" for name, what in files),
+        "",
+        "Next steps",
+        f"  relance ledger show --tenant {tenant} --customer {customer} --database-url {url}",
+        f"  relance verify --database-url {url}",
+        f"  relance publish {out / EVENTS_FILE}   # replay on RabbitMQ (RELANCE_AMQP_URL) for `relance worker ingest`",
+    ]
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
