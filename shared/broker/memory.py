@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 REASON_HEADER = "x-relance-reason"
-KIND_HEADER = "x-relance-rejection"
+KIND_HEADER = "x-relance-kind"
 
 
 class UnknownDelivery(KeyError):
