@@ -19,7 +19,13 @@ Clock = Callable[[], float]
 
 
 class Batcher(Generic[T]):
-    """A FIFO buffer that says when its head is due: ``max_size`` items, or ``max_wait`` seconds since the oldest."""
+    """A FIFO buffer that says when its head is due: ``max_size`` items, or ``max_wait`` seconds of filling.
+
+    The wait is counted from the oldest item's arrival, or from the last :meth:`restart_window` if that is later:
+    the worker calls it once a batch is acked, so items that arrived while that batch was being applied get a full
+    window to be joined by others instead of leaving at once as a small batch (the broker only sends more once the
+    previous batch is acked).
+    """
 
     def __init__(self, max_size: int, max_wait: float, clock: Clock = time.monotonic) -> None:
         if max_size < 1:
@@ -29,13 +35,16 @@ class Batcher(Generic[T]):
         self.max_size = max_size
         self.max_wait = max_wait
         self._clock = clock
-        self._items: deque[tuple[float, T]] = deque()
+        self._items: deque[T] = deque()
+        self._since = 0.0
 
     def __len__(self) -> int:
         return len(self._items)
 
     def add(self, item: T) -> None:
-        self._items.append((self._clock(), item))
+        if not self._items:
+            self._since = self._clock()
+        self._items.append(item)
 
     def wait_time(self) -> float | None:
         """Seconds until a batch is due; 0 if one is due now; None if empty (nothing will become due by itself)."""
@@ -43,7 +52,7 @@ class Batcher(Generic[T]):
             return None
         if len(self._items) >= self.max_size:
             return 0.0
-        return max(0.0, self._items[0][0] + self.max_wait - self._clock())
+        return max(0.0, self._since + self.max_wait - self._clock())
 
     def ready(self) -> bool:
         return self.wait_time() == 0.0
@@ -51,10 +60,14 @@ class Batcher(Generic[T]):
     def take(self) -> list[T]:
         """The oldest items, at most ``max_size``, in arrival order (whether or not a batch is due)."""
         count = min(self.max_size, len(self._items))
-        return [self._items.popleft()[1] for _ in range(count)]
+        return [self._items.popleft() for _ in range(count)]
+
+    def restart_window(self) -> None:
+        """Give the items already waiting a full ``max_wait`` from now to be joined by others."""
+        self._since = self._clock()
 
     def clear(self) -> list[T]:
-        items = [item for _, item in self._items]
+        items = list(self._items)
         self._items.clear()
         return items
 

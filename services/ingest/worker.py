@@ -219,6 +219,7 @@ class IngestWorker:
         self._consume_channel.basic_ack(delivery_tag=batch[-1].tag, multiple=True)
         for delivery in batch:
             self._properties.pop(delivery.tag, None)
+        self.batcher.restart_window()
         self.totals.batches += 1
         self.totals.applied += result.applied
         self.totals.duplicates += result.duplicates

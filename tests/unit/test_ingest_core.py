@@ -1,0 +1,140 @@
+"""Ingestor: one batch in, applied / duplicate / rejected out, with an in-memory ledger standing in for the store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from services.ingest.core import Delivery, Ingestor
+from shared.ledger.store import Incoming, LedgerUnavailable, Outcome
+
+
+class FakeLedger:
+    """Records event ids; a duplicate id is a no-op. Can be told to be down, or to choke on one event id."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, Incoming] = {}
+        self.calls: list[list[str]] = []
+        self.down = False
+        self.poison: str | None = None
+
+    def record(self, items: Sequence[Incoming]) -> list[Outcome]:
+        self.calls.append([item.event_id for item in items])
+        if self.down:
+            raise LedgerUnavailable("connection refused")
+        if self.poison in {item.event_id for item in items}:
+            raise IntegrityError("INSERT", {}, Exception(f"value too long in {self.poison}"))
+        outcomes = []
+        for item in items:
+            if item.event_id in self.events:
+                outcomes.append(Outcome("duplicate", "already there"))
+            else:
+                self.events[item.event_id] = item
+                outcomes.append(Outcome("applied", version=len(self.events)))
+        return outcomes
+
+
+def message(event_id: str, **overrides: Any) -> bytes:
+    envelope: dict[str, Any] = {
+        "event_id": event_id,
+        "event_type": "invoice.issued",
+        "tenant": "acme-fr",
+        "customer_id": "C-1",
+        "occurred_at": "2026-11-02T09:15:00Z",
+        "data": {
+            "invoice_id": f"INV-{event_id}",
+            "number": f"F-{event_id}",
+            "issue_date": "2026-10-01",
+            "due_date": "2026-10-31",
+            "currency": "EUR",
+            "amount": "100.00",
+        },
+    }
+    envelope.update(overrides)
+    return json.dumps(envelope).encode()
+
+
+def deliveries(*bodies: bytes) -> list[Delivery]:
+    return [
+        Delivery(body=body, routing_key="invoice.issued", message_id=f"m{n}", tag=n) for n, body in enumerate(bodies)
+    ]
+
+
+@pytest.fixture
+def ledger() -> FakeLedger:
+    return FakeLedger()
+
+
+@pytest.fixture
+def ingestor(ledger: FakeLedger) -> Ingestor:
+    return Ingestor(ledger, max_message_bytes=1024)  # type: ignore[arg-type]
+
+
+def test_one_bad_message_does_not_reject_the_others(ingestor: Ingestor, ledger: FakeLedger) -> None:
+    # Given a batch with valid events around invalid ones
+    batch = deliveries(message("E-1"), b"{not json", message("E-2", event_type="invoice.teleported"), message("E-3"))
+    # When it is processed
+    result = ingestor.process(batch)
+    # Then the valid ones are recorded in a single call, the others rejected with their kind and reason
+    assert result.applied == 2
+    assert ledger.calls == [["E-1", "E-3"]]
+    assert [(r.kind, r.delivery.tag) for r in result.rejections] == [("not_json", 1), ("unknown_event_type", 2)]
+    assert all(r.reason for r in result.rejections)
+    assert result.rejections[1].event_id == "E-2"
+    assert result.rejections[1].tenant == "acme-fr"
+
+
+def test_each_kind_of_invalid_message_is_named(ingestor: Ingestor) -> None:
+    float_amount = json.loads(message("E-F"))
+    float_amount["data"]["amount"] = 12.5
+    batch = deliveries(
+        b"\xff\xfe",
+        b"[1, 2]",
+        message("E-S", customer_id=""),
+        json.dumps(float_amount).encode(),
+        message("E-O", data={"padding": "x" * 2000}),
+    )
+    kinds = [r.kind for r in ingestor.process(batch).rejections]
+    assert kinds == ["not_json", "schema", "schema", "schema", "oversize"]
+
+
+def test_duplicates_are_counted_not_rejected(ingestor: Ingestor) -> None:
+    ingestor.process(deliveries(message("E-1")))
+    result = ingestor.process(deliveries(message("E-1"), message("E-2")))
+    assert (result.applied, result.duplicates, result.rejections) == (1, 1, [])
+
+
+def test_a_database_outage_fails_the_whole_batch_so_it_can_be_retried(ingestor: Ingestor, ledger: FakeLedger) -> None:
+    ledger.down = True
+    with pytest.raises(LedgerUnavailable):
+        ingestor.process(deliveries(message("E-1"), b"not json"))
+
+
+def test_a_message_the_database_refuses_is_isolated_and_the_rest_applied(
+    ingestor: Ingestor, ledger: FakeLedger
+) -> None:
+    # Given a batch where the database refuses one event (not an outage, not a lost race)
+    ledger.poison = "E-3"
+    batch = deliveries(*(message(f"E-{n}") for n in range(6)))
+    # When it is processed
+    result = ingestor.process(batch)
+    # Then that one event alone is rejected as a storage problem and the five others are applied
+    assert result.applied == 5
+    assert [(r.kind, r.event_id) for r in result.rejections] == [("storage", "E-3")]
+    assert "E-3" in result.rejections[0].reason
+    assert set(ledger.events) == {"E-0", "E-1", "E-2", "E-4", "E-5"}
+
+
+def test_the_ledger_gets_the_message_metadata(ingestor: Ingestor, ledger: FakeLedger) -> None:
+    ingestor.process(
+        [Delivery(body=message("E-1"), routing_key="invoice.issued", message_id="m-1", correlation_id="c")]
+    )
+    metadata = ledger.events["E-1"].metadata
+    assert metadata["message_id"] == "m-1"
+    assert metadata["correlation_id"] == "c"
+    assert metadata["routing_key"] == "invoice.issued"
+    assert metadata["received_at"]
