@@ -368,40 +368,53 @@ def run_relance(
 
 
 # ---------------------------------------------------------------------------------------------------- profile
-_CATEGORIES = [
-    ("validate (pydantic, contract)", ("contracts/erp.py", "pydantic")),
-    ("JSON encode/decode", ("json/", "jsonb", "_json")),
-    ("hash chain (canonical + sha256)", ("hashing.py",)),
-    ("projection fold (state.py)", ("ledger/state.py",)),
+_AREAS = [  # own time, first match wins
+    ("pydantic (contract validation)", ("pydantic",)),
+    ("json (stdlib encode/decode)", ("/json/",)),
     ("SQLAlchemy (compile, bind, results)", ("sqlalchemy/",)),
-    ("psycopg / DB round trips", ("psycopg",)),
-    ("pika (consume, ack, dead-letter)", ("pika/",)),
-    ("logging (structlog)", ("structlog",)),
+    ("psycopg (adapt, send, wait for PostgreSQL)", ("psycopg",)),
+    ("pika (frames, consume, ack, publish)", ("pika/",)),
+    ("structlog", ("structlog",)),
+    ("relance code (services/, shared/)", ("services/", "shared/")),
+    ("epoll wait (idle, waiting for deliveries)", ("epoll",)),
+    ("builtins (regex, dict, isinstance, sha256, ...)", ("~",)),
+]
+_PHASES = [  # cumulative time of the functions that make up a batch
+    ("worker loop, total", "services/ingest/worker.py", "_consume"),
+    ("  apply batches (parse + record + dead-letter + ack)", "services/ingest/worker.py", "_apply"),
+    ("    parse + validate messages", "shared/contracts/erp.py", "parse_event"),
+    ("    Ledger.record (one transaction per batch)", "shared/ledger/store.py", "record"),
+    ("      lock streams + load snapshots", "shared/ledger/store.py", "_lock_streams"),
+    ("      look up known event ids", "shared/ledger/store.py", "_known_event_ids"),
+    ("      fold events into state", "shared/ledger/state.py", "apply"),
+    ("      hash chain (canonical JSON + sha256)", "shared/ledger/hashing.py", "event_hash"),
+    ("      save projections (snapshots, invoices)", "shared/ledger/store.py", "_save_projections"),
+    ("      waiting on PostgreSQL (psycopg wait)", "psycopg/connection.py", "wait"),
+    ("    ack", "pika/adapters/blocking_connection.py", "basic_ack"),
+    ("  json.dumps anywhere", "json/__init__.py", "dumps"),
+    ("  CustomerState.to_json (snapshot)", "shared/ledger/state.py", "to_json"),
 ]
 
 
-def summarize_profile(path: Path, limit: int = 25) -> None:
-    """Where one worker's time goes: top functions by own time, and own time grouped by area."""
+def summarize_profile(path: Path, limit: int = 20) -> None:
+    """Where one worker's time goes: the phases of a batch (cumulative), then own time grouped by library."""
     stats = pstats.Stats(str(path))
-    total = sum(value[2] for value in stats.stats.values())  # type: ignore[attr-defined]
+    raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+    total = sum(value[2] for value in raw.values())
+    print(f"\nprofile of one relance worker ({total:.2f}s in its main thread), cumulative time per phase:")
+    for label, file_part, function in _PHASES:
+        seconds = sum(v[3] for (f, _, fn), v in raw.items() if file_part in f and fn == function)
+        print(f"  {label:58} {seconds:7.2f}s  {100 * seconds / total:5.1f}%")
     areas: dict[str, float] = {}
-    for (filename, _, function), value in stats.stats.items():  # type: ignore[attr-defined]
-        own = value[2]
+    for (filename, _, function), value in raw.items():
         where = f"{filename}:{function}"
-        for label, needles in _CATEGORIES:
-            if any(needle in where for needle in needles):
-                areas[label] = areas.get(label, 0.0) + own
-                break
-        else:
-            if "select" in function or "poll" in function or "recv" in where or "sleep" in function:
-                areas["waiting (select/poll/sleep)"] = areas.get("waiting (select/poll/sleep)", 0.0) + own
-            else:
-                areas["other"] = areas.get("other", 0.0) + own
-    print(f"\nprofile of relance (1 worker), own time by area, total {total:.2f}s of CPU+wait in the main thread:")
+        label = next((name for name, needles in _AREAS if any(n in where for n in needles)), "other")
+        areas[label] = areas.get(label, 0.0) + value[2]
+    print("own time by area:")
     for label, seconds in sorted(areas.items(), key=lambda item: -item[1]):
-        print(f"  {label:40} {seconds:7.2f}s  {100 * seconds / total:5.1f}%")
-    print(f"\ntop {limit} functions by cumulative time:")
-    stats.sort_stats("cumulative").print_stats(limit)
+        print(f"  {label:58} {seconds:7.2f}s  {100 * seconds / total:5.1f}%")
+    print(f"\ntop {limit} functions by own time:")
+    stats.sort_stats("tottime").print_stats(limit)
 
 
 # ---------------------------------------------------------------------------------------------------- main
