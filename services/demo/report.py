@@ -177,6 +177,7 @@ class Progress:
         self.started = time.perf_counter()
         self.tty = self.out.isatty()
         self._next_mark = 25
+        self._drawn = 0
 
     def update(self, done: int) -> None:
         percent = 100 * done // self.total
@@ -189,7 +190,9 @@ class Progress:
         bar = "#" * filled + "." * (self.width - filled)
         line = f"  {self.label} [{bar}] {count(done)}/{count(self.total)} {percent:3d}%  {count(int(done / elapsed))}/s"
         if self.tty:
-            self.out.write("\r" + line + ("\n" if done >= self.total else ""))
+            padding = " " * max(0, self._drawn - len(line))  # a shorter line must erase the longer one
+            self._drawn = len(line)
+            self.out.write("\r" + line + padding + ("\n" if done >= self.total else ""))
         else:
             self.out.write(line + "\n")
         self.out.flush()

@@ -165,3 +165,16 @@ def test_small_samples_still_work_and_nonsense_is_refused() -> None:
         generate(customers=3)
     with pytest.raises(ValueError, match="months"):
         generate(months=0)
+
+
+def test_invoice_numbers_run_per_tenant_in_issue_order(sample: Sample) -> None:
+    issued = [
+        json.loads(m.body)
+        for m in sample.messages
+        if m.expect == "applied" and m.event_type == "invoice.issued" and not m.note.startswith("out_of_order")
+    ]
+    for tenant, prefix in (("acme-fr", "FA"), ("acme-uk", "INV")):
+        ordered = sorted((e for e in issued if e["tenant"] == tenant), key=lambda e: (e["occurred_at"], e["event_id"]))
+        numbers = [e["data"]["number"] for e in ordered]
+        assert numbers and all(n.startswith(prefix) for n in numbers)
+        assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
