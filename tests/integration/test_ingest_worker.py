@@ -5,11 +5,14 @@ Messages are published with plain pika, as an ERP would, never with relance's ow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -444,3 +447,78 @@ def test_three_workers_side_by_side_with_one_killed_midway_lose_and_duplicate_no
         assert ledger.state(TENANT, customer).balances() == {"EUR": balance}
     assert ledger.verify().ok
     ledger.engine.dispose()
+
+
+class FlakyProxy:
+    """A TCP proxy in front of RabbitMQ whose connections the test can cut, like a network failure."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            with self.lock:
+                self.sockets += [client, server]
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def test_a_lost_broker_connection_is_reopened_and_nothing_is_lost_or_applied_twice(
+    pg_url: str, amqp_url: str, rabbit: Rabbit, start_worker: Callable[..., Worker]
+) -> None:
+    # Given a worker whose connection to RabbitMQ goes through a proxy we can cut
+    broker = pika.URLParameters(amqp_url)
+    proxy = FlakyProxy(broker.host, broker.port)
+    via_proxy = f"amqp://{broker.credentials.username}:{broker.credentials.password}@127.0.0.1:{proxy.port}/%2F"
+    try:
+        worker = start_worker(pg_url, amqp_url=via_proxy, ingest_batch_size=50)
+        rabbit.publish([invoice(f"A-{n}", f"C-{n % 7}", f"INV-A-{n}", "10.00") for n in range(2000)])
+        # When the connection is cut while the worker is busy, twice
+        wait_until(lambda: event_count(pg_url) >= 300, "work under way", [worker])
+        proxy.cut()
+        wait_until(lambda: len(worker.logged("ingest.consuming")) >= 2, "a reconnection", [worker])
+        proxy.cut()
+        rabbit.publish([invoice(f"B-{n}", f"C-{n % 7}", f"INV-B-{n}", "10.00") for n in range(100)])
+        # Then it reconnects and applies everything exactly once
+        wait_until(lambda: event_count(pg_url) == 2100, "every event applied", [worker], timeout=120)
+        assert worker.stop() == 0
+    finally:
+        proxy.close()
+    assert worker.logged("ingest.broker_unavailable")
+    ids = event_ids(pg_url)
+    assert len(ids) == len(set(ids)) == 2100
+    assert rabbit.ready(rabbit.names.queue) == 0
+    assert rabbit.ready(rabbit.names.dead_letter_queue) == 0
