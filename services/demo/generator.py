@@ -422,7 +422,15 @@ def _instalments(rng: random.Random, behaviour: Behaviour, invoice: _Invoice) ->
     return []
 
 
-def _pay(b: _Builder, customer: Customer, on: date, items: list[tuple[_Invoice, Decimal]], explicit: bool) -> None:
+def _pay(
+    b: _Builder,
+    customer: Customer,
+    on: date,
+    items: list[tuple[_Invoice, Decimal]],
+    explicit: bool,
+    *,
+    count: bool = True,
+) -> None:
     total = sum((amount for _, amount in items), Decimal(0))
     data: dict[str, Any] = {
         "payment_id": b.number(f"PAY-{customer.customer_id}-", on.year),
@@ -432,7 +440,7 @@ def _pay(b: _Builder, customer: Customer, on: date, items: list[tuple[_Invoice, 
     }
     if explicit:
         data["allocations"] = [{"invoice_id": i.invoice_id, "amount": str(a)} for i, a in items]
-    if b.add(b.moment(on, 6, 20), customer, "payment.received", data):
+    if b.add(b.moment(on, 6, 20), customer, "payment.received", data) and count:
         for invoice, amount in items:
             invoice.paid += amount
             invoice.settlements.append((on, amount))
@@ -488,6 +496,26 @@ def _special_cases(b: _Builder, people: list[Customer]) -> None:
     strugglers = [c for c in people if c.behaviour in ("never", "partial") and c.customer_id in overdue]
     for customer in strugglers[: 1 + scale // 2]:
         _payment_plan(b, customer, overdue[customer.customer_id])
+
+    _paid_twice(b, people, 1 + scale // 2)
+
+
+def _paid_twice(b: _Builder, people: list[Customer], how_many: int) -> None:
+    """Customers with nothing left to pay who paid their last invoice a second time: credit the ledger must keep."""
+    invoices: dict[str, list[_Invoice]] = {}
+    for invoice in b.invoices:
+        invoices.setdefault(invoice.customer.customer_id, []).append(invoice)
+    done = 0
+    for customer in people:
+        mine = [i for i in invoices.get(customer.customer_id, []) if not i.cancelled]
+        if done >= how_many or not mine or any(i.open != 0 or not i.settlements for i in mine):
+            continue
+        last = max(mine, key=lambda i: max(on for on, _ in i.settlements))
+        on = max(on for on, _ in last.settlements) + timedelta(days=b.rng.randint(1, 5))
+        if on <= b.as_of:
+            net = last.amount - last.credited
+            _pay(b, customer, on, [(last, net)], explicit=True, count=False)
+            done += 1
 
 
 def _dispute(b: _Builder, invoice: _Invoice, *, resolve: bool) -> None:
