@@ -26,6 +26,7 @@ from services.demo.generator import AS_OF, Sample, generate
 from services.demo.report import BUCKETS, ZERO, Book, Progress, count, money, table
 from services.ingest.core import BatchResult, Delivery, Ingestor
 from shared.broker.memory import MemoryQueue
+from shared.config import ConfigurationError, load_settings
 from shared.ledger import migrate
 from shared.ledger.db import make_engine
 from shared.ledger.schema import events
@@ -98,7 +99,7 @@ def _run(
     events_path.write_bytes(sample.jsonl())
     say(f"  generated {count(len(sample.messages))} ERP messages (contract v1) -> {events_path}")
 
-    url = database_url or _fresh_sqlite(out / DATABASE_FILE)
+    url = _checked(database_url) if database_url else _fresh_sqlite(out / DATABASE_FILE)
     with _logs_to(out / LOG_FILE):
         migrate.upgrade(url)
         engine = make_engine(url)
@@ -162,6 +163,14 @@ def _fresh_sqlite(path: Path) -> str:
     for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         stale.unlink(missing_ok=True)
     return f"sqlite:///{path}"
+
+
+def _checked(url: str) -> str:
+    """The URL as every relance process reads it (``postgresql://`` means psycopg 3), or a clear error."""
+    try:
+        return load_settings(database_url=url).database_url
+    except ConfigurationError as exc:
+        raise DemoFailed(str(exc)) from None
 
 
 def _event_count(engine: Engine) -> int:
