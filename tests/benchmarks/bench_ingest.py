@@ -115,6 +115,7 @@ def machine_facts(admin_url: str, amqp_url: str) -> dict[str, str]:
         "synchronous_commit (server default)": sync,
         "fsync": fsync,
         "rabbitmq": rabbit,
+        "load average (1, 5, 15 min)": _load(),
     }
 
 
@@ -492,8 +493,13 @@ def _check_sync(url: str) -> None:
 def _report_line(result: Result) -> None:
     print(
         f"  {result.name}: {result.events} events, drain {result.drain_seconds:.2f}s "
-        f"({result.drain_rate:,.0f}/s), sustained {result.sustained:,.0f}/s over {result.batches} batches"
+        f"({result.drain_rate:,.0f}/s), sustained {result.sustained:,.0f}/s over {result.batches} batches; "
+        f"load average {_load()} (other processes on the machine skew the figures)"
     )
+
+
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def _report(results: list[Result]) -> None:
