@@ -415,13 +415,17 @@ def _engine_options(url: str) -> dict[str, Any]:
 
 
 def _install_signal_handlers(stop: threading.Event) -> Any:
-    """SIGTERM and SIGINT ask for a graceful stop. Only the main thread may install handlers (tests run threads)."""
+    """SIGTERM and SIGINT ask for a graceful stop, a second one stops at once (unacked messages are redelivered).
+
+    Only the main thread may install handlers; a worker run on another thread is stopped through its event.
+    """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
     def handle(signum: int, frame: FrameType | None) -> None:
-        log.info("ingest.stop_requested", signal=signal.Signals(signum).name)
+        log.info("ingest.stop_requested", signal=signal.Signals(signum).name, hint="send it again to stop at once")
         stop.set()
+        signal.signal(signum, previous[signal.Signals(signum)])  # a second signal is not graceful any more
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 

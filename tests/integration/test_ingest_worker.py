@@ -522,3 +522,22 @@ def test_a_lost_broker_connection_is_reopened_and_nothing_is_lost_or_applied_twi
     assert len(ids) == len(set(ids)) == 2100
     assert rabbit.ready(rabbit.names.queue) == 0
     assert rabbit.ready(rabbit.names.dead_letter_queue) == 0
+
+
+def test_sigterm_finishes_the_batch_in_hand_acks_it_and_returns_the_rest(
+    pg_url: str, rabbit: Rabbit, start_worker: Callable[..., Worker]
+) -> None:
+    # Given a worker busy with a long queue
+    worker = start_worker(pg_url, ingest_batch_size=100, ingest_prefetch=300)
+    rabbit.publish([invoice(f"E-{n}", f"C-{n % 13}", f"INV-{n}", "10.00") for n in range(5000)])
+    wait_until(lambda: event_count(pg_url) >= 500, "work under way", [worker])
+
+    # When it is asked to stop
+    assert worker.stop(timeout=30) == 0
+
+    # Then every message it applied was acked, and every other one is back in the queue: none is both
+    applied = event_count(pg_url)
+    assert applied < 5000
+    wait_until(lambda: applied + rabbit.ready(rabbit.names.queue) == 5000, "the unapplied messages requeued", [])
+    assert worker.logged("ingest.stop_requested")
+    assert worker.logged("ingest.worker_stopped")[0]["applied"] == applied
