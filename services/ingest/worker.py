@@ -29,7 +29,7 @@ from typing import Any
 import pika
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.exceptions import AMQPError
+from pika.exceptions import AMQPError, AuthenticationError, ProbableAccessDeniedError, ProbableAuthenticationError
 from pika.spec import Basic, BasicProperties
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -45,6 +45,7 @@ log = structlog.get_logger()
 PROGRESS_EVERY_SECONDS = 10.0
 _TICK = 0.5  # longest time between two looks at the stop flag
 _MAX_HEADER_CHARS = 4000
+_REFUSED = (AuthenticationError, ProbableAuthenticationError, ProbableAccessDeniedError)
 
 
 class _Stopping(Exception):
@@ -116,24 +117,27 @@ class IngestWorker:
             batch_ms=self.settings.ingest_batch_ms,
         )
         broker_backoff = Backoff(self.settings.retry_max_seconds)
+        connected_once = False
         while not self.stop.is_set():
+            batches_before = self.totals.batches
             try:
                 self._open()
-                broker_backoff.reset()
+                connected_once = True
                 self._consume()
+            except _REFUSED as exc:
+                # Wrong credentials or vhost are not cured by retrying; once it has worked, though, a refusal is
+                # more likely a broker restarting, so keep trying then.
+                if not connected_once:
+                    self._close()
+                    raise ConfigurationError(
+                        f"RabbitMQ refused the connection ({type(exc).__name__}): check the user, password and "
+                        "virtual host in RELANCE_AMQP_URL"
+                    ) from exc
+                self._connection_lost(exc, broker_backoff)
             except (AMQPError, _BrokerCancelled, OSError) as exc:
-                # Whatever was delivered but not acked goes back to the queue when the connection goes away.
-                dropped = len(self.batcher.clear())
-                self._properties.clear()
-                delay = broker_backoff.next()
-                log.warning(
-                    "ingest.broker_unavailable",
-                    error=f"{type(exc).__name__}: {exc}",
-                    unacked_dropped=dropped,
-                    retry_in=round(delay, 2),
-                )
-                self._close()
-                self.stop.wait(delay)
+                if self.totals.batches != batches_before:
+                    broker_backoff.reset()  # the connection did work for a while: start the backoff over
+                self._connection_lost(exc, broker_backoff)
             except _Stopping:
                 log.warning("ingest.stopped_with_unapplied_batch", unacked=len(self.batcher))
                 break
@@ -146,6 +150,22 @@ class IngestWorker:
             rejected=self.totals.rejected,
         )
         return 0
+
+    def _connection_lost(self, exc: BaseException, backoff: Backoff) -> None:
+        # Whatever was delivered but not acked goes back to the queue when the connection goes away.
+        dropped = len(self.batcher.clear())
+        self._properties.clear()
+        delay = backoff.next()
+        parameters = pika.URLParameters(self.settings.amqp_url)
+        log.warning(
+            "ingest.broker_unavailable",
+            broker=f"{parameters.host}:{parameters.port}",
+            error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+            unacked_dropped=dropped,
+            retry_in=round(delay, 2),
+        )
+        self._close()
+        self.stop.wait(delay)
 
     def _open(self) -> None:
         self._cancelled = False
