@@ -15,7 +15,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         _sqlite_write_transactions(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    # No server-side prepared statements: a plan prepared while a table was nearly empty (a sequential scan) would
+    # be kept as the table grows, and ledger queries are cheap to plan.
+    connect_args = {"prepare_threshold": None, **kwargs.pop("connect_args", {})}
+    return create_engine(url, connect_args=connect_args, **kwargs)
 
 
 def _sqlite_write_transactions(engine: Engine) -> None:

@@ -53,9 +53,37 @@ customer_state = Table(
     metadata,
     Column("tenant", String(64), primary_key=True),
     Column("customer_id", String(128), primary_key=True),
-    Column("version", Integer, nullable=False),
+    Column("version", Integer, nullable=False),  # the stream's version: the row is locked to append
+    Column("head_hash", String(64), nullable=False),  # hash of the stream's last event
+    Column("snapshot_version", Integer, nullable=False),  # the version ``state`` was folded up to
     Column("state", Json, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+customer_balances = Table(
+    "customer_balances",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("customer_id", String(128), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("balance", Numeric(24, 6), nullable=False),  # open invoices less unallocated credit
+    Column("unallocated", Numeric(24, 6), nullable=False),
+    Column("open_invoices", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+credits = Table(
+    "credits",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("customer_id", String(128), primary_key=True),
+    Column("credit_key", String(160), primary_key=True),  # payment:<id> or credit_note:<id>
+    Column("kind", String(16), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount", Numeric(24, 6), nullable=False),
+    Column("received_on", Date, nullable=False),
+    Column("unallocated", Numeric(24, 6), nullable=False),
+    Column("applied", Json, nullable=False),  # invoice_id -> amount (decimal string)
 )
 
 invoice_balances = Table(

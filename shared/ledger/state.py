@@ -83,6 +83,10 @@ class CustomerState:
     promises: dict[str, dict[str, Any]] = field(default_factory=dict)
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)  # business key -> content fingerprint
+    # Bookkeeping of the store, not part of the state: the version of the last saved snapshot, and the credits
+    # changed since the store last saved them.
+    snapshot_version: int = field(default=0, compare=False, repr=False)
+    changed_credits: set[str] = field(default_factory=set, compare=False, repr=False)
 
     # ----------------------------------------------------------------------------------------------- deciding
     def check(self, event_type: str, data: dict[str, Any]) -> Check:
@@ -234,8 +238,9 @@ def _on_invoice(state: CustomerState, data: dict[str, Any], occurred_at: str, to
         earmarked = credit.earmarks.pop(invoice.invoice_id, None)
         if earmarked is None:
             continue
+        state.changed_credits.add(credit.key)
         if invoice.is_open and credit.currency == invoice.currency:
-            _allocate(credit, invoice, earmarked)
+            _allocate(state, credit, invoice, earmarked)
         else:
             credit.free += earmarked
     _settle(state, invoice.currency, touched)
@@ -252,6 +257,7 @@ def _on_credit(kind: str, id_field: str):  # type: ignore[no-untyped-def]
             free=amount,
         )
         state.credits[credit.key] = credit
+        state.changed_credits.add(credit.key)
         targets = [(a["invoice_id"], Decimal(a["amount"])) for a in data.get("allocations", [])]
         if kind == "credit_note" and data.get("invoice_id"):
             targets = [(data["invoice_id"], amount)]
@@ -261,7 +267,7 @@ def _on_credit(kind: str, id_field: str):  # type: ignore[no-untyped-def]
             if invoice is None and invoice_id not in state.cancelled:
                 credit.earmarks[invoice_id] = credit.earmarks.get(invoice_id, ZERO) + wanted
             elif invoice is not None and invoice.is_open and invoice.currency == credit.currency:
-                _allocate(credit, invoice, wanted)
+                _allocate(state, credit, invoice, wanted)
                 touched.add(invoice_id)
             else:
                 credit.free += wanted
@@ -278,6 +284,7 @@ def _on_cancelled(state: CustomerState, data: dict[str, Any], occurred_at: str, 
         return
     for credit_key, amount in invoice.allocations.items():
         credit = state.credits[credit_key]
+        state.changed_credits.add(credit_key)
         credit.applied.pop(invoice_id, None)
         credit.free += amount
     invoice.allocations = {}
@@ -327,8 +334,9 @@ _HANDLERS = {
 
 
 # --------------------------------------------------------------------------------------------------- allocation
-def _allocate(credit: Credit, invoice: Invoice, wanted: Decimal) -> None:
+def _allocate(state: CustomerState, credit: Credit, invoice: Invoice, wanted: Decimal) -> None:
     """Apply up to ``wanted`` of the credit to the invoice; what the invoice cannot take stays free."""
+    state.changed_credits.add(credit.key)
     applied = min(wanted, invoice.outstanding)
     if applied > 0:
         invoice.outstanding -= applied
@@ -341,7 +349,7 @@ def _allocate(credit: Credit, invoice: Invoice, wanted: Decimal) -> None:
 
 def _settle(state: CustomerState, currency: str, touched: set[str]) -> None:
     """Apply free credit, oldest first, to the oldest open undisputed invoices of the currency."""
-    credits = [c for c in sorted(state.credits.values(), key=_credit_age) if c.currency == currency and c.free > 0]
+    credits = sorted((c for c in state.credits.values() if c.currency == currency and c.free > 0), key=_credit_age)
     if not credits:
         return
     invoices = [
@@ -355,7 +363,7 @@ def _settle(state: CustomerState, currency: str, touched: set[str]) -> None:
                 continue
             take = min(credit.free, invoice.outstanding)
             credit.free -= take
-            _allocate(credit, invoice, take)
+            _allocate(state, credit, invoice, take)
             touched.add(invoice.invoice_id)
             if not invoice.is_open:
                 break

@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import structlog
-from sqlalchemy import Connection, Engine, bindparam, select, text, tuple_, update
+from sqlalchemy import Connection, Engine, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from shared.ledger.bulk import insert_rows, update_rows, upsert_rows
 from shared.ledger.hashing import GENESIS, event_hash, utc
-from shared.ledger.schema import customer_state, events, invoice_balances
-from shared.ledger.state import CustomerState
+from shared.ledger.schema import credits, customer_balances, customer_state, events, invoice_balances
+from shared.ledger.state import Credit, CustomerState, Invoice
 
 log = structlog.get_logger()
 
@@ -122,9 +125,12 @@ class VerifyReport:
 
 
 class Ledger:
-    def __init__(self, engine: Engine, *, max_attempts: int = 50) -> None:
+    def __init__(self, engine: Engine, *, max_attempts: int = 50, cache_size: int = 20000) -> None:
         self.engine = engine
         self.max_attempts = max_attempts
+        self.cache_size = cache_size
+        # Committed states by stream: a Ledger belongs to one thread (one per worker process).
+        self._cache: OrderedDict[StreamKey, CustomerState] = OrderedDict()
         self._postgres = engine.dialect.name == "postgresql"
 
     # ------------------------------------------------------------------------------------------------ writing
@@ -135,7 +141,9 @@ class Ledger:
             attempt += 1
             try:
                 with self.engine.begin() as conn:
-                    return self._record(conn, items)
+                    outcomes, states = self._record(conn, items)
+                self._remember(states)
+                return outcomes
             except DBAPIError as exc:
                 if not _is_conflict(exc):
                     if isinstance(exc, OperationalError) or exc.connection_invalidated:
@@ -146,7 +154,7 @@ class Ledger:
                 log.info("ledger.retry_conflict", attempt=attempt, error=type(exc.orig).__name__)
                 time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
 
-    def _record(self, conn: Connection, items: Sequence[Incoming]) -> list[Outcome]:
+    def _record(self, conn: Connection, items: Sequence[Incoming]) -> tuple[list[Outcome], list[CustomerState]]:
         by_stream: dict[StreamKey, list[int]] = {}
         for index, item in enumerate(items):
             by_stream.setdefault(item.stream, []).append(index)
@@ -156,7 +164,6 @@ class Ledger:
 
         outcomes: list[Outcome | None] = [None] * len(items)
         rows: list[dict[str, Any]] = []
-        changed: list[CustomerState] = []
         touched: list[tuple[CustomerState, set[str]]] = []
         now = datetime.now(UTC)
         for key in keys:
@@ -176,28 +183,12 @@ class Ledger:
                 state.head_hash = row["hash"]
                 invoices |= state.apply(item.event_type, item.data, utc(item.occurred_at).isoformat())
             if state.version != before:
-                changed.append(state)
                 touched.append((state, invoices))
 
         if rows:
-            conn.execute(events.insert(), rows)
-            conn.execute(
-                update(customer_state)
-                .where(customer_state.c.tenant == bindparam("k_tenant"))
-                .where(customer_state.c.customer_id == bindparam("k_customer"))
-                .values(version=bindparam("k_version"), state=bindparam("k_state"), updated_at=now),
-                [
-                    {
-                        "k_tenant": s.tenant,
-                        "k_customer": s.customer_id,
-                        "k_version": s.version,
-                        "k_state": s.to_json(),
-                    }
-                    for s in changed
-                ],
-            )
-            self._save_invoice_rows(conn, touched)
-        return [o for o in outcomes if o is not None]
+            insert_rows(conn, events, rows)
+            self._save_projections(conn, touched, now)
+        return [o for o in outcomes if o is not None], list(states.values())
 
     @staticmethod
     def _decide(state: CustomerState, item: Incoming, known_ids: set[tuple[str, str]]) -> Outcome:
@@ -211,91 +202,109 @@ class Ledger:
         return Outcome(check.verdict, check.reason)
 
     def _lock_streams(self, conn: Connection, keys: list[StreamKey]) -> dict[StreamKey, CustomerState]:
-        """Make sure each stream has a projection row, lock them in key order, and load their states."""
-        now = datetime.now(UTC)
-        placeholders = [{"tenant": t, "customer_id": c, "version": 0, "state": {}, "updated_at": now} for t, c in keys]
-        conn.execute(self._insert(customer_state).on_conflict_do_nothing(), placeholders)
+        """Make sure each stream has a projection row, lock them in key order, and load their states.
+
+        States this process committed itself are kept in memory and reused when the locked row's version shows
+        nobody else appended since; the others are loaded from their snapshot and the events after it.
+        """
+        versions = self._lock_rows(conn, keys)
+        new_keys = [key for key in keys if key not in versions]
+        if new_keys:
+            now = datetime.now(UTC)
+            placeholders = [
+                {
+                    "tenant": t,
+                    "customer_id": c,
+                    "version": 0,
+                    "head_hash": GENESIS,
+                    "snapshot_version": 0,
+                    "state": {},
+                    "updated_at": now,
+                }
+                for t, c in new_keys
+            ]
+            statement = self._insert(customer_state).on_conflict_do_nothing().returning(customer_state.c.version)
+            conn.execute(statement, placeholders)
+            versions.update(self._lock_rows(conn, new_keys))
         states: dict[StreamKey, CustomerState] = {}
-        for chunk in _chunks(keys, 1000):
+        missing: list[StreamKey] = []
+        for key in keys:
+            cached = self._cache.pop(key, None)
+            if cached is not None and cached.version == versions[key]:
+                states[key] = cached
+            elif versions[key] == 0:
+                states[key] = CustomerState(tenant=key[0], customer_id=key[1])
+            else:
+                missing.append(key)
+        states.update(_load_states(conn, missing))
+        return states
+
+    def _lock_rows(self, conn: Connection, keys: list[StreamKey]) -> dict[StreamKey, int]:
+        versions: dict[StreamKey, int] = {}
+        for tenant, customers in _by_tenant(keys):
             query = (
-                select(customer_state.c.tenant, customer_state.c.customer_id, customer_state.c.state)
-                .where(tuple_(customer_state.c.tenant, customer_state.c.customer_id).in_(chunk))
+                select(customer_state.c.tenant, customer_state.c.customer_id, customer_state.c.version)
+                .where(customer_state.c.tenant == tenant, customer_state.c.customer_id.in_(customers))
                 .order_by(customer_state.c.tenant, customer_state.c.customer_id)
             )
             if self._postgres:
                 query = query.with_for_update()
-            for tenant, customer, raw in conn.execute(query):
-                states[(tenant, customer)] = (
-                    CustomerState.from_json(raw) if raw else CustomerState(tenant=tenant, customer_id=customer)
-                )
-        return states
+            versions.update(((t, c), v) for t, c, v in conn.execute(query))
+        return versions
+
+    def _remember(self, states: Iterable[CustomerState]) -> None:
+        for state in states:
+            self._cache[(state.tenant, state.customer_id)] = state
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
 
     @staticmethod
     def _known_event_ids(conn: Connection, items: Sequence[Incoming]) -> set[tuple[str, str]]:
-        wanted = sorted({(i.tenant, i.event_id) for i in items})
         known: set[tuple[str, str]] = set()
-        for chunk in _chunks(wanted, 1000):
-            query = select(events.c.tenant, events.c.event_id).where(
-                tuple_(events.c.tenant, events.c.event_id).in_(chunk)
-            )
-            known.update((t, e) for t, e in conn.execute(query))
+        for tenant, event_ids in _by_tenant({(i.tenant, i.event_id) for i in items}):
+            query = select(events.c.event_id).where(events.c.tenant == tenant, events.c.event_id.in_(event_ids))
+            known.update((tenant, e) for e in conn.execute(query).scalars())
         return known
 
-    def _save_invoice_rows(self, conn: Connection, touched: list[tuple[CustomerState, set[str]]]) -> None:
-        rows = []
+    def _save_projections(self, conn: Connection, touched: list[tuple[CustomerState, set[str]]], now: datetime) -> None:
+        """Write what the batch changed: stream heads, snapshots now and then, invoices, credits, balances."""
+        heads: list[dict[str, Any]] = []
+        snapshots: list[dict[str, Any]] = []
+        invoice_rows: list[dict[str, Any]] = []
+        credit_rows: list[dict[str, Any]] = []
+        balance_rows: list[dict[str, Any]] = []
         for state, invoice_ids in touched:
-            for invoice_id in sorted(invoice_ids):
+            key = {"tenant": state.tenant, "customer_id": state.customer_id}
+            head = {**key, "version": state.version, "head_hash": state.head_hash}
+            if state.snapshot_version == 0 or state.version - state.snapshot_version >= SNAPSHOT_EVERY:
+                state.snapshot_version = state.version
+                snapshots.append({**head, "snapshot_version": state.version, "state": state.to_json()})
+            else:
+                heads.append(head)
+            for invoice_id in invoice_ids:
                 invoice = state.invoices.get(invoice_id)
-                if invoice is None:
-                    continue
-                rows.append(
-                    {
-                        "tenant": state.tenant,
-                        "customer_id": state.customer_id,
-                        "invoice_id": invoice.invoice_id,
-                        "number": invoice.number,
-                        "currency": invoice.currency,
-                        "amount": invoice.amount,
-                        "outstanding": invoice.outstanding,
-                        "issue_date": invoice.issue_date,
-                        "due_date": invoice.due_date,
-                        "status": invoice.status,
-                        "disputed": invoice.invoice_id in state.disputes,
-                    }
-                )
-        if not rows:
-            return
-        statement = self._insert(invoice_balances)
-        columns = (
-            "number",
-            "currency",
-            "amount",
-            "outstanding",
-            "issue_date",
-            "due_date",
-            "status",
-            "disputed",
-        )
-        conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["tenant", "customer_id", "invoice_id"],
-                set_={name: statement.excluded[name] for name in columns},
-            ),
-            rows,
-        )
+                if invoice is not None:
+                    invoice_rows.append({**key, **_invoice_row(state, invoice)})
+            for credit_key in state.changed_credits:
+                credit = state.credits[credit_key]
+                credit_rows.append({**key, **_credit_row(credit)})
+            state.changed_credits.clear()
+            balance_rows.extend({**key, **row, "version": state.version} for row in _balance_rows(state))
+        update_rows(conn, customer_state, [{**h, "updated_at": now} for h in heads], STATE_KEY)
+        update_rows(conn, customer_state, [{**s, "updated_at": now} for s in snapshots], STATE_KEY)
+        upsert_rows(conn, invoice_balances, invoice_rows, ("tenant", "customer_id", "invoice_id"))
+        upsert_rows(conn, credits, credit_rows, ("tenant", "customer_id", "credit_key"))
+        upsert_rows(conn, customer_balances, balance_rows, ("tenant", "customer_id", "currency"))
 
     def _insert(self, table: Any) -> Any:
         return postgresql.insert(table) if self._postgres else sqlite.insert(table)
 
     # ------------------------------------------------------------------------------------------------ reading
     def state(self, tenant: str, customer_id: str) -> CustomerState:
+        """The customer's projected state as committed: the last snapshot and the events after it."""
         with self.engine.connect() as conn:
-            raw = conn.execute(
-                select(customer_state.c.state).where(
-                    customer_state.c.tenant == tenant, customer_state.c.customer_id == customer_id
-                )
-            ).scalar_one_or_none()
-        return CustomerState.from_json(raw) if raw else CustomerState(tenant=tenant, customer_id=customer_id)
+            loaded = _load_states(conn, [(tenant, customer_id)])
+        return loaded.get((tenant, customer_id)) or CustomerState(tenant=tenant, customer_id=customer_id)
 
     def read_stream(self, tenant: str, customer_id: str, from_version: int = 1) -> list[RecordedEvent]:
         with self.engine.connect() as conn:
@@ -382,17 +391,101 @@ class Ledger:
                 if event_hash(**event.hash_fields()) != event.hash:
                     report.problems.append(f"{where} v{event.version}: content altered (hash does not match)")
                 previous = event.hash
-            head = self.state(key_tenant, key_customer)
-            if head.version != len(stream) or head.head_hash != previous:
-                report.problems.append(
-                    f"{where}: log ends at version {len(stream)} but {head.version} events were recorded"
-                    if head.version != len(stream)
-                    else f"{where}: last event's hash differs from the recorded head"
-                )
+            with self.engine.connect() as conn:
+                head = conn.execute(
+                    select(customer_state.c.version, customer_state.c.head_hash).where(
+                        customer_state.c.tenant == key_tenant, customer_state.c.customer_id == key_customer
+                    )
+                ).one_or_none()
+            version, head_hash = head if head is not None else (0, GENESIS)
+            if version != len(stream):
+                report.problems.append(f"{where}: log ends at version {len(stream)} but {version} events were recorded")
+            elif head_hash != previous:
+                report.problems.append(f"{where}: last event's hash differs from the recorded head")
         return report
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+SNAPSHOT_EVERY = 50  # events between two snapshots of a customer's state
+STATE_KEY = ("tenant", "customer_id")
+
+
+def _load_states(conn: Connection, keys: Sequence[StreamKey]) -> dict[StreamKey, CustomerState]:
+    """States from their snapshots, brought up to date with the events recorded after each snapshot."""
+    states: dict[StreamKey, CustomerState] = {}
+    for tenant, customers in _by_tenant(keys):
+        query = select(customer_state.c.customer_id, customer_state.c.snapshot_version, customer_state.c.state).where(
+            customer_state.c.tenant == tenant, customer_state.c.customer_id.in_(customers)
+        )
+        for customer, snapshot_version, raw in conn.execute(query):
+            state = CustomerState.from_json(raw) if raw else CustomerState(tenant=tenant, customer_id=customer)
+            state.snapshot_version = snapshot_version
+            states[(tenant, customer)] = state
+        tail = (
+            select(events.c.customer_id, events.c.version, events.c.event_type, events.c.data)
+            .add_columns(events.c.occurred_at, events.c.hash)
+            .join(
+                customer_state,
+                (customer_state.c.tenant == events.c.tenant) & (customer_state.c.customer_id == events.c.customer_id),
+            )
+            .where(customer_state.c.tenant == tenant, customer_state.c.customer_id.in_(customers))
+            .where(events.c.version > customer_state.c.snapshot_version)
+            .order_by(events.c.customer_id, events.c.version)
+        )
+        for customer, version, event_type, data, occurred_at, event_hash_ in conn.execute(tail):
+            state = states[(tenant, customer)]
+            state.apply(event_type, data, utc(occurred_at).isoformat())
+            state.version = version
+            state.head_hash = event_hash_
+    for state in states.values():
+        state.changed_credits.clear()
+    return states
+
+
+def _invoice_row(state: CustomerState, invoice: Invoice) -> dict[str, Any]:
+    return {
+        "invoice_id": invoice.invoice_id,
+        "number": invoice.number,
+        "currency": invoice.currency,
+        "amount": invoice.amount,
+        "outstanding": invoice.outstanding,
+        "issue_date": invoice.issue_date,
+        "due_date": invoice.due_date,
+        "status": invoice.status,
+        "disputed": invoice.invoice_id in state.disputes,
+    }
+
+
+def _credit_row(credit: Credit) -> dict[str, Any]:
+    return {
+        "credit_key": credit.key,
+        "kind": credit.kind,
+        "currency": credit.currency,
+        "amount": credit.amount,
+        "received_on": credit.on,
+        "unallocated": credit.free + sum(credit.earmarks.values(), Decimal(0)),
+        "applied": {invoice_id: str(amount) for invoice_id, amount in credit.applied.items()},
+    }
+
+
+def _balance_rows(state: CustomerState) -> list[dict[str, Any]]:
+    currencies = {i.currency for i in state.invoices.values()} | {c.currency for c in state.credits.values()}
+    balances, unallocated = state.balances(), state.unallocated()
+    open_counts: dict[str, int] = {}
+    for invoice in state.invoices.values():
+        if invoice.is_open:
+            open_counts[invoice.currency] = open_counts.get(invoice.currency, 0) + 1
+    return [
+        {
+            "currency": currency,
+            "balance": balances.get(currency, Decimal(0)),
+            "unallocated": unallocated.get(currency, Decimal(0)),
+            "open_invoices": open_counts.get(currency, 0),
+        }
+        for currency in sorted(currencies)
+    ]
+
+
 def _row(state: CustomerState, item: Incoming, now: datetime) -> dict[str, Any]:
     version = state.version + 1
     fields = {
@@ -437,9 +530,14 @@ def _is_conflict(exc: DBAPIError) -> bool:
     return "database is locked" in str(exc.orig)
 
 
-def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
+def _by_tenant(keys: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
+    """(tenant, second) pairs grouped by tenant, in sorted order, in chunks small enough for one IN list."""
+    grouped: dict[str, list[str]] = {}
+    for tenant, second in sorted(keys):
+        grouped.setdefault(tenant, []).append(second)
+    for tenant, values in grouped.items():
+        for start in range(0, len(values), 5000):
+            yield tenant, values[start : start + 5000]
 
 
 def as_date(value: str | date) -> date:

@@ -1,4 +1,4 @@
-"""Event log, customer projections, invoice balances; the log refuses UPDATE and DELETE.
+"""Event log and its projections (customer state, invoice, credit and currency balances); the log is append-only.
 
 Revision ID: 0001
 Revises:
@@ -53,8 +53,32 @@ def upgrade() -> None:
         sa.Column("tenant", sa.String(64), primary_key=True),
         sa.Column("customer_id", sa.String(128), primary_key=True),
         sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("head_hash", sa.String(64), nullable=False),
+        sa.Column("snapshot_version", sa.Integer, nullable=False),
         sa.Column("state", _json(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "customer_balances",
+        sa.Column("tenant", sa.String(64), primary_key=True),
+        sa.Column("customer_id", sa.String(128), primary_key=True),
+        sa.Column("currency", sa.String(3), primary_key=True),
+        sa.Column("balance", sa.Numeric(24, 6), nullable=False),
+        sa.Column("unallocated", sa.Numeric(24, 6), nullable=False),
+        sa.Column("open_invoices", sa.Integer, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+    )
+    op.create_table(
+        "credits",
+        sa.Column("tenant", sa.String(64), primary_key=True),
+        sa.Column("customer_id", sa.String(128), primary_key=True),
+        sa.Column("credit_key", sa.String(160), primary_key=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("currency", sa.String(3), nullable=False),
+        sa.Column("amount", sa.Numeric(24, 6), nullable=False),
+        sa.Column("received_on", sa.Date, nullable=False),
+        sa.Column("unallocated", sa.Numeric(24, 6), nullable=False),
+        sa.Column("applied", _json(), nullable=False),
     )
     op.create_table(
         "invoice_balances",

@@ -1,0 +1,121 @@
+"""Bulk writes for a batch: one statement per table, whatever the number of rows.
+
+PostgreSQL: the event log is written with COPY and projections are upserted from arrays (``unnest``), so a batch of
+hundreds of events costs a handful of round trips. SQLite runs in-process, where plain ``executemany`` is as fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table, text
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.types import JSON, BigInteger, Boolean, Date, DateTime, Integer, Numeric, String
+
+
+def _pg_array_type(column: Any) -> str:
+    kind = column.type
+    if isinstance(kind, JSON) or getattr(kind, "impl", None).__class__.__name__ == "JSONB":
+        return "jsonb[]"
+    for sql_type, name in (
+        (BigInteger, "bigint[]"),
+        (Integer, "integer[]"),
+        (Numeric, "numeric[]"),
+        (Boolean, "boolean[]"),
+        (DateTime, "timestamptz[]"),
+        (Date, "date[]"),
+        (String, "text[]"),
+    ):
+        if isinstance(kind, sql_type):
+            return name
+    raise TypeError(f"no array type for column {column.name} ({kind})")
+
+
+def _is_json(column: Any) -> bool:
+    return _pg_array_type(column) == "jsonb[]"
+
+
+def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Append rows (no conflict handling: a clash must fail the transaction)."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(table.insert(), list(rows))
+        return
+    columns = [c for c in table.columns if c.name in rows[0]]
+    names = ", ".join(f'"{c.name}"' for c in columns)
+    json_columns = {c.name for c in columns if _is_json(c)}
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        json.dumps(row[c.name], ensure_ascii=False) if c.name in json_columns else row[c.name]
+                        for c in columns
+                    ]
+                )
+    finally:
+        cursor.close()
+
+
+def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+    """Insert rows, or update every non-key column of the rows that exist. Rows are written in key order."""
+    if not rows:
+        return
+    ordered = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
+    names = list(ordered[0])
+    updates = [n for n in names if n not in keys]
+    if conn.dialect.name != "postgresql":
+        statement = sqlite.insert(table)
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=list(keys), set_={n: statement.excluded[n] for n in updates}
+            ),
+            ordered,
+        )
+        return
+    columns = [table.c[n] for n in names]
+    arrays = ", ".join(f"CAST(:p{i} AS {_pg_array_type(c)})" for i, c in enumerate(columns))
+    quoted = ", ".join(f'"{n}"' for n in names)
+    assignments = ", ".join(f'"{n}" = excluded."{n}"' for n in updates)
+    sql = (
+        f"INSERT INTO {table.name} ({quoted}) SELECT * FROM unnest({arrays}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {assignments}"
+    )
+    params = {}
+    for i, column in enumerate(columns):
+        values = [r[column.name] for r in ordered]
+        params[f"p{i}"] = [json.dumps(v, ensure_ascii=False) for v in values] if _is_json(column) else values
+    conn.execute(text(sql), params)
+
+
+def update_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+    """Update existing rows, matched on ``keys``, in key order."""
+    if not rows:
+        return
+    ordered = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
+    names = list(ordered[0])
+    updates = [n for n in names if n not in keys]
+    if conn.dialect.name != "postgresql":
+        from sqlalchemy import bindparam
+
+        statement = table.update().where(*[table.c[k] == bindparam(f"k_{k}") for k in keys])
+        statement = statement.values({n: bindparam(f"v_{n}") for n in updates})
+        conn.execute(
+            statement, [{**{f"k_{k}": r[k] for k in keys}, **{f"v_{n}": r[n] for n in updates}} for r in ordered]
+        )
+        return
+    columns = [table.c[n] for n in names]
+    arrays = ", ".join(f"CAST(:p{i} AS {_pg_array_type(c)})" for i, c in enumerate(columns))
+    aliases = ", ".join(f'"{n}"' for n in names)
+    assignments = ", ".join(f'"{n}" = u."{n}"' for n in updates)
+    matches = " AND ".join(f'{table.name}."{k}" = u."{k}"' for k in keys)
+    sql = f"UPDATE {table.name} SET {assignments} FROM unnest({arrays}) AS u({aliases}) WHERE {matches}"
+    params = {}
+    for i, column in enumerate(columns):
+        values = [r[column.name] for r in ordered]
+        params[f"p{i}"] = [json.dumps(v, ensure_ascii=False) for v in values] if _is_json(column) else values
+    conn.execute(text(sql), params)
