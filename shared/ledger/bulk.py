@@ -6,6 +6,7 @@ hundreds of events costs a handful of round trips. SQLite runs in-process, where
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -44,12 +45,15 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     if conn.dialect.name != "postgresql":
         conn.execute(table.insert(), list(rows))
         return
-    columns = [c for c in table.columns if c.name in rows[0]]
+    _copy(conn, table.name, [c for c in table.columns if c.name in rows[0]], rows)
+
+
+def _copy(conn: Connection, target: str, columns: Sequence[Any], rows: Sequence[dict[str, Any]]) -> None:
     names = ", ".join(f'"{c.name}"' for c in columns)
     json_columns = {c.name for c in columns if _is_json(c)}
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+        with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(
                     [
@@ -77,19 +81,16 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
             ordered,
         )
         return
-    columns = [table.c[n] for n in names]
-    arrays = ", ".join(f"CAST(:p{i} AS {_pg_array_type(c)})" for i, c in enumerate(columns))
+    stage = _stage(conn, table, names, ordered)
     quoted = ", ".join(f'"{n}"' for n in names)
     assignments = ", ".join(f'"{n}" = excluded."{n}"' for n in updates)
-    sql = (
-        f"INSERT INTO {table.name} ({quoted}) SELECT * FROM unnest({arrays}) "
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {assignments}"
+    order = ", ".join(f'"{k}"' for k in keys)
+    conn.execute(
+        text(
+            f"INSERT INTO {table.name} ({quoted}) SELECT {quoted} FROM {stage} ORDER BY {order} "
+            f"ON CONFLICT ({order}) DO UPDATE SET {assignments}"
+        )
     )
-    params = {}
-    for i, column in enumerate(columns):
-        values = [r[column.name] for r in ordered]
-        params[f"p{i}"] = [json.dumps(v, ensure_ascii=False) for v in values] if _is_json(column) else values
-    conn.execute(text(sql), params)
 
 
 def update_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
@@ -108,14 +109,25 @@ def update_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
             statement, [{**{f"k_{k}": r[k] for k in keys}, **{f"v_{n}": r[n] for n in updates}} for r in ordered]
         )
         return
-    columns = [table.c[n] for n in names]
-    arrays = ", ".join(f"CAST(:p{i} AS {_pg_array_type(c)})" for i, c in enumerate(columns))
-    aliases = ", ".join(f'"{n}"' for n in names)
+    stage = _stage(conn, table, names, ordered)
     assignments = ", ".join(f'"{n}" = u."{n}"' for n in updates)
     matches = " AND ".join(f'{table.name}."{k}" = u."{k}"' for k in keys)
-    sql = f"UPDATE {table.name} SET {assignments} FROM unnest({arrays}) AS u({aliases}) WHERE {matches}"
-    params = {}
-    for i, column in enumerate(columns):
-        values = [r[column.name] for r in ordered]
-        params[f"p{i}"] = [json.dumps(v, ensure_ascii=False) for v in values] if _is_json(column) else values
-    conn.execute(text(sql), params)
+    conn.execute(text(f"UPDATE {table.name} SET {assignments} FROM {stage} AS u WHERE {matches}"))
+
+
+def _stage(conn: Connection, table: Table, names: list[str], rows: Sequence[dict[str, Any]]) -> str:
+    """COPY the rows into a temporary table of this connection (emptied at commit) and return its name.
+
+    COPY is PostgreSQL's fastest way in; the projection is then written with one set-based statement.
+    """
+    stage = f"relance_stage_{table.name}_{hashlib.sha1(','.join(names).encode()).hexdigest()[:8]}"
+    quoted = ", ".join(f'"{n}"' for n in names)
+    conn.execute(
+        text(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS "
+            f"AS SELECT {quoted} FROM {table.name} WITH NO DATA"
+        )
+    )
+    conn.execute(text(f"TRUNCATE {stage}"))
+    _copy(conn, stage, [table.c[n] for n in names], rows)
+    return stage

@@ -124,6 +124,17 @@ class VerifyReport:
         return not self.problems
 
 
+@dataclass
+class _Plan:
+    """What a batch will write: decided before the streams are locked, checked after."""
+
+    outcomes: list[Outcome]
+    now: datetime
+    before: dict[StreamKey, int] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    touched: list[tuple[CustomerState, set[str]]] = field(default_factory=list)
+
+
 class Ledger:
     def __init__(self, engine: Engine, *, max_attempts: int = 50, cache_size: int = 20000) -> None:
         self.engine = engine
@@ -155,40 +166,58 @@ class Ledger:
                 time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
 
     def _record(self, conn: Connection, items: Sequence[Incoming]) -> tuple[list[Outcome], list[CustomerState]]:
+        """Decide and fold the batch first, lock its streams only to check and write.
+
+        The Python work (checks, folding, hashing, building rows) happens before any lock is taken, so workers whose
+        batches share customers overlap instead of queueing. Once the stream rows are locked, their versions must
+        still be those the work was based on; if another writer appended meanwhile, the batch is worked out again
+        under the locks from fresh state.
+        """
         by_stream: dict[StreamKey, list[int]] = {}
         for index, item in enumerate(items):
             by_stream.setdefault(item.stream, []).append(index)
         keys = sorted(by_stream)
-        states = self._lock_streams(conn, keys)
-        known_ids = self._known_event_ids(conn, items)
+        states = self._states(conn, keys, self._heads(conn, keys))
+        plan = self._plan(items, by_stream, keys, states, self._known_event_ids(conn, items))
+        locked = self._lock_streams(conn, keys)
+        if any(locked[key] != plan.before[key] for key in keys):
+            log.debug("ledger.replan", streams=sum(locked[k] != plan.before[k] for k in keys))
+            states = _load_states(conn, [k for k in keys if locked[k] > 0])
+            states.update({k: CustomerState(tenant=k[0], customer_id=k[1]) for k in keys if locked[k] == 0})
+            plan = self._plan(items, by_stream, keys, states, self._known_event_ids(conn, items))
+        if plan.rows:
+            insert_rows(conn, events, plan.rows)
+            self._save_projections(conn, plan.touched, plan.now)
+        return plan.outcomes, list(states.values())
 
-        outcomes: list[Outcome | None] = [None] * len(items)
-        rows: list[dict[str, Any]] = []
-        touched: list[tuple[CustomerState, set[str]]] = []
-        now = datetime.now(UTC)
+    def _plan(
+        self,
+        items: Sequence[Incoming],
+        by_stream: dict[StreamKey, list[int]],
+        keys: list[StreamKey],
+        states: dict[StreamKey, CustomerState],
+        known_ids: set[tuple[str, str]],
+    ) -> _Plan:
+        plan = _Plan(outcomes=[Outcome("conflict")] * len(items), now=datetime.now(UTC))
         for key in keys:
             state = states[key]
-            before = state.version
+            plan.before[key] = before = state.version
             invoices: set[str] = set()
             for index in by_stream[key]:
                 item = items[index]
                 outcome = self._decide(state, item, known_ids)
-                outcomes[index] = outcome
+                plan.outcomes[index] = outcome
                 if outcome.status != "applied":
                     continue
                 known_ids.add((item.tenant, item.event_id))
-                row = _row(state, item, now)
-                rows.append(row)
+                row = _row(state, item, plan.now)
+                plan.rows.append(row)
                 state.version = row["version"]
                 state.head_hash = row["hash"]
                 invoices |= state.apply(item.event_type, item.data, utc(item.occurred_at).isoformat())
             if state.version != before:
-                touched.append((state, invoices))
-
-        if rows:
-            insert_rows(conn, events, rows)
-            self._save_projections(conn, touched, now)
-        return [o for o in outcomes if o is not None], list(states.values())
+                plan.touched.append((state, invoices))
+        return plan
 
     @staticmethod
     def _decide(state: CustomerState, item: Incoming, known_ids: set[tuple[str, str]]) -> Outcome:
@@ -201,12 +230,30 @@ class Ledger:
             return Outcome("applied", version=state.version + 1)
         return Outcome(check.verdict, check.reason)
 
-    def _lock_streams(self, conn: Connection, keys: list[StreamKey]) -> dict[StreamKey, CustomerState]:
-        """Make sure each stream has a projection row, lock them in key order, and load their states.
+    def _heads(self, conn: Connection, keys: list[StreamKey]) -> dict[StreamKey, int]:
+        """Current versions of the streams that exist, without locking them."""
+        return self._lock_rows(conn, keys, lock=False)
 
-        States this process committed itself are kept in memory and reused when the locked row's version shows
-        nobody else appended since; the others are loaded from their snapshot and the events after it.
-        """
+    def _states(
+        self, conn: Connection, keys: list[StreamKey], versions: dict[StreamKey, int]
+    ) -> dict[StreamKey, CustomerState]:
+        """States of the streams: from this process's cache when still current, else snapshot plus tail."""
+        states: dict[StreamKey, CustomerState] = {}
+        missing: list[StreamKey] = []
+        for key in keys:
+            cached = self._cache.pop(key, None)
+            version = versions.get(key, 0)
+            if cached is not None and cached.version == version:
+                states[key] = cached
+            elif version == 0:
+                states[key] = CustomerState(tenant=key[0], customer_id=key[1])
+            else:
+                missing.append(key)
+        states.update(_load_states(conn, missing))
+        return states
+
+    def _lock_streams(self, conn: Connection, keys: list[StreamKey]) -> dict[StreamKey, int]:
+        """Lock each stream's head row in key order (creating missing ones) and return the versions."""
         versions = self._lock_rows(conn, keys)
         new_keys = [key for key in keys if key not in versions]
         if new_keys:
@@ -226,20 +273,9 @@ class Ledger:
             statement = self._insert(customer_state).on_conflict_do_nothing().returning(customer_state.c.version)
             conn.execute(statement, placeholders)
             versions.update(self._lock_rows(conn, new_keys))
-        states: dict[StreamKey, CustomerState] = {}
-        missing: list[StreamKey] = []
-        for key in keys:
-            cached = self._cache.pop(key, None)
-            if cached is not None and cached.version == versions[key]:
-                states[key] = cached
-            elif versions[key] == 0:
-                states[key] = CustomerState(tenant=key[0], customer_id=key[1])
-            else:
-                missing.append(key)
-        states.update(_load_states(conn, missing))
-        return states
+        return versions
 
-    def _lock_rows(self, conn: Connection, keys: list[StreamKey]) -> dict[StreamKey, int]:
+    def _lock_rows(self, conn: Connection, keys: list[StreamKey], *, lock: bool = True) -> dict[StreamKey, int]:
         versions: dict[StreamKey, int] = {}
         for tenant, customers in _by_tenant(keys):
             query = (
@@ -247,7 +283,7 @@ class Ledger:
                 .where(customer_state.c.tenant == tenant, customer_state.c.customer_id.in_(customers))
                 .order_by(customer_state.c.tenant, customer_state.c.customer_id)
             )
-            if self._postgres:
+            if lock and self._postgres:
                 query = query.with_for_update()
             versions.update(((t, c), v) for t, c, v in conn.execute(query))
         return versions
