@@ -29,9 +29,20 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),
         cache_logger_on_first_use=True,
     )
     # Libraries (pika, alembic) log through the standard library; keep them quiet unless debugging.
     logging.basicConfig(level=logging.WARNING if level != "debug" else logging.DEBUG, stream=sys.stderr)
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika logs a traceback at ERROR for every failed connection attempt; relance logs its own line instead.
+    logging.getLogger("pika").setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)
+
+
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the time of writing (it may be replaced after logging is configured)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
