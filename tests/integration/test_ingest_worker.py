@@ -527,9 +527,9 @@ def test_a_lost_broker_connection_is_reopened_and_nothing_is_lost_or_applied_twi
 def test_sigterm_finishes_the_batch_in_hand_acks_it_and_returns_the_rest(
     pg_url: str, rabbit: Rabbit, start_worker: Callable[..., Worker]
 ) -> None:
-    # Given a worker busy with a long queue
-    worker = start_worker(pg_url, ingest_batch_size=100, ingest_prefetch=300)
+    # Given a worker busy with a long queue (published first, so the worker cannot keep pace with the publisher)
     rabbit.publish([invoice(f"E-{n}", f"C-{n % 13}", f"INV-{n}", "10.00") for n in range(5000)])
+    worker = start_worker(pg_url, ingest_batch_size=100, ingest_prefetch=300)
     wait_until(lambda: event_count(pg_url) >= 500, "work under way", [worker])
 
     # When it is asked to stop
