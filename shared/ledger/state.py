@@ -79,6 +79,9 @@ class CustomerState:
     credits: dict[str, Credit] = field(default_factory=dict)
     cancelled: dict[str, str] = field(default_factory=dict)  # invoice_id -> reason (also before issue)
     disputes: dict[str, str] = field(default_factory=dict)  # invoice_id -> reason, while unresolved
+    # invoice_id -> [occurred_at, "disputed" | "resolved"] of its latest dispute event: the latest one decides,
+    # whatever order they arrive in.
+    dispute_latest: dict[str, list[str]] = field(default_factory=dict)
     due_date_passed: dict[str, str] = field(default_factory=dict)  # invoice_id -> due date reported by ERP
     promises: dict[str, dict[str, Any]] = field(default_factory=dict)
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -120,7 +123,9 @@ class CustomerState:
         if event_type == "invoice.disputed" and data["invoice_id"] in self.disputes:
             return Check("duplicate", f"invoice {data['invoice_id']} is already disputed")
         if event_type == "invoice.dispute_resolved" and data["invoice_id"] not in self.disputes:
-            return Check("duplicate", f"invoice {data['invoice_id']} has no open dispute")
+            latest = self.dispute_latest.get(data["invoice_id"])
+            if latest is not None and latest[1] == "resolved":
+                return Check("duplicate", f"invoice {data['invoice_id']} has no open dispute")
         if event_type == "customer.upserted" and self.profile == data:
             return Check("duplicate", "customer profile unchanged")
         return NEW
@@ -181,6 +186,7 @@ class CustomerState:
             "credits": {k: _credit_json(v) for k, v in self.credits.items()},
             "cancelled": self.cancelled,
             "disputes": self.disputes,
+            "dispute_latest": self.dispute_latest,
             "due_date_passed": self.due_date_passed,
             "promises": self.promises,
             "plans": self.plans,
@@ -200,6 +206,7 @@ class CustomerState:
             credits={k: _credit_from(v) for k, v in raw.get("credits", {}).items()},
             cancelled=dict(raw.get("cancelled", {})),
             disputes=dict(raw.get("disputes", {})),
+            dispute_latest={k: list(v) for k, v in raw.get("dispute_latest", {}).items()},
             due_date_passed=dict(raw.get("due_date_passed", {})),
             promises=dict(raw.get("promises", {})),
             plans=dict(raw.get("plans", {})),
@@ -294,12 +301,24 @@ def _on_cancelled(state: CustomerState, data: dict[str, Any], occurred_at: str, 
     _settle(state, invoice.currency, touched)
 
 
+def _latest_dispute_event(state: CustomerState, invoice_id: str, occurred_at: str, kind: str) -> bool:
+    """Record a dispute event; True if it is the latest of its invoice, the one that decides."""
+    latest = state.dispute_latest.get(invoice_id)
+    if latest is not None and occurred_at < latest[0]:
+        return False
+    state.dispute_latest[invoice_id] = [occurred_at, kind]
+    return True
+
+
 def _on_disputed(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
-    state.disputes[data["invoice_id"]] = data["reason"]
-    touched.add(data["invoice_id"])
+    if _latest_dispute_event(state, data["invoice_id"], occurred_at, "disputed"):
+        state.disputes[data["invoice_id"]] = data["reason"]
+        touched.add(data["invoice_id"])
 
 
 def _on_dispute_resolved(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    if not _latest_dispute_event(state, data["invoice_id"], occurred_at, "resolved"):
+        return
     state.disputes.pop(data["invoice_id"], None)
     touched.add(data["invoice_id"])
     invoice = state.invoices.get(data["invoice_id"])
