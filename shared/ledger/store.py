@@ -125,14 +125,19 @@ class VerifyReport:
 
 
 @dataclass
+class _StreamPlan:
+    before: int  # the stream's version the plan is based on
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    invoices: set[str] = field(default_factory=set)  # invoices the new events changed
+
+
+@dataclass
 class _Plan:
     """What a batch will write: decided before the streams are locked, checked after."""
 
     outcomes: list[Outcome]
     now: datetime
-    before: dict[StreamKey, int] = field(default_factory=dict)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    touched: list[tuple[CustomerState, set[str]]] = field(default_factory=list)
+    streams: dict[StreamKey, _StreamPlan] = field(default_factory=dict)
 
 
 class Ledger:
@@ -178,46 +183,50 @@ class Ledger:
             by_stream.setdefault(item.stream, []).append(index)
         keys = sorted(by_stream)
         states = self._states(conn, keys, self._heads(conn, keys))
-        plan = self._plan(items, by_stream, keys, states, self._known_event_ids(conn, items))
+        plan = _Plan(outcomes=[Outcome("conflict")] * len(items), now=datetime.now(UTC))
+        known_ids = self._known_event_ids(conn, items)
+        for key in keys:
+            self._plan_stream(plan, key, states[key], [items[i] for i in by_stream[key]], by_stream[key], known_ids)
         locked = self._lock_streams(conn, keys)
-        if any(locked[key] != plan.before[key] for key in keys):
-            log.debug("ledger.replan", streams=sum(locked[k] != plan.before[k] for k in keys))
-            states = _load_states(conn, [k for k in keys if locked[k] > 0])
-            states.update({k: CustomerState(tenant=k[0], customer_id=k[1]) for k in keys if locked[k] == 0})
-            plan = self._plan(items, by_stream, keys, states, self._known_event_ids(conn, items))
-        if plan.rows:
-            insert_rows(conn, events, plan.rows)
-            self._save_projections(conn, plan.touched, plan.now)
+        moved = [key for key in keys if locked[key] != plan.streams[key].before]
+        if moved:
+            # Another writer appended to these streams meanwhile: work them out again, now that they are locked.
+            log.debug("ledger.replan", streams=len(moved))
+            fresh = _load_states(conn, [k for k in moved if locked[k] > 0])
+            fresh.update({k: CustomerState(tenant=k[0], customer_id=k[1]) for k in moved if locked[k] == 0})
+            moved_items = [items[i] for k in moved for i in by_stream[k]]
+            known_ids = self._known_event_ids(conn, moved_items)
+            for key in moved:
+                states[key] = fresh[key]
+                self._plan_stream(plan, key, fresh[key], [items[i] for i in by_stream[key]], by_stream[key], known_ids)
+        rows = [row for key in keys for row in plan.streams[key].rows]
+        if rows:
+            insert_rows(conn, events, rows)
+            touched = [(states[k], plan.streams[k].invoices) for k in keys if plan.streams[k].rows]
+            self._save_projections(conn, touched, plan.now)
         return plan.outcomes, list(states.values())
 
-    def _plan(
+    def _plan_stream(
         self,
-        items: Sequence[Incoming],
-        by_stream: dict[StreamKey, list[int]],
-        keys: list[StreamKey],
-        states: dict[StreamKey, CustomerState],
+        plan: _Plan,
+        key: StreamKey,
+        state: CustomerState,
+        items: list[Incoming],
+        indexes: list[int],
         known_ids: set[tuple[str, str]],
-    ) -> _Plan:
-        plan = _Plan(outcomes=[Outcome("conflict")] * len(items), now=datetime.now(UTC))
-        for key in keys:
-            state = states[key]
-            plan.before[key] = before = state.version
-            invoices: set[str] = set()
-            for index in by_stream[key]:
-                item = items[index]
-                outcome = self._decide(state, item, known_ids)
-                plan.outcomes[index] = outcome
-                if outcome.status != "applied":
-                    continue
-                known_ids.add((item.tenant, item.event_id))
-                row = _row(state, item, plan.now)
-                plan.rows.append(row)
-                state.version = row["version"]
-                state.head_hash = row["hash"]
-                invoices |= state.apply(item.event_type, item.data, utc(item.occurred_at).isoformat())
-            if state.version != before:
-                plan.touched.append((state, invoices))
-        return plan
+    ) -> None:
+        stream = plan.streams[key] = _StreamPlan(before=state.version)
+        for index, item in zip(indexes, items, strict=True):
+            outcome = self._decide(state, item, known_ids)
+            plan.outcomes[index] = outcome
+            if outcome.status != "applied":
+                continue
+            known_ids.add((item.tenant, item.event_id))
+            row = _row(state, item, plan.now)
+            stream.rows.append(row)
+            state.version = row["version"]
+            state.head_hash = row["hash"]
+            stream.invoices |= state.apply(item.event_type, item.data, utc(item.occurred_at).isoformat())
 
     @staticmethod
     def _decide(state: CustomerState, item: Incoming, known_ids: set[tuple[str, str]]) -> Outcome:
