@@ -71,7 +71,13 @@ class Ingestor:
             except InvalidMessage as exc:
                 result.rejections.append(_rejected(delivery, exc.kind, exc.reason, _peek(delivery.body)))
         if parsed:
-            result.merge(self._append(parsed))
+            appended = self._append(parsed)
+            storage = [r for r in appended.rejections if r.kind == "storage"]
+            if len(parsed) > 1 and len(storage) == len(parsed):
+                # Every message refused on its own: the fault is the database's (a schema out of step, a full
+                # disk), not the messages'. Dead-lettering them all would empty the queue into the dead letters.
+                raise LedgerUnavailable(f"the database refused every message of the batch: {storage[0].reason}")
+            result.merge(appended)
         for rejection in result.rejections:
             log.warning(
                 "ingest.rejected",

@@ -138,3 +138,28 @@ def test_the_ledger_gets_the_message_metadata(ingestor: Ingestor, ledger: FakeLe
     assert metadata["correlation_id"] == "c"
     assert metadata["routing_key"] == "invoice.issued"
     assert metadata["received_at"]
+
+
+def test_a_database_that_refuses_every_message_is_an_outage_not_a_batch_of_bad_messages() -> None:
+    # Given a ledger whose database refuses any append (a schema out of step, say)
+    class Broken:
+        def record(self, items: object) -> object:
+            raise IntegrityError("INSERT", {}, Exception('null value in column "x" violates not-null constraint'))
+
+    ingestor = Ingestor(Broken())  # type: ignore[arg-type]
+    bodies = [
+        json.dumps(
+            {
+                "event_id": f"E-{n}",
+                "event_type": "invoice.due_date_passed",
+                "tenant": "acme-fr",
+                "customer_id": "C-1",
+                "occurred_at": "2026-11-02T09:15:00Z",
+                "data": {"invoice_id": f"INV-{n}", "due_date": "2026-11-01"},
+            }
+        ).encode()
+        for n in range(4)
+    ]
+    # When a batch goes through, Then it is retried as an outage rather than dead-lettered message by message
+    with pytest.raises(LedgerUnavailable, match="refused every message"):
+        ingestor.process([Delivery(body=b) for b in bodies])
