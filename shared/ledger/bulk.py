@@ -7,10 +7,10 @@ hundreds of events costs a handful of round trips. SQLite runs in-process, where
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Table, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.types import JSON, BigInteger, Boolean, Date, DateTime, Integer, Numeric, String
@@ -56,10 +56,7 @@ def _copy(conn: Connection, target: str, columns: Sequence[Any], rows: Sequence[
         with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(
-                    [
-                        json.dumps(row[c.name], ensure_ascii=False) if c.name in json_columns else row[c.name]
-                        for c in columns
-                    ]
+                    [orjson.dumps(row[c.name]).decode() if c.name in json_columns else row[c.name] for c in columns]
                 )
     finally:
         cursor.close()
@@ -116,7 +113,7 @@ def update_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
 
 
 def _stage(conn: Connection, table: Table, names: list[str], rows: Sequence[dict[str, Any]]) -> str:
-    """COPY the rows into a temporary table of this connection (emptied at commit) and return its name.
+    """COPY the rows into a temporary table of this connection (emptied at commit and rollback) and return its name.
 
     COPY is PostgreSQL's fastest way in; the projection is then written with one set-based statement.
     """
@@ -128,6 +125,5 @@ def _stage(conn: Connection, table: Table, names: list[str], rows: Sequence[dict
             f"AS SELECT {quoted} FROM {table.name} WITH NO DATA"
         )
     )
-    conn.execute(text(f"TRUNCATE {stage}"))
     _copy(conn, stage, [table.c[n] for n in names], rows)
     return stage

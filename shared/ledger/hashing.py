@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 GENESIS = "0" * 64
 
@@ -40,7 +41,9 @@ def canonical(
         "recorded_at": utc(recorded_at).isoformat(timespec="microseconds"),
         "prev_hash": prev_hash,
     }
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # Keys sorted, no white space, UTF-8 unescaped: byte for byte what json.dumps(sort_keys=True,
+    # separators=(",", ":"), ensure_ascii=False) writes, at a fraction of the cost.
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
 def event_hash(**fields: Any) -> str:

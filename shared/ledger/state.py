@@ -13,11 +13,12 @@ the sum of what was invoiced and not cancelled, less every payment and credit no
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
+
+import orjson
 
 ZERO = Decimal(0)
 
@@ -413,8 +414,7 @@ def _business_key(event_type: str, data: dict[str, Any]) -> str | None:
 
 def _fingerprint(event_type: str, data: dict[str, Any]) -> str:
     content = {k: v for k, v in data.items() if k != "customer"}
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
 def _conflict_reason(state: CustomerState, event_type: str, data: dict[str, Any], key: str) -> str:
