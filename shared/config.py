@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     dead_letter_queue: str = Field(
         default="relance.ingest.dead", description="Queue receiving rejected messages, reason in headers."
     )
-    ingest_prefetch: int = Field(default=1000, ge=1, le=65535, description="Unacked messages per worker.")
-    ingest_batch_size: int = Field(default=500, ge=1, le=10000, description="Messages applied per transaction.")
+    ingest_prefetch: int = Field(default=2000, ge=1, le=65535, description="Unacked messages per worker.")
+    ingest_batch_size: int = Field(default=1000, ge=1, le=10000, description="Messages applied per transaction.")
     ingest_batch_ms: int = Field(
         default=100, ge=1, le=60000, description="Longest wait (ms) to fill a batch before applying it."
     )
