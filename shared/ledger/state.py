@@ -242,10 +242,9 @@ def _on_invoice(state: CustomerState, data: dict[str, Any], occurred_at: str, to
     if invoice.invoice_id in state.cancelled:
         invoice.status = "cancelled"
         invoice.outstanding = ZERO
-    for credit in sorted(state.credits.values(), key=_credit_age):
-        earmarked = credit.earmarks.pop(invoice.invoice_id, None)
-        if earmarked is None:
-            continue
+    waiting = (c for c in state.credits.values() if invoice.invoice_id in c.earmarks)
+    for credit in sorted(waiting, key=_credit_age):
+        earmarked = credit.earmarks.pop(invoice.invoice_id)
         state.changed_credits.add(credit.key)
         if invoice.is_open and credit.currency == invoice.currency:
             _allocate(state, credit, invoice, earmarked)
