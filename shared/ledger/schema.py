@@ -5,6 +5,8 @@ Migrations (``shared/ledger/migrations``) create these tables; the metadata here
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -21,10 +23,28 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
 
 Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class DecimalText(TypeDecorator[Decimal]):
+    """Money on SQLite: kept as text, since SQLite's NUMERIC goes through a binary float and rounds large amounts."""
+
+    impl = String(40)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> str | None:
+        return None if value is None else str(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+Money = Numeric(24, 6, asdecimal=True).with_variant(DecimalText(), "sqlite")
 Position = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: an alias of the rowid
 
 events = Table(
@@ -66,8 +86,8 @@ customer_balances = Table(
     Column("tenant", String(64), primary_key=True),
     Column("customer_id", String(128), primary_key=True),
     Column("currency", String(3), primary_key=True),
-    Column("balance", Numeric(24, 6), nullable=False),  # open invoices less unallocated credit
-    Column("unallocated", Numeric(24, 6), nullable=False),
+    Column("balance", Money, nullable=False),  # open invoices less unallocated credit
+    Column("unallocated", Money, nullable=False),
     Column("open_invoices", Integer, nullable=False),
     Column("version", Integer, nullable=False),
 )
@@ -80,9 +100,9 @@ credits = Table(
     Column("credit_key", String(160), primary_key=True),  # payment:<id> or credit_note:<id>
     Column("kind", String(16), nullable=False),
     Column("currency", String(3), nullable=False),
-    Column("amount", Numeric(24, 6), nullable=False),
+    Column("amount", Money, nullable=False),
     Column("received_on", Date, nullable=False),
-    Column("unallocated", Numeric(24, 6), nullable=False),
+    Column("unallocated", Money, nullable=False),
     Column("applied", Json, nullable=False),  # invoice_id -> amount (decimal string)
 )
 
@@ -94,8 +114,8 @@ invoice_balances = Table(
     Column("invoice_id", String(128), primary_key=True),
     Column("number", String(128), nullable=False),
     Column("currency", String(3), nullable=False),
-    Column("amount", Numeric(24, 6), nullable=False),
-    Column("outstanding", Numeric(24, 6), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("outstanding", Money, nullable=False),
     Column("issue_date", Date, nullable=False),
     Column("due_date", Date, nullable=False),
     Column("status", String(16), nullable=False),

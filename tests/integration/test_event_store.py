@@ -368,11 +368,6 @@ def test_projections_equal_the_replay_of_the_log(ledger: Ledger) -> None:
     assert state.balances() == {"EUR": Decimal("200.00") + Decimal("80.00") - Decimal("200.00")}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: on SQLite, invoice_balances goes through a float (NUMERIC affinity), so amounts beyond "
-    "~15 significant digits are rounded; the contract allows 15 integer digits",
-)
 def test_a_very_large_amount_keeps_every_digit_in_the_invoice_rows(sqlite_url: str) -> None:
     engine = make_engine(sqlite_url)
     try:

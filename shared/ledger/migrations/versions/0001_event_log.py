@@ -21,6 +21,11 @@ def _json() -> sa.types.TypeEngine[Any]:
     return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
+def _money() -> sa.types.TypeEngine[Any]:
+    # SQLite: text, because its NUMERIC affinity would store amounts as binary floats.
+    return sa.Numeric(24, 6).with_variant(sa.String(40), "sqlite")
+
+
 def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
     position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -63,8 +68,8 @@ def upgrade() -> None:
         sa.Column("tenant", sa.String(64), primary_key=True),
         sa.Column("customer_id", sa.String(128), primary_key=True),
         sa.Column("currency", sa.String(3), primary_key=True),
-        sa.Column("balance", sa.Numeric(24, 6), nullable=False),
-        sa.Column("unallocated", sa.Numeric(24, 6), nullable=False),
+        sa.Column("balance", _money(), nullable=False),
+        sa.Column("unallocated", _money(), nullable=False),
         sa.Column("open_invoices", sa.Integer, nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
     )
@@ -75,9 +80,9 @@ def upgrade() -> None:
         sa.Column("credit_key", sa.String(160), primary_key=True),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
-        sa.Column("amount", sa.Numeric(24, 6), nullable=False),
+        sa.Column("amount", _money(), nullable=False),
         sa.Column("received_on", sa.Date, nullable=False),
-        sa.Column("unallocated", sa.Numeric(24, 6), nullable=False),
+        sa.Column("unallocated", _money(), nullable=False),
         sa.Column("applied", _json(), nullable=False),
     )
     op.create_table(
@@ -87,8 +92,8 @@ def upgrade() -> None:
         sa.Column("invoice_id", sa.String(128), primary_key=True),
         sa.Column("number", sa.String(128), nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
-        sa.Column("amount", sa.Numeric(24, 6), nullable=False),
-        sa.Column("outstanding", sa.Numeric(24, 6), nullable=False),
+        sa.Column("amount", _money(), nullable=False),
+        sa.Column("outstanding", _money(), nullable=False),
         sa.Column("issue_date", sa.Date, nullable=False),
         sa.Column("due_date", sa.Date, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
