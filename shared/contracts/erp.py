@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Annotated, Any, Literal
 
+from babel.core import get_global
 from babel.numbers import get_currency_precision, list_currencies
 from pydantic import (
     AfterValidator,
@@ -49,7 +50,14 @@ class InvalidMessage(Exception):
 
 @cache
 def _currencies() -> frozenset[str]:
-    return frozenset(list_currencies())
+    """ISO 4217 codes of currencies that are legal tender somewhere today (not FRF, DEM, XXX, XTS)."""
+    in_use = {
+        code
+        for currencies in get_global("territory_currencies").values()
+        for code, _start, end, tender in currencies
+        if tender and end is None
+    }
+    return frozenset(in_use & set(list_currencies()))
 
 
 def minor_units(currency: str) -> int:
@@ -78,7 +86,7 @@ def _positive(value: Decimal) -> Decimal:
 
 def _currency(value: Any) -> str:
     if not isinstance(value, str) or value not in _currencies():
-        raise ValueError(f"must be an ISO 4217 currency code such as EUR, got {value!r}")
+        raise ValueError(f"must be the ISO 4217 code of a currency in use, such as EUR, got {value!r}")
     return value
 
 

@@ -128,7 +128,7 @@ def test_allocations_adding_up_to_more_than_the_payment_are_refused() -> None:
     assert "allocations" in error.reason, error.reason
 
 
-@pytest.mark.parametrize("currency", ["EURO", "eur", "ABC", "", "€", 978, None])
+@pytest.mark.parametrize("currency", ["EURO", "eur", "ABC", "", "€", 978, None, "FRF", "DEM", "XXX", "XTS"])
 def test_an_unknown_currency_is_refused_naming_the_field(currency: Any) -> None:
     error = refusal(encode(message(currency=currency)))
     assert error.kind == "schema"
