@@ -1,7 +1,8 @@
 """Bulk writes for a batch: one statement per table, whatever the number of rows.
 
-PostgreSQL: the event log is written with COPY and projections are upserted from arrays (``unnest``), so a batch of
-hundreds of events costs a handful of round trips. SQLite runs in-process, where plain ``executemany`` is as fast.
+PostgreSQL: the event log is written with COPY, and projections are copied into a temporary stage and upserted
+from it with one set-based statement, so a batch of hundreds of events costs a handful of round trips. SQLite runs
+in-process, where plain ``executemany`` is as fast.
 """
 
 from __future__ import annotations
@@ -11,31 +12,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Table, text
+from sqlalchemy import Connection, Table, bindparam, text
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.types import JSON, BigInteger, Boolean, Date, DateTime, Integer, Numeric, String
-
-
-def _pg_array_type(column: Any) -> str:
-    kind = column.type
-    if isinstance(kind, JSON) or getattr(kind, "impl", None).__class__.__name__ == "JSONB":
-        return "jsonb[]"
-    for sql_type, name in (
-        (BigInteger, "bigint[]"),
-        (Integer, "integer[]"),
-        (Numeric, "numeric[]"),
-        (Boolean, "boolean[]"),
-        (DateTime, "timestamptz[]"),
-        (Date, "date[]"),
-        (String, "text[]"),
-    ):
-        if isinstance(kind, sql_type):
-            return name
-    raise TypeError(f"no array type for column {column.name} ({kind})")
+from sqlalchemy.types import JSON
 
 
 def _is_json(column: Any) -> bool:
-    return _pg_array_type(column) == "jsonb[]"
+    return isinstance(column.type, JSON)  # JSONB is a JSON too
+
+
+def _in_key_order(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows sorted by key (so concurrent writers lock in the same order), and the non-key columns."""
+    ordered = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
+    return ordered, [n for n in ordered[0] if n not in keys]
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -66,9 +55,8 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
     """Insert rows, or update every non-key column of the rows that exist. Rows are written in key order."""
     if not rows:
         return
-    ordered = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
+    ordered, updates = _in_key_order(rows, keys)
     names = list(ordered[0])
-    updates = [n for n in names if n not in keys]
     if conn.dialect.name != "postgresql":
         statement = sqlite.insert(table)
         conn.execute(
@@ -94,12 +82,9 @@ def update_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
     """Update existing rows, matched on ``keys``, in key order."""
     if not rows:
         return
-    ordered = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
+    ordered, updates = _in_key_order(rows, keys)
     names = list(ordered[0])
-    updates = [n for n in names if n not in keys]
     if conn.dialect.name != "postgresql":
-        from sqlalchemy import bindparam
-
         statement = table.update().where(*[table.c[k] == bindparam(f"k_{k}") for k in keys])
         statement = statement.values({n: bindparam(f"v_{n}") for n in updates})
         conn.execute(
