@@ -25,6 +25,7 @@ class Level:
     channel: Channel
     template: str | None  # template name for the notifier; None with channel "none"
     actions: frozenset[Action] = frozenset()
+    copy_channels: frozenset[Channel] = frozenset()  # also sent this way, e.g. an email copy of a formal-notice letter
 
 
 @dataclass(frozen=True, slots=True)
