@@ -1,0 +1,490 @@
+"""Dunning policies as data: YAML files, validated at start-up, versioned by the hash of their content.
+
+One file per policy (see ``policies/standard-en.yaml``). A tenant's *book* is a directory of policy files plus an
+optional ``book.yaml`` naming the default policy and the policy of each customer segment::
+
+    default: standard-fr
+    segments:
+      key-accounts: gentle
+
+A customer is governed by the policy named in its profile (``customer.upserted`` ``policy``), else by its segment's,
+else by the book's default. ``RELANCE_POLICY_DIR`` holds one book per tenant in a sub-directory named after the
+tenant; the policy files directly in it (if any) form the book of every other tenant, and without any, the shipped
+book (``services/escalation/policies``) does.
+
+Wording is not part of a policy: ``template`` names a template the notifier resolves in the customer's language
+(falling back to the policy's ``language``), so one ladder serves every language. The two shipped policies differ
+only in their default language and holiday calendar.
+
+Every error names the file and the field, and says what to fix; a wrong file stops start-up with
+:class:`~shared.config.ConfigurationError`. Doubtful but legal settings (a margin below the EU minimum, a contractual
+rate below three times the French legal rate given as ``interest.legal_rate``) load with a :class:`PolicyWarning`.
+
+The version is the SHA-256 of the canonical JSON of the validated content: every field with its default made
+explicit, keys sorted, amounts at their currency's minor unit and rates without trailing zeros, so neither key order,
+whitespace, comments nor ``40`` versus ``"40.00"`` change it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import structlog
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+
+from services.escalation.calendar import CALENDAR_YEARS, HOLIDAY_CALENDARS, holiday_calendar
+from services.escalation.model import InterestRule, Level, Policy
+from shared.config import ConfigurationError
+from shared.contracts.erp import Currency, minor_units
+
+log = structlog.get_logger()
+
+SHIPPED_POLICIES = Path(__file__).with_name("policies")
+BOOK_FILE = "book.yaml"
+EU_MINIMUM_MARGIN = Decimal("8")  # Directive 2011/7/EU: reference rate + at least 8 points
+
+_DECIMAL = re.compile(r"^-?\d{1,15}(\.\d{1,6})?$")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_KEY = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class PolicyWarning(UserWarning):
+    """A policy that loads but deserves a second look."""
+
+
+def _decimal(value: Any) -> Decimal:
+    if isinstance(value, bool | float):
+        raise ValueError(
+            f'write it as a quoted decimal string, e.g. "{value}" (a bare YAML number with a point is a binary float)'
+        )
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, str) and _DECIMAL.match(value.strip()):
+        return Decimal(value.strip())
+    raise ValueError(f'must be a decimal string such as "40.00", got {value!r}')
+
+
+DecimalText = Annotated[Decimal, BeforeValidator(_decimal)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _LevelSpec(_Spec):
+    key: Annotated[str, Field(pattern=_KEY)]
+    offset_days: Annotated[StrictInt, Field(ge=-90, le=3650)]
+    channel: Literal["email", "letter", "phone", "none"]
+    copy_channels: list[Literal["email", "letter"]] = Field(default_factory=list)
+    template: Annotated[str, Field(pattern=_KEY)] | None = None
+    actions: list[Literal["charge_interest", "charge_fee", "block_credit", "hand_over"]] = Field(default_factory=list)
+
+
+class _InterestSpec(_Spec):
+    basis: Literal["reference", "contractual"] = "reference"
+    margin: DecimalText | None = None  # default 10 with basis reference
+    rate: DecimalText | None = None
+    legal_rate: DecimalText | None = None  # French legal interest rate, for the 3x floor check on a contractual rate
+
+
+class _PolicySpec(_Spec):
+    name: Annotated[str, Field(pattern=_NAME)]
+    language: Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] = "en"
+    levels: Annotated[list[_LevelSpec], Field(min_length=1)]
+    minimum_overdue: dict[Currency, DecimalText] = Field(default_factory=dict)
+    grace_days: Annotated[StrictInt, Field(ge=0, le=60)] = 0
+    business_days: StrictBool = True
+    holidays: str | list[date | str] = Field(default_factory=list)
+    interest: _InterestSpec = Field(default_factory=_InterestSpec)
+    fixed_fee: dict[Currency, DecimalText] = Field(default_factory=lambda: {"EUR": Decimal("40.00")})
+    promise_grace_days: Annotated[StrictInt, Field(ge=0, le=60)] = 2
+    block_over_credit_limit: StrictBool = True
+
+
+class _BookSpec(_Spec):
+    default: Annotated[str, Field(pattern=_NAME)]
+    segments: dict[Annotated[str, Field(min_length=1, max_length=128)], Annotated[str, Field(pattern=_NAME)]] = Field(
+        default_factory=dict
+    )
+
+
+# --- reading one policy -------------------------------------------------------------------------------------------
+
+
+def load_policy(path: Path) -> Policy:
+    """Load and validate one policy file; raise :class:`ConfigurationError` saying what to fix."""
+    policy, notes = read_policy(path)
+    for note in notes:
+        log.warning("escalation.policy_warning", file=str(path), warning=note)
+        warnings.warn(f"{path}: {note}", PolicyWarning, stacklevel=2)
+    return policy
+
+
+def read_policy(path: Path) -> tuple[Policy, list[str]]:
+    """The policy in ``path`` and its warnings (``field: message``), or :class:`ConfigurationError`."""
+    raw = _read_yaml(path)
+    try:
+        spec = _PolicySpec.model_validate(raw)
+    except ValidationError as exc:
+        raise _invalid(path, _pydantic_problems(exc)) from None
+    problems, notes = _check(spec)
+    if problems:
+        raise _invalid(path, problems)
+    return _build(spec), notes
+
+
+def canonical_content(spec: _PolicySpec) -> dict[str, Any]:
+    """The validated content with every default explicit and every number in one spelling."""
+    interest = spec.interest
+    margin = interest.margin if interest.margin is not None else Decimal(10)
+    return {
+        "name": spec.name,
+        "language": spec.language,
+        "levels": [
+            {
+                "key": level.key,
+                "offset_days": level.offset_days,
+                "channel": level.channel,
+                "copy_channels": sorted(set(level.copy_channels)),
+                "template": level.template,
+                "actions": sorted(set(level.actions)),
+            }
+            for level in spec.levels
+        ],
+        "minimum_overdue": {cur: _money(amount, cur) for cur, amount in spec.minimum_overdue.items()},
+        "grace_days": spec.grace_days,
+        "business_days": spec.business_days,
+        "holidays": sorted({_holiday_text(item) for item in _holiday_items(spec.holidays)}),
+        "interest": {
+            "basis": interest.basis,
+            "margin": _plain(margin) if interest.basis == "reference" else None,
+            "rate": _plain(interest.rate) if interest.rate is not None else None,
+            "legal_rate": _plain(interest.legal_rate) if interest.legal_rate is not None else None,
+        },
+        "fixed_fee": {cur: _money(amount, cur) for cur, amount in spec.fixed_fee.items()},
+        "promise_grace_days": spec.promise_grace_days,
+        "block_over_credit_limit": spec.block_over_credit_limit,
+    }
+
+
+def policy_version(content: Mapping[str, Any]) -> str:
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read the policy file ({exc.strerror or exc})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise ConfigurationError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+
+
+def _invalid(path: Path, problems: list[tuple[str, str]]) -> ConfigurationError:
+    lines = "\n".join(f"  {where}: {message}" for where, message in problems)
+    return ConfigurationError(f"invalid policy file {path}, fix:\n{lines}")
+
+
+def _pydantic_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for error in exc.errors():
+        where = ""
+        for part in error["loc"]:
+            if isinstance(part, int):
+                where += f"[{part}]"
+            elif part == "[key]":
+                continue
+            elif str(part).startswith(("function-", "list[", "str", "date")):
+                continue  # the branch of a union pydantic tried, not a field
+            else:
+                where += f".{part}" if where else str(part)
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            message = "unknown field: remove it or check its spelling"
+        elif kind == "missing":
+            message = "required field is missing"
+        elif kind == "model_type":
+            message = "must be a mapping of fields"
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if "input" in error and kind != "model_type":
+                message += f" (got {error['input']!r})"
+        problems.append((where or "(top level)", message))
+    # A union reports one error per branch it tried: say each field once.
+    return list(dict.fromkeys(problems))
+
+
+def _check(spec: _PolicySpec) -> tuple[list[tuple[str, str]], list[str]]:
+    """Rules across fields: errors as (field, message) and warnings as 'field: message'."""
+    problems: list[tuple[str, str]] = []
+    notes: list[str] = []
+    seen: dict[str, int] = {}
+    for i, level in enumerate(spec.levels):
+        at = f"levels[{i}]"
+        if level.key in seen:
+            problems.append(
+                (f"{at}.key", f"{level.key!r} is already the key of levels[{seen[level.key]}]: keys must be unique")
+            )
+        seen.setdefault(level.key, i)
+        if i > 0 and level.offset_days <= spec.levels[i - 1].offset_days:
+            previous = spec.levels[i - 1]
+            problems.append(
+                (
+                    f"{at}.offset_days",
+                    f"{level.offset_days} is not after {previous.offset_days} ({previous.key!r}, levels[{i - 1}]): "
+                    "list the levels by strictly increasing offset_days",
+                )
+            )
+        if level.channel == "none":
+            if level.template is not None:
+                problems.append((f"{at}.template", "a level with channel none sends nothing: remove the template"))
+            if level.copy_channels:
+                problems.append((f"{at}.copy_channels", "a level with channel none sends nothing: remove the copies"))
+        elif level.template is None:
+            problems.append((f"{at}.template", f"required with channel {level.channel}: name the notifier template"))
+        if len(set(level.actions)) != len(level.actions):
+            problems.append((f"{at}.actions", "an action is listed twice: list each once"))
+        if level.channel in level.copy_channels:
+            problems.append((f"{at}.copy_channels", f"{level.channel} is already the level's channel: remove it"))
+
+    amounts_by_field = (("minimum_overdue", spec.minimum_overdue, False), ("fixed_fee", spec.fixed_fee, True))
+    for name, amounts, positive in amounts_by_field:
+        for currency, amount in amounts.items():
+            places = minor_units(currency)
+            if amount < 0 or (positive and amount == 0):
+                problems.append((f"{name}.{currency}", f"must be {'above' if positive else 'at least'} zero"))
+            exponent = amount.as_tuple().exponent
+            if isinstance(exponent, int) and -exponent > places:
+                problems.append((f"{name}.{currency}", f"{amount} has more decimals than {currency} has ({places})"))
+
+    for i, item in enumerate(_holiday_items(spec.holidays)):
+        if isinstance(item, str):
+            where = "holidays" if isinstance(spec.holidays, str) else f"holidays[{i}]"
+            try:
+                date.fromisoformat(item)
+            except ValueError:
+                if item not in HOLIDAY_CALENDARS:
+                    known = ", ".join(sorted(HOLIDAY_CALENDARS))
+                    problems.append((where, f"{item!r} is neither an ISO date (2026-12-26) nor a calendar ({known})"))
+
+    interest = spec.interest
+    if interest.basis == "reference":
+        if interest.rate is not None:
+            problems.append(("interest.rate", "only with basis contractual: remove it, or set basis: contractual"))
+        margin = interest.margin if interest.margin is not None else Decimal(10)
+        if not Decimal(0) <= margin <= Decimal(50):
+            problems.append(("interest.margin", f"{margin} points is outside 0..50"))
+        elif margin < EU_MINIMUM_MARGIN:
+            notes.append(f"interest.margin: {margin} points is below the EU minimum of 8 (Directive 2011/7/EU)")
+    else:
+        if interest.margin is not None:
+            problems.append(("interest.margin", "only with basis reference: remove it (the rate is the whole rate)"))
+        if interest.rate is None:
+            problems.append(("interest.rate", "required with basis contractual: the agreed annual rate in percent"))
+        elif not Decimal(0) < interest.rate <= Decimal(100):
+            problems.append(("interest.rate", f"{interest.rate} percent is outside 0 (excluded)..100"))
+        elif interest.legal_rate is not None and interest.rate < 3 * interest.legal_rate:
+            notes.append(
+                f"interest.rate: {interest.rate} percent is below three times the legal interest rate "
+                f"({3 * interest.legal_rate}), the floor French law sets for an agreed rate (L441-10)"
+            )
+    if interest.legal_rate is not None and not Decimal(0) <= interest.legal_rate <= Decimal(100):
+        problems.append(("interest.legal_rate", f"{interest.legal_rate} percent is outside 0..100"))
+
+    if any("charge_fee" in level.actions for level in spec.levels) and not spec.fixed_fee:
+        notes.append("fixed_fee: a level charges the fee but no currency has one, so none will be charged")
+    return problems, notes
+
+
+def _build(spec: _PolicySpec) -> Policy:
+    content = canonical_content(spec)
+    holidays: set[date] = set()
+    for item in _holiday_items(spec.holidays):
+        if isinstance(item, date):
+            holidays.add(item)
+        elif item in HOLIDAY_CALENDARS:
+            holidays |= holiday_calendar(item, CALENDAR_YEARS)
+        else:
+            holidays.add(date.fromisoformat(item))
+    interest = spec.interest
+    return Policy(
+        name=spec.name,
+        version=policy_version(content),
+        levels=tuple(
+            Level(
+                key=level.key,
+                offset_days=level.offset_days,
+                channel=level.channel,
+                template=level.template,
+                actions=frozenset(level.actions),
+                copy_channels=frozenset(level.copy_channels),
+            )
+            for level in spec.levels
+        ),
+        minimum_overdue={cur: Decimal(amount) for cur, amount in content["minimum_overdue"].items()},
+        grace_days=spec.grace_days,
+        business_days=spec.business_days,
+        holidays=frozenset(holidays),
+        interest=InterestRule(
+            basis=interest.basis,
+            margin=interest.margin if interest.margin is not None else Decimal(10),
+            rate=interest.rate,
+        ),
+        fixed_fee={cur: Decimal(amount) for cur, amount in content["fixed_fee"].items()},
+        promise_grace_days=spec.promise_grace_days,
+        block_over_credit_limit=spec.block_over_credit_limit,
+        language=spec.language,
+    )
+
+
+def _holiday_items(holidays: str | list[date | str]) -> list[date | str]:
+    return [holidays] if isinstance(holidays, str) else list(holidays)
+
+
+def _holiday_text(item: date | str) -> str:
+    return item.isoformat() if isinstance(item, date) else item
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    return str(amount.quantize(Decimal(1).scaleb(-minor_units(currency))))
+
+
+def _plain(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+# --- books and tenants --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyBook:
+    """The policies of one tenant and which customer each applies to."""
+
+    policies: Mapping[str, Policy]
+    default: str
+    segments: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in (self.default, *self.segments.values()):
+            if name not in self.policies:
+                raise ConfigurationError(f"the policy book names {name!r}, which is none of {sorted(self.policies)}")
+
+    def for_customer(self, profile: Mapping[str, Any] | None) -> Policy:
+        """The customer's own policy, else its segment's, else the default.
+
+        A name the book does not hold (the ERP and relance disagree) falls back to the next rule and is logged: the
+        customer still gets reminded, under the closest policy the book knows.
+        """
+        profile = profile or {}
+        name = profile.get("policy")
+        if name:
+            if name in self.policies:
+                return self.policies[name]
+            log.warning("escalation.unknown_policy", policy=name, known=sorted(self.policies))
+        segment = profile.get("segment")
+        if segment:
+            if segment in self.segments:
+                return self.policies[self.segments[segment]]
+            log.debug("escalation.segment_without_policy", segment=segment)
+        return self.policies[self.default]
+
+    @classmethod
+    def load(cls, directory: Path) -> PolicyBook:
+        """Every ``*.yaml`` policy in ``directory`` plus its ``book.yaml``; all errors reported together."""
+        files = sorted(p for p in directory.glob("*.y*ml") if p.is_file() and p.name not in (BOOK_FILE, "book.yml"))
+        if not files:
+            raise ConfigurationError(f"{directory}: no policy file (*.yaml) in this directory")
+        errors: list[str] = []
+        policies: dict[str, Policy] = {}
+        origin: dict[str, Path] = {}
+        for path in files:
+            try:
+                policy = load_policy(path)
+            except ConfigurationError as exc:
+                errors.append(str(exc))
+                continue
+            if policy.name in policies:
+                errors.append(f"{path}: name {policy.name!r} is also the name of {origin[policy.name]}: rename one")
+                continue
+            policies[policy.name] = policy
+            origin[policy.name] = path
+        book_path = directory / BOOK_FILE
+        default, segments = None, {}
+        if book_path.exists():
+            try:
+                spec = _BookSpec.model_validate(_read_yaml(book_path))
+            except ValidationError as exc:
+                errors.append(str(_invalid(book_path, _pydantic_problems(exc))))
+            except ConfigurationError as exc:
+                errors.append(str(exc))
+            else:
+                default, segments = spec.default, dict(spec.segments)
+                for where, name in (("default", default), *((f"segments.{s}", n) for s, n in segments.items())):
+                    if name not in policies and len(policies) == len(files):
+                        errors.append(
+                            f"{book_path}: {where}: no policy is named {name!r}; "
+                            f"the policies here are {', '.join(sorted(policies))}"
+                        )
+        elif len(files) == 1 and policies:
+            default = next(iter(policies))
+        else:
+            errors.append(f"{directory}: several policies and no {BOOK_FILE}: add one with 'default: <policy name>'")
+        if errors:
+            raise ConfigurationError("\n".join(errors))
+        assert default is not None
+        return cls(policies=policies, default=default, segments=segments)
+
+    @classmethod
+    def shipped(cls) -> PolicyBook:
+        return cls.load(SHIPPED_POLICIES)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyLibrary:
+    """Every tenant's book: its own when it has one, otherwise the common one."""
+
+    common: PolicyBook
+    tenants: Mapping[str, PolicyBook] = field(default_factory=dict)
+
+    def for_tenant(self, tenant: str) -> PolicyBook:
+        return self.tenants.get(tenant, self.common)
+
+    @classmethod
+    def load(cls, root: Path | None) -> PolicyLibrary:
+        """Books from ``RELANCE_POLICY_DIR`` (``root``), or the shipped book alone when it is not set."""
+        if root is None:
+            return cls(common=PolicyBook.shipped())
+        if not root.is_dir():
+            raise ConfigurationError(f"RELANCE_POLICY_DIR: {root} is not a directory")
+        errors: list[str] = []
+        tenants: dict[str, PolicyBook] = {}
+        for directory in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            try:
+                tenants[directory.name] = PolicyBook.load(directory)
+            except ConfigurationError as exc:
+                errors.append(str(exc))
+        own = any(p.is_file() and p.suffix in (".yaml", ".yml") and p.stem != "book" for p in root.iterdir())
+        common: PolicyBook | None = None
+        try:
+            common = PolicyBook.load(root) if own else PolicyBook.shipped()
+        except ConfigurationError as exc:
+            errors.append(str(exc))
+        if errors:
+            raise ConfigurationError("invalid policies:\n" + "\n".join(errors))
+        assert common is not None
+        return cls(common=common, tenants=tenants)
