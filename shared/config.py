@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -34,6 +35,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="json for production, console for a terminal; auto picks by TTY."
+    )
+    policy_dir: Path | None = Field(
+        default=None,
+        description="Dunning policies: a sub-directory of YAML files per tenant; unset, the shipped standard book.",
+    )
+    rates_file: Path | None = Field(
+        default=None,
+        description="CSV of reference rates (semester_start,rate) extending or correcting the shipped ECB table.",
     )
     events_exchange: str = Field(default="relance.events", description="Topic exchange the ERP publishes to.")
     ingest_queue: str = Field(default="relance.ingest", description="Durable queue the ingest workers consume.")
