@@ -69,6 +69,23 @@ class Credit:
 
 
 @dataclass
+class Escalation:
+    """Where one invoice stands on the dunning ladder, as the engine's decisions left it."""
+
+    invoice_id: str
+    currency: str
+    level: str | None = None  # key of the last level reached
+    offset_days: int = 0  # that level's offset, to place the invoice on a changed ladder
+    reached_on: date | None = None
+    anchor: date | None = None  # the due date the ladder was counted from, once re-anchored
+    passed: list[str] = field(default_factory=list)  # every level reached or passed over, in order
+    actions: set[str] = field(default_factory=set)  # actions of every level reached or passed over
+    interest: Decimal | None = None  # late interest owed through ``interest_through``
+    interest_through: date | None = None
+    fee: Decimal | None = None  # fixed recovery fee, charged once
+
+
+@dataclass
 class CustomerState:
     tenant: str
     customer_id: str
@@ -87,6 +104,13 @@ class CustomerState:
     promises: dict[str, dict[str, Any]] = field(default_factory=dict)
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)  # business key -> content fingerprint
+    promise_recorded: dict[str, str] = field(default_factory=dict)  # promise_id -> occurred_at of its record
+    # Escalation: what the engine decided so far (see services/escalation/engine.py).
+    escalations: dict[str, Escalation] = field(default_factory=dict)  # invoice_id -> its place on the ladder
+    credit_block: dict[str, Any] | None = None  # the open block episode: block_id, reason, blocked_on
+    blocks: int = 0  # block episodes opened so far
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # task_id -> task.created data
+    reminded: dict[str, dict[str, Any]] = field(default_factory=dict)  # currency -> last reminder: id, level, on
     # Bookkeeping of the store, not part of the state: the version of the last saved snapshot, and the credits
     # changed since the store last saved them.
     snapshot_version: int = field(default=0, compare=False, repr=False)
@@ -192,6 +216,12 @@ class CustomerState:
             "promises": self.promises,
             "plans": self.plans,
             "fingerprints": self.fingerprints,
+            "promise_recorded": self.promise_recorded,
+            "escalations": {k: _escalation_json(v) for k, v in self.escalations.items()},
+            "credit_block": self.credit_block,
+            "blocks": self.blocks,
+            "tasks": self.tasks,
+            "reminded": self.reminded,
         }
 
     @classmethod
@@ -212,6 +242,12 @@ class CustomerState:
             promises=dict(raw.get("promises", {})),
             plans=dict(raw.get("plans", {})),
             fingerprints=dict(raw.get("fingerprints", {})),
+            promise_recorded=dict(raw.get("promise_recorded", {})),
+            escalations={k: _escalation_from(v) for k, v in raw.get("escalations", {}).items()},
+            credit_block=raw.get("credit_block"),
+            blocks=raw.get("blocks", 0),
+            tasks=dict(raw.get("tasks", {})),
+            reminded=dict(raw.get("reminded", {})),
         )
 
 
@@ -332,10 +368,67 @@ def _on_due_date_passed(state: CustomerState, data: dict[str, Any], occurred_at:
 
 def _on_promise(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
     state.promises[data["promise_id"]] = data
+    state.promise_recorded[data["promise_id"]] = occurred_at
 
 
 def _on_plan(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
     state.plans[data["plan_id"]] = data
+
+
+# --------------------------------------------------------------------------------------------------- escalation
+# The engine's own decisions, folded so that deciding again from the folded state finds nothing new.
+def _escalation(state: CustomerState, data: dict[str, Any]) -> Escalation:
+    record = state.escalations.get(data["invoice_id"])
+    if record is None:
+        record = state.escalations[data["invoice_id"]] = Escalation(data["invoice_id"], data["currency"])
+    return record
+
+
+def _on_level_reached(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    record = _escalation(state, data)
+    record.level = data["level"]
+    record.offset_days = int(data["offset_days"])
+    record.reached_on = date.fromisoformat(data["reached_on"])
+    record.anchor = date.fromisoformat(data["anchor"]) if data.get("anchor") else None
+    record.passed.extend(key for key in [*data.get("skipped", []), data["level"]] if key not in record.passed)
+    record.actions.update(data.get("actions", []))
+    touched.add(record.invoice_id)
+
+
+def _on_interest_computed(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    record = _escalation(state, data)
+    record.interest = Decimal(data["amount"])
+    record.interest_through = date.fromisoformat(data["through"])
+    touched.add(record.invoice_id)
+
+
+def _on_fee_charged(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    _escalation(state, data).fee = Decimal(data["amount"])
+    touched.add(data["invoice_id"])
+
+
+def _on_reminder(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    state.reminded[data["currency"]] = {
+        "reminder_id": data["reminder_id"],
+        "level": data["level"],
+        "on": data["as_of"][:10],
+    }
+
+
+def _on_credit_blocked(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    state.credit_block = {"block_id": data["block_id"], "reason": data["reason"], "blocked_on": data["as_of"][:10]}
+    state.blocks += 1
+
+
+def _on_credit_unblocked(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    if state.credit_block is not None and state.credit_block["block_id"] == data["block_id"]:
+        state.credit_block = None
+
+
+def _on_task(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    state.tasks[data["task_id"]] = {
+        k: data[k] for k in ("kind", "due_on", "invoice_ids", "currency", "amount_at_risk", "note") if k in data
+    }
 
 
 _HANDLERS = {
@@ -349,6 +442,13 @@ _HANDLERS = {
     "invoice.due_date_passed": _on_due_date_passed,
     "promise_to_pay.recorded": _on_promise,
     "payment_plan.agreed": _on_plan,
+    "escalation.level_reached": _on_level_reached,
+    "interest.computed": _on_interest_computed,
+    "fee.charged": _on_fee_charged,
+    "reminder.requested": _on_reminder,
+    "credit.blocked": _on_credit_blocked,
+    "credit.unblocked": _on_credit_unblocked,
+    "task.created": _on_task,
 }
 
 
@@ -476,6 +576,44 @@ def _credit_from(raw: dict[str, Any]) -> Credit:
         free=Decimal(raw["free"]),
         earmarks={k: Decimal(v) for k, v in raw["earmarks"].items()},
         applied={k: Decimal(v) for k, v in raw["applied"].items()},
+    )
+
+
+def _escalation_json(record: Escalation) -> dict[str, Any]:
+    return {
+        "invoice_id": record.invoice_id,
+        "currency": record.currency,
+        "level": record.level,
+        "offset_days": record.offset_days,
+        "reached_on": None if record.reached_on is None else record.reached_on.isoformat(),
+        "anchor": None if record.anchor is None else record.anchor.isoformat(),
+        "passed": record.passed,
+        "actions": sorted(record.actions),
+        "interest": None if record.interest is None else str(record.interest),
+        "interest_through": None if record.interest_through is None else record.interest_through.isoformat(),
+        "fee": None if record.fee is None else str(record.fee),
+    }
+
+
+def _escalation_from(raw: dict[str, Any]) -> Escalation:
+    def day(value: str | None) -> date | None:
+        return None if value is None else date.fromisoformat(value)
+
+    def money(value: str | None) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+    return Escalation(
+        invoice_id=raw["invoice_id"],
+        currency=raw["currency"],
+        level=raw.get("level"),
+        offset_days=raw.get("offset_days", 0),
+        reached_on=day(raw.get("reached_on")),
+        anchor=day(raw.get("anchor")),
+        passed=list(raw.get("passed", [])),
+        actions=set(raw.get("actions", [])),
+        interest=money(raw.get("interest")),
+        interest_through=day(raw.get("interest_through")),
+        fee=money(raw.get("fee")),
     )
 
 

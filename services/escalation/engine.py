@@ -1,0 +1,608 @@
+"""The dunning engine: what should happen to a customer now, as a pure function of (state, policy, as-of instant).
+
+:func:`decide` returns the decisions due at ``as_of`` as events for the customer's stream; :func:`next_due` says when
+the next one will be, for a durable timer. Neither does any I/O, reads the clock or keeps anything between calls: a
+replay of the same ledger under the same policy at the same instants yields the same decisions, with the same ids.
+
+Deciding twice is harmless. Every decision's ``event_id`` derives from the tenant, the customer and the decision's
+subject (an invoice and a level, a reminder's invoices, a block episode, a promise), never from the time of the
+evaluation or the policy version, so a redelivered trigger or a second worker produces a duplicate that the ledger
+ignores, and a changed policy cannot send a level again. Once the decisions are folded into the state
+(:mod:`shared.ledger.state`), deciding again finds nothing new.
+
+The rules, in the order a credit manager would apply them:
+
+* **The ladder.** Level ``k`` of an invoice falls due on ``step_date(anchor, level)``: the anchor is the due date
+  (a payment plan's first unpaid instalment for the invoices it covers), plus the policy's grace days after the due
+  date, moved to the next business day. Levels before the due date (negative offsets: courtesy notices) are only ever
+  sent before it.
+* **Catch-up without a flood.** An invoice moves straight to the highest level due now; the levels passed over
+  (worker down, invoice recorded late) are listed as ``skipped`` and their actions (interest, fee, credit block)
+  still apply, but no message is sent for them.
+* **Leaving the ladder.** A settled, cancelled or disputed invoice has no step and is never in a reminder. Disputes
+  pause only the disputed invoice.
+* **Re-anchoring.** When something happens to an invoice after its current level was reached, the ladder restarts
+  from it instead of catching up: after a partial payment or credit note the next level comes the ladder's own
+  interval after that payment; after a pause ends (dispute resolved, promise past its grace) the next level is due
+  at once, and the ones after it keep the ladder's spacing.
+* **Promises.** A promise to pay pauses the invoices it names (all open invoices of its currency when it names none)
+  from its record until the promised date plus ``promise_grace_days``. On the promised date a ``check_promise`` task
+  is created unless the promise is already kept; the day after the grace, an unkept promise gives a
+  ``promise_broken`` task and the next level. A promise is kept when the payments and credit notes dated from its
+  record to the end of its grace add up to the promised amount, or when nothing it covers is still open.
+* **Payment plans.** The invoices of a plan are due on the first instalment not yet covered by what was paid on them
+  since (plan total less what they still owe); an instalment unpaid past its date escalates from the invoice's
+  current level onwards.
+* **Grouping.** One reminder per customer and currency and per day, at the highest level among the invoices that
+  reach a level now, listing every overdue invoice of that currency still on the ladder (and any courtesy notice's
+  invoice). When a currency's invoices already moved a level today, further moves wait until the next day: a
+  customer never gets several levels in one day. A level with channel ``phone`` makes a ``phone_call`` task
+  instead of a reminder; channel ``none`` sends nothing.
+* **Minimum amount.** When the outstanding total a reminder would list is below the policy's minimum for the
+  currency, nothing moves, before or after the due date (courtesy notices included); the invoices catch up when the
+  total reaches it.
+* **Money.** ``interest.computed`` carries the total late interest owed on the invoice through the as-of date (it
+  replaces the previous figure), when a level with ``charge_interest`` is reached or passed over and again whenever
+  a reminder lists the invoice. ``fee.charged`` is the fixed recovery fee, once per invoice, when a level with
+  ``charge_fee`` is reached or passed over, in the currencies the policy sets a fee for.
+* **Credit block.** Blocked while an overdue, undisputed invoice has reached a level with ``block_credit``, or
+  (``block_over_credit_limit``) while the overdue amount in the credit limit's currency exceeds the limit; one
+  ``credit.blocked`` per episode and one ``credit.unblocked`` when neither holds any more.
+* **Tasks.** ``hand_over`` when an invoice reaches a level with that action; ``payment_behaviour_changed`` once per
+  episode in which the mean lateness of the customer's last :data:`RECENT_PAYMENTS` payments exceeds the mean of the
+  (at least :data:`MIN_HISTORY`) earlier ones by more than :data:`BEHAVIOUR_MARGIN_DAYS` days.
+
+Dates are UTC calendar days: a step due on day D is due from 00:00 UTC on D.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from services.escalation.calendar import step_date
+from services.escalation.interest import RateTable, fixed_fee, late_interest, outstanding_timeline
+from services.escalation.model import Decision, Level, Policy
+from shared.ledger.state import CustomerState, Escalation, Invoice
+
+ZERO = Decimal(0)
+RECENT_PAYMENTS = 3  # payments that make the "recent" behaviour
+MIN_HISTORY = 5  # earlier payments needed before a change of behaviour means anything
+BEHAVIOUR_MARGIN_DAYS = 15  # recent mean lateness above the historical mean by more than this: a warning sign
+
+
+# --------------------------------------------------------------------------------------------------- public API
+def decide(state: CustomerState, policy: Policy, as_of: datetime, rates: RateTable | None) -> list[Decision]:
+    """The decisions due for this customer at ``as_of``, as events to append to its stream (possibly none)."""
+    return _Evaluation(state, policy, as_of, rates).decide()
+
+
+def next_due(state: CustomerState, policy: Policy, as_of: datetime) -> datetime | None:
+    """The next instant after ``as_of`` at which :func:`decide` may have something new to say, None if none.
+
+    Only time-driven changes are foreseen here; anything the ERP sends (payment, dispute, ...) triggers an evaluation
+    of its own. The answer may be early (a timer firing with nothing to do is harmless), never late.
+    """
+    evaluation = _Evaluation(state, policy, as_of, None)
+    days = [d for d in evaluation.upcoming() if d > evaluation.today]
+    return None if not days else datetime.combine(min(days), time(0), tzinfo=UTC)
+
+
+def decision_id(tenant: str, customer_id: str, *subject: str) -> str:
+    """A decision's deterministic event id: the same subject always gives the same id."""
+    digest = hashlib.sha256("\x1f".join((tenant, customer_id, *subject)).encode("utf-8")).hexdigest()
+    return f"esc-{digest[:32]}"
+
+
+# --------------------------------------------------------------------------------------------------- internals
+@dataclass
+class _Track:
+    """One open invoice seen from the ladder at the evaluation day."""
+
+    invoice: Invoice
+    due: date  # due date for the ladder: the invoice's, or its plan's first unpaid instalment
+    paused: str | None  # "dispute" or "promise" while the invoice must not move
+    current: int  # index in the policy's ladder of the level reached, -1 when none
+    anchor: date  # the due date the ladder is computed from, after re-anchoring
+    target: int | None = None  # level reached now
+    skipped: list[int] = field(default_factory=list)
+    actions: set[str] = field(default_factory=set)  # actions in force after this evaluation
+
+    @property
+    def invoice_id(self) -> str:
+        return self.invoice.invoice_id
+
+    @property
+    def currency(self) -> str:
+        return self.invoice.currency
+
+
+@dataclass(frozen=True)
+class _Promise:
+    promise_id: str
+    currency: str
+    amount: Decimal
+    promised: date
+    deadline: date  # last day of the pause: promised date plus grace
+    recorded: date
+    invoice_ids: tuple[str, ...]
+    kept: bool
+
+
+class _Evaluation:
+    def __init__(self, state: CustomerState, policy: Policy, as_of: datetime, rates: RateTable | None) -> None:
+        if as_of.tzinfo is None:
+            raise ValueError("as_of must be timezone-aware")
+        self.state = state
+        self.policy = policy
+        self.rates = rates
+        self.as_of = as_of.astimezone(UTC)
+        self.today = self.as_of.date()
+        self.levels = policy.levels
+        self.promises = self._promises()
+        self.tracks = [self._track(invoice) for invoice in state.open_invoices() if invoice.outstanding > 0]
+        self.decisions: list[Decision] = []
+        self.fees: dict[str, Decimal] = {}  # fees charged by this evaluation
+        self.interest: dict[str, Decimal] = {}  # interest computed by this evaluation (or already today)
+
+    # ----------------------------------------------------------------------------------------------- deciding
+    def decide(self) -> list[Decision]:
+        moving = self._move()
+        self._money(moving)
+        self._reminders(moving)
+        self._credit_block()
+        self._promise_tasks()
+        self._behaviour_task()
+        return self.decisions
+
+    def _emit(self, event_type: str, subject: Iterable[str], data: dict[str, Any]) -> str:
+        event_id = decision_id(self.state.tenant, self.state.customer_id, event_type, *subject)
+        meta = {"policy": self.policy.name, "policy_version": self.policy.version, "as_of": self._as_of_text()}
+        self.decisions.append(Decision(event_id, event_type, {**data, **meta}))
+        return event_id
+
+    def _as_of_text(self) -> str:
+        return self.as_of.isoformat().replace("+00:00", "Z")
+
+    def _move(self) -> list[_Track]:
+        """Pick the level due now for every invoice that may move, currency by currency, and record it."""
+        moving: list[_Track] = []
+        for currency in sorted({t.currency for t in self.tracks}):
+            candidates = [t for t in self.tracks if t.currency == currency and t.target is not None]
+            if not candidates or self._moved_today(currency):
+                continue
+            listed = self._listed(currency, candidates)
+            if sum((t.invoice.outstanding for t in listed), ZERO) < self.policy.minimum_overdue.get(currency, ZERO):
+                continue
+            moving.extend(candidates)
+        for track in moving:
+            assert track.target is not None
+            level = self.levels[track.target]
+            skipped = [self.levels[k] for k in track.skipped]
+            new_actions = sorted({a for lv in [*skipped, level] for a in lv.actions})
+            self._emit(
+                "escalation.level_reached",
+                (track.invoice_id, level.key),
+                {
+                    "invoice_id": track.invoice_id,
+                    "currency": track.currency,
+                    "level": level.key,
+                    "offset_days": level.offset_days,
+                    "skipped": [lv.key for lv in skipped],
+                    "actions": new_actions,
+                    "channel": level.channel,
+                    "due_date": track.due.isoformat(),
+                    "anchor": track.anchor.isoformat(),
+                    "step_date": step_date(track.anchor, level, self.policy).isoformat(),
+                    "reached_on": self.today.isoformat(),
+                    "outstanding": str(track.invoice.outstanding),
+                },
+            )
+        return moving
+
+    def _money(self, moving: list[_Track]) -> None:
+        for track in moving:
+            record = self.state.escalations.get(track.invoice_id)
+            if "charge_fee" in track.actions and (record is None or record.fee is None):
+                fee = fixed_fee(self.policy, track.currency)
+                if fee is not None:
+                    self._emit(
+                        "fee.charged",
+                        (track.invoice_id,),
+                        {"invoice_id": track.invoice_id, "currency": track.currency, "amount": str(fee)},
+                    )
+                    self.fees[track.invoice_id] = fee
+            if any("charge_interest" in self._acts(k) for k in [*track.skipped, track.target]):
+                self._charge_interest(track)
+
+    def _charge_interest(self, track: _Track) -> None:
+        if track.invoice_id in self.interest:
+            return
+        record = self.state.escalations.get(track.invoice_id)
+        if record is not None and record.interest_through == self.today and record.interest is not None:
+            self.interest[track.invoice_id] = record.interest
+            return
+        invoice = track.invoice
+        movements = [(self.state.credits[key].on, amount) for key, amount in invoice.allocations.items()]
+        timeline = outstanding_timeline(invoice.amount, movements, min(invoice.issue_date, invoice.due_date))
+        result = late_interest(timeline, invoice.due_date, self.today, self.policy.interest, self.rates, track.currency)
+        self.interest[track.invoice_id] = result.amount
+        self._emit(
+            "interest.computed",
+            (track.invoice_id, self.today.isoformat()),
+            {
+                "invoice_id": track.invoice_id,
+                "currency": track.currency,
+                "amount": str(result.amount),
+                "through": self.today.isoformat(),
+                "days": result.days,
+            },
+        )
+
+    def _reminders(self, moving: list[_Track]) -> None:
+        for currency in sorted({t.currency for t in moving}):
+            movers = [t for t in moving if t.currency == currency]
+            top = max(t.target for t in movers if t.target is not None)
+            level = self.levels[top]
+            listed = self._listed(currency, movers)
+            subject = (currency, level.key, *sorted(f"{t.invoice_id}@{self._key(t.target)}" for t in movers))
+            for track in listed:
+                if "charge_interest" in track.actions and level.channel in ("email", "letter"):
+                    self._charge_interest(track)
+            lines = [self._line(t) for t in listed]
+            totals = {
+                "outstanding": str(sum((t.invoice.outstanding for t in listed), ZERO)),
+                "interest": str(sum((Decimal(line["interest"]) for line in lines), ZERO)),
+                "fees": str(sum((Decimal(line["fee"]) for line in lines), ZERO)),
+            }
+            if level.channel in ("email", "letter"):
+                reminder_id = decision_id(self.state.tenant, self.state.customer_id, "reminder", *subject)
+                self._emit(
+                    "reminder.requested",
+                    subject,
+                    {
+                        "reminder_id": reminder_id,
+                        "level": level.key,
+                        "channel": level.channel,
+                        "copy_channels": sorted(level.copy_channels),
+                        "template": level.template,
+                        "language": self._language(),
+                        "currency": currency,
+                        "invoice_ids": [t.invoice_id for t in listed],
+                        "lines": lines,
+                        "totals": totals,
+                    },
+                )
+            elif level.channel == "phone":
+                self._task("phone_call", subject, self.today, listed, currency, f"level {level.key}")
+            handed = [t for t in movers if any("hand_over" in self._acts(k) for k in [*t.skipped, t.target])]
+            if handed:
+                self._task(
+                    "hand_over",
+                    (currency, *sorted(t.invoice_id for t in handed)),
+                    self.today,
+                    handed,
+                    currency,
+                    "hand over to a collection agency or litigation",
+                )
+
+    def _acts(self, index: int | None) -> frozenset[str]:
+        return frozenset() if index is None else frozenset(self.levels[index].actions)
+
+    def _key(self, index: int | None) -> str:
+        return "" if index is None else self.levels[index].key
+
+    def _line(self, track: _Track) -> dict[str, Any]:
+        invoice = track.invoice
+        record = self.state.escalations.get(track.invoice_id)
+        interest = self.interest.get(track.invoice_id)
+        if interest is None:
+            interest = record.interest if record is not None and record.interest is not None else ZERO
+        fee = self.fees.get(track.invoice_id)
+        if fee is None:
+            fee = record.fee if record is not None and record.fee is not None else ZERO
+        return {
+            "invoice_id": invoice.invoice_id,
+            "number": invoice.number,
+            "issue_date": invoice.issue_date.isoformat(),
+            "due_date": track.due.isoformat(),
+            "amount": str(invoice.amount),
+            "outstanding": str(invoice.outstanding),
+            "days_late": max(0, (self.today - track.due).days),
+            "interest": str(interest),
+            "fee": str(fee),
+        }
+
+    def _language(self) -> str:
+        profile = self.state.profile or {}
+        language = profile.get("language")
+        return language if isinstance(language, str) and language else self.policy.language
+
+    def _task(
+        self, kind: str, subject: Iterable[str], due_on: date, tracks: list[_Track], currency: str, note: str
+    ) -> None:
+        task_id = decision_id(self.state.tenant, self.state.customer_id, "task", kind, *subject)
+        if task_id in self.state.tasks:
+            return
+        self._emit(
+            "task.created",
+            (kind, *subject),
+            {
+                "task_id": task_id,
+                "kind": kind,
+                "due_on": due_on.isoformat(),
+                "invoice_ids": [t.invoice_id for t in tracks],
+                "currency": currency,
+                "amount_at_risk": str(sum((t.invoice.outstanding for t in tracks), ZERO)),
+                "note": note,
+            },
+        )
+
+    # ----------------------------------------------------------------------------------------------- credit block
+    def _credit_block(self) -> None:
+        overdue = self._overdue()
+        by_level = any("block_credit" in t.actions for t in self.tracks if t.paused != "dispute" and t.due < self.today)
+        limit: dict[str, Any] | None = (self.state.profile or {}).get("credit_limit")
+        over_limit = (
+            self.policy.block_over_credit_limit
+            and limit is not None
+            and overdue.get(limit["currency"], ZERO) > Decimal(limit["amount"])
+        )
+        block = self.state.credit_block
+        if block is None and (by_level or over_limit):
+            episode = str(self.state.blocks + 1)
+            block_id = decision_id(self.state.tenant, self.state.customer_id, "block", episode)
+            data: dict[str, Any] = {
+                "block_id": block_id,
+                "reason": "level" if by_level else "credit_limit",
+                "overdue": {c: str(a) for c, a in sorted(overdue.items())},
+            }
+            if limit:
+                data["credit_limit"] = {"amount": str(limit["amount"]), "currency": limit["currency"]}
+            self._emit("credit.blocked", (episode,), data)
+        elif block is not None and not (by_level or over_limit):
+            self._emit(
+                "credit.unblocked",
+                (block["block_id"],),
+                {
+                    "block_id": block["block_id"],
+                    "reason": "cleared",
+                    "overdue": {c: str(a) for c, a in sorted(overdue.items())},
+                },
+            )
+
+    def _overdue(self) -> dict[str, Decimal]:
+        """Per currency: what undisputed invoices owe past their (plan) due date."""
+        result: dict[str, Decimal] = {}
+        for track in self.tracks:
+            if track.paused != "dispute" and track.due < self.today:
+                result[track.currency] = result.get(track.currency, ZERO) + track.invoice.outstanding
+        return result
+
+    # ----------------------------------------------------------------------------------------------- tasks
+    def _promise_tasks(self) -> None:
+        for promise in self.promises:
+            if promise.kept:
+                continue
+            covered = [t for t in self.tracks if t.invoice_id in self._covered(promise)]
+            if not covered:
+                continue
+            if promise.promised <= self.today <= promise.deadline:
+                note = f"promise {promise.promise_id}: {promise.amount} {promise.currency} by {promise.promised}"
+                self._task("check_promise", (promise.promise_id,), promise.promised, covered, promise.currency, note)
+            elif self.today > promise.deadline:
+                note = f"promise {promise.promise_id} of {promise.amount} {promise.currency} by {promise.promised}"
+                resumed = promise.deadline + timedelta(days=1)
+                self._task("promise_broken", (promise.promise_id,), resumed, covered, promise.currency, note)
+
+    def _behaviour_task(self) -> None:
+        episode = self._behaviour_episode()
+        if episode is None:
+            return
+        start, currency, recent, history = episode
+        tracks = [t for t in self.tracks if t.currency == currency and t.paused != "dispute"]
+        note = f"mean days late of the last {RECENT_PAYMENTS} payments {recent:.1f}, before {history:.1f}"
+        self._task("payment_behaviour_changed", (start,), self.today, tracks, currency, note)
+
+    def _behaviour_episode(self) -> tuple[str, str, Decimal, Decimal] | None:
+        """The payment that opened the current run of markedly late payments, if the customer is in one."""
+        observations: list[tuple[date, str, str, Decimal]] = []
+        for credit in self.state.credits.values():
+            if credit.kind != "payment" or not credit.applied or credit.on > self.today:
+                continue
+            weighted = ZERO
+            total = ZERO
+            for invoice_id, amount in credit.applied.items():
+                invoice = self.state.invoices.get(invoice_id)
+                if invoice is None:
+                    continue
+                weighted += amount * (credit.on - invoice.due_date).days
+                total += amount
+            if total > 0:
+                observations.append((credit.on, credit.key, credit.currency, weighted / total))
+        observations.sort()
+        opened: tuple[str, str, Decimal, Decimal] | None = None
+        for end in range(MIN_HISTORY + RECENT_PAYMENTS, len(observations) + 1):
+            seen = observations[:end]
+            recent = [o[3] for o in seen[-RECENT_PAYMENTS:]]
+            history = [o[3] for o in seen[:-RECENT_PAYMENTS]]
+            recent_mean = sum(recent, ZERO) / len(recent)
+            history_mean = sum(history, ZERO) / len(history)
+            if recent_mean > history_mean + BEHAVIOUR_MARGIN_DAYS:
+                if opened is None:
+                    opened = (seen[-1][1], seen[-1][2], recent_mean, history_mean)
+            else:
+                opened = None
+        return opened
+
+    # ----------------------------------------------------------------------------------------------- the ladder
+    def _track(self, invoice: Invoice) -> _Track:
+        due = self._plan_due(invoice)
+        record = self.state.escalations.get(invoice.invoice_id)
+        current = self._position(record)
+        paused: str | None = None
+        if invoice.invoice_id in self.state.disputes:
+            paused = "dispute"
+        elif any(
+            p.recorded <= self.today <= p.deadline and invoice.invoice_id in self._covered(p) for p in self.promises
+        ):
+            paused = "promise"
+        track = _Track(invoice, due, paused, current, self._anchor(invoice, due, current, record))
+        if record is not None:
+            track.actions = set(record.actions)
+        if paused is None:
+            self._target(track)
+        return track
+
+    def _position(self, record: Escalation | None) -> int:
+        """The invoice's place on the (possibly changed) ladder: the level reached, or the last one at its offset."""
+        if record is None or record.level is None:
+            return -1
+        keys = [lv.key for lv in self.levels]
+        if record.level in keys:
+            return keys.index(record.level)
+        return sum(1 for lv in self.levels if lv.offset_days <= record.offset_days) - 1
+
+    def _effective_offset(self, level: Level) -> int:
+        return level.offset_days + (self.policy.grace_days if level.offset_days > 0 else 0)
+
+    def _next_level(self, current: int, since: date, due: date) -> int | None:
+        for k in range(current + 1, len(self.levels)):
+            if self.levels[k].offset_days >= 0 or since < due:
+                return k
+        return None
+
+    def _anchor(self, invoice: Invoice, due: date, current: int, record: Escalation | None) -> date:
+        """The due date the ladder is computed from: later than ``due`` when something restarted it."""
+        reached = record.reached_on if record is not None else None
+        anchor = due if record is None or record.anchor is None else max(due, record.anchor)
+        for since, kind in self._interruptions(invoice, current):
+            if reached is not None and since <= reached:
+                continue
+            if kind == "payment":
+                # The ladder restarts as if the current level had been reached on the payment day.
+                anchor = max(anchor, since - timedelta(days=self._effective_offset(self.levels[current])))
+            else:
+                nxt = self._next_level(current, since, due)
+                if nxt is not None:
+                    anchor = max(anchor, since - timedelta(days=self._effective_offset(self.levels[nxt])))
+        return anchor
+
+    def _interruptions(self, invoice: Invoice, current: int) -> list[tuple[date, str]]:
+        found: list[tuple[date, str]] = []
+        latest = self.state.dispute_latest.get(invoice.invoice_id)
+        if latest is not None and latest[1] == "resolved" and invoice.invoice_id not in self.state.disputes:
+            found.append((_day(latest[0]), "pause"))
+        for promise in self.promises:
+            end = promise.deadline + timedelta(days=1)
+            if (
+                end <= self.today
+                and promise.recorded <= promise.deadline
+                and invoice.invoice_id in self._covered(promise)
+            ):
+                found.append((end, "payment" if promise.kept else "pause"))
+        if current >= 0:
+            for key in invoice.allocations:
+                on = self.state.credits[key].on
+                if on <= self.today:
+                    found.append((on, "payment"))
+        return [(since, kind) for since, kind in found if since <= self.today and (kind == "pause" or current >= 0)]
+
+    def _target(self, track: _Track) -> None:
+        due_levels = [
+            k
+            for k in range(track.current + 1, len(self.levels))
+            if step_date(track.anchor, self.levels[k], self.policy) <= self.today
+        ]
+        if not due_levels:
+            return
+        target = due_levels[-1]
+        if self.levels[target].offset_days < 0 and self.today >= track.due:
+            return  # a courtesy notice that is no longer timely: it will be passed over by the next level
+        track.target = target
+        track.skipped = due_levels[:-1]
+        track.actions |= {a for k in due_levels for a in self.levels[k].actions}
+
+    def _plan_due(self, invoice: Invoice) -> date:
+        plans = [p for p in self.state.plans.values() if invoice.invoice_id in p.get("invoice_ids", [])]
+        if not plans:
+            return invoice.due_date
+        plan = plans[-1]
+        covered = [self.state.invoices.get(i) for i in plan["invoice_ids"]]
+        remaining = sum((i.outstanding for i in covered if i is not None and i.is_open), ZERO)
+        instalments = sorted((date.fromisoformat(i["due_date"]), Decimal(i["amount"])) for i in plan["instalments"])
+        paid = sum((a for _, a in instalments), ZERO) - remaining
+        cumulated = ZERO
+        for due, amount in instalments:
+            cumulated += amount
+            if cumulated > paid:
+                return due
+        return instalments[-1][0]
+
+    def _promises(self) -> list[_Promise]:
+        promises = []
+        for promise_id, raw in sorted(self.state.promises.items()):
+            promised = date.fromisoformat(raw["promised_date"])
+            deadline = promised + timedelta(days=self.policy.promise_grace_days)
+            recorded_at = self.state.promise_recorded.get(promise_id)
+            recorded = _day(recorded_at) if recorded_at else promised
+            currency = raw["currency"]
+            amount = Decimal(raw["amount"])
+            invoice_ids = tuple(raw.get("invoice_ids") or ())
+            paid = sum(
+                (
+                    c.amount
+                    for c in self.state.credits.values()
+                    if c.currency == currency and recorded <= c.on <= min(deadline, self.today)
+                ),
+                ZERO,
+            )
+            covered_open = [
+                i
+                for i in self.state.invoices.values()
+                if i.currency == currency and i.is_open and (not invoice_ids or i.invoice_id in invoice_ids)
+            ]
+            kept = paid >= amount or not covered_open
+            promises.append(_Promise(promise_id, currency, amount, promised, deadline, recorded, invoice_ids, kept))
+        return promises
+
+    def _covered(self, promise: _Promise) -> set[str]:
+        if promise.invoice_ids:
+            return set(promise.invoice_ids)
+        return {i.invoice_id for i in self.state.invoices.values() if i.currency == promise.currency and i.is_open}
+
+    def _listed(self, currency: str, movers: list[_Track]) -> list[_Track]:
+        """The invoices a reminder in ``currency`` lists: every overdue one on the ladder, and those moving now."""
+        ids = {t.invoice_id for t in movers}
+        return [
+            t
+            for t in self.tracks
+            if t.currency == currency and t.paused is None and (t.due < self.today or t.invoice_id in ids)
+        ]
+
+    def _moved_today(self, currency: str) -> bool:
+        return any(r.currency == currency and r.reached_on == self.today for r in self.state.escalations.values())
+
+    # ----------------------------------------------------------------------------------------------- timers
+    def upcoming(self) -> list[date]:
+        """Days on which something time-driven may happen."""
+        days: list[date] = []
+        for track in self.tracks:
+            if track.paused == "dispute":
+                continue
+            if track.target is not None:
+                days.append(self.today + timedelta(days=1))  # held back today (one level a day, minimum)
+            for k in range(track.current + 1, len(self.levels)):
+                days.append(step_date(track.anchor, self.levels[k], self.policy))
+            days.append(track.due + timedelta(days=1))
+        for promise in self.promises:
+            days += [promise.promised, promise.deadline + timedelta(days=1)]
+        return days
+
+
+def _day(instant: str) -> date:
+    return datetime.fromisoformat(instant).astimezone(UTC).date() if "T" in instant else date.fromisoformat(instant)
