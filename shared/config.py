@@ -58,6 +58,23 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(
         default=30.0, gt=0, description="Ceiling of the backoff between retries of a transient failure."
     )
+    commands_exchange: str = Field(
+        default="relance.commands",
+        description="Topic exchange relance publishes commands to (routing key = command kind, e.g. erp.credit_block).",
+    )
+    relay_batch_size: int = Field(default=100, ge=1, le=10000, description="Outbox commands published per round.")
+    relay_poll_ms: int = Field(
+        default=500, ge=10, le=60000, description="Pause (ms) of the relay when the outbox has nothing to publish."
+    )
+    escalation_batch_size: int = Field(
+        default=200, ge=1, le=10000, description="Due timers, or log events, an escalation worker takes per round."
+    )
+    escalation_poll_ms: int = Field(
+        default=1000, ge=10, le=600000, description="Pause (ms) of an escalation worker when nothing is due."
+    )
+    escalation_lease_seconds: int = Field(
+        default=300, ge=5, le=86400, description="How long a claimed timer or the log cursor stays with one worker."
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -79,7 +96,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an AMQP URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2F")
         return value
 
-    @field_validator("events_exchange", "ingest_queue", "dead_letter_queue")
+    @field_validator("events_exchange", "ingest_queue", "dead_letter_queue", "commands_exchange")
     @classmethod
     def _amqp_name(cls, value: str) -> str:
         if not _NAME.match(value):

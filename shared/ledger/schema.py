@@ -122,3 +122,46 @@ invoice_balances = Table(
     Column("disputed", Boolean, nullable=False),
     Index("ix_invoice_balances_due", "tenant", "status", "due_date"),
 )
+
+# Commands to other services and to the ERP, written in the transaction of the events that cause them and relayed
+# to RabbitMQ afterwards (shared/relay.py). Not the log: the relay marks rows published (UPDATE is allowed here).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Position, primary_key=True, autoincrement=True),
+    Column("tx_id", BigInteger, nullable=True),  # PostgreSQL: pg_current_xact_id() of the writing transaction
+    Column("tenant", String(64), nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("command_id", String(128), nullable=False),  # the event_id of the causing event
+    Column("kind", String(64), nullable=False),  # routing key, e.g. erp.credit_block
+    Column("payload", Json, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    UniqueConstraint("tenant", "command_id", name="uq_outbox_tenant_command_id"),
+)
+
+# The next instant something is due for a customer (escalation's durable timers). ``version`` is the stream version
+# the due time was computed from: an older evaluation never overwrites a newer one's timer.
+timers = Table(
+    "timers",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("customer_id", String(128), primary_key=True),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_timers_due_at", "due_at"),
+)
+
+# Where each global reader of the log stands, and which process holds it (a lease, so a crashed holder is replaced).
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("tx_id", BigInteger, nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("holder", String(128), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

@@ -26,7 +26,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from shared.ledger.bulk import insert_rows, update_rows, upsert_rows
 from shared.ledger.hashing import GENESIS, event_hash, utc
-from shared.ledger.schema import credits, customer_balances, customer_state, events, invoice_balances
+from shared.ledger.outbox import command_rows
+from shared.ledger.schema import credits, customer_balances, customer_state, events, invoice_balances, outbox
 from shared.ledger.state import Credit, CustomerState, Invoice
 
 log = structlog.get_logger()
@@ -60,7 +61,10 @@ class Incoming:
     data: dict[str, Any]
     occurred_at: datetime
     metadata: dict[str, Any] = field(default_factory=dict)
-    expected_version: int | None = None  # None: append whatever the stream's version
+    # None: append whatever the stream's version. Else the stream must be at this version when the item comes;
+    # once such an item of a batch fails, the batch's later items with an expected version for that stream fail too,
+    # so a writer's decisions land all together or not at all.
+    expected_version: int | None = None
 
     @property
     def stream(self) -> StreamKey:
@@ -202,6 +206,7 @@ class Ledger:
         rows = [row for key in keys for row in plan.streams[key].rows]
         if rows:
             insert_rows(conn, events, rows)
+            insert_rows(conn, outbox, command_rows(rows, plan.now))  # commands commit or roll back with their cause
             touched = [(states[k], plan.streams[k].invoices) for k in keys if plan.streams[k].rows]
             self._save_projections(conn, touched, plan.now)
         return plan.outcomes, list(states.values())
@@ -216,8 +221,13 @@ class Ledger:
         known_ids: set[tuple[str, str]],
     ) -> None:
         stream = plan.streams[key] = _StreamPlan(before=state.version)
+        broken = False  # an item with an expected version did not apply: later ones of the stream must not either
         for index, item in zip(indexes, items, strict=True):
             outcome = self._decide(state, item, known_ids)
+            if broken and item.expected_version is not None and outcome.status == "applied":
+                outcome = Outcome("conflict", "an earlier item of the batch for this stream was not applied")
+            if item.expected_version is not None and outcome.status in ("conflict", "rejected"):
+                broken = True
             plan.outcomes[index] = outcome
             if outcome.status != "applied":
                 continue
@@ -350,6 +360,12 @@ class Ledger:
         with self.engine.connect() as conn:
             loaded = _load_states(conn, [(tenant, customer_id)])
         return loaded.get((tenant, customer_id)) or CustomerState(tenant=tenant, customer_id=customer_id)
+
+    def known_event_ids(self, tenant: str, event_ids: Iterable[str]) -> set[str]:
+        """Which of these event ids the tenant's log already holds."""
+        probe = [Incoming(tenant, "", event_id, "", {}, datetime.min) for event_id in event_ids]
+        with self.engine.connect() as conn:
+            return {event_id for _, event_id in self._known_event_ids(conn, probe)}
 
     def read_stream(self, tenant: str, customer_id: str, from_version: int = 1) -> list[RecordedEvent]:
         with self.engine.connect() as conn:

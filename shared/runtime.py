@@ -1,0 +1,119 @@
+"""What every long-running relance worker needs: backoff, graceful stop on signals, a schema check at start-up."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+import structlog
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from shared.config import ConfigurationError
+
+log = structlog.get_logger()
+
+
+class Backoff:
+    """Exponential delays with full jitter, capped: ``initial``, ``2 * initial``, … up to ``maximum`` seconds."""
+
+    def __init__(
+        self,
+        maximum: float,
+        initial: float = 0.1,
+        factor: float = 2.0,
+        jitter: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        if maximum <= 0 or initial <= 0 or factor < 1:
+            raise ValueError("maximum and initial must be positive and factor at least 1")
+        self.maximum = maximum
+        self.initial = min(initial, maximum)
+        self.factor = factor
+        self._jitter = jitter
+        self.attempts = 0
+
+    def next(self) -> float:
+        """The delay before the next attempt. Half of it is fixed, half random, so workers do not retry in step."""
+        ceiling = min(self.maximum, self.initial * self.factor ** min(self.attempts, 64))
+        self.attempts += 1
+        return ceiling / 2 + self._jitter(0.0, ceiling / 2)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+def install_signal_handlers(stop: threading.Event, service: str) -> Callable[[], None]:
+    """SIGTERM and SIGINT ask for a graceful stop, a second one stops at once.
+
+    Only the main thread may install handlers; a worker run on another thread is stopped through its event.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        log.info(f"{service}.stop_requested", signal=signal.Signals(signum).name, hint="send it again to stop at once")
+        stop.set()
+        signal.signal(signum, previous[signal.Signals(signum)])  # a second signal is not graceful any more
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+def wait_for_schema(engine: Engine, url: str, stop: threading.Event, service: str, retry_max_seconds: float) -> bool:
+    """Refuse to start on a database without the latest schema; wait (with backoff) while it is unreachable.
+
+    Returns False if stopped while waiting. Raises :class:`ConfigurationError` telling the user to run
+    ``relance db upgrade``: a worker never migrates silently.
+    """
+    backoff = Backoff(retry_max_seconds)
+    while not stop.is_set():
+        try:
+            problem = schema_problem(engine, url)
+        except DBAPIError as exc:
+            delay = backoff.next()
+            log.warning(
+                f"{service}.database_unreachable", error=str(exc.orig or exc).splitlines()[0], retry_in=round(delay, 2)
+            )
+            stop.wait(delay)
+            continue
+        if problem:
+            log.error(f"{service}.schema_not_ready", problem=problem)
+            raise ConfigurationError(problem)
+        return True
+    return False
+
+
+def schema_problem(engine: Engine, url: str) -> str | None:
+    """None if the database is at the latest ledger revision, else what is wrong and what to run."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from shared.ledger.migrate import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    with engine.connect() as conn:
+        revision = MigrationContext.configure(conn).get_current_revision()
+    where = engine.url.render_as_string(hide_password=True)
+    if revision is None:
+        return f"the ledger database {where} has no schema yet: run `relance db upgrade` first"
+    if revision != head:
+        return (
+            f"the ledger database {where} is at schema revision {revision}, this relance needs {head}: "
+            "run `relance db upgrade` first"
+        )
+    return None
+
+
+def engine_options(url: str) -> dict[str, object]:
+    """A worker does one thing at a time; fail a connection attempt fast so the backoff takes over."""
+    if url.startswith("postgresql"):
+        return {"pool_size": 3, "connect_args": {"connect_timeout": 10}}
+    return {}
