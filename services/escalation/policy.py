@@ -56,6 +56,7 @@ EU_MINIMUM_MARGIN = Decimal("8")  # Directive 2011/7/EU: reference rate + at lea
 _DECIMAL = re.compile(r"^-?\d{1,15}(\.\d{1,6})?$")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _KEY = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_UNION_BRANCHES = frozenset({"str", "int", "date", "bool", "decimal"})
 
 
 class PolicyWarning(UserWarning):
@@ -75,6 +76,19 @@ def _decimal(value: Any) -> Decimal:
 
 
 DecimalText = Annotated[Decimal, BeforeValidator(_decimal)]
+
+
+def _holiday_list(value: Any) -> Any:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise ValueError("must be a calendar name such as france, or a list of ISO dates and calendar names")
+    return value
+
+
+Holidays = Annotated[list[date | str], BeforeValidator(_holiday_list)]
 
 
 class _Spec(BaseModel):
@@ -104,7 +118,7 @@ class _PolicySpec(_Spec):
     minimum_overdue: dict[Currency, DecimalText] = Field(default_factory=dict)
     grace_days: Annotated[StrictInt, Field(ge=0, le=60)] = 0
     business_days: StrictBool = True
-    holidays: str | list[date | str] = Field(default_factory=list)
+    holidays: Holidays = Field(default_factory=list)
     interest: _InterestSpec = Field(default_factory=_InterestSpec)
     fixed_fee: dict[Currency, DecimalText] = Field(default_factory=lambda: {"EUR": Decimal("40.00")})
     promise_grace_days: Annotated[StrictInt, Field(ge=0, le=60)] = 2
@@ -164,7 +178,7 @@ def canonical_content(spec: _PolicySpec) -> dict[str, Any]:
         "minimum_overdue": {cur: _money(amount, cur) for cur, amount in spec.minimum_overdue.items()},
         "grace_days": spec.grace_days,
         "business_days": spec.business_days,
-        "holidays": sorted({_holiday_text(item) for item in _holiday_items(spec.holidays)}),
+        "holidays": sorted({_holiday_text(item) for item in spec.holidays}),
         "interest": {
             "basis": interest.basis,
             "margin": _plain(margin) if interest.basis == "reference" else None,
@@ -209,7 +223,7 @@ def _pydantic_problems(exc: ValidationError) -> list[tuple[str, str]]:
                 where += f"[{part}]"
             elif part == "[key]":
                 continue
-            elif str(part).startswith(("function-", "list[", "str", "date")):
+            elif part in _UNION_BRANCHES or str(part).startswith(("function-", "list[", "dict[", "union[")):
                 continue  # the branch of a union pydantic tried, not a field
             else:
                 where += f".{part}" if where else str(part)
@@ -272,9 +286,9 @@ def _check(spec: _PolicySpec) -> tuple[list[tuple[str, str]], list[str]]:
             if isinstance(exponent, int) and -exponent > places:
                 problems.append((f"{name}.{currency}", f"{amount} has more decimals than {currency} has ({places})"))
 
-    for i, item in enumerate(_holiday_items(spec.holidays)):
+    for i, item in enumerate(spec.holidays):
         if isinstance(item, str):
-            where = "holidays" if isinstance(spec.holidays, str) else f"holidays[{i}]"
+            where = f"holidays[{i}]"
             try:
                 date.fromisoformat(item)
             except ValueError:
@@ -314,7 +328,7 @@ def _check(spec: _PolicySpec) -> tuple[list[tuple[str, str]], list[str]]:
 def _build(spec: _PolicySpec) -> Policy:
     content = canonical_content(spec)
     holidays: set[date] = set()
-    for item in _holiday_items(spec.holidays):
+    for item in spec.holidays:
         if isinstance(item, date):
             holidays.add(item)
         elif item in HOLIDAY_CALENDARS:
@@ -350,10 +364,6 @@ def _build(spec: _PolicySpec) -> Policy:
         block_over_credit_limit=spec.block_over_credit_limit,
         language=spec.language,
     )
-
-
-def _holiday_items(holidays: str | list[date | str]) -> list[date | str]:
-    return [holidays] if isinstance(holidays, str) else list(holidays)
 
 
 def _holiday_text(item: date | str) -> str:
