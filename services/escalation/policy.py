@@ -157,7 +157,7 @@ def read_policy(path: Path) -> tuple[Policy, list[str]]:
     return _build(spec), notes
 
 
-def canonical_content(spec: _PolicySpec) -> dict[str, Any]:
+def _canonical_content(spec: _PolicySpec) -> dict[str, Any]:
     """The validated content with every default explicit and every number in one spelling."""
     interest = spec.interest
     margin = interest.margin if interest.margin is not None else Decimal(10)
@@ -326,7 +326,7 @@ def _check(spec: _PolicySpec) -> tuple[list[tuple[str, str]], list[str]]:
 
 
 def _build(spec: _PolicySpec) -> Policy:
-    content = canonical_content(spec)
+    content = _canonical_content(spec)
     holidays: set[date] = set()
     for item in spec.holidays:
         if isinstance(item, date):
