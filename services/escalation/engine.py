@@ -594,8 +594,9 @@ class _Evaluation:
         for track in self.tracks:
             if track.paused == "dispute":
                 continue
-            if track.target is not None:
-                days.append(self.today + timedelta(days=1))  # held back today (one level a day, minimum)
+            if track.target is not None and self._moved_today(track.currency):
+                days.append(self.today + timedelta(days=1))  # held back today: one level a day
+            # Held back by the minimum amount: only another invoice falling due (below) can change that.
             for k in range(track.current + 1, len(self.levels)):
                 days.append(step_date(track.anchor, self.levels[k], self.policy))
             days.append(track.due + timedelta(days=1))

@@ -7,6 +7,7 @@ the same day must find nothing new. The tables say what each day must produce; e
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -167,6 +168,8 @@ def test_an_unpaid_invoice_climbs_the_whole_ladder_one_level_per_step_date_and_n
     assert formal["totals"] == {"outstanding": "1000.00", "interest": "6.66", "fees": "40.00"}
     assert c.state.escalations["INV-1"].passed == [lv.key for lv in LADDER]
     assert c.state.credit_block is not None
+    # And the snapshot of the state keeps all of it
+    assert CustomerState.from_json(json.loads(json.dumps(c.state.to_json()))) == c.state
 
 
 def test_next_due_names_the_next_step_and_nothing_once_the_ladder_is_done() -> None:
@@ -532,3 +535,24 @@ def test_a_customer_paying_much_later_than_usual_gets_one_task_per_episode() -> 
     assert summary(task) == ("task", "payment_behaviour_changed", "INV-9", "500.00")
     c.erp(date(2025, 11, 2), payment("P99", "50.00", received_on="2025-11-02"))
     assert c.evaluate(date(2025, 11, 2)) == []
+
+
+def test_payments_as_late_as_usual_give_no_behaviour_task() -> None:
+    c = Customer(policy=Policy(name="quiet", version="v5", levels=(), business_days=False))
+    history: list[Ev] = []
+    for n in range(8):
+        due = date(2025, 1, 31) + timedelta(days=30 * n)
+        paid = due + timedelta(days=20 if n < 5 else 34)  # 14 days later than usual: within the margin
+        history += [
+            invoice(f"INV-{n}", "100.00", issue_date=due - timedelta(days=30), due_date=due),
+            payment(f"P{n}", "100.00", received_on=paid),
+        ]
+    c.erp(date(2025, 11, 1), *history, invoice("INV-9", "500.00", issue_date="2025-10-15", due_date="2025-11-30"))
+    assert c.evaluate(date(2025, 11, 1)) == []
+
+
+def test_below_the_minimum_no_timer_fires_every_day() -> None:
+    policy = Policy(name="min", version="v3", levels=LADDER, business_days=False, minimum_overdue={"EUR": D("50")})
+    c = Customer(policy=policy)
+    c.erp(date(2026, 2, 1), invoice("INV-1", "30.00", issue_date="2026-02-01", due_date=DUE))
+    assert next_due(c.state, policy, datetime(2026, 4, 20, 9, tzinfo=UTC)) is None
