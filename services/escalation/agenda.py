@@ -1,0 +1,132 @@
+"""A collector's day (``relance agenda``): what to do on a date, the largest amounts at risk first.
+
+Built from the customers' projected states alone: the tasks the engine created (calls, promises to check, broken
+promises, changed payment habits, hand-overs), promises falling due, and accounts whose credit is blocked. A task
+whose invoices are all settled, cancelled or disputed is moot and left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from shared.ledger.state import CustomerState
+
+ZERO = Decimal(0)
+
+_TASK_TITLES = {
+    "phone_call": "call",
+    "check_promise": "check promised payment",
+    "promise_broken": "promise broken: call",
+    "payment_behaviour_changed": "paying later than usual: call",
+    "hand_over": "hand over to collection",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AgendaItem:
+    kind: str  # a task kind, or "promise_due" / "credit_blocked"
+    title: str
+    customer_id: str
+    customer_name: str
+    due_on: date
+    currency: str
+    at_risk: Decimal  # the customer's overdue amount in that currency on the agenda's date
+    invoices: tuple[str, ...]
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "title": self.title,
+            "customer_id": self.customer_id,
+            "customer_name": self.customer_name,
+            "due_on": self.due_on.isoformat(),
+            "currency": self.currency,
+            "at_risk": str(self.at_risk),
+            "invoices": list(self.invoices),
+            "note": self.note,
+        }
+
+
+def build_agenda(states: Iterable[CustomerState], on: date) -> list[AgendaItem]:
+    items: list[AgendaItem] = []
+    for state in states:
+        overdue = state.overdue(on)
+        name = str((state.profile or {}).get("name", ""))
+        live = {i.invoice_id for i in state.open_invoices() if i.invoice_id not in state.disputes}
+        for task in state.tasks.values():
+            due_on = date.fromisoformat(task["due_on"])
+            invoices = tuple(task.get("invoice_ids", []))
+            if due_on > on or (invoices and not live.intersection(invoices)):
+                continue
+            currency = task.get("currency") or _main_currency(overdue)
+            items.append(
+                AgendaItem(
+                    kind=task["kind"],
+                    title=_TASK_TITLES.get(task["kind"], task["kind"].replace("_", " ")),
+                    customer_id=state.customer_id,
+                    customer_name=name,
+                    due_on=due_on,
+                    currency=currency,
+                    at_risk=overdue.get(currency, ZERO),
+                    invoices=invoices,
+                    note=str(task.get("note", "")),
+                )
+            )
+        for promise in state.promises.values():
+            promised = date.fromisoformat(promise["promised_date"])
+            covered = tuple(promise.get("invoice_ids", []))
+            if promised != on or (covered and not live.intersection(covered)):
+                continue
+            currency = promise["currency"]
+            items.append(
+                AgendaItem(
+                    kind="promise_due",
+                    title=f"promised {promise['amount']} {currency} today",
+                    customer_id=state.customer_id,
+                    customer_name=name,
+                    due_on=promised,
+                    currency=currency,
+                    at_risk=overdue.get(currency, ZERO),
+                    invoices=covered,
+                    note=str(promise.get("note", "")),
+                )
+            )
+        if state.credit_block is not None:
+            currency = _main_currency(overdue)
+            items.append(
+                AgendaItem(
+                    kind="credit_blocked",
+                    title=f"credit blocked ({state.credit_block['reason']})",
+                    customer_id=state.customer_id,
+                    customer_name=name,
+                    due_on=date.fromisoformat(state.credit_block["blocked_on"]),
+                    currency=currency,
+                    at_risk=overdue.get(currency, ZERO),
+                    invoices=(),
+                )
+            )
+    return sorted(items, key=lambda i: (-i.at_risk, i.currency, i.customer_id, i.due_on, i.kind))
+
+
+def render_agenda(items: list[AgendaItem], tenant: str, on: date) -> str:
+    lines = [f"agenda of {tenant} for {on.isoformat()}: {len(items)} item(s), largest amount at risk first", ""]
+    if not items:
+        lines.append("nothing to do")
+        return "\n".join(lines)
+    lines.append(f"  {'at risk':>16}  {'customer':<12} {'name':<28} {'since':<10}  what")
+    for item in items:
+        invoices = f" — {', '.join(item.invoices)}" if item.invoices else ""
+        lines.append(
+            f"  {item.at_risk:>12,} {item.currency}  {item.customer_id[:12]:<12} {item.customer_name[:28]:<28} "
+            f"{item.due_on.isoformat():<10}  {item.title}{invoices}"
+        )
+    return "\n".join(lines)
+
+
+def _main_currency(amounts: dict[str, Decimal]) -> str:
+    return max(amounts, key=lambda c: amounts[c]) if amounts else ""

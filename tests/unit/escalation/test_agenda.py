@@ -1,0 +1,90 @@
+"""A collector's day: tasks due, promises falling due, blocked accounts, the largest amount at risk first."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from services.escalation.agenda import build_agenda, render_agenda
+from tests.factories import Ev, customer, fold, invoice, payment
+
+DAY = date(2026, 12, 1)
+
+
+def task(task_id: str, kind: str, due_on: str, invoice_ids: list[str], currency: str = "EUR") -> Ev:
+    data = {
+        "task_id": task_id,
+        "kind": kind,
+        "due_on": due_on,
+        "invoice_ids": invoice_ids,
+        "currency": currency,
+        "amount_at_risk": "0",
+        "note": "",
+    }
+    return Ev("task.created", data, f"task-{task_id}")
+
+
+def promise(promise_id: str, promised: str, amount: str, invoice_ids: list[str]) -> Ev:
+    data = {
+        "promise_id": promise_id,
+        "promised_date": promised,
+        "amount": amount,
+        "currency": "EUR",
+        "invoice_ids": invoice_ids,
+    }
+    return Ev("promise_to_pay.recorded", data, f"ptp-{promise_id}")
+
+
+def blocked(block_id: str) -> Ev:
+    data = {"block_id": block_id, "reason": "level", "overdue": {"EUR": "0"}, "as_of": "2026-11-20T00:00:00Z"}
+    return Ev("credit.blocked", data, f"block-{block_id}")
+
+
+def test_the_day_lists_due_tasks_promises_and_blocks_largest_amount_first() -> None:
+    # Given a small debtor with a call due, a large one with a promise due today, and a blocked one
+    small = fold(
+        [
+            customer("Petit SARL"),
+            invoice("S-1", "300.00", due_date="2026-11-01"),
+            task("t1", "phone_call", "2026-11-30", ["S-1"]),
+        ],
+        customer_id="C-SMALL",
+    )
+    large = fold(
+        [
+            customer("Grand SA"),
+            invoice("L-1", "9000.00", due_date="2026-10-15"),
+            promise("p1", "2026-12-01", "9000.00", ["L-1"]),
+        ],
+        customer_id="C-LARGE",
+    )
+    stuck = fold(
+        [customer("Moyen SAS"), invoice("M-1", "2500.00", due_date="2026-10-01"), blocked("b1")], customer_id="C-MID"
+    )
+
+    # When the agenda of the day is built
+    items = build_agenda([small, large, stuck], DAY)
+
+    # Then each appears once, sorted by the overdue amount at risk
+    assert [(i.customer_id, i.kind) for i in items] == [
+        ("C-LARGE", "promise_due"),
+        ("C-MID", "credit_blocked"),
+        ("C-SMALL", "phone_call"),
+    ]
+    assert [str(i.at_risk) for i in items] == ["9000.00", "2500.00", "300.00"]
+    assert "Grand SA" in render_agenda(items, "acme-fr", DAY)
+
+
+def test_a_task_for_settled_invoices_or_due_later_is_left_out() -> None:
+    # Given a call about an invoice since paid, and a call planned for next week
+    state = fold(
+        [
+            invoice("I-1", "100.00", due_date="2026-11-01"),
+            invoice("I-2", "200.00", due_date="2026-11-02"),
+            payment("P-1", "100.00", allocations={"I-1": "100.00"}),
+            task("t-paid", "phone_call", "2026-11-25", ["I-1"]),
+            task("t-later", "phone_call", "2026-12-08", ["I-2"]),
+        ]
+    )
+    # When the agenda is built, Then there is nothing to do today
+    assert build_agenda([state], DAY) == []
+    assert "nothing to do" in render_agenda([], "acme-fr", DAY)
