@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,27 @@ def _parser() -> argparse.ArgumentParser:
     ingest = workers.add_parser("ingest", help="consume ERP events from RabbitMQ into the ledger")
     ingest.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
     ingest.set_defaults(handler=_worker_ingest)
+    escalation = workers.add_parser(
+        "escalation", help="fire due timers and evaluate customers whose ledger changed (any number of workers)"
+    )
+    escalation.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    escalation.set_defaults(handler=_worker_escalation)
+    relay = workers.add_parser(
+        "relay", help="publish outbox commands to the commands exchange with publisher confirms (any number)"
+    )
+    relay.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    relay.set_defaults(handler=_worker_relay)
+
+    clock = commands.add_parser("clock", help="drive escalation's clock by hand (backfills, tests)")
+    clock_commands = clock.add_subparsers(title="clock commands", metavar="ACTION")
+    tick = clock_commands.add_parser(
+        "tick", help="evaluate every customer at an instant, record the decisions, set the timers, print a summary"
+    )
+    tick.add_argument("--at", required=True, type=_instant, help="ISO 8601 instant, e.g. 2026-12-01T08:00:00Z")
+    tick.add_argument("--tenant", help="only this tenant's customers")
+    tick.add_argument("--due-only", action="store_true", help="only the customers whose timer is due at that instant")
+    tick.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    tick.set_defaults(handler=_clock_tick)
 
     publish = commands.add_parser(
         "publish", help="publish ERP events from a JSON Lines file to RabbitMQ, with publisher confirms"
@@ -157,6 +179,57 @@ def _worker_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from services.ingest.worker import run
 
     return run(settings)
+
+
+def _worker_escalation(args: argparse.Namespace, settings: Settings) -> int:
+    from services.escalation.worker import run
+
+    return run(settings)
+
+
+def _worker_relay(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.relay import run
+
+    return run(settings)
+
+
+def _clock_tick(args: argparse.Namespace, settings: Settings) -> int:
+    from services.escalation.worker import policy_books, real_rules, tick
+    from shared.ledger.db import make_engine
+    from shared.ledger.store import Ledger
+    from shared.runtime import schema_problem
+
+    engine = make_engine(settings.database_url)
+    try:
+        problem = schema_problem(engine, settings.database_url)
+        if problem:
+            raise ConfigurationError(problem)
+        summary = tick(
+            Ledger(engine),
+            policy_books(settings),
+            real_rules(settings),
+            args.at,
+            tenant=args.tenant,
+            due_only=args.due_only,
+        )
+    finally:
+        engine.dispose()
+    print(f"clock tick at {args.at.isoformat()}: {summary.customers} customer(s) evaluated")
+    for event_type, count in sorted(summary.decisions.items()):
+        print(f"  {event_type:<28} {count}")
+    total = sum(summary.decisions.values())
+    print(f"{total} decision(s) recorded, {summary.duplicates} already recorded, {summary.timers_set} timer(s) set")
+    return 0
+
+
+def _instant(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 instant: {value!r} (e.g. 2026-12-01T08:00:00Z)") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} has no time zone: add Z or an offset such as +01:00")
+    return moment.astimezone(UTC)
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,0 +1,161 @@
+"""Durable timers ("look at this customer again on 2 December at 08:00") and the escalation worker's log cursor.
+
+Both live in the ledger database, never in the broker: a timer survives restarts and weeks of waiting, which
+RabbitMQ's delayed messages do not (see DESIGN.md, known traps).
+
+Timers: one row per customer, the next instant something is due. A worker claims due rows with
+``FOR UPDATE SKIP LOCKED`` and pushes their ``due_at`` one lease ahead in the same statement, so two workers never
+fire the same timer, and a worker that dies mid-evaluation leaves a timer that fires again when the lease ends.
+Each row remembers the stream version its due time was computed from: a slower evaluation of an older state never
+overwrites the timer a newer one set.
+
+Cursor: where the worker following the event log stands, held by one worker at a time under a lease.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, delete, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from shared.ledger.hashing import utc
+from shared.ledger.schema import cursors, timers
+from shared.ledger.store import Cursor
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    tenant: str
+    customer_id: str
+    due_at: datetime
+    version: int
+
+
+class Timers:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    def set(self, tenant: str, customer_id: str, due_at: datetime | None, version: int, now: datetime) -> None:
+        """The customer's next due instant as computed from stream ``version`` (None: nothing is due, no timer).
+
+        Ignored if the row holds a due time computed from a later version.
+        """
+        with self.engine.begin() as conn:
+            if due_at is None:
+                conn.execute(
+                    delete(timers).where(
+                        timers.c.tenant == tenant, timers.c.customer_id == customer_id, timers.c.version <= version
+                    )
+                )
+                return
+            statement = self._insert(timers).values(
+                tenant=tenant, customer_id=customer_id, due_at=utc(due_at), version=version, updated_at=now
+            )
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["tenant", "customer_id"],
+                    set_={
+                        "due_at": statement.excluded.due_at,
+                        "version": statement.excluded.version,
+                        "updated_at": now,
+                    },
+                    where=timers.c.version <= statement.excluded.version,
+                )
+            )
+
+    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[Timer]:
+        """Take up to ``limit`` timers due at ``now``, earliest first; each is pushed to ``now + lease`` meanwhile."""
+        due = (
+            select(timers.c.tenant, timers.c.customer_id)
+            .where(timers.c.due_at <= now)
+            .order_by(timers.c.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                update(timers)
+                .where(tuple_(timers.c.tenant, timers.c.customer_id).in_(due))
+                .values(due_at=now + lease, updated_at=now)
+                .returning(timers.c.tenant, timers.c.customer_id, timers.c.version)
+            ).all()
+        return sorted(
+            (Timer(tenant=t, customer_id=c, due_at=now, version=v) for t, c, v in rows),
+            key=lambda timer: (timer.tenant, timer.customer_id),
+        )
+
+    def get(self, tenant: str, customer_id: str) -> Timer | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(timers.c.due_at, timers.c.version).where(
+                    timers.c.tenant == tenant, timers.c.customer_id == customer_id
+                )
+            ).one_or_none()
+        return None if row is None else Timer(tenant, customer_id, utc(row[0]), row[1])
+
+    def all(self, tenant: str | None = None) -> list[Timer]:
+        query = select(timers.c.tenant, timers.c.customer_id, timers.c.due_at, timers.c.version)
+        if tenant is not None:
+            query = query.where(timers.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            return [Timer(t, c, utc(d), v) for t, c, d, v in conn.execute(query.order_by(timers.c.due_at))]
+
+
+class CursorLease:
+    """A named global reader's position, held by one process at a time (others wait for the lease to lapse)."""
+
+    def __init__(self, engine: Engine, name: str, holder: str, lease: timedelta) -> None:
+        self.engine = engine
+        self.name = name
+        self.holder = holder
+        self.lease = lease
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    def acquire(self, now: datetime) -> Cursor | None:
+        """The cursor if this process holds (or just took) the lease, else None."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert(cursors)
+                .values(name=self.name, tx_id=-1, position=0, holder=None, lease_until=None, updated_at=now)
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            row = conn.execute(
+                update(cursors)
+                .where(cursors.c.name == self.name)
+                .where(
+                    or_(
+                        cursors.c.holder.is_(None),
+                        cursors.c.holder == self.holder,
+                        cursors.c.lease_until < now,
+                    )
+                )
+                .values(holder=self.holder, lease_until=now + self.lease)
+                .returning(cursors.c.tx_id, cursors.c.position)
+            ).one_or_none()
+        return None if row is None else Cursor(tx_id=row[0], position=row[1])
+
+    def advance(self, cursor: Cursor, now: datetime) -> bool:
+        """Store the new position if this process still holds the lease (False: another took over)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(cursors)
+                .where(cursors.c.name == self.name, cursors.c.holder == self.holder)
+                .values(tx_id=cursor.tx_id, position=cursor.position, lease_until=now + self.lease, updated_at=now)
+            )
+        return bool(result.rowcount)
+
+    def release(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(cursors)
+                .where(cursors.c.name == self.name, cursors.c.holder == self.holder)
+                .values(holder=None, lease_until=None)
+            )
+
+    def position(self) -> Cursor:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(cursors.c.tx_id, cursors.c.position).where(cursors.c.name == self.name)).first()
+        return Cursor() if row is None else Cursor(tx_id=row[0], position=row[1])

@@ -1,0 +1,231 @@
+"""``relance worker escalation``: evaluate customers when a timer is due and when their ledger changed.
+
+Each round:
+
+1. **Timers.** Claim the timers due now (``FOR UPDATE SKIP LOCKED``, a batch at a time; see
+   :mod:`services.escalation.timers`) and evaluate each customer at the current instant, with trigger ``timer``: the
+   firing is recorded as an ``escalation.clock_ticked`` event, then the decisions, then the next timer is set.
+2. **Ledger changes.** Follow the event log with :meth:`Ledger.read_all` (the transaction-id scheme: no event is
+   ever skipped) from a cursor kept in the ``cursors`` table, and evaluate each customer an ERP event touched
+   (invoice, payment, credit note, cancellation, dispute, promise, plan, customer update). One worker follows the
+   log at a time under a lease; the cursor is saved after the customers were evaluated, so a crash re-evaluates
+   rather than misses (evaluation is idempotent).
+
+Any number of workers may run: they take different timers, and the deterministic decision ids plus the expected
+version on every append mean a decision is recorded once whoever takes it. No broker is involved: the trigger is the
+log itself, and timers live in the database. A database outage is retried with backoff; SIGTERM or SIGINT ends the
+worker after the customer it is evaluating.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy.exc import DBAPIError
+
+from services.escalation.service import EvaluationResult, PolicySource, Rules, Trigger, evaluate
+from services.escalation.timers import CursorLease, Timers
+from shared.config import Settings
+from shared.contracts.erp import EVENT_TYPES
+from shared.ledger.store import Ledger, LedgerConflict, LedgerUnavailable
+from shared.runtime import Backoff, engine_options, install_signal_handlers, wait_for_schema
+
+log = structlog.get_logger()
+
+CURSOR_NAME = "escalation"
+TRIGGERS = frozenset(EVENT_TYPES)  # what the ERP tells us; the engine's own events never trigger an evaluation
+Clock = Callable[[], datetime]
+PolicyBooks = Callable[[str], PolicySource]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass
+class Summary:
+    """What a round, a worker or ``relance clock tick`` did."""
+
+    customers: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)  # event type -> appended
+    duplicates: int = 0
+    ticks: int = 0
+    timers_set: int = 0
+
+    def add(self, result: EvaluationResult) -> None:
+        self.customers += 1
+        for decision in result.applied:
+            self.decisions[decision.event_type] = self.decisions.get(decision.event_type, 0) + 1
+        self.duplicates += result.duplicates
+        self.ticks += int(result.ticked)
+        self.timers_set += int(result.next_due is not None)
+
+
+class EscalationWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        policies: PolicyBooks,
+        rules: Rules,
+        stop: threading.Event,
+        *,
+        clock: Clock = system_clock,
+        holder: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.policies = policies
+        self.rules = rules
+        self.stop = stop
+        self.clock = clock
+        self.timers = Timers(ledger.engine)
+        self.lease = timedelta(seconds=settings.escalation_lease_seconds)
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.cursor = CursorLease(ledger.engine, CURSOR_NAME, self.holder, self.lease)
+        self.totals = Summary()
+
+    def run(self) -> int:
+        log.info("escalation.worker_started", holder=self.holder, batch_size=self.settings.escalation_batch_size)
+        backoff = Backoff(self.settings.retry_max_seconds)
+        while not self.stop.is_set():
+            try:
+                busy = self.run_once()
+                backoff.reset()
+            except (LedgerUnavailable, LedgerConflict, DBAPIError) as exc:
+                delay = backoff.next()
+                log.warning(
+                    "escalation.ledger_unavailable",
+                    error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    retry_in=round(delay, 2),
+                )
+                self.stop.wait(delay)
+                continue
+            if not busy:
+                self.stop.wait(self.settings.escalation_poll_ms / 1000)
+        try:
+            self.cursor.release()
+        except DBAPIError as exc:  # the lease lapses by itself
+            log.debug("escalation.release_failed", error=str(exc))
+        log.info(
+            "escalation.worker_stopped",
+            customers=self.totals.customers,
+            decisions=sum(self.totals.decisions.values()),
+            ticks=self.totals.ticks,
+        )
+        return 0
+
+    def run_once(self) -> int:
+        """One round of timers then log; returns how much work it found (0: idle)."""
+        return self.fire_due_timers() + self.follow_log()
+
+    def fire_due_timers(self) -> int:
+        now = self.clock()
+        due = self.timers.claim_due(now, self.settings.escalation_batch_size, self.lease)
+        for timer in due:
+            if self.stop.is_set():
+                break  # the claimed rest fire again when their lease ends
+            self._evaluate(timer.tenant, timer.customer_id, now, "timer")
+        return len(due)
+
+    def follow_log(self) -> int:
+        cursor = self.cursor.acquire(self.clock())
+        if cursor is None:
+            return 0  # another worker follows the log
+        batch, after = self.ledger.read_all(cursor, self.settings.escalation_batch_size)
+        if not batch:
+            return 0
+        touched = list(dict.fromkeys((e.tenant, e.customer_id) for e in batch if e.event_type in TRIGGERS))
+        for tenant, customer_id in touched:
+            if self.stop.is_set():
+                return len(batch)  # cursor not advanced: the next holder evaluates this batch again
+            self._evaluate(tenant, customer_id, self.clock(), "ledger")
+        if not self.cursor.advance(after, self.clock()):
+            log.warning("escalation.cursor_lost", holder=self.holder)
+        return len(batch)
+
+    def _evaluate(self, tenant: str, customer_id: str, as_of: datetime, trigger: Trigger) -> None:
+        result = evaluate(
+            self.ledger,
+            self.policies(tenant),
+            tenant,
+            customer_id,
+            as_of,
+            rules=self.rules,
+            timers=self.timers,
+            trigger=trigger,
+        )
+        self.totals.add(result)
+        log.debug(
+            "escalation.evaluated",
+            tenant=tenant,
+            customer=customer_id,
+            trigger=trigger,
+            applied=len(result.applied),
+            next_due=result.next_due.isoformat() if result.next_due else None,
+        )
+
+
+def tick(
+    ledger: Ledger,
+    policies: PolicyBooks,
+    rules: Rules,
+    at: datetime,
+    *,
+    tenant: str | None = None,
+    due_only: bool = False,
+) -> Summary:
+    """Evaluate every customer (or those whose timer is due) at ``at``: backfills, tests, ``relance clock tick``."""
+    timers = Timers(ledger.engine)
+    summary = Summary()
+    if due_only:
+        keys = [(t.tenant, t.customer_id) for t in timers.all(tenant) if t.due_at <= at]
+    else:
+        keys = ledger.streams(tenant)
+    trigger: Trigger = "timer" if due_only else "manual"
+    for key_tenant, customer_id in keys:
+        result = evaluate(
+            ledger, policies(key_tenant), key_tenant, customer_id, at, rules=rules, timers=timers, trigger=trigger
+        )
+        summary.add(result)
+    return summary
+
+
+def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
+    """Run one escalation worker until SIGTERM/SIGINT (or until ``stop`` is set); returns the exit status."""
+    from shared.ledger.db import make_engine
+
+    stop = stop or threading.Event()
+    restore = install_signal_handlers(stop, "escalation")
+    engine = make_engine(settings.database_url, **engine_options(settings.database_url))
+    try:
+        if not wait_for_schema(engine, settings.database_url, stop, "escalation", settings.retry_max_seconds):
+            return 0
+        worker = EscalationWorker(settings, Ledger(engine), policy_books(settings), real_rules(settings), stop)
+        return worker.run()
+    finally:
+        engine.dispose()
+        restore()
+
+
+# ---------------------------------------------------------------------------------------------------- composition
+def policy_books(settings: Settings) -> PolicyBooks:
+    """Each tenant's policy book, from ``RELANCE_POLICY_DIR`` or the shipped one (errors stop the start-up)."""
+    from services.escalation.policy import PolicyLibrary
+
+    return PolicyLibrary.load(settings.policy_dir).for_tenant
+
+
+def real_rules(settings: Settings) -> Rules:
+    """The policy engine and the reference rate table (``RELANCE_RATES_FILE`` extends the shipped one)."""
+    from services.escalation import engine
+    from services.escalation.interest import RateTable
+
+    return Rules(decide=engine.decide, next_due=engine.next_due, rates=RateTable.default(settings.rates_file))
