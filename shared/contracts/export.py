@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from shared.contracts.commands import command_json_schemas
 from shared.contracts.erp import CONTRACT_VERSION, DATA_MODELS, event_json_schemas
 from shared.contracts.examples import EXAMPLES
 
@@ -86,7 +87,7 @@ def asyncapi_document() -> dict[str, Any]:
 def write_contract(out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for event_type, schema in event_json_schemas().items():
+    for event_type, schema in {**event_json_schemas(), **command_json_schemas()}.items():
         path = out / f"{event_type}.json"
         path.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         written.append(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from services.escalation.service import CLOCK_TICKED, Rules, evaluate, tick_even
 from services.escalation.timers import Timers
 from services.escalation.worker import EscalationWorker, PolicyBooks, tick
 from shared.config import Settings, load_settings
+from shared.contracts.commands import parse_command
 from shared.ledger.db import make_engine
 from shared.ledger.schema import outbox
 from shared.ledger.state import CustomerState
@@ -355,8 +357,14 @@ def test_the_worker_runs_the_real_engine_and_unblocks_on_payment(pg_engine: Engi
     # Then credit is unblocked once, and the unblock command is in the outbox after the block
     assert len(events_of(ledger, "C-1", "credit.unblocked")) == 1
     with pg_engine.connect() as conn:
-        kinds = [k for k in conn.execute(select(outbox.c.kind).order_by(outbox.c.id)).scalars() if k.startswith("erp")]
-    assert kinds == ["erp.credit_block", "erp.credit_unblock"]
+        rows = conn.execute(select(outbox.c.kind, outbox.c.payload).order_by(outbox.c.id)).all()
+    commands = [parse_command(payload) for kind, payload in rows if kind.startswith("erp.")]
+    assert [c.command for c in commands] == ["erp.credit_block", "erp.credit_unblock"]
+    # And both bodies follow the published schema: the unblock names the block it ends, with the amounts
+    block, unblock = commands
+    assert block.reason == "level" and block.overdue == {"EUR": Decimal("1200.00")}
+    assert unblock.block_id == block.block_id and unblock.sequence > block.sequence
+    assert unblock.overdue == {} and unblock.command_id != block.command_id
     worker.run_once()
     assert len(events_of(ledger, "C-1", "credit.unblocked")) == 1
 

@@ -1,0 +1,78 @@
+"""Commands relance sends to the ERP on the commands exchange: the message bodies, as models and JSON Schema.
+
+The relay (:mod:`shared.relay`) publishes each outbox row's payload as the body, routing key = ``command``,
+``message_id`` = ``command_id``. Receivers must accept fields they do not know (the models allow extra fields, so
+relance can add some without a new contract version) and deduplicate on ``command_id``: delivery is at least once.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
+
+from shared.contracts.erp import CONTRACT_VERSION, Currency, Id
+
+_AMOUNT = re.compile(r"^-?\d{1,15}(\.\d{1,6})?$")
+Amount = Annotated[Decimal, WithJsonSchema({"type": "string", "pattern": _AMOUNT.pattern, "examples": ["12500.00"]})]
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    command_id: Id = Field(description="Deterministic id of the command: deduplicate on it (also the message_id).")
+    tenant: str
+    customer_id: Id
+    occurred_at: AwareDatetime = Field(description="The instant the decision was taken for (its as-of instant).")
+    sequence: int = Field(ge=1, description="Grows with every event of the customer: a lower one is older.")
+    block_id: Id = Field(description="The block episode; the unblock names the block it ends.")
+    overdue: dict[Currency, Amount] = Field(description="Overdue amount per currency when the decision was taken.")
+    policy: str | None = Field(default=None, description="Name of the dunning policy that decided.")
+    policy_version: str | None = Field(default=None, description="SHA-256 of that policy's content.")
+
+
+class CreditLimit(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    amount: Amount
+    currency: Currency
+
+
+class CreditBlock(_Command):
+    """Block the customer's credit: stop deliveries and new orders on account until the matching unblock."""
+
+    command: Literal["erp.credit_block"]
+    reason: Literal["level", "credit_limit"] = Field(
+        description="level: a dunning level requires it; credit_limit: the overdue amount exceeds the credit limit."
+    )
+    credit_limit: CreditLimit | None = None
+
+
+class CreditUnblock(_Command):
+    """Lift the block ``block_id``: what justified it has cleared (payment, credit note, dispute resolved…)."""
+
+    command: Literal["erp.credit_unblock"]
+    reason: str = Field(description="Why the block ends, e.g. cleared.")
+
+
+COMMAND_MODELS: dict[str, type[_Command]] = {"erp.credit_block": CreditBlock, "erp.credit_unblock": CreditUnblock}
+
+
+def command_json_schemas() -> dict[str, dict[str, Any]]:
+    schemas = {}
+    for kind, model in COMMAND_MODELS.items():
+        schema = model.model_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://relance.dev/contract/v{CONTRACT_VERSION}/{kind}.json"
+        schemas[kind] = schema
+    return schemas
+
+
+def parse_command(payload: dict[str, Any]) -> CreditBlock | CreditUnblock:
+    """A command body as the ERP receives it, checked (for tests and for ERP-side adapters written in Python)."""
+    model = COMMAND_MODELS[payload["command"]]
+    parsed = model.model_validate(payload)
+    assert isinstance(parsed, CreditBlock | CreditUnblock)
+    return parsed
