@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, or_, select, tuple_, update
+from sqlalchemy import Engine, case, delete, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.ledger.hashing import utc
@@ -63,6 +63,21 @@ class Timers:
                         "updated_at": now,
                     },
                     where=timers.c.version <= statement.excluded.version,
+                )
+            )
+
+    def retry_at(self, tenant: str, customer_id: str, at: datetime, now: datetime) -> None:
+        """Make sure the customer is looked at again by ``at`` (an earlier timer stays as it is)."""
+        with self.engine.begin() as conn:
+            statement = self._insert(timers).values(
+                tenant=tenant, customer_id=customer_id, due_at=utc(at), version=-1, updated_at=now
+            )
+            earliest = case(
+                (timers.c.due_at < statement.excluded.due_at, timers.c.due_at), else_=statement.excluded.due_at
+            )
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["tenant", "customer_id"], set_={"due_at": earliest, "updated_at": now}
                 )
             )
 

@@ -58,6 +58,7 @@ class Summary:
     duplicates: int = 0
     ticks: int = 0
     timers_set: int = 0
+    failures: int = 0
 
     def add(self, result: EvaluationResult) -> None:
         self.customers += 1
@@ -152,16 +153,34 @@ class EscalationWorker:
         return len(batch)
 
     def _evaluate(self, tenant: str, customer_id: str, as_of: datetime, trigger: Trigger) -> None:
-        result = evaluate(
-            self.ledger,
-            self.policies(tenant),
-            tenant,
-            customer_id,
-            as_of,
-            rules=self.rules,
-            timers=self.timers,
-            trigger=trigger,
-        )
+        try:
+            result = evaluate(
+                self.ledger,
+                self.policies(tenant),
+                tenant,
+                customer_id,
+                as_of,
+                rules=self.rules,
+                timers=self.timers,
+                trigger=trigger,
+            )
+        except (LedgerUnavailable, LedgerConflict, DBAPIError):
+            raise  # an outage: the whole round is retried with backoff
+        except Exception as exc:
+            # One customer's problem (a missing reference rate, a bug) must not stop everyone else's reminders:
+            # log it and look at the customer again after a lease.
+            retry_at = self.clock() + self.lease
+            log.exception(
+                "escalation.evaluation_failed",
+                tenant=tenant,
+                customer=customer_id,
+                trigger=trigger,
+                error=f"{type(exc).__name__}: {exc}",
+                retry_at=retry_at.isoformat(),
+            )
+            self.timers.retry_at(tenant, customer_id, retry_at, self.clock())
+            self.totals.failures += 1
+            return
         self.totals.add(result)
         log.debug(
             "escalation.evaluated",

@@ -382,3 +382,50 @@ def test_the_expected_version_chain_keeps_a_batch_all_or_nothing(engine: Engine)
     # Then neither is appended, though the second alone would have matched the stream's version
     assert [o.status for o in outcomes] == ["conflict", "conflict"]
     assert len(ledger.read_stream(TENANT, "C-1")) == 2
+
+
+def test_the_worker_process_starts_from_settings_and_stops_on_request(pg_url: str) -> None:
+    from services.escalation.worker import run
+
+    engine = make_engine(pg_url)
+    # Given an invoice the ERP just sent, due in three weeks (by the wall clock: the worker runs for real)
+    due = datetime.now(UTC).date() + timedelta(days=21)
+    Ledger(engine).record([incoming(invoice("INV-1", "80.00", issue_date=due - timedelta(days=30), due_date=due))])
+    stop = threading.Event()
+    result: list[int] = []
+    # When a worker built from settings alone (real engine, shipped policies) runs for a moment
+    thread = threading.Thread(target=lambda: result.append(run(load_settings(database_url=pg_url), stop=stop)))
+    thread.start()
+    deadline = datetime.now(UTC) + timedelta(seconds=20)
+    while not Timers(engine).all() and thread.is_alive():
+        assert datetime.now(UTC) < deadline, "the worker did not evaluate the customer"
+        threading.Event().wait(0.05)
+    stop.set()
+    thread.join(20)
+    # Then it set the customer's timer for the courtesy notice, and exits cleanly when asked to stop
+    assert result == [0]
+    (timer,) = Timers(engine).all()
+    assert timer.customer_id == "C-0042" and timer.due_at.date() <= due - timedelta(days=5)
+    engine.dispose()
+
+
+def test_a_customer_that_cannot_be_evaluated_does_not_stop_the_others(engine: Engine) -> None:
+    ledger = Ledger(engine)
+    issue(ledger, "C-BAD", "INV-1")
+    issue(ledger, "C-OK", "INV-2")
+
+    def decide_or_fail(state: CustomerState, policy: Policy, as_of: datetime, rates: Any) -> list[Decision]:
+        if state.customer_id == "C-BAD":
+            raise LookupError("no reference rate for the semester")
+        return fake_decide(state, policy, as_of, rates)
+
+    rules = Rules(decide=decide_or_fail, next_due=fake_next_due)
+    clock = Clock(FIRES_AT)
+    worker = EscalationWorker(settings_for(engine), Ledger(engine), books, rules, threading.Event(), clock=clock)
+    # When the worker meets a customer whose evaluation fails
+    worker.run_once()
+    # Then the other customer is still served, and the failing one will be looked at again after a lease
+    assert stream_types(ledger, "C-OK") == ["invoice.issued", CLOCK_TICKED, "reminder.requested"]
+    assert worker.totals.failures == 1
+    retry = Timers(engine).get(TENANT, "C-BAD")
+    assert retry is not None and retry.due_at == FIRES_AT + worker.lease

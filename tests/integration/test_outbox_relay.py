@@ -378,3 +378,20 @@ def test_two_relays_at_once_publish_every_command_in_each_customers_order(pg_eng
     for _, _, body in messages:
         sequences.setdefault(body["customer_id"], []).append(body["sequence"])
     assert all(seq == sorted(seq) and len(seq) == 4 for seq in sequences.values())
+
+
+def test_the_relay_process_starts_from_settings_and_stops_on_request(pg_url: str, broker: Broker) -> None:
+    from shared.relay import run
+
+    engine = make_engine(pg_url)
+    Ledger(engine).record([blocked("C-1")])
+    stop = threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(run(broker.settings(pg_url), stop=stop)))
+    thread.start()
+    wait_until(lambda: all_published(engine))
+    stop.set()
+    thread.join(20)
+    assert result == [0]
+    assert [p.message_id for _, p, _ in broker.drain(broker.erp_queue)] == ["block-C-1-1"]
+    engine.dispose()
