@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import psycopg
 from sqlalchemy import Connection, Table, bindparam, text
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import JSON
 
 
@@ -40,13 +42,18 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
 def _copy(conn: Connection, target: str, columns: Sequence[Any], rows: Sequence[dict[str, Any]]) -> None:
     names = ", ".join(f'"{c.name}"' for c in columns)
     json_columns = {c.name for c in columns if _is_json(c)}
+    statement = f"COPY {target} ({names}) FROM STDIN"
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
+        with cursor.copy(statement) as copy:
             for row in rows:
                 copy.write_row(
                     [orjson.dumps(row[c.name]).decode() if c.name in json_columns else row[c.name] for c in columns]
                 )
+    except psycopg.Error as exc:
+        # COPY runs on the driver's cursor, outside SQLAlchemy: wrap its errors as SQLAlchemy would (IntegrityError,
+        # OperationalError, ...), so that callers tell a lost race or an outage from a bad row the same way.
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
     finally:
         cursor.close()
 
