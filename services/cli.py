@@ -42,6 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"relance: {exc}", file=sys.stderr)
         return 78
+    except LookupError as exc:
+        # Data the rules need and nobody supplied, such as a semester's reference rate: say which, no traceback.
+        from services.escalation.interest import MissingReferenceRate
+
+        if not isinstance(exc, MissingReferenceRate):
+            raise
+        print(f"relance: {exc}", file=sys.stderr)
+        return 78
 
 
 def _parser() -> argparse.ArgumentParser:

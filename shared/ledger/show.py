@@ -56,6 +56,9 @@ def stream_document(stream: list[RecordedEvent], state: CustomerState) -> dict[s
             "cancelled": state.cancelled,
             "promises": state.promises,
             "plans": state.plans,
+            "escalations": state.to_json()["escalations"],
+            "credit_block": state.credit_block,
+            "tasks": state.tasks,
         },
     }
 
@@ -93,6 +96,26 @@ def render_stream(stream: list[RecordedEvent], state: CustomerState) -> str:
                 f"  applied: {applied or '-'}"
                 + (f"; unallocated {_money(waiting, credit.currency)}" if waiting else "")
             )
+    if state.escalations:
+        lines.append("")
+        lines.append("dunning")
+        lines.append(f"  {'invoice':<16} {'level':<16} {'since':<10} {'interest':>14} {'fee':>12}")
+        for record in sorted(state.escalations.values(), key=lambda r: r.invoice_id):
+            known = state.invoices.get(record.invoice_id)
+            interest = _money(record.interest, record.currency) if record.interest is not None else "-"
+            fee = _money(record.fee, record.currency) if record.fee is not None else "-"
+            lines.append(
+                f"  {(known.number if known else record.invoice_id)[:16]:<16} {(record.level or '-')[:16]:<16} "
+                f"{record.reached_on.isoformat() if record.reached_on else '-':<10} {interest:>14} {fee:>12}"
+            )
+    if state.credit_block is not None:
+        lines.append(
+            f"credit blocked since {state.credit_block['blocked_on']} ({state.credit_block['reason']}, "
+            f"{state.credit_block['block_id']})"
+        )
+    for task in sorted(state.tasks.values(), key=lambda t: t["due_on"]):
+        invoices = ", ".join(task.get("invoice_ids", []))
+        lines.append(f"task {task['due_on']}: {task['kind'].replace('_', ' ')} {invoices}")
     lines.append("")
     balances = state.balances()
     lines.append(
