@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,15 @@ def _parser() -> argparse.ArgumentParser:
     tick.add_argument("--due-only", action="store_true", help="only the customers whose timer is due at that instant")
     tick.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
     tick.set_defaults(handler=_clock_tick)
+
+    agenda = commands.add_parser(
+        "agenda", help="a collector's day: tasks, calls, promises due, blocked accounts; largest amount at risk first"
+    )
+    agenda.add_argument("--tenant", required=True)
+    agenda.add_argument("--date", required=True, type=_day, help="the day, e.g. 2026-12-01")
+    agenda.add_argument("--json", action="store_true", help="machine-readable output")
+    agenda.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    agenda.set_defaults(handler=_agenda)
 
     publish = commands.add_parser(
         "publish", help="publish ERP events from a JSON Lines file to RabbitMQ, with publisher confirms"
@@ -228,6 +237,40 @@ def _clock_tick(args: argparse.Namespace, settings: Settings) -> int:
     total = sum(summary.decisions.values())
     print(f"{total} decision(s) recorded, {summary.duplicates} already recorded, {summary.timers_set} timer(s) set")
     return 0
+
+
+def _agenda(args: argparse.Namespace, settings: Settings) -> int:
+    from services.escalation.agenda import build_agenda, render_agenda
+    from shared.ledger.db import make_engine
+    from shared.ledger.store import Ledger
+    from shared.runtime import schema_problem
+
+    engine = make_engine(settings.database_url)
+    try:
+        problem = schema_problem(engine, settings.database_url)
+        if problem:
+            raise ConfigurationError(problem)
+        ledger = Ledger(engine)
+        keys = ledger.streams(args.tenant)
+        if not keys:
+            print(f"relance: tenant {args.tenant!r} has no customers in this ledger", file=sys.stderr)
+            return 1
+        items = build_agenda((ledger.state(tenant, customer) for tenant, customer in keys), args.date)
+    finally:
+        engine.dispose()
+    if args.json:
+        document = {"tenant": args.tenant, "date": args.date.isoformat(), "items": [i.to_json() for i in items]}
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        print(render_agenda(items, args.tenant, args.date))
+    return 0
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date: {value!r} (e.g. 2026-12-01)") from None
 
 
 def _instant(value: str) -> datetime:
