@@ -171,14 +171,18 @@ def commands(amqp_url: str) -> Iterator[Commands]:
     connection.close()
 
 
-@pytest.fixture
-def policy_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "policies"
+def write_policies(directory: Path) -> Path:
+    """A ``RELANCE_POLICY_DIR``: the scenario ladder by default, the tight one for customers naming it."""
     directory.mkdir()
     (directory / "scenario.yaml").write_text(SCENARIO_POLICY)
     (directory / "tight.yaml").write_text(TIGHT_POLICY)
     (directory / "book.yaml").write_text(BOOK)
     return directory
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    return write_policies(tmp_path / "policies")
 
 
 @pytest.fixture
