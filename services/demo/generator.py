@@ -315,7 +315,7 @@ def _profile(rng: random.Random, customer: Customer, revision: int = 0) -> dict[
         "emails": emails,
         "language": customer.language,
         "segment": rng.choice(("sme", "sme", "sme", "key_account", "public_sector")),
-        "policy": "standard" if customer.behaviour != "never" else "strict",
+        "policy": "standard-en" if customer.tenant == "acme-uk" else "standard-fr",  # shipped policies
         "credit_limit": {"amount": f"{limit}.00", "currency": customer.currency},
     }
     if rng.random() < 0.6:

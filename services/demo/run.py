@@ -11,19 +11,35 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
+from datetime import time as time_of_day
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 
+from services.demo.escalation import (
+    FOLLOW_AT,
+    Audit,
+    Timeline,
+    audit,
+    days_between,
+    delivery_days,
+    demo_rates,
+)
 from services.demo.generator import AS_OF, Sample, generate
 from services.demo.report import BUCKETS, ZERO, Book, Progress, count, money, table
+from services.escalation import engine as escalation_engine
+from services.escalation.interest import RateTable
+from services.escalation.policy import PolicyLibrary
+from services.escalation.service import Rules
+from services.escalation.worker import EscalationWorker
 from services.ingest.core import BatchResult, Delivery, Ingestor
 from shared.broker.memory import MemoryQueue
 from shared.config import ConfigurationError, load_settings
@@ -52,6 +68,26 @@ class Ingested:
     seconds: float
 
 
+@dataclass
+class Simulated:
+    """The months replayed: what the ingest did, and how much the escalation worker worked."""
+
+    ingested: Ingested
+    days: int
+    evaluations: int
+    failures: int
+    seconds: float  # escalation time, ingest excluded
+    audit_seconds: float = 0.0
+
+
+class SimulatedClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 def run_demo(
     customers: int = 300,
     months: int = 4,
@@ -62,11 +98,12 @@ def run_demo(
     as_of: date = AS_OF,
     batch_size: int = BATCH_SIZE,
     stdout: TextIO | None = None,
+    rates_file: Path | None = None,
 ) -> int:
-    """Generate, ingest, verify and summarise; 0 if everything went as expected, 1 otherwise."""
+    """Generate, ingest and escalate day by day, verify and summarise; 0 if all went as expected, 1 otherwise."""
     screen = stdout or sys.stdout
     try:
-        return _run(customers, months, seed, Path(out), database_url, as_of, batch_size, screen)
+        return _run(customers, months, seed, Path(out), database_url, as_of, batch_size, screen, rates_file)
     except DemoFailed as exc:
         print(f"relance demo: {exc}", file=sys.stderr)
         return 1
@@ -81,6 +118,7 @@ def _run(
     as_of: date,
     batch_size: int,
     screen: TextIO,
+    rates_file: Path | None,
 ) -> int:
     started = time.perf_counter()
 
@@ -103,6 +141,8 @@ def _run(
     with _logs_to(out / LOG_FILE):
         migrate.upgrade(url)
         engine = make_engine(url)
+        if not database_url:
+            _throwaway(engine)
         try:
             held = _event_count(engine)
             if held:
@@ -111,22 +151,21 @@ def _run(
                     "or leave it out to use a fresh SQLite file"
                 )
             say(f"  ledger database ready (migrations applied): {url}")
-            queue = MemoryQueue("relance.demo")
-            for seq, message in enumerate(sample.messages):
-                queue.publish(
-                    message.body,
-                    routing_key=message.routing_key,
-                    message_id=message.event_id,
-                    headers={SEQ_HEADER: seq},
-                )
-            say(f"  published {count(queue.published)} messages to the in-process queue, batches of {batch_size}")
             ledger = Ledger(engine)
-            ingested = _consume(queue, Ingestor(ledger), batch_size, Progress("ingesting", queue.published, screen))
+            rates, assumptions = demo_rates(rates_file, as_of)
+            for note in assumptions:
+                say(f"  note: {note}")
+            queue = MemoryQueue("relance.demo")
+            simulated = _simulate(sample, ledger, url, rates, queue, batch_size, screen)
+            ingested = simulated.ingested
             verifying = time.perf_counter()
             report = ledger.verify()
             seconds = time.perf_counter() - verifying
             say(f"  hash chains of {count(report.streams)} streams recomputed in {seconds:.1f} s")
             book = Book.of((ledger.state(t, c) for t, c in ledger.streams()), as_of)
+            auditing = time.perf_counter()
+            escalated = audit(ledger, as_of)
+            simulated.audit_seconds = time.perf_counter() - auditing
         finally:
             engine.dispose()
     _write_dead_letters(out / DEAD_LETTERS_FILE, queue)
@@ -134,6 +173,13 @@ def _run(
     problems = _surprises(sample, queue, ingested.result)
     problems += [f"hash chain: {p}" for p in report.problems[:10]]
     problems += book.problems()
+    problems += [f"escalation: {p}" for p in escalated.problems[:20]]
+    if len(escalated.problems) > 20:
+        problems.append(f"escalation: {len(escalated.problems) - 20} more problem(s)")
+    if simulated.failures:
+        problems.append(f"escalation: {simulated.failures} evaluation(s) failed (see {LOG_FILE})")
+    if not escalated.decisions:
+        problems.append("escalation: the engine decided nothing over the simulated months")
     elapsed = time.perf_counter() - started
 
     lines: list[str] = []
@@ -143,17 +189,25 @@ def _run(
     lines += _receivables_section(book)
     lines += _aging_section(book)
     lines += _debtors_section(book)
+    lines += _escalation_section(escalated, simulated, as_of)
+    lines += _timeline_section(escalated.timeline)
     lines += [
         "",
         "Timing",
         f"  total {elapsed:.1f} s; ingest {ingested.seconds:.1f} s for {count(len(sample.messages))} messages "
         f"in {ingested.batches} batches = {count(int(len(sample.messages) / max(ingested.seconds, 1e-9)))} events/s",
+        f"  escalation {simulated.seconds:.1f} s for {count(simulated.evaluations)} evaluations over "
+        f"{simulated.days} simulated days; audit of every stream {simulated.audit_seconds:.1f} s",
     ]
     lines += _files_section(out, url, book, len(sample.messages), len(queue.dead_letters))
     if problems:
         lines += ["", "UNEXPECTED (the demo exits with status 1)"] + [f"  - {p}" for p in problems]
     else:
-        lines += ["", "Everything as expected: every message accounted for, every chain intact."]
+        lines += [
+            "",
+            "Everything as expected: every message accounted for, every chain intact, every reminder listing only "
+            "invoices due at the time, every block lifted once when cleared.",
+        ]
     say("\n".join(lines))
     return 1 if problems else 0
 
@@ -163,6 +217,16 @@ def _fresh_sqlite(path: Path) -> str:
     for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         stale.unlink(missing_ok=True)
     return f"sqlite:///{path}"
+
+
+def _throwaway(engine: Engine) -> None:
+    """The demo's own SQLite file is rebuilt on every run: commits need not wait for the disk (WAL keeps it sound)."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
 
 
 def _checked(url: str) -> str:
@@ -178,7 +242,78 @@ def _event_count(engine: Engine) -> int:
         return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
 
 
-def _consume(queue: MemoryQueue, ingestor: Ingestor, batch_size: int, progress: Progress) -> Ingested:
+def _simulate(
+    sample: Sample,
+    ledger: Ledger,
+    url: str,
+    rates: RateTable,
+    queue: MemoryQueue,
+    batch_size: int,
+    screen: TextIO,
+) -> Simulated:
+    """Deliver each hour's messages, and run the escalation worker on a simulated clock, day after day.
+
+    At midnight the worker fires the timers due that day; after each hour's messages it follows the log and
+    evaluates the customers they touched, as a worker that never lags would.
+    """
+    delivered = delivery_days(sample)
+    by_day: dict[date, list[int]] = {}
+    for seq in sorted(range(len(delivered)), key=lambda n: (delivered[n], n)):
+        by_day.setdefault(delivered[seq], []).append(seq)
+    days = list(days_between(min(delivered), sample.as_of))
+    settings = load_settings(database_url=url)
+    clock = SimulatedClock(_at(days[0], time_of_day(0)))
+    worker = EscalationWorker(
+        settings,
+        ledger,
+        PolicyLibrary.load(None).for_tenant,
+        Rules(decide=escalation_engine.decide, next_due=escalation_engine.next_due, rates=rates),
+        threading.Event(),
+        clock=clock,
+        holder="relance-demo",
+    )
+    ingestor = Ingestor(ledger)
+    total, batches, ingest_seconds, escalation_seconds = BatchResult(), 0, 0.0, 0.0
+    screen.write(
+        f"  replaying {len(days)} days: each ERP message delivered on the day it happened, the escalation worker on "
+        f"a simulated clock (timers at 00:00, the day's changes at {FOLLOW_AT:%H:%M} UTC)\n"
+    )
+    progress = Progress("simulating", len(days), screen)
+    for done, day in enumerate(days, start=1):
+        began = time.perf_counter()
+        clock.now = _at(day, time_of_day(0))
+        while worker.fire_due_timers():
+            pass
+        escalation_seconds += time.perf_counter() - began
+        for seq in by_day.get(day, []):
+            message = sample.messages[seq]
+            queue.publish(
+                message.body,
+                routing_key=message.routing_key,
+                message_id=message.event_id,
+                headers={SEQ_HEADER: seq},
+            )
+        ingested = _consume(queue, ingestor, batch_size)
+        total.merge(ingested.result)
+        batches += ingested.batches
+        ingest_seconds += ingested.seconds
+        began = time.perf_counter()
+        clock.now = _at(day, FOLLOW_AT)
+        while worker.follow_log():
+            pass
+        escalation_seconds += time.perf_counter() - began
+        progress.update(done)
+    evaluations = worker.totals.customers + worker.totals.failures
+    return Simulated(
+        Ingested(total, batches, ingest_seconds), len(days), evaluations, worker.totals.failures, escalation_seconds
+    )
+
+
+def _at(day: date, moment: time_of_day) -> datetime:
+    return datetime.combine(day, moment, tzinfo=UTC)
+
+
+def _consume(queue: MemoryQueue, ingestor: Ingestor, batch_size: int, progress: Progress | None = None) -> Ingested:
     """Take micro-batches until the queue is empty; ack after commit, dead-letter rejections with their reason."""
     total, batches, failures, done = BatchResult(), 0, 0, 0
     started = time.perf_counter()
@@ -214,7 +349,8 @@ def _consume(queue: MemoryQueue, ingestor: Ingestor, batch_size: int, progress: 
         total.merge(result)
         batches += 1
         done += len(deliveries)
-        progress.update(done)
+        if progress is not None:
+            progress.update(done)
     return Ingested(total, batches, time.perf_counter() - started)
 
 
@@ -399,13 +535,105 @@ def _debtors_section(book: Book) -> list[str]:
     return [line.rstrip() for line in lines]
 
 
+def _escalation_section(escalated: Audit, simulated: Simulated, as_of: date) -> list[str]:
+    reminders = escalated.reminders
+    languages = sorted({language for _, language in reminders.by_level_language})
+    rows = []
+    for key, channel in _ladder():
+        rows.append(
+            [
+                key,
+                reminders.channels.get(key, channel),
+                count(reminders.by_level[key]),
+                *(count(reminders.by_level_language[(key, language)]) for language in languages),
+                count(reminders.invoices_listed[key]),
+                count(escalated.levels_reached[key]),
+            ]
+        )
+    headers = ["level", "channel", "reminders", *(f"in {lang}" for lang in languages), "invoices listed", "reached"]
+    lines = [
+        "",
+        f"Escalation over the {simulated.days} simulated days (shipped policies standard-fr / standard-en)",
+        f"  {count(simulated.evaluations)} evaluations by the escalation worker (its timers, and the customers the "
+        f"day's messages touched): {count(escalated.decisions)} decisions, {count(escalated.ticks)} clock ticks",
+        "",
+        "Reminders requested per level (one per customer, currency and day, at the highest level due; "
+        "'reached': invoices)",
+        *table(headers, rows, "ll" + "r" * (len(headers) - 2)),
+        f"  {count(sum(reminders.by_level.values()))} reminders; {count(escalated.caught_up)} invoices caught up "
+        "several levels at once (levels passed over are recorded as skipped, not sent)",
+    ]
+    currencies = sorted(set(escalated.interest) | set(escalated.fees))
+    money_rows = []
+    for currency in currencies:
+        interest, fees = escalated.interest.get(currency), escalated.fees.get(currency)
+        money_rows.append(
+            [
+                currency,
+                count(interest.invoices) if interest else "0",
+                money(interest.total, currency) if interest else "-",
+                count(fees.invoices) if fees else "0",
+                money(fees.total, currency) if fees else "-",
+            ]
+        )
+    lines += [
+        "",
+        f"Late interest and fixed recovery fees charged (interest owed through {as_of} or payment; fees once per "
+        "invoice)",
+        *table(["currency", "invoices", "late interest", "invoices", "recovery fees"], money_rows),
+    ]
+    reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(escalated.block_reasons.items()))
+    lines += [
+        "",
+        "Credit blocks",
+        f"  {escalated.blocks} blocked ({reasons or 'none'}), {escalated.unblocks} unblocked when cleared, "
+        f"{escalated.still_blocked} still blocked on {as_of} (all with overdue invoices)",
+        "  each block lifted at most once, each unblock naming the open block: "
+        + ("ok" if not any("block" in p for p in escalated.problems) else "NO, see below"),
+        "",
+        "Collector tasks by kind (see `relance agenda`)",
+        "  "
+        + (
+            ", ".join(f"{kind} {count(n)}" for kind, n in sorted(escalated.tasks.items(), key=lambda kv: -kv[1]))
+            or "  none"
+        ),
+        "",
+        "Commands waiting in the outbox for `relance worker relay` (the demo has no broker)",
+        "  " + (", ".join(f"{kind} {count(n)}" for kind, n in sorted(escalated.outbox.items())) or "none"),
+    ]
+    return lines
+
+
+def _ladder() -> list[tuple[str, str]]:
+    """Every level of the shipped policies, in ladder order, with its channel (and copies)."""
+    seen: dict[str, tuple[int, str]] = {}
+    for policy in PolicyLibrary.load(None).common.policies.values():
+        for level in policy.levels:
+            channel = level.channel + "".join(f"+{c}" for c in sorted(level.copy_channels))
+            seen.setdefault(level.key, (level.offset_days, channel))
+    return [(key, channel) for key, (_, channel) in sorted(seen.items(), key=lambda kv: kv[1][0])]
+
+
+def _timeline_section(timeline: Timeline | None) -> list[str]:
+    if timeline is None:
+        return ["", "Timeline: no customer went up several levels in this sample"]
+    lines = [
+        "",
+        f"Timeline of one late payer: {timeline.tenant} {timeline.customer_id} {timeline.name} "
+        f"(policy {timeline.policy}, language {timeline.language})",
+    ]
+    for moment, source, what in timeline.lines:
+        lines.append(f"  {moment:%Y-%m-%d %H:%M}  {source:<7}  {what}")
+    return lines
+
+
 def _files_section(out: Path, url: str, book: Book, messages: int, dead: int) -> list[str]:
     eur = book.top_debtors("EUR", 1) or book.debtors[:1]
     tenant, customer = (eur[0].tenant, eur[0].customer_id) if eur else ("acme-fr", "C-0001")
     files = [
         (str(out / EVENTS_FILE), f"the {count(messages)} messages, one JSON body per line"),
         (str(out / DEAD_LETTERS_FILE), f"the {dead} rejected messages with their kind and reason"),
-        (str(out / LOG_FILE), "structured log of the ingest (JSON lines)"),
+        (str(out / LOG_FILE), "structured log of the ingest and the escalation worker (JSON lines)"),
         (url, "the ledger"),
     ]
     width = max(len(name) for name, _ in files)
@@ -416,6 +644,7 @@ def _files_section(out: Path, url: str, book: Book, messages: int, dead: int) ->
         "",
         "Next steps",
         f"  relance ledger show --tenant {tenant} --customer {customer} --database-url {url}",
+        f"  relance agenda --tenant {tenant} --date {book.as_of} --database-url {url}",
         f"  relance verify --database-url {url}",
         f"  relance publish {out / EVENTS_FILE}   # replay on RabbitMQ (RELANCE_AMQP_URL) for `relance worker ingest`",
     ]

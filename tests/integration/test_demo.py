@@ -5,19 +5,25 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, replace
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+import services.demo.escalation as demo_escalation
 import services.demo.run as demo_run
 from services.cli import main
 from services.demo import AS_OF, generate, run_demo
+from services.escalation.interest import RateTable
 from services.ingest.core import Delivery, Ingestor
+from shared.contracts.erp import EVENT_TYPES
 from shared.ledger import migrate
 from shared.ledger.db import make_engine
 from shared.ledger.store import Ledger
+from tests import factories
 
 
 @dataclass
@@ -125,9 +131,10 @@ def test_replaying_the_jsonl_gives_the_same_balances(demo: DemoRun, tmp_path: Pa
     applied = 0
     for start in range(0, len(lines), 97):
         applied += ingestor.process([Delivery(body=line) for line in lines[start : start + 97]]).applied
-    # Then every customer's balances are the demo's, currency by currency
+    # Then every ERP event is there again, and every customer's balances are the demo's, currency by currency:
+    # the engine's decisions (interest, fees, blocks) never change what an invoice owes
     original = Ledger(make_engine(demo.url))
-    assert applied == sum(1 for _ in original.iter_all())
+    assert applied == sum(1 for e in original.iter_all() if e.event_type in EVENT_TYPES)
     assert _balances(replay) == _balances(original)
 
 
@@ -174,3 +181,109 @@ def test_the_command_line_runs_the_demo(tmp_path: Path, capsys: pytest.CaptureFi
     assert "Everything as expected" in capsys.readouterr().out
     assert (tmp_path / demo_run.EVENTS_FILE).exists()
     assert (tmp_path / demo_run.DATABASE_FILE).exists()
+
+
+# ---------------------------------------------------------------------------------------------------- escalation
+def _section(output: str, heading: str) -> str:
+    start = output.index(heading)
+    end = output.find("\n\n", start)
+    return output[start : end if end > 0 else None]
+
+
+def _number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def test_escalation_runs_over_the_simulated_months(demo: DemoRun) -> None:
+    assert demo.code == 0, demo.output
+    assert re.search(r"Escalation over the \d+ simulated days", demo.output)
+    # Reminders went out at several levels of the ladder, in both languages
+    lines = _section(demo.output, "Reminders requested per level").splitlines()
+    assert "in en" in lines[1] and "in fr" in lines[1]
+    sent = {row.split()[0]: _number(row.split()[2]) for row in lines[3:10]}
+    ladder = ["courtesy", "reminder_1", "reminder_2", "phone_call", "formal_notice", "credit_block", "hand_over"]
+    assert list(sent) == ladder
+    assert all(sent[level] > 0 for level in ("courtesy", "reminder_1", "reminder_2", "formal_notice", "credit_block"))
+    assert sent["phone_call"] == 0  # a phone level makes a collector task, not a message
+    # Interest and fixed fees were charged in euros
+    money_rows = _section(demo.output, "Late interest and fixed recovery fees").splitlines()
+    (eur,) = [row for row in money_rows if row.strip().startswith("EUR")]
+    _, interest_invoices, interest, _, fee_invoices, fees, _ = eur.split()
+    assert _number(interest_invoices) > 0 and Decimal(interest.replace(",", "")) > 0
+    assert _number(fee_invoices) > 0 and Decimal(fees.replace(",", "")) == 40 * _number(fee_invoices)
+    # Blocks and unblocks, paired one to one
+    blocks = re.search(r"(\d+) blocked \(.*\), (\d+) unblocked when cleared, (\d+) still blocked", demo.output)
+    assert blocks, demo.output
+    blocked, unblocked, still = (int(g) for g in blocks.groups())
+    assert blocked >= 1 and unblocked >= 1 and blocked == unblocked + still
+    assert "each block lifted at most once, each unblock naming the open block: ok" in demo.output
+    # The outbox holds one command per block, unblock and reminder, waiting for the relay
+    outbox = _section(demo.output, "Commands waiting in the outbox")
+    assert f"erp.credit_block {blocked}" in outbox and f"erp.credit_unblock {unblocked}" in outbox
+    assert f"notifier.send_reminder {sum(sent.values()):,}" in outbox
+    assert "phone_call" in _section(demo.output, "Collector tasks by kind")
+
+
+def test_one_customers_timeline_is_printed(demo: DemoRun) -> None:
+    timeline = _section(demo.output, "Timeline of one late payer")
+    lines = timeline.splitlines()[1:]
+    assert all(re.match(r"  \d{4}-\d\d-\d\d \d\d:\d\d  (ERP|relance) ", line) for line in lines), timeline
+    assert [line[2:18] for line in lines] == sorted(line[2:18] for line in lines)  # in time order
+    assert any("invoice FA" in line or "invoice INV" in line for line in lines)
+    levels = {m.group(1) for line in lines if (m := re.search(r"reaches (\w+)", line))}
+    assert len(levels) >= 3
+    assert any("payment of" in line for line in lines) or any("CREDIT BLOCKED" in line for line in lines)
+    assert re.search(r"reminder \w+ by (email|letter)", timeline)
+
+
+def test_the_ledger_holds_the_decisions_the_summary_reports(demo: DemoRun) -> None:
+    # Given the demo's ledger, read back independently of the demo's audit
+    ledger = Ledger(make_engine(demo.url))
+    types = Counter(e.event_type for e in ledger.iter_all())
+    # Then the counts printed are the events in the log
+    reminders = re.search(r"([\d,]+) reminders; ", demo.output)
+    assert reminders and _number(reminders.group(1)) == types["reminder.requested"] > 0
+    assert types["credit.blocked"] >= types["credit.unblocked"] >= 1
+    assert types["escalation.clock_ticked"] > 0
+    # And no reminder ever listed an invoice already settled, cancelled or disputed when it was requested
+    assert demo_escalation.audit(ledger, AS_OF).problems == []
+
+
+def test_a_missing_reference_rate_makes_the_demo_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a rate table with no rate at all: every late-interest computation fails
+    monkeypatch.setattr(demo_run, "demo_rates", lambda extra, until: (RateTable({}), []))
+    screen = io.StringIO()
+    # When the demo runs, then the failed evaluations are reported and it exits non-zero
+    assert run_demo(customers=30, months=3, seed=2, out=tmp_path, database_url=None, stdout=screen) == 1
+    assert re.search(r"escalation: \d+ evaluation\(s\) failed", screen.getvalue())
+
+
+def test_the_audit_catches_what_must_never_happen(sqlite_url: str) -> None:
+    # Given a customer whose invoice was paid, then a reminder listing it anyway, and an unblock without a block
+    ledger = Ledger(make_engine(sqlite_url))
+    paid = factories.payment("P-1", "100.00", received_on="2026-09-05", allocations={"I-1": "100.00"})
+    reminder = {
+        "reminder_id": "R-1",
+        "level": "reminder_1",
+        "channel": "email",
+        "language": "fr",
+        "currency": "EUR",
+        "invoice_ids": ["I-1"],
+        "totals": {"outstanding": "100.00", "interest": "0", "fees": "0"},
+        "as_of": "2026-09-06T00:00:00Z",
+    }
+    unblock = {"block_id": "B-9", "reason": "cleared", "overdue": {}, "as_of": "2026-09-06T00:00:00Z"}
+    ledger.record(
+        [
+            factories.incoming(factories.customer()),
+            factories.incoming(factories.invoice("I-1", "100.00", issue_date="2026-08-01", due_date="2026-08-31")),
+            factories.incoming(paid),
+            factories.incoming(factories.Ev("reminder.requested", reminder, "esc-r1")),
+            factories.incoming(factories.Ev("credit.unblocked", unblock, "esc-u1")),
+        ]
+    )
+    # When the demo's audit reads the stream
+    problems = demo_escalation.audit(ledger, date(2026, 9, 30)).problems
+    # Then both are reported
+    assert any("reminder reminder_1 of 2026-09-06 lists invoice I-1 (paid)" in p for p in problems), problems
+    assert any("unblock of B-9, which is not the open block" in p for p in problems), problems
