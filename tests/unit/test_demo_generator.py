@@ -6,9 +6,12 @@ import json
 from collections import Counter
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from services.demo.escalation import delivery_days, demo_rates
 from services.demo.generator import AS_OF, Sample, generate
 from shared.contracts.erp import EVENT_TYPES, InvalidMessage, parse_event
 
@@ -178,3 +181,70 @@ def test_invoice_numbers_run_per_tenant_in_issue_order(sample: Sample) -> None:
         numbers = [e["data"]["number"] for e in ordered]
         assert numbers and all(n.startswith(prefix) for n in numbers)
         assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+
+
+def test_customers_name_a_shipped_policy(sample: Sample) -> None:
+    from services.escalation.policy import PolicyBook
+
+    shipped = set(PolicyBook.shipped().policies)
+    named = {
+        json.loads(m.body)["tenant"]: json.loads(m.body)["data"]["policy"]
+        for m in sample.messages
+        if m.expect == "applied" and m.event_type == "customer.upserted"
+    }
+    assert named == {"acme-fr": "standard-fr", "acme-uk": "standard-en"}
+    assert set(named.values()) <= shipped
+
+
+def test_messages_are_delivered_on_the_day_they_happened(sample: Sample) -> None:
+    # Given the day on which the demo delivers each message
+    days = delivery_days(sample)
+    assert len(days) == len(sample.messages)
+    assert max(days) <= sample.as_of
+    bodies = [_json_or_none(m.body) for m in sample.messages]
+    # Then nothing is delivered before it happened
+    for day, body in zip(days, bodies, strict=True):
+        if body is not None and "occurred_at" in body:
+            assert day >= date.fromisoformat(body["occurred_at"][:10])
+    # And a payment published before its invoice still comes first, on the same day: the invoice was held back
+    order = sorted(range(len(days)), key=lambda n: (days[n], n))
+    position = {seq: rank for rank, seq in enumerate(order)}
+    invoice_seq = {
+        body["data"]["invoice_id"]: n
+        for n, (m, body) in enumerate(zip(sample.messages, bodies, strict=True))
+        if m.expect == "applied" and m.event_type == "invoice.issued" and body is not None
+    }
+    early = [n for n, m in enumerate(sample.messages) if m.note.startswith("out_of_order")]
+    assert early
+    for n in early:
+        body = bodies[n]
+        assert body is not None
+        held = invoice_seq[body["data"]["allocations"][0]["invoice_id"]]
+        assert days[held] == days[n] and position[n] < position[held]
+    # And a faulty re-issue still arrives after the invoice it conflicts with
+    for n, message in enumerate(sample.messages):
+        if message.note == "invalid: invoice re-issued with another amount":
+            original = str(message.event_id).removesuffix("-reissue")
+            (first,) = (k for k, m in enumerate(sample.messages) if m.event_id == original)
+            assert position[first] < position[n]
+
+
+def test_a_semester_missing_from_the_rate_table_is_carried_forward(tmp_path: Path) -> None:
+    # Given the shipped table and simulated months running into a semester it may lack
+    rates, notes = demo_rates(None, date(2030, 11, 20))
+    # Then every semester has a rate, and each assumption is said
+    assert rates.rate_for(date(2030, 11, 20)) == rates.rate_for(date(2026, 1, 1))
+    assert notes and all("the demo assumes" in note for note in notes)
+    # And a rate the user supplies is used instead of an assumption
+    extra = tmp_path / "rates.csv"
+    extra.write_text("semester_start,rate\n2026-07-01,2.00\n")
+    rates, notes = demo_rates(extra, date(2026, 11, 20))
+    assert rates.rate_for(date(2026, 11, 20)) == Decimal("2.00") and notes == []
+
+
+def _json_or_none(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
