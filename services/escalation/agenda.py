@@ -2,13 +2,15 @@
 
 Built from the customers' projected states alone: the tasks the engine created (calls, promises to check, broken
 promises, changed payment habits, hand-overs), promises falling due, and accounts whose credit is blocked. A task
-whose invoices are all settled, cancelled or disputed is moot and left out.
+whose invoices are all settled, cancelled or disputed is moot and left out; the tasks of one kind still open for a
+customer (a call at each level the customer reached) make one item, since the first fell due, naming the invoices
+still to talk about.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 from shared.ledger.state import CustomerState
 
 ZERO = Decimal(0)
+SHOWN_INVOICES = 4  # per line of the printed agenda (all of them in --json)
 
 _TASK_TITLES = {
     "phone_call": "call",
@@ -58,25 +61,31 @@ def build_agenda(states: Iterable[CustomerState], on: date) -> list[AgendaItem]:
         overdue = state.overdue(on)
         name = str((state.profile or {}).get("name", ""))
         live = {i.invoice_id for i in state.open_invoices() if i.invoice_id not in state.disputes}
-        for task in state.tasks.values():
+        tasks: dict[tuple[str, str], AgendaItem] = {}
+        for task in sorted(state.tasks.values(), key=lambda t: str(t["due_on"])):
             due_on = date.fromisoformat(task["due_on"])
-            invoices = tuple(task.get("invoice_ids", []))
-            if due_on > on or (invoices and not live.intersection(invoices)):
+            named = tuple(task.get("invoice_ids", []))
+            invoices = tuple(i for i in named if i in live)
+            if due_on > on or (named and not invoices):
                 continue
             currency = task.get("currency") or _main_currency(overdue)
-            items.append(
-                AgendaItem(
-                    kind=task["kind"],
-                    title=_TASK_TITLES.get(task["kind"], task["kind"].replace("_", " ")),
-                    customer_id=state.customer_id,
-                    customer_name=name,
-                    due_on=due_on,
-                    currency=currency,
-                    at_risk=overdue.get(currency, ZERO),
-                    invoices=invoices,
-                    note=str(task.get("note", "")),
-                )
+            item = AgendaItem(
+                kind=task["kind"],
+                title=_TASK_TITLES.get(task["kind"], task["kind"].replace("_", " ")),
+                customer_id=state.customer_id,
+                customer_name=name,
+                due_on=due_on,
+                currency=currency,
+                at_risk=overdue.get(currency, ZERO),
+                invoices=invoices,
+                note=str(task.get("note", "")),
             )
+            earlier = tasks.get((item.kind, currency))
+            if earlier is not None:  # the same work, asked again at a later level: one item, since the first
+                invoices = tuple(dict.fromkeys((*earlier.invoices, *item.invoices)))
+                item = replace(item, due_on=earlier.due_on, invoices=invoices)
+            tasks[(item.kind, currency)] = item
+        items.extend(tasks.values())
         for promise in state.promises.values():
             promised = date.fromisoformat(promise["promised_date"])
             covered = tuple(promise.get("invoice_ids", []))
@@ -120,7 +129,9 @@ def render_agenda(items: list[AgendaItem], tenant: str, on: date) -> str:
         return "\n".join(lines)
     lines.append(f"  {'at risk':>16}  {'customer':<12} {'name':<28} {'since':<10}  what")
     for item in items:
-        invoices = f" — {', '.join(item.invoices)}" if item.invoices else ""
+        shown = ", ".join(item.invoices[:SHOWN_INVOICES])
+        more = len(item.invoices) - SHOWN_INVOICES
+        invoices = f" — {shown}" + (f" and {more} more" if more > 0 else "") if item.invoices else ""
         lines.append(
             f"  {item.at_risk:>12,} {item.currency}  {item.customer_id[:12]:<12} {item.customer_name[:28]:<28} "
             f"{item.due_on.isoformat():<10}  {item.title}{invoices}"

@@ -88,3 +88,23 @@ def test_a_task_for_settled_invoices_or_due_later_is_left_out() -> None:
     # When the agenda is built, Then there is nothing to do today
     assert build_agenda([state], DAY) == []
     assert "nothing to do" in render_agenda([], "acme-fr", DAY)
+
+
+def test_calls_asked_at_several_levels_make_one_item_naming_the_invoices_still_open() -> None:
+    # Given a call asked at one level for I-1 and I-2, again at a later level for I-2 and I-3, and I-1 since paid
+    state = fold(
+        [
+            customer("Garage Dubois SARL"),
+            invoice("I-1", "100.00", due_date="2026-10-01"),
+            invoice("I-2", "200.00", due_date="2026-10-05"),
+            invoice("I-3", "300.00", due_date="2026-10-20"),
+            task("t1", "phone_call", "2026-10-21", ["I-1", "I-2"]),
+            task("t2", "phone_call", "2026-11-09", ["I-2", "I-3"]),
+            payment("P-1", "100.00", allocations={"I-1": "100.00"}),
+        ]
+    )
+    # When the agenda is built
+    (call,) = build_agenda([state], DAY)
+    # Then one call, due since the first was asked, about the invoices still open
+    assert (call.kind, call.due_on.isoformat(), call.invoices) == ("phone_call", "2026-10-21", ("I-2", "I-3"))
+    assert str(call.at_risk) == "500.00"
