@@ -33,11 +33,11 @@ The rules, in the order a credit manager would apply them:
 * **Payment plans.** The invoices of a plan are due on the first instalment not yet covered by what was paid on them
   since (plan total less what they still owe); an instalment unpaid past its date escalates from the invoice's
   current level onwards.
-* **Grouping.** One reminder per customer and currency and per day, at the highest level among the invoices that
-  reach a level now, listing every overdue invoice of that currency still on the ladder (and any courtesy notice's
-  invoice). When a currency's invoices already moved a level today, further moves wait until the next day: a
-  customer never gets several levels in one day. A level with channel ``phone`` makes a ``phone_call`` task
-  instead of a reminder; channel ``none`` sends nothing.
+* **Grouping.** One reminder per customer and currency and per day, at the highest written level among the invoices
+  that reach a level now and those it lists, listing every overdue invoice of that currency still on the ladder
+  (and any courtesy notice's invoice). When a currency's invoices already moved a level today, further moves wait
+  until the next day: a customer never gets several levels in one day. A level with channel ``phone`` makes a
+  ``phone_call`` task instead of a reminder; channel ``none`` sends nothing.
 * **Minimum amount.** When the outstanding total a reminder would list is below the policy's minimum for the
   currency, nothing moves, before or after the due date (courtesy notices included); the invoices catch up when the
   total reaches it.
@@ -247,8 +247,17 @@ class _Evaluation:
         for currency in sorted({t.currency for t in moving}):
             movers = [t for t in moving if t.currency == currency]
             top = max(t.target for t in movers if t.target is not None)
-            level = self.levels[top]
             listed = self._listed(currency, movers)
+            if self.levels[top].channel in ("email", "letter"):
+                # The message speaks at the firmest written level among everything it lists, not only among the
+                # invoices moving today: a new invoice's courtesy notice must not list a formally noticed one.
+                written = [
+                    t.current
+                    for t in listed
+                    if t.current >= 0 and self.levels[t.current].channel in ("email", "letter")
+                ]
+                top = max([top, *written])
+            level = self.levels[top]
             subject = (currency, level.key, *sorted(f"{t.invoice_id}@{self._key(t.target)}" for t in movers))
             for track in listed:
                 if "charge_interest" in track.actions and level.channel in ("email", "letter"):

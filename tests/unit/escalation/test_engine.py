@@ -432,7 +432,8 @@ def test_one_reminder_per_currency_at_the_highest_level_and_never_two_levels_the
     assert [summary(d) for d in c.evaluate(date(2026, 3, 8))] == [
         ("level", "INV-C", "reminder-1 skipping courtesy"),
         ("interest", "INV-B", "1.75"),  # refreshed for the new reminder: 21 days at 12.15 % on 250.00
-        ("reminder", "EUR", "reminder-1", "INV-B,INV-C,INV-A"),
+        # At the firmest written level among what it lists: INV-B stands at the formal notice
+        ("reminder", "EUR", "formal-notice", "INV-B,INV-C,INV-A"),
     ]
 
 
