@@ -74,10 +74,15 @@ class EscalationError(Exception):
     """Base of the escalation service's errors."""
 
 
-def tick_event_id(tenant: str, customer_id: str, as_of: datetime) -> str:
-    """The same customer at the same instant always gets the same tick id (tenants are separate logs)."""
-    digest = hashlib.sha256(f"{tenant}\x00{customer_id}\x00{_iso(as_of)}".encode()).hexdigest()[:40]
-    return f"tick-{digest}"
+def tick_event_id(tenant: str, customer_id: str, as_of: datetime, version: int) -> str:
+    """The same customer, at the same instant, seen at the same stream version, always gets the same tick id.
+
+    The version matters: two evaluations at one instant around an ERP event (a timer just before an invoice is
+    appended, the log follower just after) decide differently, and each decision must follow a tick of its own for a
+    replay to reproduce it. Repeated triggers on the same state still share one tick.
+    """
+    key = f"{tenant}\x00{customer_id}\x00{_iso(as_of)}\x00{version}"
+    return f"tick-{hashlib.sha256(key.encode()).hexdigest()[:40]}"
 
 
 def evaluate(
@@ -98,7 +103,7 @@ def evaluate(
         state = ledger.state(tenant, customer_id)
         policy = policies.for_customer(state.profile)
         decisions = list(rules.decide(state, policy, as_of, rules.rates))
-        tick_id = tick_event_id(tenant, customer_id, as_of)
+        tick_id = tick_event_id(tenant, customer_id, as_of, state.version)
         known: set[str] = set()
         if decisions or trigger == "timer":
             known = ledger.known_event_ids(tenant, [tick_id, *(d.event_id for d in decisions)])
@@ -156,7 +161,7 @@ def _items(
                 metadata=metadata,
             )
         )
-    clock = tick_id or tick_event_id(state.tenant, state.customer_id, as_of)
+    clock = tick_id or tick_event_id(state.tenant, state.customer_id, as_of, state.version)
     items.extend(
         Incoming(
             tenant=state.tenant,

@@ -134,7 +134,7 @@ def test_evaluate_records_the_decisions_once_and_sets_the_timer(engine: Engine) 
     assert [d.event_type for d in late.applied] == ["reminder.requested"]
     assert stream_types(ledger, "C-1") == ["invoice.issued", CLOCK_TICKED, "reminder.requested"]
     clock, reminder = ledger.read_stream(TENANT, "C-1")[1:]
-    assert clock.event_id == tick_event_id(TENANT, "C-1", FIRES_AT)
+    assert clock.event_id == tick_event_id(TENANT, "C-1", FIRES_AT, clock.version - 1)
     assert clock.data == {"as_of": FIRES_AT.isoformat(), "trigger": "manual"}
     assert reminder.metadata["policy_version"] == "fake-v1" and reminder.occurred_at == FIRES_AT
     # And its command is in the outbox, and nothing more is due
@@ -194,7 +194,7 @@ def test_the_worker_sets_timers_from_the_log_and_fires_them(engine: Engine) -> N
     assert stream_types(ledger, "C-1") == ["invoice.issued", CLOCK_TICKED, "reminder.requested"]
     (ticked,) = events_of(ledger, "C-1", CLOCK_TICKED)
     assert ticked.data == {"as_of": clock.now.isoformat(), "trigger": "timer"}
-    assert ticked.event_id == tick_event_id(TENANT, "C-1", clock.now)
+    assert ticked.event_id == tick_event_id(TENANT, "C-1", clock.now, ticked.version - 1)
     assert stream_types(ledger, "C-2") == ["invoice.issued"]
     # And C-1 has nothing due any more, while C-2's timer is untouched
     assert {t.customer_id for t in Timers(engine).all()} == {"C-2"}
