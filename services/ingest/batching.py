@@ -7,7 +7,6 @@ is quiet. :class:`Backoff` paces retries of transient failures (database down, b
 
 from __future__ import annotations
 
-import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -70,31 +69,3 @@ class Batcher(Generic[T]):
         items = list(self._items)
         self._items.clear()
         return items
-
-
-class Backoff:
-    """Exponential delays with full jitter, capped: ``initial``, ``2 * initial``, … up to ``maximum`` seconds."""
-
-    def __init__(
-        self,
-        maximum: float,
-        initial: float = 0.1,
-        factor: float = 2.0,
-        jitter: Callable[[float, float], float] = random.uniform,
-    ) -> None:
-        if maximum <= 0 or initial <= 0 or factor < 1:
-            raise ValueError("maximum and initial must be positive and factor at least 1")
-        self.maximum = maximum
-        self.initial = min(initial, maximum)
-        self.factor = factor
-        self._jitter = jitter
-        self.attempts = 0
-
-    def next(self) -> float:
-        """The delay before the next attempt. Half of it is fixed, half random, so workers do not retry in step."""
-        ceiling = min(self.maximum, self.initial * self.factor ** min(self.attempts, 64))
-        self.attempts += 1
-        return ceiling / 2 + self._jitter(0.0, ceiling / 2)
-
-    def reset(self) -> None:
-        self.attempts = 0

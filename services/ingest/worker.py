@@ -18,12 +18,10 @@ closes.
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import FrameType
 from typing import Any
 
 import pika
@@ -31,14 +29,14 @@ import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import AMQPError, AuthenticationError, ProbableAccessDeniedError, ProbableAuthenticationError
 from pika.spec import Basic, BasicProperties
-from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from services.ingest.batching import Backoff, Batcher
+from services.ingest.batching import Batcher
 from services.ingest.core import BatchResult, Delivery, Ingestor, Rejection
 from services.ingest.topology import connect, declare_topology
 from shared.config import ConfigurationError, Settings
 from shared.ledger.store import Ledger, LedgerConflict, LedgerUnavailable
+from shared.runtime import Backoff, engine_options, install_signal_handlers, wait_for_schema
 
 log = structlog.get_logger()
 
@@ -73,10 +71,10 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
     from shared.ledger.db import make_engine
 
     stop = stop or threading.Event()
-    restore = _install_signal_handlers(stop)
-    engine = make_engine(settings.database_url, **_engine_options(settings.database_url))
+    restore = install_signal_handlers(stop, "ingest")
+    engine = make_engine(settings.database_url, **engine_options(settings.database_url))
     try:
-        if not wait_for_schema(engine, settings, stop):
+        if not wait_for_schema(engine, settings.database_url, stop, "ingest", settings.retry_max_seconds):
             return 0
         ingestor = Ingestor(Ledger(engine), max_message_bytes=settings.max_message_bytes)
         return IngestWorker(settings, ingestor, stop).run()
@@ -377,80 +375,3 @@ def dead_letter_properties(rejection: Rejection, original: BasicProperties, now:
         headers=headers,
         delivery_mode=pika.DeliveryMode.Persistent,
     )
-
-
-# ---------------------------------------------------------------------------------------------------- start-up
-def wait_for_schema(engine: Engine, settings: Settings, stop: threading.Event) -> bool:
-    """Refuse to start on a database without the ledger schema; wait (with backoff) while it is unreachable.
-
-    Returns False if stopped while waiting. Raises :class:`ConfigurationError` telling the user to run
-    ``relance db upgrade``: a worker never migrates silently.
-    """
-    backoff = Backoff(settings.retry_max_seconds)
-    while not stop.is_set():
-        try:
-            problem = schema_problem(engine, settings.database_url)
-        except DBAPIError as exc:
-            delay = backoff.next()
-            log.warning(
-                "ingest.database_unreachable",
-                error=str(exc.orig or exc).splitlines()[0],
-                retry_in=round(delay, 2),
-            )
-            stop.wait(delay)
-            continue
-        if problem:
-            log.error("ingest.schema_not_ready", problem=problem)
-            raise ConfigurationError(problem)
-        return True
-    return False
-
-
-def schema_problem(engine: Engine, url: str) -> str | None:
-    """None if the database is at the latest ledger revision, else what is wrong and what to run."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    from shared.ledger.migrate import alembic_config
-
-    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
-    with engine.connect() as conn:
-        revision = MigrationContext.configure(conn).get_current_revision()
-    where = engine.url.render_as_string(hide_password=True)
-    if revision is None:
-        return f"the ledger database {where} has no schema yet: run `relance db upgrade` first"
-    if revision != head:
-        return (
-            f"the ledger database {where} is at schema revision {revision}, this relance needs {head}: "
-            "run `relance db upgrade` first"
-        )
-    return None
-
-
-def _engine_options(url: str) -> dict[str, Any]:
-    # One worker applies one batch at a time; fail a connection attempt fast so the backoff takes over.
-    if url.startswith("postgresql"):
-        return {"pool_size": 2, "connect_args": {"connect_timeout": 10}}
-    return {}
-
-
-def _install_signal_handlers(stop: threading.Event) -> Any:
-    """SIGTERM and SIGINT ask for a graceful stop, a second one stops at once (unacked messages are redelivered).
-
-    Only the main thread may install handlers; a worker run on another thread is stopped through its event.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        log.info("ingest.stop_requested", signal=signal.Signals(signum).name, hint="send it again to stop at once")
-        stop.set()
-        signal.signal(signum, previous[signal.Signals(signum)])  # a second signal is not graceful any more
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.ingest.batching import Backoff, Batcher
+from services.ingest.batching import Batcher
+from shared.runtime import Backoff
 
 
 class Clock:
