@@ -1,0 +1,72 @@
+"""The sender company's details printed on every reminder, from a small YAML file.
+
+The file holds a ``default`` sender and optional per-tenant ones under ``tenants`` (each a full or partial
+override of the default). Unset, ``RELANCE_SENDER_FILE`` falls back to the shipped ``sender.yaml``, a placeholder
+company to replace before anything is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shared.config import ConfigurationError
+
+SHIPPED_SENDER = Path(__file__).parent / "sender.yaml"
+_PAY_FIELDS = {"customer": "C", "reminder": "R", "currency": "EUR", "amount": "1.00"}
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    company: str
+    address: tuple[str, ...] = ()
+    email: str = ""
+    phone: str = ""
+    registration: str = ""  # e.g. "SIREN 123 456 789 — RCS Paris"
+    vat_number: str = ""
+    bank: str = ""
+    iban: str = ""
+    bic: str = ""
+    # Optional pay link; {customer}, {reminder}, {currency} and {amount} are replaced (URL-encoded).
+    pay_url: str = ""
+
+    def to_context(self) -> dict[str, Any]:
+        return {**asdict(self), "address": list(self.address)}
+
+
+def load_sender(path: Path | None = None, tenant: str | None = None) -> Sender:
+    """The sender for a tenant; raise ConfigurationError naming the file and the field to fix."""
+    path = path or SHIPPED_SENDER
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"{path}: cannot read the sender file: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("default"), dict):
+        raise ConfigurationError(f"{path}: expected a mapping with a `default` sender")
+    merged = dict(document["default"])
+    tenants = document.get("tenants") or {}
+    if not isinstance(tenants, dict):
+        raise ConfigurationError(f"{path}: `tenants` must map tenant ids to sender details")
+    if tenant is not None and isinstance(tenants.get(tenant), dict):
+        merged.update(tenants[tenant])
+    known = {f.name for f in fields(Sender)}
+    unknown = sorted(set(merged) - known)
+    if unknown:
+        raise ConfigurationError(f"{path}: unknown sender field(s) {unknown}; known: {sorted(known)}")
+    if not merged.get("company"):
+        raise ConfigurationError(f"{path}: the sender needs a `company`")
+    address = merged.get("address") or []
+    lines = tuple(str(line) for line in ([address] if isinstance(address, str) else address))
+    values = {k: str(v) for k, v in merged.items() if k != "address"}
+    sender = Sender(address=lines, **values)
+    if sender.pay_url:
+        try:
+            sender.pay_url.format(**_PAY_FIELDS)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigurationError(
+                f"{path}: pay_url may only use {{customer}}, {{reminder}}, {{currency}}, {{amount}}: {exc!r}"
+            ) from None
+    return sender
