@@ -120,6 +120,18 @@ def _parser() -> argparse.ArgumentParser:
     agenda.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
     agenda.set_defaults(handler=_agenda)
 
+    preview = commands.add_parser(
+        "preview", help="render the reminder a customer would receive at a level and write its exact parts"
+    )
+    preview.add_argument("--tenant", required=True)
+    preview.add_argument("--customer", required=True)
+    preview.add_argument("--level", required=True, help="a written level of the customer's policy, e.g. reminder_1")
+    preview.add_argument("--lang", help="language (fr, en); default: the customer's, else the policy's")
+    preview.add_argument("--date", type=_day, help="the day to compute days late at (default: today, UTC)")
+    preview.add_argument("--out", type=Path, default=Path("preview"), help="folder for the files (default ./preview)")
+    preview.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    preview.set_defaults(handler=_preview)
+
     publish = commands.add_parser(
         "publish", help="publish ERP events from a JSON Lines file to RabbitMQ, with publisher confirms"
     )
@@ -263,6 +275,45 @@ def _agenda(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(document, indent=2, ensure_ascii=False))
     else:
         print(render_agenda(items, args.tenant, args.date))
+    return 0
+
+
+def _preview(args: argparse.Namespace, settings: Settings) -> int:
+    from services.escalation.policy import PolicyLibrary
+    from services.notifier.preview import PreviewError, reminder_data, write_parts
+    from services.notifier.render import RenderSettings, load_templates, render
+    from services.notifier.sender import load_sender
+    from shared.ledger.db import make_engine
+    from shared.ledger.store import Ledger
+    from shared.runtime import schema_problem
+
+    render_settings = RenderSettings()
+    templates = load_templates(render_settings.template_dir, args.tenant)
+    sender = load_sender(render_settings.sender_file, args.tenant)
+    engine = make_engine(settings.database_url)
+    try:
+        problem = schema_problem(engine, settings.database_url)
+        if problem:
+            raise ConfigurationError(problem)
+        ledger = Ledger(engine)
+        if not ledger.read_stream(args.tenant, args.customer):
+            print(f"relance: no customer {args.customer!r} in tenant {args.tenant!r}", file=sys.stderr)
+            return 1
+        state = ledger.state(args.tenant, args.customer)
+    finally:
+        engine.dispose()
+    policy = PolicyLibrary.load(settings.policy_dir).for_tenant(args.tenant).for_customer(state.profile)
+    try:
+        reminders = reminder_data(state, policy, args.level, args.date or datetime.now(UTC).date())
+    except PreviewError as exc:
+        print(f"relance: {exc}", file=sys.stderr)
+        return 1
+    for data in reminders:
+        rendered = render(data, state.profile, sender, args.lang or data["language"], templates)
+        folder = args.out / f"{args.customer}-{args.level}-{rendered.language}-{data['currency']}"
+        write_parts(rendered, sender, state.profile, folder)
+        print(f"{folder}/  subject: {rendered.subject}")
+        print(f"  template {rendered.template_name} ({rendered.language}), version {rendered.template_version[:12]}")
     return 0
 
 
