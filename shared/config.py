@@ -11,10 +11,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+_DOMAIN = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}")
 
 
 class ConfigurationError(Exception):
@@ -76,6 +78,30 @@ class Settings(BaseSettings):
         default=300, ge=5, le=86400, description="How long a claimed timer or the log cursor stays with one worker."
     )
 
+    smtp_host: str = Field(default="127.0.0.1", description="SMTP server the notifier sends reminders through.")
+    smtp_port: int = Field(
+        default=587, ge=1, le=65535, description="SMTP port: 587 for STARTTLS, 465 for implicit TLS."
+    )
+    smtp_tls: Literal["starttls", "implicit", "none"] = Field(
+        default="starttls", description="starttls (upgrade after connecting), implicit (TLS from the start) or none."
+    )
+    smtp_username: str | None = Field(default=None, description="SMTP AUTH user; unset, no authentication.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP AUTH password.")
+    smtp_ca_file: Path | None = Field(
+        default=None, description="PEM bundle to verify the SMTP server's certificate with; unset, the system store."
+    )
+    smtp_timeout: float = Field(default=30.0, gt=0, le=600, description="Seconds to wait for each SMTP reply.")
+    smtp_attempts: int = Field(
+        default=5, ge=1, le=100, description="Tries of a temporarily refused message before it is deferred."
+    )
+    smtp_lease_seconds: int = Field(
+        default=900, ge=10, le=86400, description="How long a worker that started a send owns it before it is unknown."
+    )
+    mail_domain: str = Field(
+        default="relance.invalid", description="Right-hand side of the Message-IDs: <command_id@domain>."
+    )
+    mail_from: str = Field(default="relance@relance.invalid", description="From address of the reminders.")
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
@@ -101,6 +127,27 @@ class Settings(BaseSettings):
     def _amqp_name(cls, value: str) -> str:
         if not _NAME.match(value):
             raise ValueError("must be 1-200 characters of letters, digits, '.', '_', ':' or '-'")
+        return value
+
+    @field_validator("mail_domain")
+    @classmethod
+    def _mail_domain(cls, value: str) -> str:
+        if len(value) > 253 or not _DOMAIN.fullmatch(value):
+            raise ValueError("must be a domain name, e.g. mail.example.com")
+        return value.lower()
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from(cls, value: str) -> str:
+        if not _ADDRESS.fullmatch(value):
+            raise ValueError("must be a bare email address, e.g. billing@example.com")
+        return value
+
+    @field_validator("smtp_host")
+    @classmethod
+    def _smtp_host(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("must be a host name or IP address")
         return value
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -164,4 +165,19 @@ cursors = Table(
     Column("holder", String(128), nullable=True),
     Column("lease_until", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# The exact MIME bytes of every reminder handed to SMTP (services/notifier/evidence.py): the log's reminder.sending
+# and reminder.sent events carry their SHA-256, this table the bytes themselves. Written once, never changed.
+sent_messages = Table(
+    "sent_messages",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("message_id", String(255), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("command_id", String(128), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("mime", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("tenant", "command_id", name="uq_sent_messages_tenant_command_id"),
 )

@@ -1,0 +1,109 @@
+"""Evidence of sent reminders: the stored MIME bytes by Message-ID, and the notifier's events about one command.
+
+The bytes live in ``sent_messages`` (written once; UPDATE and DELETE are refused by the database), the facts in the
+customer's stream (``reminder.sending`` / ``reminder.sent`` / ...). :func:`verify` recomputes the hash of the stored
+bytes and compares it with the one the log recorded, which is what an auditor does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from shared.ledger.hashing import utc
+from shared.ledger.schema import events, sent_messages
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    tenant: str
+    customer_id: str
+    command_id: str
+    message_id: str
+    sha256: str
+    mime: bytes
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    event_id: str
+    event_type: str
+    data: dict[str, Any]
+    recorded_at: datetime
+
+
+def store(
+    engine: Engine, *, tenant: str, customer_id: str, command_id: str, message_id: str, mime: bytes
+) -> StoredMessage:
+    """Keep the bytes of the command's message, unless some are kept already; returns what is kept.
+
+    The first bytes stored for a command win: a later attempt sends those, never a rebuild (whose Date would differ),
+    so every attempt of one reminder carries the same bytes and the same hash.
+    """
+    row = {
+        "tenant": tenant,
+        "message_id": message_id,
+        "customer_id": customer_id,
+        "command_id": command_id,
+        "sha256": hashlib.sha256(mime).hexdigest(),
+        "mime": mime,
+        "created_at": datetime.now(UTC),
+    }
+    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    with engine.begin() as conn:
+        conn.execute(insert(sent_messages).values(**row).on_conflict_do_nothing())
+    kept = by_command(engine, tenant, command_id)
+    if kept is None:  # a different command already holds this Message-ID: should never happen
+        raise RuntimeError(f"Message-ID {message_id} is stored for another command than {command_id}")
+    return kept
+
+
+def by_command(engine: Engine, tenant: str, command_id: str) -> StoredMessage | None:
+    return _one(engine, sent_messages.c.tenant == tenant, sent_messages.c.command_id == command_id)
+
+
+def by_message_id(engine: Engine, message_id: str, tenant: str | None = None) -> StoredMessage | None:
+    if not message_id.startswith("<"):
+        message_id = f"<{message_id}>"
+    if tenant is None:
+        return _one(engine, sent_messages.c.message_id == message_id)
+    return _one(engine, sent_messages.c.tenant == tenant, sent_messages.c.message_id == message_id)
+
+
+def facts(engine: Engine, tenant: str, event_ids: Iterable[str]) -> dict[str, Fact]:
+    """Which of these events the tenant's log holds, by event id."""
+    wanted = list(event_ids)
+    query = select(events.c.event_id, events.c.event_type, events.c.data, events.c.recorded_at).where(
+        events.c.tenant == tenant, events.c.event_id.in_(wanted)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return {row.event_id: Fact(row.event_id, row.event_type, row.data, utc(row.recorded_at)) for row in rows}
+
+
+def verify(stored: StoredMessage, recorded_sha256: str) -> bool:
+    """Do the stored bytes still hash to what the log recorded?"""
+    return hashlib.sha256(stored.mime).hexdigest() == recorded_sha256 == stored.sha256
+
+
+def _one(engine: Engine, *where: Any) -> StoredMessage | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(sent_messages).where(*where)).mappings().first()
+    if row is None:
+        return None
+    return StoredMessage(
+        tenant=row["tenant"],
+        customer_id=row["customer_id"],
+        command_id=row["command_id"],
+        message_id=row["message_id"],
+        sha256=row["sha256"],
+        mime=bytes(row["mime"]),
+        created_at=utc(row["created_at"]),
+    )

@@ -1,0 +1,325 @@
+"""The notifier's sender against a real SMTP server on loopback (aiosmtpd, STARTTLS + AUTH) and real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import hashlib
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as Server
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from sqlalchemy import create_engine
+
+from services.notifier import evidence
+from services.notifier.smtp import (
+    MailSettings,
+    SendDeferred,
+    SmtpConfig,
+    SmtpTransport,
+    UnknownOutcome,
+    fact_id,
+    send_reminder,
+)
+from shared.ledger.store import Incoming, Ledger
+
+pytestmark = pytest.mark.integration
+
+USER, PASSWORD = "relance", "s3cret"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str = "Rappel : facture F-2026-001 impayée"
+    text: str = "Bonjour,\nMontant dû : 1 234,56 €\n.\nCordialement\n"
+    html: str = "<p>Bonjour,</p><p>Montant dû : <b>1&nbsp;234,56&nbsp;€</b></p>"
+    template_name: str = "reminder_1"
+    template_version: str = "v-test"
+
+
+@dataclass
+class Sink:
+    """Handler: answers ``script`` replies to DATA first, then accepts and keeps what it got."""
+
+    script: list[str] = field(default_factory=list)
+    received: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Server, session: Session, envelope: Envelope) -> str:
+        if self.script:
+            return self.script.pop(0)
+        assert isinstance(envelope.original_content, bytes)
+        self.received.append((str(envelope.mail_from), list(envelope.rcpt_tos), envelope.original_content))
+        return "250 2.0.0 Ok: queued"
+
+
+def authenticate(server: Server, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+    ok = isinstance(data, LoginPassword) and data.login == USER.encode() and data.password == PASSWORD.encode()
+    return AuthResult(success=ok)
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls")
+    key, crt = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return key, crt
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Smtp:
+    sink: Sink
+    port: int
+    cert: tuple[Path, Path]
+    controller: Controller | None = None
+
+    def start(self) -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(self.cert[1]), str(self.cert[0]))
+        self.controller = Controller(
+            self.sink,
+            hostname="127.0.0.1",
+            port=self.port,
+            tls_context=context,
+            require_starttls=True,
+            authenticator=authenticate,
+            auth_required=True,
+        )
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    def transport(self) -> SmtpTransport:
+        return SmtpTransport(
+            SmtpConfig("127.0.0.1", self.port, "starttls", USER, PASSWORD, ca_file=self.cert[1], timeout=5)
+        )
+
+
+@pytest.fixture
+def smtp(cert: tuple[Path, Path]) -> Iterator[Smtp]:
+    server = Smtp(Sink(), free_port(), cert)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ledger(pg_url: str) -> Iterator[Ledger]:
+    engine = create_engine(pg_url)
+    yield Ledger(engine)
+    engine.dispose()
+
+
+MAIL = MailSettings(sender="billing@example.com", domain="mail.example.com", backoff_seconds=0.01, backoff_max=0.05)
+
+
+def command(ledger: Ledger, n: int = 1) -> dict[str, Any]:
+    """Given a reminder.requested in the ledger: the notifier.send_reminder command the outbox made of it."""
+    data = {"reminder_id": f"R-{n}", "level": "reminder_1", "currency": "EUR", "invoice_ids": ["I-1"],
+            "as_of": "2026-11-23",
+            "totals": {"outstanding": "1234.56", "interest": "0", "fees": "0"}}  # fmt: skip
+    event_id = f"esc-cmd-{n}"
+    ledger.record([Incoming("acme", "C-1", event_id, "reminder.requested", data, _now())])
+    return {"command_id": event_id, "command": "notifier.send_reminder", "tenant": "acme", "customer_id": "C-1",
+            "sequence": n, **data}  # fmt: skip
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def types(ledger: Ledger) -> list[str]:
+    return [e.event_type for e in ledger.read_stream("acme", "C-1")]
+
+
+def event(ledger: Ledger, event_type: str) -> dict[str, Any]:
+    [found] = [e.data for e in ledger.read_stream("acme", "C-1") if e.event_type == event_type]
+    return found
+
+
+def test_sent_over_starttls_with_auth_parses_and_hash_matches_evidence(ledger: Ledger, smtp: Smtp) -> None:
+    cmd = command(ledger)
+    transport = smtp.transport()
+
+    result = asyncio.run(send_reminder(ledger, cmd, Rendered(), ["jane@example.org"], transport, MAIL))
+
+    assert result.status == "sent"
+    [(sender, rcpts, data)] = smtp.sink.received
+    assert (sender, rcpts) == ("billing@example.com", ["jane@example.org"])
+    parsed: Message = email.message_from_bytes(data)
+    assert parsed.get_content_type() == "multipart/alternative"
+    parts = {p.get_content_type(): p.get_payload(decode=True) for p in parsed.walk() if not p.is_multipart()}
+    assert "1 234,56 €".encode() in parts["text/plain"] and b"<b>1&nbsp;234,56&nbsp;" in parts["text/html"]
+    assert parsed["Message-ID"] == "<esc-cmd-1@mail.example.com>"
+    sent = event(ledger, "reminder.sent")
+    assert sent["sha256"] == hashlib.sha256(data).hexdigest() == result.sha256
+    assert sent["recipients"] == ["jane@example.org"] and sent["subject"] == Rendered.subject
+    assert sent["template"] == "reminder_1" and sent["template_version"] == "v-test"
+    assert sent["smtp_reply"].startswith("250")
+    stored = evidence.by_message_id(ledger.engine, "esc-cmd-1@mail.example.com")
+    assert stored is not None and stored.mime == data and evidence.verify(stored, sent["sha256"])
+    assert types(ledger) == ["reminder.requested", "reminder.sending", "reminder.sent"]
+
+
+def test_connection_is_reused_for_several_messages(ledger: Ledger, smtp: Smtp) -> None:
+    transport = smtp.transport()
+
+    async def run() -> None:
+        for n in (1, 2, 3):
+            await send_reminder(ledger, command(ledger, n), Rendered(), ["jane@example.org"], transport, MAIL)
+        await transport.close()
+
+    asyncio.run(run())
+
+    assert len(smtp.sink.received) == 3 and transport.connections == 1
+
+
+def test_duplicate_delivery_sends_one_message(ledger: Ledger, smtp: Smtp) -> None:
+    cmd = command(ledger)
+
+    first = asyncio.run(send_reminder(ledger, cmd, Rendered(), ["jane@example.org"], smtp.transport(), MAIL))
+    second = asyncio.run(send_reminder(ledger, cmd, Rendered(), ["jane@example.org"], smtp.transport(), MAIL))
+
+    assert (first.status, second.status) == ("sent", "already_sent")
+    assert second.message_id == first.message_id and second.sha256 == first.sha256
+    assert len(smtp.sink.received) == 1
+    assert types(ledger).count("reminder.sent") == 1
+
+
+def test_4xx_then_success_retries_and_sends_once(ledger: Ledger, smtp: Smtp) -> None:
+    smtp.sink.script = ["451 4.3.0 Try again later", "452 4.3.1 Insufficient storage"]
+
+    result = asyncio.run(
+        send_reminder(ledger, command(ledger), Rendered(), ["jane@example.org"], smtp.transport(), MAIL)
+    )
+
+    assert result.status == "sent"
+    assert len(smtp.sink.received) == 1
+    assert types(ledger) == ["reminder.requested", "reminder.sending", "reminder.sent"]
+
+
+def test_5xx_records_failed_and_a_collector_task(ledger: Ledger, smtp: Smtp) -> None:
+    smtp.sink.script = ["550 5.1.1 Mailbox unavailable"]
+
+    result = asyncio.run(
+        send_reminder(ledger, command(ledger), Rendered(), ["jane@example.org"], smtp.transport(), MAIL)
+    )
+
+    assert result.status == "failed" and smtp.sink.received == []
+    failed = event(ledger, "reminder.failed")
+    assert failed["smtp_reply"].startswith("550") and "refused" in failed["reason"]
+    task = event(ledger, "task.created")
+    assert task["kind"] == "send_letter" and task["amount_at_risk"] == "1234.56"
+    again = asyncio.run(
+        send_reminder(ledger, command(ledger), Rendered(), ["jane@example.org"], smtp.transport(), MAIL)
+    )
+    assert again.status == "already_failed" and types(ledger).count("task.created") == 1
+
+
+def test_server_down_for_a_while_then_up_sends_once(ledger: Ledger, cert: tuple[Path, Path]) -> None:
+    server = Smtp(Sink(), free_port(), cert)  # not started: connections are refused
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            server.start()
+
+    try:
+        result = asyncio.run(
+            send_reminder(
+                ledger, command(ledger), Rendered(), ["jane@example.org"], server.transport(), MAIL, sleep=sleep
+            )
+        )
+    finally:
+        server.stop()
+
+    assert result.status == "sent" and len(server.sink.received) == 1
+    assert waits == sorted(waits) and len(waits) == 2  # backoff grows
+
+
+def test_down_past_the_attempts_defers_then_a_redelivery_sends_the_same_bytes_once(
+    ledger: Ledger, cert: tuple[Path, Path]
+) -> None:
+    server = Smtp(Sink(), free_port(), cert)
+    cmd = command(ledger)
+    with pytest.raises(SendDeferred):
+        asyncio.run(send_reminder(ledger, cmd, Rendered(), ["jane@example.org"], server.transport(), MAIL))
+    assert types(ledger)[-1] == "reminder.deferred"
+    stored = evidence.by_command(ledger.engine, "acme", cmd["command_id"])
+
+    server.start()
+    try:
+        result = asyncio.run(send_reminder(ledger, cmd, Rendered(), ["jane@example.org"], server.transport(), MAIL))
+    finally:
+        server.stop()
+
+    assert result.status == "sent" and len(server.sink.received) == 1
+    assert stored is not None and server.sink.received[0][2] == stored.mime and result.sha256 == stored.sha256
+
+
+def test_bcc_injection_in_the_recipient_adds_no_recipient(ledger: Ledger, smtp: Smtp) -> None:
+    hostile = Rendered(subject="{{ 7*7 }} <script>\r\nBcc: x@example.com")
+
+    bad = asyncio.run(
+        send_reminder(
+            ledger, command(ledger, 1), hostile, ["jane@example.org\r\nBcc: x@example.com"], smtp.transport(), MAIL
+        )
+    )
+    good = asyncio.run(send_reminder(ledger, command(ledger, 2), hostile, ["jane@example.org"], smtp.transport(), MAIL))
+
+    assert bad.status == "failed" and "control character" in event(ledger, "reminder.failed")["reason"]
+    assert good.status == "sent"
+    [(_, rcpts, data)] = smtp.sink.received
+    assert rcpts == ["jane@example.org"]
+    parsed = email.message_from_bytes(data)
+    assert parsed["Bcc"] is None and parsed["Subject"] == "{{ 7*7 }} <script> Bcc: x@example.com"
+
+
+def test_a_worker_killed_between_sending_and_recording_does_not_resend(ledger: Ledger, smtp: Smtp) -> None:
+    """Given a send whose result was never recorded (the worker died), a redelivery past the lease does not resend."""
+    cmd = command(ledger)
+
+    class DiesAfterSending(SmtpTransport):
+        async def send(self, sender: str, recipients: Any, data: bytes) -> str:
+            await super().send(sender, recipients, data)
+            raise KeyboardInterrupt  # the process is gone before reminder.sent is recorded
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(
+            send_reminder(
+                ledger, cmd, Rendered(), ["jane@example.org"], DiesAfterSending(smtp.transport().config), MAIL
+            )
+        )
+    expired = MailSettings(sender=MAIL.sender, domain=MAIL.domain, lease_seconds=0)
+
+    result = asyncio.run(send_reminder(ledger, cmd, Rendered(), ["jane@example.org"], smtp.transport(), expired))
+
+    assert result.status == "unconfirmed" and len(smtp.sink.received) == 1
+    assert event(ledger, "task.created")["kind"] == "check_delivery"
+    assert result.message_id in event(ledger, "task.created")["note"]
+    assert fact_id(cmd["command_id"], "sent") not in {e.event_id for e in ledger.read_stream("acme", "C-1")}
+    assert UnknownOutcome  # the in-flight variant of the same rule
