@@ -40,7 +40,7 @@ from sqlalchemy.exc import DBAPIError
 
 from shared.config import ConfigurationError, Settings
 from shared.ledger.outbox import COMMANDS, Command, claim, count_attempt, mark_published
-from shared.runtime import Backoff, engine_options, install_signal_handlers, wait_for_schema
+from shared.runtime import Backoff, run_worker
 
 log = structlog.get_logger()
 
@@ -86,18 +86,7 @@ class _Pause:
 
 def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
     """Run one relay until SIGTERM/SIGINT (or until ``stop`` is set); returns the exit status."""
-    from shared.ledger.db import make_engine
-
-    stop = stop or threading.Event()
-    restore = install_signal_handlers(stop, "relay")
-    engine = make_engine(settings.database_url, **engine_options(settings.database_url))
-    try:
-        if not wait_for_schema(engine, settings.database_url, stop, "relay", settings.retry_max_seconds):
-            return 0
-        return Relay(settings, engine, stop).run()
-    finally:
-        engine.dispose()
-        restore()
+    return run_worker(settings, "relay", stop, lambda engine, stop: Relay(settings, engine, stop).run())
 
 
 class Relay:

@@ -12,7 +12,7 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from shared.config import ConfigurationError
+from shared.config import ConfigurationError, Settings
 
 log = structlog.get_logger()
 
@@ -117,3 +117,24 @@ def engine_options(url: str) -> dict[str, object]:
     if url.startswith("postgresql"):
         return {"pool_size": 3, "connect_args": {"connect_timeout": 10}}
     return {}
+
+
+def run_worker(
+    settings: Settings,
+    service: str,
+    stop: threading.Event | None,
+    start: Callable[[Engine, threading.Event], int],
+) -> int:
+    """The life of a worker process: signals, an engine, the schema check, then ``start`` until stopped."""
+    from shared.ledger.db import make_engine
+
+    stop = stop or threading.Event()
+    restore = install_signal_handlers(stop, service)
+    engine = make_engine(settings.database_url, **engine_options(settings.database_url))
+    try:
+        if not wait_for_schema(engine, settings.database_url, stop, service, settings.retry_max_seconds):
+            return 0
+        return start(engine, stop)
+    finally:
+        engine.dispose()
+        restore()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from services.escalation.service import EvaluationResult, PolicySource, Rules, Trigger, evaluate
@@ -35,7 +36,7 @@ from services.escalation.timers import CursorLease, Timers
 from shared.config import Settings
 from shared.contracts.erp import EVENT_TYPES
 from shared.ledger.store import Ledger, LedgerConflict, LedgerUnavailable
-from shared.runtime import Backoff, engine_options, install_signal_handlers, wait_for_schema
+from shared.runtime import Backoff, run_worker
 
 log = structlog.get_logger()
 
@@ -219,19 +220,11 @@ def tick(
 
 def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
     """Run one escalation worker until SIGTERM/SIGINT (or until ``stop`` is set); returns the exit status."""
-    from shared.ledger.db import make_engine
 
-    stop = stop or threading.Event()
-    restore = install_signal_handlers(stop, "escalation")
-    engine = make_engine(settings.database_url, **engine_options(settings.database_url))
-    try:
-        if not wait_for_schema(engine, settings.database_url, stop, "escalation", settings.retry_max_seconds):
-            return 0
-        worker = EscalationWorker(settings, Ledger(engine), policy_books(settings), real_rules(settings), stop)
-        return worker.run()
-    finally:
-        engine.dispose()
-        restore()
+    def start(engine: Engine, stop: threading.Event) -> int:
+        return EscalationWorker(settings, Ledger(engine), policy_books(settings), real_rules(settings), stop).run()
+
+    return run_worker(settings, "escalation", stop, start)
 
 
 # ---------------------------------------------------------------------------------------------------- composition

@@ -29,6 +29,7 @@ import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import AMQPError, AuthenticationError, ProbableAccessDeniedError, ProbableAuthenticationError
 from pika.spec import Basic, BasicProperties
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from services.ingest.batching import Batcher
@@ -36,7 +37,7 @@ from services.ingest.core import BatchResult, Delivery, Ingestor, Rejection
 from services.ingest.topology import connect, declare_topology
 from shared.config import ConfigurationError, Settings
 from shared.ledger.store import Ledger, LedgerConflict, LedgerUnavailable
-from shared.runtime import Backoff, engine_options, install_signal_handlers, wait_for_schema
+from shared.runtime import Backoff, run_worker
 
 log = structlog.get_logger()
 
@@ -68,19 +69,12 @@ class Totals:
 
 def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
     """Run one ingest worker until SIGTERM/SIGINT (or until ``stop`` is set); returns the exit status."""
-    from shared.ledger.db import make_engine
 
-    stop = stop or threading.Event()
-    restore = install_signal_handlers(stop, "ingest")
-    engine = make_engine(settings.database_url, **engine_options(settings.database_url))
-    try:
-        if not wait_for_schema(engine, settings.database_url, stop, "ingest", settings.retry_max_seconds):
-            return 0
+    def start(engine: Engine, stop: threading.Event) -> int:
         ingestor = Ingestor(Ledger(engine), max_message_bytes=settings.max_message_bytes)
         return IngestWorker(settings, ingestor, stop).run()
-    finally:
-        engine.dispose()
-        restore()
+
+    return run_worker(settings, "ingest", stop, start)
 
 
 class IngestWorker:
