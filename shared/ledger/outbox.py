@@ -93,9 +93,10 @@ def claim(conn: Connection, limit: int, kinds: Sequence[str] | None = None) -> l
         earlier.c.tenant == outbox.c.tenant,
         earlier.c.customer_id == outbox.c.customer_id,
         earlier.c.published_at.is_(None),
+        earlier.c.dead_at.is_(None),
         earlier.c.id < outbox.c.id,
     )
-    query = select(outbox).where(outbox.c.published_at.is_(None))
+    query = select(outbox).where(outbox.c.published_at.is_(None), outbox.c.dead_at.is_(None))
     if kinds is not None:
         query = query.where(outbox.c.kind.in_(list(kinds)))
         before = and_(before, earlier.c.kind.in_(list(kinds)))
@@ -133,7 +134,9 @@ def count_attempt(conn: Connection, ids: Sequence[int]) -> None:
 
 def pending(conn: Connection, tenant: str | None = None) -> list[tuple[str, str]]:
     """(tenant, command_id) of the commands not yet published, oldest first."""
-    query = select(outbox.c.tenant, outbox.c.command_id).where(outbox.c.published_at.is_(None))
+    query = select(outbox.c.tenant, outbox.c.command_id).where(
+        outbox.c.published_at.is_(None), outbox.c.dead_at.is_(None)
+    )
     if tenant is not None:
         query = query.where(outbox.c.tenant == tenant)
     return [(t, c) for t, c in conn.execute(query.order_by(outbox.c.id))]

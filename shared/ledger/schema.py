@@ -21,6 +21,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -139,6 +140,9 @@ outbox = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True), nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),  # webhook backoff: not before this instant
+    Column("dead_at", DateTime(timezone=True), nullable=True),  # an adapter gave up: no longer pending
+    Column("last_error", Text, nullable=True),
     UniqueConstraint("tenant", "command_id", name="uq_outbox_tenant_command_id"),
 )
 
@@ -180,4 +184,13 @@ sent_messages = Table(
     Column("mime", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("tenant", "command_id", name="uq_sent_messages_tenant_command_id"),
+)
+
+# The notifier's rate limit per tenant: messages sent in the current one-minute window, shared by every worker.
+send_budget = Table(
+    "send_budget",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("sent", Integer, nullable=False),
 )
