@@ -99,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     relay.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
     relay.set_defaults(handler=_worker_relay)
+    notifier = workers.add_parser(
+        "notifier", help="send the reminders of notifier.send_reminder commands over SMTP, with evidence (any number)"
+    )
+    notifier.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    notifier.set_defaults(handler=_worker_notifier)
 
     clock = commands.add_parser("clock", help="drive escalation's clock by hand (backfills, tests)")
     clock_commands = clock.add_subparsers(title="clock commands", metavar="ACTION")
@@ -212,6 +217,12 @@ def _worker_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def _worker_escalation(args: argparse.Namespace, settings: Settings) -> int:
     from services.escalation.worker import run
+
+    return run(settings)
+
+
+def _worker_notifier(args: argparse.Namespace, settings: Settings) -> int:
+    from services.notifier.worker import run
 
     return run(settings)
 

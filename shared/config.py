@@ -10,13 +10,17 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared import quiet
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _DOMAIN = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}")
+_SECRETS = frozenset({"smtp_password", "webhook_secret"})  # never echoed in an error message
 
 
 class ConfigurationError(Exception):
@@ -77,6 +81,29 @@ class Settings(BaseSettings):
     escalation_lease_seconds: int = Field(
         default=300, ge=5, le=86400, description="How long a claimed timer or the log cursor stays with one worker."
     )
+    erp_transport: Literal["amqp", "webhook"] = Field(
+        default="amqp",
+        description="How ERP commands leave: amqp (the relay) or webhook (`relance worker webhook`; the relay then "
+        "leaves the erp.* commands alone).",
+    )
+    webhook_url: str | None = Field(
+        default=None, validate_default=True, description="http(s) URL the webhook worker POSTs ERP commands to."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, validate_default=True, description="HMAC-SHA256 key of X-Relance-Signature (16+ characters)."
+    )
+    webhook_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds to wait for the receiver to accept the connection and answer."
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, le=1000, description="Failed deliveries of a command before it is dead-lettered."
+    )
+    webhook_backoff_seconds: float = Field(
+        default=30.0, gt=0, le=86400, description="Wait after a command's first failed delivery; doubles each time."
+    )
+    webhook_backoff_max_seconds: float = Field(
+        default=3600.0, gt=0, le=604800, description="Ceiling of the wait between two deliveries of a command."
+    )
 
     smtp_host: str = Field(default="127.0.0.1", description="SMTP server the notifier sends reminders through.")
     smtp_port: int = Field(
@@ -101,6 +128,25 @@ class Settings(BaseSettings):
         default="relance.invalid", description="Right-hand side of the Message-IDs: <command_id@domain>."
     )
     mail_from: str = Field(default="relance@relance.invalid", description="From address of the reminders.")
+    notifier_queue: str = Field(
+        default="relance.notifier",
+        description="Durable queue of notifier.send_reminder commands; <name>.retry and <name>.dead go with it.",
+    )
+    notifier_prefetch: int = Field(default=10, ge=1, le=1000, description="Unacked commands per notifier worker.")
+    notifier_retry_seconds: int = Field(
+        default=60, ge=1, le=86400, description="How long a deferred reminder waits in <queue>.retry before retrying."
+    )
+    notifier_rate_per_minute: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="Reminders sent per tenant per minute, all workers together (0: no limit).",
+    )
+    quiet_hours: str = Field(
+        default="", description="Local time range with no sending, e.g. 20:00-08:00 (empty: none)."
+    )
+    quiet_days: str = Field(default="", description="Days with no sending, e.g. sat,sun (empty: none).")
+    timezone: str = Field(default="Europe/Paris", description="IANA time zone of quiet hours and quiet days.")
 
     @field_validator("database_url")
     @classmethod
@@ -122,11 +168,42 @@ class Settings(BaseSettings):
             raise ValueError("must be an AMQP URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2F")
         return value
 
-    @field_validator("events_exchange", "ingest_queue", "dead_letter_queue", "commands_exchange")
+    @field_validator("events_exchange", "ingest_queue", "dead_letter_queue", "commands_exchange", "notifier_queue")
     @classmethod
     def _amqp_name(cls, value: str) -> str:
         if not _NAME.match(value):
             raise ValueError("must be 1-200 characters of letters, digits, '.', '_', ':' or '-'")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            if info.data.get("erp_transport") == "webhook":
+                raise ValueError("required when RELANCE_ERP_TRANSPORT is webhook, e.g. https://erp.example.com/relance")
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host, e.g. https://erp.example.com/relance")
+        return value.strip()
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            if info.data.get("erp_transport") == "webhook":
+                raise ValueError("required when RELANCE_ERP_TRANSPORT is webhook: the key receivers verify with")
+            return None
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (a random string, e.g. from `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("webhook_backoff_max_seconds")
+    @classmethod
+    def _webhook_backoff_max(cls, value: float, info: ValidationInfo) -> float:
+        base = info.data.get("webhook_backoff_seconds")
+        if base is not None and value < base:
+            raise ValueError(f"must be at least RELANCE_WEBHOOK_BACKOFF_SECONDS ({base})")
         return value
 
     @field_validator("mail_domain")
@@ -141,6 +218,24 @@ class Settings(BaseSettings):
     def _mail_from(cls, value: str) -> str:
         if not _ADDRESS.fullmatch(value):
             raise ValueError("must be a bare email address, e.g. billing@example.com")
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str) -> str:
+        quiet.parse_hours(value)
+        return value.strip()
+
+    @field_validator("quiet_days")
+    @classmethod
+    def _quiet_days(cls, value: str) -> str:
+        quiet.parse_days(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        quiet.parse_zone(value)
         return value
 
     @field_validator("smtp_host")
@@ -160,7 +255,9 @@ def load_settings(**overrides: object) -> Settings:
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
             message = str(error["msg"]).removeprefix("Value error, ")
-            lines.append(f"  RELANCE_{field.upper()}: {message} (got {error.get('input')!r})")
+            given = error.get("input")
+            shown = "unset" if given is None else "got a hidden value" if field in _SECRETS else f"got {given!r}"
+            lines.append(f"  RELANCE_{field.upper()}: {message} ({shown})")
         raise ConfigurationError("invalid configuration, fix these settings:\n" + "\n".join(lines)) from None
 
 

@@ -23,6 +23,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+pytest_plugins = ["tests.smtp_server"]  # the `cert` and `smtp` fixtures: a real SMTP server on loopback
+
 RUN_ID = uuid.uuid4().hex[:8]
 _counter = itertools.count(1)
 

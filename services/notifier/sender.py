@@ -52,6 +52,7 @@ def load_sender(path: Path | None = None, tenant: str | None = None) -> Sender:
         raise ConfigurationError(f"{path}: `tenants` must map tenant ids to sender details")
     if tenant is not None and isinstance(tenants.get(tenant), dict):
         merged.update(tenants[tenant])
+    merged.pop("sending", None)  # when and how fast to send: services/notifier/rules.py
     known = {f.name for f in fields(Sender)}
     unknown = sorted(set(merged) - known)
     if unknown:

@@ -288,14 +288,14 @@ async def send_reminder(
         reason = "a worker died between sending and recording; the server may have accepted the message"
         return _unconfirmed(ledger, command, opened.data, reason, "", now())
     if last >= MAX_ROUNDS:
-        return _failed(ledger, command, {}, f"still deferred after {MAX_ROUNDS} rounds", "", now())
+        return record_failed(ledger, command, {}, f"still deferred after {MAX_ROUNDS} rounds", "", now())
 
     try:
         built = mime.build(
             rendered, sender=mail.sender, recipients=recipients, command_id=command_id, domain=mail.domain, date=now()
         )
     except mime.MimeError as exc:
-        return _failed(ledger, command, {"recipients": list(recipients)}, str(exc), "", now())
+        return record_failed(ledger, command, {"recipients": list(recipients)}, str(exc), "", now())
     stored = evidence.store(
         ledger.engine,
         tenant=tenant,
@@ -316,7 +316,7 @@ async def send_reminder(
         "template_version": rendered.template_version,
     }
     round_ = last + 1
-    claim = _record(ledger, command, f"sending/{round_}", "reminder.sending", {**facts, "round": round_}, now())
+    claim = record_fact(ledger, command, f"sending/{round_}", "reminder.sending", {**facts, "round": round_}, now())
     if claim != "applied":
         raise SendInProgress(f"command {command_id} round {round_} was claimed by another worker")
 
@@ -327,28 +327,28 @@ async def send_reminder(
             log.warning("notifier.send_deferred", command_id=command_id, attempt=attempt, reason=exc.reason)
             if attempt == mail.attempts:
                 data = {**facts, "round": round_, "reason": exc.reason, "smtp_reply": exc.reply}
-                _record(ledger, command, f"deferred/{round_}", "reminder.deferred", data, now())
+                record_fact(ledger, command, f"deferred/{round_}", "reminder.deferred", data, now())
                 raise SendDeferred(exc.reason, exc.reply) from exc
             await sleep(min(mail.backoff_max, mail.backoff_seconds * 2 ** (attempt - 1)))
             continue
         except PermanentFailure as exc:
             log.warning("notifier.send_refused", command_id=command_id, reason=exc.reason)
-            return _failed(ledger, command, facts, exc.reason, exc.reply, now())
+            return record_failed(ledger, command, facts, exc.reason, exc.reply, now())
         except UnknownOutcome as exc:
             log.error("notifier.send_unknown", command_id=command_id, reason=exc.reason)
             return _unconfirmed(ledger, command, facts, exc.reason, exc.reply, now())
-        _record(ledger, command, "sent", "reminder.sent", {**facts, "smtp_reply": reply}, now())
+        record_fact(ledger, command, "sent", "reminder.sent", {**facts, "smtp_reply": reply}, now())
         log.info("notifier.sent", command_id=command_id, message_id=stored.message_id, sha256=stored.sha256)
         return SendResult("sent", stored.message_id, stored.sha256, reply)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _failed(
+def record_failed(
     ledger: Ledger, command: Mapping[str, Any], facts: Mapping[str, Any], reason: str, reply: str, at: datetime
 ) -> SendResult:
     data = {**facts, "command_id": command["command_id"], "reason": reason, "smtp_reply": reply}
-    task = _task(command, "send_letter", f"email refused ({reason}): send the reminder by letter or call", at)
-    _record(ledger, command, "failed", "reminder.failed", data, at, task)
+    task = task_data(command, "send_letter", f"email refused ({reason}): send the reminder by letter or call", at)
+    record_fact(ledger, command, "failed", "reminder.failed", data, at, task)
     return SendResult("failed", str(facts.get("message_id", "")), str(facts.get("sha256", "")), reply)
 
 
@@ -358,15 +358,18 @@ def _unconfirmed(
     message_id = str(facts.get("message_id", ""))
     data = {**facts, "command_id": command["command_id"], "reason": reason, "smtp_reply": reply}
     note = f"check the mail server's log for {message_id}; resend by hand only if it is not there ({reason})"
-    task = _task(command, "check_delivery", note, at)
-    _record(ledger, command, "unconfirmed", "reminder.unconfirmed", data, at, task)
+    task = task_data(command, "check_delivery", note, at)
+    record_fact(ledger, command, "unconfirmed", "reminder.unconfirmed", data, at, task)
     return SendResult("unconfirmed", message_id, str(facts.get("sha256", "")), reply)
 
 
-def _task(command: Mapping[str, Any], kind: str, note: str, at: datetime) -> tuple[str, dict[str, Any]]:
+def task_data(
+    command: Mapping[str, Any], kind: str, note: str, at: datetime, *, key: str | None = None
+) -> dict[str, Any]:
+    """A ``task.created`` event's data for a person to act on the command (one per command and ``key``)."""
     totals = command.get("totals") or {}
-    data = {
-        "task_id": fact_id(command["command_id"], f"task/{kind}"),
+    return {
+        "task_id": fact_id(command["command_id"], f"task/{key or kind}"),
         "kind": kind,
         "due_on": at.date().isoformat(),
         "invoice_ids": list(command.get("invoice_ids", [])),
@@ -376,17 +379,16 @@ def _task(command: Mapping[str, Any], kind: str, note: str, at: datetime) -> tup
         "reminder_id": command.get("reminder_id", ""),
         "command_id": command["command_id"],
     }
-    return "task.created", data
 
 
-def _record(
+def record_fact(
     ledger: Ledger,
     command: Mapping[str, Any],
     fact: str,
     event_type: str,
     data: Mapping[str, Any],
     at: datetime,
-    task: tuple[str, dict[str, Any]] | None = None,
+    task: dict[str, Any] | None = None,
 ) -> str:
     """Append the fact (and its task, in the same transaction); the fact's outcome status."""
     items = [
@@ -405,9 +407,9 @@ def _record(
             Incoming(
                 tenant=command["tenant"],
                 customer_id=command["customer_id"],
-                event_id=task[1]["task_id"],
-                event_type=task[0],
-                data=task[1],
+                event_id=task["task_id"],
+                event_type="task.created",
+                data=task,
                 occurred_at=at,
                 metadata={"source": "notifier", "command_id": command["command_id"]},
             )

@@ -1,0 +1,254 @@
+"""The notifier's work on one ``notifier.send_reminder`` command, whatever carries it (RabbitMQ, the demo's queue).
+
+For each command, in this order:
+
+1. A command that already ended (``reminder.sent`` / ``failed`` / ``unconfirmed`` / ``skipped``) ends again the same
+   way without doing anything: redeliveries are harmless.
+2. Before the first attempt, the reminder is checked against the ledger *as it is now*, not as it was when the
+   escalation engine decided it: invoices paid, cancelled or disputed since are dropped, outstanding amounts are
+   today's, and a reminder overtaken by a newer one for the same currency is not sent. With nothing left to remind,
+   ``reminder.skipped`` records why. relance never reminds a customer of an invoice the ledger knows is settled or
+   disputed.
+3. A letter (``channel: letter``) becomes a ``send_letter`` task for a person to print and post; an e-mail copy, when
+   the level asks for one, goes out like any e-mail.
+4. Quiet hours hold the command back (:class:`NotNow`; the worker retries it later); the tenant's rate limit makes
+   the worker wait for the next minute.
+5. The reminder is rendered with the tenant's templates and sender, for the recipients of the customer's profile, and
+   handed to :func:`services.notifier.smtp.send_reminder`, which sends it at most once and records the evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine
+
+from services.notifier import evidence
+from services.notifier.render import RenderSettings, TemplateSet, load_templates, render
+from services.notifier.rules import SendingRules, load_rules, take_slot
+from services.notifier.sender import Sender, load_sender
+from services.notifier.smtp import (
+    MailSettings,
+    SendResult,
+    Transport,
+    fact_id,
+    record_fact,
+    record_failed,
+    send_reminder,
+    task_data,
+)
+from shared.config import ConfigurationError, Settings
+from shared.ledger.state import ZERO, CustomerState
+from shared.ledger.store import Ledger
+
+log = structlog.get_logger()
+
+KIND = "notifier.send_reminder"
+REQUIRED = ("command_id", "tenant", "customer_id", "reminder_id", "level", "template", "currency", "lines", "totals")
+FINAL = ("sent", "failed", "unconfirmed", "skipped", "letter")
+
+
+class BadCommand(ValueError):
+    """The message is not a usable ``notifier.send_reminder`` command; it goes to the dead-letter queue."""
+
+
+class NotNow(Exception):
+    """The command may not be sent yet (quiet hours); retry it in about ``seconds``."""
+
+    def __init__(self, reason: str, seconds: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.seconds = seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: str  # sent, failed, unconfirmed, skipped, letter, or already_<one of those>
+    command_id: str
+    tenant: str
+    level: str = ""
+    language: str = ""
+    message_id: str = ""
+    dropped: tuple[str, ...] = ()
+
+
+@dataclass
+class TenantSetup:
+    templates: TemplateSet
+    sender: Sender
+    rules: SendingRules
+
+
+@dataclass
+class Notifier:
+    """Checks, renders and sends reminders; one per process, shared by the commands it handles one at a time."""
+
+    settings: Settings
+    engine: Engine
+    transport: Transport
+    render_settings: RenderSettings = field(default_factory=RenderSettings)
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    _tenants: dict[str, TenantSetup] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ledger = Ledger(self.engine)
+        self.mail = MailSettings.from_settings(self.settings)
+
+    def load(self) -> None:
+        """Load and try every template set, sender and sending rule now, so a mistake stops start-up, not a send."""
+        self.setup("")
+        template_dir = self.render_settings.template_dir
+        if template_dir is not None and template_dir.is_dir():
+            for tenant_dir in sorted(p for p in template_dir.iterdir() if p.is_dir()):
+                if not tenant_dir.name.startswith(("fr", "en")) or len(tenant_dir.name) > 2:
+                    self.setup(tenant_dir.name)
+
+    def setup(self, tenant: str) -> TenantSetup:
+        found = self._tenants.get(tenant)
+        if found is None:
+            name = tenant or None
+            sender_file: Path | None = self.render_settings.sender_file
+            found = TenantSetup(
+                templates=load_templates(self.render_settings.template_dir, name),
+                sender=load_sender(sender_file, name),
+                rules=load_rules(self.settings, sender_file, name),
+            )
+            self._tenants[tenant] = found
+        return found
+
+    async def handle(self, command: Mapping[str, Any]) -> Outcome:
+        """Do what the command asks, once; raises :class:`NotNow`, ``SendDeferred`` or ``SendInProgress`` to retry."""
+        check(command)
+        command_id, tenant = str(command["command_id"]), str(command["tenant"])
+        level = str(command["level"])
+        letter = command.get("channel") == "letter"
+        email = not letter or "email" in (command.get("copy_channels") or [])
+        final = FINAL if not email else tuple(f for f in FINAL if f != "letter")
+        wanted = {fact_id(command_id, fact): fact for fact in (*FINAL, "sending/1")}
+        known = evidence.facts(self.engine, tenant, wanted)
+        for event_id, fact in wanted.items():
+            if fact in final and event_id in known:
+                log.info("notifier.duplicate_command", command_id=command_id, outcome=fact)
+                return Outcome(f"already_{fact}", command_id, tenant, level)
+        state = self.ledger.state(tenant, str(command["customer_id"]))
+        data = dict(command)
+        dropped: tuple[str, ...] = ()  # ids of the invoices no longer due
+        if fact_id(command_id, "sending/1") not in known:  # nothing went out yet: remind only what is still due
+            data, reasons = still_due(command, state)
+            dropped = tuple(reason["invoice_id"] for reason in reasons)
+            if not data["lines"]:
+                self._record(command, "skipped", "reminder.skipped", {"dropped": reasons})
+                log.info("notifier.skipped", command_id=command_id, reasons=reasons)
+                return Outcome("skipped", command_id, tenant, level, dropped=dropped)
+        setup = self.setup(tenant)
+        profile = state.profile or {}
+        language = str(data.get("language") or profile.get("language") or "en")
+        if letter:
+            outcome = self._letter(command, data)
+            if not email:
+                return outcome
+        now = self.now()
+        if setup.rules.quiet.is_quiet(now):
+            opens = setup.rules.quiet.next_open(now)
+            raise NotNow(f"quiet hours for tenant {tenant} until {opens.isoformat()}", (opens - now).total_seconds())
+        while (wait := take_slot(self.engine, tenant, setup.rules.rate_per_minute, now)) > 0:
+            log.info("notifier.rate_limited", tenant=tenant, wait_seconds=round(wait, 2))
+            await self.sleep(wait)
+            now = self.now()
+        try:
+            rendered = render(data, profile, setup.sender, language, setup.templates)
+        except ConfigurationError as exc:  # the templates passed their start-up trial; this data broke them
+            failed = record_failed(self.ledger, command, {}, f"cannot render the reminder: {exc}", "", now)
+            return Outcome(failed.status, command_id, tenant, level, language)
+        recipients = recipients_of(profile)
+        result: SendResult = await send_reminder(
+            self.ledger, command, rendered, recipients, self.transport, self.mail, now=self.now, sleep=self.sleep
+        )
+        return Outcome(result.status, command_id, tenant, level, rendered.language, result.message_id, dropped)
+
+    def _letter(self, command: Mapping[str, Any], data: Mapping[str, Any]) -> Outcome:
+        command_id, level = str(command["command_id"]), str(command["level"])
+        note = (
+            f"print and post the {level} letter ({len(data['lines'])} invoice(s)); "
+            f"`relance preview --customer {command['customer_id']} --level {level}` writes it"
+        )
+        task = task_data(command, "send_letter", note, self.now(), key="letter")
+        self._record(command, "letter", "reminder.letter_requested", {"lines": len(data["lines"])}, task)
+        return Outcome("letter", command_id, str(command["tenant"]), level)
+
+    def _record(
+        self,
+        command: Mapping[str, Any],
+        fact: str,
+        event_type: str,
+        data: Mapping[str, Any],
+        task: dict[str, Any] | None = None,
+    ) -> None:
+        facts = {"command_id": command["command_id"], "reminder_id": command["reminder_id"], "level": command["level"]}
+        record_fact(self.ledger, command, fact, event_type, {**facts, **data}, self.now(), task)
+
+
+def check(command: Mapping[str, Any]) -> None:
+    """Raise :class:`BadCommand` naming what is missing or wrong."""
+    if not isinstance(command, Mapping):
+        raise BadCommand("the message body is not a JSON object")
+    if command.get("command", KIND) != KIND:
+        raise BadCommand(f"not a {KIND} command: {command.get('command')!r}")
+    missing = [key for key in REQUIRED if command.get(key) in (None, "")]
+    if missing:
+        raise BadCommand(f"missing field(s): {', '.join(missing)}")
+    lines = command["lines"]
+    if not isinstance(lines, list) or not all(isinstance(line, Mapping) and line.get("invoice_id") for line in lines):
+        raise BadCommand("`lines` must be a list of objects with an invoice_id")
+    if not isinstance(command["totals"], Mapping):
+        raise BadCommand("`totals` must be an object")
+
+
+def still_due(command: Mapping[str, Any], state: CustomerState) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The command's data reduced to what the ledger still shows as due today, and why the rest was dropped."""
+    currency = str(command["currency"])
+    reasons: list[dict[str, str]] = []
+    latest = state.reminded.get(currency)
+    if latest is not None and latest.get("reminder_id") not in (None, command["reminder_id"]):
+        reason = f"superseded by reminder {latest['reminder_id']} ({latest.get('level')})"
+        return {**command, "lines": []}, [{"invoice_id": "*", "reason": reason}]
+    lines = []
+    for line in command["lines"]:
+        invoice_id = str(line["invoice_id"])
+        invoice = state.invoices.get(invoice_id)
+        if invoice is None:
+            reason = "unknown to the ledger"
+        elif invoice.status == "cancelled":
+            reason = "cancelled"
+        elif invoice.status != "open" or invoice.outstanding <= ZERO:
+            reason = "paid"
+        elif invoice_id in state.disputes:
+            reason = "disputed"
+        else:
+            lines.append({**line, "outstanding": str(invoice.outstanding)})
+            continue
+        reasons.append({"invoice_id": invoice_id, "reason": reason})
+    totals = {
+        "outstanding": str(sum((Decimal(line["outstanding"]) for line in lines), ZERO)),
+        "interest": str(sum((Decimal(str(line.get("interest", "0"))) for line in lines), ZERO)),
+        "fees": str(sum((Decimal(str(line.get("fee", "0"))) for line in lines), ZERO)),
+    }
+    return {
+        **command,
+        "lines": lines,
+        "invoice_ids": [line["invoice_id"] for line in lines],
+        "totals": totals,
+    }, reasons
+
+
+def recipients_of(profile: Mapping[str, Any]) -> list[str]:
+    emails = profile.get("emails") or []
+    return [str(e) for e in emails] if isinstance(emails, list) else [str(emails)]

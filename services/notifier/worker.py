@@ -1,0 +1,331 @@
+"""``relance worker notifier``: consume ``notifier.send_reminder`` commands from RabbitMQ and send the reminders.
+
+Topology (declared by the worker, idempotently):
+
+- ``settings.notifier_queue`` (durable), bound to ``settings.commands_exchange`` with the routing key
+  ``notifier.send_reminder``: the relay publishes the outbox's reminder commands there.
+- ``<queue>.retry`` (durable): a command that must wait (quiet hours, SMTP deferring, another worker holding it, the
+  database away) is republished here with an expiry of ``RELANCE_NOTIFIER_RETRY_SECONDS``; RabbitMQ dead-letters it
+  back to the queue when it expires. Nothing is held in memory, so a restart loses nothing.
+- ``<queue>.dead`` (durable): messages that are not usable commands, with ``x-relance-reason`` saying why.
+
+A delivery is acked only after its outcome is recorded in the ledger, or after its copy is confirmed by RabbitMQ in
+the retry or dead-letter queue; a crash in between redelivers it, which the notifier's idempotence makes harmless.
+The SMTP work runs on an asyncio loop in a second thread while this thread keeps the AMQP connection serviced
+(heartbeats), so a slow SMTP server never costs the broker connection. SIGTERM/SIGINT: the command in hand is
+finished, the others go back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pika
+import structlog
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.exceptions import AMQPError, AuthenticationError, ProbableAccessDeniedError, ProbableAuthenticationError
+from pika.spec import Basic, BasicProperties
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from services.ingest.topology import connect
+from services.notifier.service import KIND, BadCommand, Notifier, NotNow
+from services.notifier.smtp import SendDeferred, SendInProgress, SmtpConfig, SmtpTransport
+from shared.config import ConfigurationError, Settings
+from shared.runtime import Backoff, run_worker
+
+log = structlog.get_logger()
+
+_REFUSED = (AuthenticationError, ProbableAuthenticationError, ProbableAccessDeniedError)
+_TICK = 0.2
+
+
+def retry_queue(settings: Settings) -> str:
+    return f"{settings.notifier_queue}.retry"
+
+
+def dead_queue(settings: Settings) -> str:
+    return f"{settings.notifier_queue}.dead"
+
+
+def declare_notifier_topology(channel: BlockingChannel, settings: Settings) -> None:
+    queue = settings.notifier_queue
+    channel.exchange_declare(settings.commands_exchange, exchange_type="topic", durable=True)
+    channel.queue_declare(queue, durable=True)
+    channel.queue_bind(queue, settings.commands_exchange, routing_key=KIND)
+    channel.queue_declare(
+        retry_queue(settings),
+        durable=True,
+        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue},
+    )
+    channel.queue_declare(dead_queue(settings), durable=True)
+
+
+@dataclass
+class NotifierTotals:
+    handled: int = 0
+    retried: int = 0
+    dead: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    tag: int
+    body: bytes
+    properties: BasicProperties
+
+
+def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
+    """Run one notifier worker until SIGTERM/SIGINT (or until ``stop`` is set); returns the exit status."""
+
+    def start(engine: Engine, stop: threading.Event) -> int:
+        notifier = Notifier(settings, engine, SmtpTransport(SmtpConfig.from_settings(settings)))
+        notifier.load()  # broken templates, sender file or sending rules stop start-up here
+        return NotifierWorker(settings, notifier, stop).run()
+
+    return run_worker(settings, "notifier", stop, start)
+
+
+class NotifierWorker:
+    """The consume → handle → ack (or retry, or dead-letter) loop around one AMQP connection."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        notifier: Notifier,
+        stop: threading.Event,
+        *,
+        connect_to: Callable[[Settings, str], BlockingConnection] = connect,
+    ) -> None:
+        self.settings = settings
+        self.notifier = notifier
+        self.stop = stop
+        self.totals = NotifierTotals()
+        self._connect = connect_to
+        self._connection: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self._publish: BlockingChannel | None = None
+        self._inbox: deque[_Delivery] = deque()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="notifier-smtp", daemon=True)
+
+    def run(self) -> int:
+        log.info(
+            "notifier.worker_started",
+            queue=self.settings.notifier_queue,
+            exchange=self.settings.commands_exchange,
+            smtp=f"{self.settings.smtp_host}:{self.settings.smtp_port}",
+        )
+        self._thread.start()
+        broker_backoff = Backoff(self.settings.retry_max_seconds)
+        connected_once = False
+        try:
+            while not self.stop.is_set():
+                handled = self.totals.handled
+                try:
+                    self._open()
+                    connected_once = True
+                    self._consume()
+                except _REFUSED as exc:
+                    if not connected_once:
+                        raise ConfigurationError(
+                            f"RabbitMQ refused the connection ({type(exc).__name__}): check the user, password and "
+                            "virtual host in RELANCE_AMQP_URL"
+                        ) from exc
+                    self._connection_lost(exc, broker_backoff)
+                except (AMQPError, OSError) as exc:
+                    if self.totals.handled != handled:
+                        broker_backoff.reset()
+                    self._connection_lost(exc, broker_backoff)
+        finally:
+            self._close()
+            self._await(self.notifier.transport.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        log.info(
+            "notifier.worker_stopped",
+            handled=self.totals.handled,
+            retried=self.totals.retried,
+            dead_lettered=self.totals.dead,
+            **self.totals.by_status,
+        )
+        return 0
+
+    # ------------------------------------------------------------------------------------------------ connection
+    def _open(self) -> None:
+        connection = self._connect(self.settings, "notifier")
+        self._connection = connection
+        channel = connection.channel()
+        declare_notifier_topology(channel, self.settings)
+        channel.basic_qos(prefetch_count=self.settings.notifier_prefetch)
+        channel.basic_consume(self.settings.notifier_queue, on_message_callback=self._on_message)
+        self._channel = channel
+        self._publish = connection.channel()
+        self._publish.confirm_delivery()
+        log.info("notifier.consuming", queue=self.settings.notifier_queue)
+
+    def _close(self) -> None:
+        connection, self._connection, self._channel, self._publish = self._connection, None, None, None
+        self._inbox.clear()  # unacked: RabbitMQ requeues them when the connection closes
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception as exc:  # already broken: nothing left to release
+                log.debug("notifier.close_failed", error=str(exc))
+
+    def _connection_lost(self, exc: BaseException, backoff: Backoff) -> None:
+        delay = backoff.next()
+        parameters = pika.URLParameters(self.settings.amqp_url)
+        log.warning(
+            "notifier.broker_unavailable",
+            broker=f"{parameters.host}:{parameters.port}",
+            error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+            retry_in=round(delay, 2),
+        )
+        self._close()
+        self.stop.wait(delay)
+
+    # ------------------------------------------------------------------------------------------------ consuming
+    def _consume(self) -> None:
+        connection, channel = self._connection, self._channel
+        assert connection is not None and channel is not None
+        database_backoff = Backoff(self.settings.retry_max_seconds)
+        while not self.stop.is_set():
+            if not self._inbox:
+                connection.process_data_events(time_limit=_TICK)
+                continue
+            delivery = self._inbox.popleft()
+            try:
+                self._handle(delivery)
+                database_backoff.reset()
+            except DBAPIError as exc:
+                delay = database_backoff.next()
+                log.warning(
+                    "notifier.database_unavailable",
+                    error=str(exc.orig or exc).splitlines()[0],
+                    retry_in=round(delay, 2),
+                )
+                self._retry(delivery, "the ledger database is unavailable")
+                self._wait(delay)
+        for tag in list(channel.consumer_tags):
+            channel.basic_cancel(tag)
+
+    def _on_message(
+        self, channel: BlockingChannel, method: Basic.Deliver, properties: BasicProperties, body: bytes
+    ) -> None:
+        self._inbox.append(_Delivery(method.delivery_tag, body, properties))
+
+    def _handle(self, delivery: _Delivery) -> None:
+        try:
+            command = orjson.loads(delivery.body)
+        except orjson.JSONDecodeError as exc:
+            self._dead_letter(delivery, f"not JSON: {exc}")
+            return
+        try:
+            outcome = self._await(self.notifier.handle(command))
+        except BadCommand as exc:
+            self._dead_letter(delivery, str(exc))
+            return
+        except NotNow as exc:
+            self._retry(delivery, exc.reason)
+            return
+        except (SendDeferred, SendInProgress) as exc:
+            self._retry(delivery, exc.reason)
+            return
+        self._ack(delivery)
+        self.totals.handled += 1
+        self.totals.by_status[outcome.status] = self.totals.by_status.get(outcome.status, 0) + 1
+        log.info(
+            "notifier.handled",
+            command_id=outcome.command_id,
+            tenant=outcome.tenant,
+            status=outcome.status,
+            level=outcome.level,
+            message_id=outcome.message_id or None,
+        )
+
+    def _await(self, coroutine: Any) -> Any:
+        """Run a coroutine on the SMTP loop; keep the AMQP connection serviced while it runs."""
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        while not future.done():
+            if self._connection is not None and self._connection.is_open:
+                try:
+                    self._connection.process_data_events(time_limit=_TICK)
+                except (AMQPError, OSError):
+                    future.result()  # finish the work first: its outcome is recorded in the ledger either way
+                    raise
+            else:
+                time.sleep(_TICK)
+        return future.result()
+
+    def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            assert self._connection is not None
+            self._connection.process_data_events(time_limit=min(left, _TICK))
+
+    # ------------------------------------------------------------------------------------------------ outcomes
+    def _ack(self, delivery: _Delivery) -> None:
+        assert self._channel is not None
+        self._channel.basic_ack(delivery.tag)
+
+    def _retry(self, delivery: _Delivery, reason: str) -> None:
+        headers = dict(delivery.properties.headers or {})
+        retries = int(headers.get("x-relance-retries", 0)) + 1
+        headers.update({"x-relance-retries": retries, "x-relance-retry-reason": reason[:500]})
+        self._republish(
+            retry_queue(self.settings),
+            delivery,
+            headers,
+            expiration=str(self.settings.notifier_retry_seconds * 1000),
+        )
+        self.totals.retried += 1
+        log.info(
+            "notifier.retry_later",
+            message_id=delivery.properties.message_id,
+            reason=reason,
+            retries=retries,
+            retry_in=self.settings.notifier_retry_seconds,
+        )
+
+    def _dead_letter(self, delivery: _Delivery, reason: str) -> None:
+        headers = dict(delivery.properties.headers or {})
+        headers.update(
+            {
+                "x-relance-kind": "invalid_command",
+                "x-relance-reason": reason[:1000],
+                "x-relance-dead-lettered-at": datetime.now(UTC).isoformat(),
+            }
+        )
+        self._republish(dead_queue(self.settings), delivery, headers)
+        self.totals.dead += 1
+        log.error("notifier.dead_lettered", message_id=delivery.properties.message_id, reason=reason)
+
+    def _republish(
+        self, queue: str, delivery: _Delivery, headers: dict[str, Any], expiration: str | None = None
+    ) -> None:
+        """Put a copy in ``queue`` (confirmed by RabbitMQ), then ack the original: it is never in neither."""
+        assert self._publish is not None
+        original = delivery.properties
+        properties = pika.BasicProperties(
+            content_type=original.content_type or "application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=original.message_id,
+            type=original.type,
+            app_id=original.app_id,
+            timestamp=original.timestamp,
+            headers=headers,
+            expiration=expiration,
+        )
+        self._publish.basic_publish("", queue, delivery.body, properties, mandatory=True)
+        self._ack(delivery)

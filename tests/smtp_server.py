@@ -1,0 +1,106 @@
+"""A real SMTP server on loopback for tests: aiosmtpd with STARTTLS required and AUTH, a self-signed certificate."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as Server
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+from services.notifier.smtp import SmtpConfig, SmtpTransport
+
+USER, PASSWORD = "relance", "s3cret"
+
+
+@dataclass
+class Sink:
+    """Handler: answers ``script`` replies to DATA first, then accepts and keeps what it got."""
+
+    script: list[str] = field(default_factory=list)
+    received: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Server, session: Session, envelope: Envelope) -> str:
+        if self.script:
+            return self.script.pop(0)
+        assert isinstance(envelope.original_content, bytes)
+        self.received.append((str(envelope.mail_from), list(envelope.rcpt_tos), envelope.original_content))
+        return "250 2.0.0 Ok: queued"
+
+
+def authenticate(server: Server, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+    ok = isinstance(data, LoginPassword) and data.login == USER.encode() and data.password == PASSWORD.encode()
+    return AuthResult(success=ok)
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls")
+    key, crt = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return key, crt
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Smtp:
+    sink: Sink
+    port: int
+    cert: tuple[Path, Path]
+    controller: Controller | None = None
+
+    def start(self) -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(self.cert[1]), str(self.cert[0]))
+        self.controller = Controller(
+            self.sink,
+            hostname="127.0.0.1",
+            port=self.port,
+            tls_context=context,
+            require_starttls=True,
+            authenticator=authenticate,
+            auth_required=True,
+        )
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    def transport(self) -> SmtpTransport:
+        return SmtpTransport(
+            SmtpConfig("127.0.0.1", self.port, "starttls", USER, PASSWORD, ca_file=self.cert[1], timeout=5)
+        )
+
+
+@pytest.fixture
+def smtp(cert: tuple[Path, Path]) -> Iterator[Smtp]:
+    server = Smtp(Sink(), free_port(), cert)
+    server.start()
+    yield server
+    server.stop()
+
+
+def received_messages(sink: Sink) -> list[Any]:
+    """What the sink accepted, parsed as e-mail messages."""
+    import email
+    from email import policy
+
+    return [email.message_from_bytes(data, policy=policy.default) for _, _, data in sink.received]
