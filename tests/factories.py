@@ -182,7 +182,7 @@ class Feed:
             if check.verdict == "new":
                 self.seen.add(ev.event_id)
                 self.state.version += 1
-                self.state.apply(ev.event_type, ev.data, ev.occurred_at.isoformat())
+                self.state.apply(ev.event_type, ev.data, ev.occurred_at.isoformat(), ev.event_id)
         return verdicts
 
 

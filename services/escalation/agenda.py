@@ -23,6 +23,7 @@ SHOWN_INVOICES = 4  # per line of the printed agenda (all of them in --json)
 _TASK_TITLES = {
     "phone_call": "call",
     "check_promise": "check promised payment",
+    "erp_command_rejected": "ERP refused a credit command: see why (relance ledger show)",
     "promise_broken": "promise broken: call",
     "payment_behaviour_changed": "paying later than usual: call",
     "hand_over": "hand over to collection",

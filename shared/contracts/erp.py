@@ -295,6 +295,29 @@ class PaymentPlanAgreed(_Model):
         return self
 
 
+class CommandAcknowledged(_Model):
+    """The ERP applied, or refused, a command relance sent it; command_id is the command's message_id."""
+
+    model_config = ConfigDict(
+        json_schema_extra={  # the rule below, for validators that read the schema
+            "if": {"properties": {"status": {"const": "rejected"}}, "required": ["status"]},
+            "then": {"required": ["reason"], "properties": {"reason": {"type": "string", "pattern": r"\S"}}},
+        }
+    )
+
+    command_id: Id
+    command: Literal["erp.credit_block", "erp.credit_unblock"]
+    status: Literal["applied", "rejected"]
+    reason: Text | None = None
+    erp_reference: Id | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> CommandAcknowledged:
+        if self.status == "rejected" and not (self.reason or "").strip():
+            raise ValueError("reason is required when status is rejected: say why the ERP refused the command")
+        return self
+
+
 DATA_MODELS: dict[str, type[_Model]] = {
     "customer.upserted": CustomerUpserted,
     "invoice.issued": InvoiceIssued,
@@ -306,6 +329,7 @@ DATA_MODELS: dict[str, type[_Model]] = {
     "invoice.dispute_resolved": InvoiceDisputeResolved,
     "promise_to_pay.recorded": PromiseToPayRecorded,
     "payment_plan.agreed": PaymentPlanAgreed,
+    "erp.command_acknowledged": CommandAcknowledged,
 }
 EVENT_TYPES = tuple(DATA_MODELS)
 

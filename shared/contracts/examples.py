@@ -115,4 +115,15 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             ],
         },
     ),
+    "erp.command_acknowledged": _message(
+        "erp-ack-blk-00917",
+        "erp.command_acknowledged",
+        "2026-12-01T08:00:04Z",
+        {
+            "command_id": "esc-6c0f5b1e9a3d4b7f8e2a1c0d9b8a7f6e",
+            "command": "erp.credit_block",
+            "status": "applied",
+            "erp_reference": "BLK-2026-00917",
+        },
+    ),
 }

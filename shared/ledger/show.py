@@ -20,6 +20,9 @@ _SUMMARY_FIELDS = (
     "due_date",
     "received_on",
     "name",
+    "command",
+    "status",
+    "erp_reference",
     "reason",
 )
 
@@ -58,6 +61,7 @@ def stream_document(stream: list[RecordedEvent], state: CustomerState) -> dict[s
             "plans": state.plans,
             "escalations": state.to_json()["escalations"],
             "credit_block": state.credit_block,
+            "acknowledgements": state.acknowledgements,
             "tasks": state.tasks,
         },
     }
@@ -113,6 +117,15 @@ def render_stream(stream: list[RecordedEvent], state: CustomerState) -> str:
             f"credit blocked since {state.credit_block['blocked_on']} ({state.credit_block['reason']}, "
             f"{state.credit_block['block_id']})"
         )
+        if "command_id" in state.credit_block:
+            ack = state.credit_block.get("acknowledgement")
+            lines.append(f"  {_acknowledged(ack) if ack else 'not yet acknowledged by the ERP'}")
+    if state.acknowledgements:
+        lines.append("")
+        lines.append("ERP acknowledgements")
+        for command_id, ack in state.acknowledgements.items():
+            unknown = "" if command_id in state.credit_commands else " (a command this ledger does not know)"
+            lines.append(f"  {ack['command']:<18} {command_id}{unknown}: {_acknowledged(ack)}")
     for task in sorted(state.tasks.values(), key=lambda t: t["due_on"]):
         invoices = ", ".join(task.get("invoice_ids", []))
         lines.append(f"task {task['due_on']}: {task['kind'].replace('_', ' ')} {invoices}")
@@ -125,6 +138,13 @@ def render_stream(stream: list[RecordedEvent], state: CustomerState) -> str:
     if unallocated:
         lines.append("unallocated credit: " + ", ".join(_money(v, c) for c, v in sorted(unallocated.items())))
     return "\n".join(lines)
+
+
+def _acknowledged(ack: dict[str, Any]) -> str:
+    text = f"{ack['status']} by the ERP at {ack['at'][:19].replace('T', ' ')}"
+    if ack.get("erp_reference"):
+        text += f", ERP reference {ack['erp_reference']}"
+    return text + (f" — {ack['reason']}" if ack.get("reason") else "")
 
 
 def _money(amount: Decimal, currency: str) -> str:

@@ -21,6 +21,9 @@ from typing import Any, Literal
 import orjson
 
 ZERO = Decimal(0)
+# Credit commands, and the ERP's acknowledgements of them, remembered per command kind (the log keeps them all).
+KEPT_PER_KIND = 20
+REJECTED_TASK = "erp_command_rejected"  # the kind of task a refused command leaves for a collector
 
 Verdict = Literal["new", "duplicate", "rejected"]
 
@@ -111,6 +114,9 @@ class CustomerState:
     blocks: int = 0  # block episodes opened so far
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # task_id -> task.created data
     reminded: dict[str, dict[str, Any]] = field(default_factory=dict)  # currency -> last reminder: id, level, on
+    # Commands to the ERP and what the ERP said about them (see _on_command_acknowledged), oldest first.
+    credit_commands: dict[str, dict[str, Any]] = field(default_factory=dict)  # command_id -> command, block_id, on
+    acknowledgements: dict[str, dict[str, Any]] = field(default_factory=dict)  # command_id -> the ERP's latest word
     # Bookkeeping of the store, not part of the state: the version of the last saved snapshot, and the credits
     # changed since the store last saved them.
     snapshot_version: int = field(default=0, compare=False, repr=False)
@@ -153,11 +159,19 @@ class CustomerState:
                 return Check("duplicate", f"invoice {data['invoice_id']} has no open dispute")
         if event_type == "customer.upserted" and self.profile == data:
             return Check("duplicate", "customer profile unchanged")
+        if event_type == "erp.command_acknowledged":
+            known = self.acknowledgements.get(data["command_id"])
+            if known is not None and all(known.get(k) == data.get(k) for k in _ACK_FIELDS):
+                return Check("duplicate", f"acknowledgement of command {data['command_id']} already recorded")
         return NEW
 
     # ----------------------------------------------------------------------------------------------- applying
-    def apply(self, event_type: str, data: dict[str, Any], occurred_at: str = "") -> set[str]:
-        """Fold one accepted event into the state; returns the ids of the invoices it changed."""
+    def apply(self, event_type: str, data: dict[str, Any], occurred_at: str = "", event_id: str = "") -> set[str]:
+        """Fold one accepted event into the state; returns the ids of the invoices it changed.
+
+        ``event_id`` names the command a ``credit.blocked`` / ``credit.unblocked`` causes (the outbox uses the event
+        id as the command id), so the ERP's acknowledgement can be matched with the block it is about.
+        """
         touched: set[str] = set()
         key = _business_key(event_type, data)
         if key is not None:
@@ -165,6 +179,8 @@ class CustomerState:
         handler = _HANDLERS.get(event_type)
         if handler is not None:
             handler(self, data, occurred_at, touched)
+        if event_id and event_type in CREDIT_COMMANDS:
+            _credit_command(self, CREDIT_COMMANDS[event_type], event_id, data)
         return touched
 
     # ----------------------------------------------------------------------------------------------- reading
@@ -222,6 +238,8 @@ class CustomerState:
             "blocks": self.blocks,
             "tasks": self.tasks,
             "reminded": self.reminded,
+            "credit_commands": self.credit_commands,
+            "acknowledgements": self.acknowledgements,
         }
 
     @classmethod
@@ -248,6 +266,8 @@ class CustomerState:
             blocks=raw.get("blocks", 0),
             tasks=dict(raw.get("tasks", {})),
             reminded=dict(raw.get("reminded", {})),
+            credit_commands=dict(raw.get("credit_commands", {})),
+            acknowledgements=dict(raw.get("acknowledgements", {})),
         )
 
 
@@ -427,10 +447,78 @@ def _on_credit_unblocked(state: CustomerState, data: dict[str, Any], occurred_at
 
 def _on_task(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
     state.tasks[data["task_id"]] = {
-        k: data[k] for k in ("kind", "due_on", "invoice_ids", "currency", "amount_at_risk", "note") if k in data
+        k: data[k]
+        for k in ("kind", "due_on", "invoice_ids", "currency", "amount_at_risk", "note", "command")
+        if k in data
     }
 
 
+# --------------------------------------------------------------------------------------------------- ERP commands
+# event type appended to the ledger -> the command to the ERP it causes (as in shared.ledger.outbox.COMMANDS)
+CREDIT_COMMANDS = {"credit.blocked": "erp.credit_block", "credit.unblocked": "erp.credit_unblock"}
+_ACK_FIELDS = ("command", "status", "reason", "erp_reference")
+
+
+def _credit_command(state: CustomerState, kind: str, command_id: str, data: dict[str, Any]) -> None:
+    """Remember a credit command relance decided; it supersedes what the ERP refused of the earlier ones."""
+    _keep(state.credit_commands, command_id, {"command": kind, "block_id": data["block_id"], "on": _day(data)})
+    for task_id, task in list(state.tasks.items()):
+        if task["kind"] == REJECTED_TASK and task.get("command_id") != command_id:
+            del state.tasks[task_id]
+    block = state.credit_block
+    if kind == "erp.credit_block" and block is not None and block["block_id"] == data["block_id"]:
+        block["command_id"] = command_id
+        known = state.acknowledgements.get(command_id)  # the ERP may have answered before this state knew the block
+        block["acknowledgement"] = None if known is None else dict(known)
+
+
+def _on_command_acknowledged(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
+    """The ERP's word on a command, known to this state or not (an unknown command id is recorded all the same).
+
+    Per command, the acknowledgement that occurred last stands, whatever order they arrive in. A refusal of the
+    current command (or of one this state does not know) is a task for a collector until the ERP applies the command
+    or relance decides a newer one; a refusal of a command already superseded is only recorded.
+    """
+    command_id = data["command_id"]
+    known = state.acknowledgements.get(command_id)
+    if known is not None and occurred_at < known["at"]:
+        return
+    ack = {k: data[k] for k in _ACK_FIELDS if k in data} | {"at": occurred_at}
+    _keep(state.acknowledgements, command_id, ack)
+    block = state.credit_block
+    if block is not None and block.get("command_id") == command_id:
+        block["acknowledgement"] = dict(ack)
+    task_id = f"erp-ack:{command_id}"
+    latest = next(reversed(state.credit_commands), None)
+    if ack["status"] == "applied" or (command_id in state.credit_commands and command_id != latest):
+        state.tasks.pop(task_id, None)
+        return
+    state.tasks[task_id] = {
+        "kind": REJECTED_TASK,
+        "due_on": occurred_at[:10],
+        "invoice_ids": [],
+        "currency": "",
+        "note": f"the ERP refused {ack['command']} {command_id}: {ack.get('reason', '')}",
+        "command_id": command_id,
+    }
+
+
+def _keep(records: dict[str, dict[str, Any]], key: str, record: dict[str, Any]) -> None:
+    """Remember the record as the newest; forget the oldest of its command kind beyond :data:`KEPT_PER_KIND`."""
+    records.pop(key, None)
+    records[key] = record
+    same_kind = [k for k, r in records.items() if r["command"] == record["command"]]
+    for old in same_kind[:-KEPT_PER_KIND]:
+        del records[old]
+
+
+def _day(data: dict[str, Any]) -> str:
+    return str(data.get("as_of", ""))[:10]
+
+
+# Event types without a handler change nothing but the stream's version: facts recorded for people and auditors,
+# such as escalation.clock_ticked, the notifier's reminder.sending / reminder.sent, and command.dead_lettered (an
+# adapter gave up delivering an outbox command; its task.created, which the agenda shows, comes with it).
 _HANDLERS = {
     "customer.upserted": _on_customer,
     "invoice.issued": _on_invoice,
@@ -449,6 +537,7 @@ _HANDLERS = {
     "credit.blocked": _on_credit_blocked,
     "credit.unblocked": _on_credit_unblocked,
     "task.created": _on_task,
+    "erp.command_acknowledged": _on_command_acknowledged,
 }
 
 

@@ -53,7 +53,8 @@ def test_every_payment_habit_and_term_is_represented(sample: Sample) -> None:
 
 def test_every_event_type_of_the_contract_is_applied(sample: Sample) -> None:
     mix = sample.event_types()
-    assert set(mix) == set(EVENT_TYPES)
+    # every type but the ERP's acknowledgements, which answer relance's commands rather than describe the business
+    assert set(mix) == set(EVENT_TYPES) - {"erp.command_acknowledged"}
     assert mix["invoice.issued"] > mix["payment.received"] > mix["credit_note.issued"] > 0
     assert mix["customer.upserted"] > len(sample.customers)  # every customer, and some updated
     for rare in ("invoice.cancelled", "invoice.disputed", "invoice.dispute_resolved", "promise_to_pay.recorded"):
