@@ -1,13 +1,16 @@
-"""Commands relance sends to the ERP on the commands exchange: the message bodies, as models and JSON Schema.
+"""Commands relance publishes on the commands exchange: the message bodies, as models and JSON Schema.
 
 The relay (:mod:`shared.relay`) publishes each outbox row's payload as the body, routing key = ``command``,
 ``message_id`` = ``command_id``. Receivers must accept fields they do not know (the models allow extra fields, so
 relance can add some without a new contract version) and deduplicate on ``command_id``: delivery is at least once.
+``erp.credit_block`` and ``erp.credit_unblock`` are for the ERP (which answers with ``erp.command_acknowledged``);
+``notifier.send_reminder`` is internal, for relance's own notifier workers.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -19,7 +22,9 @@ _AMOUNT = re.compile(r"^-?\d{1,15}(\.\d{1,6})?$")
 Amount = Annotated[Decimal, WithJsonSchema({"type": "string", "pattern": _AMOUNT.pattern, "examples": ["12500.00"]})]
 
 
-class _Command(BaseModel):
+class _Envelope(BaseModel):
+    """What every command carries (:data:`shared.ledger.outbox.ENVELOPE`), then the causing event's data."""
+
     model_config = ConfigDict(extra="allow", frozen=True)
 
     command_id: Id = Field(description="Deterministic id of the command: deduplicate on it (also the message_id).")
@@ -27,6 +32,9 @@ class _Command(BaseModel):
     customer_id: Id
     occurred_at: AwareDatetime = Field(description="The instant the decision was taken for (its as-of instant).")
     sequence: int = Field(ge=1, description="Grows with every event of the customer: a lower one is older.")
+
+
+class _Command(_Envelope):
     block_id: Id = Field(description="The block episode; the unblock names the block it ends.")
     overdue: dict[Currency, Amount] = Field(description="Overdue amount per currency when the decision was taken.")
     policy: str | None = Field(default=None, description="Name of the dunning policy that decided.")
@@ -57,12 +65,55 @@ class CreditUnblock(_Command):
     reason: str = Field(description="Why the block ends, e.g. cleared.")
 
 
+class ReminderLine(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    invoice_id: Id
+    number: str
+    issue_date: date
+    due_date: date = Field(description="The due date the ladder counts from (an instalment's under a payment plan).")
+    amount: Amount
+    outstanding: Amount
+    days_late: int = Field(ge=0)
+    interest: Amount = Field(description="Late interest owed on the invoice as recorded (0 when none).")
+    fee: Amount = Field(description="Fixed recovery fee charged on the invoice (0 when none).")
+
+
+class ReminderTotals(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    outstanding: Amount
+    interest: Amount
+    fees: Amount
+
+
+class SendReminder(_Envelope):
+    """Internal: send the customer the reminder the engine decided (its reminder.requested event)."""
+
+    command: Literal["notifier.send_reminder"]
+    reminder_id: Id = Field(description="Deterministic id of the reminder (currency, level and invoices).")
+    level: str = Field(description="Key of the policy level the reminder speaks at, e.g. reminder_1.")
+    channel: Literal["email", "letter"]
+    copy_channels: list[str] = Field(description="Other channels the level also uses, e.g. email for a letter.")
+    template: str = Field(description="Template name of the level.")
+    language: str = Field(description="Language of the customer (else of the policy), e.g. fr.")
+    currency: Currency
+    invoice_ids: list[Id] = Field(description="Every open overdue invoice the reminder lists, oldest first.")
+    lines: list[ReminderLine]
+    totals: ReminderTotals
+    policy: str | None = Field(default=None, description="Name of the dunning policy that decided.")
+    policy_version: str | None = Field(default=None, description="SHA-256 of that policy's content.")
+    as_of: AwareDatetime | None = Field(default=None, description="The instant the engine decided at.")
+
+
 COMMAND_MODELS: dict[str, type[_Command]] = {"erp.credit_block": CreditBlock, "erp.credit_unblock": CreditUnblock}
+# Commands for relance's own services, published on the same exchange; not part of what the ERP receives.
+INTERNAL_COMMAND_MODELS: dict[str, type[_Envelope]] = {"notifier.send_reminder": SendReminder}
 
 
 def command_json_schemas() -> dict[str, dict[str, Any]]:
     schemas = {}
-    for kind, model in COMMAND_MODELS.items():
+    for kind, model in {**COMMAND_MODELS, **INTERNAL_COMMAND_MODELS}.items():
         schema = model.model_json_schema()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://relance.dev/contract/v{CONTRACT_VERSION}/{kind}.json"

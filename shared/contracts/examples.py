@@ -1,4 +1,5 @@
-"""One example message per event type: in the README, the AsyncAPI document and the tests."""
+"""One example message per event type, and per command relance publishes: in the README, the AsyncAPI document and
+the tests."""
 
 from __future__ import annotations
 
@@ -124,6 +125,68 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "command": "erp.credit_block",
             "status": "applied",
             "erp_reference": "BLK-2026-00917",
+        },
+    ),
+}
+
+
+def _command(kind: str, command_id: str, at: str, sequence: int, data: dict[str, Any]) -> dict[str, Any]:
+    """A body as the relay publishes it: the outbox envelope, the causing event's data, then the decision's metadata."""
+    envelope = {"command_id": command_id, "command": kind, **_BASE, "occurred_at": at, "sequence": sequence}
+    meta = {"policy": "standard-fr", "policy_version": _POLICY_VERSION, "as_of": at.replace("+00:00", "Z")}
+    return {**envelope, **data, **meta}
+
+
+_POLICY_VERSION = "9b1c3f0e7d2a4c6b8e1f0a3d5c7b9e2f4a6c8e0b1d3f5a7c9e2b4d6f8a0c1e3b"
+
+COMMAND_EXAMPLES: dict[str, dict[str, Any]] = {
+    "erp.credit_block": _command(
+        "erp.credit_block",
+        "esc-6c0f5b1e9a3d4b7f8e2a1c0d9b8a7f6e",
+        "2026-12-01T08:00:00+00:00",
+        17,
+        {
+            "block_id": "esc-1f2e3d4c5b6a79880716253443526170",
+            "reason": "level",
+            "overdue": {"EUR": "12500.00"},
+            "credit_limit": {"amount": "10000.00", "currency": "EUR"},
+        },
+    ),
+    "erp.credit_unblock": _command(
+        "erp.credit_unblock",
+        "esc-0a9b8c7d6e5f40312233445566778899",
+        "2027-01-08T08:00:00+00:00",
+        23,
+        {"block_id": "esc-1f2e3d4c5b6a79880716253443526170", "reason": "cleared", "overdue": {}},
+    ),
+    "notifier.send_reminder": _command(
+        "notifier.send_reminder",
+        "esc-3d2c1b0a99887766554433221100ffee",
+        "2026-12-18T08:00:00+00:00",
+        9,
+        {
+            "reminder_id": "esc-77e6d5c4b3a291807f6e5d4c3b2a1908",
+            "level": "reminder_1",
+            "channel": "email",
+            "copy_channels": [],
+            "template": "reminder_1",
+            "language": "fr",
+            "currency": "EUR",
+            "invoice_ids": ["INV-2026-1187"],
+            "lines": [
+                {
+                    "invoice_id": "INV-2026-1187",
+                    "number": "F2026-1187",
+                    "issue_date": "2026-11-02",
+                    "due_date": "2026-12-17",
+                    "amount": "1234.56",
+                    "outstanding": "1234.56",
+                    "days_late": 1,
+                    "interest": "0",
+                    "fee": "0",
+                }
+            ],
+            "totals": {"outstanding": "1234.56", "interest": "0", "fees": "0"},
         },
     ),
 }
