@@ -9,14 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.config import ConfigurationError, Settings, load_settings
 from shared.logging import configure_logging
+
+if TYPE_CHECKING:
+    from shared.ledger.store import Ledger
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -136,6 +140,24 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("--out", type=Path, default=Path("preview"), help="folder for the files (default ./preview)")
     preview.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
     preview.set_defaults(handler=_preview)
+
+    evidence = commands.add_parser("evidence", help="sent reminders as an auditor checks them: exact bytes and hashes")
+    evidence_commands = evidence.add_subparsers(title="evidence commands", metavar="ACTION")
+    evidence_show = evidence_commands.add_parser(
+        "show",
+        help="a sent reminder's stored bytes, hashed again and compared with the log; exit 1 on a mismatch, "
+        "2 if the Message-ID is unknown",
+    )
+    evidence_show.add_argument("--message-id", required=True, help="with or without the angle brackets")
+    evidence_show.add_argument("--tenant", help="the tenant, when the Message-ID alone is ambiguous")
+    evidence_show.add_argument("--output", type=Path, help="write the exact stored bytes to this file (.eml)")
+    evidence_show.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    evidence_show.set_defaults(handler=_evidence_show)
+    evidence_list = evidence_commands.add_parser("list", help="a customer's evidence events, one line each")
+    evidence_list.add_argument("--tenant", required=True)
+    evidence_list.add_argument("--customer", required=True)
+    evidence_list.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    evidence_list.set_defaults(handler=_evidence_list)
 
     publish = commands.add_parser(
         "publish", help="publish ERP events from a JSON Lines file to RabbitMQ, with publisher confirms"
@@ -326,6 +348,51 @@ def _preview(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{folder}/  subject: {rendered.subject}")
         print(f"  template {rendered.template_name} ({rendered.language}), version {rendered.template_version[:12]}")
     return 0
+
+
+def _evidence_show(args: argparse.Namespace, settings: Settings) -> int:
+    from services.notifier.audit import UnknownMessage, audit, render_audit
+
+    with _ledger(settings) as ledger:
+        try:
+            report = audit(ledger, args.message_id, args.tenant)
+        except UnknownMessage as exc:
+            print(f"relance: {exc}", file=sys.stderr)
+            return 2
+    print(render_audit(report))
+    if args.output is not None:
+        args.output.write_bytes(report.stored.mime)
+        print(f"wrote the {len(report.stored.mime)} stored bytes to {args.output}")
+    return 0 if report.verified else 1
+
+
+def _evidence_list(args: argparse.Namespace, settings: Settings) -> int:
+    from services.notifier.audit import evidence_events, render_events
+
+    with _ledger(settings) as ledger:
+        stream = ledger.read_stream(args.tenant, args.customer)
+    if not stream:
+        print(f"relance: no customer {args.customer!r} in tenant {args.tenant!r}", file=sys.stderr)
+        return 2
+    print(render_events(evidence_events(stream), args.tenant, args.customer))
+    return 0
+
+
+@contextmanager
+def _ledger(settings: Settings) -> Iterator[Ledger]:
+    """The ledger of the settings' database, once its schema is checked; the engine is closed afterwards."""
+    from shared.ledger.db import make_engine
+    from shared.ledger.store import Ledger
+    from shared.runtime import schema_problem
+
+    engine = make_engine(settings.database_url)
+    try:
+        problem = schema_problem(engine, settings.database_url)
+        if problem:
+            raise ConfigurationError(problem)
+        yield Ledger(engine)
+    finally:
+        engine.dispose()
 
 
 def _day(value: str) -> date:

@@ -70,11 +70,19 @@ def by_command(engine: Engine, tenant: str, command_id: str) -> StoredMessage | 
 
 
 def by_message_id(engine: Engine, message_id: str, tenant: str | None = None) -> StoredMessage | None:
-    if not message_id.startswith("<"):
-        message_id = f"<{message_id}>"
-    if tenant is None:
-        return _one(engine, sent_messages.c.message_id == message_id)
-    return _one(engine, sent_messages.c.tenant == tenant, sent_messages.c.message_id == message_id)
+    found = with_message_id(engine, message_id, tenant)
+    return found[0] if found else None
+
+
+def with_message_id(engine: Engine, message_id: str, tenant: str | None = None) -> list[StoredMessage]:
+    """The stored messages with this Message-ID (one per tenant at most), written with or without angle brackets."""
+    message_id = f"<{message_id.strip().removeprefix('<').removesuffix('>')}>"
+    where = [sent_messages.c.message_id == message_id]
+    if tenant is not None:
+        where.append(sent_messages.c.tenant == tenant)
+    query = select(sent_messages).where(*where).order_by(sent_messages.c.tenant)
+    with engine.connect() as conn:
+        return [_stored(row) for row in conn.execute(query).mappings()]
 
 
 def facts(engine: Engine, tenant: str, event_ids: Iterable[str]) -> dict[str, Fact]:
@@ -96,8 +104,10 @@ def verify(stored: StoredMessage, recorded_sha256: str) -> bool:
 def _one(engine: Engine, *where: Any) -> StoredMessage | None:
     with engine.connect() as conn:
         row = conn.execute(select(sent_messages).where(*where)).mappings().first()
-    if row is None:
-        return None
+    return None if row is None else _stored(row)
+
+
+def _stored(row: Any) -> StoredMessage:
     return StoredMessage(
         tenant=row["tenant"],
         customer_id=row["customer_id"],
