@@ -33,6 +33,9 @@ from shared.ledger.store import Ledger, RecordedEvent
 
 ZERO = Decimal(0)
 FOLLOW_AT = time(20, 0)  # the ERP's messages of a day happen before 20:00 UTC
+MAIL_FACTS = frozenset(
+    ("reminder.sent", "reminder.letter_requested", "reminder.skipped", "reminder.failed", "reminder.unconfirmed")
+)
 DECISIONS = (
     "escalation.level_reached",
     "reminder.requested",
@@ -146,7 +149,8 @@ class Audit:
     block_reasons: Counter[str] = field(default_factory=Counter)
     still_blocked: int = 0
     tasks: Counter[str] = field(default_factory=Counter)
-    outbox: Counter[str] = field(default_factory=Counter)  # pending commands by kind
+    outbox: Counter[str] = field(default_factory=Counter)  # commands written, by kind
+    pending: Counter[str] = field(default_factory=Counter)  # of which not yet published or sent
     decisions: int = 0
     ticks: int = 0
     problems: list[str] = field(default_factory=list)
@@ -167,7 +171,8 @@ def audit(ledger: Ledger, as_of: date) -> Audit:
                 money = result.interest.setdefault(record.currency, Money())
                 money.invoices += 1
                 money.total += record.interest
-    result.outbox = _pending_commands(ledger.engine)
+    result.outbox = _commands(ledger.engine)
+    result.pending = _commands(ledger.engine, pending=True)
     expected = Counter(
         {
             COMMANDS["credit.blocked"]: result.blocks,
@@ -275,6 +280,7 @@ def _timeline(tenant: str, customer_id: str, stream: list[RecordedEvent]) -> Tim
             text = describe(event.event_type, event.data, state)
             if text:
                 source = "relance" if event.event_type in DECISIONS else "ERP"
+                source = "mail" if event.event_type in MAIL_FACTS else source
                 lines.append((event.occurred_at.astimezone(UTC), source, text))
         policy = event.data.get("policy", policy) if event.event_type in DECISIONS else policy
         state.apply(event.event_type, event.data, event.occurred_at.isoformat())
@@ -352,6 +358,17 @@ def describe(event_type: str, data: dict[str, Any], state: CustomerState) -> str
         case "task.created":
             listed = ", ".join(inv(i) for i in data["invoice_ids"])
             return f"task {data['kind']} due {data['due_on']}: {listed}"
+        case "reminder.sent":
+            return f"e-mail {data['level']} sent to {', '.join(data['recipients'])}: {data['smtp_reply'][:40]}"
+        case "reminder.letter_requested":
+            return f"letter {data['level']} to print and post (task)"
+        case "reminder.skipped":
+            why = ", ".join(f"{inv(d['invoice_id'])} {d['reason']}" for d in data["dropped"])
+            return f"reminder {data['level']} not sent: {why}"
+        case "reminder.failed" | "reminder.unconfirmed":
+            return f"{event_type.replace('.', ' ')}: {data['reason']}"
+        case "reminder.sending" | "reminder.deferred":
+            return ""
     return event_type
 
 
@@ -365,12 +382,12 @@ def _places(currency: str) -> int:
     return minor_units(currency)
 
 
-def _pending_commands(engine: Engine) -> Counter[str]:
+def _commands(engine: Engine, *, pending: bool = False) -> Counter[str]:
+    query = select(outbox.c.kind, func.count()).group_by(outbox.c.kind)
+    if pending:
+        query = query.where(outbox.c.published_at.is_(None))
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(outbox.c.kind, func.count()).where(outbox.c.published_at.is_(None)).group_by(outbox.c.kind)
-        )
-        return Counter({kind: int(n) for kind, n in rows})
+        return Counter({kind: int(n) for kind, n in conn.execute(query)})
 
 
 def days_between(first: date, last: date) -> Iterable[date]:

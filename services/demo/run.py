@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from datetime import time as time_of_day
@@ -34,6 +34,7 @@ from services.demo.escalation import (
     demo_rates,
 )
 from services.demo.generator import AS_OF, Sample, generate
+from services.demo.mail import DemoMailer, Mailed, check_evidence
 from services.demo.report import BUCKETS, ZERO, Book, Progress, count, money, table
 from services.escalation import engine as escalation_engine
 from services.escalation.interest import RateTable
@@ -53,6 +54,7 @@ DATABASE_FILE = "relance-demo.db"
 EVENTS_FILE = "erp-events.jsonl"
 DEAD_LETTERS_FILE = "dead-letters.jsonl"
 LOG_FILE = "relance-demo.log"
+MAIL_DIR = "mail"
 BATCH_SIZE = 500
 RETRIES = 5
 
@@ -77,6 +79,7 @@ class Simulated:
     evaluations: int
     failures: int
     seconds: float  # escalation time, ingest excluded
+    mailed: Mailed
     audit_seconds: float = 0.0
 
 
@@ -156,7 +159,7 @@ def _run(
             for note in assumptions:
                 say(f"  note: {note}")
             queue = MemoryQueue("relance.demo")
-            simulated = _simulate(sample, ledger, url, rates, queue, batch_size, screen)
+            simulated = _simulate(sample, ledger, url, rates, queue, batch_size, screen, out / MAIL_DIR)
             ingested = simulated.ingested
             verifying = time.perf_counter()
             report = ledger.verify()
@@ -165,6 +168,7 @@ def _run(
             book = Book.of((ledger.state(t, c) for t, c in ledger.streams()), as_of)
             auditing = time.perf_counter()
             escalated = audit(ledger, as_of)
+            evidence_problems = check_evidence(ledger, simulated.mailed)
             simulated.audit_seconds = time.perf_counter() - auditing
         finally:
             engine.dispose()
@@ -180,6 +184,9 @@ def _run(
         problems.append(f"escalation: {simulated.failures} evaluation(s) failed (see {LOG_FILE})")
     if not escalated.decisions:
         problems.append("escalation: the engine decided nothing over the simulated months")
+    problems += [f"notifier: {p}" for p in (simulated.mailed.problems + evidence_problems)[:20]]
+    if not simulated.mailed.received:
+        problems.append("notifier: no e-mail reached the SMTP server")
     elapsed = time.perf_counter() - started
 
     lines: list[str] = []
@@ -190,6 +197,7 @@ def _run(
     lines += _aging_section(book)
     lines += _debtors_section(book)
     lines += _escalation_section(escalated, simulated, as_of)
+    lines += _mail_section(simulated.mailed, not evidence_problems)
     lines += _timeline_section(escalated.timeline)
     lines += [
         "",
@@ -197,9 +205,11 @@ def _run(
         f"  total {elapsed:.1f} s; ingest {ingested.seconds:.1f} s for {count(len(sample.messages))} messages "
         f"in {ingested.batches} batches = {count(int(len(sample.messages) / max(ingested.seconds, 1e-9)))} events/s",
         f"  escalation {simulated.seconds:.1f} s for {count(simulated.evaluations)} evaluations over "
-        f"{simulated.days} simulated days; audit of every stream {simulated.audit_seconds:.1f} s",
+        f"{simulated.days} simulated days; notifier {simulated.mailed.seconds:.1f} s for "
+        f"{count(sum(simulated.mailed.outcomes.values()))} reminder commands; audit of every stream "
+        f"{simulated.audit_seconds:.1f} s",
     ]
-    lines += _files_section(out, url, book, len(sample.messages), len(queue.dead_letters))
+    lines += _files_section(out, url, book, len(sample.messages), len(queue.dead_letters), simulated.mailed)
     if problems:
         lines += ["", "UNEXPECTED (the demo exits with status 1)"] + [f"  - {p}" for p in problems]
     else:
@@ -250,6 +260,7 @@ def _simulate(
     queue: MemoryQueue,
     batch_size: int,
     screen: TextIO,
+    mail_dir: Path,
 ) -> Simulated:
     """Deliver each hour's messages, and run the escalation worker on a simulated clock, day after day.
 
@@ -273,40 +284,56 @@ def _simulate(
         holder="relance-demo",
     )
     ingestor = Ingestor(ledger)
-    total, batches, ingest_seconds, escalation_seconds = BatchResult(), 0, 0.0, 0.0
+    mailer = DemoMailer(settings, ledger, mail_dir, clock)
+    total, batches, ingest_seconds, escalation_seconds, mail_seconds = BatchResult(), 0, 0.0, 0.0, 0.0
     screen.write(
         f"  replaying {len(days)} days: each ERP message delivered on the day it happened, the escalation worker on "
         f"a simulated clock (timers at 00:00, the day's changes at {FOLLOW_AT:%H:%M} UTC)\n"
     )
     progress = Progress("simulating", len(days), screen)
-    for done, day in enumerate(days, start=1):
-        began = time.perf_counter()
-        clock.now = _at(day, time_of_day(0))
-        while worker.fire_due_timers():
-            pass
-        escalation_seconds += time.perf_counter() - began
-        for seq in by_day.get(day, []):
-            message = sample.messages[seq]
-            queue.publish(
-                message.body,
-                routing_key=message.routing_key,
-                message_id=message.event_id,
-                headers={SEQ_HEADER: seq},
-            )
-        ingested = _consume(queue, ingestor, batch_size)
-        total.merge(ingested.result)
-        batches += ingested.batches
-        ingest_seconds += ingested.seconds
-        began = time.perf_counter()
-        clock.now = _at(day, FOLLOW_AT)
-        while worker.follow_log():
-            pass
-        escalation_seconds += time.perf_counter() - began
-        progress.update(done)
+    with mailer:
+        for done, day in enumerate(days, start=1):
+            began = time.perf_counter()
+            clock.now = _at(day, time_of_day(0))
+            while worker.fire_due_timers():
+                pass
+            escalation_seconds += time.perf_counter() - began
+            mail_seconds += _timed(mailer.deliver)
+            for seq in by_day.get(day, []):
+                message = sample.messages[seq]
+                queue.publish(
+                    message.body,
+                    routing_key=message.routing_key,
+                    message_id=message.event_id,
+                    headers={SEQ_HEADER: seq},
+                )
+            ingested = _consume(queue, ingestor, batch_size)
+            total.merge(ingested.result)
+            batches += ingested.batches
+            ingest_seconds += ingested.seconds
+            began = time.perf_counter()
+            clock.now = _at(day, FOLLOW_AT)
+            while worker.follow_log():
+                pass
+            escalation_seconds += time.perf_counter() - began
+            mail_seconds += _timed(mailer.deliver)
+            progress.update(done)
+    mailer.mailed.seconds = mail_seconds
     evaluations = worker.totals.customers + worker.totals.failures
     return Simulated(
-        Ingested(total, batches, ingest_seconds), len(days), evaluations, worker.totals.failures, escalation_seconds
+        Ingested(total, batches, ingest_seconds),
+        len(days),
+        evaluations,
+        worker.totals.failures,
+        escalation_seconds,
+        mailer.mailed,
     )
+
+
+def _timed(work: Callable[[], object]) -> float:
+    began = time.perf_counter()
+    work()
+    return time.perf_counter() - began
 
 
 def _at(day: date, moment: time_of_day) -> datetime:
@@ -598,8 +625,10 @@ def _escalation_section(escalated: Audit, simulated: Simulated, as_of: date) -> 
             or "  none"
         ),
         "",
-        "Commands waiting in the outbox for `relance worker relay` (the demo has no broker)",
+        "Commands written to the outbox with the decisions that caused them",
         "  " + (", ".join(f"{kind} {count(n)}" for kind, n in sorted(escalated.outbox.items())) or "none"),
+        "  waiting for `relance worker relay` (the demo has no broker): "
+        + (", ".join(f"{kind} {count(n)}" for kind, n in sorted(escalated.pending.items())) or "none"),
     ]
     return lines
 
@@ -612,6 +641,33 @@ def _ladder() -> list[tuple[str, str]]:
             channel = level.channel + "".join(f"+{c}" for c in sorted(level.copy_channels))
             seen.setdefault(level.key, (level.offset_days, channel))
     return [(key, channel) for key, (_, channel) in sorted(seen.items(), key=lambda kv: kv[1][0])]
+
+
+def _mail_section(mailed: Mailed, hashes_ok: bool) -> list[str]:
+    languages = sorted({language for _, language in mailed.sent})
+    levels = [key for key, _ in _ladder()]
+    rows = []
+    for level in levels:
+        sent = [mailed.sent[(level, language)] for language in languages]
+        if sum(sent) or mailed.letters[level]:
+            rows.append([level, count(sum(sent)), *(count(n) for n in sent), count(mailed.letters[level])])
+    headers = ["level", "e-mails sent", *(f"in {language}" for language in languages), "letters to post"]
+    outcomes = mailed.outcomes
+    skipped = outcomes["skipped"]
+    return [
+        "",
+        f"Reminders sent by the notifier over SMTP to the demo's mail server ({len(mailed.received)} e-mails in "
+        f"{mailed.folder}/)",
+        *table(headers, rows, "l" + "r" * (len(headers) - 1)),
+        f"  {count(sum(outcomes.values()))} reminder commands: {count(outcomes['sent'])} e-mailed, "
+        f"{count(outcomes['letter'])} letters only (a task to print and post), {count(skipped)} not sent because "
+        f"everything they listed was paid, disputed or superseded by a firmer reminder by the time they were sent, "
+        f"{count(outcomes['failed'])} failed (no usable address: a letter task instead)",
+        f"  {count(mailed.dropped)} invoices left out of reminders that still went, paid or disputed since the "
+        "decision",
+        "  every e-mail's SHA-256 equals the one its reminder.sent event recorded, each Message-ID received once: "
+        + ("ok" if hashes_ok else "NO, see below"),
+    ]
 
 
 def _timeline_section(timeline: Timeline | None) -> list[str]:
@@ -627,13 +683,14 @@ def _timeline_section(timeline: Timeline | None) -> list[str]:
     return lines
 
 
-def _files_section(out: Path, url: str, book: Book, messages: int, dead: int) -> list[str]:
+def _files_section(out: Path, url: str, book: Book, messages: int, dead: int, mailed: Mailed) -> list[str]:
     eur = book.top_debtors("EUR", 1) or book.debtors[:1]
     tenant, customer = (eur[0].tenant, eur[0].customer_id) if eur else ("acme-fr", "C-0001")
     files = [
         (str(out / EVENTS_FILE), f"the {count(messages)} messages, one JSON body per line"),
         (str(out / DEAD_LETTERS_FILE), f"the {dead} rejected messages with their kind and reason"),
-        (str(out / LOG_FILE), "structured log of the ingest and the escalation worker (JSON lines)"),
+        (f"{mailed.folder}/", f"the {count(len(mailed.received))} e-mails as the SMTP server received them (.eml)"),
+        (str(out / LOG_FILE), "structured log of the ingest, the escalation worker and the notifier (JSON lines)"),
         (url, "the ledger"),
     ]
     width = max(len(name) for name, _ in files)
@@ -646,6 +703,7 @@ def _files_section(out: Path, url: str, book: Book, messages: int, dead: int) ->
         f"  relance ledger show --tenant {tenant} --customer {customer} --database-url {url}",
         f"  relance agenda --tenant {tenant} --date {book.as_of} --database-url {url}",
         f"  relance verify --database-url {url}",
+        f"  relance evidence list --tenant {tenant} --customer {customer} --database-url {url}",
         f"  relance publish {out / EVENTS_FILE}   # replay on RabbitMQ (RELANCE_AMQP_URL) for `relance worker ingest`",
     ]
 

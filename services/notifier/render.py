@@ -88,6 +88,7 @@ class TemplateSet:
 
     def __init__(self, directories: list[Path]) -> None:
         self.directories = directories
+        self._versions: dict[tuple[str, ...], str] = {}
         self.env = ImmutableSandboxedEnvironment(
             loader=ChoiceLoader([FileSystemLoader(str(d)) for d in directories]),
             autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
@@ -108,6 +109,13 @@ class TemplateSet:
 
     def version(self, names: list[str]) -> str:
         """SHA-256 of every template these names use, following ``extends``, ``include`` and ``import``."""
+        key = tuple(names)
+        known = self._versions.get(key)
+        if known is None:  # templates are loaded once (no auto-reload): a set's version never changes
+            known = self._versions[key] = self._version(names)
+        return known
+
+    def _version(self, names: list[str]) -> str:
         seen: dict[str, str] = {}
         pending = list(names)
         while pending:

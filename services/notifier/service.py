@@ -20,9 +20,10 @@ For each command, in this order:
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ log = structlog.get_logger()
 
 KIND = "notifier.send_reminder"
 REQUIRED = ("command_id", "tenant", "customer_id", "reminder_id", "level", "template", "currency", "lines", "totals")
+LINE_FIELDS = ("number", "issue_date", "due_date", "amount", "outstanding", "days_late", "interest", "fee")
+_MONEY = re.compile(r"-?\d{1,15}(\.\d{1,6})?")  # as in shared/contracts/commands.py
 FINAL = ("sent", "failed", "unconfirmed", "skipped", "letter")
 
 
@@ -96,10 +99,11 @@ class Notifier:
     render_settings: RenderSettings = field(default_factory=RenderSettings)
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    shared_ledger: Ledger | None = None  # the process's ledger (and its cache of states); default: a new one
     _tenants: dict[str, TenantSetup] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.ledger = Ledger(self.engine)
+        self.ledger = self.shared_ledger or Ledger(self.engine)
         self.mail = MailSettings.from_settings(self.settings)
 
     def load(self) -> None:
@@ -210,6 +214,29 @@ def check(command: Mapping[str, Any]) -> None:
         raise BadCommand("`lines` must be a list of objects with an invoice_id")
     if not isinstance(command["totals"], Mapping):
         raise BadCommand("`totals` must be an object")
+    # What still_due and the templates read, checked here: a bad value must dead-letter the message with its
+    # reason, not fail half-way through handling it.
+    for n, line in enumerate(lines):
+        missing = [key for key in LINE_FIELDS if line.get(key) in (None, "")]
+        if missing:
+            raise BadCommand(f"lines[{n}] ({line['invoice_id']}): missing field(s): {', '.join(missing)}")
+        for key in ("amount", "outstanding", "interest", "fee"):
+            _check_money(line[key], f"lines[{n}].{key}")
+        for key in ("issue_date", "due_date"):
+            try:
+                date.fromisoformat(str(line[key]))
+            except ValueError:
+                raise BadCommand(f"lines[{n}].{key} must be an ISO 8601 date, got {line[key]!r}") from None
+        days_late = line["days_late"]
+        if not isinstance(days_late, int) or isinstance(days_late, bool) or days_late < 0:
+            raise BadCommand(f"lines[{n}].days_late must be a whole number >= 0, got {days_late!r}")
+    for key in ("outstanding", "interest", "fees"):
+        _check_money(command["totals"].get(key), f"totals.{key}")
+
+
+def _check_money(value: Any, where: str) -> None:
+    if not isinstance(value, str) or not _MONEY.fullmatch(value):
+        raise BadCommand(f'{where} must be a decimal string such as "1234.56", got {value!r}')
 
 
 def still_due(command: Mapping[str, Any], state: CustomerState) -> tuple[dict[str, Any], list[dict[str, str]]]:

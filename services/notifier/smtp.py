@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,7 @@ from shared.ledger.store import Incoming, Ledger
 
 log = structlog.get_logger()
 
+IDLE_CHECK_SECONDS = 10.0  # a connection unused this long is checked with NOOP before it is used again
 MAX_ROUNDS = 20  # a command deferred this many times is given up (reminder.failed + task)
 
 
@@ -117,6 +119,7 @@ class SmtpTransport:
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
         self._client: aiosmtplib.SMTP | None = None
+        self._used_at = 0.0
         self.connections = 0  # how many times a connection was opened (reuse is observable)
 
     async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> str:
@@ -151,8 +154,12 @@ class SmtpTransport:
 
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._client is not None and self._client.is_connected:
-            try:
+            if time.monotonic() - self._used_at < IDLE_CHECK_SECONDS:
+                self._used_at = time.monotonic()
+                return self._client
+            try:  # idle for a while: servers drop quiet connections, so check before MAIL FROM
                 await self._client.noop()
+                self._used_at = time.monotonic()
                 return self._client
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 self._drop()
@@ -175,6 +182,7 @@ class SmtpTransport:
             reply = f"{exc.code} {exc.message}" if isinstance(exc, aiosmtplib.SMTPResponseException) else ""
             raise TemporaryFailure(f"cannot connect to {config.host}:{config.port}: {exc}", reply) from exc
         self._client = client
+        self._used_at = time.monotonic()
         self.connections += 1
         return client
 

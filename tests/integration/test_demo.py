@@ -217,10 +217,13 @@ def test_escalation_runs_over_the_simulated_months(demo: DemoRun) -> None:
     blocked, unblocked, still = (int(g) for g in blocks.groups())
     assert blocked >= 1 and unblocked >= 1 and blocked == unblocked + still
     assert "each block lifted at most once, each unblock naming the open block: ok" in demo.output
-    # The outbox holds one command per block, unblock and reminder, waiting for the relay
-    outbox = _section(demo.output, "Commands waiting in the outbox")
+    # The outbox holds one command per block, unblock and reminder; the ERP's wait for the relay, the reminders
+    # were handed to the notifier
+    outbox = _section(demo.output, "Commands written to the outbox")
     assert f"erp.credit_block {blocked}" in outbox and f"erp.credit_unblock {unblocked}" in outbox
     assert f"notifier.send_reminder {sum(sent.values()):,}" in outbox
+    waiting = outbox.split("waiting for", 1)[1]
+    assert "notifier.send_reminder" not in waiting and f"erp.credit_block {blocked}" in waiting
     assert "phone_call" in _section(demo.output, "Collector tasks by kind")
 
 
@@ -287,3 +290,42 @@ def test_the_audit_catches_what_must_never_happen(sqlite_url: str) -> None:
     # Then both are reported
     assert any("reminder reminder_1 of 2026-09-06 lists invoice I-1 (paid)" in p for p in problems), problems
     assert any("unblock of B-9, which is not the open block" in p for p in problems), problems
+
+
+# ---------------------------------------------------------------------------------------------------- e-mail
+def test_the_reminders_are_sent_as_real_emails_with_evidence(demo: DemoRun) -> None:
+    import email
+    import hashlib
+    from email import policy
+
+    assert demo.code == 0, demo.output
+    section = _section(demo.output, "Reminders sent by the notifier over SMTP")
+    folder = demo.out / demo_run.MAIL_DIR
+    files = sorted(folder.glob("*.eml"))
+    assert f"({len(files)} e-mails in {folder}/)" in section
+    assert "in en" in section and "in fr" in section
+    assert re.search(r"\n  formal_notice +[\d,]+ ", section)  # levels that sent something, with their counts
+    assert "each Message-ID received once: ok" in section
+    # Each file is exactly what the ledger's evidence hashed, for a recipient of the customer
+    ledger = Ledger(make_engine(demo.url))
+    sent = {
+        e.data["message_id"]: e
+        for t, c in ledger.streams()
+        for e in ledger.read_stream(t, c)
+        if e.event_type == "reminder.sent"
+    }
+    assert len(sent) == len(files) > 100
+    for path in files[:: max(1, len(files) // 40)]:
+        data = path.read_bytes()
+        message = email.message_from_bytes(data, policy=policy.default)
+        event = sent[message["Message-ID"]]
+        assert hashlib.sha256(data).hexdigest() == event.data["sha256"]
+        assert message.get_content_type() == "multipart/alternative"
+        assert {part.get_content_type() for part in message.iter_parts()} == {"text/plain", "text/html"}
+        assert [str(a.addr_spec) for a in message["To"].addresses] == event.data["recipients"]
+    # Nothing was sent for a reminder whose invoices were all settled or disputed by then
+    skipped = [
+        e.data for t, c in ledger.streams() for e in ledger.read_stream(t, c) if e.event_type == "reminder.skipped"
+    ]
+    assert all(d["dropped"] for d in skipped)
+    ledger.engine.dispose()
