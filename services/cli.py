@@ -20,6 +20,8 @@ from shared.config import ConfigurationError, Settings, load_settings
 from shared.logging import configure_logging
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from shared.ledger.store import Ledger
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -98,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     escalation.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
     escalation.set_defaults(handler=_worker_escalation)
+    webhook = workers.add_parser(
+        "webhook", help="POST the ERP's commands to RELANCE_WEBHOOK_URL, signed (RELANCE_ERP_TRANSPORT=webhook)"
+    )
+    webhook.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    webhook.set_defaults(handler=_worker_webhook)
     relay = workers.add_parser(
         "relay", help="publish outbox commands to the commands exchange with publisher confirms (any number)"
     )
@@ -108,6 +115,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     notifier.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
     notifier.set_defaults(handler=_worker_notifier)
+
+    outbox = commands.add_parser("outbox", help="commands waiting to be delivered, and the dead-lettered ones")
+    outbox_commands = outbox.add_subparsers(title="outbox commands", metavar="ACTION")
+    outbox_list = outbox_commands.add_parser("list", help="pending commands (or, with --dead, dead-lettered ones)")
+    outbox_list.add_argument("--dead", action="store_true", help="the commands an adapter gave up on")
+    outbox_list.add_argument("--tenant", help="only this tenant's commands")
+    outbox_list.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    outbox_list.set_defaults(handler=_outbox_list)
+    outbox_retry = outbox_commands.add_parser(
+        "retry", help="make a dead-lettered command pending again (refused if a later one of its kind went out)"
+    )
+    outbox_retry.add_argument("--command-id", required=True)
+    outbox_retry.add_argument("--tenant", help="needed only if several tenants have this command id")
+    outbox_retry.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    outbox_retry.set_defaults(handler=_outbox_retry)
 
     clock = commands.add_parser("clock", help="drive escalation's clock by hand (backfills, tests)")
     clock_commands = clock.add_subparsers(title="clock commands", metavar="ACTION")
@@ -253,6 +275,65 @@ def _worker_relay(args: argparse.Namespace, settings: Settings) -> int:
     from shared.relay import run
 
     return run(settings)
+
+
+def _worker_webhook(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.webhook import run
+
+    return run(settings)
+
+
+def _outbox_list(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.ledger.outbox import undelivered
+
+    engine = _migrated_engine(settings)
+    try:
+        with engine.connect() as conn:
+            rows = undelivered(conn, dead=args.dead, tenant=args.tenant)
+    finally:
+        engine.dispose()
+    what = "dead-lettered" if args.dead else "pending"
+    print(f"{len(rows)} {what} command(s)" + (" (the oldest 1000)" if len(rows) == 1000 else ""))
+    for row in rows:
+        when = row.dead_at if args.dead else row.next_attempt_at
+        label = "dead since" if args.dead else "next try"
+        created = f"{row.created_at:%Y-%m-%d %H:%M}"
+        print(
+            f"  {row.command_id}  {row.kind:<22} {row.tenant}/{row.customer_id}  created {created}"
+            f"  attempts {row.attempts}" + (f"  {label} {when:%Y-%m-%d %H:%M:%S}" if when else "")
+        )
+        if row.last_error:
+            print(f"      last error: {row.last_error}")
+    return 0
+
+
+def _outbox_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.ledger.outbox import RearmRefused, rearm
+
+    engine = _migrated_engine(settings)
+    try:
+        with engine.begin() as conn:
+            row = rearm(conn, args.command_id, args.tenant)
+    except RearmRefused as exc:
+        print(f"relance: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"{row.command_id} ({row.kind}, {row.tenant}/{row.customer_id}) is pending again, attempts reset")
+    return 0
+
+
+def _migrated_engine(settings: Settings) -> Engine:
+    """An engine on the ledger database, refused (exit 78) unless its schema is the latest."""
+    from shared.ledger.db import make_engine
+    from shared.runtime import schema_problem
+
+    engine = make_engine(settings.database_url)
+    problem = schema_problem(engine, settings.database_url)
+    if problem:
+        engine.dispose()
+        raise ConfigurationError(problem)
+    return engine
 
 
 def _clock_tick(args: argparse.Namespace, settings: Settings) -> int:

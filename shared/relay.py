@@ -13,6 +13,9 @@ published again, with the same ``message_id``; receivers deduplicate by ``comman
 marked only after RabbitMQ confirmed it, and a command nobody's queue is bound for (RabbitMQ returns it as
 unroutable) stays pending, its family paused with backoff, until a queue is bound. While RabbitMQ or the database is
 down the relay retries with backoff. SIGTERM or SIGINT ends after the current round.
+
+With ``RELANCE_ERP_TRANSPORT=webhook`` the relay publishes only the ``notifier`` family and leaves the ``erp.*``
+commands to ``relance worker webhook`` (:mod:`shared.webhook`), so no command is ever delivered both ways.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from sqlalchemy.exc import DBAPIError
 
 from shared.config import ConfigurationError, Settings
 from shared.ledger.outbox import COMMANDS, Command, claim, count_attempt, mark_published
-from shared.runtime import Backoff, run_worker
+from shared.runtime import Backoff, run_worker, wait_out_database
 
 log = structlog.get_logger()
 
@@ -107,11 +110,21 @@ class Relay:
         self._connect = connect or _connect
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
-        self._families = families()
+        # With RELANCE_ERP_TRANSPORT=webhook the ERP's commands are `relance worker webhook`'s alone (shared/webhook.py)
+        self._families = {
+            family: kinds
+            for family, kinds in families().items()
+            if not (family == "erp" and settings.erp_transport == "webhook")
+        }
         self._paused = {family: _Pause() for family in self._families}
 
     def run(self) -> int:
-        log.info("relay.started", exchange=self.settings.commands_exchange, batch_size=self.settings.relay_batch_size)
+        log.info(
+            "relay.started",
+            exchange=self.settings.commands_exchange,
+            batch_size=self.settings.relay_batch_size,
+            families=sorted(self._families),
+        )
         broker_backoff = Backoff(self.settings.retry_max_seconds)
         database_backoff = Backoff(self.settings.retry_max_seconds)
         connected_once = False
@@ -136,13 +149,7 @@ class Relay:
             except (AMQPError, OSError) as exc:
                 self._broker_lost(exc, broker_backoff)
             except DBAPIError as exc:
-                delay = database_backoff.next()
-                log.warning(
-                    "relay.database_unavailable",
-                    error=str(exc.orig or exc).splitlines()[0],
-                    retry_in=round(delay, 2),
-                )
-                self.stop.wait(delay)
+                wait_out_database("relay", exc, database_backoff, self.stop)
         self._close()
         log.info("relay.stopped", published=self.totals.published, rounds=self.totals.rounds)
         return 0

@@ -45,6 +45,13 @@ class Backoff:
         self.attempts = 0
 
 
+def wait_out_database(service: str, exc: DBAPIError, backoff: Backoff, stop: threading.Event) -> None:
+    """Log that the database failed a round (``<service>.database_unavailable``) and wait the backoff's next delay."""
+    delay = backoff.next()
+    log.warning(f"{service}.database_unavailable", error=str(exc.orig or exc).splitlines()[0], retry_in=round(delay, 2))
+    stop.wait(delay)
+
+
 def install_signal_handlers(stop: threading.Event, service: str) -> Callable[[], None]:
     """SIGTERM and SIGINT ask for a graceful stop, a second one stops at once.
 

@@ -27,6 +27,12 @@ _TASK_TITLES = {
     "promise_broken": "promise broken: call",
     "payment_behaviour_changed": "paying later than usual: call",
     "hand_over": "hand over to collection",
+    "erp_command_failed": "ERP did not receive a command: apply it by hand",
+}
+# erp_command_failed tasks name the command the webhook gave up on (shared/webhook.py)
+_COMMAND_TITLES = {
+    "erp.credit_block": "ERP did not receive credit block: block by hand",
+    "erp.credit_unblock": "ERP did not receive credit unblock: unblock by hand",
 }
 
 
@@ -62,7 +68,7 @@ def build_agenda(states: Iterable[CustomerState], on: date) -> list[AgendaItem]:
         overdue = state.overdue(on)
         name = str((state.profile or {}).get("name", ""))
         live = {i.invoice_id for i in state.open_invoices() if i.invoice_id not in state.disputes}
-        tasks: dict[tuple[str, str], AgendaItem] = {}
+        tasks: dict[tuple[str, str, str], AgendaItem] = {}
         for task in sorted(state.tasks.values(), key=lambda t: str(t["due_on"])):
             due_on = date.fromisoformat(task["due_on"])
             named = tuple(task.get("invoice_ids", []))
@@ -72,7 +78,8 @@ def build_agenda(states: Iterable[CustomerState], on: date) -> list[AgendaItem]:
             currency = task.get("currency") or _main_currency(overdue)
             item = AgendaItem(
                 kind=task["kind"],
-                title=_TASK_TITLES.get(task["kind"], task["kind"].replace("_", " ")),
+                title=_COMMAND_TITLES.get(task.get("command", ""))
+                or _TASK_TITLES.get(task["kind"], task["kind"].replace("_", " ")),
                 customer_id=state.customer_id,
                 customer_name=name,
                 due_on=due_on,
@@ -81,11 +88,12 @@ def build_agenda(states: Iterable[CustomerState], on: date) -> list[AgendaItem]:
                 invoices=invoices,
                 note=str(task.get("note", "")),
             )
-            earlier = tasks.get((item.kind, currency))
+            key = (item.kind, currency, str(task.get("command", "")))
+            earlier = tasks.get(key)
             if earlier is not None:  # the same work, asked again at a later level: one item, since the first
                 invoices = tuple(dict.fromkeys((*earlier.invoices, *item.invoices)))
                 item = replace(item, due_on=earlier.due_on, invoices=invoices)
-            tasks[(item.kind, currency)] = item
+            tasks[key] = item
         items.extend(tasks.values())
         for promise in state.promises.values():
             promised = date.fromisoformat(promise["promised_date"])

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, select, update
+from sqlalchemy import Connection, and_, exists, or_, select, update
 from sqlalchemy.orm import aliased
 
 from shared.ledger.hashing import utc
@@ -38,7 +38,7 @@ ENVELOPE = ("command_id", "command", "tenant", "customer_id", "occurred_at", "se
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """An outbox row as the relay sees it."""
+    """An outbox row: what the relay and the webhook deliver, and what ``relance outbox`` shows."""
 
     id: int
     tenant: str
@@ -48,6 +48,10 @@ class Command:
     payload: dict[str, Any]
     created_at: datetime
     attempts: int
+    next_attempt_at: datetime | None = None  # after a failed delivery: not before then
+    dead_at: datetime | None = None  # an adapter gave up on it
+    last_error: str | None = None
+    published_at: datetime | None = None
 
 
 def command_rows(event_rows: Sequence[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
@@ -80,13 +84,17 @@ def command_rows(event_rows: Sequence[dict[str, Any]], now: datetime) -> list[di
     return rows
 
 
-def claim(conn: Connection, limit: int, kinds: Sequence[str] | None = None) -> list[Command]:
+def claim(
+    conn: Connection, limit: int, kinds: Sequence[str] | None = None, now: datetime | None = None
+) -> list[Command]:
     """Lock up to ``limit`` pending commands of ``kinds``: each customer's oldest one, skipping locked rows.
 
     Only a customer's oldest pending command (among ``kinds``) is eligible, so two relays never publish a customer's
     commands out of order (an unblock overtaking its block): while one relay holds a customer's first command, the
     others see it pending and leave the customer's later ones alone. A customer's commands are written under the
-    lock of its stream, so their ids are in commit order. Must run inside a transaction; the locks last until it ends.
+    lock of its stream, so their ids are in commit order. A command waiting for its ``next_attempt_at`` (after a
+    failed delivery) is not eligible before then, and still holds back the customer's later ones. Must run inside a
+    transaction; the locks last until it ends.
     """
     earlier = aliased(outbox)
     before = and_(
@@ -100,21 +108,10 @@ def claim(conn: Connection, limit: int, kinds: Sequence[str] | None = None) -> l
     if kinds is not None:
         query = query.where(outbox.c.kind.in_(list(kinds)))
         before = and_(before, earlier.c.kind.in_(list(kinds)))
-    query = query.where(~exists().where(before))
+    due = or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= (now or datetime.now(UTC)))
+    query = query.where(due, ~exists().where(before))
     query = query.order_by(outbox.c.id).limit(limit).with_for_update(skip_locked=True, of=outbox)
-    return [
-        Command(
-            id=row["id"],
-            tenant=row["tenant"],
-            customer_id=row["customer_id"],
-            command_id=row["command_id"],
-            kind=row["kind"],
-            payload=row["payload"],
-            created_at=utc(row["created_at"]),
-            attempts=row["attempts"],
-        )
-        for row in conn.execute(query).mappings()
-    ]
+    return [_command(row) for row in conn.execute(query).mappings()]
 
 
 def mark_published(conn: Connection, ids: Sequence[int], now: datetime | None = None) -> None:
@@ -130,6 +127,108 @@ def count_attempt(conn: Connection, ids: Sequence[int]) -> None:
     """Record a failed publishing attempt (the rows stay pending)."""
     if ids:
         conn.execute(update(outbox).where(outbox.c.id.in_(list(ids))).values(attempts=outbox.c.attempts + 1))
+
+
+def retry_later(conn: Connection, id_: int, error: str, at: datetime) -> None:
+    """Record a failed delivery attempt: the row stays pending, not eligible before ``at``."""
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.id == id_)
+        .values(attempts=outbox.c.attempts + 1, last_error=error, next_attempt_at=at)
+    )
+
+
+def mark_dead(conn: Connection, id_: int, error: str, now: datetime) -> None:
+    """Record the last failed attempt and give up: the row is no longer pending (see :func:`rearm`)."""
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.id == id_)
+        .values(attempts=outbox.c.attempts + 1, last_error=error, dead_at=now, next_attempt_at=None)
+    )
+
+
+def family(kind: str) -> str:
+    """The destination a command kind belongs to (``erp``, ``notifier``): order is kept per customer and family."""
+    return kind.split(".", 1)[0]
+
+
+class RearmRefused(Exception):
+    """A dead command that must not, or need not, be sent again; the message says why."""
+
+
+def undelivered(conn: Connection, *, dead: bool, tenant: str | None = None, limit: int = 1000) -> list[Command]:
+    """The pending commands (``dead=False``) or the dead-lettered ones (``dead=True``), oldest first."""
+    query = select(outbox).where(outbox.c.published_at.is_(None))
+    query = query.where(outbox.c.dead_at.is_not(None) if dead else outbox.c.dead_at.is_(None))
+    if tenant is not None:
+        query = query.where(outbox.c.tenant == tenant)
+    return [_command(row) for row in conn.execute(query.order_by(outbox.c.id).limit(limit)).mappings()]
+
+
+def rearm(conn: Connection, command_id: str, tenant: str | None = None) -> Command:
+    """Make a dead-lettered command pending again (attempts reset), unless a later one of its family went out.
+
+    Re-sending a customer's block after its unblock was delivered would block the customer again in the ERP, so a
+    command is re-armed only while no later command of the same customer and family was delivered. The later rows
+    are locked first: a delivery in progress (its row locked by a worker) is waited for, then seen. Must run inside a
+    transaction.
+    """
+    query = select(outbox).where(outbox.c.command_id == command_id)
+    if tenant is not None:
+        query = query.where(outbox.c.tenant == tenant)
+    found = [_command(row) for row in conn.execute(query.with_for_update()).mappings()]
+    if not found:
+        raise RearmRefused(f"no command {command_id!r} in the outbox" + (f" of tenant {tenant!r}" if tenant else ""))
+    if len(found) > 1:
+        tenants = ", ".join(sorted(r.tenant for r in found))
+        raise RearmRefused(f"command {command_id!r} exists in several tenants ({tenants}): name one with --tenant")
+    row = found[0]
+    if row.published_at is not None:
+        raise RearmRefused(f"command {command_id} ({row.kind}) was delivered at {row.published_at.isoformat()}")
+    if row.dead_at is None:
+        raise RearmRefused(f"command {command_id} ({row.kind}) is not dead-lettered: it is still pending")
+    kinds = [kind for kind in COMMANDS.values() if family(kind) == family(row.kind)]
+    later = (
+        select(outbox)
+        .where(
+            outbox.c.tenant == row.tenant,
+            outbox.c.customer_id == row.customer_id,
+            outbox.c.kind.in_(kinds),
+            outbox.c.id > row.id,
+        )
+        .order_by(outbox.c.id)
+        .with_for_update()
+    )
+    for other in (_command(r) for r in conn.execute(later).mappings()):
+        if other.published_at is not None:
+            raise RearmRefused(
+                f"command {command_id} ({row.kind}) must not be sent again: a later {family(row.kind)} command of "
+                f"customer {row.customer_id}, {other.command_id} ({other.kind}), was delivered at "
+                f"{other.published_at.isoformat()}, and the ERP would apply the older one after it. "
+                "Do by hand whatever the ERP still needs"
+            )
+    conn.execute(update(outbox).where(outbox.c.id == row.id).values(dead_at=None, next_attempt_at=None, attempts=0))
+    return row
+
+
+def _command(row: Any) -> Command:
+    def moment(name: str) -> datetime | None:
+        return None if row[name] is None else utc(row[name])
+
+    return Command(
+        id=row["id"],
+        tenant=row["tenant"],
+        customer_id=row["customer_id"],
+        command_id=row["command_id"],
+        kind=row["kind"],
+        payload=row["payload"],
+        created_at=utc(row["created_at"]),
+        attempts=row["attempts"],
+        next_attempt_at=moment("next_attempt_at"),
+        dead_at=moment("dead_at"),
+        last_error=row["last_error"],
+        published_at=moment("published_at"),
+    )
 
 
 def pending(conn: Connection, tenant: str | None = None) -> list[tuple[str, str]]:

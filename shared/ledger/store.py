@@ -154,8 +154,16 @@ class Ledger:
         self._postgres = engine.dialect.name == "postgresql"
 
     # ------------------------------------------------------------------------------------------------ writing
-    def record(self, items: Sequence[Incoming]) -> list[Outcome]:
-        """Apply the items in one transaction; outcomes in the items' order. Retries lost races itself."""
+    def record(self, items: Sequence[Incoming], *, conn: Connection | None = None) -> list[Outcome]:
+        """Apply the items in one transaction; outcomes in the items' order. Retries lost races itself.
+
+        With ``conn``, the items are appended inside the caller's transaction instead, so they commit or roll back
+        with whatever else it writes (an outbox row marked dead with the events saying so). A lost race then fails
+        the caller's transaction, which the caller retries whole; the states are not cached, since it may still roll
+        back.
+        """
+        if conn is not None:
+            return self._record(conn, items)[0]
         attempt = 0
         while True:
             attempt += 1
