@@ -2,7 +2,8 @@
 
 A decision is a pure function of (ledger state, policy, as-of instant), and every evaluation that decided anything,
 or that a timer fired, left an ``escalation.clock_ticked`` event right after the state it read. So a log can be
-checked without trusting anything relance did at the time: copy each stream's ERP events into a fresh ledger, and at
+checked without trusting anything relance did at the time: copy each stream's ERP events (and the facts other
+services recorded, such as the notifier's evidence) into a fresh ledger, and at
 each recorded tick evaluate the customer at the recorded ``as_of`` (never the wall clock). The decisions this
 produces must be the recorded ones, event for event: same ids, same data, same metadata, same versions.
 
@@ -96,7 +97,7 @@ def _replay_stream(
 ) -> None:
     pending: list[Incoming] = []  # ERP events since the last tick, appended together
     for event in recorded:
-        if event.event_type in ERP_EVENTS:
+        if event.event_type in ERP_EVENTS or is_service_fact(event):
             pending.append(_copy(event))
             continue
         if event.event_type != CLOCK_TICKED:
@@ -108,6 +109,14 @@ def _replay_stream(
         report.ticks += 1
         report.decisions += len(result.applied)
     _flush(target, pending, report)
+
+
+def is_service_fact(event: RecordedEvent) -> bool:
+    """A fact another service recorded (the notifier's evidence, the webhook's dead letters): an input, copied as is.
+
+    Those services mark their events with ``metadata.source``; the engine's decisions carry their policy instead.
+    """
+    return "source" in event.metadata and "policy_version" not in event.metadata
 
 
 def _flush(target: Ledger, pending: list[Incoming], report: ReplayReport) -> None:

@@ -364,10 +364,19 @@ class Ledger:
 
     # ------------------------------------------------------------------------------------------------ reading
     def state(self, tenant: str, customer_id: str) -> CustomerState:
-        """The customer's projected state as committed: the last snapshot and the events after it."""
+        """The customer's projected state as committed: the last snapshot and the events after it.
+
+        A state this process committed and nobody appended to since is taken out of the process's cache instead of
+        being loaded: the caller owns it from then on (the cache never hands out an object it may still change).
+        """
+        key = (tenant, customer_id)
         with self.engine.connect() as conn:
-            loaded = _load_states(conn, [(tenant, customer_id)])
-        return loaded.get((tenant, customer_id)) or CustomerState(tenant=tenant, customer_id=customer_id)
+            version = self._heads(conn, [key]).get(key, 0)
+            cached = self._cache.pop(key, None)
+            if cached is not None and cached.version == version:
+                return cached
+            loaded = _load_states(conn, [key]) if version else {}
+        return loaded.get(key) or CustomerState(tenant=tenant, customer_id=customer_id)
 
     def known_event_ids(self, tenant: str, event_ids: Iterable[str]) -> set[str]:
         """Which of these event ids the tenant's log already holds."""

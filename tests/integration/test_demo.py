@@ -230,7 +230,7 @@ def test_escalation_runs_over_the_simulated_months(demo: DemoRun) -> None:
 def test_one_customers_timeline_is_printed(demo: DemoRun) -> None:
     timeline = _section(demo.output, "Timeline of one late payer")
     lines = timeline.splitlines()[1:]
-    assert all(re.match(r"  \d{4}-\d\d-\d\d \d\d:\d\d  (ERP|relance) ", line) for line in lines), timeline
+    assert all(re.match(r"  \d{4}-\d\d-\d\d \d\d:\d\d  (ERP|relance|mail) ", line) for line in lines), timeline
     assert [line[2:18] for line in lines] == sorted(line[2:18] for line in lines)  # in time order
     assert any("invoice FA" in line or "invoice INV" in line for line in lines)
     levels = {m.group(1) for line in lines if (m := re.search(r"reaches (\w+)", line))}

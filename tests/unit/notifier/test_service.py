@@ -242,6 +242,8 @@ def test_a_deferring_server_leaves_the_command_to_be_retried(desk: Desk) -> None
         ({"command": "erp.credit_block"}, "not a notifier.send_reminder command"),
         ({"lines": "INV-1"}, "`lines` must be a list"),
         ({"totals": []}, "`totals` must be an object"),
+        ({"lines": [{"invoice_id": "INV-1"}]}, "lines[0] (INV-1): missing field(s): number, issue_date, due_date"),
+        ({"totals": {"outstanding": 100, "interest": "0", "fees": "0"}}, "totals.outstanding must be a decimal"),
     ],
 )
 def test_unusable_commands_are_refused_with_the_reason(desk: Desk, change: dict[str, Any], message: str) -> None:
@@ -264,3 +266,27 @@ def test_still_due_keeps_only_open_undisputed_invoices() -> None:
     assert [line["invoice_id"] for line in data["lines"]] == ["A"]
     assert reasons == [{"invoice_id": "X", "reason": "unknown to the ledger"}]
     assert data["totals"] == {"outstanding": "10.00", "interest": "0", "fees": "0"}
+
+
+def test_a_replay_reproduces_the_decisions_around_the_notifier_s_evidence(desk: Desk, tmp_path: Path) -> None:
+    from services.escalation.replay import replay
+    from shared.ledger.migrate import upgrade
+
+    desk.erp(customer(), invoice("INV-1", "700.00", due_date=DUE), invoice("INV-2", "90.00", due_date=DUE))
+    handled: set[str] = set()
+    for day in (REMIND, date(2026, 11, 16), date(2026, 11, 23), date(2026, 12, 1), date(2026, 12, 2)):
+        fresh = [c for c in desk.escalate(day) if c["command_id"] not in handled]
+        if day == date(2026, 12, 2):  # paid in full after the decision, before the send
+            desk.erp(payment("PAY-1", "790.00", allocations={"INV-1": "700.00", "INV-2": "90.00"}))
+        for command in fresh:
+            desk.handle(command)
+            handled.add(command["command_id"])
+    recorded = desk.types()
+    assert {"reminder.sent", "reminder.letter_requested", "task.created"} <= set(recorded)
+    target_url = f"sqlite:///{tmp_path / 'replay.db'}"
+    upgrade(target_url)
+    target = Ledger(make_engine(target_url))
+    report = replay(desk.ledger, target, desk.books, desk.rules)
+    assert report.divergences == [] and report.decisions > 0
+    assert [e.event_type for e in target.read_stream(TENANT, CUSTOMER)] == recorded
+    target.engine.dispose()
