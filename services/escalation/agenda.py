@@ -28,6 +28,8 @@ _TASK_TITLES = {
     "payment_behaviour_changed": "paying later than usual: call",
     "hand_over": "hand over to collection",
     "erp_command_failed": "ERP did not receive a command: apply it by hand",
+    "send_letter": "print and post the reminder letter",
+    "check_delivery": "check the mail server's log: was the reminder delivered?",
 }
 # erp_command_failed tasks name the command the webhook gave up on (shared/webhook.py)
 _COMMAND_TITLES = {
