@@ -32,22 +32,25 @@ import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import (
     AMQPError,
-    AuthenticationError,
     NackError,
-    ProbableAccessDeniedError,
-    ProbableAuthenticationError,
     UnroutableError,
 )
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from shared.config import ConfigurationError, Settings
+from shared.config import Settings
 from shared.ledger.outbox import COMMANDS, Command, claim, count_attempt, mark_published
-from shared.runtime import Backoff, run_worker, wait_out_database
+from shared.runtime import (
+    BROKER_REFUSED,
+    Backoff,
+    broker_refused,
+    close_connection,
+    log_broker_lost,
+    run_worker,
+    wait_out_database,
+)
 
 log = structlog.get_logger()
-
-_REFUSED = (AuthenticationError, ProbableAuthenticationError, ProbableAccessDeniedError)
 
 
 def families() -> dict[str, tuple[str, ...]]:
@@ -138,13 +141,10 @@ class Relay:
                 database_backoff.reset()
                 if not published:
                     self._idle(self.settings.relay_poll_ms / 1000)
-            except _REFUSED as exc:
+            except BROKER_REFUSED as exc:
                 if not connected_once:
                     self._close()
-                    raise ConfigurationError(
-                        f"RabbitMQ refused the connection ({type(exc).__name__}): check the user, password and "
-                        "virtual host in RELANCE_AMQP_URL"
-                    ) from exc
+                    raise broker_refused(exc) from exc
                 self._broker_lost(exc, broker_backoff)
             except (AMQPError, OSError) as exc:
                 self._broker_lost(exc, broker_backoff)
@@ -243,23 +243,13 @@ class Relay:
 
     def _broker_lost(self, exc: BaseException, backoff: Backoff) -> None:
         delay = backoff.next()
-        parameters = pika.URLParameters(self.settings.amqp_url)
-        log.warning(
-            "relay.broker_unavailable",
-            broker=f"{parameters.host}:{parameters.port}",
-            error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-            retry_in=round(delay, 2),
-        )
+        log_broker_lost("relay", self.settings, exc, delay)
         self._close()
         self.stop.wait(delay)
 
     def _close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except Exception as exc:  # already broken: nothing left to release
-                log.debug("relay.close_failed", error=str(exc))
+        close_connection("relay", connection)
 
 
 def _connect(settings: Settings) -> BlockingConnection:

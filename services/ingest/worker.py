@@ -27,7 +27,7 @@ from typing import Any
 import pika
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.exceptions import AMQPError, AuthenticationError, ProbableAccessDeniedError, ProbableAuthenticationError
+from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -35,16 +35,15 @@ from sqlalchemy.exc import DBAPIError
 from services.ingest.batching import Batcher
 from services.ingest.core import BatchResult, Delivery, Ingestor, Rejection
 from services.ingest.topology import connect, declare_topology
-from shared.config import ConfigurationError, Settings
+from shared.config import Settings
 from shared.ledger.store import Ledger, LedgerConflict, LedgerUnavailable
-from shared.runtime import Backoff, run_worker
+from shared.runtime import BROKER_REFUSED, Backoff, broker_refused, close_connection, log_broker_lost, run_worker
 
 log = structlog.get_logger()
 
 PROGRESS_EVERY_SECONDS = 10.0
 _TICK = 0.5  # longest time between two looks at the stop flag
 _MAX_HEADER_CHARS = 4000
-_REFUSED = (AuthenticationError, ProbableAuthenticationError, ProbableAccessDeniedError)
 
 
 class _Stopping(Exception):
@@ -116,15 +115,12 @@ class IngestWorker:
                 self._open()
                 connected_once = True
                 self._consume()
-            except _REFUSED as exc:
+            except BROKER_REFUSED as exc:
                 # Wrong credentials or vhost are not cured by retrying; once it has worked, though, a refusal is
                 # more likely a broker restarting, so keep trying then.
                 if not connected_once:
                     self._close()
-                    raise ConfigurationError(
-                        f"RabbitMQ refused the connection ({type(exc).__name__}): check the user, password and "
-                        "virtual host in RELANCE_AMQP_URL"
-                    ) from exc
+                    raise broker_refused(exc) from exc
                 self._connection_lost(exc, broker_backoff)
             except (AMQPError, _BrokerCancelled, OSError) as exc:
                 if self.totals.batches != batches_before:
@@ -148,14 +144,7 @@ class IngestWorker:
         dropped = len(self.batcher.clear())
         self._properties.clear()
         delay = backoff.next()
-        parameters = pika.URLParameters(self.settings.amqp_url)
-        log.warning(
-            "ingest.broker_unavailable",
-            broker=f"{parameters.host}:{parameters.port}",
-            error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-            unacked_dropped=dropped,
-            retry_in=round(delay, 2),
-        )
+        log_broker_lost("ingest", self.settings, exc, delay, unacked_dropped=dropped)
         self._close()
         self.stop.wait(delay)
 
@@ -176,11 +165,7 @@ class IngestWorker:
     def _close(self) -> None:
         connection, self._connection = self._connection, None
         self._consume_channel = self._publish_channel = None
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except Exception as exc:  # already broken: nothing left to release
-                log.debug("ingest.close_failed", error=str(exc))
+        close_connection("ingest", connection)
 
     # ------------------------------------------------------------------------------------------------ consuming
     def _consume(self) -> None:

@@ -7,7 +7,8 @@ Topology (declared by the worker, idempotently):
 - ``<queue>.retry`` (durable): a command that must wait (quiet hours, SMTP deferring, another worker holding it, the
   database away) is republished here with an expiry of ``RELANCE_NOTIFIER_RETRY_SECONDS``; RabbitMQ dead-letters it
   back to the queue when it expires. Nothing is held in memory, so a restart loses nothing.
-- ``<queue>.dead`` (durable): messages that are not usable commands, with ``x-relance-reason`` saying why.
+- ``<queue>.dead`` (durable): messages that are not usable commands, with ``x-relance-reason`` saying why
+  (``x-relance-kind``: ``invalid_command``, or ``internal_error`` when handling it failed in relance itself).
 
 A delivery is acked only after its outcome is recorded in the ledger, or after its copy is confirmed by RabbitMQ in
 the retry or dead-letter queue; a crash in between redelivers it, which the notifier's idempotence makes harmless.
@@ -32,7 +33,7 @@ import orjson
 import pika
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.exceptions import AMQPError, AuthenticationError, ProbableAccessDeniedError, ProbableAuthenticationError
+from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -40,12 +41,11 @@ from sqlalchemy.exc import DBAPIError
 from services.ingest.topology import connect
 from services.notifier.service import KIND, BadCommand, Notifier, NotNow
 from services.notifier.smtp import SendDeferred, SendInProgress, SmtpConfig, SmtpTransport
-from shared.config import ConfigurationError, Settings
-from shared.runtime import Backoff, run_worker
+from shared.config import Settings
+from shared.runtime import BROKER_REFUSED, Backoff, broker_refused, close_connection, log_broker_lost, run_worker
 
 log = structlog.get_logger()
 
-_REFUSED = (AuthenticationError, ProbableAuthenticationError, ProbableAccessDeniedError)
 _TICK = 0.2
 
 
@@ -136,12 +136,9 @@ class NotifierWorker:
                     self._open()
                     connected_once = True
                     self._consume()
-                except _REFUSED as exc:
+                except BROKER_REFUSED as exc:
                     if not connected_once:
-                        raise ConfigurationError(
-                            f"RabbitMQ refused the connection ({type(exc).__name__}): check the user, password and "
-                            "virtual host in RELANCE_AMQP_URL"
-                        ) from exc
+                        raise broker_refused(exc) from exc
                     self._connection_lost(exc, broker_backoff)
                 except (AMQPError, OSError) as exc:
                     if self.totals.handled != handled:
@@ -177,21 +174,11 @@ class NotifierWorker:
     def _close(self) -> None:
         connection, self._connection, self._channel, self._publish = self._connection, None, None, None
         self._inbox.clear()  # unacked: RabbitMQ requeues them when the connection closes
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except Exception as exc:  # already broken: nothing left to release
-                log.debug("notifier.close_failed", error=str(exc))
+        close_connection("notifier", connection)
 
     def _connection_lost(self, exc: BaseException, backoff: Backoff) -> None:
         delay = backoff.next()
-        parameters = pika.URLParameters(self.settings.amqp_url)
-        log.warning(
-            "notifier.broker_unavailable",
-            broker=f"{parameters.host}:{parameters.port}",
-            error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-            retry_in=round(delay, 2),
-        )
+        log_broker_lost("notifier", self.settings, exc, delay)
         self._close()
         self.stop.wait(delay)
 
@@ -241,6 +228,15 @@ class NotifierWorker:
             return
         except (SendDeferred, SendInProgress) as exc:
             self._retry(delivery, exc.reason)
+            return
+        except (DBAPIError, AMQPError, OSError):
+            raise  # the database or the broker is away: retried by the callers, with backoff
+        except Exception as exc:
+            # A failure of relance itself on this one command must not stop the worker (it would meet the same
+            # message again after a restart). What was recorded before it stays: a send already claimed is never
+            # repeated, so the command can be published again once the cause is fixed.
+            log.exception("notifier.internal_error", message_id=delivery.properties.message_id)
+            self._dead_letter(delivery, f"{type(exc).__name__}: {exc}", kind="internal_error")
             return
         self._ack(delivery)
         self.totals.handled += 1
@@ -298,18 +294,18 @@ class NotifierWorker:
             retry_in=self.settings.notifier_retry_seconds,
         )
 
-    def _dead_letter(self, delivery: _Delivery, reason: str) -> None:
+    def _dead_letter(self, delivery: _Delivery, reason: str, kind: str = "invalid_command") -> None:
         headers = dict(delivery.properties.headers or {})
         headers.update(
             {
-                "x-relance-kind": "invalid_command",
+                "x-relance-kind": kind,
                 "x-relance-reason": reason[:1000],
                 "x-relance-dead-lettered-at": datetime.now(UTC).isoformat(),
             }
         )
         self._republish(dead_queue(self.settings), delivery, headers)
         self.totals.dead += 1
-        log.error("notifier.dead_lettered", message_id=delivery.properties.message_id, reason=reason)
+        log.error("notifier.dead_lettered", message_id=delivery.properties.message_id, kind=kind, reason=reason)
 
     def _republish(
         self, queue: str, delivery: _Delivery, headers: dict[str, Any], expiration: str | None = None
