@@ -17,11 +17,16 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from shared.config import Settings
 
 pytest_plugins = ["tests.smtp_server"]  # the `cert` and `smtp` fixtures: a real SMTP server on loopback
 
@@ -152,6 +157,8 @@ class AmqpNames:
     exchange: str
     queue: str
     dead_letter_queue: str
+    commands_exchange: str
+    notifier_queue: str
 
     def settings(self) -> dict[str, Any]:
         """Keyword overrides for :func:`shared.config.load_settings`."""
@@ -159,7 +166,29 @@ class AmqpNames:
             "events_exchange": self.exchange,
             "ingest_queue": self.queue,
             "dead_letter_queue": self.dead_letter_queue,
+            "commands_exchange": self.commands_exchange,
+            "notifier_queue": self.notifier_queue,
         }
+
+    def env(self) -> dict[str, str]:
+        """The same names as ``RELANCE_*`` environment variables, for a worker process."""
+        return {f"RELANCE_{key.upper()}": value for key, value in self.settings().items()}
+
+
+def publish_outbox(settings: Settings, engine: Engine) -> int:
+    """Publish every pending outbox command as `relance worker relay` does, until none is left; how many went out."""
+    import threading
+
+    from shared.relay import Relay
+
+    relay = Relay(settings, engine, threading.Event())
+    relay._open()
+    try:
+        while relay.publish_round():
+            pass
+    finally:
+        relay._close()
+    return relay.totals.published
 
 
 @pytest.fixture
@@ -168,13 +197,21 @@ def amqp_names(amqp_url: str) -> Iterator[AmqpNames]:
     import pika
 
     base = f"relance.t.{RUN_ID}.{next(_counter)}"
-    names = AmqpNames(exchange=f"{base}.events", queue=f"{base}.ingest", dead_letter_queue=f"{base}.dead")
+    names = AmqpNames(
+        exchange=f"{base}.events",
+        queue=f"{base}.ingest",
+        dead_letter_queue=f"{base}.dead",
+        commands_exchange=f"{base}.commands",
+        notifier_queue=f"{base}.notifier",
+    )
     yield names
+    notifier = names.notifier_queue
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         channel = connection.channel()
-        for queue in (names.queue, names.dead_letter_queue):
+        for queue in (names.queue, names.dead_letter_queue, notifier, f"{notifier}.retry", f"{notifier}.dead"):
             channel.queue_delete(queue)
-        channel.exchange_delete(names.exchange)
+        for exchange in (names.exchange, names.commands_exchange):
+            channel.exchange_delete(exchange)
     finally:
         connection.close()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,43 @@ class Sink:
         assert isinstance(envelope.original_content, bytes)
         self.received.append((str(envelope.mail_from), list(envelope.rcpt_tos), envelope.original_content))
         return "250 2.0.0 Ok: queued"
+
+
+class Recording(Sink):
+    """A :class:`Sink` that also keeps how each message came (TLS, AUTH), can refuse recipients at RCPT with scripted
+    replies, and can hold the next message: keep its bytes but not answer until released (a send cut short)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sessions: list[tuple[bool, bool]] = []  # (TLS on, authenticated) of each accepted message
+        self.at_rcpt: dict[str, list[str]] = {}  # recipient -> replies to give first, in order
+        self.hold_next = threading.Event()  # set by the test: hold the next message
+        self.holding = threading.Event()  # set by the server: it has the bytes and has not answered yet
+        self.release = threading.Event()  # set by the test: answer the held message
+
+    async def handle_RCPT(
+        self, server: Server, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        scripted = self.at_rcpt.get(address)
+        if scripted:
+            return scripted.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Server, session: Session, envelope: Envelope) -> str:
+        held = self.hold_next.is_set() and not self.script
+        reply = await super().handle_DATA(server, session, envelope)
+        if reply.startswith("250"):
+            self.sessions.append((session.ssl is not None, bool(session.authenticated)))
+        if held:
+            self.hold_next.clear()
+            self.holding.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.02)
+        return reply
+
+    def messages(self) -> list[EmailMessage]:
+        return received_messages(self)
 
 
 def authenticate(server: Server, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
@@ -104,3 +144,10 @@ def received_messages(sink: Sink) -> list[Any]:
     from email import policy
 
     return [email.message_from_bytes(data, policy=policy.default) for _, _, data in sink.received]
+
+
+def bodies(message: EmailMessage) -> tuple[str, str]:
+    """The text and the HTML part of a reminder."""
+    plain, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert plain is not None and html is not None, message
+    return plain.get_content(), html.get_content()

@@ -47,8 +47,7 @@ from shared.contracts.erp import EVENT_TYPES
 from shared.ledger.db import make_engine
 from shared.ledger.schema import outbox
 from shared.ledger.store import Ledger, RecordedEvent
-from shared.relay import Relay
-from tests.conftest import RUN_ID, AmqpNames
+from tests.conftest import RUN_ID, AmqpNames, publish_outbox
 from tests.factories import CUSTOMER, TENANT, Ev, body, customer, dispute, dispute_resolved, invoice, payment
 
 pytestmark = pytest.mark.integration
@@ -206,14 +205,13 @@ def settings(
         rates_file=rates_file,
         database_url=pg_url,
         amqp_url=amqp_url,
-        commands_exchange=commands.exchange,
         policy_dir=policy_dir,
         escalation_poll_ms=20,
         relay_poll_ms=20,
         ingest_batch_ms=20,
         retry_max_seconds=0.5,
         log_format="json",
-        **amqp_names.settings(),
+        **{**amqp_names.settings(), "commands_exchange": commands.exchange},  # the exchange its queues are bound to
     )
 
 
@@ -391,14 +389,7 @@ class Desk:
 
     def relay(self) -> int:
         """Publish every pending command, as `relance worker relay` does, and return how many."""
-        relay = Relay(self.settings, self.engine, threading.Event())
-        relay._open()
-        try:
-            while relay.publish_round():
-                pass
-        finally:
-            relay._close()
-        return relay.totals.published
+        return publish_outbox(self.settings, self.engine)
 
     def decisions(self, customer_id: str = CUSTOMER) -> list[RecordedEvent]:
         return [
