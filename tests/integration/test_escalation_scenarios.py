@@ -34,6 +34,7 @@ import orjson
 import pika
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy import text as sa_text
 
 from services.cli import main
 from services.escalation.engine import decision_id
@@ -363,10 +364,22 @@ class Desk:
         if self.erp_client is None:
             result = Ingestor(self.ledger).process([Delivery(message) for message in messages])
             assert (result.applied, result.rejections) == (len(events), []), result.rejections
-            return
-        self.erp_client.publish(messages)
-        wait_until(lambda: self.ledger.known_event_ids(TENANT, ids) == ids, f"ingest of {sorted(ids)}")
-        assert self.erp_client.dead_letters() == 0
+        else:
+            self.erp_client.publish(messages)
+            wait_until(lambda: self.ledger.known_event_ids(TENANT, ids) == ids, f"ingest of {sorted(ids)}")
+            assert self.erp_client.dead_letters() == 0
+        # The log follower reads only below the oldest transaction still running on the server (it never skips an
+        # event): wait until it can see these, or a transaction elsewhere would push their evaluation to a later day.
+        wait_until(lambda: self.visible(ids), f"the log follower seeing {sorted(ids)}")
+
+    def visible(self, ids: set[str]) -> bool:
+        with self.engine.connect() as conn:
+            newest = conn.execute(
+                sa_text("SELECT max(tx_id) FROM events WHERE tenant = :t AND event_id = ANY(:ids)"),
+                {"t": TENANT, "ids": sorted(ids)},
+            ).scalar_one()
+            xmin = conn.execute(sa_text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")).scalar_one()
+        return newest is None or int(xmin) > int(newest)
 
     def at(self, day: date) -> None:
         """09:00 on ``day``: the worker fires what is due and evaluates what the ERP changed, until idle."""
