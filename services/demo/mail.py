@@ -128,7 +128,7 @@ class DemoMailer:
         mailed.dropped += len(outcome.dropped) if outcome.status != "skipped" else 0
         if outcome.status == "sent":
             mailed.sent[(outcome.level, outcome.language)] += 1
-        elif outcome.status == "letter":
+        if outcome.letter:
             mailed.letters[outcome.level] += 1
 
 

@@ -660,7 +660,8 @@ def _mail_section(mailed: Mailed, hashes_ok: bool) -> list[str]:
         f"{mailed.folder}/)",
         *table(headers, rows, "l" + "r" * (len(headers) - 1)),
         f"  {count(sum(outcomes.values()))} reminder commands: {count(outcomes['sent'])} e-mailed, "
-        f"{count(outcomes['letter'])} letters only (a task to print and post), {count(skipped)} not sent because "
+        f"{count(outcomes['letter'])} by letter only, {count(sum(mailed.letters.values()))} letters to print and post "
+        f"in all (a send_letter task each), {count(skipped)} not sent because "
         f"everything they listed was paid, disputed or superseded by a firmer reminder by the time they were sent, "
         f"{count(outcomes['failed'])} failed (no usable address: a letter task instead)",
         f"  {count(mailed.dropped)} invoices left out of reminders that still went, paid or disputed since the "

@@ -80,6 +80,7 @@ class Outcome:
     language: str = ""
     message_id: str = ""
     dropped: tuple[str, ...] = ()
+    letter: bool = False  # a send_letter task was recorded for a person to post the letter
 
 
 @dataclass
@@ -171,12 +172,14 @@ class Notifier:
             rendered = render(data, profile, setup.sender, language, setup.templates)
         except ConfigurationError as exc:  # the templates passed their start-up trial; this data broke them
             failed = record_failed(self.ledger, command, {}, f"cannot render the reminder: {exc}", "", now)
-            return Outcome(failed.status, command_id, tenant, level, language)
+            return Outcome(failed.status, command_id, tenant, level, language, letter=letter)
         recipients = recipients_of(profile)
         result: SendResult = await send_reminder(
             self.ledger, command, rendered, recipients, self.transport, self.mail, now=self.now, sleep=self.sleep
         )
-        return Outcome(result.status, command_id, tenant, level, rendered.language, result.message_id, dropped)
+        return Outcome(
+            result.status, command_id, tenant, level, rendered.language, result.message_id, dropped, letter=letter
+        )
 
     def _letter(self, command: Mapping[str, Any], data: Mapping[str, Any]) -> Outcome:
         command_id, level = str(command["command_id"]), str(command["level"])
@@ -186,7 +189,7 @@ class Notifier:
         )
         task = task_data(command, "send_letter", note, self.now(), key="letter")
         self._record(command, "letter", "reminder.letter_requested", {"lines": len(data["lines"])}, task)
-        return Outcome("letter", command_id, str(command["tenant"]), level)
+        return Outcome("letter", command_id, str(command["tenant"]), level, letter=True)
 
     def _record(
         self,
