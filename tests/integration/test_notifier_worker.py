@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -450,3 +451,25 @@ def test_quiet_hours_covering_now_keep_the_command_in_the_retry_queue_unsent(mak
     headers = properties.headers or {}
     assert "quiet hours" in headers["x-relance-retry-reason"] and headers["x-relance-retries"] == 1
     assert properties.expiration == "60000"
+
+
+def test_a_formal_notice_states_the_interest_and_fee_the_ledger_charged(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig()
+    rig.customers("C-1")
+    # Given the engine reached the formal notice 30 days after the due date, charging interest and the fixed fee
+    [notice] = [c for c in rig.decide(date(2026, 11, 30), "C-1") if c["level"] == "formal_notice"]
+    [interest] = rig.data("C-1", "interest.computed")
+    [fee] = rig.data("C-1", "fee.charged")
+    assert Decimal(interest["amount"]) > 0 and fee["amount"] == "40.00"
+    rig.start()
+    assert rig.relay() >= 1
+    rig.wait(lambda: rig.done([notice]), "an outcome for the formal notice")
+    rig.stop()
+    [sent] = rig.data("C-1", "reminder.sent")
+    [message] = [m for m in rig.sink.messages() if m["Message-ID"] == sent["message_id"]]
+    text, html = bodies(message)
+    # Then the e-mail copy states the ledger's interest, fee and the total due, in French formatting
+    for amount in (interest["amount"], fee["amount"], Decimal("1234.56") + Decimal(interest["amount"]) + 40):
+        assert money(Decimal(amount), "fr") in text and money(Decimal(amount), "fr") in html, (amount, text)
+    assert "D441-5" in text and "1344" in text  # the fixed-fee article and the formal notice's Civil Code article
+    assert [t["kind"] for t in rig.data("C-1", "task.created")].count("send_letter") == 1
