@@ -64,8 +64,15 @@ def install_signal_handlers(stop: threading.Event, service: str) -> Callable[[],
         return lambda: None
 
     def handle(signum: int, frame: FrameType | None) -> None:
-        log.info(f"{service}.stop_requested", signal=signal.Signals(signum).name, hint="send it again to stop at once")
         stop.set()
+        # Not logged here: the handler runs between two bytecodes of the main thread, which may be holding the
+        # logger's lock in the middle of a line; taking it again here would deadlock the process. A thread waits.
+        name = signal.Signals(signum).name
+        threading.Thread(
+            target=lambda: log.info(f"{service}.stop_requested", signal=name, hint="send it again to stop at once"),
+            name="stop-requested-log",
+            daemon=True,
+        ).start()
         signal.signal(signum, previous[signal.Signals(signum)])  # a second signal is not graceful any more
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
