@@ -338,25 +338,11 @@ def _migrated_engine(settings: Settings) -> Engine:
 
 def _clock_tick(args: argparse.Namespace, settings: Settings) -> int:
     from services.escalation.worker import policy_books, real_rules, tick
-    from shared.ledger.db import make_engine
-    from shared.ledger.store import Ledger
-    from shared.runtime import schema_problem
 
-    engine = make_engine(settings.database_url)
-    try:
-        problem = schema_problem(engine, settings.database_url)
-        if problem:
-            raise ConfigurationError(problem)
+    with _ledger(settings) as ledger:
         summary = tick(
-            Ledger(engine),
-            policy_books(settings),
-            real_rules(settings),
-            args.at,
-            tenant=args.tenant,
-            due_only=args.due_only,
+            ledger, policy_books(settings), real_rules(settings), args.at, tenant=args.tenant, due_only=args.due_only
         )
-    finally:
-        engine.dispose()
     print(f"clock tick at {args.at.isoformat()}: {summary.customers} customer(s) evaluated")
     for event_type, count in sorted(summary.decisions.items()):
         print(f"  {event_type:<28} {count}")
@@ -367,23 +353,13 @@ def _clock_tick(args: argparse.Namespace, settings: Settings) -> int:
 
 def _agenda(args: argparse.Namespace, settings: Settings) -> int:
     from services.escalation.agenda import build_agenda, render_agenda
-    from shared.ledger.db import make_engine
-    from shared.ledger.store import Ledger
-    from shared.runtime import schema_problem
 
-    engine = make_engine(settings.database_url)
-    try:
-        problem = schema_problem(engine, settings.database_url)
-        if problem:
-            raise ConfigurationError(problem)
-        ledger = Ledger(engine)
+    with _ledger(settings) as ledger:
         keys = ledger.streams(args.tenant)
         if not keys:
             print(f"relance: tenant {args.tenant!r} has no customers in this ledger", file=sys.stderr)
             return 1
         items = build_agenda((ledger.state(tenant, customer) for tenant, customer in keys), args.date)
-    finally:
-        engine.dispose()
     if args.json:
         document = {"tenant": args.tenant, "date": args.date.isoformat(), "items": [i.to_json() for i in items]}
         print(json.dumps(document, indent=2, ensure_ascii=False))
@@ -397,25 +373,15 @@ def _preview(args: argparse.Namespace, settings: Settings) -> int:
     from services.notifier.preview import PreviewError, reminder_data, write_parts
     from services.notifier.render import RenderSettings, load_templates, render
     from services.notifier.sender import load_sender
-    from shared.ledger.db import make_engine
-    from shared.ledger.store import Ledger
-    from shared.runtime import schema_problem
 
     render_settings = RenderSettings()
     templates = load_templates(render_settings.template_dir, args.tenant)
     sender = load_sender(render_settings.sender_file, args.tenant)
-    engine = make_engine(settings.database_url)
-    try:
-        problem = schema_problem(engine, settings.database_url)
-        if problem:
-            raise ConfigurationError(problem)
-        ledger = Ledger(engine)
+    with _ledger(settings) as ledger:
         if not ledger.read_stream(args.tenant, args.customer):
             print(f"relance: no customer {args.customer!r} in tenant {args.tenant!r}", file=sys.stderr)
             return 1
         state = ledger.state(args.tenant, args.customer)
-    finally:
-        engine.dispose()
     policy = PolicyLibrary.load(settings.policy_dir).for_tenant(args.tenant).for_customer(state.profile)
     try:
         reminders = reminder_data(state, policy, args.level, args.date or datetime.now(UTC).date())
@@ -462,15 +428,10 @@ def _evidence_list(args: argparse.Namespace, settings: Settings) -> int:
 @contextmanager
 def _ledger(settings: Settings) -> Iterator[Ledger]:
     """The ledger of the settings' database, once its schema is checked; the engine is closed afterwards."""
-    from shared.ledger.db import make_engine
     from shared.ledger.store import Ledger
-    from shared.runtime import schema_problem
 
-    engine = make_engine(settings.database_url)
+    engine = _migrated_engine(settings)
     try:
-        problem = schema_problem(engine, settings.database_url)
-        if problem:
-            raise ConfigurationError(problem)
         yield Ledger(engine)
     finally:
         engine.dispose()
