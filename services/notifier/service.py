@@ -32,7 +32,7 @@ import structlog
 from sqlalchemy import Engine
 
 from services.notifier import evidence
-from services.notifier.render import RenderSettings, TemplateSet, load_templates, render
+from services.notifier.render import DEFAULT_LANGUAGE, LANGUAGES, RenderSettings, TemplateSet, load_templates, render
 from services.notifier.rules import SendingRules, load_rules, take_slot
 from services.notifier.sender import Sender, load_sender
 from services.notifier.smtp import (
@@ -113,7 +113,7 @@ class Notifier:
         template_dir = self.render_settings.template_dir
         if template_dir is not None and template_dir.is_dir():
             for tenant_dir in sorted(p for p in template_dir.iterdir() if p.is_dir()):
-                if not tenant_dir.name.startswith(("fr", "en")) or len(tenant_dir.name) > 2:
+                if tenant_dir.name not in LANGUAGES:  # fr/, en/: overrides for every tenant, not a tenant
                     self.setup(tenant_dir.name)
 
     def setup(self, tenant: str) -> TenantSetup:
@@ -155,7 +155,7 @@ class Notifier:
                 return Outcome("skipped", command_id, tenant, level, dropped=dropped)
         setup = self.setup(tenant)
         profile = state.profile or {}
-        language = str(data.get("language") or profile.get("language") or "en")
+        language = str(data.get("language") or profile.get("language") or DEFAULT_LANGUAGE)
         if letter:
             outcome = self._letter(command, data)
             if not email:

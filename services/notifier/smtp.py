@@ -399,29 +399,21 @@ def record_fact(
     task: dict[str, Any] | None = None,
 ) -> str:
     """Append the fact (and its task, in the same transaction); the fact's outcome status."""
-    items = [
-        Incoming(
+
+    def incoming(event_id: str, event_type: str, data: Mapping[str, Any]) -> Incoming:
+        return Incoming(
             tenant=command["tenant"],
             customer_id=command["customer_id"],
-            event_id=fact_id(command["command_id"], fact),
+            event_id=event_id,
             event_type=event_type,
             data=dict(data),
             occurred_at=at,
             metadata={"source": "notifier", "command_id": command["command_id"]},
         )
-    ]
+
+    items = [incoming(fact_id(command["command_id"], fact), event_type, data)]
     if task is not None:
-        items.append(
-            Incoming(
-                tenant=command["tenant"],
-                customer_id=command["customer_id"],
-                event_id=task["task_id"],
-                event_type="task.created",
-                data=task,
-                occurred_at=at,
-                metadata={"source": "notifier", "command_id": command["command_id"]},
-            )
-        )
+        items.append(incoming(task["task_id"], "task.created", task))
     outcomes = ledger.record(items)
     if outcomes[0].status not in ("applied", "duplicate"):
         raise RuntimeError(f"cannot record {event_type} for {command['command_id']}: {outcomes[0].reason}")
