@@ -39,7 +39,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from shared.config import Settings
-from shared.ledger.outbox import COMMANDS, Command, claim, count_attempt, mark_published
+from shared.ledger.outbox import Command, claim, count_attempt, families, mark_published
 from shared.runtime import (
     BROKER_REFUSED,
     Backoff,
@@ -51,14 +51,6 @@ from shared.runtime import (
 )
 
 log = structlog.get_logger()
-
-
-def families() -> dict[str, tuple[str, ...]]:
-    """Command kinds grouped by destination (``erp``, ``notifier``): order is kept, and a stall confined, per family."""
-    grouped: dict[str, list[str]] = {}
-    for kind in COMMANDS.values():
-        grouped.setdefault(kind.split(".", 1)[0], []).append(kind)
-    return {family: tuple(kinds) for family, kinds in grouped.items()}
 
 
 def message_properties(command: Command) -> pika.BasicProperties:

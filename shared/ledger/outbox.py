@@ -152,6 +152,14 @@ def family(kind: str) -> str:
     return kind.split(".", 1)[0]
 
 
+def families() -> dict[str, tuple[str, ...]]:
+    """Command kinds grouped by destination (``erp``, ``notifier``): order is kept, and a stall confined, per family."""
+    grouped: dict[str, list[str]] = {}
+    for kind in COMMANDS.values():
+        grouped.setdefault(family(kind), []).append(kind)
+    return {name: tuple(kinds) for name, kinds in grouped.items()}
+
+
 class RearmRefused(Exception):
     """A dead command that must not, or need not, be sent again; the message says why."""
 
@@ -187,7 +195,7 @@ def rearm(conn: Connection, command_id: str, tenant: str | None = None) -> Comma
         raise RearmRefused(f"command {command_id} ({row.kind}) was delivered at {row.published_at.isoformat()}")
     if row.dead_at is None:
         raise RearmRefused(f"command {command_id} ({row.kind}) is not dead-lettered: it is still pending")
-    kinds = [kind for kind in COMMANDS.values() if family(kind) == family(row.kind)]
+    kinds = families()[family(row.kind)]
     later = (
         select(outbox)
         .where(
