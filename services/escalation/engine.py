@@ -51,6 +51,13 @@ The rules, in the order a credit manager would apply them:
 * **Tasks.** ``hand_over`` when an invoice reaches a level with that action; ``payment_behaviour_changed`` once per
   episode in which the mean lateness of the customer's last :data:`RECENT_PAYMENTS` payments exceeds the mean of the
   (at least :data:`MIN_HISTORY`) earlier ones by more than :data:`BEHAVIOUR_MARGIN_DAYS` days.
+* **One invoice never silences the others.** An invoice the engine cannot place on the ladder (its dates, or those
+  of a payment or plan applied to it, put a step outside the calendar: a due date of 9999-12-31 or 0001-01-01), or
+  whose late interest cannot be computed (the rate table has no reference rate for a semester of its delay), is held:
+  it neither moves nor appears in a reminder, whose figures would be wrong, but still counts as overdue for the
+  credit block. It gets one task per reason (``invoice_dates_invalid``, ``interest_unavailable`` naming the
+  semester), never one per evaluation, and the customer's other invoices go on as usual. An invoice held for a
+  missing rate is looked at again every day, so it resumes once the rate is added; the engine never guesses a rate.
 
 Dates are UTC calendar days: a step due on day D is due from 00:00 UTC on D.
 """
@@ -65,7 +72,14 @@ from decimal import Decimal
 from typing import Any
 
 from services.escalation.calendar import step_date
-from services.escalation.interest import RateTable, fixed_fee, late_interest, outstanding_timeline
+from services.escalation.interest import (
+    InterestResult,
+    MissingReferenceRate,
+    RateTable,
+    fixed_fee,
+    late_interest,
+    outstanding_timeline,
+)
 from services.escalation.model import Decision, Level, Policy
 from shared.ledger.state import CustomerState, Escalation, Invoice
 
@@ -73,6 +87,8 @@ ZERO = Decimal(0)
 RECENT_PAYMENTS = 3  # payments that make the "recent" behaviour
 MIN_HISTORY = 5  # earlier payments needed before a change of behaviour means anything
 BEHAVIOUR_MARGIN_DAYS = 15  # recent mean lateness above the historical mean by more than this: a warning sign
+DATES_TASK = "invoice_dates_invalid"  # an invoice whose ladder falls outside the calendar
+INTEREST_TASK = "interest_unavailable"  # an invoice whose late interest needs a rate the table lacks
 
 
 # --------------------------------------------------------------------------------------------------- public API
@@ -81,13 +97,14 @@ def decide(state: CustomerState, policy: Policy, as_of: datetime, rates: RateTab
     return _Evaluation(state, policy, as_of, rates).decide()
 
 
-def next_due(state: CustomerState, policy: Policy, as_of: datetime) -> datetime | None:
+def next_due(state: CustomerState, policy: Policy, as_of: datetime, rates: RateTable | None = None) -> datetime | None:
     """The next instant after ``as_of`` at which :func:`decide` may have something new to say, None if none.
 
     Only time-driven changes are foreseen here; anything the ERP sends (payment, dispute, ...) triggers an evaluation
-    of its own. The answer may be early (a timer firing with nothing to do is harmless), never late.
+    of its own. The answer may be early (a timer firing with nothing to do is harmless), never late. With ``rates``,
+    an invoice held for a missing rate brings the next evaluation to the next day.
     """
-    evaluation = _Evaluation(state, policy, as_of, None)
+    evaluation = _Evaluation(state, policy, as_of, rates)
     days = [d for d in evaluation.upcoming() if d > evaluation.today]
     return None if not days else datetime.combine(min(days), time(0), tzinfo=UTC)
 
@@ -111,6 +128,8 @@ class _Track:
     target: int | None = None  # level reached now
     skipped: list[int] = field(default_factory=list)
     actions: set[str] = field(default_factory=set)  # actions in force after this evaluation
+    steps: list[date] = field(default_factory=list)  # the day each level of the ladder falls due, from the anchor
+    hold: _Hold | None = None  # why the engine cannot evaluate this invoice (then paused is "held")
 
     @property
     def invoice_id(self) -> str:
@@ -119,6 +138,14 @@ class _Track:
     @property
     def currency(self) -> str:
         return self.invoice.currency
+
+
+@dataclass(frozen=True)
+class _Hold:
+    kind: str  # the task kind: DATES_TASK or INTEREST_TASK
+    subject: tuple[str, ...]  # what makes the task unique, besides the kind
+    note: str  # the reason, in a credit manager's words
+    semester: date | None = None  # the semester whose rate is missing
 
 
 @dataclass(frozen=True)
@@ -144,6 +171,7 @@ class _Evaluation:
         self.today = self.as_of.date()
         self.levels = policy.levels
         self.promises = self._promises()
+        self.results: dict[str, InterestResult] = {}  # interest owed through today, computed while tracking
         self.tracks = [self._track(invoice) for invoice in state.open_invoices() if invoice.outstanding > 0]
         self.decisions: list[Decision] = []
         self.fees: dict[str, Decimal] = {}  # fees charged by this evaluation
@@ -157,6 +185,7 @@ class _Evaluation:
         self._credit_block()
         self._promise_tasks()
         self._behaviour_task()
+        self._hold_tasks()
         return self.decisions
 
     def _emit(self, event_type: str, subject: Iterable[str], data: dict[str, Any]) -> str:
@@ -197,7 +226,7 @@ class _Evaluation:
                     "channel": level.channel,
                     "due_date": track.due.isoformat(),
                     "anchor": track.anchor.isoformat(),
-                    "step_date": step_date(track.anchor, level, self.policy).isoformat(),
+                    "step_date": track.steps[track.target].isoformat(),
                     "reached_on": self.today.isoformat(),
                     "outstanding": str(track.invoice.outstanding),
                 },
@@ -226,10 +255,7 @@ class _Evaluation:
         if record is not None and record.interest_through == self.today and record.interest is not None:
             self.interest[track.invoice_id] = record.interest
             return
-        invoice = track.invoice
-        movements = [(self.state.credits[key].on, amount) for key, amount in invoice.allocations.items()]
-        timeline = outstanding_timeline(invoice.amount, movements, min(invoice.issue_date, invoice.due_date))
-        result = late_interest(timeline, invoice.due_date, self.today, self.policy.interest, self.rates, track.currency)
+        result = self._interest_owed(track.invoice)
         self.interest[track.invoice_id] = result.amount
         self._emit(
             "interest.computed",
@@ -242,6 +268,17 @@ class _Evaluation:
                 "days": result.days,
             },
         )
+
+    def _interest_owed(self, invoice: Invoice) -> InterestResult:
+        """Late interest owed on the invoice through today (raises :class:`MissingReferenceRate`)."""
+        result = self.results.get(invoice.invoice_id)
+        if result is None:
+            movements = [(self.state.credits[key].on, amount) for key, amount in invoice.allocations.items()]
+            timeline = outstanding_timeline(invoice.amount, movements, min(invoice.issue_date, invoice.due_date))
+            rule = self.policy.interest
+            result = late_interest(timeline, invoice.due_date, self.today, rule, self.rates, invoice.currency)
+            self.results[invoice.invoice_id] = result
+        return result
 
     def _reminders(self, moving: list[_Track]) -> None:
         for currency in sorted({t.currency for t in moving}):
@@ -332,7 +369,14 @@ class _Evaluation:
         return language if isinstance(language, str) and language else self.policy.language
 
     def _task(
-        self, kind: str, subject: Iterable[str], due_on: date, tracks: list[_Track], currency: str, note: str
+        self,
+        kind: str,
+        subject: Iterable[str],
+        due_on: date,
+        tracks: list[_Track],
+        currency: str,
+        note: str,
+        **extra: str,
     ) -> None:
         task_id = decision_id(self.state.tenant, self.state.customer_id, "task", kind, *subject)
         if task_id in self.state.tasks:
@@ -348,8 +392,18 @@ class _Evaluation:
                 "currency": currency,
                 "amount_at_risk": str(sum((t.invoice.outstanding for t in tracks), ZERO)),
                 "note": note,
+                **extra,
             },
         )
+
+    def _hold_tasks(self) -> None:
+        """One task per held invoice and reason: the same reason on the next evaluation finds the task recorded."""
+        for track in self.tracks:
+            hold = track.hold
+            if hold is None:
+                continue
+            extra = {} if hold.semester is None else {"semester": hold.semester.isoformat()}
+            self._task(hold.kind, hold.subject, self.today, [track], track.currency, hold.note, **extra)
 
     # ----------------------------------------------------------------------------------------------- credit block
     def _credit_block(self) -> None:
@@ -460,12 +514,53 @@ class _Evaluation:
             p.recorded <= self.today <= p.deadline and invoice.invoice_id in self._covered(p) for p in self.promises
         ):
             paused = "promise"
-        track = _Track(invoice, due, paused, current, self._anchor(invoice, due, current, record))
+        try:
+            track = _Track(invoice, due, paused, current, self._anchor(invoice, due, current, record))
+            track.steps = [step_date(track.anchor, level, self.policy) for level in self.levels]
+        except OverflowError:
+            return self._held(invoice, due, current, record, self._dates_hold(invoice, due))
         if record is not None:
             track.actions = set(record.actions)
         if paused is None:
             self._target(track)
+            if "charge_interest" in track.actions and self._can_compute_interest(record):
+                try:
+                    self._interest_owed(invoice)
+                except MissingReferenceRate as exc:
+                    return self._held(invoice, due, current, record, self._interest_hold(invoice, exc.semester))
         return track
+
+    def _held(self, invoice: Invoice, due: date, current: int, record: Escalation | None, hold: _Hold) -> _Track:
+        track = _Track(invoice, due, "held", current, due, hold=hold)
+        if record is not None:
+            track.actions = set(record.actions)
+        return track
+
+    def _can_compute_interest(self, record: Escalation | None) -> bool:
+        """Whether interest may need computing today and the engine has what it takes (not for :func:`next_due`
+        without a table, and not when today's figure is already recorded)."""
+        if record is not None and record.interest_through == self.today and record.interest is not None:
+            return False
+        return self.rates is not None or self.policy.interest.basis == "contractual"
+
+    def _dates_hold(self, invoice: Invoice, due: date) -> _Hold:
+        plan = f", payment plan instalment due {due.isoformat()}" if due != invoice.due_date else ""
+        note = (
+            f"invoice {invoice.number} cannot be placed on the dunning ladder: its dates (issued "
+            f"{invoice.issue_date.isoformat()}, due {invoice.due_date.isoformat()}{plan}), or a payment dated on it, "
+            "put a reminder step outside the calendar (years 1 to 9999); correct them in the ERP. The customer's "
+            "other invoices are reminded as usual"
+        )
+        return _Hold(DATES_TASK, (invoice.invoice_id,), note)
+
+    def _interest_hold(self, invoice: Invoice, semester: date) -> _Hold:
+        note = (
+            f"interest cannot be computed for invoice {invoice.number}: no reference rate for the semester starting "
+            f'{semester.isoformat()} in the rate table; add the row "{semester.isoformat()},<rate in percent>" '
+            "(the official rate in force on that day) to the file named by RELANCE_RATES_FILE. The invoice waits "
+            "until then; the customer's other invoices are reminded as usual"
+        )
+        return _Hold(INTEREST_TASK, (invoice.invoice_id, semester.isoformat()), note, semester)
 
     def _position(self, record: Escalation | None) -> int:
         """The invoice's place on the (possibly changed) ladder: the level reached, or the last one at its offset."""
@@ -486,7 +581,10 @@ class _Evaluation:
         return None
 
     def _anchor(self, invoice: Invoice, due: date, current: int, record: Escalation | None) -> date:
-        """The due date the ladder is computed from: later than ``due`` when something restarted it."""
+        """The due date the ladder is computed from: later than ``due`` when something restarted it.
+
+        Raises OverflowError when a date it derives falls outside the calendar.
+        """
         reached = record.reached_on if record is not None else None
         anchor = due if record is None or record.anchor is None else max(due, record.anchor)
         for since, kind in self._interruptions(invoice, current):
@@ -507,7 +605,7 @@ class _Evaluation:
         if latest is not None and latest[1] == "resolved" and invoice.invoice_id not in self.state.disputes:
             found.append((_day(latest[0]), "pause"))
         for promise in self.promises:
-            end = promise.deadline + timedelta(days=1)
+            end = _plus(promise.deadline, 1)
             if (
                 end <= self.today
                 and promise.recorded <= promise.deadline
@@ -522,11 +620,7 @@ class _Evaluation:
         return [(since, kind) for since, kind in found if since <= self.today and (kind == "pause" or current >= 0)]
 
     def _target(self, track: _Track) -> None:
-        due_levels = [
-            k
-            for k in range(track.current + 1, len(self.levels))
-            if step_date(track.anchor, self.levels[k], self.policy) <= self.today
-        ]
+        due_levels = [k for k in range(track.current + 1, len(self.levels)) if track.steps[k] <= self.today]
         if not due_levels:
             return
         target = due_levels[-1]
@@ -556,7 +650,7 @@ class _Evaluation:
         promises = []
         for promise_id, raw in sorted(self.state.promises.items()):
             promised = date.fromisoformat(raw["promised_date"])
-            deadline = promised + timedelta(days=self.policy.promise_grace_days)
+            deadline = _plus(promised, self.policy.promise_grace_days)  # a promise for 9999-12-31 pauses for ever
             recorded_at = self.state.promise_recorded.get(promise_id)
             recorded = _day(recorded_at) if recorded_at else promised
             currency = raw["currency"]
@@ -600,18 +694,30 @@ class _Evaluation:
     def upcoming(self) -> list[date]:
         """Days on which something time-driven may happen."""
         days: list[date] = []
+        tomorrow = _plus(self.today, 1)
         for track in self.tracks:
             if track.paused == "dispute":
                 continue
+            if track.hold is not None:
+                if track.hold.kind == INTEREST_TASK:
+                    days.append(tomorrow)  # until the rate is added; dates only change through the ERP
+                continue
             if track.target is not None and self._moved_today(track.currency):
-                days.append(self.today + timedelta(days=1))  # held back today: one level a day
+                days.append(tomorrow)  # held back today: one level a day
             # Held back by the minimum amount: only another invoice falling due (below) can change that.
-            for k in range(track.current + 1, len(self.levels)):
-                days.append(step_date(track.anchor, self.levels[k], self.policy))
-            days.append(track.due + timedelta(days=1))
+            days += track.steps[track.current + 1 :]
+            days.append(_plus(track.due, 1))
         for promise in self.promises:
-            days += [promise.promised, promise.deadline + timedelta(days=1)]
+            days += [promise.promised, _plus(promise.deadline, 1)]
         return days
+
+
+def _plus(day: date, days: int) -> date:
+    """``day`` moved by ``days``, or the calendar's first or last day when that falls outside it."""
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return date.max if days > 0 else date.min
 
 
 def _day(instant: str) -> date:

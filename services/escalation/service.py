@@ -37,7 +37,7 @@ log = structlog.get_logger()
 CLOCK_TICKED = "escalation.clock_ticked"
 Trigger = Literal["timer", "ledger", "manual"]
 DecideFn = Callable[[CustomerState, Policy, datetime, Any], list[Decision]]
-NextDueFn = Callable[[CustomerState, Policy, datetime], "datetime | None"]
+NextDueFn = Callable[[CustomerState, Policy, datetime, Any], "datetime | None"]
 
 
 class PolicySource(Protocol):
@@ -207,7 +207,7 @@ def _finish(
     """Work out the next due instant from the state as it is now, and keep it as the customer's timer."""
     state = ledger.state(tenant, customer_id)
     policy = policies.for_customer(state.profile)
-    next_due = rules.next_due(state, policy, as_of)
+    next_due = rules.next_due(state, policy, as_of, rules.rates)
     if next_due is not None:
         next_due = utc(next_due)
     if timers is not None:

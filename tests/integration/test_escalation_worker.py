@@ -65,7 +65,7 @@ def fake_decide(state: CustomerState, policy: Policy, as_of: datetime, rates: An
     ]
 
 
-def fake_next_due(state: CustomerState, policy: Policy, as_of: datetime) -> datetime | None:
+def fake_next_due(state: CustomerState, policy: Policy, as_of: datetime, rates: Any = None) -> datetime | None:
     upcoming = [
         datetime.combine(inv.due_date + timedelta(days=1), time(8), tzinfo=UTC) for inv in state.open_invoices()
     ]

@@ -83,6 +83,7 @@ class Customer:
     policy: Policy = POLICY
     feed: Feed = field(default_factory=lambda: Feed(CustomerState(tenant="acme-fr", customer_id="C-0042")))
     log: dict[date, list[Decision]] = field(default_factory=dict)
+    rates: RateTable = RATES
 
     @property
     def state(self) -> CustomerState:
@@ -95,14 +96,14 @@ class Customer:
 
     def evaluate(self, day: date, hour: int = 9) -> list[Decision]:
         as_of = datetime.combine(day, time(hour), tzinfo=UTC)
-        decisions = decide(self.state, self.policy, as_of, RATES)
-        assert decide(self.state, self.policy, as_of, RATES) == decisions  # deciding twice: the same ids
+        decisions = decide(self.state, self.policy, as_of, self.rates)
+        assert decide(self.state, self.policy, as_of, self.rates) == decisions  # deciding twice: the same ids
         for d in decisions:
             assert d.data["policy"] == self.policy.name and d.data["policy_version"] == self.policy.version
             assert d.data["as_of"] == as_of.isoformat().replace("+00:00", "Z")
             assert d.event_id not in self.feed.seen, f"{d.event_type} decided again"
             self.feed.deliver([Ev(d.event_type, d.data, d.event_id, as_of)])
-        assert decide(self.state, self.policy, as_of + timedelta(hours=1), RATES) == []  # folded: nothing new
+        assert decide(self.state, self.policy, as_of + timedelta(hours=1), self.rates) == []  # folded: nothing new
         if decisions:
             self.log[day] = decisions
         return decisions
@@ -557,3 +558,94 @@ def test_below_the_minimum_no_timer_fires_every_day() -> None:
     c = Customer(policy=policy)
     c.erp(date(2026, 2, 1), invoice("INV-1", "30.00", issue_date="2026-02-01", due_date=DUE))
     assert next_due(c.state, policy, datetime(2026, 4, 20, 9, tzinfo=UTC)) is None
+
+
+# ---------------------------------------------------------------------------------------------------- one invoice alone
+def hold_tasks(decisions: list[Decision]) -> list[dict[str, Any]]:
+    kinds = ("invoice_dates_invalid", "interest_unavailable")
+    return [d.data for d in decisions if d.event_type == "task.created" and d.data["kind"] in kinds]
+
+
+@pytest.mark.parametrize("extreme", ["9999-12-31", "0001-01-01"])
+def test_an_invoice_dated_at_the_edge_of_the_calendar_is_held_and_the_others_are_reminded(extreme: str) -> None:
+    # Given a customer with a genuinely late invoice and one whose due date is at the edge of the calendar
+    edge = invoice("INV-EDGE", "500.00", issue_date=extreme, due_date=extreme, number="F-123")
+    c = Customer(rates=RateTable({date(year, month, 1): D("2.15") for year in (2025, 2026) for month in (1, 7)}))
+    c.erp(date(2026, 2, 1), customer(), INV1, edge)
+    # When the engine runs every day through the first reminder
+    c.run(*days("2026-02-01", "2026-03-07"))
+    # Then the late invoice got its courtesy notice and its first reminder, without the other one
+    reminders = c.only("reminder.requested")
+    assert [(r["level"], r["invoice_ids"]) for r in reminders] == [("courtesy", ["INV-1"]), ("reminder-1", ["INV-1"])]
+    # And the other invoice is one task for a collector, with the reason, created once however often it is decided
+    (task,) = [t for t in c.only("task.created") if t["kind"] == "invoice_dates_invalid"]
+    assert task["invoice_ids"] == ["INV-EDGE"] and task["amount_at_risk"] == "500.00"
+    assert (
+        f"invoice F-123 cannot be placed on the dunning ladder: its dates (issued {extreme}, due {extreme})"
+        in (task["note"])
+    )
+    assert "INV-EDGE" not in c.state.escalations
+    # And the next timer still comes from the invoice that can be reminded
+    assert next_due(c.state, POLICY, datetime(2026, 3, 7, 9, tzinfo=UTC), c.rates) == datetime(2026, 3, 14, tzinfo=UTC)
+
+
+def test_an_invoice_older_than_the_rate_table_is_held_for_its_interest_and_the_others_go_on() -> None:
+    # Given a rate table that begins in 2026, a customer with an invoice due in 2025 and one due on 2 March 2026
+    table = RateTable({date(2026, 1, 1): D("2.15"), date(2026, 7, 1): D("2.15")})
+    old = invoice("INV-OLD", "800.00", issue_date="2025-04-01", due_date="2025-05-02", number="F-OLD")
+    c = Customer(rates=table)
+    c.erp(date(2026, 2, 1), customer(), INV1, old)
+    # When the engine runs until the 2026 invoice reached its formal notice
+    c.run(*days("2026-02-01", "2026-03-22"))
+    # Then the 2026 invoice climbed the ladder with its interest, never listing the old one
+    reminders = c.only("reminder.requested")
+    assert [(r["level"], r["invoice_ids"]) for r in reminders] == [
+        ("courtesy", ["INV-1"]),
+        ("reminder-1", ["INV-1"]),
+        ("formal-notice", ["INV-1"]),
+    ]
+    assert reminders[-1]["totals"]["interest"] == "6.66"
+    # And the old invoice is one task naming the semester and the line to add, never a guessed rate
+    (task,) = hold_tasks([d for ds in c.log.values() for d in ds])
+    assert task["kind"] == "interest_unavailable" and task["semester"] == "2025-01-01"
+    assert task["note"].startswith(
+        "interest cannot be computed for invoice F-OLD: no reference rate for the semester starting 2025-01-01 "
+        'in the rate table; add the row "2025-01-01,<rate in percent>"'
+    )
+    assert "INV-OLD" not in c.state.escalations
+    # And it is looked at again the next day, in case the rate was added
+    assert next_due(c.state, POLICY, datetime(2026, 3, 22, 9, tzinfo=UTC), table) == datetime(2026, 3, 23, tzinfo=UTC)
+
+
+def test_a_semester_without_a_rate_holds_only_what_needs_interest_until_the_rate_is_added() -> None:
+    # Given a rate table that stops at the semester starting 1 January 2026, and an invoice due on 22 June 2026
+    c = Customer(rates=RateTable({date(2026, 1, 1): D("2.15")}))
+    c.erp(date(2026, 6, 1), customer(), invoice("INV-7", "1000.00", issue_date="2026-05-22", due_date="2026-06-22"))
+    # When the engine runs past the day the formal notice falls due (12 July, interest accrued in July)
+    c.run(*days("2026-06-01", "2026-07-20"))
+    # Then the reminders that need no interest went out, the formal notice did not, and one task says why
+    assert [r["level"] for r in c.only("reminder.requested")] == ["courtesy", "reminder-1"]
+    assert [t["kind"] for t in c.only("task.created")] == ["phone_call", "interest_unavailable"]
+    assert c.only("task.created")[1]["semester"] == "2026-07-01"
+    assert c.only("interest.computed") == [] and c.only("fee.charged") == []
+    # When the rate of that semester is added
+    c.rates = RateTable({date(2026, 1, 1): D("2.15"), date(2026, 7, 1): D("2.15")})
+    decisions = c.evaluate(date(2026, 7, 21))
+    # Then the formal notice goes out the next evaluation, with the interest through that day
+    formal = [d.data for d in decisions if d.event_type == "reminder.requested"]
+    assert [f["level"] for f in formal] == ["formal-notice"]
+    # 29 days (23 June to 21 July) at 12.15 %: 1000 * 0.1215 * 29 / 365 = 9.653...
+    assert formal[0]["totals"] == {"outstanding": "1000.00", "interest": "9.65", "fees": "40.00"}
+
+
+def test_a_promise_dated_at_the_end_of_the_calendar_pauses_its_invoice_without_failing() -> None:
+    # Given a late invoice and a promise to pay it on the last day of the calendar
+    c = Customer()
+    c.erp(date(2026, 2, 1), customer(), INV1)
+    c.erp(date(2026, 3, 3), promise("PR-1", "9999-12-31", "1000.00", ["INV-1"]))
+    # When the engine runs for weeks
+    c.run(*days("2026-03-03", "2026-04-30"))
+    # Then the invoice waits on its promise, and the next timer is the end of the calendar, never an error
+    assert c.only("reminder.requested") == []
+    later = next_due(c.state, POLICY, datetime(2026, 4, 30, 9, tzinfo=UTC), RATES)
+    assert later == datetime(9999, 12, 31, tzinfo=UTC)
