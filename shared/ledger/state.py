@@ -8,11 +8,18 @@ Out-of-order input is normal. A payment, credit note, cancellation or dispute ma
 the money waits as credit earmarked for that invoice and the flags wait in the state, both applied when the invoice
 arrives. Allocations, once made, stay (as in any sub-ledger); what is order-independent is the balance per currency:
 the sum of what was invoiced and not cancelled, less every payment and credit note.
+
+Where the latest statement wins whatever the arrival order (the profile, an invoice's dispute, the ERP's word on a
+command), "latest" is the event's ``occurred_at`` **capped at the time it was recorded**: an event cannot have
+happened after relance received it, so an ERP clock set to 2099 cannot pin a profile or a dispute for good; such an
+event counts as of its arrival, and later statements win over it. A state folded before this rule (holding an
+instant later than the event now being recorded) has that instant capped the same way when the next event arrives.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import MutableMapping, MutableSequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -166,12 +173,18 @@ class CustomerState:
         return NEW
 
     # ----------------------------------------------------------------------------------------------- applying
-    def apply(self, event_type: str, data: dict[str, Any], occurred_at: str = "", event_id: str = "") -> set[str]:
+    def apply(
+        self, event_type: str, data: dict[str, Any], occurred_at: str = "", event_id: str = "", recorded_at: str = ""
+    ) -> set[str]:
         """Fold one accepted event into the state; returns the ids of the invoices it changed.
 
         ``event_id`` names the command a ``credit.blocked`` / ``credit.unblocked`` causes (the outbox uses the event
         id as the command id), so the ERP's acknowledgement can be matched with the block it is about.
+        ``recorded_at`` (ISO 8601, when the ledger appended the event) caps ``occurred_at``: see the module's doc.
         """
+        if recorded_at:
+            occurred_at = _earlier(occurred_at, recorded_at)
+            _cap_latest(self, event_type, data, recorded_at)
         touched: set[str] = set()
         key = _business_key(event_type, data)
         if key is not None:
@@ -269,6 +282,30 @@ class CustomerState:
             credit_commands=dict(raw.get("credit_commands", {})),
             acknowledgements=dict(raw.get("acknowledgements", {})),
         )
+
+
+# --------------------------------------------------------------------------------------------------- instants
+def _earlier(first: str, second: str) -> str:
+    """The earlier of two ISO 8601 instants (compared as instants, not as text)."""
+    if not first:
+        return second
+    return first if datetime.fromisoformat(first) <= datetime.fromisoformat(second) else second
+
+
+def _cap_latest(state: CustomerState, event_type: str, data: dict[str, Any], recorded_at: str) -> None:
+    """Cap at ``recorded_at`` the stored instant this event is compared with (a no-op on a state folded capped)."""
+    if event_type in ("customer.upserted", "invoice.issued") and state.profile_at:
+        state.profile_at = _earlier(state.profile_at, recorded_at)
+    latest: MutableSequence[str] | None = None
+    if event_type in ("invoice.disputed", "invoice.dispute_resolved"):
+        latest = state.dispute_latest.get(data["invoice_id"])
+    if latest:
+        latest[0] = _earlier(latest[0], recorded_at)
+    known: MutableMapping[str, Any] | None = None
+    if event_type == "erp.command_acknowledged":
+        known = state.acknowledgements.get(data["command_id"])
+    if known and known.get("at"):
+        known["at"] = _earlier(known["at"], recorded_at)
 
 
 # --------------------------------------------------------------------------------------------------- handlers
@@ -448,7 +485,7 @@ def _on_credit_unblocked(state: CustomerState, data: dict[str, Any], occurred_at
 def _on_task(state: CustomerState, data: dict[str, Any], occurred_at: str, touched: set[str]) -> None:
     state.tasks[data["task_id"]] = {
         k: data[k]
-        for k in ("kind", "due_on", "invoice_ids", "currency", "amount_at_risk", "note", "command")
+        for k in ("kind", "due_on", "invoice_ids", "currency", "amount_at_risk", "note", "command", "semester")
         if k in data
     }
 

@@ -244,7 +244,9 @@ class Ledger:
             stream.rows.append(row)
             state.version = row["version"]
             state.head_hash = row["hash"]
-            stream.invoices |= state.apply(item.event_type, item.data, utc(item.occurred_at).isoformat(), item.event_id)
+            stream.invoices |= state.apply(
+                item.event_type, item.data, utc(item.occurred_at).isoformat(), item.event_id, plan.now.isoformat()
+            )
 
     @staticmethod
     def _decide(state: CustomerState, item: Incoming, known_ids: set[tuple[str, str]]) -> Outcome:
@@ -401,7 +403,8 @@ class Ledger:
         """Rebuild a customer's state from the log alone (what an auditor's replay computes)."""
         state = CustomerState(tenant=tenant, customer_id=customer_id)
         for event in self.read_stream(tenant, customer_id):
-            state.apply(event.event_type, event.data, utc(event.occurred_at).isoformat(), event.event_id)
+            occurred, recorded = utc(event.occurred_at).isoformat(), event.recorded_at.isoformat()
+            state.apply(event.event_type, event.data, occurred, event.event_id, recorded)
             state.version = event.version
             state.head_hash = event.hash
         return state
@@ -501,7 +504,7 @@ def _load_states(conn: Connection, keys: Sequence[StreamKey]) -> dict[StreamKey,
             states[(tenant, customer)] = state
         tail = (
             select(events.c.customer_id, events.c.version, events.c.event_type, events.c.data)
-            .add_columns(events.c.occurred_at, events.c.hash, events.c.event_id)
+            .add_columns(events.c.occurred_at, events.c.hash, events.c.event_id, events.c.recorded_at)
             .join(
                 customer_state,
                 (customer_state.c.tenant == events.c.tenant) & (customer_state.c.customer_id == events.c.customer_id),
@@ -510,9 +513,9 @@ def _load_states(conn: Connection, keys: Sequence[StreamKey]) -> dict[StreamKey,
             .where(events.c.version > customer_state.c.snapshot_version)
             .order_by(events.c.customer_id, events.c.version)
         )
-        for customer, version, event_type, data, occurred_at, event_hash_, event_id in conn.execute(tail):
+        for customer, version, event_type, data, occurred_at, event_hash_, event_id, recorded_at in conn.execute(tail):
             state = states[(tenant, customer)]
-            state.apply(event_type, data, utc(occurred_at).isoformat(), event_id)
+            state.apply(event_type, data, utc(occurred_at).isoformat(), event_id, utc(recorded_at).isoformat())
             state.version = version
             state.head_hash = event_hash_
     for state in states.values():

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 
 from shared.ledger.state import CustomerState
 from tests.factories import (
+    T0,
+    Ev,
     Feed,
     cancellation,
     credit_note,
@@ -219,6 +221,48 @@ def test_the_latest_customer_profile_wins_whatever_the_arrival_order() -> None:
     newer = customer("New Name").at(INV1.occurred_at.replace(month=2))
     assert fold([older, newer]).profile["name"] == "New Name"  # type: ignore[index]
     assert fold([newer, older]).profile["name"] == "New Name"  # type: ignore[index]
+
+
+# ---------------------------------------------------------------------------------------------------- skewed clocks
+def arrive(state: CustomerState, ev: Ev, occurred_at: datetime, recorded_at: datetime) -> None:
+    """Apply an event the way the ledger does: with the instant it claims and the instant it was recorded."""
+    assert state.check(ev.event_type, ev.data).verdict == "new"
+    state.apply(ev.event_type, ev.data, occurred_at.isoformat(), ev.event_id, recorded_at.isoformat())
+
+
+def test_a_profile_stated_in_2099_does_not_pin_the_profile_for_good() -> None:
+    # Given a customer update from an ERP whose clock says 2099, received on 2 November 2026
+    state = CustomerState(tenant="acme-fr", customer_id="C-0042")
+    arrive(state, customer("Skewed Clock SAS"), datetime(2099, 1, 1, tzinfo=UTC), T0)
+    # When a correct update arrives three days later
+    arrive(state, customer("Martin SAS"), T0 + timedelta(days=3), T0 + timedelta(days=3))
+    # Then the later statement wins
+    assert state.profile is not None and state.profile["name"] == "Martin SAS"
+    # And a late-arriving older statement still loses to it, as before
+    arrive(state, customer("Older Name"), T0 + timedelta(days=1), T0 + timedelta(days=4))
+    assert state.profile["name"] == "Martin SAS"
+
+
+def test_a_dispute_dated_2099_is_closed_by_its_resolution() -> None:
+    # Given a dispute stamped 2099 by a skewed ERP clock, received on 2 November 2026
+    state = fold([INV1])
+    arrive(state, dispute("INV-1"), datetime(2099, 6, 1, tzinfo=UTC), T0)
+    assert "INV-1" in state.disputes
+    # When its resolution arrives a week later with a correct clock
+    arrive(state, dispute_resolved("INV-1"), T0 + timedelta(days=7), T0 + timedelta(days=7))
+    # Then the invoice is no longer disputed
+    assert "INV-1" not in state.disputes
+
+
+def test_a_state_already_pinned_by_an_older_version_is_released_by_the_next_statement() -> None:
+    # Given a snapshot folded before instants were capped: its profile is dated 2099
+    state = fold([customer("Skewed Clock SAS").at(datetime(2099, 1, 1, tzinfo=UTC))])
+    pinned = CustomerState.from_json(json.loads(json.dumps(state.to_json())))
+    assert pinned.profile_at is not None and pinned.profile_at.startswith("2099")
+    # When a correct update is recorded now
+    arrive(pinned, customer("Martin SAS"), T0, T0)
+    # Then it replaces the pinned profile
+    assert pinned.profile is not None and pinned.profile["name"] == "Martin SAS"
 
 
 # ---------------------------------------------------------------------------------------------------- snapshot
