@@ -12,7 +12,7 @@ import itertools
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -430,3 +430,17 @@ def test_any_order_duplication_and_batching_through_the_ledger_yields_the_balanc
                 assert ledger.verify(tenant, c).ok
 
     check()
+
+
+def test_an_erp_clock_in_2099_pins_neither_the_projected_profile_nor_a_dispute(ledger: Ledger) -> None:
+    # Given a profile and a dispute stamped 2099 by a skewed ERP clock, recorded now
+    future = T0.replace(year=2099)
+    record(ledger, invoice("INV-1", "100.00"), customer("Skewed SAS").at(future), dispute("INV-1").at(future))
+    # When correct statements arrive afterwards, dated earlier than 2099 but after their reception
+    later = customer("Martin SAS").with_id("cust-corrected")
+    record(ledger, later.at(datetime.now(UTC)), dispute_resolved("INV-1").at(datetime.now(UTC)))
+    # Then the projected state has the later profile and no open dispute, and a rebuild from the log agrees
+    state = ledger.state(TENANT, CUSTOMER)
+    assert state.profile is not None and state.profile["name"] == "Martin SAS"
+    assert "INV-1" not in state.disputes
+    assert ledger.fold(TENANT, CUSTOMER) == state
