@@ -142,6 +142,21 @@ def _parser() -> argparse.ArgumentParser:
     tick.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
     tick.set_defaults(handler=_clock_tick)
 
+    rates = commands.add_parser("rates", help="the reference rate table late interest is computed with")
+    rates_commands = rates.add_subparsers(title="rates commands", metavar="ACTION")
+    rates_show = rates_commands.add_parser(
+        "show", help="the table in effect: the shipped rates and RELANCE_RATES_FILE's, with the source of each row"
+    )
+    rates_show.set_defaults(handler=_rates_show)
+    rates_check = rates_commands.add_parser(
+        "check", help="exit 1 if a semester in effect or beginning within DAYS has no rate, with the line to add"
+    )
+    rates_check.add_argument("--at", type=_day, help="the day to check from (default: today, UTC)")
+    rates_check.add_argument(
+        "--within", type=_days, default=None, metavar="DAYS", help="how far ahead to look (default 45 days)"
+    )
+    rates_check.set_defaults(handler=_rates_check)
+
     agenda = commands.add_parser(
         "agenda", help="a collector's day: tasks, calls, promises due, blocked accounts; largest amount at risk first"
     )
@@ -348,18 +363,62 @@ def _clock_tick(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  {event_type:<28} {count}")
     total = sum(summary.decisions.values())
     print(f"{total} decision(s) recorded, {summary.duplicates} already recorded, {summary.timers_set} timer(s) set")
+    if not summary.failed:
+        return 0
+    print(f"{summary.failures} customer(s) could not be evaluated (see escalation.evaluation_failed in the log):")
+    for failure in summary.failed:
+        print(f"  {failure.tenant}/{failure.customer_id}: {failure.reason}")
+    return 1
+
+
+def _rates_show(args: argparse.Namespace, settings: Settings) -> int:
+    from services.escalation.interest import RateTable
+
+    table = RateTable.default(settings.rates_file)
+    override = str(settings.rates_file) if settings.rates_file else "(RELANCE_RATES_FILE unset)"
+    print(f"reference rates in effect (annual percent, in force on each semester's first day); overrides: {override}")
+    print(f"  {'semester':<10}  {'rate':>7}  source")
+    for row in table.rows():
+        replaced = f" (replaces {row.replaces[0]} from {row.replaces[1]})" if row.replaces else ""
+        print(f"  {row.semester.isoformat():<10}  {row.rate:>7}  {row.source}{replaced}")
     return 0
+
+
+def _rates_check(args: argparse.Namespace, settings: Settings) -> int:
+    from services.escalation.interest import RATES_WARNING_DAYS, RateTable, rate_line
+
+    table = RateTable.default(settings.rates_file)
+    on: date = args.at or datetime.now(UTC).date()
+    within: int = RATES_WARNING_DAYS if args.within is None else args.within
+    gaps = table.gaps(on, within)
+    if not gaps:
+        print(f"ok: every semester from {on.isoformat()} through the next {within} day(s) has a reference rate")
+        return 0
+    target = settings.rates_file or "a CSV file named by RELANCE_RATES_FILE (create it, header semester_start,rate)"
+    for gap in gaps:
+        when = (
+            f"began {-gap.days_left} day(s) ago: interest on its days cannot be computed"
+            if gap.begun
+            else f"begins in {gap.days_left} day(s): add its rate by then"
+        )
+        print(f"missing: no reference rate for the semester starting {gap.semester.isoformat()}, which {when}")
+    print(f'add to {target}, with the official rate in force on that day (see the README, "Reference rates"):')
+    for gap in gaps:
+        print(f"  {rate_line(gap.semester)}")
+    return 1
 
 
 def _agenda(args: argparse.Namespace, settings: Settings) -> int:
     from services.escalation.agenda import build_agenda, render_agenda
+    from services.escalation.interest import RateTable
 
+    rates = RateTable.default(settings.rates_file)
     with _ledger(settings) as ledger:
         keys = ledger.streams(args.tenant)
         if not keys:
             print(f"relance: tenant {args.tenant!r} has no customers in this ledger", file=sys.stderr)
             return 1
-        items = build_agenda((ledger.state(tenant, customer) for tenant, customer in keys), args.date)
+        items = build_agenda((ledger.state(tenant, customer) for tenant, customer in keys), args.date, rates)
     if args.json:
         document = {"tenant": args.tenant, "date": args.date.isoformat(), "items": [i.to_json() for i in items]}
         print(json.dumps(document, indent=2, ensure_ascii=False))
@@ -442,6 +501,12 @@ def _day(value: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date: {value!r} (e.g. 2026-12-01)") from None
+
+
+def _days(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 3660:
+        raise argparse.ArgumentTypeError(f"not a number of days from 0 to 3660: {value!r}")
+    return int(value)
 
 
 def _instant(value: str) -> datetime:

@@ -5,6 +5,10 @@ promises, changed payment habits, hand-overs), promises falling due, and account
 whose invoices are all settled, cancelled or disputed is moot and left out; the tasks of one kind still open for a
 customer (a call at each level the customer reached) make one item, since the first fell due, naming the invoices
 still to talk about.
+
+With the reference rate table, the agenda also tells the credit team, at the top, of each semester without a rate that
+has begun or begins within :data:`~services.escalation.interest.RATES_WARNING_DAYS` days, and drops an
+``interest_unavailable`` task once its semester's rate was added (the engine then resumes the invoice).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from services.escalation.interest import RATES_WARNING_DAYS, RateTable, rate_line
 from shared.ledger.state import CustomerState
 
 ZERO = Decimal(0)
@@ -30,7 +35,10 @@ _TASK_TITLES = {
     "erp_command_failed": "ERP did not receive a command: apply it by hand",
     "send_letter": "print and post the reminder letter",
     "check_delivery": "check the mail server's log: was the reminder delivered?",
+    "interest_unavailable": "interest cannot be computed: add the missing reference rate (relance rates check)",
+    "invoice_dates_invalid": "invoice dates outside the calendar: correct the invoice in the ERP",
 }
+RATE_MISSING = "reference_rate_missing"  # an item for the credit team, not for one customer
 # erp_command_failed tasks name the command the webhook gave up on (shared/webhook.py)
 _COMMAND_TITLES = {
     "erp.credit_block": "ERP did not receive credit block: block by hand",
@@ -64,7 +72,7 @@ class AgendaItem:
         }
 
 
-def build_agenda(states: Iterable[CustomerState], on: date) -> list[AgendaItem]:
+def build_agenda(states: Iterable[CustomerState], on: date, rates: RateTable | None = None) -> list[AgendaItem]:
     items: list[AgendaItem] = []
     for state in states:
         overdue = state.overdue(on)
@@ -77,6 +85,8 @@ def build_agenda(states: Iterable[CustomerState], on: date) -> list[AgendaItem]:
             invoices = tuple(i for i in named if i in live)
             if due_on > on or (named and not invoices):
                 continue
+            if rates is not None and task.get("semester") and rates.has(date.fromisoformat(task["semester"])):
+                continue  # the missing rate was added since
             currency = task.get("currency") or _main_currency(overdue)
             item = AgendaItem(
                 kind=task["kind"],
@@ -130,7 +140,29 @@ def build_agenda(states: Iterable[CustomerState], on: date) -> list[AgendaItem]:
                     invoices=(),
                 )
             )
-    return sorted(items, key=lambda i: (-i.at_risk, i.currency, i.customer_id, i.due_on, i.kind))
+    ordered = sorted(items, key=lambda i: (-i.at_risk, i.currency, i.customer_id, i.due_on, i.kind))
+    return ([] if rates is None else rate_items(rates, on)) + ordered
+
+
+def rate_items(rates: RateTable, on: date) -> list[AgendaItem]:
+    """The credit team's items: each semester without a rate that has begun, or begins within the warning days."""
+    items = []
+    for gap in rates.gaps(on, RATES_WARNING_DAYS):
+        when = f"missing since {gap.semester.isoformat()}" if gap.begun else f"needed in {gap.days_left} day(s)"
+        items.append(
+            AgendaItem(
+                kind=RATE_MISSING,
+                title=f"reference rate for the semester starting {gap.semester.isoformat()} {when}: add it",
+                customer_id="",
+                customer_name="(credit team)",
+                due_on=on if gap.begun else gap.semester,
+                currency="",
+                at_risk=ZERO,
+                invoices=(),
+                note=f"add {rate_line(gap.semester)} to the file named by RELANCE_RATES_FILE (relance rates check)",
+            )
+        )
+    return items
 
 
 def render_agenda(items: list[AgendaItem], tenant: str, on: date) -> str:
@@ -143,8 +175,9 @@ def render_agenda(items: list[AgendaItem], tenant: str, on: date) -> str:
         shown = ", ".join(item.invoices[:SHOWN_INVOICES])
         more = len(item.invoices) - SHOWN_INVOICES
         invoices = f" — {shown}" + (f" and {more} more" if more > 0 else "") if item.invoices else ""
+        risk = f"{item.at_risk:>12,} {item.currency}" if item.kind != RATE_MISSING else f"{'':>16}"
         lines.append(
-            f"  {item.at_risk:>12,} {item.currency}  {item.customer_id[:12]:<12} {item.customer_name[:28]:<28} "
+            f"  {risk}  {item.customer_id[:12]:<12} {item.customer_name[:28]:<28} "
             f"{item.due_on.isoformat():<10}  {item.title}{invoices}"
         )
     return "\n".join(lines)

@@ -21,7 +21,9 @@ Conventions, stated because they change figures:
 
 The reference rates are data (:class:`RateTable`): the ECB main refinancing rates shipped in ``rates/ecb.csv``,
 extended or corrected by the file named by ``RELANCE_RATES_FILE``. A semester missing from the table is an error,
-never a rate of zero.
+never a rate of zero, and never the last known rate carried on. Because a new semester's rate is known only when it
+begins, :meth:`RateTable.gaps` says which semester around a date still lacks one, so the workers, ``relance rates
+check`` and the agenda can warn weeks before the first interest computation fails.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ SHIPPED_RATES = Path(__file__).with_name("rates") / "ecb.csv"
 DAYS_IN_YEAR = 365
 _DISPLAY = Decimal("1e-10")  # places kept in the unrounded figures shown per period
 _RATE = re.compile(r"^-?\d{1,3}(\.\d{1,6})?$")
+RATES_WARNING_DAYS = 45  # how long before a semester without a rate begins the workers and the agenda warn
 
 
 class MissingReferenceRate(LookupError):
@@ -55,10 +58,15 @@ class MissingReferenceRate(LookupError):
     def __init__(self, semester: date) -> None:
         super().__init__(
             f"no reference rate for the semester starting {semester.isoformat()}: add a row "
-            f'"{semester.isoformat()},<rate in percent>" to the file named by RELANCE_RATES_FILE '
+            f'"{rate_line(semester)}" to the file named by RELANCE_RATES_FILE '
             "(the reference rate in force on that day)"
         )
         self.semester = semester
+
+
+def rate_line(semester: date) -> str:
+    """The CSV row a user adds for ``semester``, the rate left for them to fill in: relance never guesses it."""
+    return f"{semester.isoformat()},<rate in percent>"
 
 
 def semester_start(day: date) -> date:
@@ -66,31 +74,59 @@ def semester_start(day: date) -> date:
     return date(day.year, 1 if day.month <= 6 else 7, 1)
 
 
+@dataclass(frozen=True, slots=True)
+class RateRow:
+    """One semester of the table in effect, and where its rate comes from."""
+
+    semester: date
+    rate: Decimal
+    source: str  # the file the rate was read from ("" for a table built in code)
+    replaces: tuple[Decimal, str] | None = None  # the rate and file an override replaced
+
+
+@dataclass(frozen=True, slots=True)
+class RateGap:
+    """A semester, starting ``days_left`` days after the day checked (0 or less: already begun), with no rate."""
+
+    semester: date
+    days_left: int
+
+    @property
+    def begun(self) -> bool:
+        return self.days_left <= 0
+
+
 class RateTable:
     """Reference rates (annual percent) by semester: the rate in force on 1 January or 1 July of each semester."""
 
-    def __init__(self, rates: Mapping[date, Decimal]) -> None:
+    def __init__(self, rates: Mapping[date, Decimal], rows: Mapping[date, RateRow] | None = None) -> None:
         for semester in rates:
             if semester != semester_start(semester):
                 raise ValueError(f"{semester.isoformat()} is not the first day of a semester (1 January or 1 July)")
         self._rates = dict(sorted(rates.items()))
+        known = rows or {}
+        self._rows = {s: known.get(s) or RateRow(s, rate, "") for s, rate in self._rates.items()}
 
     @classmethod
     def load(cls, *paths: Path) -> RateTable:
         """Read CSV files of ``semester_start,rate`` rows; a later file's row replaces an earlier one's."""
         rates: dict[date, Decimal] = {}
+        rows: dict[date, RateRow] = {}
         for path in paths:
             for semester, rate in _read_rates(path).items():
-                if semester in rates and rates[semester] != rate:
+                earlier = rows.get(semester)
+                if earlier is not None and earlier.rate != rate:
                     log.warning(
                         "escalation.reference_rate_replaced",
                         semester=semester.isoformat(),
-                        shipped=str(rates[semester]),
+                        shipped=str(earlier.rate),
                         rate=str(rate),
                         file=str(path),
                     )
+                replaces = None if earlier is None else (earlier.rate, earlier.source)
                 rates[semester] = rate
-        return cls(rates)
+                rows[semester] = RateRow(semester, rate, str(path), replaces)
+        return cls(rates, rows)
 
     @classmethod
     def default(cls, extra: Path | None = None) -> RateTable:
@@ -107,6 +143,53 @@ class RateTable:
 
     def semesters(self) -> dict[date, Decimal]:
         return dict(self._rates)
+
+    def rows(self) -> list[RateRow]:
+        """Every semester of the table, oldest first, with the file its rate comes from."""
+        return list(self._rows.values())
+
+    def has(self, semester: date) -> bool:
+        return semester in self._rates
+
+    def gaps(self, on: date, within_days: int) -> list[RateGap]:
+        """The semesters without a rate among ``on``'s own and those beginning within ``within_days`` after it.
+
+        Only the present and the near future: a semester before ``on``'s is reported by the interest computations
+        that need it (an invoice older than the table), not as a deadline.
+        """
+        horizon = _days_after(on, within_days)
+        semester: date | None = semester_start(on)
+        gaps = []
+        while semester is not None and semester <= horizon:
+            if semester not in self._rates:
+                gaps.append(RateGap(semester, (semester - on).days))
+            semester = _next_semester(semester)
+        return gaps
+
+
+def warn_missing_rates(rates: RateTable, on: date, within_days: int = RATES_WARNING_DAYS) -> list[RateGap]:
+    """Log each semester without a rate around ``on``: ``rates.missing`` once begun, else ``rates.missing_soon``."""
+    gaps = rates.gaps(on, within_days)
+    for gap in gaps:
+        fields = {"semester": gap.semester.isoformat(), "days_left": gap.days_left, "add": rate_line(gap.semester)}
+        if gap.begun:
+            log.error("rates.missing", **fields, note="interest on days of this semester cannot be computed")
+        else:
+            log.warning("rates.missing_soon", **fields, note="add the rate by the first day of the semester")
+    return gaps
+
+
+def _next_semester(semester: date) -> date | None:
+    if semester.month == 1:
+        return date(semester.year, 7, 1)
+    return None if semester.year == date.max.year else date(semester.year + 1, 1, 1)
+
+
+def _days_after(day: date, days: int) -> date:
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return date.max
 
 
 def _read_rates(path: Path) -> dict[date, Decimal]:

@@ -15,6 +15,15 @@ Any number of workers may run: they take different timers, and the deterministic
 version on every append mean a decision is recorded once whoever takes it. No broker is involved: the trigger is the
 log itself, and timers live in the database. A database outage is retried with backoff; SIGTERM or SIGINT ends the
 worker after the customer it is evaluating.
+
+One customer's failure is that customer's alone (:func:`evaluate_guarded`): it is logged with the customer and the
+reason, counted, and the others are evaluated; the worker looks at the failing customer again after a lease, and
+``relance clock tick`` says which customers failed and exits 1. An outage is not a customer's failure: the round is
+retried (worker) or the command stops (``clock tick``).
+
+At start-up and then once a day the worker checks the reference rate table and logs ``rates.missing_soon`` for a
+semester beginning within :data:`~services.escalation.interest.RATES_WARNING_DAYS` days that has no rate, and
+``rates.missing`` once such a semester has begun.
 """
 
 from __future__ import annotations
@@ -25,12 +34,13 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from services.escalation.interest import RateTable, warn_missing_rates
 from services.escalation.service import EvaluationResult, PolicySource, Rules, Trigger, evaluate
 from services.escalation.timers import CursorLease, Timers
 from shared.config import Settings
@@ -50,6 +60,15 @@ def system_clock() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A customer whose evaluation failed, and why (the exception's type and message)."""
+
+    tenant: str
+    customer_id: str
+    reason: str
+
+
 @dataclass
 class Summary:
     """What a round, a worker or ``relance clock tick`` did."""
@@ -60,6 +79,7 @@ class Summary:
     ticks: int = 0
     timers_set: int = 0
     failures: int = 0
+    failed: list[Failure] = field(default_factory=list)  # kept by ``clock tick`` only: a worker runs for months
 
     def add(self, result: EvaluationResult) -> None:
         self.customers += 1
@@ -93,11 +113,13 @@ class EscalationWorker:
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.cursor = CursorLease(ledger.engine, CURSOR_NAME, self.holder, self.lease)
         self.totals = Summary()
+        self.rates_checked_on: date | None = None
 
     def run(self) -> int:
         log.info("escalation.worker_started", holder=self.holder, batch_size=self.settings.escalation_batch_size)
         backoff = Backoff(self.settings.retry_max_seconds)
         while not self.stop.is_set():
+            self.check_rates()
             try:
                 busy = self.run_once()
                 backoff.reset()
@@ -123,6 +145,15 @@ class EscalationWorker:
             ticks=self.totals.ticks,
         )
         return 0
+
+    def check_rates(self) -> None:
+        """Warn, once a day, of a semester without a reference rate (start-up counts as the first check)."""
+        today = self.clock().date()
+        if today == self.rates_checked_on:
+            return
+        self.rates_checked_on = today
+        if isinstance(self.rules.rates, RateTable):
+            warn_missing_rates(self.rules.rates, today)
 
     def run_once(self) -> int:
         """One round of timers then log; returns how much work it found (0: idle)."""
@@ -154,32 +185,13 @@ class EscalationWorker:
         return len(batch)
 
     def _evaluate(self, tenant: str, customer_id: str, as_of: datetime, trigger: Trigger) -> None:
-        try:
-            result = evaluate(
-                self.ledger,
-                self.policies(tenant),
-                tenant,
-                customer_id,
-                as_of,
-                rules=self.rules,
-                timers=self.timers,
-                trigger=trigger,
-            )
-        except (LedgerUnavailable, LedgerConflict, DBAPIError):
-            raise  # an outage: the whole round is retried with backoff
-        except Exception as exc:
-            # One customer's problem (a missing reference rate, a bug) must not stop everyone else's reminders:
-            # log it and look at the customer again after a lease.
-            retry_at = self.clock() + self.lease
-            log.exception(
-                "escalation.evaluation_failed",
-                tenant=tenant,
-                customer=customer_id,
-                trigger=trigger,
-                error=f"{type(exc).__name__}: {exc}",
-                retry_at=retry_at.isoformat(),
-            )
-            self.timers.retry_at(tenant, customer_id, retry_at, self.clock())
+        rules, timers = self.rules, self.timers
+        result = evaluate_guarded(
+            self.ledger, self.policies, tenant, customer_id, as_of, rules=rules, timers=timers, trigger=trigger
+        )
+        if isinstance(result, Failure):
+            # Look at the customer again after a lease: the cause may be gone by then (a fixed configuration).
+            self.timers.retry_at(tenant, customer_id, self.clock() + self.lease, self.clock())
             self.totals.failures += 1
             return
         self.totals.add(result)
@@ -193,6 +205,41 @@ class EscalationWorker:
         )
 
 
+def evaluate_guarded(
+    ledger: Ledger,
+    policies: PolicyBooks,
+    tenant: str,
+    customer_id: str,
+    as_of: datetime,
+    *,
+    rules: Rules,
+    timers: Timers,
+    trigger: Trigger,
+) -> EvaluationResult | Failure:
+    """:func:`evaluate`, with one customer's failure kept to that customer: logged and returned, never raised.
+
+    An outage (the database down, a stream that kept moving) is no customer's fault and is raised as it is.
+    """
+    try:
+        return evaluate(
+            ledger, policies(tenant), tenant, customer_id, as_of, rules=rules, timers=timers, trigger=trigger
+        )
+    except (LedgerUnavailable, LedgerConflict, DBAPIError):
+        raise
+    except Exception as exc:
+        # One customer's problem (corrupt data, a bug) must not stop everyone else's reminders.
+        failure = Failure(tenant, customer_id, f"{type(exc).__name__}: {exc}")
+        log.exception(
+            "escalation.evaluation_failed",
+            tenant=tenant,
+            customer=customer_id,
+            trigger=trigger,
+            as_of=as_of.isoformat(),
+            error=failure.reason,
+        )
+        return failure
+
+
 def tick(
     ledger: Ledger,
     policies: PolicyBooks,
@@ -202,7 +249,10 @@ def tick(
     tenant: str | None = None,
     due_only: bool = False,
 ) -> Summary:
-    """Evaluate every customer (or those whose timer is due) at ``at``: backfills, tests, ``relance clock tick``."""
+    """Evaluate every customer (or those whose timer is due) at ``at``: backfills, tests, ``relance clock tick``.
+
+    A customer whose evaluation fails is listed in ``Summary.failed`` and the others are evaluated all the same.
+    """
     timers = Timers(ledger.engine)
     summary = Summary()
     if due_only:
@@ -211,10 +261,14 @@ def tick(
         keys = ledger.streams(tenant)
     trigger: Trigger = "timer" if due_only else "manual"
     for key_tenant, customer_id in keys:
-        result = evaluate(
-            ledger, policies(key_tenant), key_tenant, customer_id, at, rules=rules, timers=timers, trigger=trigger
+        result = evaluate_guarded(
+            ledger, policies, key_tenant, customer_id, at, rules=rules, timers=timers, trigger=trigger
         )
-        summary.add(result)
+        if isinstance(result, Failure):
+            summary.failures += 1
+            summary.failed.append(result)
+        else:
+            summary.add(result)
     return summary
 
 

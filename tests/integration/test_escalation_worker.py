@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import structlog
 from sqlalchemy import Engine, select
 
 from services.cli import main
@@ -367,6 +368,60 @@ def test_the_worker_runs_the_real_engine_and_unblocks_on_payment(pg_engine: Engi
     assert unblock.overdue == {} and unblock.command_id != block.command_id
     worker.run_once()
     assert len(events_of(ledger, "C-1", "credit.unblocked")) == 1
+
+
+def test_the_worker_reminds_the_late_invoices_of_a_customer_who_also_has_one_due_in_9999(pg_engine: Engine) -> None:
+    from services.escalation.worker import policy_books, real_rules
+
+    ledger = Ledger(pg_engine)
+    settings = settings_for(pg_engine)
+    clock = Clock(datetime(2026, 3, 10, 8, 0, tzinfo=UTC))
+    worker = EscalationWorker(
+        settings, ledger, policy_books(settings), real_rules(settings), threading.Event(), clock=clock
+    )
+    # Given a customer whose ledger holds an invoice due on 9999-12-31 beside one 36 days late
+    edge = invoice("INV-MAX", "500.00", issue_date="2026-01-01", due_date="9999-12-31", number="F-MAX")
+    late = invoice("INV-1", "100.00", issue_date="2026-01-02", due_date="2026-02-02")
+    ledger.record([incoming(customer("Martin SAS")), incoming(edge), incoming(late)])
+    Timers(pg_engine).set(TENANT, "C-0042", clock.now, 0, clock.now)
+    # When its timer fires
+    worker.fire_due_timers()
+    # Then the late invoice is reminded, the other one is a task with its reason, and nothing failed
+    assert worker.totals.failures == 0
+    (reminder,) = events_of(ledger, "C-0042", "reminder.requested")
+    assert reminder.data["invoice_ids"] == ["INV-1"]
+    (task,) = [e.data for e in events_of(ledger, "C-0042", "task.created") if e.data["kind"] == "invoice_dates_invalid"]
+    assert task["invoice_ids"] == ["INV-MAX"] and "F-MAX" in task["note"]
+    # And the timers fire on: the next evaluations create no second task
+    clock.now = datetime(2026, 3, 25, 8, 0, tzinfo=UTC)
+    worker.fire_due_timers()
+    assert worker.totals.failures == 0
+    assert (
+        len([e for e in events_of(ledger, "C-0042", "task.created") if e.data["kind"] == "invoice_dates_invalid"]) == 1
+    )
+
+
+def test_the_worker_warns_of_a_semester_without_a_rate_at_start_up_and_once_a_day(pg_engine: Engine) -> None:
+    from services.escalation.worker import real_rules
+
+    settings = settings_for(pg_engine)
+    clock = Clock(datetime(2026, 12, 1, 8, 0, tzinfo=UTC))
+    worker = EscalationWorker(settings, Ledger(pg_engine), books, real_rules(settings), threading.Event(), clock=clock)
+    # Given the shipped table, which ends with the semester starting 2026-01-01, on 1 December 2026
+    with structlog.testing.capture_logs() as logs:
+        # When the worker checks the table at start-up and again later that day
+        worker.check_rates()
+        clock.now += timedelta(hours=5)
+        worker.check_rates()
+        # Then it logged the semester already begun without a rate and the one beginning in 31 days, once
+        found = [(e["event"], e["semester"], e["days_left"]) for e in logs if e["event"].startswith("rates.")]
+        assert found == [("rates.missing", "2026-07-01", -153), ("rates.missing_soon", "2027-01-01", 31)]
+        assert all(e["add"] == f"{e['semester']},<rate in percent>" for e in logs if e["event"].startswith("rates."))
+        # When the next day comes
+        clock.now += timedelta(days=1)
+        worker.check_rates()
+        # Then it warns again
+        assert len([e for e in logs if e["event"].startswith("rates.")]) == 4
 
 
 def test_the_expected_version_chain_keeps_a_batch_all_or_nothing(engine: Engine) -> None:

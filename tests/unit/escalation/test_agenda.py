@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal as D
 
 from services.escalation.agenda import build_agenda, render_agenda
+from services.escalation.interest import RateTable
 from tests.factories import Ev, customer, fold, invoice, payment
 
 DAY = date(2026, 12, 1)
@@ -108,3 +110,25 @@ def test_calls_asked_at_several_levels_make_one_item_naming_the_invoices_still_o
     # Then one call, due since the first was asked, about the invoices still open
     assert (call.kind, call.due_on.isoformat(), call.invoices) == ("phone_call", "2026-10-21", ("I-2", "I-3"))
     assert str(call.at_risk) == "500.00"
+
+
+def test_the_credit_team_sees_a_semester_without_a_rate_first_and_a_held_invoice_until_the_rate_is_added() -> None:
+    # Given a rate table without the semester starting 2027-01-01, and an invoice held for that missing rate
+    without = RateTable({date(2026, 1, 1): D("2.15"), date(2026, 7, 1): D("2.15")})
+    held = task("t9", "interest_unavailable", "2026-11-30", ["H-1"])
+    held = Ev(held.event_type, {**held.data, "semester": "2027-01-01"}, held.event_id)
+    state = fold([customer("Grand SA"), invoice("H-1", "9000.00", due_date="2026-10-15"), held], customer_id="C-H")
+    # When the agenda of 1 December is built with that table
+    items = build_agenda([state], DAY, without)
+    # Then the missing rate comes first, with the days left and the line to add, then the held invoice
+    first, second = items
+    assert (first.kind, first.due_on) == ("reference_rate_missing", date(2027, 1, 1))
+    assert "semester starting 2027-01-01 needed in 31 day(s)" in first.title
+    assert "2027-01-01,<rate in percent>" in first.note
+    assert (second.kind, second.invoices) == ("interest_unavailable", ("H-1",))
+    assert "add the missing reference rate" in second.title
+    assert "(credit team)" in render_agenda(items, "acme-fr", DAY)
+    # When the rate is added
+    added = RateTable({**without.semesters(), date(2027, 1, 1): D("2.15")})
+    # Then neither item is left
+    assert build_agenda([state], DAY, added) == []

@@ -1,0 +1,74 @@
+"""``relance rates show|check``: the reference rate table in effect, and whether a semester is about to lack a rate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.cli import main
+from services.escalation.interest import SHIPPED_RATES
+
+
+@pytest.fixture
+def rates_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "rates.csv"
+    monkeypatch.setenv("RELANCE_RATES_FILE", str(path))
+    return path
+
+
+def test_rates_show_lists_every_semester_with_the_file_its_rate_comes_from(
+    rates_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a user's file adding the second half of 2026 and correcting the first half of 2023
+    rates_file.write_text("semester_start,rate\n2026-07-01,2.00\n2023-01-01,2.60\n", encoding="utf-8")
+    # When the table is shown
+    assert main(["rates", "show"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # Then each row names its source, and an override names what it replaces
+    assert f"  2023-01-01     2.60  {rates_file} (replaces 2.50 from {SHIPPED_RATES})" in lines
+    assert f"  2023-07-01     4.00  {SHIPPED_RATES}" in lines
+    assert f"  2026-07-01     2.00  {rates_file}" in lines
+    assert str(rates_file) in lines[0]
+
+
+def test_rates_check_names_the_semester_about_to_lack_a_rate_and_the_line_to_add(
+    rates_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the shipped table alone (an empty user's file), which ends with the semester starting 2026-01-01
+    rates_file.write_text("semester_start,rate\n", encoding="utf-8")
+    # When checked three weeks before 1 July 2026
+    code = main(["rates", "check", "--at", "2026-06-10", "--within", "45"])
+    out = capsys.readouterr().out
+    # Then it fails, names the semester and the days left, and gives the exact line to add and where
+    assert code == 1
+    assert "no reference rate for the semester starting 2026-07-01, which begins in 21 day(s)" in out
+    assert f"add to {rates_file}" in out
+    assert out.splitlines()[-1] == "  2026-07-01,<rate in percent>"
+    # And with a shorter horizon it is still fine
+    assert main(["rates", "check", "--at", "2026-06-10", "--within", "7"]) == 0
+
+
+def test_rates_check_reports_a_semester_that_has_begun_without_a_rate(
+    rates_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rates_file.write_text("semester_start,rate\n", encoding="utf-8")
+    # When checked on 1 December 2026, with the second half of 2026 missing and 2027 a month away
+    assert main(["rates", "check", "--at", "2026-12-01"]) == 1
+    out = capsys.readouterr().out
+    # Then both semesters are named, the begun one first
+    assert "semester starting 2026-07-01, which began 153 day(s) ago" in out
+    assert "semester starting 2027-01-01, which begins in 31 day(s)" in out
+
+
+def test_rates_check_passes_once_the_rates_are_added(rates_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rates_file.write_text("semester_start,rate\n2026-07-01,2.15\n2027-01-01,2.15\n", encoding="utf-8")
+    assert main(["rates", "check", "--at", "2026-12-01"]) == 0
+    assert capsys.readouterr().out.startswith("ok: every semester from 2026-12-01 through the next 45 day(s)")
+
+
+def test_rates_check_refuses_a_horizon_that_is_not_a_number_of_days(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["rates", "check", "--within", "-3"])
+    assert caught.value.code == 2
+    assert "not a number of days from 0 to 3660: '-3'" in capsys.readouterr().err
