@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from services.cli import main
-from services.escalation.interest import SHIPPED_RATES
+from services.escalation.interest import SHIPPED_RATES, RateTable
 
 
 @pytest.fixture
@@ -72,3 +73,15 @@ def test_rates_check_refuses_a_horizon_that_is_not_a_number_of_days(capsys: pyte
         main(["rates", "check", "--within", "-3"])
     assert caught.value.code == 2
     assert "not a number of days from 0 to 3660: '-3'" in capsys.readouterr().err
+
+
+def test_the_compose_deployment_mounts_a_rates_file_that_loads() -> None:
+    # Given the compose file's defaults shared by the workers
+    root = Path(__file__).resolve().parents[3]
+    compose = yaml.safe_load((root / "deploy" / "compose.yaml").read_text(encoding="utf-8"))
+    defaults = compose["x-relance"]
+    # Then RELANCE_RATES_FILE names the file mounted from deploy/rates.csv, and that file is a valid (empty) table
+    target = defaults["environment"]["RELANCE_RATES_FILE"]
+    assert f"./rates.csv:{target}:ro" in defaults["volumes"]
+    assert RateTable.load(root / "deploy" / "rates.csv").rows() == []
+    assert compose["services"]["escalation"]["environment"]["RELANCE_RATES_FILE"] == target
