@@ -182,6 +182,9 @@ def _run(
         problems.append(f"escalation: {len(escalated.problems) - 20} more problem(s)")
     if simulated.failures:
         problems.append(f"escalation: {simulated.failures} evaluation(s) failed (see {LOG_FILE})")
+    held = escalated.tasks["interest_unavailable"] + escalated.tasks["invoice_dates_invalid"]
+    if held:  # a missing reference rate or impossible dates: the engine held these invoices, with a task each
+        problems.append(f"escalation: {held} invoice(s) held, their interest or dates cannot be computed (agenda)")
     if not escalated.decisions:
         problems.append("escalation: the engine decided nothing over the simulated months")
     problems += [f"notifier: {p}" for p in (simulated.mailed.problems + evidence_problems)[:20]]

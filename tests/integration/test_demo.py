@@ -256,9 +256,11 @@ def test_a_missing_reference_rate_makes_the_demo_fail(tmp_path: Path, monkeypatc
     # Given a rate table with no rate at all: every late-interest computation fails
     monkeypatch.setattr(demo_run, "demo_rates", lambda extra, until: (RateTable({}), []))
     screen = io.StringIO()
-    # When the demo runs, then the failed evaluations are reported and it exits non-zero
+    # When the demo runs, then the invoices held for it are reported and it exits non-zero
     assert run_demo(customers=30, months=3, seed=2, out=tmp_path, database_url=None, stdout=screen) == 1
-    assert re.search(r"escalation: \d+ evaluation\(s\) failed", screen.getvalue())
+    assert re.search(
+        r"escalation: \d+ invoice\(s\) held, their interest or dates cannot be computed", screen.getvalue()
+    )
 
 
 def test_the_audit_catches_what_must_never_happen(sqlite_url: str) -> None:
