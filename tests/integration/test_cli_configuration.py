@@ -6,10 +6,13 @@ the real PostgreSQL server; workers are stopped with SIGTERM.
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +22,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import AmqpNames
+from tests.conftest import RUN_ID, AmqpNames
+from tests.smtp_server import free_port
 
 EX_CONFIG, EX_UNAVAILABLE = 78, 69
 
@@ -132,6 +136,82 @@ def test_a_role_that_does_not_exist_is_a_configuration_error_naming_the_url_with
     line = one_line_error(done)
     assert "refused the connection: role nobody_here does not exist; fix RELANCE_DATABASE_URL" in line
     assert "nobody_here:***@" in line and "s3cret-pw" not in line
+
+
+@pytest.fixture
+def refusing_roles(pg_url: str) -> Iterator[dict[str, str]]:
+    """On the shared server: a role that may not log in, and one without the CONNECT privilege on the test's database.
+
+    Roles are server-wide: their names carry the run's id, and they are dropped afterwards.
+    """
+    database = make_url(pg_url).database
+    roles = {"nologin": f"relance_t_{RUN_ID}_nologin", "noconnect": f"relance_t_{RUN_ID}_noconnect"}
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE ROLE "{roles["nologin"]}" NOLOGIN'))
+        conn.execute(text(f'CREATE ROLE "{roles["noconnect"]}" LOGIN'))
+        conn.execute(text(f'REVOKE CONNECT ON DATABASE "{database}" FROM PUBLIC'))
+    yield {kind: _with(pg_url, username=name) for kind, name in roles.items()}
+    with admin.connect() as conn:
+        for name in roles.values():
+            conn.execute(text(f'DROP ROLE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"), [("nologin", "may not log in"), ("noconnect", "the role may not connect to database")]
+)
+def test_a_role_the_server_turns_away_is_a_configuration_error(
+    tmp_path: Path, refusing_roles: dict[str, str], kind: str, reason: str
+) -> None:
+    done = relance(tmp_path, "db", "upgrade", "--database-url", refusing_roles[kind])
+    assert done.returncode == EX_CONFIG
+    assert reason in one_line_error(done)
+
+
+@pytest.fixture
+def password_server() -> Iterator[str]:
+    """A PostgreSQL server of this test alone that checks passwords (the shared one trusts 127.0.0.1).
+
+    Its URL, with the right password; run as the postgres system user when the tests run as root, as initdb wants.
+    """
+    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1:]), None)
+    assert found, "initdb not found: install PostgreSQL's server binaries (.ci/run does)"
+    bin_dir = Path(found).parent
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="relance-pg-password-"))
+    (folder / "password").write_text("right-password\n", encoding="utf-8")
+    if as_owner:
+        shutil.chown(folder, "postgres")
+        shutil.chown(folder / "password", "postgres")
+    port = free_port()
+    initdb = [str(bin_dir / "initdb"), "-D", str(folder / "data"), "-U", "postgres", "-A", "scram-sha-256"]
+    subprocess.run([*as_owner, *initdb, f"--pwfile={folder / 'password'}"], check=True, capture_output=True)
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    pg_ctl = [*as_owner, str(bin_dir / "pg_ctl"), "-D", str(folder / "data")]
+    subprocess.run([*pg_ctl, "-o", options, "-l", str(folder / "log"), "-w", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres:right-password@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], check=False, capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_wrong_password_is_a_configuration_error_that_does_not_show_the_password(
+    tmp_path: Path, password_server: str, start_worker: object
+) -> None:
+    # Given the right password works
+    assert relance(tmp_path, "db", "upgrade", "--database-url", password_server).returncode == 0
+    wrong = _with(password_server, password="wrong-guess")
+    # When a command, and a starting worker, use a wrong one
+    done = relance(tmp_path, "verify", "--database-url", wrong)
+    worker = start_worker("escalation", RELANCE_DATABASE_URL=wrong)  # type: ignore[operator]
+    # Then both stop at once with the same one-line reason, password hidden
+    assert done.returncode == EX_CONFIG
+    line = one_line_error(done)
+    assert "refused the connection: wrong password for role postgres" in line and "wrong-guess" not in line
+    assert worker.process.wait(30) == EX_CONFIG
+    assert "wrong password for role postgres" in worker.output() and "wrong-guess" not in worker.output()
 
 
 def test_a_database_that_does_not_exist_stops_a_worker_at_once_instead_of_retrying(
