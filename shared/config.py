@@ -371,8 +371,8 @@ def values_from_files(environ: Mapping[str, str]) -> dict[str, str]:
     for field in Settings.model_fields:
         variable = PREFIX + field.upper()
         file_variable = variable + FILE_SUFFIX
-        if file_variable not in upper:
-            continue
+        if file_variable not in upper or field + FILE_SUFFIX.lower() in Settings.model_fields:
+            continue  # not given, or a setting of its own (a path such as RELANCE_RATES_FILE), read as such
         if variable in upper:
             raise ConfigurationError(f"{variable} and {file_variable} are both set: keep one of them")
         path = Path(environ[upper[file_variable]])
