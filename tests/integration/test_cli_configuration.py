@@ -321,3 +321,27 @@ def test_the_notifier_starts_with_the_placeholder_only_when_explicitly_allowed(
     worker = start_worker("notifier", RELANCE_ALLOW_PLACEHOLDER_SENDER="true", **settings)  # type: ignore[operator]
     worker.wait_for("notifier.worker_started")
     assert worker.stop() == 0
+
+
+def test_every_command_has_a_process_name_postgresql_can_show() -> None:
+    import argparse
+
+    from services import cli
+
+    # Given every sub-command of relance
+    handlers, pending = {}, [cli._parser()]
+    while pending:
+        for action in pending.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    pending.append(child)
+                    if "handler" in child._defaults:
+                        handlers[child.prog] = child._defaults["handler"]
+    # When each is named for pg_stat_activity
+    names = {prog: cli._process(handler) for prog, handler in handlers.items()}
+    # Then workers are named after their role and the other commands after themselves, within PostgreSQL's 63 bytes
+    assert names["relance worker notifier"] == "relance-notifier"
+    assert names["relance worker ingest"] == "relance-ingest"
+    assert names["relance verify"] == "relance-cli-verify"
+    assert names["relance db upgrade"] == "relance-cli-db-upgrade"
+    assert all(len(name) <= 63 and name.startswith("relance-") for name in names.values()), names
