@@ -16,7 +16,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.config import ConfigurationError, Settings, load_settings
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from shared.config import ConfigurationError, Settings, hide_password, load_settings, with_application_name
 from shared.logging import configure_logging
 
 if TYPE_CHECKING:
@@ -33,21 +35,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
+    handler: Handler = args.handler
     try:
         overrides = {"database_url": args.database_url} if getattr(args, "database_url", None) else {}
         settings = load_settings(**overrides)
+        if hasattr(args, "database_url") and handler is not _demo:  # the demo alone makes its own database
+            settings = settings.model_copy(
+                update={"database_url": with_application_name(settings.require_database_url(), _process(handler))}
+            )
     except ConfigurationError as exc:
         print(f"relance: {exc}", file=sys.stderr)
         return 78  # EX_CONFIG
     configure_logging(settings.log_level, settings.log_format)
     try:
-        handler: Handler = args.handler
         return handler(args, settings)
     except KeyboardInterrupt:
         return 130
     except ConfigurationError as exc:
         print(f"relance: {exc}", file=sys.stderr)
         return 78
+    except DBAPIError as exc:
+        # A database that refuses us (role, password, database name) is configuration; one that does not answer
+        # is down. Either way one line, not a traceback; anything else is relance's own failure and shows as such.
+        code = _database_failed(exc, settings)
+        if code is None:
+            raise
+        return code
     except LookupError as exc:
         # Data the rules need and nobody supplied, such as a semester's reference rate: say which, no traceback.
         from services.escalation.interest import MissingReferenceRate
@@ -56,6 +69,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"relance: {exc}", file=sys.stderr)
         return 78
+
+
+def _process(handler: Handler) -> str:
+    """The application_name PostgreSQL shows for this process: relance-<worker> or relance-cli-<command>."""
+    name = handler.__name__.strip("_").replace("_", "-")
+    return "relance-" + name.removeprefix("worker-") if name.startswith("worker-") else "relance-cli-" + name
+
+
+def _database_failed(exc: DBAPIError, settings: Settings) -> int | None:
+    """Say in one line why the database could not be used, and return the exit status; None if not that."""
+    from shared.ledger.db import refusal
+    from shared.runtime import database_refused
+
+    url = settings.database_url or "(unset)"
+    refused = refusal(exc)
+    if refused:
+        print(f"relance: {database_refused(url, refused)}", file=sys.stderr)
+        return 78
+    if not isinstance(exc, OperationalError):
+        return None
+    reason = str(exc.orig or exc).strip().splitlines()[0]
+    print(f"relance: cannot use the database {hide_password(url)}: {reason}", file=sys.stderr)
+    return 69  # EX_UNAVAILABLE: try again once the server answers
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,6 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     current = db_commands.add_parser("current", help="print the schema revision of the database")
     current.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
     current.set_defaults(handler=_db_current)
+
+    health = commands.add_parser(
+        "health",
+        help="exit 0 if the settings are valid and the ledger database accepts us at the latest schema (HEALTHCHECK)",
+    )
+    health.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    health.set_defaults(handler=_health)
 
     ledger = commands.add_parser("ledger", help="inspect customer ledgers")
     ledger_commands = ledger.add_subparsers(title="ledger commands", metavar="ACTION")
@@ -226,15 +269,22 @@ def _parser() -> argparse.ArgumentParser:
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from shared.ledger.migrate import current, upgrade
 
-    upgrade(settings.database_url)
-    print(f"ledger schema at revision {current(settings.database_url)}")
+    upgrade(settings.require_database_url())
+    print(f"ledger schema at revision {current(settings.require_database_url())}")
     return 0
 
 
 def _db_current(args: argparse.Namespace, settings: Settings) -> int:
     from shared.ledger.migrate import current
 
-    print(current(settings.database_url) or "(empty database: run `relance db upgrade`)")
+    print(current(settings.require_database_url()) or "(empty database: run `relance db upgrade`)")
+    return 0
+
+
+def _health(args: argparse.Namespace, settings: Settings) -> int:
+    """What a container's HEALTHCHECK can honestly tell: configuration, credentials, schema. Not a worker's progress."""
+    _migrated_engine(settings).dispose()
+    print("healthy: settings valid, the ledger database accepts this role and is at the latest schema revision")
     return 0
 
 
@@ -243,7 +293,7 @@ def _ledger_show(args: argparse.Namespace, settings: Settings) -> int:
     from shared.ledger.show import render_stream, stream_document
     from shared.ledger.store import Ledger
 
-    ledger = Ledger(make_engine(settings.database_url))
+    ledger = Ledger(make_engine(settings.require_database_url()))
     stream = ledger.read_stream(args.tenant, args.customer)
     if not stream:
         print(f"relance: no events for customer {args.customer!r} of tenant {args.tenant!r}", file=sys.stderr)
@@ -260,7 +310,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     from shared.ledger.db import make_engine
     from shared.ledger.store import Ledger
 
-    report = Ledger(make_engine(settings.database_url)).verify(args.tenant, args.customer)
+    report = Ledger(make_engine(settings.require_database_url())).verify(args.tenant, args.customer)
     for problem in report.problems:
         print(f"ALTERED  {problem}")
     verdict = "intact" if report.ok else f"{len(report.problems)} problem(s) found"
@@ -343,8 +393,8 @@ def _migrated_engine(settings: Settings) -> Engine:
     from shared.ledger.db import make_engine
     from shared.runtime import schema_problem
 
-    engine = make_engine(settings.database_url)
-    problem = schema_problem(engine, settings.database_url)
+    engine = make_engine(settings.require_database_url())
+    problem = schema_problem(engine, settings.require_database_url())
     if problem:
         engine.dispose()
         raise ConfigurationError(problem)

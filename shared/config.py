@@ -2,11 +2,21 @@
 
 Settings are validated once at start-up; :func:`load_settings` turns a validation failure into a
 :class:`ConfigurationError` whose message names each variable to fix, so a process never starts half-configured.
+Configuration must not lie:
+
+- an unknown ``RELANCE_*`` variable (a typo such as ``RELANCE_DATABSE_URL``) stops start-up with the closest valid
+  name, instead of being ignored while a default takes its place;
+- there is no default database: outside ``relance demo`` the ledger's URL is given, or nothing starts;
+- any setting can come from a file (``RELANCE_<NAME>_FILE``, e.g. a mounted secret), never from both a file and the
+  variable itself.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,6 +24,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from shared import quiet
 
@@ -21,6 +33,28 @@ _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _DOMAIN = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}")
 _SECRETS = frozenset({"smtp_password", "webhook_secret"})  # never echoed in an error message
+_URLS = frozenset({"database_url", "amqp_url"})  # echoed with their password hidden
+PREFIX = "RELANCE_"
+FILE_SUFFIX = "_FILE"
+
+# ``RELANCE_*`` variables read outside :class:`Settings`, with who reads them: the unknown-variable check accepts
+# them. A new variable read anywhere else belongs here (tests/unit/test_config.py finds every name in the repository).
+READ_ELSEWHERE: Mapping[str, str] = {
+    "RELANCE_TEMPLATE_DIR": "services/notifier/render.py (RenderSettings)",
+    "RELANCE_SENDER_FILE": "services/notifier/render.py (RenderSettings)",
+    "RELANCE_TEST_DATABASE_URL": "tests/conftest.py: the PostgreSQL server of the tests",
+    "RELANCE_TEST_AMQP_URL": "tests/conftest.py: the RabbitMQ server of the tests",
+    "RELANCE_BENCH_DATABASE_URL": "tests/benchmarks/bench_ingest.py",
+    "RELANCE_BENCH_AMQP_URL": "tests/benchmarks/bench_ingest.py",
+    "RELANCE_E2E_EVENTS": "tests/e2e/test_three_workers.py",
+    "RELANCE_E2E_TIMEOUT": "tests/e2e/test_three_workers.py",
+}
+
+NO_DATABASE = (
+    "RELANCE_DATABASE_URL is not set: relance needs the URL of its ledger database, e.g. "
+    "postgresql://relance@db.example.com:5432/relance or, for a local trial, sqlite:////var/lib/relance/relance.db "
+    "(or pass --database-url; only `relance demo` makes its own database)"
+)
 
 
 class ConfigurationError(Exception):
@@ -28,11 +62,12 @@ class ConfigurationError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RELANCE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True)
 
-    database_url: str = Field(
-        default="sqlite:///relance.db",
-        description="SQLAlchemy URL of the ledger database (postgresql+psycopg://… or sqlite:///…).",
+    database_url: str | None = Field(
+        default=None,
+        description="URL of the ledger database: postgresql://… (psycopg 3) or sqlite:///…; no default outside the "
+        "demo.",
     )
     amqp_url: str = Field(
         default="amqp://guest:guest@127.0.0.1:5672/%2F",
@@ -148,18 +183,21 @@ class Settings(BaseSettings):
     quiet_days: str = Field(default="", description="Days with no sending, e.g. sat,sun (empty: none).")
     timezone: str = Field(default="Europe/Paris", description="IANA time zone of quiet hours and quiet days.")
 
+    allow_placeholder_sender: bool = Field(
+        default=False,
+        description="Let the notifier sign real e-mails with the shipped placeholder sender company (trials only).",
+    )
+
+    def require_database_url(self) -> str:
+        """The ledger database's URL; there is no default, so a typo cannot quietly create a ``./relance.db``."""
+        if self.database_url is None:
+            raise ConfigurationError(NO_DATABASE)
+        return self.database_url
+
     @field_validator("database_url")
     @classmethod
-    def _database_url(cls, value: str) -> str:
-        if not value.startswith(("postgresql", "sqlite")):
-            raise ValueError(
-                "must be a PostgreSQL or SQLite SQLAlchemy URL, e.g. "
-                "postgresql+psycopg://user@host:5432/relance or sqlite:///relance.db"
-            )
-        if value.startswith("postgresql://") or value.startswith("postgres://"):
-            # psycopg 3 is the driver relance ships with; the bare scheme would look for psycopg2.
-            value = "postgresql+psycopg://" + value.split("://", 1)[1]
-        return value
+    def _database_url(cls, value: str | None) -> str | None:
+        return None if value is None else database_url(value)
 
     @field_validator("amqp_url")
     @classmethod
@@ -246,19 +284,129 @@ class Settings(BaseSettings):
         return value
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build settings from the environment (and explicit overrides), or explain what to fix."""
+def database_url(value: str) -> str:
+    """The URL as relance opens it: ``postgres://`` and ``postgresql://`` mean psycopg 3, the driver relance ships.
+
+    Refuses a driver or database relance does not ship, with the URL to write instead.
+    """
+    value = value.strip()
+    scheme, separator, rest = value.partition("://")
+    if not separator or not scheme:
+        raise ValueError("must be a database URL, e.g. postgresql://relance@db.example.com:5432/relance")
+    backend, _, driver = scheme.lower().partition("+")
+    if backend in ("postgres", "postgresql"):
+        if driver not in ("", "psycopg"):
+            raise ValueError(
+                f"relance ships the psycopg 3 driver, not {driver}: write postgresql://{_hidden(rest)} "
+                f"(or postgresql+psycopg://…)"
+            )
+        value = "postgresql+psycopg://" + rest
+    elif backend == "sqlite":
+        if driver not in ("", "pysqlite"):
+            raise ValueError(f"relance opens SQLite with Python's own sqlite3, not {driver}: write sqlite:///path")
+    else:
+        raise ValueError(
+            f"relance runs on PostgreSQL or SQLite, not {backend}: e.g. postgresql://relance@db.example.com/relance "
+            "or sqlite:////var/lib/relance/relance.db"
+        )
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        make_url(value)
+    except (ArgumentError, ValueError) as exc:
+        raise ValueError(f"is not a valid database URL ({exc})") from None
+    return value
+
+
+def with_application_name(url: str, name: str) -> str:
+    """The URL with ``application_name`` set (PostgreSQL), so pg_stat_activity says which relance process is which.
+
+    A name already in the URL is the operator's and stays.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or "application_name" in parsed.query:
+        return url
+    return parsed.update_query_dict({"application_name": name}).render_as_string(hide_password=False)
+
+
+def hide_password(url: str) -> str:
+    """A URL fit for an error message or a log line."""
+    scheme, separator, rest = url.partition("://")
+    return scheme + separator + _hidden(rest) if separator else url
+
+
+def _hidden(rest: str) -> str:
+    credentials, at, location = rest.rpartition("@")
+    user, colon, _ = credentials.partition(":")
+    return f"{user}:***@{location}" if at and colon else rest
+
+
+def known_variables() -> frozenset[str]:
+    """Every ``RELANCE_*`` name relance reads: the settings, their ``_FILE`` variants and :data:`READ_ELSEWHERE`."""
+    names = {PREFIX + field.upper() for field in Settings.model_fields}
+    return frozenset({*names, *(name + FILE_SUFFIX for name in names), *READ_ELSEWHERE})
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse ``RELANCE_*`` variables that nothing reads: a typo must not leave a default silently in its place."""
+    known = known_variables()
+    unknown = sorted(name for name in environ if name.upper().startswith(PREFIX) and name.upper() not in known)
+    if not unknown:
+        return
+    # Compared without the prefix they all share, which would make every name look close to every other.
+    suffixes = [name.removeprefix(PREFIX) for name in sorted(known)]
+    lines = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.upper().removeprefix(PREFIX), suffixes, n=1, cutoff=0.6)
+        hint = f"did you mean {PREFIX}{close[0]}?" if close else "no setting has a name close to it"
+        lines.append(f"  {name}: unknown setting ({hint})")
+    raise ConfigurationError(
+        "unknown RELANCE_* environment variable(s), fix or unset them (the README lists every setting):\n"
+        + "\n".join(lines)
+    )
+
+
+def values_from_files(environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings given as ``RELANCE_<NAME>_FILE``: each file's content, trailing line breaks removed."""
+    upper = {name.upper(): name for name in environ}
+    values: dict[str, str] = {}
+    for field in Settings.model_fields:
+        variable = PREFIX + field.upper()
+        file_variable = variable + FILE_SUFFIX
+        if file_variable not in upper or field + FILE_SUFFIX.lower() in Settings.model_fields:
+            continue  # not given, or a setting of its own (a path such as RELANCE_RATES_FILE), read as such
+        if variable in upper:
+            raise ConfigurationError(f"{variable} and {file_variable} are both set: keep one of them")
+        path = Path(environ[upper[file_variable]])
+        try:
+            values[field] = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 text ({exc.reason})"
+            raise ConfigurationError(f"{file_variable}: cannot read {path}: {reason}") from None
+    return values
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (and explicit overrides, which win), or explain what to fix."""
+    check_environment(os.environ)
+    values = {**values_from_files(os.environ), **overrides}
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
             message = str(error["msg"]).removeprefix("Value error, ")
-            given = error.get("input")
-            shown = "unset" if given is None else "got a hidden value" if field in _SECRETS else f"got {given!r}"
-            lines.append(f"  RELANCE_{field.upper()}: {message} ({shown})")
+            lines.append(f"  {PREFIX}{field.upper()}: {message} ({_shown(field, error.get('input'))})")
         raise ConfigurationError("invalid configuration, fix these settings:\n" + "\n".join(lines)) from None
+
+
+def _shown(field: str, given: object) -> str:
+    if given is None:
+        return "unset"
+    if field in _SECRETS:
+        return "got a hidden value"
+    if field in _URLS and isinstance(given, str):
+        return f"got {hide_password(given)!r}"
+    return f"got {given!r}"
 
 
 @lru_cache(maxsize=1)

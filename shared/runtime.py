@@ -15,7 +15,7 @@ from pika.exceptions import AuthenticationError, ProbableAccessDeniedError, Prob
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from shared.config import ConfigurationError, Settings
+from shared.config import ConfigurationError, Settings, hide_password
 
 log = structlog.get_logger()
 
@@ -90,11 +90,16 @@ def wait_for_schema(engine: Engine, url: str, stop: threading.Event, service: st
     Returns False if stopped while waiting. Raises :class:`ConfigurationError` telling the user to run
     ``relance db upgrade``: a worker never migrates silently.
     """
+    from shared.ledger.db import refusal
+
     backoff = Backoff(retry_max_seconds)
     while not stop.is_set():
         try:
             problem = schema_problem(engine, url)
         except DBAPIError as exc:
+            refused = refusal(exc)
+            if refused:  # credentials, role or database name: waiting would never end
+                raise database_refused(url, refused) from None
             delay = backoff.next()
             log.warning(
                 f"{service}.database_unreachable", error=str(exc.orig or exc).splitlines()[0], retry_in=round(delay, 2)
@@ -106,6 +111,15 @@ def wait_for_schema(engine: Engine, url: str, stop: threading.Event, service: st
             raise ConfigurationError(problem)
         return True
     return False
+
+
+def database_refused(url: str, reason: str) -> ConfigurationError:
+    """One line naming the database (password hidden), why it refused, and what to change."""
+    return ConfigurationError(
+        f"the database {hide_password(url)} refused the connection: {reason}; fix RELANCE_DATABASE_URL or create "
+        "what it names (the role or database on PostgreSQL, the folder for SQLite; `relance db upgrade` creates "
+        "only the tables)"
+    )
 
 
 def schema_problem(engine: Engine, url: str) -> str | None:
@@ -145,11 +159,12 @@ def run_worker(
     """The life of a worker process: signals, an engine, the schema check, then ``start`` until stopped."""
     from shared.ledger.db import make_engine
 
+    url = settings.require_database_url()
     stop = stop or threading.Event()
     restore = install_signal_handlers(stop, service)
-    engine = make_engine(settings.database_url, **engine_options(settings.database_url))
+    engine = make_engine(url, **engine_options(url))
     try:
-        if not wait_for_schema(engine, settings.database_url, stop, service, settings.retry_max_seconds):
+        if not wait_for_schema(engine, url, stop, service, settings.retry_max_seconds):
             return 0
         return start(engine, stop)
     finally:

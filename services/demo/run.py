@@ -245,7 +245,7 @@ def _throwaway(engine: Engine) -> None:
 def _checked(url: str) -> str:
     """The URL as every relance process reads it (``postgresql://`` means psycopg 3), or a clear error."""
     try:
-        return load_settings(database_url=url).database_url
+        return load_settings(database_url=url).require_database_url()
     except ConfigurationError as exc:
         raise DemoFailed(str(exc)) from None
 

@@ -2,7 +2,9 @@
 
 The file holds a ``default`` sender and optional per-tenant ones under ``tenants`` (each a full or partial
 override of the default). Unset, ``RELANCE_SENDER_FILE`` falls back to the shipped ``sender.yaml``, a placeholder
-company to replace before anything is sent.
+company to replace before anything is sent: the notifier worker refuses to start while any sender it may sign with
+is still the placeholder (its company or its IBAN), unless ``RELANCE_ALLOW_PLACEHOLDER_SENDER`` says so for a trial.
+The demo signs with it on purpose.
 """
 
 from __future__ import annotations
@@ -37,15 +39,30 @@ class Sender:
         return {**asdict(self), "address": list(self.address)}
 
 
+def refuse_placeholder(path: Path | None) -> None:
+    """Raise ConfigurationError if the default sender or a tenant's would sign with the shipped placeholder details.
+
+    A copy of the shipped file, left unchanged or half edited, is caught too: the check is on the details themselves.
+    """
+    placeholder = load_sender(SHIPPED_SENDER)
+    tenants = _read(path or SHIPPED_SENDER).get("tenants") or {}
+    for tenant in (None, *sorted(str(t) for t in tenants)):
+        sender = load_sender(path, tenant)
+        same = [name for name in ("company", "iban") if getattr(sender, name) == getattr(placeholder, name)]
+        if same:
+            whose = "the default sender" if tenant is None else f"the sender of tenant {tenant!r}"
+            where = f"{path}" if path else f"the shipped placeholder {SHIPPED_SENDER} (RELANCE_SENDER_FILE is unset)"
+            raise ConfigurationError(
+                f"{whose} in {where} still has the placeholder {' and '.join(same)}: reminders would be signed by "
+                f"{placeholder.company!r}. Point RELANCE_SENDER_FILE to a YAML file with your company's details "
+                "(see the README), or set RELANCE_ALLOW_PLACEHOLDER_SENDER=true for a trial that mails nobody real"
+            )
+
+
 def load_sender(path: Path | None = None, tenant: str | None = None) -> Sender:
     """The sender for a tenant; raise ConfigurationError naming the file and the field to fix."""
     path = path or SHIPPED_SENDER
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigurationError(f"{path}: cannot read the sender file: {exc}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("default"), dict):
-        raise ConfigurationError(f"{path}: expected a mapping with a `default` sender")
+    document = _read(path)
     merged = dict(document["default"])
     tenants = document.get("tenants") or {}
     if not isinstance(tenants, dict):
@@ -71,3 +88,13 @@ def load_sender(path: Path | None = None, tenant: str | None = None) -> Sender:
                 f"{path}: pay_url may only use {{customer}}, {{reminder}}, {{currency}}, {{amount}}: {exc!r}"
             ) from None
     return sender
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"{path}: cannot read the sender file: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("default"), dict):
+        raise ConfigurationError(f"{path}: expected a mapping with a `default` sender")
+    return document

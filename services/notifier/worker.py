@@ -39,6 +39,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from services.ingest.topology import connect
+from services.notifier.render import RenderSettings
+from services.notifier.sender import refuse_placeholder
 from services.notifier.service import KIND, BadCommand, Notifier, NotNow
 from services.notifier.smtp import SendDeferred, SendInProgress, SmtpConfig, SmtpTransport
 from shared.config import Settings
@@ -87,6 +89,8 @@ class _Delivery:
 
 def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
     """Run one notifier worker until SIGTERM/SIGINT (or until ``stop`` is set); returns the exit status."""
+    if not settings.allow_placeholder_sender:
+        refuse_placeholder(RenderSettings().sender_file)  # before anything connects
 
     def start(engine: Engine, stop: threading.Event) -> int:
         notifier = Notifier(settings, engine, SmtpTransport(SmtpConfig.from_settings(settings)))

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+# A server that answered and refused: no retry cures these, the settings must change. psycopg 3 reports a refused
+# connection without its SQLSTATE, so the server's (English) message is matched as well.
+REFUSED_SQLSTATES = {
+    "28P01": "wrong password",
+    "28000": "the role may not connect",
+    "3D000": "no such database",
+    "42501": "the role lacks the CONNECT privilege",
+}
+_REFUSALS = (
+    (re.compile(r"password authentication failed for user \"([^\"]*)\""), "wrong password for role {0}"),
+    (re.compile(r"no password supplied"), "the server wants a password and the URL has none"),
+    (re.compile(r"role \"([^\"]*)\" does not exist"), "role {0} does not exist"),
+    (re.compile(r"role \"([^\"]*)\" is not permitted to log in"), "role {0} may not log in"),
+    (re.compile(r"no pg_hba\.conf entry for host [^,]*, user \"([^\"]*)\""), "pg_hba.conf lets no such role {0} in"),
+    (re.compile(r"database \"([^\"]*)\" does not exist"), "database {0} does not exist"),
+    (re.compile(r"permission denied for database \"?([^\"\s]*)"), "the role may not connect to database {0}"),
+    (re.compile(r"unable to open database file"), "SQLite cannot open or create the file (does its folder exist?)"),
+)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -36,6 +56,23 @@ def _sqlite_write_transactions(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def refusal(exc: BaseException) -> str | None:
+    """Why the database refused this connection for good (credentials, role, database name), or None.
+
+    None covers what may pass by itself (a server starting, down, or out of connections): the caller retries that.
+    """
+    orig = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(orig, "sqlstate", None)
+    message = str(orig)
+    for pattern, reason in _REFUSALS:
+        found = pattern.search(message)
+        if found:
+            return reason.format(*found.groups())
+    if sqlstate in REFUSED_SQLSTATES:
+        return REFUSED_SQLSTATES[sqlstate]
+    return None
 
 
 def is_sqlite(engine: Engine) -> bool:
