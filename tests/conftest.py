@@ -132,6 +132,66 @@ def ledger_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL server of one test alone (its own data directory and port), which it may stop and start."""
+
+    bin_dir: Path
+    data_dir: Path
+    port: int
+    user: str | None  # the OS user the server runs as (PostgreSQL refuses to run as root)
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, check: bool = True) -> None:
+        import subprocess
+
+        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
+        subprocess.run([*prefix, *args], check=check, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = self.data_dir / "server.log"
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(log), "-o", options, "-w", "start")
+
+    def stop(self, *, check: bool = True) -> None:
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop", check=check)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A throw-away PostgreSQL server (initdb + pg_ctl on a free port) for tests that stop the database.
+
+    Never the shared server: stopping that one would break every other test running on the machine. The data
+    directory lives in a temporary directory the server's OS user can enter (pytest's own is private to root).
+    """
+    import shutil
+    import tempfile
+
+    found = shutil.which("pg_ctl") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))), None)
+    if found is None:
+        pytest.fail("these tests need PostgreSQL's server binaries (initdb, pg_ctl) on PATH", pytrace=False)
+    bin_dir = Path(found).resolve().parent
+    user = "postgres" if os.geteuid() == 0 else None
+    base = Path(tempfile.mkdtemp(prefix=f"relance-pg-{RUN_ID}-"))
+    data_dir = base / "data"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    if user:
+        shutil.chown(base, user)
+    server = PrivatePostgres(bin_dir, data_dir, port, user)
+    server._run(str(bin_dir / "initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust", "--no-sync")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------------------------- RabbitMQ
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:

@@ -22,11 +22,12 @@ from typing import Any, Literal
 import structlog
 from sqlalchemy import Connection, Engine, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from shared.ledger.bulk import insert_rows, update_rows, upsert_rows
 from shared.ledger.hashing import GENESIS, event_hash, utc
 from shared.ledger.outbox import command_rows
+from shared.ledger.refusal import Refusal, classify
 from shared.ledger.schema import credits, customer_balances, customer_state, events, invoice_balances, outbox
 from shared.ledger.state import Credit, CustomerState, Invoice
 
@@ -35,8 +36,6 @@ log = structlog.get_logger()
 StreamKey = tuple[str, str]
 Status = Literal["applied", "duplicate", "rejected", "conflict"]
 
-_CONFLICT_STATES = {"23505", "40001", "40P01"}  # unique violation, serialization failure, deadlock
-
 
 class LedgerError(Exception):
     """Base of the ledger's errors."""
@@ -44,6 +43,23 @@ class LedgerError(Exception):
 
 class LedgerUnavailable(LedgerError):
     """The database cannot be reached or refused the work for a reason a retry may cure."""
+
+
+class LedgerNeedsAttention(LedgerUnavailable):
+    """The database refused the work for a reason that is neither the data nor an outage: a person must act.
+
+    A schema out of step with the code (SQLSTATE 42P01 undefined table), a role without its grants (42501), a damaged
+    database (XX001). Waiting alone does not cure it, but it is no message's fault either: the work is kept and
+    retried with backoff, so it goes through once someone fixed the database.
+    """
+
+
+class LedgerRefused(LedgerError):
+    """The database refused the data itself (SQLSTATE class 22 or 23): retrying the same rows can never succeed."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.describe())
+        self.refusal = refusal
 
 
 class LedgerConflict(LedgerError):
@@ -157,6 +173,10 @@ class Ledger:
     def record(self, items: Sequence[Incoming], *, conn: Connection | None = None) -> list[Outcome]:
         """Apply the items in one transaction; outcomes in the items' order. Retries lost races itself.
 
+        Raises :class:`LedgerUnavailable` during an outage, :class:`LedgerNeedsAttention` when the database is not
+        in a state to take the work (see :mod:`shared.ledger.refusal`), and :class:`LedgerRefused` when it refused
+        the rows themselves: then some item can never be written as it is, and the caller must set it aside.
+
         With ``conn``, the items are appended inside the caller's transaction instead, so they commit or roll back
         with whatever else it writes (an outbox row marked dead with the events saying so). A lost race then fails
         the caller's transaction, which the caller retries whole; the states are not cached, since it may still roll
@@ -173,10 +193,13 @@ class Ledger:
                 self._remember(states)
                 return outcomes
             except DBAPIError as exc:
-                if not _is_conflict(exc):
-                    if isinstance(exc, OperationalError) or exc.connection_invalidated:
-                        raise LedgerUnavailable(str(exc.orig or exc)) from exc
-                    raise
+                refusal = classify(exc)
+                if refusal.cause == "outage":
+                    raise LedgerUnavailable(refusal.describe()) from exc
+                if refusal.cause == "attention":
+                    raise LedgerNeedsAttention(refusal.describe()) from exc
+                if refusal.cause == "data":
+                    raise LedgerRefused(refusal) from exc
                 if attempt >= self.max_attempts:
                     raise LedgerConflict(f"gave up after {attempt} attempts: {exc.orig}") from exc
                 log.info("ledger.retry_conflict", attempt=attempt, error=type(exc.orig).__name__)
@@ -597,15 +620,6 @@ def _recorded(row: Any) -> RecordedEvent:
         prev_hash=row["prev_hash"],
         hash=row["hash"],
     )
-
-
-def _is_conflict(exc: DBAPIError) -> bool:
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    if sqlstate is not None:
-        return sqlstate in _CONFLICT_STATES
-    if isinstance(exc, IntegrityError):
-        return "UNIQUE" in str(exc.orig)
-    return "database is locked" in str(exc.orig)
 
 
 def _by_tenant(keys: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:

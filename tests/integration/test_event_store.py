@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from shared.ledger.db import make_engine
 from shared.ledger.hashing import GENESIS
 from shared.ledger.schema import events, invoice_balances
-from shared.ledger.store import Incoming, Ledger
+from shared.ledger.store import Incoming, Ledger, LedgerRefused
 from tests.factories import (
     CUSTOMER,
     T0,
@@ -319,6 +319,23 @@ def test_postgresql_refuses_truncate_of_the_log(pg_url: str) -> None:
         with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
             conn.execute(text("TRUNCATE events"))
         assert len(ledger.read_stream(TENANT, CUSTOMER)) == 5
+    finally:
+        engine.dispose()
+
+
+def test_postgresql_refusing_a_nul_character_is_a_refusal_of_the_data_naming_sqlstate_and_column(pg_url: str) -> None:
+    # Given a customer whose e-mail carries a NUL character, which PostgreSQL's JSON cannot hold
+    engine = make_engine(pg_url)
+    try:
+        ledger = Ledger(engine)
+        with_nul = customer("Dupont SA", emails=["ap\x00@dupont.example"])
+        # When it is recorded with a valid event of another customer
+        with pytest.raises(LedgerRefused) as refused:
+            ledger.record([incoming(invoice("INV-1", "10.00"), customer_id="C-OTHER"), incoming(with_nul)])
+        # Then the refusal says it is the data, where and which SQLSTATE, and nothing of the batch was written
+        assert refused.value.refusal.cause == "data"
+        assert "SQLSTATE 22P05" in str(refused.value) and "events.data" in str(refused.value)
+        assert ledger.read_stream(TENANT, "C-OTHER") == []
     finally:
         engine.dispose()
 
