@@ -139,6 +139,7 @@ def _incoming(delivery: Delivery, event: ErpEvent) -> Incoming:
         data=event.data_json(),
         occurred_at=event.occurred_at,
         metadata={k: v for k, v in metadata.items() if v is not None},
+        dedupe="content",  # an ERP reusing an event_id for another event is refused, not taken for a redelivery
     )
 
 

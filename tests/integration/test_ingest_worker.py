@@ -645,3 +645,35 @@ def test_a_database_server_that_goes_down_mid_run_is_waited_for_and_nothing_is_d
     assert worker.stop() == 0
     assert rabbit.ready(rabbit.names.dead_letter_queue) == 0
     assert not worker.logged("ingest.ledger_needs_attention")
+
+
+def test_an_event_id_reused_for_another_invoice_is_dead_lettered_across_batches_and_within_one(
+    pg_url: str, rabbit: Rabbit, start_worker: Callable[..., Worker]
+) -> None:
+    # Given an invoice applied under event_id E-1
+    worker = start_worker(pg_url)
+    rabbit.publish([invoice("E-1", "C-1", "INV-1", "100.00")])
+    wait_until(lambda: event_count(pg_url) == 1, "the first invoice", [worker])
+    # When the ERP sends it again unchanged, then a second invoice under the same id, then, in one batch, a new
+    # event and another reuse of its id
+    rabbit.publish(
+        [
+            invoice("E-1", "C-1", "INV-1", "100.00"),
+            invoice("E-1", "C-1", "INV-2", "300.00"),
+            invoice("E-2", "C-2", "INV-3", "50.00"),
+            invoice("E-2", "C-1", "INV-4", "50.00"),
+        ]
+    )
+    wait_until(lambda: rabbit.ready(rabbit.names.dead_letter_queue) == 2, "the reuses dead-lettered", [worker])
+    assert worker.stop() == 0
+    # Then the redelivery was a duplicate, the first E-2 applied, and each reuse is in the dead letters with the id
+    assert sorted(event_ids(pg_url)) == ["E-1", "E-2"]
+    dead = rabbit.drain(rabbit.names.dead_letter_queue)
+    headers = sorted((p.headers for p, _ in dead), key=lambda h: str(h["x-relance-event-id"]))
+    assert [(h["x-relance-event-id"], h["x-relance-kind"]) for h in headers] == [
+        ("E-1", "business_rule"),
+        ("E-2", "business_rule"),
+    ]
+    assert "event_id E-1 is already used by another event" in headers[0]["x-relance-reason"]
+    assert "data.amount" in headers[0]["x-relance-reason"] and "customer_id" in headers[1]["x-relance-reason"]
+    assert sum(line["duplicates"] for line in worker.logged("ingest.batch_committed")) == 1
