@@ -20,7 +20,7 @@ from shared import quiet
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _DOMAIN = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}")
-_SECRETS = frozenset({"smtp_password", "webhook_secret"})  # never echoed in an error message
+_SECRETS = frozenset({"smtp_password", "webhook_secret", "runtime_role_password"})  # never echoed in an error message
 
 
 class ConfigurationError(Exception):
@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default="sqlite:///relance.db",
         description="SQLAlchemy URL of the ledger database (postgresql+psycopg://… or sqlite:///…).",
+    )
+    runtime_role: str | None = Field(
+        default=None,
+        description="PostgreSQL role the workers connect as: `relance db upgrade` creates it if missing and grants it "
+        "exactly what it needs (read and append on the log); unset, no runtime role is managed.",
+    )
+    runtime_role_password: SecretStr | None = Field(
+        default=None, description="Password `relance db upgrade` gives the runtime role (when creating it, or anew)."
     )
     amqp_url: str = Field(
         default="amqp://guest:guest@127.0.0.1:5672/%2F",

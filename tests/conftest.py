@@ -84,28 +84,67 @@ def postgres_admin_url() -> Iterator[str]:
     _no_server("PostgreSQL", "RELANCE_TEST_DATABASE_URL", 5432)
 
 
+# PostgreSQL roles are cluster-wide: the runtime role of this run has a name of its own, dropped at the end.
+RUNTIME_ROLE = f"relance_t_{RUN_ID}_app"
+RUNTIME_PASSWORD = uuid.uuid4().hex
+# RELANCE_TEST_DATABASE_ROLE=runtime: every PostgreSQL database a test gets is used through the runtime role (what the
+# workers run as in production), so running a suite that way shows what that role lacks.
+AS_RUNTIME_ROLE = os.environ.get("RELANCE_TEST_DATABASE_ROLE") == "runtime"
+
+
+@dataclass(frozen=True)
+class PgDatabase:
+    owner_url: str  # the migration role's URL (the tests' admin)
+    runtime_url: str  # the same database through the runtime role (granted only if asked for)
+
+
 @pytest.fixture(scope="session")
-def make_pg_database(postgres_admin_url: str) -> Iterator[Callable[[], str]]:
-    """Factory: a new, migrated database of this run; all are dropped when the session ends."""
+def make_pg_databases(postgres_admin_url: str) -> Iterator[Callable[[bool], PgDatabase]]:
+    """Factory: a new, migrated database of this run, and if asked this run's runtime role granted on it; all are
+    dropped when the session ends, and the role with them. (Granting creates the role: a server that lets the tests
+    create databases but not roles still runs every test that does not ask for it.)"""
     from shared.ledger.migrate import upgrade
+    from shared.ledger.roles import grant_runtime
 
     admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
     created: list[str] = []
 
-    def factory() -> str:
+    def factory(runtime_role: bool) -> PgDatabase:
         name = f"relance_t_{RUN_ID}_{next(_counter)}"
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         created.append(name)
-        url = make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
-        upgrade(url)
-        return url
+        url = make_url(postgres_admin_url).set(database=name)
+        owner_url = url.render_as_string(hide_password=False)
+        upgrade(owner_url)
+        if runtime_role:
+            grant_runtime(owner_url, RUNTIME_ROLE, RUNTIME_PASSWORD)
+        runtime_url = url.set(username=RUNTIME_ROLE, password=RUNTIME_PASSWORD).render_as_string(hide_password=False)
+        return PgDatabase(owner_url, runtime_url)
 
     yield factory
     with admin.connect() as conn:
         for name in created:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'DROP ROLE IF EXISTS "{RUNTIME_ROLE}"'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def make_pg_database(make_pg_databases: Callable[[bool], PgDatabase]) -> Callable[[], str]:
+    """Factory: a new, migrated database of this run (used through the runtime role if AS_RUNTIME_ROLE)."""
+
+    def factory() -> str:
+        database = make_pg_databases(AS_RUNTIME_ROLE)
+        return database.runtime_url if AS_RUNTIME_ROLE else database.owner_url
+
+    return factory
+
+
+@pytest.fixture
+def pg_database(make_pg_databases: Callable[[bool], PgDatabase]) -> PgDatabase:
+    """A fresh, migrated PostgreSQL database for one test, with both its owner's and the runtime role's URL."""
+    return make_pg_databases(True)
 
 
 @pytest.fixture
