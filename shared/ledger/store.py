@@ -6,6 +6,11 @@ instead of deadlocking), folds the new events into the projected state, appends 
 saves the projection. The unique constraint on (tenant, customer_id, version) is the expected-version check: a
 writer that lost a race fails on it and the whole transaction is retried with fresh state, so a stream never gets a
 gap, a duplicate version or a lost event, however many processes append.
+
+An ``event_id`` already in the log is a no-op. Each event's content fingerprint is kept beside it
+(``event_fingerprints``), so that for the ERP's events (``Incoming.dedupe == "content"``) a redelivery is told from an
+id reused for another event, which is rejected instead of silently dropped. Why the database refused a write (the
+data, an outage, a lost race, a schema out of step) is read in :mod:`shared.ledger.refusal`.
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ class LedgerNeedsAttention(LedgerUnavailable):
 
 
 class LedgerRefused(LedgerError):
-    """The database refused the data itself (SQLSTATE class 22 or 23): retrying the same rows can never succeed."""
+    """The database refused the data itself (a data exception, an integrity violation): retrying the same rows can
+    never succeed, the caller must find the item that causes it and set it aside."""
 
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal.describe())

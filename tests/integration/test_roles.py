@@ -186,6 +186,8 @@ def test_the_workers_run_as_the_runtime_role() -> None:
         "test_valid_events_land_once_and_every_invalid_message_is_dead_lettered_with_its_reason",
         "tests/integration/test_escalation_worker.py::test_relance_clock_tick_runs_the_real_engine[postgresql]",
         "tests/integration/test_escalation_worker.py::test_the_worker_process_starts_from_settings_and_stops_on_request",
+        "tests/integration/test_escalation_worker.py::"
+        "test_a_timer_of_a_worker_that_died_fires_again_after_its_lease[postgresql]",
         "tests/integration/test_outbox_relay.py::test_the_relay_publishes_exactly_the_pending_commands_with_their_ids",
         "tests/integration/test_notifier_worker.py::"
         "test_reminders_of_several_customers_arrive_once_each_over_starttls_with_auth_and_match_the_evidence",
