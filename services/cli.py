@@ -106,6 +106,11 @@ def _parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(title="db commands", metavar="ACTION")
     upgrade = db_commands.add_parser("upgrade", help="create or migrate the ledger schema to the latest version")
     upgrade.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
+    upgrade.add_argument(
+        "--runtime-role",
+        help="PostgreSQL role for the workers (override RELANCE_RUNTIME_ROLE): created if missing, with "
+        "RELANCE_RUNTIME_ROLE_PASSWORD, and granted exactly what the workers need",
+    )
     upgrade.set_defaults(handler=_db_upgrade)
     current = db_commands.add_parser("current", help="print the schema revision of the database")
     current.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
@@ -271,7 +276,28 @@ def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
     upgrade(settings.require_database_url())
     print(f"ledger schema at revision {current(settings.require_database_url())}")
+    role = args.runtime_role or settings.runtime_role
+    if role:
+        _grant_runtime_role(settings, role)
     return 0
+
+
+def _grant_runtime_role(settings: Settings, role: str) -> None:
+    from shared.ledger.roles import RUNTIME_GRANTS, grant_runtime
+
+    url = settings.require_database_url()
+    if url.startswith("sqlite"):
+        print(f"relance: SQLite has no roles, so no runtime role {role} was set up", file=sys.stderr)
+        return
+    password = settings.runtime_role_password.get_secret_value() if settings.runtime_role_password else None
+    unknown = grant_runtime(url, role, password)
+    print(f"runtime role {role}: read and append on the log, {len(RUNTIME_GRANTS)} tables granted")
+    if unknown:
+        print(
+            f"relance: tables without runtime grants (readable only): {', '.join(unknown)}; "
+            "add them to RUNTIME_GRANTS in shared/ledger/roles.py",
+            file=sys.stderr,
+        )
 
 
 def _db_current(args: argparse.Namespace, settings: Settings) -> int:

@@ -32,7 +32,7 @@ from shared import quiet
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _DOMAIN = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}")
-_SECRETS = frozenset({"smtp_password", "webhook_secret"})  # never echoed in an error message
+_SECRETS = frozenset({"smtp_password", "webhook_secret", "runtime_role_password"})  # never echoed in an error message
 _URLS = frozenset({"database_url", "amqp_url"})  # echoed with their password hidden
 PREFIX = "RELANCE_"
 FILE_SUFFIX = "_FILE"
@@ -68,6 +68,14 @@ class Settings(BaseSettings):
         default=None,
         description="URL of the ledger database: postgresql://… (psycopg 3) or sqlite:///…; no default outside the "
         "demo.",
+    )
+    runtime_role: str | None = Field(
+        default=None,
+        description="PostgreSQL role the workers connect as: `relance db upgrade` creates it if missing and grants it "
+        "exactly what it needs (read and append on the log); unset, no runtime role is managed.",
+    )
+    runtime_role_password: SecretStr | None = Field(
+        default=None, description="Password `relance db upgrade` gives the runtime role (when creating it, or anew)."
     )
     amqp_url: str = Field(
         default="amqp://guest:guest@127.0.0.1:5672/%2F",

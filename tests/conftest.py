@@ -84,28 +84,67 @@ def postgres_admin_url() -> Iterator[str]:
     _no_server("PostgreSQL", "RELANCE_TEST_DATABASE_URL", 5432)
 
 
+# PostgreSQL roles are cluster-wide: the runtime role of this run has a name of its own, dropped at the end.
+RUNTIME_ROLE = f"relance_t_{RUN_ID}_app"
+RUNTIME_PASSWORD = uuid.uuid4().hex
+# RELANCE_TEST_DATABASE_ROLE=runtime: every PostgreSQL database a test gets is used through the runtime role (what the
+# workers run as in production), so running a suite that way shows what that role lacks.
+AS_RUNTIME_ROLE = os.environ.get("RELANCE_TEST_DATABASE_ROLE") == "runtime"
+
+
+@dataclass(frozen=True)
+class PgDatabase:
+    owner_url: str  # the migration role's URL (the tests' admin)
+    runtime_url: str  # the same database through the runtime role (granted only if asked for)
+
+
 @pytest.fixture(scope="session")
-def make_pg_database(postgres_admin_url: str) -> Iterator[Callable[[], str]]:
-    """Factory: a new, migrated database of this run; all are dropped when the session ends."""
+def make_pg_databases(postgres_admin_url: str) -> Iterator[Callable[[bool], PgDatabase]]:
+    """Factory: a new, migrated database of this run, and if asked this run's runtime role granted on it; all are
+    dropped when the session ends, and the role with them. (Granting creates the role: a server that lets the tests
+    create databases but not roles still runs every test that does not ask for it.)"""
     from shared.ledger.migrate import upgrade
+    from shared.ledger.roles import grant_runtime
 
     admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
     created: list[str] = []
 
-    def factory() -> str:
+    def factory(runtime_role: bool) -> PgDatabase:
         name = f"relance_t_{RUN_ID}_{next(_counter)}"
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         created.append(name)
-        url = make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
-        upgrade(url)
-        return url
+        url = make_url(postgres_admin_url).set(database=name)
+        owner_url = url.render_as_string(hide_password=False)
+        upgrade(owner_url)
+        if runtime_role:
+            grant_runtime(owner_url, RUNTIME_ROLE, RUNTIME_PASSWORD)
+        runtime_url = url.set(username=RUNTIME_ROLE, password=RUNTIME_PASSWORD).render_as_string(hide_password=False)
+        return PgDatabase(owner_url, runtime_url)
 
     yield factory
     with admin.connect() as conn:
         for name in created:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'DROP ROLE IF EXISTS "{RUNTIME_ROLE}"'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def make_pg_database(make_pg_databases: Callable[[bool], PgDatabase]) -> Callable[[], str]:
+    """Factory: a new, migrated database of this run (used through the runtime role if AS_RUNTIME_ROLE)."""
+
+    def factory() -> str:
+        database = make_pg_databases(AS_RUNTIME_ROLE)
+        return database.runtime_url if AS_RUNTIME_ROLE else database.owner_url
+
+    return factory
+
+
+@pytest.fixture
+def pg_database(make_pg_databases: Callable[[bool], PgDatabase]) -> PgDatabase:
+    """A fresh, migrated PostgreSQL database for one test, with both its owner's and the runtime role's URL."""
+    return make_pg_databases(True)
 
 
 @pytest.fixture
@@ -130,6 +169,66 @@ def ledger_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
     return str(request.getfixturevalue("pg_url"))
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL server of one test alone (its own data directory and port), which it may stop and start."""
+
+    bin_dir: Path
+    data_dir: Path
+    port: int
+    user: str | None  # the OS user the server runs as (PostgreSQL refuses to run as root)
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, check: bool = True) -> None:
+        import subprocess
+
+        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
+        subprocess.run([*prefix, *args], check=check, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = self.data_dir / "server.log"
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(log), "-o", options, "-w", "start")
+
+    def stop(self, *, check: bool = True) -> None:
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop", check=check)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A throw-away PostgreSQL server (initdb + pg_ctl on a free port) for tests that stop the database.
+
+    Never the shared server: stopping that one would break every other test running on the machine. The data
+    directory lives in a temporary directory the server's OS user can enter (pytest's own is private to root).
+    """
+    import shutil
+    import tempfile
+
+    found = shutil.which("pg_ctl") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))), None)
+    if found is None:
+        pytest.fail("these tests need PostgreSQL's server binaries (initdb, pg_ctl) on PATH", pytrace=False)
+    bin_dir = Path(found).resolve().parent
+    user = "postgres" if os.geteuid() == 0 else None
+    base = Path(tempfile.mkdtemp(prefix=f"relance-pg-{RUN_ID}-"))
+    data_dir = base / "data"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    if user:
+        shutil.chown(base, user)
+    server = PrivatePostgres(bin_dir, data_dir, port, user)
+    server._run(str(bin_dir / "initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust", "--no-sync")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(check=False)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------- RabbitMQ

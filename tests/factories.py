@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from hypothesis import strategies as st
 
@@ -142,7 +142,12 @@ def body(ev: Ev, **kwargs: Any) -> bytes:
 
 
 def incoming(
-    ev: Ev, *, tenant: str = TENANT, customer_id: str = CUSTOMER, expected_version: int | None = None
+    ev: Ev,
+    *,
+    tenant: str = TENANT,
+    customer_id: str = CUSTOMER,
+    expected_version: int | None = None,
+    dedupe: Literal["id", "content"] = "id",
 ) -> Incoming:
     return Incoming(
         tenant=tenant,
@@ -153,6 +158,7 @@ def incoming(
         occurred_at=ev.occurred_at,
         metadata=ev.metadata,
         expected_version=expected_version,
+        dedupe=dedupe,
     )
 
 

@@ -13,10 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError
 
 from shared.contracts.erp import ErpEvent, InvalidMessage, parse_event
-from shared.ledger.store import Incoming, Ledger, LedgerUnavailable, Outcome
+from shared.ledger.store import Incoming, Ledger, LedgerRefused, Outcome
 
 log = structlog.get_logger()
 
@@ -62,7 +61,8 @@ class Ingestor:
         self.max_message_bytes = max_message_bytes
 
     def process(self, deliveries: Sequence[Delivery]) -> BatchResult:
-        """Apply a batch in one transaction. Raises :class:`LedgerUnavailable` if it should be retried whole."""
+        """Apply a batch in one transaction. Raises :class:`~shared.ledger.store.LedgerUnavailable` if it should be
+        retried whole (:class:`~shared.ledger.store.LedgerNeedsAttention` when a person must fix the database)."""
         result = BatchResult()
         parsed: list[tuple[Delivery, ErpEvent]] = []
         for delivery in deliveries:
@@ -71,13 +71,7 @@ class Ingestor:
             except InvalidMessage as exc:
                 result.rejections.append(_rejected(delivery, exc.kind, exc.reason, _peek(delivery.body)))
         if parsed:
-            appended = self._append(parsed)
-            storage = [r for r in appended.rejections if r.kind == "storage"]
-            if len(parsed) > 1 and len(storage) == len(parsed):
-                # Every message refused on its own: the fault is the database's (a schema out of step, a full
-                # disk), not the messages'. Dead-lettering them all would empty the queue into the dead letters.
-                raise LedgerUnavailable(f"the database refused every message of the batch: {storage[0].reason}")
-            result.merge(appended)
+            result.merge(self._append(parsed))
         for rejection in result.rejections:
             log.warning(
                 "ingest.rejected",
@@ -91,16 +85,21 @@ class Ingestor:
         return result
 
     def _append(self, parsed: list[tuple[Delivery, ErpEvent]]) -> BatchResult:
+        """Append, setting aside the messages whose data the database refuses (kind ``storage``).
+
+        Only a refusal of the data (:class:`LedgerRefused`: SQLSTATE class 22 or 23) is pinned on messages: the
+        batch is split until each culprit stands alone, so one bad message cannot hold back the others, even when
+        every message of the batch is bad. An outage, or a database a person must fix (a schema out of step, a
+        missing grant), raises :class:`LedgerUnavailable` and the whole batch is retried: no message is
+        dead-lettered for a fault of the database's own.
+        """
         try:
             outcomes = self.ledger.record([_incoming(d, e) for d, e in parsed])
-        except LedgerUnavailable:
-            raise
-        except DBAPIError as exc:
-            # Not a lost race and not an outage: some message trips the database itself. Split the batch until
-            # the culprit stands alone, so one bad message cannot hold back the others.
+        except LedgerRefused as exc:
             if len(parsed) == 1:
                 delivery, event = parsed[0]
-                return BatchResult(rejections=[_rejected(delivery, "storage", _db_reason(exc), _ids(event))])
+                reason = f"the database refused this message: {exc.refusal.describe()}"
+                return BatchResult(rejections=[_rejected(delivery, "storage", reason, _ids(event))])
             middle = len(parsed) // 2
             result = self._append(parsed[:middle])
             result.merge(self._append(parsed[middle:]))
@@ -140,6 +139,7 @@ def _incoming(delivery: Delivery, event: ErpEvent) -> Incoming:
         data=event.data_json(),
         occurred_at=event.occurred_at,
         metadata={k: v for k, v in metadata.items() if v is not None},
+        dedupe="content",  # an ERP reusing an event_id for another event is refused, not taken for a redelivery
     )
 
 
@@ -168,7 +168,3 @@ def _peek(body: bytes) -> tuple[str | None, str | None, str | None]:
 
 def _rejected(delivery: Delivery, kind: str, reason: str, ids: tuple[str | None, str | None, str | None]) -> Rejection:
     return Rejection(delivery, kind, reason, event_id=ids[0], tenant=ids[1], customer_id=ids[2])
-
-
-def _db_reason(exc: DBAPIError) -> str:
-    return f"the database refused this message: {str(exc.orig).splitlines()[0] if exc.orig else exc}"

@@ -36,7 +36,7 @@ from services.ingest.batching import Batcher
 from services.ingest.core import BatchResult, Delivery, Ingestor, Rejection
 from services.ingest.topology import connect, declare_topology
 from shared.config import Settings
-from shared.ledger.store import Ledger, LedgerConflict, LedgerUnavailable
+from shared.ledger.store import Ledger, LedgerConflict, LedgerNeedsAttention, LedgerUnavailable
 from shared.runtime import BROKER_REFUSED, Backoff, broker_refused, close_connection, log_broker_lost, run_worker
 
 log = structlog.get_logger()
@@ -239,12 +239,20 @@ class IngestWorker:
                 if self.stop.is_set():
                     raise _Stopping() from exc
                 delay = self._ledger_backoff.next()
-                log.warning(
-                    "ingest.ledger_unavailable",
-                    error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                    batch=len(batch),
-                    retry_in=round(delay, 2),
-                )
+                error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if isinstance(exc, LedgerNeedsAttention):
+                    # Not an outage that passes by itself and not the messages' fault: say so loudly, keep the batch.
+                    log.error(
+                        "ingest.ledger_needs_attention",
+                        error=error,
+                        hint="the database refuses the batch for a reason a person must fix (schema out of step: "
+                        "run `relance db upgrade`; missing grants: rerun it with the runtime role); the batch is kept "
+                        "and retried",
+                        batch=len(batch),
+                        retry_in=round(delay, 2),
+                    )
+                else:
+                    log.warning("ingest.ledger_unavailable", error=error, batch=len(batch), retry_in=round(delay, 2))
                 self._sleep(delay)
                 continue
             if self._ledger_backoff.attempts:

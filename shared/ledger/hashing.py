@@ -1,4 +1,8 @@
-"""The hash chain of a stream: each event's hash covers its canonical form and its predecessor's hash."""
+"""The hash chain of a stream: each event's hash covers its canonical form and its predecessor's hash.
+
+Also each event's content fingerprint, which tells a redelivery (same ``event_id``, same content: a harmless
+duplicate) from an ``event_id`` reused for another event.
+"""
 
 from __future__ import annotations
 
@@ -48,3 +52,20 @@ def canonical(
 
 def event_hash(**fields: Any) -> str:
     return hashlib.sha256(canonical(**fields)).hexdigest()
+
+
+def fingerprint(*, event_type: str, customer_id: str, occurred_at: datetime, data: Any) -> str:
+    """SHA-256 of what an event says: its type, customer, instant and data, in canonical form.
+
+    Not the tenant (ids are per tenant already), not the ``event_id`` (the thing being checked), not the metadata
+    (transport facts such as the AMQP message id, the routing key or when it was received, which differ between two
+    deliveries of one event). ``data`` is the data as the ledger stores it (the contract's normalised form), so this
+    can be recomputed from the log at any time. Stored fingerprints depend on this definition: never change it.
+    """
+    document = {
+        "event_type": event_type,
+        "customer_id": customer_id,
+        "occurred_at": utc(occurred_at).isoformat(timespec="microseconds"),
+        "data": data,
+    }
+    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()

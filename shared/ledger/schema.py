@@ -70,6 +70,16 @@ events = Table(
     UniqueConstraint("tenant", "event_id", name="uq_events_tenant_event_id"),
 )
 
+# What each event says (shared/ledger/hashing.py: fingerprint), by event id: an event_id seen again with another
+# fingerprint is an id reused for another event, not a redelivery. Written with the event, never changed.
+event_fingerprints = Table(
+    "event_fingerprints",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("event_id", String(128), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+)
+
 customer_state = Table(
     "customer_state",
     metadata,

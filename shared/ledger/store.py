@@ -6,6 +6,11 @@ instead of deadlocking), folds the new events into the projected state, appends 
 saves the projection. The unique constraint on (tenant, customer_id, version) is the expected-version check: a
 writer that lost a race fails on it and the whole transaction is retried with fresh state, so a stream never gets a
 gap, a duplicate version or a lost event, however many processes append.
+
+An ``event_id`` already in the log is a no-op. Each event's content fingerprint is kept beside it
+(``event_fingerprints``), so that for the ERP's events (``Incoming.dedupe == "content"``) a redelivery is told from an
+id reused for another event, which is rejected instead of silently dropped. Why the database refused a write (the
+data, an outage, a lost race, a schema out of step) is read in :mod:`shared.ledger.refusal`.
 """
 
 from __future__ import annotations
@@ -22,20 +27,29 @@ from typing import Any, Literal
 import structlog
 from sqlalchemy import Connection, Engine, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from shared.ledger.bulk import insert_rows, update_rows, upsert_rows
-from shared.ledger.hashing import GENESIS, event_hash, utc
+from shared.ledger.hashing import GENESIS, event_hash, fingerprint, utc
 from shared.ledger.outbox import command_rows
-from shared.ledger.schema import credits, customer_balances, customer_state, events, invoice_balances, outbox
+from shared.ledger.refusal import Refusal, classify
+from shared.ledger.schema import (
+    credits,
+    customer_balances,
+    customer_state,
+    event_fingerprints,
+    events,
+    invoice_balances,
+    outbox,
+)
 from shared.ledger.state import Credit, CustomerState, Invoice
 
 log = structlog.get_logger()
 
 StreamKey = tuple[str, str]
+EventKey = tuple[str, str]  # (tenant, event_id)
+Known = dict[EventKey, str | None]  # event ids in the log (or applied earlier in the batch) -> their fingerprint
 Status = Literal["applied", "duplicate", "rejected", "conflict"]
-
-_CONFLICT_STATES = {"23505", "40001", "40P01"}  # unique violation, serialization failure, deadlock
 
 
 class LedgerError(Exception):
@@ -44,6 +58,24 @@ class LedgerError(Exception):
 
 class LedgerUnavailable(LedgerError):
     """The database cannot be reached or refused the work for a reason a retry may cure."""
+
+
+class LedgerNeedsAttention(LedgerUnavailable):
+    """The database refused the work for a reason that is neither the data nor an outage: a person must act.
+
+    A schema out of step with the code (SQLSTATE 42P01 undefined table), a role without its grants (42501), a damaged
+    database (XX001). Waiting alone does not cure it, but it is no message's fault either: the work is kept and
+    retried with backoff, so it goes through once someone fixed the database.
+    """
+
+
+class LedgerRefused(LedgerError):
+    """The database refused the data itself (a data exception, an integrity violation): retrying the same rows can
+    never succeed, the caller must find the item that causes it and set it aside."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.describe())
+        self.refusal = refusal
 
 
 class LedgerConflict(LedgerError):
@@ -65,10 +97,24 @@ class Incoming:
     # once such an item of a batch fails, the batch's later items with an expected version for that stream fail too,
     # so a writer's decisions land all together or not at all.
     expected_version: int | None = None
+    # What an event_id already in the log means. "id": a duplicate, whatever the content (relance's own events,
+    # whose deterministic ids may come back with another trigger or timestamp). "content": a duplicate only if the
+    # event says the same (type, customer, occurred_at, data: see hashing.fingerprint), else it is rejected as an
+    # id reused for another event (the ERP's events: a second invoice under a used id must not vanish silently).
+    dedupe: Literal["id", "content"] = "id"
 
     @property
     def stream(self) -> StreamKey:
         return (self.tenant, self.customer_id)
+
+    @property
+    def key(self) -> EventKey:
+        return (self.tenant, self.event_id)
+
+    def fingerprint(self) -> str:
+        return fingerprint(
+            event_type=self.event_type, customer_id=self.customer_id, occurred_at=self.occurred_at, data=self.data
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +178,7 @@ class VerifyReport:
 class _StreamPlan:
     before: int  # the stream's version the plan is based on
     rows: list[dict[str, Any]] = field(default_factory=list)
+    fingerprints: list[dict[str, Any]] = field(default_factory=list)  # event_fingerprints rows of the new events
     invoices: set[str] = field(default_factory=set)  # invoices the new events changed
 
 
@@ -142,6 +189,8 @@ class _Plan:
     outcomes: list[Outcome]
     now: datetime
     streams: dict[StreamKey, _StreamPlan] = field(default_factory=dict)
+    # Items whose event_id the batch already used, earlier, for another customer: index -> that earlier item.
+    reused: dict[int, Incoming] = field(default_factory=dict)
 
 
 class Ledger:
@@ -156,6 +205,10 @@ class Ledger:
     # ------------------------------------------------------------------------------------------------ writing
     def record(self, items: Sequence[Incoming], *, conn: Connection | None = None) -> list[Outcome]:
         """Apply the items in one transaction; outcomes in the items' order. Retries lost races itself.
+
+        Raises :class:`LedgerUnavailable` during an outage, :class:`LedgerNeedsAttention` when the database is not
+        in a state to take the work (see :mod:`shared.ledger.refusal`), and :class:`LedgerRefused` when it refused
+        the rows themselves: then some item can never be written as it is, and the caller must set it aside.
 
         With ``conn``, the items are appended inside the caller's transaction instead, so they commit or roll back
         with whatever else it writes (an outbox row marked dead with the events saying so). A lost race then fails
@@ -173,10 +226,13 @@ class Ledger:
                 self._remember(states)
                 return outcomes
             except DBAPIError as exc:
-                if not _is_conflict(exc):
-                    if isinstance(exc, OperationalError) or exc.connection_invalidated:
-                        raise LedgerUnavailable(str(exc.orig or exc)) from exc
-                    raise
+                refusal = classify(exc)
+                if refusal.cause == "outage":
+                    raise LedgerUnavailable(refusal.describe()) from exc
+                if refusal.cause == "attention":
+                    raise LedgerNeedsAttention(refusal.describe()) from exc
+                if refusal.cause == "data":
+                    raise LedgerRefused(refusal) from exc
                 if attempt >= self.max_attempts:
                     raise LedgerConflict(f"gave up after {attempt} attempts: {exc.orig}") from exc
                 log.info("ledger.retry_conflict", attempt=attempt, error=type(exc.orig).__name__)
@@ -195,10 +251,10 @@ class Ledger:
             by_stream.setdefault(item.stream, []).append(index)
         keys = sorted(by_stream)
         states = self._states(conn, keys, self._heads(conn, keys))
-        plan = _Plan(outcomes=[Outcome("conflict")] * len(items), now=datetime.now(UTC))
-        known_ids = self._known_event_ids(conn, items)
+        plan = _Plan(outcomes=[Outcome("conflict")] * len(items), now=datetime.now(UTC), reused=_reused_across(items))
+        known = self._known_event_ids(conn, items)
         for key in keys:
-            self._plan_stream(plan, key, states[key], [items[i] for i in by_stream[key]], by_stream[key], known_ids)
+            self._plan_stream(conn, plan, key, states[key], items, by_stream[key], known)
         locked = self._lock_streams(conn, keys)
         moved = [key for key in keys if locked[key] != plan.streams[key].before]
         if moved:
@@ -207,13 +263,21 @@ class Ledger:
             fresh = _load_states(conn, [k for k in moved if locked[k] > 0])
             fresh.update({k: CustomerState(tenant=k[0], customer_id=k[1]) for k in moved if locked[k] == 0})
             moved_items = [items[i] for k in moved for i in by_stream[k]]
-            known_ids = self._known_event_ids(conn, moved_items)
+            known = self._known_event_ids(conn, moved_items)
+            # The streams that did not move keep their plan: the ids they append count as known to the others.
+            known.update(
+                ((f["tenant"], f["event_id"]), f["fingerprint"])
+                for key in keys
+                if key not in moved
+                for f in plan.streams[key].fingerprints
+            )
             for key in moved:
                 states[key] = fresh[key]
-                self._plan_stream(plan, key, fresh[key], [items[i] for i in by_stream[key]], by_stream[key], known_ids)
+                self._plan_stream(conn, plan, key, fresh[key], items, by_stream[key], known)
         rows = [row for key in keys for row in plan.streams[key].rows]
         if rows:
             insert_rows(conn, events, rows)
+            insert_rows(conn, event_fingerprints, [f for key in keys for f in plan.streams[key].fingerprints])
             insert_rows(conn, outbox, command_rows(rows, plan.now))  # commands commit or roll back with their cause
             touched = [(states[k], plan.streams[k].invoices) for k in keys if plan.streams[k].rows]
             self._save_projections(conn, touched, plan.now)
@@ -221,17 +285,27 @@ class Ledger:
 
     def _plan_stream(
         self,
+        conn: Connection,
         plan: _Plan,
         key: StreamKey,
         state: CustomerState,
-        items: list[Incoming],
+        batch: Sequence[Incoming],
         indexes: list[int],
-        known_ids: set[tuple[str, str]],
+        known: Known,
     ) -> None:
         stream = plan.streams[key] = _StreamPlan(before=state.version)
         broken = False  # an item with an expected version did not apply: later ones of the stream must not either
-        for index, item in zip(indexes, items, strict=True):
-            outcome = self._decide(state, item, known_ids)
+        applied: dict[EventKey, Incoming] = {}  # this stream's items applied so far, to say what a reused id changed
+        for index in indexes:
+            item = batch[index]
+            item_fingerprint = item.fingerprint()
+            first = plan.reused.get(index)
+            if first is not None:
+                outcome = Outcome("rejected", _reuse_reason(conn, item, first))
+            else:
+                outcome = self._decide(state, item, item_fingerprint, known)
+                if outcome.reason == _REUSED:
+                    outcome = Outcome("rejected", _reuse_reason(conn, item, applied.get(item.key)))
             if broken and item.expected_version is not None and outcome.status == "applied":
                 outcome = Outcome("conflict", "an earlier item of the batch for this stream was not applied")
             if item.expected_version is not None and outcome.status in ("conflict", "rejected"):
@@ -239,9 +313,11 @@ class Ledger:
             plan.outcomes[index] = outcome
             if outcome.status != "applied":
                 continue
-            known_ids.add((item.tenant, item.event_id))
+            known[item.key] = item_fingerprint
+            applied[item.key] = item
             row = _row(state, item, plan.now)
             stream.rows.append(row)
+            stream.fingerprints.append(_fingerprint_row(item, item_fingerprint))
             state.version = row["version"]
             state.head_hash = row["hash"]
             stream.invoices |= state.apply(
@@ -249,8 +325,11 @@ class Ledger:
             )
 
     @staticmethod
-    def _decide(state: CustomerState, item: Incoming, known_ids: set[tuple[str, str]]) -> Outcome:
-        if (item.tenant, item.event_id) in known_ids:
+    def _decide(state: CustomerState, item: Incoming, item_fingerprint: str, known: Known) -> Outcome:
+        if item.key in known:
+            stored = known[item.key]
+            if item.dedupe == "content" and stored is not None and stored != item_fingerprint:
+                return Outcome("rejected", _REUSED)
             return Outcome("duplicate", f"event_id {item.event_id} is already in the log")
         if item.expected_version is not None and item.expected_version != state.version:
             return Outcome("conflict", f"stream is at version {state.version}, expected {item.expected_version}")
@@ -324,11 +403,20 @@ class Ledger:
             self._cache.popitem(last=False)
 
     @staticmethod
-    def _known_event_ids(conn: Connection, items: Sequence[Incoming]) -> set[tuple[str, str]]:
-        known: set[tuple[str, str]] = set()
-        for tenant, event_ids in _by_tenant({(i.tenant, i.event_id) for i in items}):
-            query = select(events.c.event_id).where(events.c.tenant == tenant, events.c.event_id.in_(event_ids))
-            known.update((tenant, e) for e in conn.execute(query).scalars())
+    def _known_event_ids(conn: Connection, items: Sequence[Incoming]) -> Known:
+        """The items' event ids that the log holds, with their fingerprints (None for an event without one)."""
+        known: Known = {}
+        for tenant, event_ids in _by_tenant({i.key for i in items}):
+            query = (
+                select(events.c.event_id, event_fingerprints.c.fingerprint)
+                .outerjoin(
+                    event_fingerprints,
+                    (event_fingerprints.c.tenant == events.c.tenant)
+                    & (event_fingerprints.c.event_id == events.c.event_id),
+                )
+                .where(events.c.tenant == tenant, events.c.event_id.in_(event_ids))
+            )
+            known.update(((tenant, event_id), stored) for event_id, stored in conn.execute(query))
         return known
 
     def _save_projections(self, conn: Connection, touched: list[tuple[CustomerState, set[str]]], now: datetime) -> None:
@@ -489,6 +577,50 @@ class Ledger:
 # ---------------------------------------------------------------------------------------------------- helpers
 SNAPSHOT_EVERY = 50  # events between two snapshots of a customer's state
 STATE_KEY = ("tenant", "customer_id")
+_REUSED = "event_id reused for another event"  # placeholder reason, replaced by _reuse_reason's
+
+
+def _reused_across(items: Sequence[Incoming]) -> dict[int, Incoming]:
+    """Items whose event_id an earlier item of the batch used for another customer: the first message wins.
+
+    Streams are planned one after the other in key order, not in message order; without this, the later message
+    could be applied and the earlier one refused whenever its customer sorts first.
+    """
+    first: dict[EventKey, Incoming] = {}
+    reused: dict[int, Incoming] = {}
+    for index, item in enumerate(items):
+        seen = first.setdefault(item.key, item)
+        if seen is not item and item.dedupe == "content" and seen.customer_id != item.customer_id:
+            reused[index] = seen
+    return reused
+
+
+def _fingerprint_row(item: Incoming, item_fingerprint: str) -> dict[str, Any]:
+    return {"tenant": item.tenant, "event_id": item.event_id, "fingerprint": item_fingerprint}
+
+
+def _reuse_reason(conn: Connection, item: Incoming, earlier: Incoming | None) -> str:
+    """Why an event_id seen before with other content is refused, naming what differs (never the values)."""
+    if earlier is None:
+        row = conn.execute(
+            select(events.c.event_type, events.c.customer_id, events.c.occurred_at, events.c.data).where(
+                events.c.tenant == item.tenant, events.c.event_id == item.event_id
+            )
+        ).one_or_none()
+        before = None if row is None else (row.event_type, row.customer_id, utc(row.occurred_at), row.data)
+    else:
+        before = (earlier.event_type, earlier.customer_id, utc(earlier.occurred_at), earlier.data)
+    differs = []
+    if before is not None:
+        now = (item.event_type, item.customer_id, utc(item.occurred_at), item.data)
+        names = ("event_type", "customer_id", "occurred_at")
+        differs = [name for name, a, b in zip(names, before[:3], now[:3], strict=True) if a != b]
+        differs += [f"data.{k}" for k in sorted(set(before[3]) | set(now[3])) if before[3].get(k) != now[3].get(k)]
+    what = f" (this message differs in {', '.join(differs)})" if differs else ""
+    return (
+        f"event_id {item.event_id} is already used by another event{what}: an event_id names one event; "
+        "send a new event under a new event_id, and a redelivery unchanged"
+    )
 
 
 def _load_states(conn: Connection, keys: Sequence[StreamKey]) -> dict[StreamKey, CustomerState]:
@@ -600,15 +732,6 @@ def _recorded(row: Any) -> RecordedEvent:
         prev_hash=row["prev_hash"],
         hash=row["hash"],
     )
-
-
-def _is_conflict(exc: DBAPIError) -> bool:
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    if sqlstate is not None:
-        return sqlstate in _CONFLICT_STATES
-    if isinstance(exc, IntegrityError):
-        return "UNIQUE" in str(exc.orig)
-    return "database is locked" in str(exc.orig)
 
 
 def _by_tenant(keys: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:

@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from shared.ledger.db import make_engine
 from shared.ledger.hashing import GENESIS
 from shared.ledger.schema import events, invoice_balances
-from shared.ledger.store import Incoming, Ledger
+from shared.ledger.store import Incoming, Ledger, LedgerRefused
 from tests.factories import (
     CUSTOMER,
     T0,
@@ -171,6 +171,88 @@ def test_same_invoice_under_another_event_id_is_duplicate_or_rejected_by_content
     assert changed[0].status == "rejected"
     assert "INV-1" in changed[0].reason and "different content" in changed[0].reason
     assert [e.event_id for e in ledger.read_stream(TENANT, CUSTOMER)] == [original.event_id]
+
+
+# ---------------------------------------------------------------------------------------------------- reused ids
+def erp(ev: Ev, **kwargs: Any) -> Incoming:
+    """As ingest records an ERP event: an event_id already used is a duplicate only if the content is the same."""
+    return incoming(ev, dedupe="content", **kwargs)
+
+
+def test_an_erp_event_id_reused_for_another_event_is_rejected_naming_the_id_and_what_differs(ledger: Ledger) -> None:
+    # Given an invoice recorded under an ERP event_id
+    first = invoice("INV-1", "100.00").with_id("E-1")
+    assert [o.status for o in ledger.record([erp(first)])] == ["applied"]
+    # When the same event_id comes again: the same event redelivered (other transport metadata), then another invoice
+    redelivered = Ev(first.event_type, first.data, "E-1", metadata={"message_id": "m-2", "received_at": "later"})
+    other = invoice("INV-2", "250.00").with_id("E-1")
+    outcomes = ledger.record([erp(redelivered), erp(other)])
+    # Then the redelivery is a harmless duplicate and the other event is rejected with a reason naming the id
+    assert [o.status for o in outcomes] == ["duplicate", "rejected"]
+    assert "event_id E-1" in outcomes[1].reason
+    assert "data.amount" in outcomes[1].reason and "data.invoice_id" in outcomes[1].reason
+    assert "250.00" not in outcomes[1].reason  # names fields, never echoes values
+    # and nothing was appended
+    assert [e.event_id for e in ledger.read_stream(TENANT, CUSTOMER)] == ["E-1"]
+
+
+def test_an_erp_event_id_reused_for_another_customer_or_instant_is_rejected(ledger: Ledger) -> None:
+    first = invoice("INV-1", "100.00").with_id("E-1")
+    ledger.record([erp(first)])
+    other_customer = ledger.record([erp(first, customer_id="C-OTHER")])[0]
+    later = ledger.record([erp(first.at(T0 + timedelta(hours=1)))])[0]
+    assert other_customer.status == "rejected" and "customer_id" in other_customer.reason
+    assert later.status == "rejected" and "occurred_at" in later.reason
+    assert ledger.read_stream(TENANT, "C-OTHER") == []
+
+
+def test_an_event_id_reused_within_one_batch_keeps_the_first_message_whatever_the_customers(ledger: Ledger) -> None:
+    # Given one batch where an event_id comes three times: for C-9, again for C-9 with another amount, for C-1
+    first = invoice("INV-1", "100.00").with_id("E-1")
+    changed = invoice("INV-1", "120.00").with_id("E-1")
+    outcomes = ledger.record([erp(first, customer_id="C-9"), erp(changed, customer_id="C-9"), erp(first)])
+    # Then the first message is the event (although C-0042 sorts before C-9), the others are refused
+    assert [o.status for o in outcomes] == ["applied", "rejected", "rejected"]
+    assert all("event_id E-1" in o.reason for o in outcomes[1:])
+    assert "data.amount" in outcomes[1].reason and "customer_id" in outcomes[2].reason
+    assert [e.event_id for e in ledger.read_stream(TENANT, "C-9")] == ["E-1"]
+    assert ledger.read_stream(TENANT, CUSTOMER) == []
+
+
+def test_relance_s_own_deterministic_ids_stay_duplicates_whatever_the_content(ledger: Ledger) -> None:
+    # A decision recomputed under its deterministic id (another trigger, another instant) is not an ERP's mistake
+    tick = Ev("escalation.clock_ticked", {"as_of": "2026-11-02T09:00:00+00:00", "trigger": "timer"}, "tick-1")
+    ledger.record([incoming(tick)])
+    again = Ev(tick.event_type, {**tick.data, "trigger": "ledger"}, "tick-1")
+    assert [o.status for o in ledger.record([incoming(again)])] == ["duplicate"]
+
+
+def test_events_recorded_before_fingerprints_existed_get_theirs_from_the_log(ledger_url: str, ledger: Ledger) -> None:
+    from alembic import command
+
+    from shared.ledger.migrate import alembic_config, upgrade
+
+    # Given events recorded, then the database taken back to the revision before fingerprints (no table at all)
+    first = invoice("INV-1", "100.00").with_id("E-1")
+    ledger.record([erp(first), erp(payment("P1", "10.00").at(T0 + timedelta(days=1, microseconds=7)))])
+    ledger.record([incoming(customer("Dupont SA"), customer_id="C-2")])
+    ledger.engine.dispose()
+    command.downgrade(alembic_config(ledger_url), "0004")
+    # When the database is upgraded again
+    upgrade(ledger_url)
+    # Then every event has its fingerprint back, computed from what the log stores
+    with ledger.engine.connect() as conn:
+        stored = dict(conn.execute(text("SELECT event_id, fingerprint FROM event_fingerprints")).all())
+    assert stored == {
+        e.event_id: incoming(
+            Ev(e.event_type, e.data, e.event_id, e.occurred_at), customer_id=e.customer_id
+        ).fingerprint()
+        for c in (CUSTOMER, "C-2")
+        for e in ledger.read_stream(TENANT, c)
+    }
+    # and an ERP event_id reused for another event is caught for those old events too
+    assert ledger.record([erp(invoice("INV-9", "1.00").with_id("E-1"))])[0].status == "rejected"
+    assert ledger.record([erp(first)])[0].status == "duplicate"
 
 
 def test_expected_version_guards_against_a_concurrent_writer(ledger: Ledger) -> None:
@@ -319,6 +401,23 @@ def test_postgresql_refuses_truncate_of_the_log(pg_url: str) -> None:
         with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
             conn.execute(text("TRUNCATE events"))
         assert len(ledger.read_stream(TENANT, CUSTOMER)) == 5
+    finally:
+        engine.dispose()
+
+
+def test_postgresql_refusing_a_nul_character_is_a_refusal_of_the_data_naming_sqlstate_and_column(pg_url: str) -> None:
+    # Given a customer whose e-mail carries a NUL character, which PostgreSQL's JSON cannot hold
+    engine = make_engine(pg_url)
+    try:
+        ledger = Ledger(engine)
+        with_nul = customer("Dupont SA", emails=["ap\x00@dupont.example"])
+        # When it is recorded with a valid event of another customer
+        with pytest.raises(LedgerRefused) as refused:
+            ledger.record([incoming(invoice("INV-1", "10.00"), customer_id="C-OTHER"), incoming(with_nul)])
+        # Then the refusal says it is the data, where and which SQLSTATE, and nothing of the batch was written
+        assert refused.value.refusal.cause == "data"
+        assert "SQLSTATE 22P05" in str(refused.value) and "events.data" in str(refused.value)
+        assert ledger.read_stream(TENANT, "C-OTHER") == []
     finally:
         engine.dispose()
 

@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from services.ingest.core import Delivery, Ingestor
 from shared.ledger.db import make_engine
 from shared.ledger.schema import events
 from shared.ledger.store import Ledger
@@ -541,3 +542,138 @@ def test_sigterm_finishes_the_batch_in_hand_acks_it_and_returns_the_rest(
     wait_until(lambda: applied + rabbit.ready(rabbit.names.queue) == 5000, "the unapplied messages requeued", [])
     assert worker.logged("ingest.stop_requested")
     assert worker.logged("ingest.worker_stopped")[0]["applied"] == applied
+
+
+# ---------------------------------------------------------------------------------------------------- refusals
+MAX_INVOICE = "999999999999999.99"  # the largest amount the contract accepts in EUR
+
+
+def test_a_batch_the_database_refuses_for_its_data_is_dead_lettered_and_the_messages_behind_it_are_applied(
+    pg_url: str, rabbit: Rabbit, start_worker: Callable[..., Worker]
+) -> None:
+    # Given a customer whose balance is a thousand of the largest invoices: numeric(24,6) holds no more
+    ledger = Ledger(make_engine(pg_url))
+    big = [
+        invoice(f"BIG-{n}", "C-BIG", f"INV-BIG-{n}", MAX_INVOICE)
+        for n in range(1000)  # 999,999,999,999,999,990.00 in all
+    ]
+    assert Ingestor(ledger).process([Delivery(body=body(m)) for m in big]).applied == 1000
+    # and a queue whose first batches hold nothing but invoices that would overflow it, then valid events
+    overflowing: list[dict[str, Any] | bytes] = [
+        invoice(f"OVER-{n}", "C-BIG", f"INV-OVER-{n}", "100.00") for n in range(30)
+    ]
+    valid: list[dict[str, Any] | bytes] = [invoice(f"OK-{n}", f"C-{n % 4}", f"INV-OK-{n}", "10.00") for n in range(20)]
+    rabbit.publish(overflowing + valid)
+
+    # When a worker drains it, ten messages per batch
+    worker = start_worker(pg_url, ingest_batch_size=10)
+    wait_until(
+        lambda: rabbit.ready(rabbit.names.dead_letter_queue) == 30 and event_count(pg_url) == 1020,
+        "the overflowing invoices dead-lettered and the valid ones applied",
+        [worker],
+    )
+    assert worker.stop() == 0
+
+    # Then every culprit is in the dead letters as a storage refusal naming the SQLSTATE and the column
+    dead = rabbit.drain(rabbit.names.dead_letter_queue)
+    assert sorted(p.headers["x-relance-event-id"] for p, _ in dead) == sorted(f"OVER-{n}" for n in range(30))
+    for properties, _ in dead:
+        assert properties.headers["x-relance-kind"] == "storage"
+        reason = properties.headers["x-relance-reason"]
+        assert "SQLSTATE 22003" in reason and "customer_balances.balance" in reason, reason
+    # the valid events behind them are applied, the big customer's stream is untouched, nothing waits in the queue
+    assert rabbit.ready(rabbit.names.queue) == 0
+    assert set(event_ids(pg_url)) >= {f"OK-{n}" for n in range(20)}
+    assert len(ledger.read_stream(TENANT, "C-BIG")) == 1000
+    assert not worker.logged("ingest.ledger_unavailable")
+    assert ledger.verify().ok
+    ledger.engine.dispose()
+
+
+def test_a_database_out_of_step_with_the_code_keeps_the_batch_and_says_a_person_must_act(
+    pg_url: str, rabbit: Rabbit, start_worker: Callable[..., Worker]
+) -> None:
+    # Given a worker running on a database where a table it writes has gone (a schema out of step)
+    worker = start_worker(pg_url)
+    wait_until(lambda: bool(worker.logged("ingest.consuming")), "the worker to consume", [worker])
+    admin = create_engine(pg_url)
+    with admin.begin() as conn:
+        conn.execute(text("ALTER TABLE customer_balances RENAME TO customer_balances_away"))
+
+    # When events arrive
+    rabbit.publish([invoice(f"E-{n}", "C-1", f"INV-{n}", "10.00") for n in range(5)])
+
+    # Then none is dead-lettered: the worker says, as an error, that a person must fix the database, and retries
+    wait_until(lambda: len(worker.logged("ingest.ledger_needs_attention")) >= 2, "retries", [worker])
+    line = worker.logged("ingest.ledger_needs_attention")[0]
+    assert line["level"] == "error" and "42P01" in line["error"] and "customer_balances" in line["error"]
+    assert rabbit.ready(rabbit.names.dead_letter_queue) == 0
+    # and once the schema is put right, the held batch is applied
+    with admin.begin() as conn:
+        conn.execute(text("ALTER TABLE customer_balances_away RENAME TO customer_balances"))
+    admin.dispose()
+    wait_until(lambda: event_count(pg_url) == 5, "the held batch applied", [worker])
+    assert worker.stop() == 0
+    assert rabbit.ready(rabbit.names.dead_letter_queue) == 0
+
+
+def test_a_database_server_that_goes_down_mid_run_is_waited_for_and_nothing_is_dead_lettered(
+    private_postgres: Any, rabbit: Rabbit, start_worker: Callable[..., Worker]
+) -> None:
+    # Given a worker on a PostgreSQL server of this test alone, with a first event applied
+    from shared.ledger.migrate import upgrade
+
+    admin = create_engine(private_postgres.admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CREATE DATABASE relance"))
+    admin.dispose()
+    url = make_url(private_postgres.admin_url).set(database="relance").render_as_string(hide_password=False)
+    upgrade(url)
+    worker = start_worker(url)
+    rabbit.publish([invoice("E-0", "C-1", "INV-0", "10.00")])
+    wait_until(lambda: event_count(url) == 1, "the first event", [worker])
+
+    # When the server stops (connections refused) while events keep arriving
+    private_postgres.stop()
+    rabbit.publish([invoice(f"E-{n}", "C-1", f"INV-{n}", "10.00") for n in range(1, 11)])
+    wait_until(lambda: len(worker.logged("ingest.ledger_unavailable")) >= 2, "retries with backoff", [worker])
+
+    # Then it holds them, and applies them once the server is back; nothing is dead-lettered
+    assert rabbit.ready(rabbit.names.queue) == 0
+    private_postgres.start()
+    wait_until(lambda: event_count(url) == 11, "the held batch applied", [worker])
+    assert worker.stop() == 0
+    assert rabbit.ready(rabbit.names.dead_letter_queue) == 0
+    assert not worker.logged("ingest.ledger_needs_attention")
+
+
+def test_an_event_id_reused_for_another_invoice_is_dead_lettered_across_batches_and_within_one(
+    pg_url: str, rabbit: Rabbit, start_worker: Callable[..., Worker]
+) -> None:
+    # Given an invoice applied under event_id E-1
+    worker = start_worker(pg_url)
+    rabbit.publish([invoice("E-1", "C-1", "INV-1", "100.00")])
+    wait_until(lambda: event_count(pg_url) == 1, "the first invoice", [worker])
+    # When the ERP sends it again unchanged, then a second invoice under the same id, then, in one batch, a new
+    # event and another reuse of its id
+    rabbit.publish(
+        [
+            invoice("E-1", "C-1", "INV-1", "100.00"),
+            invoice("E-1", "C-1", "INV-2", "300.00"),
+            invoice("E-2", "C-2", "INV-3", "50.00"),
+            invoice("E-2", "C-1", "INV-4", "50.00"),
+        ]
+    )
+    wait_until(lambda: rabbit.ready(rabbit.names.dead_letter_queue) == 2, "the reuses dead-lettered", [worker])
+    assert worker.stop() == 0
+    # Then the redelivery was a duplicate, the first E-2 applied, and each reuse is in the dead letters with the id
+    assert sorted(event_ids(pg_url)) == ["E-1", "E-2"]
+    dead = rabbit.drain(rabbit.names.dead_letter_queue)
+    headers = sorted((p.headers for p, _ in dead), key=lambda h: str(h["x-relance-event-id"]))
+    assert [(h["x-relance-event-id"], h["x-relance-kind"]) for h in headers] == [
+        ("E-1", "business_rule"),
+        ("E-2", "business_rule"),
+    ]
+    assert "event_id E-1 is already used by another event" in headers[0]["x-relance-reason"]
+    assert "data.amount" in headers[0]["x-relance-reason"] and "customer_id" in headers[1]["x-relance-reason"]
+    assert sum(line["duplicates"] for line in worker.logged("ingest.batch_committed")) == 1

@@ -7,10 +7,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy.exc import IntegrityError
 
 from services.ingest.core import Delivery, Ingestor
-from shared.ledger.store import Incoming, LedgerUnavailable, Outcome
+from shared.ledger.refusal import Refusal
+from shared.ledger.store import Incoming, LedgerNeedsAttention, LedgerRefused, LedgerUnavailable, Outcome
+
+OVERFLOW = Refusal(
+    "data", "SQLSTATE 22003", "NumericValueOutOfRange", "numeric field overflow", "customer_balances.balance"
+)
 
 
 class FakeLedger:
@@ -20,14 +24,14 @@ class FakeLedger:
         self.events: dict[str, Incoming] = {}
         self.calls: list[list[str]] = []
         self.down = False
-        self.poison: str | None = None
+        self.poison: set[str] = set()
 
     def record(self, items: Sequence[Incoming]) -> list[Outcome]:
         self.calls.append([item.event_id for item in items])
         if self.down:
             raise LedgerUnavailable("connection refused")
-        if self.poison in {item.event_id for item in items}:
-            raise IntegrityError("INSERT", {}, Exception(f"value too long in {self.poison}"))
+        if self.poison & {item.event_id for item in items}:
+            raise LedgerRefused(OVERFLOW)
         outcomes = []
         for item in items:
             if item.event_id in self.events:
@@ -118,14 +122,15 @@ def test_a_message_the_database_refuses_is_isolated_and_the_rest_applied(
     ingestor: Ingestor, ledger: FakeLedger
 ) -> None:
     # Given a batch where the database refuses one event (not an outage, not a lost race)
-    ledger.poison = "E-3"
+    ledger.poison = {"E-3"}
     batch = deliveries(*(message(f"E-{n}") for n in range(6)))
     # When it is processed
     result = ingestor.process(batch)
     # Then that one event alone is rejected as a storage problem and the five others are applied
     assert result.applied == 5
     assert [(r.kind, r.event_id) for r in result.rejections] == [("storage", "E-3")]
-    assert "E-3" in result.rejections[0].reason
+    assert "SQLSTATE 22003" in result.rejections[0].reason
+    assert "customer_balances.balance" in result.rejections[0].reason
     assert set(ledger.events) == {"E-0", "E-1", "E-2", "E-4", "E-5"}
 
 
@@ -140,26 +145,27 @@ def test_the_ledger_gets_the_message_metadata(ingestor: Ingestor, ledger: FakeLe
     assert metadata["received_at"]
 
 
-def test_a_database_that_refuses_every_message_is_an_outage_not_a_batch_of_bad_messages() -> None:
-    # Given a ledger whose database refuses any append (a schema out of step, say)
-    class Broken:
-        def record(self, items: object) -> object:
-            raise IntegrityError("INSERT", {}, Exception('null value in column "x" violates not-null constraint'))
+def test_a_batch_whose_every_message_the_database_refuses_is_dead_lettered_message_by_message(
+    ingestor: Ingestor, ledger: FakeLedger
+) -> None:
+    # Given a batch where the database refuses the data of every message (a balance overflow for each, say)
+    ledger.poison = {f"E-{n}" for n in range(4)}
+    # When it is processed
+    result = ingestor.process(deliveries(*(message(f"E-{n}") for n in range(4))))
+    # Then each is set aside as a storage problem naming the SQLSTATE: the batch does not come back for ever
+    assert sorted((r.kind, r.event_id) for r in result.rejections) == [("storage", f"E-{n}") for n in range(4)]
+    assert all("SQLSTATE 22003" in r.reason for r in result.rejections)
+    assert result.applied == 0
 
-    ingestor = Ingestor(Broken())  # type: ignore[arg-type]
-    bodies = [
-        json.dumps(
-            {
-                "event_id": f"E-{n}",
-                "event_type": "invoice.due_date_passed",
-                "tenant": "acme-fr",
-                "customer_id": "C-1",
-                "occurred_at": "2026-11-02T09:15:00Z",
-                "data": {"invoice_id": f"INV-{n}", "due_date": "2026-11-01"},
-            }
-        ).encode()
-        for n in range(4)
-    ]
-    # When a batch goes through, Then it is retried as an outage rather than dead-lettered message by message
-    with pytest.raises(LedgerUnavailable, match="refused every message"):
-        ingestor.process([Delivery(body=b) for b in bodies])
+
+def test_a_database_a_person_must_fix_fails_the_whole_batch_instead_of_dead_lettering_it() -> None:
+    # Given a ledger whose database refuses any append for a reason of its own (a schema out of step, say)
+    class OutOfStep:
+        def record(self, items: object) -> object:
+            raise LedgerNeedsAttention('relation "customer_balances" does not exist (SQLSTATE 42P01, UndefinedTable)')
+
+    ingestor = Ingestor(OutOfStep())  # type: ignore[arg-type]
+    # When a batch goes through, even of one message, Then it is retried whole rather than dead-lettered
+    for size in (1, 4):
+        with pytest.raises(LedgerUnavailable, match="42P01"):
+            ingestor.process(deliveries(*(message(f"E-{n}") for n in range(size))))
