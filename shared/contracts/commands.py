@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from shared.contracts.erp import CONTRACT_VERSION, Currency, Id
 
-_AMOUNT = re.compile(r"^-?\d{1,15}(\.\d{1,6})?$")
+_AMOUNT = re.compile(r"^-?[0-9]{1,15}(\.[0-9]{1,6})?$")
 Amount = Annotated[Decimal, WithJsonSchema({"type": "string", "pattern": _AMOUNT.pattern, "examples": ["12500.00"]})]
 
 
