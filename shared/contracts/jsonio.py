@@ -12,10 +12,11 @@ Plain ``json.loads`` (and orjson) accept text that relance must refuse:
   than :data:`MAX_NUMBER_CHARS` characters are refused as ``not_json`` before anything is built from them.
 
 Speed: orjson cannot report duplicates, so this decoder is the standard library's C scanner with an
-``object_pairs_hook`` that compares ``len(dict(pairs))`` with ``len(pairs)``; the depth is only computed exactly when
-a cheap count of ``[`` and ``{`` exceeds the limit. On 10,000 ERP messages it costs about 30 % more than plain
-``json.loads`` and a third of the time pydantic then spends validating them (see the measurement in the commit that
-introduced it). The path of a duplicate is worked out only once one was found, on a second, slower pass.
+``object_pairs_hook`` that compares ``len(dict(pairs))`` with ``len(pairs)``, built once per hook (``json.loads``
+with hooks builds a decoder per call); the depth is only computed exactly when a cheap count of ``[`` and ``{``
+exceeds the limit. On 10,000 ERP messages it takes what the ``json.loads(..., parse_float=...)`` it replaced took
+(about 56 ms on the project's machine, a fifth of what pydantic then spends validating them). The path of a
+duplicate is worked out only once one was found, on a second, slower pass.
 """
 
 from __future__ import annotations
