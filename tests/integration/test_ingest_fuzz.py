@@ -21,7 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, select
 
+from shared.ledger.db import make_engine
 from shared.ledger.schema import events
+from shared.ledger.store import Ledger
 from tests.integration.test_ingest_worker import Rabbit, Worker, rabbit, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
@@ -311,3 +313,9 @@ def test_hostile_messages_are_dead_lettered_precisely_and_valid_ones_applied_onc
     batch()
     assert worker.stop() == 0
     assert rabbit.ready(rabbit.names.queue) == 0
+    # And every stream is whole: gapless, its hash chain intact
+    ledger = Ledger(make_engine(pg_url))
+    try:
+        assert ledger.verify().ok
+    finally:
+        ledger.engine.dispose()
