@@ -148,6 +148,21 @@ class Settings(BaseSettings):
     quiet_days: str = Field(default="", description="Days with no sending, e.g. sat,sun (empty: none).")
     timezone: str = Field(default="Europe/Paris", description="IANA time zone of quiet hours and quiet days.")
 
+    # Signed checkpoints of the log (shared/ledger/checkpoints.py): keys and exported copies live outside the database.
+    checkpoint_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM, mode 0600) that `relance checkpoint write` signs with; not in the DB.",
+    )
+    checkpoint_public_key_file: Path | None = Field(
+        default=None,
+        description="Public key `relance verify` checks checkpoint signatures with; unset, derived from the key file.",
+    )
+    checkpoint_dir: Path | None = Field(
+        default=None,
+        description="Folder outside the database where `relance checkpoint write` exports each checkpoint and "
+        "`relance verify` reads them back; unset, none.",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
