@@ -136,6 +136,14 @@ def _parser() -> argparse.ArgumentParser:
     checkpoint_write.add_argument(
         "--key-file", type=Path, metavar="FILE", help="private key (default: RELANCE_CHECKPOINT_KEY_FILE)"
     )
+    checkpoint_write.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="PostgreSQL: how long to wait for transactions in flight to finish so the checkpoint covers every event "
+        "committed before it (default 10)",
+    )
     checkpoint_write.add_argument("--database-url", help="override RELANCE_DATABASE_URL")
     checkpoint_write.set_defaults(handler=_checkpoint_write)
     checkpoint_export = checkpoint_commands.add_parser(
@@ -402,7 +410,7 @@ def _checkpoint_write(args: argparse.Namespace, settings: Settings) -> int:
         _check_export_target(target)
     engine = _migrated_engine(settings)
     try:
-        checkpoint = cp.write(engine, key)
+        checkpoint = cp.write(engine, key, settle_seconds=max(0.0, args.wait))
     except cp.CheckpointRefused as exc:
         print(f"relance: {exc}:", file=sys.stderr)
         for problem in exc.problems:

@@ -29,6 +29,7 @@ import base64
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -358,7 +359,7 @@ def walk(
     def cut() -> Cut:
         return Cut(count, last, hasher.hexdigest(), heads)
 
-    result = conn.execution_options(stream_results=True, yield_per=5000).execute(query)
+    result = conn.execute(query, execution_options={"stream_results": True, "yield_per": 5000})
     for position, tx_id, row_tenant, row_customer, version, hash_, recorded_at in result:
         while passed < len(horizons) and not horizons[passed].covers(tx_id, position):
             at_horizon(passed, cut())
@@ -476,7 +477,9 @@ def export(checkpoint: Checkpoint, target: Path) -> Path:
     return path
 
 
-def write(engine: Engine, key: Ed25519PrivateKey, *, now: datetime | None = None) -> Checkpoint:
+def write(
+    engine: Engine, key: Ed25519PrivateKey, *, now: datetime | None = None, settle_seconds: float = 10.0
+) -> Checkpoint:
     """Compute, sign and store the next checkpoint, after checking the log still matches the previous one.
 
     One transaction (a repeatable-read snapshot on PostgreSQL): the horizon, the walk and the insert see the same
@@ -484,13 +487,14 @@ def write(engine: Engine, key: Ed25519PrivateKey, *, now: datetime | None = None
     it refuses to sign if the history the previous checkpoint covers changed.
     """
     postgres = engine.dialect.name == "postgresql"
+    if postgres:
+        _settle(engine, settle_seconds)
     with engine.connect() as conn:
         if postgres:
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
             if postgres:
-                below = conn.execute(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")).scalar_one()
-                horizon = Horizon(below_tx_id=int(below))
+                horizon = Horizon(below_tx_id=int(conn.execute(_XMIN).scalar_one()))
             else:
                 through = conn.execute(select(func.max(events.c.position))).scalar_one()
                 horizon = Horizon(through_position=int(through or 0))
@@ -552,6 +556,26 @@ def write(engine: Engine, key: Ed25519PrivateKey, *, now: datetime | None = None
                     f"another checkpoint {checkpoint.number} was written meanwhile; run the command again"
                 ) from None
     return checkpoint
+
+
+def _settle(engine: Engine, seconds: float) -> None:
+    """Wait, up to ``seconds``, until every event committed so far lies below the server's oldest running transaction.
+
+    The horizon of a PostgreSQL checkpoint is ``pg_snapshot_xmin``, which any transaction running anywhere on the
+    server holds back; a short wait lets the transactions in flight when the command started finish, so the
+    checkpoint covers everything committed before it. Past the wait, it covers less; the next one covers the rest.
+    """
+    deadline = time.monotonic() + seconds
+    with engine.connect() as conn:
+        newest = conn.execute(select(func.max(events.c.tx_id))).scalar()
+        while newest is not None:
+            conn.rollback()  # a fresh snapshot each time
+            if conn.execute(_XMIN).scalar_one() > newest or time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
+
+
+_XMIN = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
 
 
 def _latest(conn: Connection) -> Checkpoint | None:

@@ -23,6 +23,7 @@ than a chunk of streams in memory. Projection rows are fetched a chunk of stream
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from psycopg.types.json import set_json_loads
 from sqlalchemy import Connection, Engine, Table, and_, exists, func, select
 
 from shared.ledger import checkpoints as cp
@@ -127,10 +129,18 @@ def verify(
 def _snapshot(engine: Engine) -> Iterator[Connection]:
     """One read transaction that sees one instant of the log and of everything written with it."""
     with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        with conn.begin():
-            yield conn
+        if engine.dialect.name != "postgresql":
+            with conn.begin():
+                yield conn
+            return
+        conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        driver = conn.connection.driver_connection
+        set_json_loads(orjson.loads, driver)  # JSON decoding is a large part of reading the log; orjson is 4x faster
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            set_json_loads(json.loads, driver)
 
 
 def _scoped(query: Any, table: Table, scope: Scope) -> Any:
@@ -148,8 +158,7 @@ class _Rebuild:
     """One stream being read: its chain checked and its state folded again, event by event."""
 
     key: StreamKey
-    has_head: bool
-    snapshot_version: int | None
+    snapshot_version: int | None  # of the stream's head row, if it has one
     state: CustomerState
     events: int = 0
     position: int = -1  # of the previous event
@@ -167,15 +176,11 @@ def _check_streams(conn: Connection, scope: Scope, report: VerifyReport, total: 
         customer_state,
         and_(customer_state.c.tenant == events.c.tenant, customer_state.c.customer_id == events.c.customer_id),
     )
-    query = select(
-        *[events.c[name] for name in _EVENT_COLUMNS],
-        customer_state.c.version.label("head_version"),
-        customer_state.c.snapshot_version,
-    ).select_from(joined)
+    query = select(*[events.c[name] for name in _EVENT_COLUMNS], customer_state.c.snapshot_version).select_from(joined)
     query = _scoped(query, events, scope).order_by(events.c.tenant, events.c.customer_id, events.c.version)
     chunk: list[_Rebuild] = []
     current: _Rebuild | None = None
-    result = conn.execution_options(stream_results=True, yield_per=2000).execute(query)
+    result = conn.execute(query, execution_options={"stream_results": True, "yield_per": 2000})
     for row in result:
         key = (row[2], row[3])
         if current is None or current.key != key:
@@ -184,7 +189,7 @@ def _check_streams(conn: Connection, scope: Scope, report: VerifyReport, total: 
                 if len(chunk) >= CHUNK_STREAMS:
                     _compare_chunk(conn, chunk, report)
                     chunk = []
-            current = _Rebuild(key, row[-2] is not None, row[-1], CustomerState(tenant=key[0], customer_id=key[1]))
+            current = _Rebuild(key, row[-1], CustomerState(tenant=key[0], customer_id=key[1]))
             report.streams += 1
         _fold(current, row, report)
         report.events += 1
@@ -340,6 +345,8 @@ def _compare_head(stream: _Rebuild, rows: list[Mapping[str, Any]], report: Verif
         return
     if stream.snapshot is None:  # the stream's events skip that version: reported as missing above
         return
+    if head["state"] == stream.snapshot:
+        return
     found: list[tuple[str, Any, Any]] = []
     _json_differences("state", head["state"], stream.snapshot, found)
     for path, stored_value, rebuilt_value in found[:SHOWN_DIFFERENCES]:
@@ -386,6 +393,8 @@ def _compare_rows(
             report.problems.append(f"{table} {name}: stored, but no event of the log makes it")
         else:
             for column, value in rebuilt_row.items():
+                if stored_row[column] == value:
+                    continue
                 found: list[tuple[str, Any, Any]] = []
                 _json_differences(column, stored_row[column], value, found)  # a JSON column: path by path
                 for path, stored_value, rebuilt_value in found:

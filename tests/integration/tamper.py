@@ -1,4 +1,4 @@
-"""An attacker with the database owner's rights, for the tamper tests: no trigger stops them, relance's code helps.
+"""A ledger to tamper with, and an attacker with the database owner's rights: no trigger stops them.
 
 The careful attacker of the threat model recomputes whatever relance would have computed: the hash chain, the head
 row, the snapshot and the projections, using relance's own code. What remains to catch them is the checkpoints.
@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select, text, update
 
+from services.notifier import evidence
 from shared.ledger.hashing import GENESIS, HASHED_FIELDS, event_hash
 from shared.ledger.schema import (
     credits,
@@ -24,10 +25,47 @@ from shared.ledger.schema import (
     sent_messages,
 )
 from shared.ledger.state import CustomerState
-from shared.ledger.store import Ledger
+from shared.ledger.store import Incoming, Ledger
+from tests.factories import CUSTOMER, T0, TENANT, credit_note, customer, incoming, invoice, payment
 
+OTHER, THIRD = "C-0043", "C-0044"
+MIME = b"From: billing@example.com\r\nTo: compta@martin.fr\r\nSubject: Rappel\r\n\r\nMontant du : 200,00 EUR\r\n"
 PROTECTED = ("events", "sent_messages", "checkpoints")  # the tables whose triggers refuse UPDATE and DELETE
 PROJECTIONS = (customer_state, invoice_balances, credits, customer_balances, outbox, sent_messages)
+
+
+def books(ledger: Ledger) -> None:
+    """Three customers; C-0042: INV-1 paid by P1, INV-2 (200.00) unpaid and reminded, with the reminder's bytes."""
+    history = [
+        customer("Boulangeries Martin SAS"),
+        invoice("INV-1", "100.00", issue_date="2026-09-01"),
+        invoice("INV-2", "200.00", issue_date="2026-10-01"),
+        payment("P1", "100.00", allocations={"INV-1": "100.00"}),
+    ]
+    ledger.record([incoming(ev.at(T0 + timedelta(minutes=n))) for n, ev in enumerate(history)])
+    ledger.record([incoming(ev, customer_id=OTHER) for ev in (invoice("INV-9", "50.00"), payment("P9", "20.00"))])
+    ledger.record([incoming(credit_note("CN3", "10.00"), customer_id=THIRD)])
+    reminder = {"reminder_id": "R-1", "level": "reminder_1", "currency": "EUR", "invoice_ids": ["INV-2"],
+                "as_of": "2026-11-23T08:00:00Z"}  # fmt: skip
+    block = {"block_id": "B-1", "reason": "overdue", "as_of": "2026-11-23T08:00:00Z"}
+    now = datetime.now(UTC)
+    ledger.record(
+        [
+            Incoming(TENANT, CUSTOMER, "esc-cmd-1", "reminder.requested", reminder, now),
+            Incoming(TENANT, OTHER, "esc-block-1", "credit.blocked", block, now),
+        ]
+    )
+    stored = evidence.store(
+        ledger.engine, tenant=TENANT, customer_id=CUSTOMER, command_id="esc-cmd-1",
+        message_id="<esc-cmd-1@mail.example.com>", mime=MIME,
+    )  # fmt: skip
+    facts = {"command_id": "esc-cmd-1", "message_id": stored.message_id, "sha256": stored.sha256}
+    ledger.record(
+        [
+            Incoming(TENANT, CUSTOMER, "notif-sending-1", "reminder.sending", {**facts, "round": 1}, now),
+            Incoming(TENANT, CUSTOMER, "notif-sent-1", "reminder.sent", {**facts, "smtp_reply": "250 OK"}, now),
+        ]
+    )
 
 
 @contextmanager

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import delete, select, update
 
-from services.notifier import evidence
 from shared.ledger.db import make_engine
 from shared.ledger.schema import (
     credits,
@@ -30,15 +28,24 @@ from shared.ledger.schema import (
     outbox,
     sent_messages,
 )
-from shared.ledger.store import Incoming, Ledger
+from shared.ledger.store import Ledger
 from shared.ledger.verify import Difference, verify
-from tests.factories import CUSTOMER, T0, TENANT, credit_note, customer, incoming, invoice, payment
-from tests.integration.tamper import append, at_version, attacker, of_stream, rechain, recompute_projections, rows
+from tests.factories import CUSTOMER, TENANT, incoming, invoice, payment
+from tests.integration.tamper import (
+    MIME,
+    OTHER,
+    THIRD,
+    append,
+    at_version,
+    attacker,
+    books,
+    of_stream,
+    rechain,
+    recompute_projections,
+    rows,
+)
 
 pytestmark = pytest.mark.integration
-
-OTHER, THIRD = "C-0043", "C-0044"
-MIME = b"From: billing@example.com\r\nTo: compta@martin.fr\r\nSubject: Rappel\r\n\r\nMontant du : 200,00 EUR\r\n"
 
 
 @pytest.fixture
@@ -50,40 +57,6 @@ def ledger(ledger_url: str) -> Iterator[Ledger]:
     assert report.ok, report.problems
     yield ledger
     engine.dispose()
-
-
-def books(ledger: Ledger) -> None:
-    """Three customers; C-0042: INV-1 paid by P1, INV-2 (200.00) unpaid and reminded, with the reminder's bytes."""
-    history = [
-        customer("Boulangeries Martin SAS"),
-        invoice("INV-1", "100.00", issue_date="2026-09-01"),
-        invoice("INV-2", "200.00", issue_date="2026-10-01"),
-        payment("P1", "100.00", allocations={"INV-1": "100.00"}),
-    ]
-    ledger.record([incoming(ev.at(T0 + timedelta(minutes=n))) for n, ev in enumerate(history)])
-    ledger.record([incoming(ev, customer_id=OTHER) for ev in (invoice("INV-9", "50.00"), payment("P9", "20.00"))])
-    ledger.record([incoming(credit_note("CN3", "10.00"), customer_id=THIRD)])
-    reminder = {"reminder_id": "R-1", "level": "reminder_1", "currency": "EUR", "invoice_ids": ["INV-2"],
-                "as_of": "2026-11-23T08:00:00Z"}  # fmt: skip
-    block = {"block_id": "B-1", "reason": "overdue", "as_of": "2026-11-23T08:00:00Z"}
-    now = datetime.now(UTC)
-    ledger.record(
-        [
-            Incoming(TENANT, CUSTOMER, "esc-cmd-1", "reminder.requested", reminder, now),
-            Incoming(TENANT, OTHER, "esc-block-1", "credit.blocked", block, now),
-        ]
-    )
-    stored = evidence.store(
-        ledger.engine, tenant=TENANT, customer_id=CUSTOMER, command_id="esc-cmd-1",
-        message_id="<esc-cmd-1@mail.example.com>", mime=MIME,
-    )  # fmt: skip
-    facts = {"command_id": "esc-cmd-1", "message_id": stored.message_id, "sha256": stored.sha256}
-    ledger.record(
-        [
-            Incoming(TENANT, CUSTOMER, "notif-sending-1", "reminder.sending", {**facts, "round": 1}, now),
-            Incoming(TENANT, CUSTOMER, "notif-sent-1", "reminder.sent", {**facts, "smtp_reply": "250 OK"}, now),
-        ]
-    )
 
 
 def problems_of(ledger: Ledger) -> list[str]:
