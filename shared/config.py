@@ -191,6 +191,22 @@ class Settings(BaseSettings):
     quiet_days: str = Field(default="", description="Days with no sending, e.g. sat,sun (empty: none).")
     timezone: str = Field(default="Europe/Paris", description="IANA time zone of quiet hours and quiet days.")
 
+    # Signed checkpoints of the log (shared/ledger/checkpoints.py): keys and exported copies live outside the database.
+    checkpoint_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM, mode 0600) that `relance checkpoint write` signs with; not in the DB.",
+    )
+    checkpoint_public_key_file: Path | None = Field(
+        default=None,
+        description="Public key `relance verify` checks checkpoint signatures with; unset, derived from the key file.",
+    )
+    checkpoint_dir: Path | None = Field(
+        default=None,
+        description="Folder outside the database where `relance checkpoint write` exports each checkpoint and "
+        "`relance verify` reads them back; unset, none.",
+    )
+
+
     allow_placeholder_sender: bool = Field(
         default=False,
         description="Let the notifier sign real e-mails with the shipped placeholder sender company (trials only).",

@@ -13,6 +13,19 @@ from typing import Any
 import orjson
 
 GENESIS = "0" * 64
+# The columns of an event its hash covers, in the order of :func:`canonical`'s arguments.
+HASHED_FIELDS = (
+    "tenant",
+    "customer_id",
+    "version",
+    "event_id",
+    "event_type",
+    "data",
+    "metadata",
+    "occurred_at",
+    "recorded_at",
+    "prev_hash",
+)
 
 
 def utc(moment: datetime) -> datetime:

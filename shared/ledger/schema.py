@@ -204,3 +204,19 @@ send_budget = Table(
     Column("window_start", DateTime(timezone=True), nullable=False),
     Column("sent", Integer, nullable=False),
 )
+
+# Signed checkpoints of the log (shared/ledger/checkpoints.py): each one anchors every stream's head and the global
+# order up to a point, signed with a key the database never holds. Written once, never changed; the copies exported
+# outside the database are what makes deleting or rewriting these rows detectable.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("number", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),  # SHA-256 of the signed part
+    Column("streams", Integer, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("merkle_root", String(64), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("document", Json, nullable=False),  # the whole checkpoint, as exported: signed part, signature, leaves
+)

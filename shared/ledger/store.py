@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from sqlalchemy import Connection, Engine, select, text, tuple_
@@ -43,6 +43,9 @@ from shared.ledger.schema import (
     outbox,
 )
 from shared.ledger.state import Credit, CustomerState, Invoice
+
+if TYPE_CHECKING:
+    from shared.ledger.verify import VerifyReport
 
 log = structlog.get_logger()
 
@@ -161,17 +164,6 @@ class Cursor:
 
     tx_id: int = -1
     position: int = 0
-
-
-@dataclass
-class VerifyReport:
-    streams: int = 0
-    events: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
 
 @dataclass
@@ -542,36 +534,10 @@ class Ledger:
             ]
 
     def verify(self, tenant: str | None = None, customer_id: str | None = None) -> VerifyReport:
-        """Recompute every hash chain: an altered, removed or reordered event breaks it."""
-        report = VerifyReport()
-        keys = [(tenant, customer_id)] if tenant and customer_id else self.streams(tenant)
-        for key_tenant, key_customer in keys:
-            assert key_tenant is not None and key_customer is not None
-            report.streams += 1
-            stream = self.read_stream(key_tenant, key_customer)
-            where = f"{key_tenant}/{key_customer}"
-            previous = GENESIS
-            for expected_version, event in enumerate(stream, start=1):
-                report.events += 1
-                if event.version != expected_version:
-                    report.problems.append(f"{where}: version {expected_version} missing (found {event.version})")
-                if event.prev_hash != previous:
-                    report.problems.append(f"{where} v{event.version}: chain broken (prev_hash does not match)")
-                if event_hash(**event.hash_fields()) != event.hash:
-                    report.problems.append(f"{where} v{event.version}: content altered (hash does not match)")
-                previous = event.hash
-            with self.engine.connect() as conn:
-                head = conn.execute(
-                    select(customer_state.c.version, customer_state.c.head_hash).where(
-                        customer_state.c.tenant == key_tenant, customer_state.c.customer_id == key_customer
-                    )
-                ).one_or_none()
-            version, head_hash = head if head is not None else (0, GENESIS)
-            if version != len(stream):
-                report.problems.append(f"{where}: log ends at version {len(stream)} but {version} events were recorded")
-            elif head_hash != previous:
-                report.problems.append(f"{where}: last event's hash differs from the recorded head")
-        return report
+        """Check the log, the projections and the checkpoints (see :mod:`shared.ledger.verify`)."""
+        from shared.ledger.verify import verify
+
+        return verify(self.engine, tenant, customer_id)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

@@ -314,10 +314,12 @@ def test_verify_detects_an_altered_event(ledger: Ledger) -> None:
     forged = {**ledger.read_stream(TENANT, CUSTOMER)[3].data, "amount": "1.00"}
     with attacker(ledger.engine) as conn:
         conn.execute(events.update().where(at_version(4)).values(data=forged))
-    # Then verify names the stream and the version, and only that stream
+    # Then verify names the stream and the version, and only that stream; the projections written from the
+    # original event now differ from the rebuild, and say what the amount was
     problems = ledger.verify().problems
-    assert problems and all(f"{TENANT}/{CUSTOMER} v4" in p for p in problems), problems
-    assert any("altered" in p for p in problems)
+    assert problems and all(f"{TENANT}/{CUSTOMER}" in p for p in problems), problems
+    assert f"events {TENANT}/{CUSTOMER} v4: content altered (hash does not match)" in problems
+    assert any("amount stored '100.00', rebuilt from the log '1.00'" in p for p in problems), problems
 
 
 def test_verify_detects_an_altered_envelope_field(ledger: Ledger) -> None:
