@@ -29,8 +29,9 @@ encoded word such as ``=?utf-8?q?=0D=0ABcc:_x@example.com?=`` found in a header 
 again, can write the decoded CR LF as a real line break: a new ``Bcc:`` or ``Reply-To:`` header, or an early end of
 the headers. relance never gives the email package a header value to parse or fold: encoded words and line breaks
 are refused before use, the header lines are assembled here from checked ASCII, and the finished bytes are parsed
-back and compared with the intent. Each of the three layers alone stops the attack; none relies on a fix in the
-interpreter, so relance behaves the same on every Python it supports (3.11 and later).
+back and compared with the intent. Each of the three layers alone keeps a forged header out of what relance sends;
+none relies on a fix in the interpreter, so relance behaves the same on every Python it supports (3.11 and later,
+whatever the patch level).
 """
 
 from __future__ import annotations
@@ -104,8 +105,8 @@ class Built:
     recipients: tuple[str, ...]
     subject: str
     data: bytes
-    text: str = ""
-    html: str = ""
+    text: str  # the rendered parts the body must decode to
+    html: str
 
     @property
     def sha256(self) -> str:
@@ -237,19 +238,33 @@ def _fold(name: str, words: Sequence[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ verification
-def verify(data: bytes, built: Built) -> None:
-    """Raise :class:`RefusedMessage` unless ``data`` parses back to exactly what ``built`` was meant to say.
+def verify(data: bytes, built: Built, *, earlier: bool = False) -> str:
+    """The subject ``data`` reads back; :class:`RefusedMessage` unless it says exactly what ``built`` meant to say.
 
     Checked on the raw bytes (7-bit, CRLF only, the header section's field names) and again through the stdlib
     parser under the ``compat32`` and ``default`` policies, so a message that any of them would read differently
     (an extra header, another recipient, a body starting early) is refused before SMTP sees it.
+
+    ``earlier``: ``data`` was built by an earlier attempt (stored, and the bytes every attempt sends), possibly with
+    templates or a customer name since changed: its subject must then read the same under both policies and be safe
+    text, and its body must be the two intended parts, rather than equal this attempt's rendering. Headers, From, To
+    (the envelope this attempt uses) and Message-ID must still be exactly the intended ones.
     """
     problems = _raw_problems(data)
+    subjects: list[str] = []
     if not problems:
         for policy in (email_policy.compat32, email_policy.default):
-            problems += [f"{_policy_name(policy)}: {p}" for p in _parsed_problems(data, built, policy)]
+            found, subject = _parsed_problems(data, built, policy, earlier)
+            problems += [f"{_policy_name(policy)}: {p}" for p in found]
+            subjects.append(subject)
+    if earlier and not problems:
+        if len(set(subjects)) > 1:
+            problems.append(f"its Subject reads differently under the two policies: {subjects}")
+        elif unsafe_reason(subjects[0]) is not None:
+            problems.append(f"its Subject {subjects[0]!r} {unsafe_reason(subjects[0])}")
     if problems:
         raise RefusedMessage("the built message does not say what was intended: " + "; ".join(problems))
+    return subjects[0]
 
 
 def _raw_problems(data: bytes) -> list[str]:
@@ -269,7 +284,8 @@ def _raw_problems(data: bytes) -> list[str]:
     return []
 
 
-def _parsed_problems(data: bytes, built: Built, policy: email_policy.Policy) -> list[str]:
+def _parsed_problems(data: bytes, built: Built, policy: email_policy.Policy, earlier: bool) -> tuple[list[str], str]:
+    """What differs from the intent when ``policy`` reads ``data``, and the subject it read."""
     parsed = email.message_from_bytes(data, policy=policy)
     problems: list[str] = []
     if tuple(parsed.keys()) != HEADERS:
@@ -283,7 +299,7 @@ def _parsed_problems(data: bytes, built: Built, policy: email_policy.Policy) -> 
     subject = str(parsed["Subject"])  # the default policy unfolds and decodes; compat32 gives the raw field body
     if policy is email_policy.compat32:
         subject = str(make_header(decode_header(_UNFOLD.sub("", subject))))
-    if subject != built.subject:
+    if subject != built.subject and not earlier:
         problems.append(f"Subject reads {subject!r}, expected {built.subject!r}")
     if str(parsed["Message-ID"]).strip() != built.message_id:
         problems.append(f"Message-ID reads {parsed['Message-ID']!r}, expected {built.message_id!r}")
@@ -292,11 +308,11 @@ def _parsed_problems(data: bytes, built: Built, policy: email_policy.Policy) -> 
     types = [p.get_content_type() for p in parts]
     if parsed.get_content_type() != "multipart/alternative" or types != ["text/plain", "text/html"]:
         problems.append(f"body is {parsed.get_content_type()} of {types}, expected text/plain and text/html")
-    else:
+    elif not earlier:
         for part, intended in zip(parts, (built.text, built.html), strict=True):
             if _decoded(part).splitlines() != intended.splitlines():
                 problems.append(f"the {part.get_content_type()} part does not decode to the rendered text")
-    return problems
+    return problems, subject
 
 
 def _addresses(parsed: Message, name: str) -> list[str]:

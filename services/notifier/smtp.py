@@ -394,7 +394,7 @@ async def send_reminder(
     }
     if stored.mime != built.data:  # an earlier round's bytes: they are what goes out, so they are what is checked
         try:
-            mime.verify(stored.mime, built)
+            facts["subject"] = mime.verify(stored.mime, built, earlier=True)  # the subject those bytes carry
         except mime.RefusedMessage as exc:
             return refuse_before_sending(ledger, command, facts, exc, now())
     round_ = last + 1
@@ -404,7 +404,8 @@ async def send_reminder(
 
     for attempt in range(1, mail.attempts + 1):
         try:
-            delivery = await transport.send(mail.sender, built.recipients, stored.mime)
+            # The envelope is the checked message's own From and To: what verify() read back is where it goes.
+            delivery = await transport.send(built.sender, built.recipients, stored.mime)
         except TemporaryFailure as exc:
             log.warning("notifier.send_deferred", command_id=command_id, attempt=attempt, reason=exc.reason)
             if attempt == mail.attempts:

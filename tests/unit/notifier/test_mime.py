@@ -212,3 +212,19 @@ def test_a_body_that_differs_from_the_rendered_text_is_refused() -> None:
     forged = genuine.data.replace(b"Montant : 1 234,56", b"Montant : 9 999,99")
     with pytest.raises(mime.RefusedMessage, match="text/plain part does not decode"):
         mime.verify(forged, genuine)
+
+
+def test_an_earlier_attempts_bytes_may_carry_an_older_subject_and_text_but_not_other_headers() -> None:
+    # Given bytes stored by a first attempt, before the customer's name and the templates changed
+    first = build(Rendered(subject="Relance : facture F-1 — Dupont", text="Ancien texte\n"))
+    now = build(Rendered(subject="Relance : facture F-1 — Dupont SA"))
+    # Then they are accepted as the bytes to send, and say which subject they carry
+    assert mime.verify(first.data, now, earlier=True) == "Relance : facture F-1 — Dupont"
+    # But not with an extra header, another recipient, or a subject that decodes to a line break
+    with pytest.raises(mime.RefusedMessage, match="header fields"):
+        mime.verify(first.data.replace(b"\r\nDate:", b"\r\nBcc: spy@attacker.example\r\nDate:"), now, earlier=True)
+    with pytest.raises(mime.RefusedMessage, match="To reads"):
+        mime.verify(first.data, build(recipients=["other@example.org"]), earlier=True)
+    forged = _forged(GENUINE_HEAD.replace("F-1", "=?utf-8?q?F-1=0D=0ABcc:_spy@attacker.example?="))
+    with pytest.raises(mime.RefusedMessage, match="U\\+000D"):
+        mime.verify(forged, build(), earlier=True)
