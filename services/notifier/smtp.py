@@ -26,9 +26,9 @@ Several addresses, some refused
 -------------------------------
 Each address is offered at RCPT TO on its own. When the server accepts at least one, the message goes to those
 (one DATA, once) and ``reminder.sent`` names the ``accepted`` addresses and the ``refused`` ones, each with the
-server's code and text and whether the refusal was ``permanent`` (5xx) or ``temporary`` (4xx). Every refused
-address, permanent or temporary, also makes one ``fix_contact`` task for a collector (a 5xx: the address is wrong,
-correct it in the ERP; a 4xx: the address missed this reminder, forward it once the address works), because the
+server's code and text and whether the refusal was ``permanent`` (5xx) or ``temporary`` (4xx). The refused
+addresses, permanent or temporary, also make one ``fix_contact`` task for a collector, naming each (a 5xx: the
+address is wrong, correct it in the ERP; a 4xx: the address missed this reminder, forward it), because the
 reminder is never sent again by relance once some of its recipients have it: resending the same message to the
 others later would be a second round of the same command, and a crash between the two could not be told apart from
 a duplicate. When every address is refused, it is as before: all permanent → ``reminder.failed``; any temporary →
