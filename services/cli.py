@@ -743,6 +743,7 @@ def _agenda(args: argparse.Namespace, settings: Settings) -> int:
 
 def _preview(args: argparse.Namespace, settings: Settings) -> int:
     from services.escalation.policy import PolicyLibrary
+    from services.notifier.mime import MimeError
     from services.notifier.preview import PreviewError, reminder_data, write_parts
     from services.notifier.render import RenderSettings, load_templates, render
     from services.notifier.sender import load_sender
@@ -762,9 +763,13 @@ def _preview(args: argparse.Namespace, settings: Settings) -> int:
         print(f"relance: {exc}", file=sys.stderr)
         return 1
     for data in reminders:
-        rendered = render(data, state.profile, sender, args.lang or data["language"], templates)
-        folder = args.out / f"{args.customer}-{args.level}-{rendered.language}-{data['currency']}"
-        write_parts(rendered, sender, state.profile, folder)
+        try:
+            rendered = render(data, state.profile, sender, args.lang or data["language"], templates)
+            folder = args.out / f"{args.customer}-{args.level}-{rendered.language}-{data['currency']}"
+            write_parts(rendered, sender, state.profile, folder)
+        except MimeError as exc:  # the ledger holds text that must not reach an e-mail header
+            print(f"relance: cannot preview this reminder: {exc}", file=sys.stderr)
+            return 1
         print(f"{folder}/  subject: {rendered.subject}")
         print(f"  template {rendered.template_name} ({rendered.language}), version {rendered.template_version[:12]}")
     return 0

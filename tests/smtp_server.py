@@ -40,12 +40,14 @@ class Sink:
 
 class Recording(Sink):
     """A :class:`Sink` that also keeps how each message came (TLS, AUTH), can refuse recipients at RCPT with scripted
-    replies, and can hold the next message: keep its bytes but not answer until released (a send cut short)."""
+    replies or for good, and can hold the next message: keep its bytes but not answer until released (a send cut
+    short)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.sessions: list[tuple[bool, bool]] = []  # (TLS on, authenticated) of each accepted message
         self.at_rcpt: dict[str, list[str]] = {}  # recipient -> replies to give first, in order
+        self.refuse: dict[str, str] = {}  # recipient -> the reply it gets at every RCPT TO (e.g. a 550)
         self.hold_next = threading.Event()  # set by the test: hold the next message
         self.holding = threading.Event()  # set by the server: it has the bytes and has not answered yet
         self.release = threading.Event()  # set by the test: answer the held message
@@ -56,6 +58,8 @@ class Recording(Sink):
         scripted = self.at_rcpt.get(address)
         if scripted:
             return scripted.pop(0)
+        if address in self.refuse:
+            return self.refuse[address]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -132,7 +136,7 @@ class Smtp:
 
 @pytest.fixture
 def smtp(cert: tuple[Path, Path]) -> Iterator[Smtp]:
-    server = Smtp(Sink(), free_port(), cert)
+    server = Smtp(Recording(), free_port(), cert)
     server.start()
     yield server
     server.stop()

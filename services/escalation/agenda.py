@@ -27,6 +27,7 @@ SHOWN_INVOICES = 4  # per line of the printed agenda (all of them in --json)
 
 _TASK_TITLES = {
     "phone_call": "call",
+    "fix_contact": "address refused by the mail server: fix the contact",
     "check_promise": "check promised payment",
     "erp_command_rejected": "ERP refused a credit command: see why (relance ledger show)",
     "promise_broken": "promise broken: call",

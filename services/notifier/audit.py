@@ -85,6 +85,7 @@ def render_audit(report: Audit) -> str:
         rows.append(("stored SHA-256", f"{stored.sha256} (sent_messages; differs from the log)"))
     rows += [
         ("recipients", ", ".join(data.get("recipients", [])) or "-"),
+        *_refusals(outcome),
         ("subject", data.get("subject") or "-"),
         ("template", f"{data.get('template') or '-'}, version {data.get('template_version') or '-'}"),
         ("SMTP reply", (outcome.data.get("smtp_reply") if outcome else "") or "-"),
@@ -101,6 +102,16 @@ def render_audit(report: Audit) -> str:
         rows.append(("evidence event", f"{event.event_type} {event.event_id}, stream version {event.version}"))
     rows.append(("stored bytes", f"{len(stored.mime)} bytes, stored at {stored.created_at.isoformat()}"))
     return "\n".join(f"{label:<19} {value}" for label, value in rows)
+
+
+def _refusals(outcome: RecordedEvent | None) -> list[tuple[str, str]]:
+    """Who got a reminder that some of its recipients' servers refused (``reminder.sent`` names both)."""
+    refused = outcome.data.get("refused") if outcome is not None else None
+    if not refused:
+        return []
+    accepted = ", ".join(outcome.data.get("accepted", [])) if outcome is not None else ""
+    listed = "; ".join(f"{r['address']} ({r['code']} {r['reply']}, {r['kind']})" for r in refused)
+    return [("accepted by", accepted or "-"), ("refused by", listed)]
 
 
 def render_events(events: list[RecordedEvent], tenant: str, customer_id: str) -> str:

@@ -1,35 +1,68 @@
-"""The reminder as MIME bytes: multipart/alternative (plain text and HTML), built by the stdlib email package.
+"""The reminder as MIME bytes: multipart/alternative (plain text and HTML), with headers relance writes itself.
 
 What is built here is exactly what goes over SMTP and what the evidence hashes, so the rules are strict:
 
 - Every address is checked on its own (:func:`check_address`): one bare ``local@domain``, no display name, no
   control character. ``"a@example.com\\r\\nBcc: x@example.com"`` is refused with :class:`InvalidAddress`; it is
   never neutralised into something else, because a reminder must go where the ledger says or not at all.
-- Headers are set through :data:`email.policy.SMTP`, which refuses CR or LF in any header value, so no field can
-  start a new header; the subject is also folded onto one line first.
+- Every text that can reach a header (the subject and what it is made of: customer names, invoice numbers, the
+  sender's details) passes :func:`check_header_text`, which *refuses* (:class:`UnsafeHeaderText`) any control
+  character or Unicode line break (C0, DEL, C1 including NEL U+0085, U+2028, U+2029), bidirectional overrides and
+  U+FEFF, and any RFC 2047 encoded-word opening (``=?charset?q?`` / ``?b?``, any case, even with whitespace
+  inside). Nothing is cleaned up into something else: a reminder whose text is unsafe is not sent.
+- The top-level header lines are written here, not by :mod:`email.policy`: the subject is plain folded ASCII or
+  RFC 2047 ``Q`` encoded words this module encodes itself, From and To are bare checked addresses, Date and
+  Message-ID are generated. The stdlib only generates the MIME body (fixed part headers, quoted-printable content).
+- :func:`verify` re-reads the bytes before anything is sent, with the stdlib parser under both ``compat32`` and
+  ``default`` policies: exactly the seven intended header fields, each once, From/To/Subject/Message-ID parsing
+  back to the intended values, the header section ending where it was written, and both parts decoding to the
+  rendered text. Any difference is :class:`RefusedMessage` and the message is never handed to SMTP.
 - The Message-ID is derived from the command id alone (:func:`message_id`): every attempt to send one reminder
   carries the same id, so a duplicate that slips through can be recognised by the receiving side.
 - :func:`build` is a pure function of its inputs (the Date is an input too), and its bytes end with CRLF and
   use CRLF throughout, which SMTP transmits unchanged: the SHA-256 of these bytes is the hash of what the server got.
+
+Why this does not depend on the interpreter's patch level
+---------------------------------------------------------
+CPython's ``email`` package before 3.11.10 / 3.12.5 (gh-121650, CVE-2024-6923, and a later related fix) decodes an
+encoded word such as ``=?utf-8?q?=0D=0ABcc:_x@example.com?=`` found in a header value and, when it folds the header
+again, can write the decoded CR LF as a real line break: a new ``Bcc:`` or ``Reply-To:`` header, or an early end of
+the headers. relance never gives the email package a header value to parse or fold: encoded words and line breaks
+are refused before use, the header lines are assembled here from checked ASCII, and the finished bytes are parsed
+back and compared with the intent. Each of the three layers alone keeps a forged header out of what relance sends;
+none relies on a fix in the interpreter, so relance behaves the same on every Python it supports (3.11 and later,
+whatever the patch level).
 """
 
 from __future__ import annotations
 
+import email
 import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
+from email import policy as email_policy
+from email.header import decode_header, make_header
+from email.message import EmailMessage, Message
 from email.policy import SMTP
-from email.utils import format_datetime
+from email.utils import format_datetime, getaddresses
 from typing import Protocol
 
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _DOMAIN = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}|localhost")
 _ID_LEFT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,128}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0, DEL, C1 (NEL U+0085 included), line and paragraph separators, bidi embeddings/overrides/isolates, the BOM,
+# and lone surrogates (which cannot be encoded at all).
+UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
+# The opening of an RFC 2047 encoded word, checked on the text with all whitespace removed.
+_ENCODED_WORD = re.compile(r"=\?[^?]*\?[bq]\?", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+_UNFOLD = re.compile(r"\r\n(?=[ \t])")
+HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type")
+_LINE = 78  # folding width for header lines (RFC 5322 recommends 78, requires at most 998)
+_Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
+_Q_PAYLOAD = 76 - len("Subject: ") - len("=?utf-8?q??=")  # every line of encoded words stays within 76
 
 
 class MimeError(ValueError):
@@ -38,6 +71,14 @@ class MimeError(ValueError):
 
 class InvalidAddress(MimeError):
     """An address is not one plain ``local@domain`` (e.g. it carries CR/LF or a second address)."""
+
+
+class UnsafeHeaderText(MimeError):
+    """A text that would reach a header carries a line break, a control character or an RFC 2047 encoded word."""
+
+
+class RefusedMessage(MimeError):
+    """The built bytes do not parse back to exactly the intended headers, recipients and body: never sent."""
 
 
 class Rendered(Protocol):
@@ -57,11 +98,15 @@ class Rendered(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Built:
+    """The bytes and what they were built to say (what :func:`verify` compares them with)."""
+
     message_id: str  # with its angle brackets, as in the header
     sender: str
     recipients: tuple[str, ...]
     subject: str
     data: bytes
+    text: str  # the rendered parts the body must decode to
+    html: str
 
     @property
     def sha256(self) -> str:
@@ -72,11 +117,29 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def unsafe_reason(value: str) -> str | None:
+    """Why ``value`` may not reach a header, or None when it may."""
+    found = UNSAFE.search(value)
+    if found is not None:
+        return f"contains the control character or line break U+{ord(found.group()):04X}"
+    if _ENCODED_WORD.search(_WHITESPACE.sub("", value)):
+        return "contains an RFC 2047 encoded word (=?charset?q?…?=), which mail software would decode into headers"
+    return None
+
+
+def check_header_text(value: str, what: str) -> str:
+    """``value`` itself if it is safe to put in a header; :class:`UnsafeHeaderText` naming ``what`` otherwise."""
+    reason = unsafe_reason(value)
+    if reason is not None:
+        raise UnsafeHeaderText(f"{what} {value!r} {reason}: refused, the reminder is not sent")
+    return value
+
+
 def check_address(value: str) -> str:
     """The address itself if it is one plain ``local@domain``; :class:`InvalidAddress` saying why otherwise."""
     if not isinstance(value, str) or not value:
         raise InvalidAddress("empty email address")
-    if _CONTROL.search(value):
+    if UNSAFE.search(value):
         raise InvalidAddress(f"email address {value!r} contains a control character (CR, LF, …): refused")
     local, at, domain = value.rpartition("@")
     if not at or len(value) > 254 or len(local) > 64:
@@ -105,35 +168,163 @@ def build(
     domain: str,
     date: datetime | None = None,
 ) -> Built:
-    """The reminder as the exact bytes to hand to SMTP DATA."""
+    """The reminder as the exact bytes to hand to SMTP DATA, checked by :func:`verify` before it is returned."""
     checked = tuple(check_address(r) for r in recipients)
     if not checked:
         raise InvalidAddress("the reminder has no recipient")
     check_address(sender)
-    subject = " ".join(_CONTROL.sub(" ", rendered.subject).split())
+    subject = check_header_text(" ".join(rendered.subject.split(" ")).strip(" "), "the subject")
+    if not subject:
+        raise UnsafeHeaderText("the subject is empty: refused, the reminder is not sent")
     ident = message_id(command_id, domain)
-    message = EmailMessage(policy=SMTP)
+    head = [
+        f"From: {sender}",
+        _fold("To:", [f"{r}," for r in checked[:-1]] + [checked[-1]]),
+        "Subject: " + encode_subject(subject),
+        "Date: " + format_datetime((date or datetime.now(UTC)).astimezone(UTC)),
+        f"Message-ID: {ident}",
+    ]
+    body = EmailMessage(policy=SMTP)
     try:
-        message["From"] = _address(sender)
-        message["To"] = [_address(r) for r in checked]
-        message["Subject"] = subject
-        message["Date"] = format_datetime((date or datetime.now(UTC)).astimezone(UTC))
-        message["Message-ID"] = ident
-        message.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
-        message.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
-        for part in message.iter_parts():
+        body.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+        body.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+        for part in body.iter_parts():
             del part["MIME-Version"]  # the stdlib repeats it on a part moved under multipart/alternative
         # Derived from the content, so the content cannot contain it (it would need its own hash in it).
         content = "\x1f".join((command_id, rendered.text, rendered.html)).encode("utf-8")
-        message.set_boundary("=_" + hashlib.sha256(content).hexdigest()[:40])
-        data = message.as_bytes(policy=SMTP)
-    except (ValueError, TypeError) as exc:  # the email package refuses CR/LF and malformed values
+        body.set_boundary("=_" + hashlib.sha256(content).hexdigest()[:40])
+        mime_part = body.as_bytes(policy=SMTP)  # MIME-Version, Content-Type, then the parts
+    except (ValueError, TypeError) as exc:  # e.g. lone surrogates in the body
         raise MimeError(f"cannot build the message: {exc}") from exc
+    data = "\r\n".join(head).encode("ascii") + b"\r\n" + mime_part
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    return Built(message_id=ident, sender=sender, recipients=checked, subject=subject, data=data)
+    built = Built(ident, sender, checked, subject, data, rendered.text, rendered.html)
+    verify(data, built)
+    return built
 
 
-def _address(value: str) -> Address:
-    local, _, domain = value.rpartition("@")
-    return Address(username=local, domain=domain)
+def encode_subject(subject: str) -> str:
+    """The Subject field body: folded plain ASCII when it is printable ASCII, else RFC 2047 ``Q`` encoded words.
+
+    The encoding is done here, character by character (a character's UTF-8 bytes never straddle two words), so no
+    policy of the email package decides what the header line becomes.
+    """
+    words = subject.split(" ")
+    if subject.isascii() and subject.isprintable() and all(len(w) <= _LINE - len("Subject: ") for w in words):
+        return _fold("Subject:", words)[len("Subject: ") :]
+    encoded: list[str] = []
+    chunk = ""
+    for char in subject:
+        piece = "".join(
+            chr(byte) if byte in _Q_SAFE else "_" if byte == 0x20 else f"={byte:02X}" for byte in char.encode()
+        )
+        if len(chunk) + len(piece) > _Q_PAYLOAD:
+            encoded.append(f"=?utf-8?q?{chunk}?=")
+            chunk = ""
+        chunk += piece
+    encoded.append(f"=?utf-8?q?{chunk}?=")
+    return "\r\n ".join(encoded)
+
+
+def _fold(name: str, words: Sequence[str]) -> str:
+    """``name`` and the words on lines of at most 78 characters where the words allow, continuation lines indented."""
+    lines = [name]
+    for word in words:
+        if len(lines[-1]) + 1 + len(word) > _LINE and lines[-1] != name:
+            lines.append("")
+        lines[-1] += " " + word
+    return "\r\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ verification
+def verify(data: bytes, built: Built, *, earlier: bool = False) -> str:
+    """The subject ``data`` reads back; :class:`RefusedMessage` unless it says exactly what ``built`` meant to say.
+
+    Checked on the raw bytes (7-bit, CRLF only, the header section's field names) and again through the stdlib
+    parser under the ``compat32`` and ``default`` policies, so a message that any of them would read differently
+    (an extra header, another recipient, a body starting early) is refused before SMTP sees it.
+
+    ``earlier``: ``data`` was built by an earlier attempt (stored, and the bytes every attempt sends), possibly with
+    templates or a customer name since changed: its subject must then read the same under both policies and be safe
+    text, and its body must be the two intended parts, rather than equal this attempt's rendering. Headers, From, To
+    (the envelope this attempt uses) and Message-ID must still be exactly the intended ones.
+    """
+    problems = _raw_problems(data)
+    subjects: list[str] = []
+    if not problems:
+        for policy in (email_policy.compat32, email_policy.default):
+            found, subject = _parsed_problems(data, built, policy, earlier)
+            problems += [f"{_policy_name(policy)}: {p}" for p in found]
+            subjects.append(subject)
+    if earlier and not problems:
+        if len(set(subjects)) > 1:
+            problems.append(f"its Subject reads differently under the two policies: {subjects}")
+        elif unsafe_reason(subjects[0]) is not None:
+            problems.append(f"its Subject {subjects[0]!r} {unsafe_reason(subjects[0])}")
+    if problems:
+        raise RefusedMessage("the built message does not say what was intended: " + "; ".join(problems))
+    return subjects[0]
+
+
+def _raw_problems(data: bytes) -> list[str]:
+    if not data.isascii():
+        return ["it contains 8-bit bytes"]
+    if data.count(b"\r") != data.count(b"\r\n") or data.count(b"\n") != data.count(b"\r\n"):
+        return ["it contains a bare CR or LF"]
+    head, separator, _ = data.partition(b"\r\n\r\n")
+    if not separator:
+        return ["it has no blank line ending the headers"]
+    lines = head.split(b"\r\n")
+    if any(len(line) > 998 for line in lines):
+        return ["a header line is longer than 998 characters"]
+    names = [line.split(b":", 1)[0].decode() for line in lines if line and line[:1] not in (b" ", b"\t")]
+    if tuple(names) != HEADERS:
+        return [f"its header fields are {names}, expected {list(HEADERS)}"]
+    return []
+
+
+def _parsed_problems(data: bytes, built: Built, policy: email_policy.Policy, earlier: bool) -> tuple[list[str], str]:
+    """What differs from the intent when ``policy`` reads ``data``, and the subject it read."""
+    parsed = email.message_from_bytes(data, policy=policy)
+    problems: list[str] = []
+    if tuple(parsed.keys()) != HEADERS:
+        problems.append(f"header fields {parsed.keys()}, expected {list(HEADERS)}")
+    if parsed.defects:
+        problems.append(f"defects {[type(d).__name__ for d in parsed.defects]}")
+    if _addresses(parsed, "From") != [built.sender]:
+        problems.append(f"From reads {_addresses(parsed, 'From')}, expected {built.sender!r}")
+    if _addresses(parsed, "To") != list(built.recipients):
+        problems.append(f"To reads {_addresses(parsed, 'To')}, expected {list(built.recipients)}")
+    subject = str(parsed["Subject"])  # the default policy unfolds and decodes; compat32 gives the raw field body
+    if policy is email_policy.compat32:
+        subject = str(make_header(decode_header(_UNFOLD.sub("", subject))))
+    if subject != built.subject and not earlier:
+        problems.append(f"Subject reads {subject!r}, expected {built.subject!r}")
+    if str(parsed["Message-ID"]).strip() != built.message_id:
+        problems.append(f"Message-ID reads {parsed['Message-ID']!r}, expected {built.message_id!r}")
+    payload = parsed.get_payload() if parsed.is_multipart() else []
+    parts = [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
+    types = [p.get_content_type() for p in parts]
+    if parsed.get_content_type() != "multipart/alternative" or types != ["text/plain", "text/html"]:
+        problems.append(f"body is {parsed.get_content_type()} of {types}, expected text/plain and text/html")
+    elif not earlier:
+        for part, intended in zip(parts, (built.text, built.html), strict=True):
+            if _decoded(part).splitlines() != intended.splitlines():
+                problems.append(f"the {part.get_content_type()} part does not decode to the rendered text")
+    return problems, subject
+
+
+def _addresses(parsed: Message, name: str) -> list[str]:
+    """The addresses of a header as the parser reads them; a display name makes the entry ``name <address>``."""
+    values = [str(v) for v in parsed.get_all(name) or []]
+    return [address if not display else f"{display} <{address}>" for display, address in getaddresses(values)]
+
+
+def _decoded(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    return payload.decode(part.get_content_charset() or "ascii") if isinstance(payload, bytes) else ""
+
+
+def _policy_name(policy: email_policy.Policy) -> str:
+    return "compat32" if policy is email_policy.compat32 else "default policy"

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from services.escalation.model import Policy
-from services.notifier.render import RenderedReminder, clean_header
+from services.notifier import mime
+from services.notifier.render import RenderedReminder
 from services.notifier.sender import Sender
 from shared.ledger.state import ZERO, CustomerState
 
@@ -91,12 +92,16 @@ def reminder_data(state: CustomerState, policy: Policy, level_key: str, today: d
 def build_message(
     rendered: RenderedReminder, sender: Sender, to: list[str], *, from_address: str | None = None
 ) -> EmailMessage:
-    """A multipart/alternative message (text, then HTML) of a rendered reminder; headers are sanitised."""
+    """A multipart/alternative message (text, then HTML) of a rendered reminder, for a person to look at.
+
+    Every header value is refused if unsafe (:func:`services.notifier.mime.check_header_text`), as when sending.
+    """
     message = EmailMessage()
-    message["Subject"] = clean_header(rendered.subject)
-    message["From"] = formataddr((clean_header(sender.company), clean_header(from_address or sender.email)))
+    message["Subject"] = mime.check_header_text(rendered.subject, "the subject")
+    company = mime.check_header_text(sender.company, "the sender's company")
+    message["From"] = formataddr((company, mime.check_header_text(from_address or sender.email, "the sender's email")))
     if to:
-        message["To"] = ", ".join(clean_header(address) for address in to)
+        message["To"] = ", ".join(mime.check_header_text(address, "the customer's email") for address in to)
     message.set_content(rendered.text, subtype="plain", charset="utf-8")
     message.add_alternative(rendered.html, subtype="html", charset="utf-8")
     return message

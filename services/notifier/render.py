@@ -5,8 +5,12 @@ Everything the customer reads comes from here, and a judge may read it later, so
 - The environment is an immutable sandbox with ``StrictUndefined``: a template cannot reach Python internals, and a
   variable it names but the context lacks is an error, never an empty string.
 - ERP data (names, invoice numbers) is only ever a *value* in the context, never template source: ``{{ 7*7 }}`` in a
-  customer's name stays those nine characters. HTML parts are autoescaped; the subject is folded onto one line
-  with every control character removed, so no header can be smuggled in.
+  customer's name stays those nine characters. HTML parts are autoescaped.
+- Any ERP text a template can put in the subject is checked before it enters the context: a control character, a
+  Unicode line break or an RFC 2047 encoded word (``=?utf-8?q?=0D=0ABcc:…?=``) is refused with
+  :class:`~services.notifier.mime.UnsafeHeaderText`, never cleaned into something else; the reminder is then not
+  sent (services/notifier/service.py records why). The rendered subject is put on one line (a template's own line
+  breaks are folded) and checked again as a whole, so text pieced together from several values is caught too.
 - Templates are looked up in ``RELANCE_TEMPLATE_DIR/<tenant>/``, then ``RELANCE_TEMPLATE_DIR/``, then the shipped
   ``templates/`` folder: a tenant overrides any file by giving one with the same path. :func:`load_templates`
   compiles every file and renders every level in every language once with sample data, so a broken template stops
@@ -16,7 +20,6 @@ Everything the customer reads comes from here, and a judge may read it later, so
 from __future__ import annotations
 
 import hashlib
-import re
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +47,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.notifier import mime
 from services.notifier.sender import Sender
 from shared.config import ConfigurationError
 
@@ -55,8 +59,6 @@ DEFAULT_LANGUAGE = "en"
 LOCALES = {"fr": "fr_FR", "en": "en_GB"}
 TEMPLATES = ("courtesy", "reminder_1", "reminder_2", "formal_notice", "credit_block", "hand_over")
 PARTS = ("subject.txt", "txt", "html")
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class RenderSettings(BaseSettings):
@@ -160,7 +162,10 @@ def load_templates(template_dir: Path | None = None, tenant: str | None = None) 
     for language in LANGUAGES:
         for name in TEMPLATES:
             for data in (sample_reminder(name), sample_reminder(name, charges=False)):
-                render(data, SAMPLE_PROFILE, sample_sender, language, templates)
+                try:
+                    render(data, SAMPLE_PROFILE, sample_sender, language, templates)
+                except mime.MimeError as exc:  # the sample data is safe: the template itself makes the subject unsafe
+                    raise ConfigurationError(f"template {language}/{name}.subject.txt: {exc}") from None
     return templates
 
 
@@ -187,7 +192,7 @@ def render(
             raise ConfigurationError(_where(exc, template_name, templates)) from None
     subject, text, html = parts
     return RenderedReminder(
-        subject=clean_header(subject),
+        subject=one_line(subject, "the subject"),
         text=text,
         html=html,
         template_name=name,
@@ -196,9 +201,13 @@ def render(
     )
 
 
-def clean_header(value: str) -> str:
-    """One line, no control characters: safe as an e-mail header value."""
-    return " ".join(_CONTROL.sub(" ", value).split())
+def one_line(value: str, what: str) -> str:
+    """A template's output on one line (its own line breaks folded), refused if it is not safe in a header.
+
+    Only for text that templates produce: ERP values are checked by :func:`_text` before they reach a template, so
+    nothing they carry is folded away here.
+    """
+    return mime.check_header_text(" ".join(value.split()), what)
 
 
 def _get(templates: TemplateSet, name: str) -> Template:
@@ -231,9 +240,14 @@ def _language(value: Any) -> str:
     return code if code in LANGUAGES else DEFAULT_LANGUAGE
 
 
-def _text(value: Any) -> str:
-    """ERP text on one line (it stays a value: escaped in HTML, literal in text)."""
-    return " ".join(_CONTROL.sub(" ", "" if value is None else str(value)).split())
+def _text(value: Any, what: str) -> str:
+    """ERP text as a template value (escaped in HTML, literal in text), refused if it could not go in a header.
+
+    Any of these values can reach the subject (a tenant's template may use it there), so the check is the header's,
+    applied before anything is folded: a name with U+2028 or an encoded word is refused, not tidied up.
+    """
+    text = mime.check_header_text("" if value is None else str(value), what)
+    return " ".join(text.split())
 
 
 def _context(data: Mapping[str, Any], profile: Mapping[str, Any], sender: Sender, language: str) -> dict[str, Any]:
@@ -251,7 +265,7 @@ def _context(data: Mapping[str, Any], profile: Mapping[str, Any], sender: Sender
         interest, fee = Decimal(str(line["interest"])), Decimal(str(line["fee"]))
         lines.append(
             {
-                "number": _text(line["number"]),
+                "number": _text(line["number"], f"the number of invoice {line.get('invoice_id', '?')}"),
                 "issue_date": day(line["issue_date"]),
                 "due_date": day(line["due_date"]),
                 "amount": money(line["amount"]),
@@ -263,7 +277,7 @@ def _context(data: Mapping[str, Any], profile: Mapping[str, Any], sender: Sender
         )
     totals = data["totals"]
     outstanding, interest, fees = (Decimal(str(totals[k])) for k in ("outstanding", "interest", "fees"))
-    customer_id = str(data.get("customer_id") or profile.get("customer_id") or "")
+    customer_id = _text(data.get("customer_id") or profile.get("customer_id") or "", "the customer id")
     pay_link = None
     if sender.pay_url:
         pay_link = sender.pay_url.format(
@@ -277,8 +291,8 @@ def _context(data: Mapping[str, Any], profile: Mapping[str, Any], sender: Sender
         "reminder_id": str(data.get("reminder_id", "")),
         "as_of": day(str(data["as_of"])[:10]) if data.get("as_of") else "",
         "customer": {
-            "name": _text(profile.get("name")) or customer_id,
-            "contact_name": _text(profile.get("contact_name")),
+            "name": _text(profile.get("name"), "the customer's name") or customer_id,
+            "contact_name": _text(profile.get("contact_name"), "the customer's contact name"),
         },
         "currency": currency,
         "lines": lines,

@@ -5,6 +5,11 @@ override of the default). Unset, ``RELANCE_SENDER_FILE`` falls back to the shipp
 company to replace before anything is sent: the notifier worker refuses to start while any sender it may sign with
 is still the placeholder (its company or its IBAN), unless ``RELANCE_ALLOW_PLACEHOLDER_SENDER`` says so for a trial.
 The demo signs with it on purpose.
+
+Every value of the file, for every tenant, is checked whenever it is loaded (so at start-up): the sender's details
+are printed in every reminder and may be used in its headers, so a control character, a Unicode line break or an
+RFC 2047 encoded word (``=?utf-8?q?…?=``) stops the start-up naming the file and the field
+(:func:`services.notifier.mime.unsafe_reason`), rather than being sent to customers.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from services.notifier.mime import unsafe_reason
 from shared.config import ConfigurationError
 
 SHIPPED_SENDER = Path(__file__).parent / "sender.yaml"
@@ -67,6 +73,10 @@ def load_sender(path: Path | None = None, tenant: str | None = None) -> Sender:
     tenants = document.get("tenants") or {}
     if not isinstance(tenants, dict):
         raise ConfigurationError(f"{path}: `tenants` must map tenant ids to sender details")
+    _check_text(path, "default", document["default"])
+    for name, override in tenants.items():
+        if isinstance(override, dict):
+            _check_text(path, f"tenants.{name}", override)
     if tenant is not None and isinstance(tenants.get(tenant), dict):
         merged.update(tenants[tenant])
     merged.pop("sending", None)  # when and how fast to send: services/notifier/rules.py
@@ -98,3 +108,17 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict) or not isinstance(document.get("default"), dict):
         raise ConfigurationError(f"{path}: expected a mapping with a `default` sender")
     return document
+
+
+def _check_text(path: Path, where: str, details: dict[str, Any]) -> None:
+    """Refuse a value that could not safely appear in an e-mail header, naming the file and the field."""
+    for key, value in details.items():
+        if key == "sending":  # sending rules: services/notifier/rules.py checks them
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            reason = unsafe_reason(str(item))
+            if reason is not None:
+                raise ConfigurationError(
+                    f"{path}: {where}.{key} {str(item)!r} {reason}; the sender's details go into every reminder "
+                    "and may reach its headers, so relance refuses them: correct the sender file"
+                )

@@ -15,6 +15,9 @@ For each command, in this order:
    the worker wait for the next minute.
 5. The reminder is rendered with the tenant's templates and sender, for the recipients of the customer's profile, and
    handed to :func:`services.notifier.smtp.send_reminder`, which sends it at most once and records the evidence.
+   Ledger text that must not reach an e-mail header (a customer name carrying an RFC 2047 encoded word or a line
+   break, written by an older ERP or straight into the database) is refused at rendering: ``reminder.failed`` with
+   ``refusal: unsafe_header_text`` and a ``send_letter`` task saying what to correct; nothing is sent.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import structlog
 from sqlalchemy import Engine
 
 from services.notifier import evidence
+from services.notifier.mime import UnsafeHeaderText
 from services.notifier.render import DEFAULT_LANGUAGE, LANGUAGES, RenderSettings, TemplateSet, load_templates, render
 from services.notifier.rules import SendingRules, load_rules, take_slot
 from services.notifier.sender import Sender, load_sender
@@ -42,6 +46,7 @@ from services.notifier.smtp import (
     fact_id,
     record_fact,
     record_failed,
+    refuse_before_sending,
     send_reminder,
     task_data,
 )
@@ -168,12 +173,15 @@ class Notifier:
             log.info("notifier.rate_limited", tenant=tenant, wait_seconds=round(wait, 2))
             await self.sleep(wait)
             now = self.now()
+        recipients = recipients_of(profile)
         try:
             rendered = render(data, profile, setup.sender, language, setup.templates)
         except ConfigurationError as exc:  # the templates passed their start-up trial; this data broke them
             failed = record_failed(self.ledger, command, {}, f"cannot render the reminder: {exc}", "", now)
             return Outcome(failed.status, command_id, tenant, level, language, letter=letter)
-        recipients = recipients_of(profile)
+        except UnsafeHeaderText as exc:  # ledger text (a name, an invoice number) that must not reach a header
+            failed = refuse_before_sending(self.ledger, command, {"recipients": recipients}, exc, now)
+            return Outcome(failed.status, command_id, tenant, level, language, letter=letter)
         result: SendResult = await send_reminder(
             self.ledger, command, rendered, recipients, self.transport, self.mail, now=self.now, sleep=self.sleep
         )

@@ -11,12 +11,28 @@ task), so no reminder is lost silently. How:
    with the Message-ID ``<command_id@RELANCE_MAIL_DOMAIN>``, so the hash never changes between attempts.
 2. Before talking to the server, the worker appends ``reminder.sending`` (deterministic id per round). Only the
    worker whose append is *applied* may send; a concurrent duplicate sees "duplicate" and backs off.
+   Before that, the bytes are parsed back (:func:`services.notifier.mime.verify`): headers, recipients and body
+   must be exactly the intended ones, or the reminder ends in ``reminder.failed`` (``refusal``: why) with a
+   ``send_letter`` task, and nothing is sent. A text unsafe in a header (an encoded word, a line break) is refused
+   the same way before the message is even built.
 3. Replies the server gave before accepting the message are certain: 4xx, a refused or timed-out connection, a
    failed login → retried with backoff in the same round; after ``RELANCE_SMTP_ATTEMPTS`` the round is closed with
    ``reminder.deferred`` and :class:`SendDeferred` is raised so the broker redelivers later, when a new round starts.
    5xx or an invalid address → ``reminder.failed`` + a ``send_letter`` task.
-4. The server's 250 after DATA → ``reminder.sent`` {recipients, subject, message_id, template, template_version,
-   sha256, smtp_reply}.
+4. The server's 250 after DATA → ``reminder.sent`` {recipients, accepted, refused, subject, message_id, template,
+   template_version, sha256, smtp_reply}.
+
+Several addresses, some refused
+-------------------------------
+Each address is offered at RCPT TO on its own. When the server accepts at least one, the message goes to those
+(one DATA, once) and ``reminder.sent`` names the ``accepted`` addresses and the ``refused`` ones, each with the
+server's code and text and whether the refusal was ``permanent`` (5xx) or ``temporary`` (4xx). The refused
+addresses, permanent or temporary, also make one ``fix_contact`` task for a collector, naming each (a 5xx: the
+address is wrong, correct it in the ERP; a 4xx: the address missed this reminder, forward it), because the
+reminder is never sent again by relance once some of its recipients have it: resending the same message to the
+others later would be a second round of the same command, and a crash between the two could not be told apart from
+a duplicate. When every address is refused, it is as before: all permanent → ``reminder.failed``; any temporary →
+retried and deferred, since that address may accept it later.
 5. Unknown outcomes are never retried: the connection lost or timed out after the message was transmitted, or a
    ``reminder.sending`` found open (no sent/failed/deferred) past ``RELANCE_SMTP_LEASE_SECONDS`` — its worker died
    between sending and recording. The server may have accepted it, so relance does not resend (a resend with the same
@@ -82,9 +98,38 @@ class SendInProgress(SendError):
 
 
 # --------------------------------------------------------------------------------------------------- transports
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The server's reply to one RCPT TO it did not accept."""
+
+    address: str
+    code: int
+    text: str
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+    def to_json(self) -> dict[str, Any]:
+        kind = "permanent" if self.permanent else "temporary"
+        return {"address": self.address, "code": self.code, "reply": self.text, "kind": kind}
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What the server accepted: its final reply after DATA, and the recipients it refused at RCPT TO (if any)."""
+
+    reply: str
+    refused: tuple[Refusal, ...] = ()
+
+
 class Transport(Protocol):
-    async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> str:
-        """Hand the bytes to the server; the server's final reply, or a :class:`SendError`."""
+    async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
+        """Hand the bytes to the server; the server's final reply and the refused recipients, or a SendError.
+
+        Raises :class:`PermanentFailure` / :class:`TemporaryFailure` when no recipient is accepted (temporary when
+        any of the refusals is).
+        """
         ...
 
     async def close(self) -> None: ...
@@ -122,18 +167,27 @@ class SmtpTransport:
         self._used_at = 0.0
         self.connections = 0  # how many times a connection was opened (reuse is observable)
 
-    async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> str:
+    async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
         client = await self._connected()
+        refused: list[Refusal] = []
         try:
             await client.mail(sender)
             for recipient in recipients:
-                await client.rcpt(recipient)
+                try:
+                    await client.rcpt(recipient)
+                except aiosmtplib.SMTPRecipientRefused as exc:  # this address only: the others may be accepted
+                    if exc.code == 421:  # the server is closing the connection: nothing more will be accepted
+                        raise
+                    refused.append(Refusal(recipient, exc.code, exc.message))
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset()
             raise _by_code(exc) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             self._drop()
             raise TemporaryFailure(f"connection lost before the message was sent: {exc}") from exc
+        if len(refused) == len(recipients):
+            await self._reset()
+            raise nobody_accepted(refused)
         try:
             response = await client.data(data)
         except aiosmtplib.SMTPResponseException as exc:  # the server answered: it did not take the message
@@ -142,7 +196,7 @@ class SmtpTransport:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             self._drop()
             raise UnknownOutcome(f"connection lost while the message was transmitted: {exc}") from exc
-        return f"{response.code} {response.message}"
+        return Delivery(f"{response.code} {response.message}", tuple(refused))
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -200,6 +254,16 @@ class SmtpTransport:
         self._client = None
 
 
+def nobody_accepted(refused: Sequence[Refusal]) -> SendError:
+    """Every recipient refused at RCPT TO: temporary if any of them may accept later, permanent otherwise."""
+    listed = reply = "; ".join(f"{r.address}: {r.code} {r.text}" for r in refused)
+    if len(refused) == 1:  # the server's reply as it gave it, as for any other refusal
+        reply = f"{refused[0].code} {refused[0].text}"
+    if all(r.permanent for r in refused):
+        return PermanentFailure(f"server refused every recipient: {listed}", reply)
+    return TemporaryFailure(f"server deferred the recipients: {listed}", reply)
+
+
 def _by_code(exc: aiosmtplib.SMTPResponseException) -> SendError:
     reply = f"{exc.code} {exc.message}"
     if 400 <= exc.code < 500:
@@ -209,16 +273,21 @@ def _by_code(exc: aiosmtplib.SMTPResponseException) -> SendError:
 
 @dataclass
 class MemoryTransport:
-    """In-memory fake: records what it is given; ``script`` lists failures to raise first, in order."""
+    """In-memory fake: records what it is given; ``script`` lists failures to raise first, in order; ``refuse``
+    maps a recipient to the ``(code, text)`` it is refused with at RCPT TO."""
 
     script: list[SendError] = field(default_factory=list)
     sent: list[tuple[str, tuple[str, ...], bytes]] = field(default_factory=list)
+    refuse: dict[str, tuple[int, str]] = field(default_factory=dict)
 
-    async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> str:
+    async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
         if self.script:
             raise self.script.pop(0)
-        self.sent.append((sender, tuple(recipients), data))
-        return "250 OK queued"
+        refused = tuple(Refusal(r, *self.refuse[r]) for r in recipients if r in self.refuse)
+        if len(refused) == len(recipients):
+            raise nobody_accepted(refused)
+        self.sent.append((sender, tuple(r for r in recipients if r not in self.refuse), data))
+        return Delivery("250 OK queued", refused)
 
     async def close(self) -> None:
         return None
@@ -303,7 +372,7 @@ async def send_reminder(
             rendered, sender=mail.sender, recipients=recipients, command_id=command_id, domain=mail.domain, date=now()
         )
     except mime.MimeError as exc:
-        return record_failed(ledger, command, {"recipients": list(recipients)}, str(exc), "", now())
+        return refuse_before_sending(ledger, command, {"recipients": list(recipients)}, exc, now())
     stored = evidence.store(
         ledger.engine,
         tenant=tenant,
@@ -323,6 +392,11 @@ async def send_reminder(
         "template": rendered.template_name,
         "template_version": rendered.template_version,
     }
+    if stored.mime != built.data:  # an earlier round's bytes: they are what goes out, so they are what is checked
+        try:
+            facts["subject"] = mime.verify(stored.mime, built, earlier=True)  # the subject those bytes carry
+        except mime.RefusedMessage as exc:
+            return refuse_before_sending(ledger, command, facts, exc, now())
     round_ = last + 1
     claim = record_fact(ledger, command, f"sending/{round_}", "reminder.sending", {**facts, "round": round_}, now())
     if claim != "applied":
@@ -330,7 +404,8 @@ async def send_reminder(
 
     for attempt in range(1, mail.attempts + 1):
         try:
-            reply = await transport.send(mail.sender, built.recipients, stored.mime)
+            # The envelope is the checked message's own From and To: what verify() read back is where it goes.
+            delivery = await transport.send(built.sender, built.recipients, stored.mime)
         except TemporaryFailure as exc:
             log.warning("notifier.send_deferred", command_id=command_id, attempt=attempt, reason=exc.reason)
             if attempt == mail.attempts:
@@ -345,19 +420,79 @@ async def send_reminder(
         except UnknownOutcome as exc:
             log.error("notifier.send_unknown", command_id=command_id, reason=exc.reason)
             return _unconfirmed(ledger, command, facts, exc.reason, exc.reply, now())
-        record_fact(ledger, command, "sent", "reminder.sent", {**facts, "smtp_reply": reply}, now())
+        refused = {r.address for r in delivery.refused}
+        accepted = [r for r in built.recipients if r not in refused]
+        data = {
+            **facts,
+            "accepted": accepted,
+            "refused": [r.to_json() for r in delivery.refused],
+            "smtp_reply": delivery.reply,
+        }
+        task = _contact_task(command, delivery.refused, accepted, stored.message_id, now())
+        record_fact(ledger, command, "sent", "reminder.sent", data, now(), task)
+        if delivery.refused:
+            log.warning("notifier.recipients_refused", command_id=command_id, refused=data["refused"])
         log.info("notifier.sent", command_id=command_id, message_id=stored.message_id, sha256=stored.sha256)
-        return SendResult("sent", stored.message_id, stored.sha256, reply)
+        return SendResult("sent", stored.message_id, stored.sha256, delivery.reply)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _contact_task(
+    command: Mapping[str, Any], refused: Sequence[Refusal], accepted: Sequence[str], message_id: str, at: datetime
+) -> dict[str, Any] | None:
+    """The ``fix_contact`` task for the addresses the server refused while others got the reminder."""
+    if not refused:
+        return None
+    notes = []
+    for refusal in refused:
+        if refusal.permanent:
+            notes.append(f"{refusal.address} refused ({refusal.code} {refusal.text}): correct the address in the ERP")
+        else:
+            notes.append(
+                f"{refusal.address} deferred ({refusal.code} {refusal.text}): it did not get the reminder; forward "
+                f"it (`relance evidence show --message-id {message_id.strip('<>')} --output reminder.eml`) "
+                "or check the address"
+            )
+    note = f"address refused by the mail server, the reminder went to {', '.join(accepted)} only: " + "; ".join(notes)
+    return task_data(command, "fix_contact", note, at)
+
+
 def record_failed(
-    ledger: Ledger, command: Mapping[str, Any], facts: Mapping[str, Any], reason: str, reply: str, at: datetime
+    ledger: Ledger,
+    command: Mapping[str, Any],
+    facts: Mapping[str, Any],
+    reason: str,
+    reply: str,
+    at: datetime,
+    *,
+    note: str | None = None,
 ) -> SendResult:
     data = {**facts, "command_id": command["command_id"], "reason": reason, "smtp_reply": reply}
-    task = task_data(command, "send_letter", f"email refused ({reason}): send the reminder by letter or call", at)
+    note = note or f"email refused ({reason}): send the reminder by letter or call"
+    task = task_data(command, "send_letter", note, at)
     record_fact(ledger, command, "failed", "reminder.failed", data, at, task)
     return SendResult("failed", str(facts.get("message_id", "")), str(facts.get("sha256", "")), reply)
+
+
+def refuse_before_sending(
+    ledger: Ledger, command: Mapping[str, Any], facts: Mapping[str, Any], exc: mime.MimeError, at: datetime
+) -> SendResult:
+    """Record a reminder that relance itself refuses to send (``reminder.failed`` with its ``refusal``, a task).
+
+    An unsafe text or a message that does not parse back as intended is someone's data to correct, maybe an attack:
+    it is logged as an error and the collector is told what to fix, as well as to remind the customer another way.
+    """
+    refusal = {
+        mime.UnsafeHeaderText: "unsafe_header_text",
+        mime.RefusedMessage: "message_mismatch",
+        mime.InvalidAddress: "invalid_address",
+    }.get(type(exc), "unbuildable")
+    log.error("notifier.refused_before_sending", command_id=command["command_id"], refusal=refusal, reason=str(exc))
+    note = f"email not sent ({exc})"
+    if refusal in ("unsafe_header_text", "message_mismatch"):
+        note += "; correct the customer's details in the ERP (this may be an attempt to forge e-mail headers)"
+    note += ": send the reminder by letter or call"
+    return record_failed(ledger, command, {**facts, "refusal": refusal}, str(exc), "", at, note=note)
 
 
 def _unconfirmed(

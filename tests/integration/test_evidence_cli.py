@@ -37,7 +37,12 @@ def ledger(ledger_url: str) -> Iterator[Ledger]:
     engine.dispose()
 
 
-def send(ledger: Ledger, n: int = 1, transport: MemoryTransport | None = None) -> tuple[SendResult, MemoryTransport]:
+def send(
+    ledger: Ledger,
+    n: int = 1,
+    transport: MemoryTransport | None = None,
+    recipients: tuple[str, ...] = ("compta@martin.fr",),
+) -> tuple[SendResult, MemoryTransport]:
     """Given a reminder.requested in the customer's stream, the notifier sends its command (evidence recorded)."""
     totals = {"outstanding": "1234.56", "interest": "0", "fees": "0"}
     data = {"reminder_id": f"R-{n}", "level": "reminder_1", "currency": "EUR", "invoice_ids": ["I-1"],
@@ -47,7 +52,7 @@ def send(ledger: Ledger, n: int = 1, transport: MemoryTransport | None = None) -
     command: dict[str, Any] = {"command_id": command_id, "command": "notifier.send_reminder", "tenant": TENANT,
                                "customer_id": CUSTOMER, "sequence": n, **data}  # fmt: skip
     transport = transport or MemoryTransport()
-    result = asyncio.run(send_reminder(ledger, command, RENDERED, ["compta@martin.fr"], transport, MAIL))
+    result = asyncio.run(send_reminder(ledger, command, RENDERED, recipients, transport, MAIL))
     return result, transport
 
 
@@ -160,3 +165,18 @@ def _rows(output: str) -> list[str]:
 
 def _split(line: str) -> tuple[str, str]:
     return line[:19].strip(), line[20:]
+
+
+def test_show_names_who_accepted_and_who_refused_a_reminder_sent_to_some_addresses(
+    ledger: Ledger, ledger_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a reminder for two addresses, one refused at RCPT TO with a 550
+    refusing = MemoryTransport(refuse={"old@martin.fr": (550, "5.1.1 No such user")})
+    send(ledger, transport=refusing, recipients=("compta@martin.fr", "old@martin.fr"))
+    capsys.readouterr()
+    # When its evidence is shown, Then it says who got it and who refused it, with the server's reply
+    assert evidence(ledger_url, "show", "--message-id", "esc-cmd-1@mail.example.com") == 0
+    fields = dict(_split(line) for line in _rows(capsys.readouterr().out))
+    assert fields["recipients"] == "compta@martin.fr, old@martin.fr"
+    assert fields["accepted by"] == "compta@martin.fr"
+    assert fields["refused by"] == "old@martin.fr (550 5.1.1 No such user, permanent)"

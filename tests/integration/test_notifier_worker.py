@@ -11,12 +11,14 @@ ends in exactly one recorded outcome, or waits in ``<queue>.retry``, or sits in 
 from __future__ import annotations
 
 import collections
+import email
 import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from email import policy as email_policy
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,6 +29,7 @@ import pytest
 from babel.numbers import format_currency
 from sqlalchemy import Engine, select, update
 
+from services.escalation.agenda import build_agenda
 from services.escalation.policy import PolicyLibrary
 from services.escalation.service import evaluate
 from services.escalation.worker import real_rules
@@ -477,3 +480,93 @@ def test_a_formal_notice_states_the_interest_and_fee_the_ledger_charged(make_rig
         assert money(Decimal(amount), "fr") in text and money(Decimal(amount), "fr") in html, (amount, text)
     assert "D441-5" in text and "1344" in text  # the fixed-fee article and the formal notice's Civil Code article
     assert [t["kind"] for t in rig.data("C-1", "task.created")].count("send_letter") == 1
+
+
+# --------------------------------------------------------------------------- header injection (issue 8.1)
+HOSTILE_NAMES = {  # customer id -> a name written straight into the ledger, past the ERP contract
+    "H-1": "Acme =?utf-8?q?=0D=0ABcc:_spy@attacker.example?=",
+    "H-2": "Acme =?utf-8?q?=0D=0AReply-To:_spy@attacker.example?=",
+    "H-3": "Acme =?utf-8?q?=0D=0A=0D=0APAY_TO_IBAN_FR76_6666_6666_6666?=",
+    "H-4": "Acme =?utf-8?b?DQpCY2M6IHNweUBhdHRhY2tlci5leGFtcGxl?=",
+    "H-5": "Acme =?UTF-8?Q?=0D=0ABcc:_spy@attacker.example?=",
+    "H-6": "Acme =?utf-8?Q?=0d=0aBcc:_spy@attacker.example?=",
+    "H-7": "Acme\u2028Bcc: spy@attacker.example",
+    "H-8": "Acme\x85Bcc: spy@attacker.example",
+    "H-9": "Acme\x9bBcc: spy@attacker.example",
+    "H-10": "Acme\r\nBcc: spy@attacker.example",
+}
+GENUINE_NAME = "Société Générale — Ça va"
+
+
+def test_names_that_could_forge_headers_send_nothing_and_a_genuine_accented_name_still_goes_out(
+    make_rig: Callable[..., Rig],
+) -> None:
+    # Given customers whose names, put in the ledger by an attacker with database access or by an older ERP,
+    # carry encoded words, Unicode line breaks and C1 controls, and one customer with an accented name
+    rig = make_rig()
+    for customer_id, name in {**HOSTILE_NAMES, "G-1": GENUINE_NAME}.items():
+        address = f"ap@{customer_id.lower()}.example"
+        rig.erp(customer_id, customer(name, emails=[address]), invoice(f"INV-{customer_id}", "100.00", due_date=DUE))
+    ids = [*HOSTILE_NAMES, "G-1"]
+    commands = rig.decide(REMIND, *ids)
+    assert len(commands) == len(ids)
+    rig.start()
+    # When their reminders are published and handled
+    assert rig.relay() == len(ids)
+    rig.wait(lambda: rig.done(commands), "an outcome for each reminder")
+    rig.stop()
+    # Then the server received one message only, the genuine one, with exactly the intended headers and recipient
+    [(_, rcpts, raw)] = rig.sink.received
+    assert rcpts == ["ap@g-1.example"]
+    for policy in (email_policy.compat32, email_policy.default):
+        parsed = email.message_from_bytes(raw, policy=policy)
+        assert parsed.keys() == ["From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type"]
+        assert parsed.get_all("To") == ["ap@g-1.example"]
+    subject = "Rappel : factures échues — Société Générale — Ça va"
+    assert b"Subject: =?utf-8?q?Rappel_=3A_factures_=C3=A9chues_=E2=80=94_Soci=C3=A9t" in raw
+    assert str(email.message_from_bytes(raw, policy=email_policy.default)["Subject"]) == subject
+    [sent] = rig.data("G-1", "reminder.sent")
+    assert sent["subject"] == subject and sent["accepted"] == ["ap@g-1.example"] and sent["refused"] == []
+    # And every hostile reminder ended refused, never sent, with the reason and a task for a collector
+    for command in commands[:-1]:
+        customer_id = command["customer_id"]
+        assert rig.outcome(command) == ["reminder.failed"], customer_id
+        [failed] = rig.data(customer_id, "reminder.failed")
+        assert failed["refusal"] == "unsafe_header_text" and "the customer's name" in failed["reason"]
+        [task] = rig.data(customer_id, "task.created")
+        assert task["kind"] == "send_letter" and "correct the customer's details in the ERP" in task["note"]
+        assert "reminder.sent" not in rig.types(customer_id) and "reminder.sending" not in rig.types(customer_id)
+    assert rig.depth(dead_queue(rig.settings)) == rig.depth(retry_queue(rig.settings)) == 0
+
+
+# ------------------------------------------------------------------- several addresses, some refused (8.11)
+def test_an_address_refused_for_good_gets_nothing_the_others_get_the_reminder_and_the_agenda_says_fix_it(
+    make_rig: Callable[..., Rig],
+) -> None:
+    # Given C-2 with two addresses, the server refusing one of them for good, and C-1 with one address
+    rig = make_rig()
+    rig.customers("C-1", "C-2")
+    rig.sink.refuse["gerant@dupont.example"] = "550 5.1.1 <gerant@dupont.example>: Recipient address rejected"
+    commands = rig.decide(REMIND, "C-1", "C-2")
+    rig.start()
+    assert rig.relay() == 2
+    rig.wait(lambda: rig.done(commands), "an outcome for each reminder")
+    rig.stop()
+    # Then both reminders are sent, C-2's to its accepted address only, once
+    assert [rig.outcome(c) for c in commands] == [["reminder.sent"], ["reminder.sent"]]
+    envelopes = sorted(rcpts for _, rcpts, _ in rig.sink.received)
+    assert envelopes == [["compta@martin.example"], ["factures@dupont.example"]]
+    # And the evidence names who accepted it and who refused it, with the server's code and text
+    [sent] = rig.data("C-2", "reminder.sent")
+    assert sent["accepted"] == ["factures@dupont.example"]
+    assert sent["refused"] == [
+        {"address": "gerant@dupont.example", "code": 550, "kind": "permanent",
+         "reply": "5.1.1 <gerant@dupont.example>: Recipient address rejected"}
+    ]  # fmt: skip
+    # And the collector's agenda asks to fix the contact, naming the address and the server's reply
+    [task] = rig.data("C-2", "task.created")
+    agenda = build_agenda([rig.ledger.state(TENANT, "C-2")], date.fromisoformat(task["due_on"]))
+    [item] = [i for i in agenda if i.kind == "fix_contact"]
+    assert item.title == "address refused by the mail server: fix the contact"
+    assert "gerant@dupont.example refused (550 5.1.1" in item.note and item.invoices == ("INV-C-2",)
+    assert rig.data("C-1", "task.created") == []

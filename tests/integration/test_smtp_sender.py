@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine
 
-from services.notifier import evidence
+from services.notifier import evidence, mime
 from services.notifier.smtp import (
     MailSettings,
     SendDeferred,
@@ -24,7 +24,7 @@ from services.notifier.smtp import (
     send_reminder,
 )
 from shared.ledger.store import Incoming, Ledger
-from tests.smtp_server import Sink, Smtp, free_port
+from tests.smtp_server import Recording, Sink, Smtp, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -196,7 +196,7 @@ def test_down_past_the_attempts_defers_then_a_redelivery_sends_the_same_bytes_on
 
 
 def test_bcc_injection_in_the_recipient_adds_no_recipient(ledger: Ledger, smtp: Smtp) -> None:
-    hostile = Rendered(subject="{{ 7*7 }} <script>\r\nBcc: x@example.com")
+    hostile = Rendered(subject="{{ 7*7 }} <script> Bcc: x@example.com")
 
     bad = asyncio.run(
         send_reminder(
@@ -237,3 +237,130 @@ def test_a_worker_killed_between_sending_and_recording_does_not_resend(ledger: L
     assert result.message_id in event(ledger, "task.created")["note"]
     assert fact_id(cmd["command_id"], "sent") not in {e.event_id for e in ledger.read_stream("acme", "C-1")}
     assert UnknownOutcome  # the in-flight variant of the same rule
+
+
+# --------------------------------------------------------------------------- header injection (issue 8.1)
+def sink(smtp: Smtp) -> Recording:
+    """The loopback smtp's sink, which can refuse given recipients at RCPT TO."""
+    assert isinstance(smtp.sink, Recording)
+    return smtp.sink
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["Rappel — Acme =?utf-8?q?=0D=0ABcc:_spy@attacker.example?=",
+     "Rappel — Acme =?utf-8?q?=0D=0A=0D=0APAY_TO_IBAN_FR76_6666?=",
+     "Rappel — Acme =?utf-8?b?DQpCY2M6IHNweUBhdHRhY2tlci5leGFtcGxl?=",
+     "Rappel — Acme\u2028Reply-To: spy@attacker.example"],
+)  # fmt: skip
+def test_a_subject_that_could_forge_headers_never_reaches_the_server(ledger: Ledger, smtp: Smtp, subject: str) -> None:
+    result = asyncio.run(
+        send_reminder(ledger, command(ledger), Rendered(subject=subject), ["jane@example.org"], smtp.transport(), MAIL)
+    )
+
+    assert result.status == "failed" and smtp.sink.received == []
+    failed = event(ledger, "reminder.failed")
+    assert failed["refusal"] == "unsafe_header_text" and "refused, the reminder is not sent" in failed["reason"]
+    assert "correct the customer's details" in event(ledger, "task.created")["note"]
+    assert types(ledger) == ["reminder.requested", "reminder.failed", "task.created"]
+
+
+def test_stored_bytes_that_read_back_with_an_extra_header_are_never_sent(ledger: Ledger, smtp: Smtp) -> None:
+    # Given a first round whose stored bytes carry a Bcc (as a vulnerable email package wrote them)
+    cmd = command(ledger)
+    genuine = mime.build(
+        Rendered(), sender=MAIL.sender, recipients=["jane@example.org"], command_id=cmd["command_id"],
+        domain=MAIL.domain, date=_now(),
+    )  # fmt: skip
+    forged = genuine.data.replace(b"\r\nDate:", b"\r\nBcc: spy@attacker.example\r\nDate:", 1)
+    evidence.store(
+        ledger.engine, tenant="acme", customer_id="C-1", command_id=cmd["command_id"],
+        message_id=genuine.message_id, mime=forged,
+    )  # fmt: skip
+    # When the command is handled again
+    result = asyncio.run(send_reminder(ledger, cmd, Rendered(), ["jane@example.org"], smtp.transport(), MAIL))
+    # Then those bytes are refused before any SMTP exchange, with the reason, and a collector task
+    assert result.status == "failed" and smtp.sink.received == []
+    failed = event(ledger, "reminder.failed")
+    assert failed["refusal"] == "message_mismatch" and "'Bcc'" in failed["reason"]
+    assert failed["sha256"] == hashlib.sha256(forged).hexdigest()
+    assert "reminder.sent" not in types(ledger) and event(ledger, "task.created")["kind"] == "send_letter"
+
+
+# ------------------------------------------------------------------- several addresses, some refused (8.11)
+def test_a_550_for_one_address_sends_to_the_others_and_records_who_refused(ledger: Ledger, smtp: Smtp) -> None:
+    # Given a customer with two addresses, one of which the smtp refuses for good
+    sink(smtp).refuse["old@example.org"] = "550 5.1.1 <old@example.org>: Recipient address rejected"
+    cmd = command(ledger)
+
+    result = asyncio.run(
+        send_reminder(ledger, cmd, Rendered(), ["jane@example.org", "old@example.org"], smtp.transport(), MAIL)
+    )
+    # Then the message went once, to the accepted address only, its To header naming both as built
+    assert result.status == "sent"
+    [(_, rcpts, data)] = smtp.sink.received
+    assert rcpts == ["jane@example.org"]
+    assert email.message_from_bytes(data)["To"] == "jane@example.org, old@example.org"
+    # And the evidence says who accepted it and who refused it, with the smtp's code and text
+    sent = event(ledger, "reminder.sent")
+    assert sent["accepted"] == ["jane@example.org"] and sent["recipients"] == ["jane@example.org", "old@example.org"]
+    assert sent["refused"] == [
+        {"address": "old@example.org", "code": 550, "reply": "5.1.1 <old@example.org>: Recipient address rejected",
+         "kind": "permanent"}
+    ]  # fmt: skip
+    assert sent["smtp_reply"].startswith("250") and sent["sha256"] == hashlib.sha256(data).hexdigest()
+    # And the refused address is a task for a collector, recorded with the evidence
+    task = event(ledger, "task.created")
+    assert task["kind"] == "fix_contact" and task["amount_at_risk"] == "1234.56"
+    assert "old@example.org refused (550 5.1.1" in task["note"] and "correct the address" in task["note"]
+    assert "went to jane@example.org only" in task["note"]
+    assert types(ledger) == ["reminder.requested", "reminder.sending", "reminder.sent", "task.created"]
+
+
+def test_a_4xx_for_one_address_sends_to_the_others_once_and_asks_a_person_to_forward(
+    ledger: Ledger, smtp: Smtp
+) -> None:
+    sink(smtp).refuse["busy@example.org"] = "450 4.2.1 Mailbox busy, try later"
+    cmd = command(ledger)
+    recipients = ["busy@example.org", "jane@example.org"]
+
+    first = asyncio.run(send_reminder(ledger, cmd, Rendered(), recipients, smtp.transport(), MAIL))
+    again = asyncio.run(send_reminder(ledger, cmd, Rendered(), recipients, smtp.transport(), MAIL))
+
+    # Then it went to the accepted address once, the deferred one is recorded and made a task, never resent
+    assert (first.status, again.status) == ("sent", "already_sent")
+    assert [rcpts for _, rcpts, _ in smtp.sink.received] == [["jane@example.org"]]
+    sent = event(ledger, "reminder.sent")
+    assert sent["accepted"] == ["jane@example.org"]
+    assert [(r["address"], r["code"], r["kind"]) for r in sent["refused"]] == [("busy@example.org", 450, "temporary")]
+    note = event(ledger, "task.created")["note"]
+    assert "busy@example.org deferred (450 4.2.1 Mailbox busy, try later)" in note
+    assert f"relance evidence show --message-id {first.message_id.strip('<>')}" in note
+
+
+def test_every_address_refused_for_good_is_a_failure_as_with_one_address(ledger: Ledger, smtp: Smtp) -> None:
+    for address in ("a@example.org", "b@example.org"):
+        sink(smtp).refuse[address] = "550 5.1.1 No such user"
+
+    result = asyncio.run(
+        send_reminder(ledger, command(ledger), Rendered(), ["a@example.org", "b@example.org"], smtp.transport(), MAIL)
+    )
+
+    assert result.status == "failed" and smtp.sink.received == []
+    failed = event(ledger, "reminder.failed")
+    assert failed["smtp_reply"] == "a@example.org: 550 5.1.1 No such user; b@example.org: 550 5.1.1 No such user"
+    assert event(ledger, "task.created")["kind"] == "send_letter" and "reminder.sent" not in types(ledger)
+
+
+def test_every_address_refused_with_one_temporary_refusal_is_deferred_not_failed(ledger: Ledger, smtp: Smtp) -> None:
+    sink(smtp).refuse["a@example.org"] = "550 5.1.1 No such user"
+    sink(smtp).refuse["b@example.org"] = "451 4.3.0 Try again later"
+
+    with pytest.raises(SendDeferred, match=r"b@example\.org: 451"):
+        asyncio.run(
+            send_reminder(
+                ledger, command(ledger), Rendered(), ["a@example.org", "b@example.org"], smtp.transport(), MAIL
+            )
+        )
+
+    assert smtp.sink.received == [] and types(ledger)[-1] == "reminder.deferred"

@@ -72,3 +72,23 @@ def test_preview_says_clearly_what_is_wrong(
     args = ["preview", "--tenant", TENANT, "--customer", customer_id, "--level", level, "--out", str(tmp_path)]
     assert main([*args, "--database-url", database_url]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_preview_of_a_name_that_could_forge_headers_says_why_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a customer whose name in the ledger carries an encoded word (written past the ERP contract)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert main(["db", "upgrade", "--database-url", url]) == 0
+    engine = make_engine(url)
+    hostile = customer("Acme =?utf-8?q?=0D=0ABcc:_spy@attacker.example?=")
+    late = invoice("I-1", "10.00", issue_date="2026-09-01", due_date="2026-10-01")
+    Ledger(engine).record([incoming(hostile), incoming(late)])
+    engine.dispose()
+    out = tmp_path / "out"
+    # When it is previewed, Then relance says why in one line and writes no file
+    args = ["preview", "--tenant", TENANT, "--customer", CUSTOMER, "--level", "reminder_1", "--out", str(out)]
+    assert main([*args, "--date", "2026-11-01", "--database-url", url]) == 1
+    err = capsys.readouterr().err
+    assert "cannot preview this reminder: the customer's name" in err and "encoded word" in err
+    assert not out.exists()

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from services.notifier.mime import UnsafeHeaderText
 from services.notifier.preview import build_message
 from services.notifier.render import (
     LANGUAGES,
     SHIPPED_DIR,
     TEMPLATES,
-    clean_header,
     load_templates,
     render,
     sample_reminder,
@@ -71,20 +71,19 @@ def test_unknown_language_falls_back_to_english() -> None:
     assert render(sample_reminder("reminder_1"), PROFILE, SENDER, "fr-FR").language == "fr"
 
 
-def test_erp_data_cannot_inject_markup_template_code_or_headers() -> None:
-    # Given a customer name and an invoice number carrying template code, markup and a header line
-    profile = {"name": "{{ 7*7 }} <script>alert(1)</script>\r\nBcc: x@example.com", "contact_name": "{% if 1 %}X"}
+def test_erp_data_cannot_inject_markup_or_template_code() -> None:
+    # Given a customer name and an invoice number carrying template code and markup
+    profile = {"name": "{{ 7*7 }} <script>alert(1)</script> Bcc: x@example.com", "contact_name": "{% if 1 %}X"}
     data = sample_reminder("reminder_2")
     data["lines"][0]["number"] = "<b>F-1</b>{{ 7*7 }}"
     # When the reminder is rendered
     rendered = render(data, profile, SENDER, "fr")
-    # Then nothing is evaluated, HTML is escaped, the text keeps it literally and the subject stays one line
+    # Then nothing is evaluated, HTML is escaped, the text keeps it literally, and no header comes of it
     for part in (rendered.subject, rendered.text, rendered.html):
         assert "49" not in part
     assert "<script>" not in rendered.html and "&lt;script&gt;alert(1)&lt;/script&gt;" in rendered.html
     assert "&lt;b&gt;F-1&lt;/b&gt;{{ 7*7 }}" in rendered.html
     assert "{{ 7*7 }} <script>alert(1)</script>" in rendered.text and "{% if 1 %}X" in rendered.text
-    assert "\r" not in rendered.subject and "\n" not in rendered.subject
     message = message_from_bytes(bytes(build_message(rendered, SENDER, ["a@b.fr"])), policy=policy.default)
     assert message["Bcc"] is None and message["To"] == "a@b.fr"
     assert "{{ 7*7 }} <script>" in str(message["Subject"])
@@ -97,7 +96,6 @@ def test_subject_is_folded_even_when_a_template_emits_line_breaks(tmp_path: Path
     # When rendered, Then the subject is one clean line
     rendered = render(sample_reminder("reminder_1"), PROFILE, SENDER, "fr", load_templates(tmp_path))
     assert rendered.subject == "Relance Bcc: x@example.com Boulangeries Martin SAS"
-    assert clean_header("a\x00b\u2028c\td") == "a b c d"
 
 
 def test_a_tenant_override_wins_and_changes_the_version(tmp_path: Path) -> None:
@@ -137,10 +135,19 @@ def test_an_undefined_variable_fails_at_start_up_naming_file_and_line(tmp_path: 
         load_templates(tmp_path)
 
 
-def test_the_sandbox_refuses_python_internals(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("subject", "error"),
+    [
+        # the sandbox refuses Python internals
+        ("{{ customer.__class__.__mro__ }}\n", r"courtesy\.subject\.txt:1: SecurityError"),
+        # an encoded-word opening glued by the template to a harmless value makes an unsafe subject
+        ("=?utf-8?q?{{ customer.contact_name }}?=\n", r"fr/courtesy\.subject\.txt: the subject .* encoded word"),
+    ],
+)
+def test_a_subject_template_that_is_unsafe_stops_the_start_up(tmp_path: Path, subject: str, error: str) -> None:
     (tmp_path / "fr").mkdir()
-    (tmp_path / "fr" / "courtesy.subject.txt").write_text("{{ customer.__class__.__mro__ }}\n")
-    with pytest.raises(ConfigurationError, match=r"courtesy\.subject\.txt:1: SecurityError"):
+    (tmp_path / "fr" / "courtesy.subject.txt").write_text(subject)
+    with pytest.raises(ConfigurationError, match=error):
         load_templates(tmp_path)
 
 
@@ -170,3 +177,29 @@ def test_sender_file_per_tenant_and_errors(tmp_path: Path) -> None:
     path.write_text("default: {company: A, pay_url: 'https://pay/{who}'}\n")
     with pytest.raises(ConfigurationError, match="pay_url"):
         load_sender(path)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Acme =?utf-8?q?=0D=0ABcc:_spy@attacker.example?=", "Acme =?UTF-8?B?DQpCY2M6IHNweUBhdHRhY2tlci5leGFtcGxl?=",
+     "Acme\r\nBcc: spy@attacker.example", "Acme\u2028Bcc: spy@attacker.example", "Acme\x85Bcc: x", "Acme\x9b"],
+)  # fmt: skip
+def test_a_customer_name_that_could_forge_headers_is_refused_not_tidied(name: str) -> None:
+    # Given a name in the ledger carrying an encoded word, a line break or a control (an older ERP, a direct write)
+    profile = {**PROFILE, "name": name}
+    # When the reminder is rendered, Then it is refused naming the field, whatever the subject template
+    with pytest.raises(UnsafeHeaderText, match="the customer's name"):
+        render(sample_reminder("reminder_1"), profile, SENDER, "fr")
+
+
+def test_an_invoice_number_that_could_forge_headers_is_refused() -> None:
+    data = sample_reminder("reminder_1")
+    data["lines"][0]["number"] = "F-1 =?utf-8?q?=0D=0AReply-To:_spy@attacker.example?="
+    with pytest.raises(UnsafeHeaderText, match="the number of invoice INV-1"):
+        render(data, PROFILE, SENDER, "fr")
+
+
+def test_a_normal_non_ascii_name_renders_into_the_subject_unchanged() -> None:
+    profile = {**PROFILE, "name": "Société Générale — Ça va"}
+    rendered = render(sample_reminder("reminder_1"), profile, SENDER, "fr")
+    assert rendered.subject == "Rappel : factures échues — Société Générale — Ça va"
