@@ -206,7 +206,6 @@ class Settings(BaseSettings):
         "`relance verify` reads them back; unset, none.",
     )
 
-
     allow_placeholder_sender: bool = Field(
         default=False,
         description="Let the notifier sign real e-mails with the shipped placeholder sender company (trials only).",
