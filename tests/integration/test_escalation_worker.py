@@ -401,7 +401,10 @@ def test_the_worker_reminds_the_late_invoices_of_a_customer_who_also_has_one_due
     )
 
 
-def test_the_worker_warns_of_a_semester_without_a_rate_at_start_up_and_once_a_day(pg_engine: Engine) -> None:
+def test_the_worker_warns_of_a_semester_without_a_rate_at_start_up_and_once_a_day(
+    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.escalation import interest
     from services.escalation.worker import real_rules
 
     settings = settings_for(pg_engine)
@@ -409,6 +412,8 @@ def test_the_worker_warns_of_a_semester_without_a_rate_at_start_up_and_once_a_da
     worker = EscalationWorker(settings, Ledger(pg_engine), books, real_rules(settings), threading.Event(), clock=clock)
     # Given the shipped table, which ends with the semester starting 2026-01-01, on 1 December 2026
     with structlog.testing.capture_logs() as logs:
+        # (a fresh module logger: one an earlier test used under relance's configuration stays cached outside capture)
+        monkeypatch.setattr(interest, "log", structlog.get_logger())
         # When the worker checks the table at start-up and again later that day
         worker.check_rates()
         clock.now += timedelta(hours=5)
