@@ -426,7 +426,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
         how = "signatures checked" if sources.public_key is not None else "signatures NOT checked"
         print(f"{report.checkpoints} checkpoint(s) checked ({how})")
     verdict = "intact" if report.ok else f"{len(report.problems)} problem(s) found"
-    print(f"{report.streams} stream(s), {report.events} event(s) checked: {verdict}")
+    print(f"{report.streams:,} stream(s), {report.events:,} event(s) checked: {verdict}")
     return 0 if report.ok else 1
 
 

@@ -201,6 +201,7 @@ class Checkpoint:
     created_at: datetime
     horizon: Horizon
     last: tuple[int | None, int] | None  # (tx_id, position) of the last covered event
+    newest_recorded_at: datetime | None  # the latest append time among the covered events
     streams: int
     events: int
     merkle_root: str
@@ -215,9 +216,10 @@ class Checkpoint:
         return {
             "format": FORMAT,
             "number": self.number,
-            "created_at": self.created_at.isoformat(timespec="microseconds"),
+            "created_at": _instant(self.created_at),
             "horizon": self.horizon.to_json(),
             "last": None if self.last is None else list(self.last),
+            "newest_recorded_at": None if self.newest_recorded_at is None else _instant(self.newest_recorded_at),
             "streams": self.streams,
             "events": self.events,
             "merkle_root": self.merkle_root,
@@ -249,13 +251,14 @@ class Checkpoint:
         try:
             if not isinstance(raw, dict) or raw.get("format") != FORMAT:
                 raise ValueError(f"not a {FORMAT} document")
-            last = raw["last"]
+            last, newest = raw["last"], raw["newest_recorded_at"]
             leaves = tuple(_leaf(item) for item in raw["leaves"])
             return cls(
                 number=_integer(raw["number"]),
                 created_at=utc(datetime.fromisoformat(raw["created_at"])),
                 horizon=Horizon.from_json(raw["horizon"]),
                 last=None if last is None else (_optional_integer(last[0]), _integer(last[1])),
+                newest_recorded_at=None if newest is None else utc(datetime.fromisoformat(_text(newest))),
                 streams=_integer(raw["streams"]),
                 events=_integer(raw["events"]),
                 merkle_root=_text(raw["merkle_root"]),
@@ -273,6 +276,10 @@ class Checkpoint:
     @property
     def label(self) -> str:
         return f"checkpoint {self.number} ({self.created_at.isoformat(timespec='seconds')})"
+
+
+def _instant(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds")
 
 
 def _integer(value: Any) -> int:
@@ -315,6 +322,7 @@ class Cut:
 
     events: int
     last: tuple[int | None, int] | None
+    newest_recorded_at: datetime | None
     order_hash: str
     heads: dict[StreamKey, Head]  # live view during the walk: use it inside the callback only
 
@@ -354,18 +362,21 @@ def walk(
     heads: dict[StreamKey, Head] = {}
     count = 0
     last: tuple[int | None, int] | None = None
+    newest: datetime | None = None
     passed = 0
 
     def cut() -> Cut:
-        return Cut(count, last, hasher.hexdigest(), heads)
+        return Cut(count, last, newest, hasher.hexdigest(), heads)
 
     result = conn.execute(query, execution_options={"stream_results": True, "yield_per": 5000})
     for position, tx_id, row_tenant, row_customer, version, hash_, recorded_at in result:
         while passed < len(horizons) and not horizons[passed].covers(tx_id, position):
             at_horizon(passed, cut())
             passed += 1
+        recorded_at = utc(recorded_at)
         if on_event is not None:
-            on_event(Seen(row_tenant, row_customer, version, tx_id, position, utc(recorded_at)), passed)
+            on_event(Seen(row_tenant, row_customer, version, tx_id, position, recorded_at), passed)
+        newest = recorded_at if newest is None else max(newest, recorded_at)
         hasher.update(order_line(position, tx_id, row_tenant, row_customer, version, hash_))
         key = (row_tenant, row_customer)
         known = heads.get(key)
@@ -516,6 +527,7 @@ def write(
                 taken.update(
                     events=cut.events,
                     last=cut.last,
+                    newest_recorded_at=cut.newest_recorded_at,
                     order_hash=cut.order_hash,
                     leaves=tuple(sorted_leaves(cut.heads)),
                 )
@@ -527,6 +539,7 @@ def write(
                 created_at=(now or datetime.now(UTC)).astimezone(UTC),
                 horizon=horizon,
                 last=taken["last"],
+                newest_recorded_at=taken["newest_recorded_at"],
                 streams=len(taken["leaves"]),
                 events=taken["events"],
                 merkle_root=merkle_root(taken["leaves"]),

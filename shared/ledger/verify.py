@@ -56,9 +56,10 @@ Scope = tuple[str | None, str | None]
 Progress = Callable[[str, int, int], None]  # (phase, events done, events in all)
 
 CHUNK_STREAMS = 500  # streams whose projections are fetched and compared together
-# An event recorded this long before a checkpoint was written, yet not covered by it, cannot have been in flight
-# when the checkpoint was taken: it was inserted afterwards with a backdated append time. Covers clock skew between
-# the workers and the machine that writes checkpoints, and the longest append transaction.
+# An event that a checkpoint does not cover cannot have been recorded this long before the newest event it covers:
+# its transaction got its id after theirs (that is what "not covered" means), and takes its append time just before.
+# Such an event was inserted afterwards with a backdated time. The slack covers clock skew between the workers and
+# the time an append spends before its first write.
 RECORDED_SLACK = timedelta(minutes=15)
 SHOWN_SINCE = 20  # streams listed by name in "appended since checkpoint N"
 SHOWN_DIFFERENCES = 20  # differences of one snapshot listed by path
@@ -509,11 +510,13 @@ def _check_checkpoints(
         if not passed:
             return
         latest = trusted[passed - 1]  # the newest checkpoint that does not cover this event
-        if event.recorded_at < latest.created_at - RECORDED_SLACK:
+        newest = latest.newest_recorded_at
+        if newest is not None and event.recorded_at < newest - RECORDED_SLACK:
             report.problems.append(
                 f"events {event.tenant}/{event.customer_id} v{event.version}: recorded at "
-                f"{event.recorded_at.isoformat(timespec='seconds')}, before {latest.label} was written, yet not "
-                "covered by it: inserted afterwards with a backdated time"
+                f"{event.recorded_at.isoformat(timespec='seconds')}, before events that {latest.label} covers "
+                f"(up to {newest.isoformat(timespec='seconds')}), yet not covered by it: inserted afterwards with a "
+                "backdated time"
             )
 
     final = cp.walk(conn, [c.horizon for c in trusted], at_horizon, scope=scope, on_event=on_event)

@@ -139,8 +139,11 @@ def test_a_forged_append_with_a_backdated_time_is_caught(ledger: Ledger) -> None
         recompute_projections(ledger, conn, TENANT, CUSTOMER)
     [problem] = problems_of(ledger)
     assert problem.startswith(f"events {TENANT}/{CUSTOMER} v8: recorded at ")
+    assert checkpoint.newest_recorded_at is not None
+    newest = checkpoint.newest_recorded_at.isoformat(timespec="seconds")
     assert problem.endswith(
-        f"before {checkpoint.label} was written, yet not covered by it: inserted afterwards with a backdated time"
+        f"before events that {checkpoint.label} covers (up to {newest}), yet not covered by it: inserted afterwards "
+        "with a backdated time"
     )
 
 

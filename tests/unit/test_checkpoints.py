@@ -24,6 +24,7 @@ def signed(number: int = 1, previous: str | None = None, leaves: tuple[cp.Leaf, 
         created_at=datetime(2026, 12, 1, 8, number, tzinfo=UTC),
         horizon=cp.Horizon(below_tx_id=1000 + number),
         last=(999 + number, 40 + number),
+        newest_recorded_at=datetime(2026, 12, 1, 7, number, tzinfo=UTC),
         streams=len(leaves),
         events=11,
         merkle_root=cp.merkle_root(leaves),
@@ -67,7 +68,14 @@ def test_a_document_read_back_from_json_is_the_same_checkpoint_and_its_signature
 
 
 @pytest.mark.parametrize(
-    "change", [{"events": 12}, {"order_hash": "e" * 64}, {"horizon": cp.Horizon(below_tx_id=5000)}, {"previous": "f"}]
+    "change",
+    [
+        {"events": 12},
+        {"order_hash": "e" * 64},
+        {"newest_recorded_at": None},
+        {"horizon": cp.Horizon(below_tx_id=5000)},
+        {"previous": "f"},
+    ],
 )
 def test_any_change_to_the_signed_part_breaks_the_signature(change: dict[str, object]) -> None:
     assert not replace(signed(), **change).signature_valid(KEY.public_key())  # type: ignore[arg-type]
