@@ -240,7 +240,7 @@ def _audit_stream(
                 result.problems.append(f"{who}: unblock of {data['block_id']}, which is not the open block")
         elif kind == "task.created":
             result.tasks[data["kind"]] += 1
-        state.apply(kind, data, event.occurred_at.isoformat())
+        state.apply(kind, data, event.occurred_at.isoformat(), recorded_at=event.recorded_at.isoformat())
     if any(n not in (0, 1) for n in block_ids.values()):
         result.problems.append(f"{who}: blocks and unblocks do not pair up one to one")
     if state.credit_block is not None:
@@ -283,7 +283,9 @@ def _timeline(tenant: str, customer_id: str, stream: list[RecordedEvent]) -> Tim
                 source = "mail" if event.event_type in MAIL_FACTS else source
                 lines.append((event.occurred_at.astimezone(UTC), source, text))
         policy = event.data.get("policy", policy) if event.event_type in DECISIONS else policy
-        state.apply(event.event_type, event.data, event.occurred_at.isoformat())
+        state.apply(
+            event.event_type, event.data, event.occurred_at.isoformat(), recorded_at=event.recorded_at.isoformat()
+        )
     profile = state.profile or {}
     return Timeline(tenant, customer_id, str(profile.get("name", "")), policy, str(profile.get("language", "")), lines)
 

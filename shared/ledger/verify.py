@@ -210,7 +210,7 @@ _EVENT_COLUMNS = ("position", "tx_id", *HASHED_FIELDS, "hash")
 def _fold(stream: _Rebuild, row: Any, report: VerifyReport) -> None:
     position, version, event_id, event_type, data = row[0], row[4], row[5], row[6], row[7]
     fields = dict(zip(HASHED_FIELDS, row[2:12], strict=True))
-    occurred_at, hash_ = utc(row[9]), row[12]
+    occurred_at, recorded_at, hash_ = utc(row[9]), utc(row[10]), row[12]
     where, state = stream.where, stream.state
     expected = state.version + 1
     if version != expected:
@@ -229,7 +229,7 @@ def _fold(stream: _Rebuild, row: Any, report: VerifyReport) -> None:
         )
     stream.position = max(position, stream.position)
     try:
-        state.apply(event_type, data, occurred_at.isoformat(), event_id)
+        state.apply(event_type, data, occurred_at.isoformat(), event_id, recorded_at.isoformat())
     except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
         report.problems.append(f"events {where} v{version}: its data cannot be folded ({type(exc).__name__}: {exc})")
     state.version = version

@@ -345,3 +345,20 @@ def test_the_write_command_needs_a_key_and_refuses_to_sign_over_changed_history(
     assert "the log no longer matches checkpoint 1" in refused.stderr and f"{TENANT}/{THIRD}" in refused.stderr
     to_stdout = orjson.loads(relance("checkpoint", "list", "--json", url=ledger_url).stdout)
     assert [row["number"] for row in to_stdout] == [1]
+
+
+# ---------------------------------------------------------------------------------------------------- migrations
+def test_a_schema_holding_checkpoints_is_not_migrated_below_them(ledger: Ledger, ledger_url: str) -> None:
+    from alembic import command
+
+    from shared.ledger.migrate import alembic_config, current
+
+    # Given a database where checkpoint 1 was written
+    ledger.engine.dispose()
+    # When someone tries to take the schema back below the checkpoints revision
+    with pytest.raises(RuntimeError, match="checkpoints are evidence: relance does not drop the 1 written"):
+        command.downgrade(alembic_config(ledger_url), "0005")
+    # Then the table and its checkpoint are still there
+    assert current(ledger_url) == "0006"
+    with ledger.engine.connect() as conn:
+        assert [c.number for c in cp.stored(conn)] == [1]

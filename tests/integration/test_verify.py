@@ -30,7 +30,7 @@ from shared.ledger.schema import (
 )
 from shared.ledger.store import Ledger
 from shared.ledger.verify import Difference, verify
-from tests.factories import CUSTOMER, TENANT, incoming, invoice, payment
+from tests.factories import CUSTOMER, TENANT, customer, incoming, invoice, payment
 from tests.integration.tamper import (
     MIME,
     OTHER,
@@ -281,3 +281,15 @@ def test_verify_reads_one_tenant_or_one_stream_only(ledger: Ledger) -> None:
     assert verify(ledger.engine, TENANT, CUSTOMER).ok
     assert not verify(ledger.engine, TENANT, OTHER).ok
     assert verify(ledger.engine, "other-tenant").events == 0
+
+
+def test_a_stream_whose_erp_clock_runs_ahead_rebuilds_to_what_was_stored(ledger: Ledger) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    # Given a customer upserted with an instant a few hours ahead of the moment the ledger recorded it (the fold
+    # counts such an event as of its recording, so a skewed ERP clock pins nothing)
+    ahead = datetime.now(UTC) + timedelta(hours=5)
+    ledger.record([incoming(customer("Ahead SA").at(ahead), customer_id="C-AHEAD")])
+    # When the log is verified, Then the rebuild caps the instant the same way and finds the snapshot as stored
+    report = verify(ledger.engine)
+    assert report.ok, report.problems

@@ -1,7 +1,7 @@
 """Signed checkpoints of the event log, kept beside their exported copies; written once, never changed.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-01
 """
 
@@ -64,4 +64,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise RuntimeError("checkpoints are evidence: relance does not drop them; restore from a backup instead")
+    """Only an empty table goes: checkpoints are evidence, and relance never drops one that was written."""
+    written = op.get_bind().execute(sa.text("SELECT count(*) FROM checkpoints")).scalar_one()
+    if written:
+        raise RuntimeError(
+            f"checkpoints are evidence: relance does not drop the {written} written; restore from a backup instead"
+        )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TABLE checkpoints")
+        op.execute("DROP FUNCTION relance_checkpoints_append_only()")
+    else:
+        op.drop_table("checkpoints")
