@@ -307,7 +307,7 @@ def _simulate(
                     message_id=message.event_id,
                     headers={SEQ_HEADER: seq},
                 )
-            ingested = _consume(queue, ingestor, batch_size)
+            ingested = _consume(queue, ingestor, batch_size, received_at=clock.now)
             total.merge(ingested.result)
             batches += ingested.batches
             ingest_seconds += ingested.seconds
@@ -340,8 +340,17 @@ def _at(day: date, moment: time_of_day) -> datetime:
     return datetime.combine(day, moment, tzinfo=UTC)
 
 
-def _consume(queue: MemoryQueue, ingestor: Ingestor, batch_size: int, progress: Progress | None = None) -> Ingested:
-    """Take micro-batches until the queue is empty; ack after commit, dead-letter rejections with their reason."""
+def _consume(
+    queue: MemoryQueue,
+    ingestor: Ingestor,
+    batch_size: int,
+    progress: Progress | None = None,
+    *,
+    received_at: datetime | None = None,
+) -> Ingested:
+    """Take micro-batches until the queue is empty; ack after commit, dead-letter rejections with their reason.
+
+    ``received_at`` is the simulated moment of delivery (the ingestor refuses events dated over a day after it)."""
     total, batches, failures, done = BatchResult(), 0, 0, 0
     started = time.perf_counter()
     while messages := queue.get(batch_size):
@@ -353,6 +362,7 @@ def _consume(queue: MemoryQueue, ingestor: Ingestor, batch_size: int, progress: 
                 correlation_id=m.correlation_id,
                 headers=m.headers,
                 tag=m.tag,
+                received_at=received_at or datetime.now(UTC),
             )
             for m in messages
         ]

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import DBAPIError
 
+from shared.contracts import jsonio
 from shared.contracts.erp import ErpEvent, InvalidMessage, parse_event
 from shared.ledger.store import Incoming, Ledger, LedgerUnavailable, Outcome
 
@@ -67,7 +68,8 @@ class Ingestor:
         parsed: list[tuple[Delivery, ErpEvent]] = []
         for delivery in deliveries:
             try:
-                parsed.append((delivery, parse_event(delivery.body, self.max_message_bytes)))
+                event = parse_event(delivery.body, self.max_message_bytes, received_at=delivery.received_at)
+                parsed.append((delivery, event))
             except InvalidMessage as exc:
                 result.rejections.append(_rejected(delivery, exc.kind, exc.reason, _peek(delivery.body)))
         if parsed:
@@ -152,15 +154,8 @@ def _log_ids(ids: tuple[str | None, str | None, str | None]) -> dict[str, str | 
 
 
 def _peek(body: bytes) -> tuple[str | None, str | None, str | None]:
-    """Best-effort ids of an invalid message, for the log line and the dead-letter headers."""
-    try:
-        import json
-
-        raw = json.loads(body)
-    except Exception:
-        return (None, None, None)
-    if not isinstance(raw, dict):
-        return (None, None, None)
+    """Best-effort ids of an invalid message, for the log line and the dead-letter headers (never a duplicated one)."""
+    raw = jsonio.fields_once(body)
     return tuple(  # type: ignore[return-value]
         str(raw[k])[:128] if isinstance(raw.get(k), str | int) else None for k in ("event_id", "tenant", "customer_id")
     )

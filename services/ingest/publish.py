@@ -3,8 +3,9 @@
 Every non-blank line is published as-is, one message per line, to the events exchange with routing key = the line's
 ``event_type`` (``unknown`` if it has none), ``message_id`` = its ``event_id``, persistent, ``application/json``.
 Lines are deliberately not validated: integrators use this tool to see how relance answers bad input too, and the
-ingest worker dead-letters what is invalid, with the reason. Lines that are not even JSON are reported with their
-line number on stderr (and published anyway).
+ingest worker dead-letters what is invalid, with the reason. Lines that are not even JSON, or that relance's decoder
+refuses (a duplicated key, nesting or numbers beyond its limits), are reported with their line number on stderr (and
+published anyway).
 
 Each publish waits for the broker's confirm and is ``mandatory``, so "published N messages (confirmed)" means
 RabbitMQ has taken responsibility for N messages, routed to at least one queue.
@@ -13,7 +14,6 @@ RabbitMQ has taken responsibility for N messages, routed to at least one queue.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -26,6 +26,7 @@ from pika.exceptions import AMQPError, NackError, UnroutableError
 
 from services.ingest.topology import connect, declare_topology
 from shared.config import Settings
+from shared.contracts import jsonio
 
 UNKNOWN_ROUTING_KEY = "unknown"
 PROGRESS_EVERY_SECONDS = 2.0
@@ -117,24 +118,30 @@ def publish_file(settings: Settings, path: Path, *, out: IO[str] | None = None, 
 
 
 def describe_line(line: bytes) -> tuple[str, str | None, str | None]:
-    """Routing key and message id for a line, and why it is not JSON (None if it is)."""
+    """Routing key and message id for a line, and why relance will not decode it (None if it will).
+
+    A line with a duplicated key is described from its other keys only: its routing key is never a guess between
+    two ``event_type`` values.
+    """
+    problem = None
     try:
-        raw = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return UNKNOWN_ROUTING_KEY, None, f"not valid JSON ({exc})"
-    if not isinstance(raw, dict):
-        return UNKNOWN_ROUTING_KEY, None, None
+        jsonio.loads(line)
+    except jsonio.JsonRefused as exc:
+        problem = f"not valid JSON ({exc.reason})" if exc.kind == "not_json" else exc.reason
+    raw = jsonio.fields_once(line)
     event_type, event_id = raw.get("event_type"), raw.get("event_id")
     routing_key = event_type if isinstance(event_type, str) and 0 < len(event_type.encode()) <= 255 else None
     message_id = event_id if isinstance(event_id, str) and 0 < len(event_id.encode()) <= 255 else None
-    return routing_key or UNKNOWN_ROUTING_KEY, message_id, None
+    return routing_key or UNKNOWN_ROUTING_KEY, message_id, problem
 
 
 def _summarise(report: PublishReport, exchange: str, out: IO[str], err: IO[str]) -> None:
     summary = f"published {report.published} messages (confirmed) to exchange {exchange}"
     notes = []
     if report.not_json:
-        notes.append(f"{len(report.not_json)} not valid JSON (lines {_list(report.not_json)})")
+        notes.append(
+            f"{len(report.not_json)} not valid JSON or refused by relance's decoder (lines {_list(report.not_json)})"
+        )
     if report.blank:
         notes.append(f"{report.blank} blank lines skipped")
     print(summary + (f"; {', '.join(notes)}" if notes else ""), file=out)

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import pika
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
@@ -42,6 +41,7 @@ from services.ingest.topology import connect
 from services.notifier.service import KIND, BadCommand, Notifier, NotNow
 from services.notifier.smtp import SendDeferred, SendInProgress, SmtpConfig, SmtpTransport
 from shared.config import Settings
+from shared.contracts import jsonio
 from shared.runtime import BROKER_REFUSED, Backoff, broker_refused, close_connection, log_broker_lost, run_worker
 
 log = structlog.get_logger()
@@ -214,9 +214,9 @@ class NotifierWorker:
 
     def _handle(self, delivery: _Delivery) -> None:
         try:
-            command = orjson.loads(delivery.body)
-        except orjson.JSONDecodeError as exc:
-            self._dead_letter(delivery, f"not JSON: {exc}")
+            command = jsonio.loads(delivery.body)
+        except jsonio.JsonRefused as exc:  # duplicate keys too: two readers could see two different commands
+            self._dead_letter(delivery, exc.reason if exc.kind == "schema" else f"not JSON: {exc.reason}")
             return
         try:
             outcome = self._await(self.notifier.handle(command))

@@ -16,9 +16,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
 
+from shared.contracts import jsonio
 from shared.contracts.erp import CONTRACT_VERSION, Currency, Id
 
-_AMOUNT = re.compile(r"^-?\d{1,15}(\.\d{1,6})?$")
+_AMOUNT = re.compile(r"^-?[0-9]{1,15}(\.[0-9]{1,6})?$")
 Amount = Annotated[Decimal, WithJsonSchema({"type": "string", "pattern": _AMOUNT.pattern, "examples": ["12500.00"]})]
 
 
@@ -121,8 +122,17 @@ def command_json_schemas() -> dict[str, dict[str, Any]]:
     return schemas
 
 
-def parse_command(payload: dict[str, Any]) -> CreditBlock | CreditUnblock:
-    """A command body as the ERP receives it, checked (for tests and for ERP-side adapters written in Python)."""
+def parse_command(payload: dict[str, Any] | bytes) -> CreditBlock | CreditUnblock:
+    """A command body as the ERP receives it, checked (for tests and for ERP-side adapters written in Python).
+
+    Given the body's bytes, it is decoded with relance's strict decoder: a duplicated key raises
+    :class:`~shared.contracts.jsonio.JsonRefused` rather than one of the two values being kept silently.
+    """
+    if isinstance(payload, bytes):
+        decoded = jsonio.loads(payload)
+        if not isinstance(decoded, dict):
+            raise jsonio.JsonRefused("schema", f"a command must be a JSON object, got {type(decoded).__name__}")
+        payload = decoded
     model = COMMAND_MODELS[payload["command"]]
     parsed = model.model_validate(payload)
     assert isinstance(parsed, CreditBlock | CreditUnblock)

@@ -7,16 +7,16 @@ single source of the contract: the JSON Schema files and the AsyncAPI document a
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
-from functools import cache
-from typing import Annotated, Any, Literal
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from functools import cache, lru_cache
+from typing import Annotated, Any, Literal, TypeVar
 
 from babel.core import get_global
 from babel.numbers import get_currency_precision, list_currencies
+from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -30,13 +30,49 @@ from pydantic import (
     model_validator,
 )
 
+from shared.contracts import jsonio
+
 CONTRACT_VERSION = 1
 
-_AMOUNT = re.compile(r"^\d{1,15}(\.\d{1,6})?$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}\S*")
-_EMAIL = re.compile(r"^[^@\s<>,;\"]{1,64}@[A-Za-z0-9.-]{1,255}\.[A-Za-z]{2,63}$")
+# Bounds every date and instant of the contract must respect: wide enough for any receivable an ERP still holds or
+# plans (a 30-year payment plan, an invoice from 1990), narrow enough that the calendar, the interest computation and
+# the conversion of any time zone to UTC never leave Python's range (a due date of 9999-12-31 used to crash
+# `relance clock tick`).
+DATE_MIN = date(1900, 1, 1)
+DATE_MAX = date(2199, 12, 31)
+INSTANT_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+INSTANT_MAX = datetime(2199, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+MAX_AHEAD_OF_RECEPTION = timedelta(hours=24)
+"""How far ``occurred_at`` may be ahead of the moment relance received the message: more is a skewed ERP clock,
+whose events would otherwise pin a customer's profile or a dispute for good (a later correction would look older)."""
+
+AMOUNT_DIGITS = 15
+AMOUNT_DECIMALS = 6
+"""Money: at most 15 digits before the point and 6 after, ASCII digits only. The ledger keeps numeric(24, 6), so a
+sum of a billion such amounts still fits."""
+
+# Patterns are written once and serve both the models (Python ``re``, ASCII digits only) and the published JSON
+# Schemas (ECMA-262). Every string pattern of the schemas starts with _NO_CONTROLS, which also keeps a Python
+# validator's "$" (that matches before a final newline) from letting "1.00\n" through.
+_CONTROLS = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
+_NO_CONTROLS = rf"(?![\s\S]*[{_CONTROLS}])"
+_NO_ENCODED_WORD = r"(?![\s\S]*=\?[^?]*\?[^?]*\?[\s\S]*\?=)"
+_AMOUNT_CORE = rf"[0-9]{{1,{AMOUNT_DIGITS}}}(\.[0-9]{{1,{AMOUNT_DECIMALS}}})?"
+_DATE_CORE = r"(19|20|21)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+_TIME_CORE = r"[Tt ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,9})?)?"
+_ZONE_CORE = r"([Zz]|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])"
+_INSTANT_CORE = _DATE_CORE + _TIME_CORE + _ZONE_CORE
+_EMAIL_ATOM = rf'[^\s@<>()\[\],;:"\\.{_CONTROLS}]+'
+_EMAIL_CORE = rf"(?=[^@]{{1,64}}@){_EMAIL_ATOM}(\.{_EMAIL_ATOM})*@{_EMAIL_ATOM}(\.{_EMAIL_ATOM})+"
+
+_AMOUNT = re.compile(_AMOUNT_CORE)
+_CONTROL = re.compile(rf"[{_CONTROLS}\ud800-\udfff]")
+_ENCODED_WORD = re.compile(r"=\?[^?]*\?[^?]*\?.*\?=", re.DOTALL)
+_ISO_DATE = re.compile(_DATE_CORE)
+_ISO_DATETIME = re.compile(_INSTANT_CORE)
+_ISO_DATETIME_NAIVE = re.compile(_DATE_CORE + _TIME_CORE)
+TEXT_PATTERN = f"^{_NO_CONTROLS}{_NO_ENCODED_WORD}"
+"""What every text field of the contract matches: no control character, no RFC 2047 encoded word."""
 
 
 class InvalidMessage(Exception):
@@ -65,17 +101,23 @@ def minor_units(currency: str) -> int:
     return int(get_currency_precision(currency))
 
 
+def _shown(value: Any) -> str:
+    """A refused value as a reason quotes it: escaped, and short enough for a dead-letter header."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
 def _parse_amount(value: Any) -> Decimal:
     if isinstance(value, _JsonFloat):
-        raise ValueError(f'must be a decimal string such as "{value.text}", not a JSON number')
+        raise ValueError(f'must be a decimal string such as "{value.text[:40]}", not a JSON number')
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(f'must be a decimal string such as "1234.56", not a JSON {type(value).__name__}')
     if not _AMOUNT.fullmatch(value):  # not match: "$" also matches before a trailing newline
-        raise ValueError(f'must be a non-negative decimal string such as "1234.56", got {value!r}')
-    try:
-        return Decimal(value)
-    except InvalidOperation as exc:  # pragma: no cover - the pattern already excludes this
-        raise ValueError(f"not a decimal amount: {value!r}") from exc
+        raise ValueError(
+            f'must be a non-negative decimal string of ASCII digits such as "1234.56", at most {AMOUNT_DIGITS} '
+            f"digits before the point and {AMOUNT_DECIMALS} after, got {_shown(value)}"
+        )
+    return Decimal(value)
 
 
 def _positive(value: Decimal) -> Decimal:
@@ -86,52 +128,137 @@ def _positive(value: Decimal) -> Decimal:
 
 def _currency(value: Any) -> str:
     if not isinstance(value, str) or value not in _currencies():
-        raise ValueError(f"must be the ISO 4217 code of a currency in use, such as EUR, got {value!r}")
+        raise ValueError(f"must be the ISO 4217 code of a currency in use, such as EUR, got {_shown(value)}")
     return value
 
 
 def _text(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters (line breaks, tabs, NUL)")
+    found = _CONTROL.search(value)
+    if found:
+        raise ValueError(
+            f"must not contain control characters (line breaks, tabs, NUL, U+0080 to U+009F, U+2028, U+2029) "
+            f"or lone surrogates: U+{ord(found.group()):04X} at position {found.start()}"
+        )
+    if _ENCODED_WORD.search(value):  # decoded by mail readers (and some Python versions) into header text
+        raise ValueError("must not contain an RFC 2047 encoded word (=?charset?encoding?text?=)")
     return value
 
 
 def _iso_date(value: Any) -> Any:
     # pydantic alone also takes Unix timestamps (1700006400, "1700006400") for dates: the contract says ISO 8601.
     if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
-        raise ValueError(f"must be an ISO 8601 date string such as 2026-11-02, got {value!r}")
+        raise ValueError(
+            f"must be an ISO 8601 date string such as 2026-11-02, between {DATE_MIN} and {DATE_MAX}, "
+            f"got {_shown(value)}"
+        )
     return value
 
 
 def _iso_datetime(value: Any) -> Any:
+    if isinstance(value, str) and _ISO_DATETIME_NAIVE.fullmatch(value):
+        raise ValueError(
+            f"must state its time zone (Z or an offset such as +01:00): a timezone-less instant is ambiguous, got "
+            f"{_shown(value)}"
+        )
     if not isinstance(value, str) or not _ISO_DATETIME.fullmatch(value):
-        raise ValueError(f"must be an ISO 8601 date-time string such as 2026-11-02T09:15:00Z, got {value!r}")
+        raise ValueError(
+            "must be an ISO 8601 date-time string with a time zone such as 2026-11-02T09:15:00Z, between "
+            f"{DATE_MIN} and {DATE_MAX}, got {_shown(value)}"
+        )
+    return value
+
+
+def _instant_bounds(value: datetime) -> datetime:
+    # The pattern bounds the local year, so converting to UTC cannot overflow; the bounds themselves are in UTC.
+    if not INSTANT_MIN <= value.astimezone(UTC) <= INSTANT_MAX:
+        raise ValueError(f"must be between {INSTANT_MIN:%Y-%m-%dT%H:%M:%SZ} and {INSTANT_MAX:%Y-%m-%dT%H:%M:%SZ}")
     return value
 
 
 def _email(value: str) -> str:
-    if not _EMAIL.fullmatch(value):  # a trailing newline would reach an SMTP header
-        raise ValueError(f"not a valid e-mail address: {value!r}")
+    _text(value)
+    problem = _email_problem(value)
+    if problem:
+        raise ValueError(f"not a valid e-mail address ({problem}): {_shown(value)}")
     return value
 
 
-_AMOUNT_SCHEMA = {"type": "string", "pattern": _AMOUNT.pattern, "examples": ["1234.56"]}
+@lru_cache(maxsize=65536)
+def _email_problem(value: str) -> str | None:
+    """What email-validator finds wrong with an address (about 0.2 ms each): cached, since a customer's addresses
+    come again with every upsert of it."""
+    try:
+        validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return str(exc)
+    return None
 
-Amount = Annotated[Decimal, BeforeValidator(_parse_amount), AfterValidator(_positive), WithJsonSchema(_AMOUNT_SCHEMA)]
+
+def _string_schema(pattern: str, description: str, **extra: Any) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", **extra, "pattern": pattern, "description": description})
+
+
+_AMOUNT_SCHEMA = _string_schema(
+    f"^{_NO_CONTROLS}(?!0*(\\.0*)?$){_AMOUNT_CORE}$",
+    f"Decimal string of ASCII digits, greater than zero, at most {AMOUNT_DIGITS} digits before the point and "
+    f"{AMOUNT_DECIMALS} after, and no more decimals than the currency's minor unit (EUR 2, JPY 0, KWD 3; relance "
+    "checks the last two rules, which JSON Schema cannot relate to the currency).",
+    examples=["1234.56"],
+)
+_DATE_DESCRIPTION = f"ISO 8601 date between {DATE_MIN} and {DATE_MAX}."
+
+Amount = Annotated[Decimal, BeforeValidator(_parse_amount), AfterValidator(_positive), _AMOUNT_SCHEMA]
 Currency = Annotated[
     str,
     BeforeValidator(_currency),
-    WithJsonSchema({"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217 code"}),
+    _string_schema(f"^{_NO_CONTROLS}[A-Z]{{3}}$", "ISO 4217 code of a currency in use (not FRF, not XXX)."),
 ]
-Id = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_text)]
-Text = Annotated[str, Field(max_length=2000), AfterValidator(_text)]
-Email = Annotated[str, Field(max_length=320), AfterValidator(_email)]
-IsoDate = Annotated[date, BeforeValidator(_iso_date)]
-Instant = Annotated[AwareDatetime, BeforeValidator(_iso_datetime)]
+Id = Annotated[
+    str,
+    Field(min_length=1, max_length=128),
+    AfterValidator(_text),
+    _string_schema(TEXT_PATTERN, "No control character, no RFC 2047 encoded word.", minLength=1, maxLength=128),
+]
+Text = Annotated[
+    str,
+    Field(max_length=2000),
+    AfterValidator(_text),
+    _string_schema(TEXT_PATTERN, "No control character, no RFC 2047 encoded word.", maxLength=2000),
+]
+Email = Annotated[
+    str,
+    Field(max_length=320),
+    AfterValidator(_email),
+    _string_schema(
+        f"^{_NO_CONTROLS}{_EMAIL_CORE}$",
+        "One bare address local@domain (no display name, no quotes, no IP literal), internationalised domains "
+        "accepted; relance checks it with the email-validator library.",
+        format="idn-email",
+        maxLength=320,
+    ),
+]
+IsoDate = Annotated[
+    date,
+    BeforeValidator(_iso_date),
+    _string_schema(f"^{_NO_CONTROLS}{_DATE_CORE}$", _DATE_DESCRIPTION, format="date"),
+]
+Instant = Annotated[
+    AwareDatetime,
+    BeforeValidator(_iso_datetime),
+    AfterValidator(_instant_bounds),
+    _string_schema(
+        f"^{_NO_CONTROLS}{_INSTANT_CORE}$",
+        "ISO 8601 date-time with a time zone (Z or ±hh:mm), between 1900-01-01T00:00:00Z and 2199-12-31T23:59:59Z.",
+        format="date-time",
+    ),
+]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+_M = TypeVar("_M", bound=_Model)
 
 
 def _check_precision(amount: Decimal, currency: str, field: str) -> None:
@@ -154,9 +281,23 @@ class Money(_Model):
 class CustomerUpserted(_Model):
     """The customer's master data: name, contacts, language, segment or policy, credit limit."""
 
-    name: Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_text)]
+    name: Annotated[
+        str,
+        Field(min_length=1, max_length=300),
+        AfterValidator(_text),
+        _string_schema(
+            TEXT_PATTERN,
+            "Shown in reminders' Subject: no control character, no RFC 2047 encoded word.",
+            minLength=1,
+            maxLength=300,
+        ),
+    ]
     emails: list[Email] = Field(default_factory=list, max_length=20)
-    language: Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] = "en"
+    language: Annotated[
+        str,
+        Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$"),
+        _string_schema(f"^{_NO_CONTROLS}[a-z]{{2}}(-[A-Z]{{2}})?$", "Language code such as fr or en-GB."),
+    ] = "en"
     segment: Id | None = None
     policy: Id | None = None
     credit_limit: Money | None = None
@@ -169,7 +310,9 @@ class InvoiceIssued(_Model):
     invoice_id: Id
     number: Id
     issue_date: IsoDate
-    due_date: IsoDate
+    due_date: IsoDate = Field(
+        description=f"{_DATE_DESCRIPTION} On or after issue_date (relance checks it: JSON Schema cannot compare dates)."
+    )
     currency: Currency
     amount: Amount
     customer: CustomerUpserted | None = None
@@ -194,7 +337,15 @@ class PaymentReceived(_Model):
     amount: Amount
     currency: Currency
     received_on: IsoDate
-    allocations: list[Allocation] = Field(default_factory=list, max_length=1000)
+    allocations: list[Allocation] = Field(
+        default_factory=list,
+        max_length=1000,
+        description=(
+            "How the payment is applied; without it, to the oldest open invoices first. The amounts add up to at most "
+            "the payment's amount and each invoice appears once (relance checks both: JSON Schema cannot add up "
+            "amounts or compare members of an array)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> PaymentReceived:
@@ -283,7 +434,11 @@ class PaymentPlanAgreed(_Model):
     plan_id: Id
     currency: Currency
     invoice_ids: list[Id] = Field(min_length=1, max_length=1000)
-    instalments: list[Instalment] = Field(min_length=1, max_length=120)
+    instalments: list[Instalment] = Field(
+        min_length=1,
+        max_length=120,
+        description="Due dates strictly increasing (relance checks it: JSON Schema cannot compare dates).",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> PaymentPlanAgreed:
@@ -337,9 +492,19 @@ EVENT_TYPES = tuple(DATA_MODELS)
 class Envelope(_Model):
     event_id: Id
     event_type: str
-    tenant: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+    tenant: Annotated[
+        str,
+        Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$"),
+        _string_schema(f"^{_NO_CONTROLS}[a-z0-9][a-z0-9._-]{{0,63}}$", "The tenant: lowercase, up to 64 characters."),
+    ]
     customer_id: Id
-    occurred_at: Instant
+    occurred_at: Instant = Field(
+        description=(
+            "When it happened, with a time zone, between 1900-01-01T00:00:00Z and 2199-12-31T23:59:59Z, and at most "
+            "24 hours after relance receives the message (a later one is refused as business_rule: check the ERP's "
+            "clock)."
+        )
+    )
     data: dict[str, Any]
     correlation_id: Id | None = None
     causation_id: Id | None = None
@@ -372,32 +537,37 @@ def _describe(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
-def parse_event(body: bytes, max_bytes: int = 262144) -> ErpEvent:
-    """Decode and validate one message body, or raise :class:`InvalidMessage` saying why."""
+def parse_event(body: bytes, max_bytes: int = 262144, *, received_at: datetime | None = None) -> ErpEvent:
+    """Decode and validate one message body, or raise :class:`InvalidMessage` saying why.
+
+    ``received_at`` is when relance received the message: an ``occurred_at`` more than
+    :data:`MAX_AHEAD_OF_RECEPTION` after it is refused as ``business_rule``.
+    """
     if len(body) > max_bytes:
         raise InvalidMessage("oversize", f"message is {len(body)} bytes, the limit is {max_bytes}")
     try:
-        raw = json.loads(body.decode("utf-8"), parse_float=_JsonFloat)
-    except UnicodeDecodeError as exc:
-        raise InvalidMessage("not_json", f"body is not UTF-8: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidMessage("not_json", f"body is not JSON: {exc}") from None
+        raw = jsonio.loads(body, parse_float=_JsonFloat)
+    except jsonio.JsonRefused as exc:
+        raise InvalidMessage(exc.kind, exc.reason) from None
     if not isinstance(raw, dict):
         raise InvalidMessage("schema", f"message must be a JSON object, got {type(raw).__name__}")
-    try:
-        envelope = Envelope.model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidMessage("schema", _describe(exc)) from None
+    envelope = _validated(Envelope, raw, "")
     model = DATA_MODELS.get(envelope.event_type)
     if model is None:
         raise InvalidMessage(
             "unknown_event_type",
-            f"unknown event_type {envelope.event_type!r}; contract v{CONTRACT_VERSION} knows " + ", ".join(EVENT_TYPES),
+            f"unknown event_type {_shown(envelope.event_type)}; contract v{CONTRACT_VERSION} knows "
+            + ", ".join(EVENT_TYPES),
         )
-    try:
-        data = model.model_validate(envelope.data)
-    except ValidationError as exc:
-        raise InvalidMessage("schema", _describe(exc, "data.")) from None
+    data = _validated(model, envelope.data, "data.")
+    if received_at is not None and envelope.occurred_at - received_at > MAX_AHEAD_OF_RECEPTION:
+        ahead = envelope.occurred_at - received_at
+        raise InvalidMessage(
+            "business_rule",
+            f"occurred_at {envelope.occurred_at.isoformat()} is {_hours(ahead)} after relance received the message "
+            f"({received_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}); more than "
+            f"{_hours(MAX_AHEAD_OF_RECEPTION)} ahead means a skewed ERP clock: correct it and publish again",
+        )
     return ErpEvent(
         event_id=envelope.event_id,
         event_type=envelope.event_type,
@@ -408,6 +578,21 @@ def parse_event(body: bytes, max_bytes: int = 262144) -> ErpEvent:
         correlation_id=envelope.correlation_id,
         causation_id=envelope.causation_id,
     )
+
+
+def _validated(model: type[_M], raw: Any, prefix: str) -> _M:
+    """The model of ``raw``; any failure of a conversion is the message's fault, reported as ``schema``."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidMessage("schema", _describe(exc, prefix)) from None
+    except (ArithmeticError, TypeError, ValueError) as exc:  # OverflowError included: never relance's own failure
+        raise InvalidMessage("schema", f"{prefix.rstrip('.') or 'message'}: {type(exc).__name__}: {exc}") from None
+
+
+def _hours(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:.0f} hours" if hours < 48 else f"{hours / 24:.0f} days"
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,7 +78,7 @@ def asyncapi_document() -> dict[str, Any]:
             "summary": _summary(model),
             "contentType": "application/json",
             "payload": {"$ref": f"./{event_type}.json"},
-            "bindings": {"amqp": {"deliveryMode": 2, "bindingVersion": "0.3.0"}},
+            "bindings": {"amqp": {"bindingVersion": _AMQP}},
             "examples": [{"name": "example", "payload": EXAMPLES[event_type]}],
         }
         for event_type, model in DATA_MODELS.items()
@@ -123,7 +123,8 @@ def asyncapi_document() -> dict[str, Any]:
                 "address": "relance.ingest.dead",
                 "description": (
                     "Rejected messages, body unchanged, with headers x-relance-kind (not_json, schema, "
-                    "unknown_event_type, oversize, business_rule, storage), x-relance-reason and the event ids."
+                    "unknown_event_type, oversize, business_rule, storage, internal_error), x-relance-reason and the "
+                    "event ids."
                 ),
                 "bindings": {"amqp": {"is": "queue", "queue": {"name": "relance.ingest.dead", "durable": True}}},
             },
@@ -147,8 +148,10 @@ def asyncapi_document() -> dict[str, Any]:
         "operations": {
             "publishErpEvent": {
                 "action": "send",
+                "summary": "The ERP publishes what happened to its invoices: persistent, with publisher confirms.",
                 "channel": {"$ref": "#/channels/erpEvents"},
                 "messages": refs,
+                "bindings": {"amqp": {"deliveryMode": 2, "bindingVersion": _AMQP}},
             },
             "sendErpCommand": _send_command(
                 "relance tells the ERP to block or unblock a customer's credit.", erp_commands

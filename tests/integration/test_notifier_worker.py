@@ -383,6 +383,8 @@ def test_malformed_messages_are_dead_lettered_with_the_reason_and_the_worker_goe
         "missing-fields": orjson.dumps({"command": "notifier.send_reminder", "tenant": TENANT, "customer_id": "C-1"}),
         "bad-amount": orjson.dumps(bad_amount),
         "bad-copies": orjson.dumps(bad_copies),  # passes the checks, then fails inside relance
+        # two readers could see two commands: one keeping the first tenant, one the last
+        "duplicate-key": orjson.dumps({**command, "command_id": "dup"})[:-1] + b',"tenant":"other"}',
     }
     rig.start()
     # When a producer puts unusable messages in the queue, ahead of a real command
@@ -401,6 +403,8 @@ def test_malformed_messages_are_dead_lettered_with_the_reason_and_the_worker_goe
         reasons[message_id] = (headers["x-relance-kind"], headers["x-relance-reason"])
     assert reasons["not-json"][0] == "invalid_command" and reasons["not-json"][1].startswith("not JSON")
     assert reasons["not-an-object"] == ("invalid_command", "the message body is not a JSON object")
+    assert reasons["duplicate-key"][0] == "invalid_command"
+    assert reasons["duplicate-key"][1].startswith('tenant: duplicate key "tenant"')
     assert reasons["missing-fields"] == (
         "invalid_command",
         "missing field(s): command_id, reminder_id, level, template, currency, lines, totals",

@@ -163,3 +163,15 @@ def test_describe_line_picks_routing_key_and_message_id() -> None:
     routing_key, message_id, problem = describe_line(b"{nope")
     assert (routing_key, message_id) == ("unknown", None)
     assert problem and problem.startswith("not valid JSON")
+
+
+def test_describe_line_reports_a_duplicated_key_and_never_routes_on_either_value() -> None:
+    # Given a line whose event_type appears twice (the ingest worker will dead-letter it as schema)
+    line = b'{"event_id": "E-1", "event_type": "invoice.issued", "event_type": "payment.received"}'
+    # Then it is described from its other keys only, and the problem names the key
+    routing_key, message_id, problem = describe_line(line)
+    assert (routing_key, message_id) == ("unknown", "E-1")
+    assert problem and problem.startswith('event_type: duplicate key "event_type"')
+    # And nesting beyond relance's limit is reported as not JSON, without a recursion error
+    routing_key, message_id, problem = describe_line(b"[" * 100_000 + b"]" * 100_000)
+    assert problem and problem.startswith("not valid JSON (JSON nested deeper")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -330,3 +330,134 @@ def test_several_problems_are_all_reported_in_one_reason() -> None:
     error = refusal(text.encode())
     for field, _ in BREAKERS:
         assert field in error.reason, error.reason
+
+
+# ---------------------------------------------------------------------------------------------------- hostile input
+@pytest.mark.parametrize(
+    ("amount", "why"),
+    [
+        ("١٢٣.٤٥", "Arabic-Indic digits"),
+        ("\uff11\uff12\uff13.\uff14\uff15", "full-width digits"),
+        ("12³", "a superscript"),
+        ("1" * 16, "16 digits"),
+    ],
+)
+def test_money_in_anything_but_ascii_digits_within_the_bound_is_refused(amount: str, why: str) -> None:
+    error = refusal(encode(message(amount=amount)))
+    assert error.kind == "schema" and error.reason.startswith("data.amount: ") and "ASCII digits" in error.reason, why
+
+
+@pytest.mark.parametrize(
+    "character", ["\x00", "\x1b", "\x7f", "\x85", "\x9f", "\u2028", "\u2029", "\ud800"], ids=lambda c: f"U+{ord(c):04X}"
+)
+@pytest.mark.parametrize(("event_type", "field"), [("invoice.issued", "number"), ("customer.upserted", "name")])
+def test_text_with_any_control_character_is_refused(character: str, event_type: str, field: str) -> None:
+    raw = message(event_type, **{field: f"Acme{character}Bcc: spy@attacker.example"})
+    body = json.dumps(raw).encode()  # ASCII escapes: a lone surrogate can only arrive as \ud800
+    error = refusal(body)
+    assert error.kind == "schema" and error.reason.startswith(f"data.{field}: "), error.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Acme =?utf-8?q?=0D=0ABcc:_spy@attacker.example?=",
+        "=?UTF-8?B?QmNjOiBzcHlAYXR0YWNrZXIuZXhhbXBsZQ==?=",
+        "x=?a?q?b?c?=",
+    ],
+)
+@pytest.mark.parametrize(
+    ("event_type", "field"),
+    [("customer.upserted", "name"), ("customer.upserted", "contact_name"), ("invoice.issued", "number")],
+)
+def test_an_rfc2047_encoded_word_is_refused_in_text_that_can_reach_a_mail_header(
+    text: str, event_type: str, field: str
+) -> None:
+    error = refusal(encode(message(event_type, **{field: text})))
+    assert error.kind == "schema" and f"data.{field}: " in error.reason and "encoded word" in error.reason
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a@b..com",
+        "compta@martin.fr\n",
+        "compta\x85@martin.fr",
+        "Claire <compta@martin.fr>",
+        "compta@[10.0.0.1]",
+        "compta@localhost",
+        "compta@martin.invalid",
+        '"a b"@martin.fr',
+    ],
+)
+def test_an_address_email_validator_refuses_is_refused(address: str) -> None:
+    error = refusal(encode(message("customer.upserted", emails=["ok@martin.fr", address])))
+    assert error.kind == "schema" and error.reason.startswith("data.emails.1: "), error.reason
+
+
+@pytest.mark.parametrize("address", ["compta@münchen.de", "compta@xn--mnchen-3ya.de", "a.b+c@sub.martin.fr"])
+def test_internationalised_and_plain_addresses_are_accepted(address: str) -> None:
+    event = parse_event(encode(message("customer.upserted", emails=[address])))
+    assert event.data_json()["emails"] == [address]
+
+
+@pytest.mark.parametrize("field", ["issue_date", "due_date"])
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01", "1899-12-31", "2200-01-01"])
+def test_a_date_outside_1900_to_2199_is_refused(field: str, day: str) -> None:
+    changes = {"issue_date": "1900-01-01", "due_date": "2199-12-31", field: day}
+    error = refusal(encode(message(**changes)))
+    assert error.kind == "schema" and error.reason.startswith(f"data.{field}: ") and "1900-01-01" in error.reason
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    event = parse_event(encode(message(issue_date="1900-01-01", due_date="2199-12-31")))
+    assert event.data_json()["due_date"] == "2199-12-31"
+
+
+@pytest.mark.parametrize(
+    "instant",
+    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "1900-01-01T00:30:00+01:00", "2200-01-01T00:00:00Z"],
+)
+def test_an_instant_outside_the_bounds_is_refused_even_when_utc_would_overflow(instant: str) -> None:
+    raw = copy.deepcopy(EXAMPLES["invoice.issued"])
+    raw["occurred_at"] = instant
+    error = refusal(encode(raw))
+    assert error.kind == "schema" and error.reason.startswith("occurred_at: ") and len(error.reason) < 300
+
+
+def test_an_occurred_at_more_than_a_day_ahead_of_reception_is_a_business_rule_refusal() -> None:
+    # Given an event stamped by an ERP whose clock runs in 2099
+    raw = copy.deepcopy(EXAMPLES["invoice.issued"])
+    raw["occurred_at"] = "2099-01-01T00:00:00Z"
+    received = datetime(2026, 11, 2, 9, 15, tzinfo=UTC)
+    # When relance receives it today
+    error = refusal(encode(raw), received_at=received)
+    # Then it is refused, saying how far ahead and why
+    assert error.kind == "business_rule" and error.reason.startswith("occurred_at 2099-01-01"), error.reason
+    assert "skewed ERP clock" in error.reason
+
+
+def test_an_occurred_at_within_a_day_of_reception_is_accepted() -> None:
+    raw = copy.deepcopy(EXAMPLES["invoice.issued"])
+    raw["occurred_at"] = "2026-11-03T09:00:00Z"
+    assert parse_event(encode(raw), received_at=datetime(2026, 11, 2, 9, 15, tzinfo=UTC)).event_id
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        (b'{"event_id": "E-1", "event_id": "E-2"}', "schema"),
+        (b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "not_json"),
+        (b'{"event_id": ' + b"7" * 5000 + b"}", "not_json"),
+    ],
+    ids=["duplicate-key", "deep", "huge-int"],
+)
+def test_hostile_json_is_refused_by_the_decoder_with_a_short_reason(body: bytes, kind: str) -> None:
+    error = refusal(body)
+    assert error.kind == kind and len(error.reason) < 200, error.reason
+
+
+def test_a_duplicated_amount_is_refused_rather_than_the_last_one_kept() -> None:
+    body = encode(message()).replace(b'"amount": "1234.56"', b'"amount": "1.00", "amount": "1234.56"')
+    error = refusal(body)
+    assert error.kind == "schema" and error.reason.startswith('data.amount: duplicate key "amount"')

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from services.escalation.agenda import build_agenda, render_agenda
+from shared.contracts.commands import parse_command
 from shared.contracts.erp import CommandAcknowledged, InvalidMessage, parse_event
-from shared.contracts.examples import EXAMPLES
+from shared.contracts.examples import COMMAND_EXAMPLES, EXAMPLES
+from shared.contracts.jsonio import JsonRefused
 from shared.ledger.outbox import COMMANDS
 from shared.ledger.show import render_stream, stream_document
 from shared.ledger.state import CREDIT_COMMANDS, KEPT_PER_KIND, REJECTED_TASK, CustomerState
@@ -217,3 +219,22 @@ def test_acknowledgements_survive_a_snapshot_and_show_in_ledger_show() -> None:
     assert "ERP acknowledgements" in text
     assert f"erp.credit_block   {BLOCK}: applied by the ERP at 2026-12-01 08:10:00, ERP reference BLK-917" in text
     assert "rejected by the ERP at 2026-12-01 08:10:00 — unknown" in text
+
+
+def test_an_acknowledgement_with_a_duplicated_status_is_refused_naming_it() -> None:
+    # Given an acknowledgement that says both "applied" and "rejected": which one a reader keeps depends on it
+    body = json.dumps(EXAMPLES["erp.command_acknowledged"]).encode()
+    body = body.replace(b'"status": "applied"', b'"status": "rejected", "status": "applied"')
+    # Then relance refuses it as schema, naming the key and where it is
+    with pytest.raises(InvalidMessage) as caught:
+        parse_event(body)
+    assert caught.value.kind == "schema"
+    assert caught.value.reason.startswith('data.status: duplicate key "status"')
+
+
+def test_a_command_body_with_a_duplicated_key_is_refused_by_the_erp_side_parser() -> None:
+    body = json.dumps(COMMAND_EXAMPLES["erp.credit_block"]).encode()
+    assert parse_command(body).command_id == COMMAND_EXAMPLES["erp.credit_block"]["command_id"]
+    with pytest.raises(JsonRefused) as caught:
+        parse_command(body.replace(b'"reason": "level"', b'"reason": "level", "reason": "credit_limit"'))
+    assert caught.value.reason.startswith('reason: duplicate key "reason"')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -163,3 +164,47 @@ def test_a_database_that_refuses_every_message_is_an_outage_not_a_batch_of_bad_m
     # When a batch goes through, Then it is retried as an outage rather than dead-lettered message by message
     with pytest.raises(LedgerUnavailable, match="refused every message"):
         ingestor.process([Delivery(body=b) for b in bodies])
+
+
+def test_hostile_json_is_classified_before_the_batch_is_applied_in_one_transaction(ledger: FakeLedger) -> None:
+    # Given valid messages mixed with text nested 100,000 deep, a 5,000-digit integer, a duplicated tenant and an
+    # instant that overflows when converted to UTC
+    deep = b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    huge = message("E-H").replace(b'"amount": "100.00"', b'"amount": ' + b"9" * 5000)
+    twice = message("E-T").replace(b'"tenant": "acme-fr"', b'"tenant": "acme-fr", "tenant": "other"')
+    overflow = message("E-O", occurred_at="9999-12-31T23:59:59-01:00")
+    # When the batch is processed (with the default size limit: these are no larger than a big payment)
+    ingestor = Ingestor(ledger)  # type: ignore[arg-type]
+    result = ingestor.process(deliveries(message("E-1"), deep, huge, twice, overflow, message("E-2")))
+    # Then the bad ones are refused as the message's fault, each with a short reason, and never reach the ledger:
+    # the valid ones are applied in a single call, nothing bisected
+    assert [(r.kind, r.reason.split(":")[0]) for r in result.rejections] == [
+        ("not_json", "JSON nested deeper than 32 levels"),
+        (
+            "not_json",
+            "a JSON number of 5000 characters (999999999999…); relance reads numbers of at most 40 (money is a "
+            "decimal string)",
+        ),
+        ("schema", "tenant"),
+        ("schema", "occurred_at"),
+    ]
+    assert all(len(r.reason) < 300 for r in result.rejections)
+    assert ledger.calls == [["E-1", "E-2"]] and result.applied == 2
+    # and a duplicated key is never guessed at in the dead-letter headers
+    assert (result.rejections[2].event_id, result.rejections[2].tenant) == ("E-T", None)
+
+
+def test_an_event_stamped_more_than_a_day_after_its_reception_is_refused_before_the_batch(
+    ingestor: Ingestor, ledger: FakeLedger
+) -> None:
+    # Given an ERP whose clock runs days ahead, next to one a few hours ahead
+    received = datetime(2026, 11, 2, 9, 15, tzinfo=UTC)
+    skewed = Delivery(body=message("E-9", occurred_at="2026-11-05T09:15:00Z"), received_at=received, tag=1)
+    close = Delivery(body=message("E-1", occurred_at="2026-11-02T20:00:00Z"), received_at=received, tag=2)
+    # When relance receives them
+    result = ingestor.process([skewed, close])
+    # Then the skewed one is a business-rule refusal that says why, and only the other reaches the ledger
+    [rejection] = result.rejections
+    assert rejection.kind == "business_rule" and "skewed ERP clock" in rejection.reason
+    assert rejection.event_id == "E-9"
+    assert ledger.calls == [["E-1"]]
