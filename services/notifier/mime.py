@@ -49,6 +49,8 @@ from email.policy import SMTP
 from email.utils import format_datetime, getaddresses
 from typing import Protocol
 
+import idna
+
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _DOMAIN = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}|localhost")
 _ID_LEFT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,128}")
@@ -136,12 +138,26 @@ def check_header_text(value: str, what: str) -> str:
 
 
 def check_address(value: str) -> str:
-    """The address itself if it is one plain ``local@domain``; :class:`InvalidAddress` saying why otherwise."""
+    """The address as it goes on the wire if it is one plain ``local@domain`` (an internationalised domain in its
+    ASCII form); :class:`InvalidAddress` saying why otherwise."""
     if not isinstance(value, str) or not value:
         raise InvalidAddress("empty email address")
     if UNSAFE.search(value):
         raise InvalidAddress(f"email address {value!r} contains a control character (CR, LF, …): refused")
     local, at, domain = value.rpartition("@")
+    if at and not local.isascii():
+        raise InvalidAddress(
+            f"{value!r} has a non-ASCII local part, which needs SMTPUTF8; relance sends plain SMTP: ask for an ASCII "
+            "address"
+        )
+    if at and not domain.isascii():
+        # An internationalised domain (IDNA 2008, as the contract's email-validator reads it) travels as its ASCII
+        # form: the header and the envelope carry ``xn--…``, which every mail server understands.
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise InvalidAddress(f"{value!r} has a domain that is not a valid internationalised name: {exc}") from None
+        value = f"{local}@{domain}"
     if not at or len(value) > 254 or len(local) > 64:
         raise InvalidAddress(f"{value!r} is not an email address of the form local@domain")
     if not _LOCAL.fullmatch(local) or not _DOMAIN.fullmatch(domain):

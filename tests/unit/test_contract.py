@@ -388,6 +388,7 @@ def test_an_rfc2047_encoded_word_is_refused_in_text_that_can_reach_a_mail_header
         "compta@localhost",
         "compta@martin.invalid",
         '"a b"@martin.fr',
+        "andré@martin.fr",  # a non-ASCII local part needs SMTPUTF8, which the notifier does not use
     ],
 )
 def test_an_address_email_validator_refuses_is_refused(address: str) -> None:

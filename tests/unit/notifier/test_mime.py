@@ -67,6 +67,19 @@ def test_a_hostile_or_malformed_recipient_is_refused(address: str) -> None:
         build(recipients=[address])
 
 
+def test_an_internationalised_domain_travels_in_its_ascii_form_in_the_header_and_the_envelope() -> None:
+    # Given a customer address whose domain is internationalised (the contract accepts it)
+    built = build(recipients=["compta@münchen.de", "jane@example.org"])
+    # Then the To header and the recipients SMTP is given carry the xn-- form, which the check reads back
+    assert built.recipients == ("compta@xn--mnchen-3ya.de", "jane@example.org")
+    assert email.message_from_bytes(built.data, policy=default)["To"] == "compta@xn--mnchen-3ya.de, jane@example.org"
+
+
+def test_a_non_ascii_local_part_is_refused_saying_it_needs_smtputf8() -> None:
+    with pytest.raises(mime.InvalidAddress, match="SMTPUTF8"):
+        build(recipients=["andré@example.org"])
+
+
 def test_a_subject_with_crlf_is_refused_not_folded() -> None:
     with pytest.raises(mime.UnsafeHeaderText, match="U\\+000D"):
         build(Rendered(subject="{{ 7*7 }} <script>\r\nBcc: x@example.com"))
