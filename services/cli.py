@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from shared.config import ConfigurationError, Settings, hide_password, load_settings, with_application_name
+from shared.ledger.store import LedgerUnavailable
 from shared.logging import configure_logging
 
 if TYPE_CHECKING:
@@ -57,6 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"relance: {exc}", file=sys.stderr)
         return 78
+    except LedgerUnavailable as exc:
+        # The database went away (or refused the work for a reason of its own) in the middle of the command: what
+        # was committed stays, each unit of work being its own transaction; say so in one line, not a traceback.
+        print(
+            f"relance: the database could not finish the command: {exc}; what was already committed stays, run the "
+            "command again once the database answers",
+            file=sys.stderr,
+        )
+        return 69  # EX_UNAVAILABLE
     except DBAPIError as exc:
         # A database that refuses us (role, password, database name) is configuration; one that does not answer
         # is down. Either way one line, not a traceback; anything else is relance's own failure and shows as such.
