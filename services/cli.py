@@ -100,11 +100,11 @@ def _process(handler: Handler) -> str:
 
 def _database_failed(exc: DBAPIError, settings: Settings) -> int | None:
     """Say in one line why the database could not be used, and return the exit status; None if not that."""
-    from shared.ledger.db import refusal
+    from shared.ledger.db import connection_refusal
     from shared.runtime import database_refused
 
     url = settings.database_url or "(unset)"
-    refused = refusal(exc)
+    refused = connection_refusal(exc)
     if refused:
         print(f"relance: {database_refused(url, refused)}", file=sys.stderr)
         return 78

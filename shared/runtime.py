@@ -90,14 +90,14 @@ def wait_for_schema(engine: Engine, url: str, stop: threading.Event, service: st
     Returns False if stopped while waiting. Raises :class:`ConfigurationError` telling the user to run
     ``relance db upgrade``: a worker never migrates silently.
     """
-    from shared.ledger.db import refusal
+    from shared.ledger.db import connection_refusal
 
     backoff = Backoff(retry_max_seconds)
     while not stop.is_set():
         try:
             problem = schema_problem(engine, url)
         except DBAPIError as exc:
-            refused = refusal(exc)
+            refused = connection_refusal(exc)
             if refused:  # credentials, role or database name: waiting would never end
                 raise database_refused(url, refused) from None
             delay = backoff.next()

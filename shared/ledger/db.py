@@ -58,10 +58,11 @@ def _sqlite_write_transactions(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def refusal(exc: BaseException) -> str | None:
+def connection_refusal(exc: BaseException) -> str | None:
     """Why the database refused this connection for good (credentials, role, database name), or None.
 
     None covers what may pass by itself (a server starting, down, or out of connections): the caller retries that.
+    Errors of a write on an open connection are read by :func:`shared.ledger.refusal.classify` instead.
     """
     orig = getattr(exc, "orig", None) or exc
     sqlstate = getattr(orig, "sqlstate", None)
