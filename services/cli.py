@@ -353,18 +353,18 @@ def _parser() -> argparse.ArgumentParser:
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from shared.ledger.migrate import current, upgrade
 
-    upgrade(settings.require_database_url())
-    print(f"ledger schema at revision {current(settings.require_database_url())}")
+    url = settings.require_database_url()
+    upgrade(url)
+    print(f"ledger schema at revision {current(url)}")
     role = args.runtime_role or settings.runtime_role
     if role:
-        _grant_runtime_role(settings, role)
+        _grant_runtime_role(settings, url, role)
     return 0
 
 
-def _grant_runtime_role(settings: Settings, role: str) -> None:
+def _grant_runtime_role(settings: Settings, url: str, role: str) -> None:
     from shared.ledger.roles import RUNTIME_GRANTS, grant_runtime
 
-    url = settings.require_database_url()
     if url.startswith("sqlite"):
         print(f"relance: SQLite has no roles, so no runtime role {role} was set up", file=sys.stderr)
         return
@@ -667,8 +667,9 @@ def _migrated_engine(settings: Settings) -> Engine:
     from shared.ledger.db import make_engine
     from shared.runtime import schema_problem
 
-    engine = make_engine(settings.require_database_url())
-    problem = schema_problem(engine, settings.require_database_url())
+    url = settings.require_database_url()
+    engine = make_engine(url)
+    problem = schema_problem(engine, url)
     if problem:
         engine.dispose()
         raise ConfigurationError(problem)
