@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.ledger.db import refusal
+from shared.ledger.db import connection_refusal as refusal
 
 SERVER = 'connection failed: connection to server at "10.0.0.5", port 5432 failed: FATAL:  '
 
