@@ -188,7 +188,7 @@ class Feed:
             if check.verdict == "new":
                 self.seen.add(ev.event_id)
                 self.state.version += 1
-                self.state.apply(ev.event_type, ev.data, ev.occurred_at.isoformat(), ev.event_id)
+                self.state.apply(ev.event_type, ev.data, ev.occurred_at.isoformat(), ev.event_id, recorded_at="")
         return verdicts
 
 

@@ -174,13 +174,15 @@ class CustomerState:
 
     # ----------------------------------------------------------------------------------------------- applying
     def apply(
-        self, event_type: str, data: dict[str, Any], occurred_at: str = "", event_id: str = "", recorded_at: str = ""
+        self, event_type: str, data: dict[str, Any], occurred_at: str = "", event_id: str = "", *, recorded_at: str
     ) -> set[str]:
         """Fold one accepted event into the state; returns the ids of the invoices it changed.
 
         ``event_id`` names the command a ``credit.blocked`` / ``credit.unblocked`` causes (the outbox uses the event
         id as the command id), so the ERP's acknowledgement can be matched with the block it is about.
         ``recorded_at`` (ISO 8601, when the ledger appended the event) caps ``occurred_at``: see the module's doc.
+        Every caller must say it, so that no fold of a recorded stream forgets the cap (the ledger's fold and
+        verify's rebuild must agree); ``""`` only for a fold of events that were never recorded.
         """
         if recorded_at:
             occurred_at = _earlier(occurred_at, recorded_at)

@@ -313,7 +313,11 @@ class Ledger:
             state.version = row["version"]
             state.head_hash = row["hash"]
             stream.invoices |= state.apply(
-                item.event_type, item.data, utc(item.occurred_at).isoformat(), item.event_id, plan.now.isoformat()
+                item.event_type,
+                item.data,
+                utc(item.occurred_at).isoformat(),
+                item.event_id,
+                recorded_at=plan.now.isoformat(),
             )
 
     @staticmethod
@@ -484,7 +488,7 @@ class Ledger:
         state = CustomerState(tenant=tenant, customer_id=customer_id)
         for event in self.read_stream(tenant, customer_id):
             occurred, recorded = utc(event.occurred_at).isoformat(), event.recorded_at.isoformat()
-            state.apply(event.event_type, event.data, occurred, event.event_id, recorded)
+            state.apply(event.event_type, event.data, occurred, event.event_id, recorded_at=recorded)
             state.version = event.version
             state.head_hash = event.hash
         return state
@@ -613,7 +617,9 @@ def _load_states(conn: Connection, keys: Sequence[StreamKey]) -> dict[StreamKey,
         )
         for customer, version, event_type, data, occurred_at, event_hash_, event_id, recorded_at in conn.execute(tail):
             state = states[(tenant, customer)]
-            state.apply(event_type, data, utc(occurred_at).isoformat(), event_id, utc(recorded_at).isoformat())
+            state.apply(
+                event_type, data, utc(occurred_at).isoformat(), event_id, recorded_at=utc(recorded_at).isoformat()
+            )
             state.version = version
             state.head_hash = event_hash_
     for state in states.values():

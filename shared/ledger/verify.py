@@ -229,7 +229,7 @@ def _fold(stream: _Rebuild, row: Any, report: VerifyReport) -> None:
         )
     stream.position = max(position, stream.position)
     try:
-        state.apply(event_type, data, occurred_at.isoformat(), event_id, recorded_at.isoformat())
+        state.apply(event_type, data, occurred_at.isoformat(), event_id, recorded_at=recorded_at.isoformat())
     except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
         report.problems.append(f"events {where} v{version}: its data cannot be folded ({type(exc).__name__}: {exc})")
     state.version = version

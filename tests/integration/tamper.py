@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, select, text, update
 
 from services.notifier import evidence
-from shared.ledger.hashing import GENESIS, HASHED_FIELDS, event_hash
+from shared.ledger.hashing import GENESIS, HASHED_FIELDS, event_hash, utc
 from shared.ledger.schema import (
     credits,
     customer_balances,
@@ -148,7 +148,13 @@ def recompute_projections(ledger: Ledger, conn: Connection, tenant: str, custome
     """Write the head row, a fresh snapshot and every projection row exactly as relance would from the log now."""
     state = CustomerState(tenant=tenant, customer_id=customer_id)
     for row in rows(conn, tenant, customer_id):
-        state.apply(row["event_type"], row["data"], row["occurred_at"].astimezone(UTC).isoformat(), row["event_id"])
+        state.apply(
+            row["event_type"],
+            row["data"],
+            row["occurred_at"].astimezone(UTC).isoformat(),
+            row["event_id"],
+            recorded_at=utc(row["recorded_at"]).isoformat(),
+        )
         state.version, state.head_hash = row["version"], row["hash"]
     for table in (customer_state, invoice_balances, credits, customer_balances):
         conn.execute(delete(table).where(of_stream(table, tenant, customer_id)))

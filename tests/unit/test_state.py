@@ -227,7 +227,7 @@ def test_the_latest_customer_profile_wins_whatever_the_arrival_order() -> None:
 def arrive(state: CustomerState, ev: Ev, occurred_at: datetime, recorded_at: datetime) -> None:
     """Apply an event the way the ledger does: with the instant it claims and the instant it was recorded."""
     assert state.check(ev.event_type, ev.data).verdict == "new"
-    state.apply(ev.event_type, ev.data, occurred_at.isoformat(), ev.event_id, recorded_at.isoformat())
+    state.apply(ev.event_type, ev.data, occurred_at.isoformat(), ev.event_id, recorded_at=recorded_at.isoformat())
 
 
 def test_a_profile_stated_in_2099_does_not_pin_the_profile_for_good() -> None:
