@@ -45,7 +45,7 @@ READ_ELSEWHERE: Mapping[str, str] = {
     "RELANCE_TEST_DATABASE_URL": "tests/conftest.py: the PostgreSQL server of the tests",
     "RELANCE_TEST_AMQP_URL": "tests/conftest.py: the RabbitMQ server of the tests",
     "RELANCE_TEST_DATABASE_ROLE": "tests/conftest.py: `runtime` runs every PostgreSQL test as the runtime role",
-    "RELANCE_NODE_CACHE": "tests/unit/test_contract_asyncapi.py: where the AsyncAPI parser is installed",
+    "RELANCE_NODE_CACHE": "tests/unit/contracts/test_asyncapi.py: where the AsyncAPI parser is installed",
     "RELANCE_BENCH_DATABASE_URL": "tests/benchmarks/bench_ingest.py",
     "RELANCE_BENCH_AMQP_URL": "tests/benchmarks/bench_ingest.py",
     "RELANCE_E2E_EVENTS": "tests/e2e/test_three_workers.py",

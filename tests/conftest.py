@@ -278,7 +278,7 @@ def publish_outbox(settings: Settings, engine: Engine) -> int:
     """Publish every pending outbox command as `relance worker relay` does, until none is left; how many went out."""
     import threading
 
-    from shared.relay import Relay
+    from services.relay.worker import Relay
 
     relay = Relay(settings, engine, threading.Event())
     relay._open()

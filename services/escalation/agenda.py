@@ -40,7 +40,7 @@ _TASK_TITLES = {
     "invoice_dates_invalid": "invoice dates outside the calendar: correct the invoice in the ERP",
 }
 RATE_MISSING = "reference_rate_missing"  # an item for the credit team, not for one customer
-# erp_command_failed tasks name the command the webhook gave up on (shared/webhook.py)
+# erp_command_failed tasks name the command the webhook gave up on (services/webhook/worker.py)
 _COMMAND_TITLES = {
     "erp.credit_block": "ERP did not receive credit block: block by hand",
     "erp.credit_unblock": "ERP did not receive credit unblock: unblock by hand",

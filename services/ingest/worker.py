@@ -33,7 +33,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from services.ingest.batching import Batcher
-from services.ingest.core import BatchResult, Delivery, Ingestor, Rejection
+from services.ingest.service import BatchResult, Delivery, Ingestor, Rejection
 from services.ingest.topology import connect, declare_topology
 from shared.config import Settings
 from shared.ledger.store import Ledger, LedgerConflict, LedgerNeedsAttention, LedgerUnavailable

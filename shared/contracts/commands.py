@@ -1,6 +1,6 @@
 """Commands relance publishes on the commands exchange: the message bodies, as models and JSON Schema.
 
-The relay (:mod:`shared.relay`) publishes each outbox row's payload as the body, routing key = ``command``,
+The relay (:mod:`services.relay.worker`) publishes each outbox row's payload as the body, routing key = ``command``,
 ``message_id`` = ``command_id``. Receivers must accept fields they do not know (the models allow extra fields, so
 relance can add some without a new contract version) and deduplicate on ``command_id``: delivery is at least once.
 ``erp.credit_block`` and ``erp.credit_unblock`` are for the ERP (which answers with ``erp.command_acknowledged``);

@@ -2,7 +2,7 @@
 
 :meth:`shared.ledger.store.Ledger.record` calls :func:`command_rows` on the events it appends and inserts the rows
 in the same transaction, so a command exists exactly when its cause does (a rollback removes both). The relay
-(:mod:`shared.relay`) publishes the rows afterwards and marks them published.
+(:mod:`services.relay.worker`) publishes the rows afterwards and marks them published.
 
 A command's id is the ``event_id`` of the event that caused it: deterministic, so the receiver can deduplicate the
 redeliveries that at-least-once relaying allows. Its payload is the envelope below plus the causing event's data::

@@ -136,7 +136,7 @@ invoice_balances = Table(
 )
 
 # Commands to other services and to the ERP, written in the transaction of the events that cause them and relayed
-# to RabbitMQ afterwards (shared/relay.py). Not the log: the relay marks rows published (UPDATE is allowed here).
+# to RabbitMQ afterwards (services/relay/). Not the log: the relay marks rows published (UPDATE is allowed here).
 outbox = Table(
     "outbox",
     metadata,

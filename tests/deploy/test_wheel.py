@@ -140,7 +140,15 @@ def test_the_image_wheel_carries_every_resource_and_runs_relance_outside_the_sou
     assert "ledger schema at revision" in _run([str(relance), "db", "upgrade", "--database-url", url], elsewhere, env)
     _run([str(relance), "health", "--database-url", url], elsewhere, env)
 
-    # And the demo runs end to end (ingest, escalation, reminders rendered and sent over SMTP, letters)
+    # And the demo asks for its extra, which a worker image does not carry, in one line
+    bare = subprocess.run(
+        [str(relance), "demo", "--out", "demo"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert bare.returncode == 69, bare
+    assert bare.stderr.strip() == "relance demo needs its extra, which the workers do not: pip install 'relance[demo]'"
+    _run([str(python), "-m", "pip", "install", "-q", f"{wheel}[demo]"], tmp_path, env, timeout=600)
+
+    # And with it the demo runs end to end (ingest, escalation, reminders rendered and sent over SMTP, letters)
     demo = _run([str(relance), "demo", "--customers", "40", "--months", "3", "--out", "demo"], elsewhere, env)
     assert "Everything as expected" in demo, demo
     assert list((elsewhere / "demo" / "mail").glob("*.eml")), demo

@@ -1,6 +1,6 @@
 """Comparing a replayed stream with the recorded one: what must match, what may differ, how a difference is told.
 
-The replay itself runs on real databases (tests/integration/test_replay.py); here, only the comparison.
+The replay itself runs on real databases (tests/integration/escalation/test_replay.py); here, only the comparison.
 """
 
 from __future__ import annotations

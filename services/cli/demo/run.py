@@ -1,0 +1,726 @@
+"""The demo's composition root: a fresh SQLite ledger, an in-process queue, the real ingest code, a summary.
+
+Messages travel the same path as in production, minus the network: published to a queue, taken in micro-batches,
+applied by :class:`services.ingest.service.Ingestor` in one transaction per batch, then acked, or dead-lettered with
+their reason. Each message carries its index in the sample (header ``x-demo-seq``), so the demo can check every
+outcome against what the generator expected and exit non-zero on any surprise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from datetime import time as time_of_day
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+from sqlalchemy import Engine, event, func, select
+
+from services.cli.demo.escalation import (
+    FOLLOW_AT,
+    Audit,
+    Timeline,
+    audit,
+    days_between,
+    delivery_days,
+    demo_rates,
+)
+from services.cli.demo.generator import AS_OF, Sample, generate
+from services.cli.demo.mail import DemoMailer, Mailed, check_evidence
+from services.cli.demo.report import BUCKETS, ZERO, Book, Progress, count, money, table
+from services.escalation import engine as escalation_engine
+from services.escalation.interest import RateTable
+from services.escalation.policy import PolicyLibrary
+from services.escalation.service import Rules
+from services.escalation.worker import EscalationWorker
+from services.ingest.service import BatchResult, Delivery, Ingestor
+from shared.broker.memory import MemoryQueue
+from shared.config import ConfigurationError, load_settings
+from shared.ledger import migrate
+from shared.ledger.db import make_engine
+from shared.ledger.schema import events
+from shared.ledger.store import Ledger, LedgerUnavailable
+
+SEQ_HEADER = "x-demo-seq"
+DATABASE_FILE = "relance-demo.db"
+EVENTS_FILE = "erp-events.jsonl"
+DEAD_LETTERS_FILE = "dead-letters.jsonl"
+LOG_FILE = "relance-demo.log"
+MAIL_DIR = "mail"
+BATCH_SIZE = 500
+RETRIES = 5
+
+
+class DemoFailed(Exception):
+    """The demo could not run at all (as opposed to running and finding a surprise)."""
+
+
+@dataclass
+class Ingested:
+    result: BatchResult
+    batches: int
+    seconds: float
+
+
+@dataclass
+class Simulated:
+    """The months replayed: what the ingest did, and how much the escalation worker worked."""
+
+    ingested: Ingested
+    days: int
+    evaluations: int
+    failures: int
+    seconds: float  # escalation time, ingest excluded
+    mailed: Mailed
+    audit_seconds: float = 0.0
+
+
+class SimulatedClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def run_demo(
+    customers: int = 300,
+    months: int = 4,
+    seed: int = 7,
+    out: Path = Path("demo-output"),
+    database_url: str | None = None,
+    *,
+    as_of: date = AS_OF,
+    batch_size: int = BATCH_SIZE,
+    stdout: TextIO | None = None,
+    rates_file: Path | None = None,
+) -> int:
+    """Generate, ingest and escalate day by day, verify and summarise; 0 if all went as expected, 1 otherwise."""
+    screen = stdout or sys.stdout
+    try:
+        return _run(customers, months, seed, Path(out), database_url, as_of, batch_size, screen, rates_file)
+    except DemoFailed as exc:
+        print(f"relance demo: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(
+    customers: int,
+    months: int,
+    seed: int,
+    out: Path,
+    database_url: str | None,
+    as_of: date,
+    batch_size: int,
+    screen: TextIO,
+    rates_file: Path | None,
+) -> int:
+    started = time.perf_counter()
+
+    def say(line: str = "") -> None:
+        screen.write(line + "\n")
+        screen.flush()
+
+    say(f"relance demo: {customers} customers, {months} months of activity up to {as_of}, seed {seed}")
+    say()
+    try:
+        sample = generate(customers=customers, months=months, seed=seed, as_of=as_of)
+    except ValueError as exc:
+        raise DemoFailed(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    events_path = out / EVENTS_FILE
+    events_path.write_bytes(sample.jsonl())
+    say(f"  generated {count(len(sample.messages))} ERP messages (contract v1) -> {events_path}")
+
+    url = _checked(database_url) if database_url else _fresh_sqlite(out / DATABASE_FILE)
+    with _logs_to(out / LOG_FILE):
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        if not database_url:
+            _throwaway(engine)
+        try:
+            held = _event_count(engine)
+            if held:
+                raise DemoFailed(
+                    f"{url} already holds {held} events; give --database-url an empty database, "
+                    "or leave it out to use a fresh SQLite file"
+                )
+            say(f"  ledger database ready (migrations applied): {url}")
+            ledger = Ledger(engine)
+            rates, assumptions = demo_rates(rates_file, as_of)
+            for note in assumptions:
+                say(f"  note: {note}")
+            queue = MemoryQueue("relance.demo")
+            simulated = _simulate(sample, ledger, url, rates, queue, batch_size, screen, out / MAIL_DIR)
+            ingested = simulated.ingested
+            verifying = time.perf_counter()
+            report = ledger.verify()
+            seconds = time.perf_counter() - verifying
+            say(f"  hash chains of {count(report.streams)} streams recomputed in {seconds:.1f} s")
+            book = Book.of((ledger.state(t, c) for t, c in ledger.streams()), as_of)
+            auditing = time.perf_counter()
+            escalated = audit(ledger, as_of)
+            evidence_problems = check_evidence(ledger, simulated.mailed)
+            simulated.audit_seconds = time.perf_counter() - auditing
+        finally:
+            engine.dispose()
+    _write_dead_letters(out / DEAD_LETTERS_FILE, queue)
+
+    problems = _surprises(sample, queue, ingested.result)
+    problems += [f"hash chain: {p}" for p in report.problems[:10]]
+    problems += book.problems()
+    problems += [f"escalation: {p}" for p in escalated.problems[:20]]
+    if len(escalated.problems) > 20:
+        problems.append(f"escalation: {len(escalated.problems) - 20} more problem(s)")
+    if simulated.failures:
+        problems.append(f"escalation: {simulated.failures} evaluation(s) failed (see {LOG_FILE})")
+    held = escalated.tasks["interest_unavailable"] + escalated.tasks["invoice_dates_invalid"]
+    if held:  # a missing reference rate or impossible dates: the engine held these invoices, with a task each
+        problems.append(f"escalation: {held} invoice(s) held, their interest or dates cannot be computed (agenda)")
+    if not escalated.decisions:
+        problems.append("escalation: the engine decided nothing over the simulated months")
+    problems += [f"notifier: {p}" for p in (simulated.mailed.problems + evidence_problems)[:20]]
+    if not simulated.mailed.received:
+        problems.append("notifier: no e-mail reached the SMTP server")
+    elapsed = time.perf_counter() - started
+
+    lines: list[str] = []
+    lines += _ingest_section(sample, queue, ingested)
+    lines += _rejection_section(queue)
+    lines += _ledger_section(book, report.events, report.streams, report.ok)
+    lines += _receivables_section(book)
+    lines += _aging_section(book)
+    lines += _debtors_section(book)
+    lines += _escalation_section(escalated, simulated, as_of)
+    lines += _mail_section(simulated.mailed, not evidence_problems)
+    lines += _timeline_section(escalated.timeline)
+    lines += [
+        "",
+        "Timing",
+        f"  total {elapsed:.1f} s; ingest {ingested.seconds:.1f} s for {count(len(sample.messages))} messages "
+        f"in {ingested.batches} batches = {count(int(len(sample.messages) / max(ingested.seconds, 1e-9)))} events/s",
+        f"  escalation {simulated.seconds:.1f} s for {count(simulated.evaluations)} evaluations over "
+        f"{simulated.days} simulated days; notifier {simulated.mailed.seconds:.1f} s for "
+        f"{count(sum(simulated.mailed.outcomes.values()))} reminder commands; audit of every stream "
+        f"{simulated.audit_seconds:.1f} s",
+    ]
+    lines += _files_section(out, url, book, len(sample.messages), len(queue.dead_letters), simulated.mailed)
+    if problems:
+        lines += ["", "UNEXPECTED (the demo exits with status 1)"] + [f"  - {p}" for p in problems]
+    else:
+        lines += [
+            "",
+            "Everything as expected: every message accounted for, every chain intact, every reminder listing only "
+            "invoices due at the time, every block lifted once when cleared.",
+        ]
+    say("\n".join(lines))
+    return 1 if problems else 0
+
+
+# ------------------------------------------------------------------------------------------------- the pipeline
+def _fresh_sqlite(path: Path) -> str:
+    for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _throwaway(engine: Engine) -> None:
+    """The demo's own SQLite file is rebuilt on every run: commits need not wait for the disk (WAL keeps it sound)."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+def _checked(url: str) -> str:
+    """The URL as every relance process reads it (``postgresql://`` means psycopg 3), or a clear error."""
+    try:
+        return load_settings(database_url=url).require_database_url()
+    except ConfigurationError as exc:
+        raise DemoFailed(str(exc)) from None
+
+
+def _event_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
+
+
+def _simulate(
+    sample: Sample,
+    ledger: Ledger,
+    url: str,
+    rates: RateTable,
+    queue: MemoryQueue,
+    batch_size: int,
+    screen: TextIO,
+    mail_dir: Path,
+) -> Simulated:
+    """Deliver each hour's messages, and run the escalation worker on a simulated clock, day after day.
+
+    At midnight the worker fires the timers due that day; after each hour's messages it follows the log and
+    evaluates the customers they touched, as a worker that never lags would.
+    """
+    delivered = delivery_days(sample)
+    by_day: dict[date, list[int]] = {}
+    for seq in sorted(range(len(delivered)), key=lambda n: (delivered[n], n)):
+        by_day.setdefault(delivered[seq], []).append(seq)
+    days = list(days_between(min(delivered), sample.as_of))
+    settings = load_settings(database_url=url)
+    clock = SimulatedClock(_at(days[0], time_of_day(0)))
+    worker = EscalationWorker(
+        settings,
+        ledger,
+        PolicyLibrary.load(None).for_tenant,
+        Rules(decide=escalation_engine.decide, next_due=escalation_engine.next_due, rates=rates),
+        threading.Event(),
+        clock=clock,
+        holder="relance-demo",
+    )
+    ingestor = Ingestor(ledger)
+    mailer = DemoMailer(settings, ledger, mail_dir, clock)
+    total, batches, ingest_seconds, escalation_seconds, mail_seconds = BatchResult(), 0, 0.0, 0.0, 0.0
+    screen.write(
+        f"  replaying {len(days)} days: each ERP message delivered on the day it happened, the escalation worker on "
+        f"a simulated clock (timers at 00:00, the day's changes at {FOLLOW_AT:%H:%M} UTC)\n"
+    )
+    progress = Progress("simulating", len(days), screen)
+    with mailer:
+        for done, day in enumerate(days, start=1):
+            began = time.perf_counter()
+            clock.now = _at(day, time_of_day(0))
+            while worker.fire_due_timers():
+                pass
+            escalation_seconds += time.perf_counter() - began
+            mail_seconds += _timed(mailer.deliver)
+            for seq in by_day.get(day, []):
+                message = sample.messages[seq]
+                queue.publish(
+                    message.body,
+                    routing_key=message.routing_key,
+                    message_id=message.event_id,
+                    headers={SEQ_HEADER: seq},
+                )
+            ingested = _consume(queue, ingestor, batch_size, received_at=clock.now)
+            total.merge(ingested.result)
+            batches += ingested.batches
+            ingest_seconds += ingested.seconds
+            began = time.perf_counter()
+            clock.now = _at(day, FOLLOW_AT)
+            while worker.follow_log():
+                pass
+            escalation_seconds += time.perf_counter() - began
+            mail_seconds += _timed(mailer.deliver)
+            progress.update(done)
+    mailer.mailed.seconds = mail_seconds
+    evaluations = worker.totals.customers + worker.totals.failures
+    return Simulated(
+        Ingested(total, batches, ingest_seconds),
+        len(days),
+        evaluations,
+        worker.totals.failures,
+        escalation_seconds,
+        mailer.mailed,
+    )
+
+
+def _timed(work: Callable[[], object]) -> float:
+    began = time.perf_counter()
+    work()
+    return time.perf_counter() - began
+
+
+def _at(day: date, moment: time_of_day) -> datetime:
+    return datetime.combine(day, moment, tzinfo=UTC)
+
+
+def _consume(
+    queue: MemoryQueue,
+    ingestor: Ingestor,
+    batch_size: int,
+    progress: Progress | None = None,
+    *,
+    received_at: datetime | None = None,
+) -> Ingested:
+    """Take micro-batches until the queue is empty; ack after commit, dead-letter rejections with their reason.
+
+    ``received_at`` is the simulated moment of delivery (the ingestor refuses events dated over a day after it)."""
+    total, batches, failures, done = BatchResult(), 0, 0, 0
+    started = time.perf_counter()
+    while messages := queue.get(batch_size):
+        deliveries = [
+            Delivery(
+                body=m.body,
+                routing_key=m.routing_key,
+                message_id=m.message_id,
+                correlation_id=m.correlation_id,
+                headers=m.headers,
+                tag=m.tag,
+                received_at=received_at or datetime.now(UTC),
+            )
+            for m in messages
+        ]
+        try:
+            result = ingestor.process(deliveries)
+        except LedgerUnavailable as exc:
+            failures += 1
+            if failures > RETRIES:
+                raise DemoFailed(f"the ledger database stayed unavailable: {exc}") from exc
+            queue.recover()  # nothing was acked: the whole batch comes back
+            time.sleep(0.1 * 2**failures)
+            continue
+        failures = 0
+        rejected = {r.delivery.tag: r for r in result.rejections}
+        for delivery in deliveries:
+            rejection = rejected.get(delivery.tag)
+            if rejection is None:
+                queue.ack(delivery.tag)
+            else:
+                queue.dead_letter(delivery.tag, rejection.kind, rejection.reason)
+        total.merge(result)
+        batches += 1
+        done += len(deliveries)
+        if progress is not None:
+            progress.update(done)
+    return Ingested(total, batches, time.perf_counter() - started)
+
+
+def _surprises(sample: Sample, queue: MemoryQueue, result: BatchResult) -> list[str]:
+    """Every way the outcome can differ from what the generator planned, one line each."""
+    problems: list[str] = []
+    published, rejected = queue.published, len(result.rejections)
+    if published != result.applied + result.duplicates + rejected:
+        problems.append(
+            f"published {published} != applied {result.applied} + duplicates {result.duplicates} + rejected {rejected}"
+        )
+    if queue.ready or queue.unacked:
+        problems.append(f"{queue.ready} messages still queued and {queue.unacked} unacknowledged")
+    if queue.acked + len(queue.dead_letters) != published:
+        problems.append(f"acked {queue.acked} + dead-lettered {len(queue.dead_letters)} != published {published}")
+    expected = sample.expected()
+    for outcome, actual in (("applied", result.applied), ("duplicate", result.duplicates)):
+        if actual != expected[outcome]:
+            problems.append(f"{actual} messages {outcome}, the sample planned {expected[outcome]}")
+    seen: set[int] = set()
+    for dead in queue.dead_letters:
+        seq = int(dead.message.headers[SEQ_HEADER])
+        seen.add(seq)
+        planned = sample.messages[seq]
+        if planned.expect != "rejected" or planned.kind != dead.kind:
+            what = f"a {planned.kind} rejection" if planned.expect == "rejected" else planned.expect
+            problems.append(f"message {planned.event_id or seq} rejected ({dead.kind}: {dead.reason}); planned: {what}")
+    for seq, planned in enumerate(sample.messages):
+        if planned.expect == "rejected" and seq not in seen:
+            problems.append(f"message {planned.event_id or seq} ({planned.note}) was not rejected")
+    return problems
+
+
+def _write_dead_letters(path: Path, queue: MemoryQueue) -> None:
+    with path.open("w", encoding="utf-8") as file:
+        for dead in queue.dead_letters:
+            record = {
+                "kind": dead.kind,
+                "reason": dead.reason,
+                "message_id": dead.message.message_id,
+                "routing_key": dead.message.routing_key,
+                "body": dead.message.body.decode("utf-8", errors="replace"),
+            }
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def _logs_to(path: Path) -> Iterator[None]:
+    """Send the ingest's structured log lines to a file while the demo runs, so the terminal shows the summary."""
+    previous = structlog.get_config()
+    with path.open("w", encoding="utf-8") as file:
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(ensure_ascii=False),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(20),
+            logger_factory=structlog.PrintLoggerFactory(file=file),
+            cache_logger_on_first_use=False,
+        )
+        try:
+            yield
+        finally:
+            structlog.configure(**previous)
+
+
+# ------------------------------------------------------------------------------------------------- the summary
+def _ingest_section(sample: Sample, queue: MemoryQueue, ingested: Ingested) -> list[str]:
+    result, notes, mix = ingested.result, sample.notes(), sample.event_types()
+    rejected = len(result.rejections)
+    balanced = queue.published == result.applied + result.duplicates + rejected
+    rows = [
+        ["published", count(queue.published), "messages put on the in-process queue"],
+        ["applied", count(result.applied), "appended to customer ledgers"],
+        [
+            "duplicates",
+            count(result.duplicates),
+            f"{notes['redelivered']} redelivered (same event_id), {notes['re-sent']} re-sent with a new event_id",
+        ],
+        ["rejected", count(rejected), f"dead-lettered with their reason ({DEAD_LETTERS_FILE})"],
+    ]
+    lines = ["", "Ingest", *table(["", "messages", ""], rows, "lrl")]
+    lines.append(
+        f"  published = applied + duplicates + rejected: "
+        f"{count(queue.published)} = {count(result.applied)} + {count(result.duplicates)} + {count(rejected)} "
+        + ("(ok)" if balanced else "(MISMATCH)")
+    )
+    payments = mix["payment.received"]
+    lines += [
+        "",
+        "What the ERP sent (applied events by type)",
+        f"  {count(mix['customer.upserted'])} customer records, {count(mix['invoice.issued'])} invoices, "
+        f"{count(payments)} payments ({notes['out_of_order']} published before their invoice), "
+        f"{mix['credit_note.issued']} credit notes,",
+        f"  {count(mix['invoice.due_date_passed'])} due-date notices, {mix['invoice.cancelled']} cancellations, "
+        f"{mix['invoice.disputed']} disputes ({mix['invoice.dispute_resolved']} resolved), "
+        f"{mix['promise_to_pay.recorded']} promises to pay, {mix['payment_plan.agreed']} payment plans",
+    ]
+    return lines
+
+
+def _rejection_section(queue: MemoryQueue) -> list[str]:
+    kinds = Counter(d.kind for d in queue.dead_letters)
+    if not kinds:
+        return ["", "Rejections: none"]
+    rows = []
+    for kind, number in kinds.most_common():
+        example = next(d for d in queue.dead_letters if d.kind == kind)
+        rows.append([kind, str(number), _clip(example.reason, 92)])
+    headers = ["kind", "count", "example reason"]
+    return ["", "Rejected messages by kind (one example reason each)", *table(headers, rows, "lrl")]
+
+
+def _ledger_section(book: Book, events_checked: int, streams: int, intact: bool) -> list[str]:
+    tenants = ", ".join(f"{t} {n}" for t, n in sorted(book.customers_by_tenant.items()))
+    return [
+        "",
+        "Ledger",
+        f"  tenants    {len(book.customers_by_tenant)} ({', '.join(sorted(book.customers_by_tenant))})",
+        f"  customers  {count(sum(book.customers_by_tenant.values()))} ({tenants})",
+        f"  events     {count(events_checked)} in {count(streams)} hash-chained streams: "
+        + ("all chains verified, intact" if intact else "ALTERED, see below"),
+    ]
+
+
+def _receivables_section(book: Book) -> list[str]:
+    rows = []
+    for (tenant, currency), r in sorted(book.receivables.items()):
+        rows.append(
+            [
+                tenant,
+                currency,
+                count(r.customers),
+                money(r.open),
+                money(r.overdue),
+                count(r.overdue_customers),
+                money(r.disputed),
+                money(r.unapplied),
+            ]
+        )
+    headers = ["tenant", "currency", "customers", "open", "overdue", "with overdue", "in dispute", "unapplied credit"]
+    return [
+        "",
+        f"Receivables as of {book.as_of} (open = open invoices less unapplied credit)",
+        *table(headers, rows, "llrrrrrr"),
+    ]
+
+
+def _aging_section(book: Book) -> list[str]:
+    rows = []
+    for currency in book.currencies():
+        buckets = book.aging.get(currency, [])
+        rows.append([currency, *(money(b) for b in buckets), money(sum(buckets, ZERO))])
+    return [
+        "",
+        f"Aged balance as of {book.as_of} (open invoices by days past due)",
+        *table(["currency", *BUCKETS, "total"], rows),
+    ]
+
+
+def _debtors_section(book: Book) -> list[str]:
+    lines = ["", "Top 5 overdue customers per currency"]
+    rows = []
+    for currency in book.currencies():
+        for d in book.top_debtors(currency):
+            rows.append(
+                [
+                    d.tenant,
+                    d.customer_id,
+                    _clip(d.name, 32),
+                    money(d.overdue, currency),
+                    str(d.invoices),
+                    str(d.oldest_days),
+                    ", ".join(d.flags),
+                ]
+            )
+    headers = ["tenant", "customer", "name", "overdue", "invoices", "oldest (days)", "notes"]
+    lines += table(headers, rows, "lllrrrl")
+    return [line.rstrip() for line in lines]
+
+
+def _escalation_section(escalated: Audit, simulated: Simulated, as_of: date) -> list[str]:
+    reminders = escalated.reminders
+    languages = sorted({language for _, language in reminders.by_level_language})
+    rows = []
+    for key, channel in _ladder():
+        rows.append(
+            [
+                key,
+                reminders.channels.get(key, channel),
+                count(reminders.by_level[key]),
+                *(count(reminders.by_level_language[(key, language)]) for language in languages),
+                count(reminders.invoices_listed[key]),
+                count(escalated.levels_reached[key]),
+            ]
+        )
+    headers = ["level", "channel", "reminders", *(f"in {lang}" for lang in languages), "invoices listed", "reached"]
+    lines = [
+        "",
+        f"Escalation over the {simulated.days} simulated days (shipped policies standard-fr / standard-en)",
+        f"  {count(simulated.evaluations)} evaluations by the escalation worker (its timers, and the customers the "
+        f"day's messages touched): {count(escalated.decisions)} decisions, {count(escalated.ticks)} clock ticks",
+        "",
+        "Reminders requested per level (one per customer, currency and day, at the highest level due; "
+        "'reached': invoices)",
+        *table(headers, rows, "ll" + "r" * (len(headers) - 2)),
+        f"  {count(sum(reminders.by_level.values()))} reminders; {count(escalated.caught_up)} invoices caught up "
+        "several levels at once (levels passed over are recorded as skipped, not sent)",
+    ]
+    currencies = sorted(set(escalated.interest) | set(escalated.fees))
+    money_rows = []
+    for currency in currencies:
+        interest, fees = escalated.interest.get(currency), escalated.fees.get(currency)
+        money_rows.append(
+            [
+                currency,
+                count(interest.invoices) if interest else "0",
+                money(interest.total, currency) if interest else "-",
+                count(fees.invoices) if fees else "0",
+                money(fees.total, currency) if fees else "-",
+            ]
+        )
+    lines += [
+        "",
+        f"Late interest and fixed recovery fees charged (interest owed through {as_of} or payment; fees once per "
+        "invoice)",
+        *table(["currency", "invoices", "late interest", "invoices", "recovery fees"], money_rows),
+    ]
+    reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(escalated.block_reasons.items()))
+    lines += [
+        "",
+        "Credit blocks",
+        f"  {escalated.blocks} blocked ({reasons or 'none'}), {escalated.unblocks} unblocked when cleared, "
+        f"{escalated.still_blocked} still blocked on {as_of} (all with overdue invoices)",
+        "  each block lifted at most once, each unblock naming the open block: "
+        + ("ok" if not any("block" in p for p in escalated.problems) else "NO, see below"),
+        "",
+        "Collector tasks by kind (see `relance agenda`)",
+        "  "
+        + (
+            ", ".join(f"{kind} {count(n)}" for kind, n in sorted(escalated.tasks.items(), key=lambda kv: -kv[1]))
+            or "  none"
+        ),
+        "",
+        "Commands written to the outbox with the decisions that caused them",
+        "  " + (", ".join(f"{kind} {count(n)}" for kind, n in sorted(escalated.outbox.items())) or "none"),
+        "  waiting for `relance worker relay` (the demo has no broker): "
+        + (", ".join(f"{kind} {count(n)}" for kind, n in sorted(escalated.pending.items())) or "none"),
+    ]
+    return lines
+
+
+def _ladder() -> list[tuple[str, str]]:
+    """Every level of the shipped policies, in ladder order, with its channel (and copies)."""
+    seen: dict[str, tuple[int, str]] = {}
+    for policy in PolicyLibrary.load(None).common.policies.values():
+        for level in policy.levels:
+            channel = level.channel + "".join(f"+{c}" for c in sorted(level.copy_channels))
+            seen.setdefault(level.key, (level.offset_days, channel))
+    return [(key, channel) for key, (_, channel) in sorted(seen.items(), key=lambda kv: kv[1][0])]
+
+
+def _mail_section(mailed: Mailed, hashes_ok: bool) -> list[str]:
+    languages = sorted({language for _, language in mailed.sent})
+    levels = [key for key, _ in _ladder()]
+    rows = []
+    for level in levels:
+        sent = [mailed.sent[(level, language)] for language in languages]
+        if sum(sent) or mailed.letters[level]:
+            rows.append([level, count(sum(sent)), *(count(n) for n in sent), count(mailed.letters[level])])
+    headers = ["level", "e-mails sent", *(f"in {language}" for language in languages), "letters to post"]
+    outcomes = mailed.outcomes
+    skipped = outcomes["skipped"]
+    return [
+        "",
+        f"Reminders sent by the notifier over SMTP to the demo's mail server ({len(mailed.received)} e-mails in "
+        f"{mailed.folder}/)",
+        *table(headers, rows, "l" + "r" * (len(headers) - 1)),
+        f"  {count(sum(outcomes.values()))} reminder commands: {count(outcomes['sent'])} e-mailed, "
+        f"{count(outcomes['letter'])} by letter only, {count(sum(mailed.letters.values()))} letters to print and post "
+        f"in all (a send_letter task each), {count(skipped)} not sent because "
+        f"everything they listed was paid, disputed or superseded by a firmer reminder by the time they were sent, "
+        f"{count(outcomes['failed'])} failed (no usable address: a letter task instead)",
+        f"  {count(mailed.dropped)} invoices left out of reminders that still went, paid or disputed since the "
+        "decision",
+        "  every e-mail's SHA-256 equals the one its reminder.sent event recorded, each Message-ID received once: "
+        + ("ok" if hashes_ok else "NO, see below"),
+    ]
+
+
+def _timeline_section(timeline: Timeline | None) -> list[str]:
+    if timeline is None:
+        return ["", "Timeline: no customer went up several levels in this sample"]
+    lines = [
+        "",
+        f"Timeline of one late payer: {timeline.tenant} {timeline.customer_id} {timeline.name} "
+        f"(policy {timeline.policy}, language {timeline.language})",
+    ]
+    for moment, source, what in timeline.lines:
+        lines.append(f"  {moment:%Y-%m-%d %H:%M}  {source:<7}  {what}")
+    return lines
+
+
+def _files_section(out: Path, url: str, book: Book, messages: int, dead: int, mailed: Mailed) -> list[str]:
+    eur = book.top_debtors("EUR", 1) or book.debtors[:1]
+    tenant, customer = (eur[0].tenant, eur[0].customer_id) if eur else ("acme-fr", "C-0001")
+    files = [
+        (str(out / EVENTS_FILE), f"the {count(messages)} messages, one JSON body per line"),
+        (str(out / DEAD_LETTERS_FILE), f"the {dead} rejected messages with their kind and reason"),
+        (f"{mailed.folder}/", f"the {count(len(mailed.received))} e-mails as the SMTP server received them (.eml)"),
+        (str(out / LOG_FILE), "structured log of the ingest, the escalation worker and the notifier (JSON lines)"),
+        (url, "the ledger"),
+    ]
+    width = max(len(name) for name, _ in files)
+    return [
+        "",
+        "Files",
+        *(f"  {name.ljust(width)}  {what}" for name, what in files),
+        "",
+        "Next steps",
+        f"  relance ledger show --tenant {tenant} --customer {customer} --database-url {url}",
+        f"  relance agenda --tenant {tenant} --date {book.as_of} --database-url {url}",
+        f"  relance verify --database-url {url}",
+        f"  relance evidence list --tenant {tenant} --customer {customer} --database-url {url}",
+        f"  relance publish {out / EVENTS_FILE}   # replay on RabbitMQ (RELANCE_AMQP_URL) for `relance worker ingest`",
+    ]
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -1,0 +1,1 @@
+"""The relay: publishes the outbox's commands to the ERP exchange with publisher confirms, at least once."""

@@ -1,0 +1,253 @@
+"""``relance worker relay``: publish the outbox's commands to RabbitMQ with publisher confirms.
+
+One round, in one database transaction:
+
+1. lock a batch of pending commands (``FOR UPDATE SKIP LOCKED``: relays running side by side take different rows;
+   only the oldest pending command of a customer per family is eligible, so a customer's commands leave in order);
+2. publish each to ``settings.commands_exchange``, routing key = the command kind, persistent, JSON, ``message_id`` =
+   ``command_id``, ``mandatory`` set, and wait for the broker's confirm;
+3. mark the confirmed ones published and commit.
+
+At-least-once: a crash or a lost connection after a confirm but before the commit leaves the row pending and it is
+published again, with the same ``message_id``; receivers deduplicate by ``command_id``. Nothing is lost: a row is
+marked only after RabbitMQ confirmed it, and a command nobody's queue is bound for (RabbitMQ returns it as
+unroutable) stays pending, its family paused with backoff, until a queue is bound. While RabbitMQ or the database is
+down the relay retries with backoff. SIGTERM or SIGINT ends after the current round.
+
+With ``RELANCE_ERP_TRANSPORT=webhook`` the relay publishes only the ``notifier`` family and leaves the ``erp.*``
+commands to ``relance worker webhook`` (:mod:`services.webhook.worker`), so no command is ever delivered both ways.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+import pika
+import structlog
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.exceptions import (
+    AMQPError,
+    NackError,
+    UnroutableError,
+)
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from shared.config import Settings
+from shared.ledger.outbox import Command, claim, count_attempt, families, mark_published
+from shared.runtime import (
+    BROKER_REFUSED,
+    Backoff,
+    broker_refused,
+    close_connection,
+    log_broker_lost,
+    run_worker,
+    wait_out_database,
+)
+
+log = structlog.get_logger()
+
+
+def message_properties(command: Command) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        content_type="application/json",
+        delivery_mode=pika.DeliveryMode.Persistent,
+        message_id=command.command_id,
+        type=command.kind,
+        app_id="relance",
+        timestamp=int(command.created_at.timestamp()),
+        headers={"x-relance-tenant": command.tenant, "x-relance-customer": command.customer_id},
+    )
+
+
+def declare_commands_exchange(channel: BlockingChannel, settings: Settings) -> None:
+    channel.exchange_declare(settings.commands_exchange, exchange_type="topic", durable=True)
+
+
+@dataclass
+class RelayTotals:
+    rounds: int = 0
+    published: int = 0
+    unroutable: int = 0
+
+
+@dataclass
+class _Pause:
+    until: float = 0.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(30.0, initial=1.0))
+
+
+def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
+    """Run one relay until SIGTERM/SIGINT (or until ``stop`` is set); returns the exit status."""
+    return run_worker(settings, "relay", stop, lambda engine, stop: Relay(settings, engine, stop).run())
+
+
+class Relay:
+    """The claim → publish → confirm → mark loop around one AMQP connection (re-opened when lost)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        stop: threading.Event,
+        *,
+        connect: Callable[[Settings], BlockingConnection] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.stop = stop
+        self.totals = RelayTotals()
+        self._connect = connect or _connect
+        self._connection: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        # With RELANCE_ERP_TRANSPORT=webhook the ERP's commands are the webhook worker's alone (services/webhook/)
+        self._families = {
+            family: kinds
+            for family, kinds in families().items()
+            if not (family == "erp" and settings.erp_transport == "webhook")
+        }
+        self._paused = {family: _Pause() for family in self._families}
+
+    def run(self) -> int:
+        log.info(
+            "relay.started",
+            exchange=self.settings.commands_exchange,
+            batch_size=self.settings.relay_batch_size,
+            families=sorted(self._families),
+        )
+        broker_backoff = Backoff(self.settings.retry_max_seconds)
+        database_backoff = Backoff(self.settings.retry_max_seconds)
+        connected_once = False
+        while not self.stop.is_set():
+            try:
+                if self._channel is None:
+                    self._open()
+                    connected_once = True
+                published = self.publish_round()
+                broker_backoff.reset()
+                database_backoff.reset()
+                if not published:
+                    self._idle(self.settings.relay_poll_ms / 1000)
+            except BROKER_REFUSED as exc:
+                if not connected_once:
+                    self._close()
+                    raise broker_refused(exc) from exc
+                self._broker_lost(exc, broker_backoff)
+            except (AMQPError, OSError) as exc:
+                self._broker_lost(exc, broker_backoff)
+            except DBAPIError as exc:
+                wait_out_database("relay", exc, database_backoff, self.stop)
+        self._close()
+        log.info("relay.stopped", published=self.totals.published, rounds=self.totals.rounds)
+        return 0
+
+    # ------------------------------------------------------------------------------------------------ one round
+    def publish_round(self) -> int:
+        """Publish what is pending, one batch per family; returns how many commands were confirmed."""
+        published = 0
+        now = time.monotonic()
+        for family, kinds in self._families.items():
+            pause = self._paused[family]
+            if pause.until > now:
+                continue
+            confirmed, unroutable = self._publish_batch(kinds)
+            published += confirmed
+            if unroutable:
+                delay = pause.backoff.next()
+                pause.until = time.monotonic() + delay
+                log.warning(
+                    "relay.unroutable",
+                    family=family,
+                    commands=unroutable,
+                    exchange=self.settings.commands_exchange,
+                    hint="no queue is bound for these routing keys; they stay in the outbox until one is",
+                    retry_in=round(delay, 2),
+                )
+            elif confirmed:
+                pause.backoff.reset()
+        self.totals.rounds += 1
+        return published
+
+    def _publish_batch(self, kinds: tuple[str, ...]) -> tuple[int, int]:
+        channel = self._channel
+        assert channel is not None
+        confirmed: list[int] = []
+        failed: list[int] = []
+        # If the broker connection fails mid-batch the exception ends the transaction with a rollback: every claimed
+        # row stays pending, including any already confirmed, and is published again (at-least-once).
+        with self.engine.begin() as conn:
+            commands = claim(conn, self.settings.relay_batch_size, kinds)
+            for command in commands:
+                try:
+                    channel.basic_publish(
+                        self.settings.commands_exchange,
+                        routing_key=command.kind,
+                        body=orjson.dumps(command.payload),
+                        properties=message_properties(command),
+                        mandatory=True,
+                    )
+                except (UnroutableError, NackError) as exc:
+                    failed.append(command.id)
+                    log.debug("relay.not_confirmed", command_id=command.command_id, error=type(exc).__name__)
+                    continue
+                confirmed.append(command.id)
+            mark_published(conn, confirmed, datetime.now(UTC))
+            count_attempt(conn, failed)
+        for command in commands:
+            if command.id in confirmed:
+                log.info(
+                    "relay.published",
+                    command_id=command.command_id,
+                    kind=command.kind,
+                    tenant=command.tenant,
+                    customer=command.customer_id,
+                )
+        self.totals.published += len(confirmed)
+        self.totals.unroutable += len(failed)
+        return len(confirmed), len(failed)
+
+    # ------------------------------------------------------------------------------------------------ connection
+    def _open(self) -> None:
+        connection = self._connect(self.settings)
+        self._connection = connection
+        channel = connection.channel()
+        declare_commands_exchange(channel, self.settings)
+        channel.confirm_delivery()
+        self._channel = channel
+        log.info("relay.connected", exchange=self.settings.commands_exchange)
+
+    def _idle(self, seconds: float) -> None:
+        """Wait, keeping the AMQP connection serviced (heartbeats) and the stop flag watched."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self._connection is not None:
+                self._connection.process_data_events(time_limit=min(left, 0.5))
+            else:
+                self.stop.wait(min(left, 0.5))
+
+    def _broker_lost(self, exc: BaseException, backoff: Backoff) -> None:
+        delay = backoff.next()
+        log_broker_lost("relay", self.settings, exc, delay)
+        self._close()
+        self.stop.wait(delay)
+
+    def _close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        close_connection("relay", connection)
+
+
+def _connect(settings: Settings) -> BlockingConnection:
+    import os
+    import socket
+
+    parameters = pika.URLParameters(settings.amqp_url)
+    parameters.client_properties = {"connection_name": f"relance-relay {socket.gethostname()}:{os.getpid()}"}
+    return BlockingConnection(parameters)
