@@ -24,7 +24,7 @@ from shared.config import Settings, load_settings
 from shared.ledger.db import make_engine
 from shared.ledger.store import Ledger, RecordedEvent
 from tests.factories import TENANT, Ev
-from tests.integration.test_escalation_scenarios import ERP_EVENTS, SCENARIOS, Desk, write_policies
+from tests.integration.escalation.test_scenarios import ERP_EVENTS, SCENARIOS, Desk, write_policies
 
 pytestmark = pytest.mark.integration
 

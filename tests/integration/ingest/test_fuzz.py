@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, func, select
 from shared.ledger.db import make_engine
 from shared.ledger.schema import events
 from shared.ledger.store import Ledger
-from tests.integration.test_ingest_worker import Rabbit, Worker, rabbit, start_worker, wait_until
+from tests.integration.ingest.test_worker import Rabbit, Worker, rabbit, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 __all__ = ["rabbit", "start_worker"]  # fixtures, used by name
