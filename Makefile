@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint format bench-ingest e2e-ingest contract clean
+.PHONY: demo test unit lint format bench-ingest contract clean
 
 $(BIN)/relance: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ test: $(BIN)/relance
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory lint
 
+## The unit tests alone: no PostgreSQL, no RabbitMQ, no Docker (a test that needs a server is marked and left out).
+unit: $(BIN)/relance
+	$(BIN)/pytest tests/unit -m "not integration and not e2e"
+
+## Ruff (check and format) and mypy strict, over the code and the tests.
 lint: $(BIN)/relance
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

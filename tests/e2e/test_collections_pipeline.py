@@ -35,7 +35,7 @@ from services.notifier import evidence
 from services.notifier.smtp import fact_id
 from shared.ledger.schema import outbox
 from shared.ledger.store import Ledger
-from tests.conftest import AmqpNames
+from tests.servers import AmqpNames
 from tests.smtp_server import PASSWORD, USER, Recording, Smtp, bodies, free_port
 
 pytestmark = pytest.mark.e2e

@@ -34,7 +34,7 @@ from shared.ledger.store import Ledger
 from tests.e2e.erp_simulator import Scenario, generate, publish
 
 if TYPE_CHECKING:
-    from tests.conftest import AmqpNames
+    from tests.servers import AmqpNames
 
 pytestmark = pytest.mark.e2e
 

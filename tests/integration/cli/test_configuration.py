@@ -22,8 +22,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import RUN_ID, AmqpNames
+from tests.servers import RUN_ID, AmqpNames
 from tests.smtp_server import free_port
+
+pytestmark = pytest.mark.integration
 
 EX_CONFIG, EX_UNAVAILABLE = 78, 69
 

@@ -48,8 +48,8 @@ from shared.contracts.erp import EVENT_TYPES
 from shared.ledger.db import make_engine
 from shared.ledger.schema import outbox
 from shared.ledger.store import Ledger, RecordedEvent
-from tests.conftest import RUN_ID, AmqpNames, publish_outbox
 from tests.factories import CUSTOMER, TENANT, Ev, body, customer, dispute, dispute_resolved, invoice, payment
+from tests.servers import RUN_ID, AmqpNames, publish_outbox
 
 pytestmark = pytest.mark.integration
 

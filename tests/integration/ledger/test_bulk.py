@@ -11,6 +11,8 @@ from shared.ledger.bulk import insert_rows
 from shared.ledger.db import make_engine
 from shared.ledger.schema import events
 
+pytestmark = pytest.mark.integration
+
 
 def test_a_clash_during_copy_is_an_integrity_error_with_its_sqlstate(pg_url: str) -> None:
     # Given two log rows of one stream claiming the same event id

@@ -22,8 +22,8 @@ from services.cli import main
 from shared.ledger.db import make_engine
 from shared.ledger.roles import RUNTIME_GRANTS, RoleError, grant_runtime, runtime_grants
 from shared.ledger.store import Ledger
-from tests.conftest import RUN_ID, RUNTIME_ROLE, PgDatabase
 from tests.factories import CUSTOMER, TENANT, incoming, invoice, payment
+from tests.servers import RUN_ID, RUNTIME_ROLE, PgDatabase
 
 pytestmark = pytest.mark.integration
 

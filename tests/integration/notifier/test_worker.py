@@ -41,8 +41,8 @@ from shared.config import Settings, load_settings
 from shared.ledger.db import make_engine
 from shared.ledger.schema import outbox
 from shared.ledger.store import Ledger
-from tests.conftest import AmqpNames, publish_outbox
 from tests.factories import TENANT, Ev, customer, incoming, invoice, payment
+from tests.servers import AmqpNames, publish_outbox
 from tests.smtp_server import PASSWORD, USER, Recording, Smtp, bodies, free_port
 
 pytestmark = pytest.mark.integration

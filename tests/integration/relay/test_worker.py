@@ -26,7 +26,7 @@ from shared.ledger import outbox as outbox_module
 from shared.ledger.db import make_engine
 from shared.ledger.schema import events, outbox
 from shared.ledger.store import Incoming, Ledger, LedgerRefused
-from tests.conftest import RUN_ID
+from tests.servers import RUN_ID
 
 pytestmark = pytest.mark.integration
 

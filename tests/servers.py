@@ -1,0 +1,194 @@
+"""The run's real servers, as the tests name and reach them: what the fixtures in ``conftest.py`` hand out.
+
+PostgreSQL: ``RELANCE_TEST_DATABASE_URL`` if set, else the local server on 127.0.0.1:5432 if it answers, else a
+testcontainers PostgreSQL if a Docker engine answers, else the run fails saying how to provide one.
+RabbitMQ: likewise with ``RELANCE_TEST_AMQP_URL`` and 127.0.0.1:5672.
+
+Each run names its databases (``relance_t_<run>_<n>``), its PostgreSQL roles (``relance_t_<run>_*``) and its exchanges
+and queues (``relance.t.<run>.<n>.*``) after :data:`RUN_ID`, so parallel runs and tests never see each other's data.
+
+A test reaches a server only through a fixture, and only if it carries the ``integration`` or ``e2e`` marker
+(:func:`require_server_marker`): ``make unit`` deselects those and so runs with no server at all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from shared.config import Settings
+
+RUN_ID = uuid.uuid4().hex[:8]
+_counter = itertools.count(1)
+
+LOCAL_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+SERVER_MARKERS = ("integration", "e2e")
+
+# PostgreSQL roles are cluster-wide: the runtime role of this run has a name of its own, dropped at the end.
+RUNTIME_ROLE = f"relance_t_{RUN_ID}_app"
+RUNTIME_PASSWORD = uuid.uuid4().hex
+# RELANCE_TEST_DATABASE_ROLE=runtime: every PostgreSQL database a test gets is used through the runtime role (what the
+# workers run as in production), so running a suite that way shows what that role lacks.
+AS_RUNTIME_ROLE = os.environ.get("RELANCE_TEST_DATABASE_ROLE") == "runtime"
+
+
+def next_number() -> int:
+    """A number no other database or set of AMQP names of this run has."""
+    return next(_counter)
+
+
+# What each fixture that reaches a server reaches, for the message of :func:`require_server_marker`.
+SERVER_FIXTURES = {
+    "postgres_server_url": "PostgreSQL",
+    "pg_databases": "PostgreSQL",
+    "private_postgres": "a PostgreSQL server of its own",
+    "amqp_server_url": "RabbitMQ",
+}
+
+
+def require_server_marker(node: pytest.Item, what: str, fixture: str) -> None:
+    """Fail the test unless it is marked ``integration`` or ``e2e``: a test that reaches a server must say so, or
+    ``make unit`` (which deselects those markers to run without servers) would try to reach one."""
+    if not any(node.get_closest_marker(marker) for marker in SERVER_MARKERS):
+        pytest.fail(
+            f"{node.nodeid} uses {what} (fixture {fixture}) but is not marked integration or e2e: "
+            "add `pytestmark = pytest.mark.integration` to its module (or mark the test or its parameter), "
+            "so that `make unit` leaves it out",
+            pytrace=False,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------- finding them
+def answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+def no_server(what: str, variable: str, port: int) -> None:
+    pytest.fail(
+        f"no {what} for the integration tests: set {variable} to a server URL, start {what} on "
+        f"127.0.0.1:{port}, or run a Docker engine so testcontainers can start one. "
+        "These tests are never skipped.",
+        pytrace=False,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- PostgreSQL
+@dataclass(frozen=True)
+class PgDatabase:
+    owner_url: str  # the migration role's URL (the tests' admin)
+    runtime_url: str  # the same database through the runtime role (granted only if asked for)
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL server of one test alone (its own data directory and port), which it may stop and start."""
+
+    bin_dir: Path
+    data_dir: Path
+    port: int
+    user: str | None  # the OS user the server runs as (PostgreSQL refuses to run as root)
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, check: bool = True) -> None:
+        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
+        subprocess.run([*prefix, *args], check=check, capture_output=True, timeout=120)
+
+    def initdb(self) -> None:
+        self._run(str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "--no-sync")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = self.data_dir / "server.log"
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(log), "-o", options, "-w", "start")
+
+    def stop(self, *, check: bool = True) -> None:
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop", check=check)
+
+
+# ---------------------------------------------------------------------------------------------------- RabbitMQ
+@dataclass(frozen=True)
+class AmqpNames:
+    exchange: str
+    queue: str
+    dead_letter_queue: str
+    commands_exchange: str
+    notifier_queue: str
+
+    @classmethod
+    def of_this_test(cls) -> AmqpNames:
+        base = f"relance.t.{RUN_ID}.{next_number()}"
+        return cls(
+            exchange=f"{base}.events",
+            queue=f"{base}.ingest",
+            dead_letter_queue=f"{base}.dead",
+            commands_exchange=f"{base}.commands",
+            notifier_queue=f"{base}.notifier",
+        )
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """Every queue declared under these names, the notifier's retry and dead-letter queues included."""
+        notifier = self.notifier_queue
+        return (self.queue, self.dead_letter_queue, notifier, f"{notifier}.retry", f"{notifier}.dead")
+
+    @property
+    def exchanges(self) -> tuple[str, ...]:
+        return (self.exchange, self.commands_exchange)
+
+    def settings(self) -> dict[str, Any]:
+        """Keyword overrides for :func:`shared.config.load_settings`."""
+        return {
+            "events_exchange": self.exchange,
+            "ingest_queue": self.queue,
+            "dead_letter_queue": self.dead_letter_queue,
+            "commands_exchange": self.commands_exchange,
+            "notifier_queue": self.notifier_queue,
+        }
+
+    def env(self) -> dict[str, str]:
+        """The same names as ``RELANCE_*`` environment variables, for a worker process."""
+        return {f"RELANCE_{key.upper()}": value for key, value in self.settings().items()}
+
+
+def publish_outbox(settings: Settings, engine: Engine) -> int:
+    """Publish every pending outbox command as `relance worker relay` does, until none is left; how many went out."""
+    from services.relay.worker import Relay
+
+    relay = Relay(settings, engine, threading.Event())
+    relay._open()
+    try:
+        while relay.publish_round():
+            pass
+    finally:
+        relay._close()
+    return relay.totals.published
