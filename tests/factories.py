@@ -2,17 +2,18 @@
 
 Every builder returns an :class:`Ev` (event type, normalised data, a deterministic event_id) so a test can say
 ``invoice("INV-1", "100.00")`` and hand it to the pure state (:func:`fold`), to the ledger (:func:`incoming`) or to
-the contract parser (:func:`body`).
+the contract parser (:func:`body`). :func:`summary` says a decision of relance's in a few words, the same way whether
+the engine just took it or the ledger recorded it, so the engine's tables and the scenarios' read alike.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from hypothesis import strategies as st
 
@@ -122,6 +123,55 @@ def dispute_resolved(invoice_id: str, resolution: str = "delivery note confirmed
     return Ev(
         "invoice.dispute_resolved", {"invoice_id": invoice_id, "resolution": resolution}, f"resolved-{invoice_id}"
     )
+
+
+def promise(promise_id: str, promised: str, amount: str, invoice_ids: list[str]) -> Ev:
+    data: dict[str, Any] = {"promise_id": promise_id, "promised_date": promised, "amount": amount, "currency": "EUR"}
+    data["invoice_ids"] = invoice_ids
+    return Ev("promise_to_pay.recorded", data, f"promise-{promise_id}")
+
+
+def plan(plan_id: str, invoice_ids: list[str], instalments: list[tuple[str, str]]) -> Ev:
+    data = {
+        "plan_id": plan_id,
+        "currency": "EUR",
+        "invoice_ids": invoice_ids,
+        "instalments": [{"due_date": d, "amount": a} for d, a in instalments],
+    }
+    return Ev("payment_plan.agreed", data, f"plan-{plan_id}")
+
+
+# ---------------------------------------------------------------------------------------------------- decisions
+class Decided(Protocol):
+    """A decision as the engine returns it or as the ledger hands it back: its type and its data."""
+
+    @property
+    def event_type(self) -> str: ...
+
+    @property
+    def data(self) -> Mapping[str, Any]: ...
+
+
+def summary(decision: Decided) -> tuple[str, ...]:
+    """A decision in a few words: enough for the tables to say exactly what was decided."""
+    data = decision.data
+    match decision.event_type:
+        case "escalation.level_reached":
+            skipped = f" skipping {','.join(data['skipped'])}" if data["skipped"] else ""
+            return ("level", data["invoice_id"], data["level"] + skipped)
+        case "reminder.requested":
+            return ("reminder", data["currency"], data["level"], ",".join(data["invoice_ids"]))
+        case "task.created":
+            return ("task", data["kind"], ",".join(data["invoice_ids"]), data["amount_at_risk"])
+        case "fee.charged":
+            return ("fee", data["invoice_id"], data["amount"])
+        case "interest.computed":
+            return ("interest", data["invoice_id"], data["amount"])
+        case "credit.blocked":
+            return ("blocked", data["reason"])
+        case "credit.unblocked":
+            return ("unblocked",)
+    raise AssertionError(decision)
 
 
 # ---------------------------------------------------------------------------------------------------- adapters

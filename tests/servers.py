@@ -19,13 +19,16 @@ import socket
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import pytest
 
 if TYPE_CHECKING:
+    import pika
     from sqlalchemy import Engine
 
     from shared.config import Settings
@@ -178,6 +181,57 @@ class AmqpNames:
     def env(self) -> dict[str, str]:
         """The same names as ``RELANCE_*`` environment variables, for a worker process."""
         return {f"RELANCE_{key.upper()}": value for key, value in self.settings().items()}
+
+
+@dataclass(frozen=True)
+class CommandQueues:
+    """A commands exchange of one test, with the queues an ERP (``erp.#``) and the notifier (``notifier.#``) bind."""
+
+    url: str
+    exchange: str
+    erp_queue: str
+    notifier_queue: str
+
+    @classmethod
+    @contextmanager
+    def declared(cls, url: str, base: str) -> Iterator[Self]:
+        """The exchange ``<base>.commands`` and its queues, declared durable and bound; deleted afterwards."""
+        import pika
+
+        names = cls(url, f"{base}.commands", f"{base}.erp", f"{base}.notifier")
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+        channel = connection.channel()
+        channel.exchange_declare(names.exchange, exchange_type="topic", durable=True)
+        for queue, key in ((names.erp_queue, "erp.#"), (names.notifier_queue, "notifier.#")):
+            channel.queue_declare(queue, durable=True)
+            channel.queue_bind(queue, names.exchange, routing_key=key)
+        connection.close()
+        try:
+            yield names
+        finally:
+            connection = pika.BlockingConnection(pika.URLParameters(url))
+            channel = connection.channel()
+            for queue in (names.erp_queue, names.notifier_queue):
+                channel.queue_delete(queue)
+            channel.exchange_delete(names.exchange)
+            connection.close()
+
+    def drain(self, queue: str) -> list[tuple[pika.spec.Basic.GetOk, pika.BasicProperties, dict[str, Any]]]:
+        """(method, properties, decoded body) of every message waiting in ``queue``, in queue order, acknowledged."""
+        import orjson
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(self.url))
+        try:
+            channel = connection.channel()
+            got: list[tuple[pika.spec.Basic.GetOk, pika.BasicProperties, dict[str, Any]]] = []
+            while True:
+                method, properties, body = channel.basic_get(queue, auto_ack=True)
+                if method is None:
+                    return got
+                got.append((method, properties, orjson.loads(body)))
+        finally:
+            connection.close()
 
 
 def publish_outbox(settings: Settings, engine: Engine) -> int:

@@ -28,9 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pika
 import pytest
 from sqlalchemy import Engine, select
@@ -48,8 +46,21 @@ from shared.contracts.erp import EVENT_TYPES
 from shared.ledger.db import make_engine
 from shared.ledger.schema import outbox
 from shared.ledger.store import Ledger, RecordedEvent
-from tests.factories import CUSTOMER, TENANT, Ev, body, customer, dispute, dispute_resolved, invoice, payment
-from tests.servers import RUN_ID, AmqpNames, publish_outbox
+from tests.factories import (
+    CUSTOMER,
+    TENANT,
+    Ev,
+    body,
+    customer,
+    dispute,
+    dispute_resolved,
+    invoice,
+    payment,
+    plan,
+    promise,
+    summary,
+)
+from tests.servers import RUN_ID, AmqpNames, CommandQueues, publish_outbox
 
 pytestmark = pytest.mark.integration
 
@@ -88,87 +99,14 @@ DUE = date(2026, 3, 2)
 INV1 = invoice("INV-1", "1000.00", issue_date="2026-02-01", due_date=DUE)
 
 
-def promise(promise_id: str, promised: str, amount: str, invoice_ids: list[str]) -> Ev:
-    data: dict[str, Any] = {"promise_id": promise_id, "promised_date": promised, "amount": amount, "currency": "EUR"}
-    data["invoice_ids"] = invoice_ids
-    return Ev("promise_to_pay.recorded", data, f"promise-{promise_id}")
-
-
-def plan(plan_id: str, invoice_ids: list[str], instalments: list[tuple[str, str]]) -> Ev:
-    data = {
-        "plan_id": plan_id,
-        "currency": "EUR",
-        "invoice_ids": invoice_ids,
-        "instalments": [{"due_date": d, "amount": a} for d, a in instalments],
-    }
-    return Ev("payment_plan.agreed", data, f"plan-{plan_id}")
-
-
-def summary(event: RecordedEvent) -> tuple[str, ...]:
-    """A decision in a few words, as in the engine's unit tests."""
-    data = event.data
-    match event.event_type:
-        case "escalation.level_reached":
-            skipped = f" skipping {','.join(data['skipped'])}" if data["skipped"] else ""
-            return ("level", data["invoice_id"], data["level"] + skipped)
-        case "reminder.requested":
-            return ("reminder", data["currency"], data["level"], ",".join(data["invoice_ids"]))
-        case "task.created":
-            return ("task", data["kind"], ",".join(data["invoice_ids"]), data["amount_at_risk"])
-        case "fee.charged":
-            return ("fee", data["invoice_id"], data["amount"])
-        case "interest.computed":
-            return ("interest", data["invoice_id"], data["amount"])
-        case "credit.blocked":
-            return ("blocked", data["reason"])
-        case "credit.unblocked":
-            return ("unblocked",)
-    raise AssertionError(event)
-
-
 # ---------------------------------------------------------------------------------------------------- fixtures
-@dataclass(frozen=True)
-class Commands:
-    """The test's commands exchange, with the queues an ERP and the notifier would bind to it."""
-
-    url: str
-    exchange: str
-    erp_queue: str
-    notifier_queue: str
-
-    def drain(self, queue: str) -> list[tuple[str, str, dict[str, Any]]]:
-        """(routing key, message id, body) of every message waiting, in queue order."""
-        connection = pika.BlockingConnection(pika.URLParameters(self.url))
-        try:
-            channel = connection.channel()
-            got = []
-            while True:
-                method, properties, payload = channel.basic_get(queue, auto_ack=True)
-                if method is None:
-                    return got
-                got.append((method.routing_key, properties.message_id, orjson.loads(payload)))
-        finally:
-            connection.close()
+Commands = CommandQueues  # the test's commands exchange, with the queues an ERP and the notifier would bind to it
 
 
 @pytest.fixture
 def commands(amqp_url: str) -> Iterator[Commands]:
-    base = f"relance.t.{RUN_ID}.scn{time.monotonic_ns()}"
-    names = Commands(amqp_url, f"{base}.commands", f"{base}.erp", f"{base}.notifier")
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    channel = connection.channel()
-    channel.exchange_declare(names.exchange, exchange_type="topic", durable=True)
-    for queue, key in ((names.erp_queue, "erp.#"), (names.notifier_queue, "notifier.#")):
-        channel.queue_declare(queue, durable=True)
-        channel.queue_bind(queue, names.exchange, routing_key=key)
-    connection.close()
-    yield names
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    channel = connection.channel()
-    for queue in (names.erp_queue, names.notifier_queue):
-        channel.queue_delete(queue)
-    channel.exchange_delete(names.exchange)
-    connection.close()
+    with Commands.declared(amqp_url, f"relance.t.{RUN_ID}.scn{time.monotonic_ns()}") as names:
+        yield names
 
 
 def write_policies(directory: Path) -> Path:
@@ -654,10 +592,10 @@ def test_scenario(
     ] == scenario.reminders
     # And the ERP received exactly the credit commands, each named by the decision that caused it
     received = commands.drain(commands.erp_queue)
-    assert [key for key, _, _ in received] == scenario.erp_commands
+    assert [m.routing_key for m, _, _ in received] == scenario.erp_commands
     credit = [e for e in desk.decisions() if e.event_type in ("credit.blocked", "credit.unblocked")]
-    assert [message_id for _, message_id, _ in received] == [e.event_id for e in credit]
-    assert all(b["command_id"] == message_id for _, message_id, b in received)
+    assert [p.message_id for _, p, _ in received] == [e.event_id for e in credit]
+    assert all(b["command_id"] == p.message_id for _, p, b in received)
     # And the customer's timer points at the next step (or is gone), and the log is intact
     timer = Timers(engine).get(TENANT, CUSTOMER)
     assert (timer.due_at.date().isoformat() if timer else None) == scenario.timer
@@ -704,7 +642,7 @@ def test_credit_commands_keep_their_ids_through_repeated_ticks_and_relays(
     # Then the ERP got one block and one unblock, whose ids derive from the customer and the block episode alone
     received = commands.drain(commands.erp_queue)
     block_id = decision_id(TENANT, CUSTOMER, "block", "1")
-    assert [(key, message_id) for key, message_id, _ in received] == [
+    assert [(m.routing_key, p.message_id) for m, p, _ in received] == [
         ("erp.credit_block", decision_id(TENANT, CUSTOMER, "credit.blocked", "1")),
         ("erp.credit_unblock", decision_id(TENANT, CUSTOMER, "credit.unblocked", block_id)),
     ]
@@ -801,11 +739,14 @@ def test_redelivered_and_concurrent_triggers_record_each_decision_once_and_send_
     # And the ERP received each block and unblock once, by command id, blocks before unblocks, as the notifier did
     # each reminder
     received = commands.drain(commands.erp_queue)
-    ids = [message_id for _, message_id, _ in received]
+    ids = [p.message_id for _, p, _ in received]
     assert len(ids) == len(set(ids)) == 2 * len(blocked)
     for c in blocked:
-        assert [key for key, _, b in received if b["customer_id"] == c] == ["erp.credit_block", "erp.credit_unblock"]
-    reminders = [message_id for _, message_id, _ in commands.drain(commands.notifier_queue)]
+        assert [m.routing_key for m, _, b in received if b["customer_id"] == c] == [
+            "erp.credit_block",
+            "erp.credit_unblock",
+        ]
+    reminders = [p.message_id for _, p, _ in commands.drain(commands.notifier_queue)]
     with engine.connect() as conn:
         recorded = set(
             conn.execute(select(outbox.c.command_id).where(outbox.c.kind == "notifier.send_reminder")).scalars()

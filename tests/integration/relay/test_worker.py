@@ -10,11 +10,9 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import pika
 import pytest
 from pika.exceptions import AMQPConnectionError
@@ -26,7 +24,7 @@ from shared.ledger import outbox as outbox_module
 from shared.ledger.db import make_engine
 from shared.ledger.schema import events, outbox
 from shared.ledger.store import Incoming, Ledger, LedgerRefused
-from tests.servers import RUN_ID
+from tests.servers import RUN_ID, CommandQueues
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +34,7 @@ _names = itertools.count(1)
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
-@dataclass
-class Broker:
-    url: str
-    exchange: str
-    erp_queue: str
-    notifier_queue: str
-
+class Broker(CommandQueues):
     def settings(self, database_url: str, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "database_url": database_url,
@@ -54,40 +46,12 @@ class Broker:
         }
         return load_settings(**values)
 
-    def drain(self, queue: str) -> list[tuple[pika.spec.Basic.GetOk, pika.BasicProperties, dict[str, Any]]]:
-        connection = pika.BlockingConnection(pika.URLParameters(self.url))
-        try:
-            channel = connection.channel()
-            got = []
-            while True:
-                method, properties, body = channel.basic_get(queue, auto_ack=True)
-                if method is None:
-                    return got
-                got.append((method, properties, orjson.loads(body)))
-        finally:
-            connection.close()
-
 
 @pytest.fixture
 def broker(amqp_url: str) -> Iterator[Broker]:
-    """A commands exchange of this test, with an ERP queue (erp.#) and, optionally bound, a notifier queue."""
-    base = f"relance.t.{RUN_ID}.cmd{next(_names)}"
-    names = Broker(amqp_url, f"{base}.commands", f"{base}.erp", f"{base}.notifier")
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    channel = connection.channel()
-    channel.exchange_declare(names.exchange, exchange_type="topic", durable=True)
-    channel.queue_declare(names.erp_queue, durable=True)
-    channel.queue_bind(names.erp_queue, names.exchange, routing_key="erp.#")
-    channel.queue_declare(names.notifier_queue, durable=True)
-    channel.queue_bind(names.notifier_queue, names.exchange, routing_key="notifier.#")
-    connection.close()
-    yield names
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    channel = connection.channel()
-    for queue in (names.erp_queue, names.notifier_queue):
-        channel.queue_delete(queue)
-    channel.exchange_delete(names.exchange)
-    connection.close()
+    """A commands exchange of this test, with an ERP queue (erp.#) and a notifier queue (notifier.#)."""
+    with Broker.declared(amqp_url, f"relance.t.{RUN_ID}.cmd{next(_names)}") as names:
+        yield names
 
 
 @pytest.fixture

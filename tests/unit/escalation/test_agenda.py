@@ -7,7 +7,7 @@ from decimal import Decimal as D
 
 from services.escalation.agenda import build_agenda, render_agenda
 from services.escalation.interest import RateTable
-from tests.factories import Ev, customer, fold, invoice, payment
+from tests.factories import Ev, customer, fold, invoice, payment, promise
 
 DAY = date(2026, 12, 1)
 
@@ -23,17 +23,6 @@ def task(task_id: str, kind: str, due_on: str, invoice_ids: list[str], currency:
         "note": "",
     }
     return Ev("task.created", data, f"task-{task_id}")
-
-
-def promise(promise_id: str, promised: str, amount: str, invoice_ids: list[str]) -> Ev:
-    data = {
-        "promise_id": promise_id,
-        "promised_date": promised,
-        "amount": amount,
-        "currency": "EUR",
-        "invoice_ids": invoice_ids,
-    }
-    return Ev("promise_to_pay.recorded", data, f"ptp-{promise_id}")
 
 
 def blocked(block_id: str) -> Ev:

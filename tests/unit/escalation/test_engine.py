@@ -20,7 +20,7 @@ from services.escalation.engine import decide, next_due
 from services.escalation.interest import RateTable
 from services.escalation.model import Decision, Level, Policy
 from shared.ledger.state import CustomerState
-from tests.factories import Ev, Feed, customer, dispute, dispute_resolved, invoice, payment
+from tests.factories import Ev, Feed, customer, dispute, dispute_resolved, invoice, payment, plan, promise, summary
 
 RATES = RateTable.default()
 
@@ -36,44 +36,6 @@ POLICY = Policy(name="standard", version="v1", levels=LADDER, business_days=Fals
 
 DUE = date(2026, 3, 2)  # a Monday; the ladder then falls on 27 Feb, 7, 14, 22 Mar, 1 and 16 Apr
 INV1 = invoice("INV-1", "1000.00", issue_date="2026-02-01", due_date=DUE)
-
-
-def promise(promise_id: str, promised: str, amount: str, invoice_ids: list[str]) -> Ev:
-    data = {"promise_id": promise_id, "promised_date": promised, "amount": amount, "currency": "EUR"}
-    data["invoice_ids"] = invoice_ids  # type: ignore[assignment]
-    return Ev("promise_to_pay.recorded", data, f"promise-{promise_id}")
-
-
-def plan(plan_id: str, invoice_ids: list[str], instalments: list[tuple[str, str]]) -> Ev:
-    data = {
-        "plan_id": plan_id,
-        "currency": "EUR",
-        "invoice_ids": invoice_ids,
-        "instalments": [{"due_date": d, "amount": a} for d, a in instalments],
-    }
-    return Ev("payment_plan.agreed", data, f"plan-{plan_id}")
-
-
-def summary(decision: Decision) -> tuple[str, ...]:
-    """A decision in a few words: enough for the tables to say exactly what was decided."""
-    data = decision.data
-    match decision.event_type:
-        case "escalation.level_reached":
-            skipped = f" skipping {','.join(data['skipped'])}" if data["skipped"] else ""
-            return ("level", data["invoice_id"], data["level"] + skipped)
-        case "reminder.requested":
-            return ("reminder", data["currency"], data["level"], ",".join(data["invoice_ids"]))
-        case "task.created":
-            return ("task", data["kind"], ",".join(data["invoice_ids"]), data["amount_at_risk"])
-        case "fee.charged":
-            return ("fee", data["invoice_id"], data["amount"])
-        case "interest.computed":
-            return ("interest", data["invoice_id"], data["amount"])
-        case "credit.blocked":
-            return ("blocked", data["reason"])
-        case "credit.unblocked":
-            return ("unblocked",)
-    raise AssertionError(decision)
 
 
 @dataclass
