@@ -62,7 +62,7 @@ SERVER_FIXTURES = {
 }
 
 
-def require_server_marker(node: pytest.Item, what: str, fixture: str) -> None:
+def require_server_marker(node: pytest.Item, what: str, fixture: str | None) -> None:
     """Fail the test unless it is marked ``integration`` or ``e2e``: a test that reaches a server must say so, or
     ``make unit`` (which deselects those markers to run without servers) would try to reach one."""
     if not any(node.get_closest_marker(marker) for marker in SERVER_MARKERS):

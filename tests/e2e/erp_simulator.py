@@ -21,7 +21,7 @@ import argparse
 import json
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -340,7 +340,7 @@ class _Generator:
             message = Message("invoice.reissued", body, event_id)
             self.invalid.append(Invalid(event_id, "unknown_event_type", body, event_id))
         else:
-            data: dict[str, Any] = {
+            data = {
                 "payment_id": self._id("PAY"),
                 "amount": "125.50",
                 "currency": "EUR",
@@ -362,7 +362,7 @@ class _Generator:
             if self._pending() >= self.target:
                 break
             self.customer_record(customer)
-        actions = [
+        actions: list[tuple[int, Callable[[_Customer], object]]] = [
             (40, lambda c: self.invoice(c)),
             (14, lambda c: self.payment(c)),
             (12, self._allocated_payment),

@@ -74,10 +74,13 @@ class Workers:
     def committed_batches(self, index: int) -> int:
         return self.logs[index].read_text(errors="replace").count("ingest.batch_committed")
 
-    def check_alive(self) -> None:
+    def check_alive(self) -> bool:
+        """Raise if a worker exited other than by the test's kill -9; else False, so that a wait condition can read
+        ``workers.check_alive() or ...``."""
         for index, process in enumerate(self.processes):
             if process.poll() is not None and process.returncode != -signal.SIGKILL:
                 raise AssertionError(f"worker {index} exited early with {process.returncode}:\n{self.tail(index)}")
+        return False
 
     def tail(self, index: int, lines: int = 25) -> str:
         content = self.logs[index].read_text(errors="replace").splitlines()
@@ -109,7 +112,7 @@ class Broker:
             return None
 
     def drain(self, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
-        messages = []
+        messages: list[tuple[pika.BasicProperties, bytes]] = []
         while True:
             method, properties, body = self.channel.basic_get(queue, auto_ack=True)
             if method is None:
@@ -211,7 +214,9 @@ def _run(
     victim = 1
     _wait(
         "the log to be part-filled and the victim to have committed a batch",
-        lambda: workers.check_alive() or (_event_count(engine) >= expected // 4 and workers.committed_batches(victim)),
+        lambda: (
+            workers.check_alive() or (_event_count(engine) >= expected // 4 and workers.committed_batches(victim) > 0)
+        ),
         lambda: f"{_event_count(engine)} events in the log, victim batches {workers.committed_batches(victim)}",
     )
     workers.processes[victim].send_signal(signal.SIGKILL)

@@ -274,7 +274,7 @@ def test_each_worker_names_itself_in_pg_stat_activity(
         worker.wait_for(started)
     # When an operator looks at the server's sessions
     engine = create_engine(pg_url)
-    deadline, names = time.monotonic() + 20, set()
+    deadline, names = time.monotonic() + 20, set[str]()
     with engine.connect() as conn:
         while time.monotonic() < deadline and not {"relance-escalation", "relance-relay"} <= names:
             database = make_url(pg_url).database
@@ -328,7 +328,7 @@ def test_the_notifier_starts_with_the_placeholder_only_when_explicitly_allowed(
 def test_every_command_has_a_process_name_postgresql_can_show() -> None:
     import argparse
 
-    from services import cli
+    from services.cli import commands as cli
 
     # Given every sub-command of relance
     handlers, pending = {}, [cli._parser()]

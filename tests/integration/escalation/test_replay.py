@@ -46,7 +46,7 @@ def settings(pg_url: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def source(settings: Settings) -> Iterator[Engine]:
-    engine = make_engine(settings.database_url, pool_size=5)
+    engine = make_engine(settings.require_database_url(), pool_size=5)
     yield engine
     engine.dispose()
 
@@ -70,8 +70,8 @@ def record_history(settings: Settings, engine: Engine) -> Ledger:
     desk = Desk(settings, engine)
     erp: dict[date, list[tuple[str, Ev]]] = {}
     for name, scenario in SCENARIOS.items():
-        for day, events in scenario.erp.items():
-            erp.setdefault(date.fromisoformat(day), []).extend(
+        for when, events in scenario.erp.items():
+            erp.setdefault(date.fromisoformat(when), []).extend(
                 (f"C-{name}", ev.with_id(f"{name}/{ev.event_id}")) for ev in events
             )
     backfills = list(BACKFILLS)

@@ -156,7 +156,7 @@ def settings(
 
 @pytest.fixture
 def engine(settings: Settings) -> Iterator[Engine]:
-    engine = make_engine(settings.database_url, pool_size=10)
+    engine = make_engine(settings.require_database_url(), pool_size=10)
     yield engine
     engine.dispose()
 
@@ -167,7 +167,7 @@ class Processes:
     def __init__(self, settings: Settings, logs: Path) -> None:
         self.env = {
             **os.environ,
-            "RELANCE_DATABASE_URL": settings.database_url,
+            "RELANCE_DATABASE_URL": settings.require_database_url(),
             "RELANCE_AMQP_URL": settings.amqp_url,
             "RELANCE_EVENTS_EXCHANGE": settings.events_exchange,
             "RELANCE_INGEST_QUEUE": settings.ingest_queue,
@@ -205,7 +205,7 @@ class Processes:
         for process, log in self.started:
             code = process.poll()
             if code not in (None, 0):
-                pytest.fail(f"{process.args} exited with {code}:\n{log.read_text()[-3000:]}")
+                pytest.fail(f"{process.args!r} exited with {code}:\n{log.read_text()[-3000:]}")
 
     def tails(self) -> str:
         return "".join(f"\n--- {log.name}\n{log.read_text()[-2000:]}" for _, log in self.started)
@@ -636,7 +636,7 @@ def test_credit_commands_keep_their_ids_through_repeated_ticks_and_relays(
     assert desk.relay() == 5  # three reminders, the block, the unblock
     # When the clock is ticked by hand again over the same days, twice each, and the relay runs again
     for at in ("2026-04-01T09:00:00Z", "2026-04-03T09:00:00Z", "2026-04-03T09:00:00Z", "2026-04-05T12:00:00Z"):
-        assert main(["clock", "tick", "--at", at, "--database-url", settings.database_url]) == 0
+        assert main(["clock", "tick", "--at", at, "--database-url", settings.require_database_url()]) == 0
         assert "0 decision(s) recorded" in capsys.readouterr().out
     assert desk.relay() == 0
     # Then the ERP got one block and one unblock, whose ids derive from the customer and the block episode alone

@@ -102,7 +102,7 @@ class Rabbit:
         return int(self.channel.queue_declare(queue, passive=True).method.message_count)
 
     def drain(self, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
-        messages = []
+        messages: list[tuple[pika.BasicProperties, bytes]] = []
         while True:
             method, properties, payload = self.channel.basic_get(queue, auto_ack=True)
             if method is None:
@@ -414,7 +414,11 @@ def test_three_workers_side_by_side_with_one_killed_midway_lose_and_duplicate_no
     # Given three workers sharing the queue, small batches so they interleave on the same customers
     workers = [start_worker(pg_url, ingest_batch_size=20, ingest_prefetch=40) for _ in range(3)]
     for worker in workers:
-        wait_until(lambda w=worker: bool(w.logged("ingest.consuming")), "workers to consume", workers)
+
+        def consuming(w: Worker = worker) -> bool:
+            return bool(w.logged("ingest.consuming"))
+
+        wait_until(consuming, "workers to consume", workers)
     expected: dict[str, Decimal] = {}
     messages: list[dict[str, Any] | bytes] = []
     for n in range(3000):

@@ -242,7 +242,7 @@ def test_events_recorded_before_fingerprints_existed_get_theirs_from_the_log(led
     upgrade(ledger_url)
     # Then every event has its fingerprint back, computed from what the log stores
     with ledger.engine.connect() as conn:
-        stored = dict(conn.execute(text("SELECT event_id, fingerprint FROM event_fingerprints")).all())
+        stored: dict[str, str] = dict(conn.execute(text("SELECT event_id, fingerprint FROM event_fingerprints")).all())
     assert stored == {
         e.event_id: incoming(
             Ev(e.event_type, e.data, e.event_id, e.occurred_at), customer_id=e.customer_id

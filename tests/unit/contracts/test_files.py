@@ -119,7 +119,7 @@ def test_the_notifier_command_model_documents_the_body_the_outbox_writes() -> No
     state = fold([customer(), invoice("INV-1", "100.00", issue_date="2026-02-01", due_date="2026-03-02")])
     as_of = datetime(2026, 3, 10, 9, tzinfo=UTC)
     [reminder] = [d for d in decide(state, policy, as_of, RateTable.default()) if d.event_type == "reminder.requested"]
-    event = {"event_id": reminder.event_id, "event_type": reminder.event_type, "tenant": state.tenant}
+    event: dict[str, Any] = {"event_id": reminder.event_id, "event_type": reminder.event_type, "tenant": state.tenant}
     event |= {"customer_id": state.customer_id, "occurred_at": as_of, "version": 3, "data": reminder.data}
     [row] = command_rows([event], as_of)
     payload = json.loads(json.dumps(row["payload"]))

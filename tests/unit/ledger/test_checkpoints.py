@@ -7,6 +7,7 @@ import stat
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -42,7 +43,7 @@ def test_the_merkle_root_changes_with_any_field_of_any_leaf() -> None:
     root = cp.merkle_root(LEAVES)
     for index in range(len(LEAVES)):
         for field in range(4):
-            changed = list(LEAVES[index])
+            changed: list[Any] = list(LEAVES[index])
             changed[field] = changed[field] + 1 if isinstance(changed[field], int) else changed[field] + "x"
             leaves = [*LEAVES[:index], tuple(changed), *LEAVES[index + 1 :]]
             assert cp.merkle_root(leaves) != root, (index, field)  # type: ignore[arg-type]

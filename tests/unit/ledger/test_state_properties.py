@@ -7,6 +7,8 @@ invoiced and not cancelled, less every payment and credit note.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -94,5 +96,5 @@ def test_the_generator_covers_the_interesting_cases() -> None:
     }
 
 
-def _without_zero(balances: dict[str, object]) -> dict[str, object]:
+def _without_zero(balances: Mapping[str, object]) -> dict[str, object]:
     return {c: v for c, v in balances.items() if v != 0}
