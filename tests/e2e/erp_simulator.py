@@ -10,6 +10,13 @@ due-date notices; the same message published twice, the same invoice re-sent und
 messages (not JSON, a float amount, an unknown event type, an unknown currency, an invoice id re-issued with a
 different amount) with the rejection kind relance must give each.
 
+It is not the demo's generator (services/cli/demo/generator.py), and does not use it: the two serve different ends.
+The generator is part of relance and tells a business story a person reads (payment habits, payment terms, promises,
+payment plans), sized in customers and months, and says what ingest must do with each message. This simulator must
+stay outside relance, so that its answer is not relance's own; it is sized in events, for volume (the kill -9 test
+and ``make bench-ingest``), spans two tenants and a second currency, computes every customer's balance, and sets apart
+the messages whose verdict depends on the order of delivery (``late_messages``). All they share is the v1 envelope.
+
 Command line, to feed a running deployment by hand::
 
     python -m tests.e2e.erp_simulator --events 20000 --amqp-url amqp://guest:guest@127.0.0.1:5672/%2F
