@@ -158,15 +158,17 @@ def _items(
     }
     items = []
     if tick_id is not None:
+        tick = events.ClockTicked(as_of=as_of, trigger=trigger)
         items.append(
             Incoming(
                 tenant=state.tenant,
                 customer_id=state.customer_id,
                 event_id=tick_id,
                 event_type=CLOCK_TICKED,
-                data=events.ClockTicked(as_of=as_of, trigger=trigger).data(),
+                data=tick.data(),
                 occurred_at=as_of,
                 metadata=metadata,
+                event=tick,
             )
         )
     clock = tick_id or tick_event_id(state.tenant, state.customer_id, as_of, state.version)
@@ -179,6 +181,7 @@ def _items(
             data=decision.data,
             occurred_at=as_of,
             metadata={**metadata, "clock": clock},
+            event=decision.event,
         )
         for decision in decisions
     )
@@ -195,6 +198,7 @@ def _expect(item: Incoming, version: int) -> Incoming:
         occurred_at=item.occurred_at,
         metadata=item.metadata,
         expected_version=version,
+        event=item.event,
     )
 
 

@@ -535,20 +535,21 @@ def record_fact(
 ) -> str:
     """Append the fact (and its task, in the same transaction); the fact's outcome status."""
 
-    def incoming(event_id: str, event_type: str, data: Mapping[str, Any]) -> Incoming:
+    def incoming(event_id: str, event: events.RelanceEvent) -> Incoming:
         return Incoming(
             tenant=command["tenant"],
             customer_id=command["customer_id"],
             event_id=event_id,
-            event_type=event_type,
-            data=dict(data),
+            event_type=event.TYPE,
+            data=event.data(),
             occurred_at=at,
             metadata={"source": "notifier", "command_id": command["command_id"]},
+            event=event,
         )
 
-    items = [incoming(fact_id(command["command_id"], fact), event.TYPE, event.data())]
+    items = [incoming(fact_id(command["command_id"], fact), event)]
     if task is not None:
-        items.append(incoming(task["task_id"], events.TaskCreated.TYPE, events.TaskCreated(**task).data()))
+        items.append(incoming(task["task_id"], events.TaskCreated(**task)))
     outcomes = ledger.record(items)
     if outcomes[0].status not in ("applied", "duplicate"):
         raise RuntimeError(f"cannot record {event.TYPE} for {command['command_id']}: {outcomes[0].reason}")

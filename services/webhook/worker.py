@@ -39,7 +39,7 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError
 
 from shared.config import ConfigurationError, Settings
-from shared.contracts.events import CREDIT_BLOCK, CommandDeadLettered, TaskCreated
+from shared.contracts.events import CREDIT_BLOCK, CommandDeadLettered, RelanceEvent, TaskCreated
 from shared.ledger.outbox import COMMANDS, Command, claim, family, mark_dead, mark_published, retry_later
 from shared.ledger.schema import events
 from shared.ledger.store import Incoming, Ledger
@@ -251,23 +251,24 @@ class WebhookWorker:
         )
         task = TaskCreated(**task_data(command, now))
         items = [
-            self._incoming(command, fact_id(command.command_id, f"dead/{rounds + 1}"), DEAD_LETTERED, fact.data(), now),
-            self._incoming(command, fact_id(command.command_id, "task"), task.TYPE, task.data(), now),
+            self._incoming(command, fact_id(command.command_id, f"dead/{rounds + 1}"), fact, now),
+            self._incoming(command, fact_id(command.command_id, "task"), task, now),
         ]
         outcomes = self.ledger.record(items, conn=conn)
         if outcomes[0].status != "applied":
             raise RuntimeError(f"cannot record {DEAD_LETTERED} for {command.command_id}: {outcomes[0].reason}")
 
     @staticmethod
-    def _incoming(command: Command, event_id: str, event_type: str, data: dict[str, Any], at: datetime) -> Incoming:
+    def _incoming(command: Command, event_id: str, event: RelanceEvent, at: datetime) -> Incoming:
         return Incoming(
             tenant=command.tenant,
             customer_id=command.customer_id,
             event_id=event_id,
-            event_type=event_type,
-            data=data,
+            event_type=event.TYPE,
+            data=event.data(),
             occurred_at=at,
             metadata={"source": "webhook", "command_id": command.command_id},
+            event=event,
         )
 
     def _log(self, command: Command, attempt: Attempt, delay: float | None) -> None:

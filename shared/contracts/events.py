@@ -19,9 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar
+from functools import cache
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, create_model
 
 from shared.contracts.erp import DATA_MODELS as ERP_MODELS
 
@@ -49,10 +51,11 @@ class RelanceEvent(BaseModel):
 
 
 class _Decided(RelanceEvent):
-    """A decision of the engine: it names the policy it followed and the instant it was taken for."""
+    """A decision of the engine: it names the policy it followed and the instant it was taken for (the engine
+    always names its policy; the fold reads only the instant)."""
 
-    policy: str
-    policy_version: str
+    policy: str | None = None
+    policy_version: str | None = None
     as_of: Instant
 
 
@@ -64,11 +67,11 @@ class LevelReached(_Decided):
     currency: str
     level: str
     offset_days: int
-    skipped: list[str]
-    actions: list[str]
+    skipped: list[str] = []
+    actions: list[str] = []
     channel: str
     due_date: date
-    anchor: date
+    anchor: date | None = None
     step_date: date
     reached_on: date
     outstanding: Decimal
@@ -323,11 +326,66 @@ Event = BaseModel | Unknown
 
 
 def parse(event_type: str, data: dict[str, Any]) -> Event:
-    """The typed event of a recorded (type, data): the ERP's model, relance's, or :class:`Unknown`."""
-    model = MODELS.get(event_type) or ERP_MODELS.get(event_type)
-    if model is None:
+    """The typed event of a recorded (type, data): the ERP's model, relance's, or :class:`Unknown`.
+
+    An ERP event is read as recorded, its types converted but the contract's rules not checked again: the log
+    holds what an older relance accepted (a due date of 9999-12-31 before the contract bounded dates), and a fold
+    must never refuse the past.
+    """
+    model = MODELS.get(event_type)
+    if model is not None:
+        return model.model_validate(data)
+    erp_model = ERP_MODELS.get(event_type)
+    if erp_model is None:
         return Unknown(event_type, data)
-    return model.model_validate(data)
+    return _as_recorded(erp_model, _recorded(erp_model).model_validate(data))
+
+
+@cache
+def _recorded(model: type[BaseModel]) -> type[BaseModel]:
+    """The model's fields with their plain types (no validator, no rule): how a recorded ERP event is read."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if info.default_factory is not None:
+            default = Field(default_factory=info.default_factory)
+        else:
+            default = Field() if info.is_required() else Field(default=info.default)
+        fields[name] = (_plain(info.annotation), default)
+    config = ConfigDict(extra="ignore", frozen=True)
+    recorded: type[BaseModel] = create_model(f"Recorded{model.__name__}", __config__=config, **fields)
+    _ORIGINALS[recorded] = model
+    return recorded
+
+
+_ORIGINALS: dict[type[BaseModel], type[BaseModel]] = {}
+
+
+def _plain(annotation: Any) -> Any:
+    """A type without its Annotated validators; an ERP model as its recorded reading."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _plain(get_args(annotation)[0])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _recorded(annotation)
+    if origin is list:
+        return list[_plain(get_args(annotation)[0])]  # type: ignore[misc]
+    if origin in (Union, UnionType):
+        return Union[tuple(_plain(arg) for arg in get_args(annotation))]  # noqa: UP007
+    return annotation
+
+
+def _as_recorded(model: type[BaseModel], reading: BaseModel) -> BaseModel:
+    """The ERP model built from its recorded reading without running its rules again."""
+    values = {name: _value(getattr(reading, name)) for name in reading.model_fields_set}
+    return model.model_construct(_fields_set=set(reading.model_fields_set), **values)
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, BaseModel) and type(value) in _ORIGINALS:
+        return _as_recorded(_ORIGINALS[type(value)], value)
+    if isinstance(value, list):
+        return [_value(item) for item in value]
+    return value
 
 
 def type_of(event: Event) -> str:
@@ -340,3 +398,13 @@ def type_of(event: Event) -> str:
 
 
 ERP_TYPES: dict[type[BaseModel], str] = {model: event_type for event_type, model in ERP_MODELS.items()}
+
+
+def data_of(event: Event) -> dict[str, Any]:
+    """The event's data as the log stores it: relance's as :meth:`RelanceEvent.data`, the ERP's as ingest
+    normalised it (:meth:`shared.contracts.erp.ErpEvent.data_json`)."""
+    if isinstance(event, Unknown):
+        return event.fields
+    if isinstance(event, RelanceEvent):
+        return event.data()
+    return event.model_dump(mode="json", exclude_none=True)

@@ -238,7 +238,7 @@ def _audit_stream(
                 result.problems.append(f"{who}: unblock of {data['block_id']}, which is not the open block")
         elif kind == events.TaskCreated.TYPE:
             result.tasks[data["kind"]] += 1
-        state.apply(kind, data, event.occurred_at.isoformat(), recorded_at=event.recorded_at.isoformat())
+        state.apply(events.parse(kind, data), event.occurred_at, recorded_at=event.recorded_at)
     if any(n not in (0, 1) for n in block_ids.values()):
         result.problems.append(f"{who}: blocks and unblocks do not pair up one to one")
     if state.credit_block is not None:
@@ -281,9 +281,7 @@ def _timeline(tenant: str, customer_id: str, stream: list[RecordedEvent]) -> Tim
                 source = "mail" if event.event_type in MAIL_FACTS else source
                 lines.append((event.occurred_at.astimezone(UTC), source, text))
         policy = event.data.get("policy", policy) if event.event_type in DECISIONS else policy
-        state.apply(
-            event.event_type, event.data, event.occurred_at.isoformat(), recorded_at=event.recorded_at.isoformat()
-        )
+        state.apply(events.parse(event.event_type, event.data), event.occurred_at, recorded_at=event.recorded_at)
     profile = state.profile or {}
     return Timeline(tenant, customer_id, str(profile.get("name", "")), policy, str(profile.get("language", "")), lines)
 
