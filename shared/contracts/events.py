@@ -51,11 +51,10 @@ class RelanceEvent(BaseModel):
 
 
 class _Decided(RelanceEvent):
-    """A decision of the engine: it names the policy it followed and the instant it was taken for (the engine
-    always names its policy; the fold reads only the instant)."""
+    """A decision of the engine: it names the policy it followed and the instant it was taken for."""
 
-    policy: str | None = None
-    policy_version: str | None = None
+    policy: str
+    policy_version: str
     as_of: Instant
 
 
@@ -328,24 +327,26 @@ Event = BaseModel | Unknown
 def parse(event_type: str, data: dict[str, Any]) -> Event:
     """The typed event of a recorded (type, data): the ERP's model, relance's, or :class:`Unknown`.
 
-    An ERP event is read as recorded, its types converted but the contract's rules not checked again: the log
-    holds what an older relance accepted (a due date of 9999-12-31 before the contract bounded dates), and a fold
-    must never refuse the past.
+    An event is read as recorded, its types converted but the contract's rules not checked again: the log holds
+    what an older relance accepted (a due date of 9999-12-31 before the contract bounded dates), and a fold must
+    never refuse the past. Of relance's own events, the fields given are read (the fold reads what it needs: a
+    field it needs and the event lacks is an error there, as it always was), and :meth:`RelanceEvent.data` gives
+    back exactly those.
     """
-    model = MODELS.get(event_type)
-    if model is not None:
-        return model.model_validate(data)
-    erp_model = ERP_MODELS.get(event_type)
-    if erp_model is None:
+    model = MODELS.get(event_type) or ERP_MODELS.get(event_type)
+    if model is None:
         return Unknown(event_type, data)
-    return _as_recorded(erp_model, _recorded(erp_model).model_validate(data))
+    return _as_recorded(model, _recorded(model).model_validate(data))
 
 
 @cache
 def _recorded(model: type[BaseModel]) -> type[BaseModel]:
-    """The model's fields with their plain types (no validator, no rule): how a recorded ERP event is read."""
+    """The model's fields with their plain types (no validator, no rule): how a recorded event is read."""
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
+        if issubclass(model, RelanceEvent):
+            fields[name] = (_plain(info.annotation) | None, None)
+            continue
         if info.default_factory is not None:
             default = Field(default_factory=info.default_factory)
         else:
@@ -375,7 +376,7 @@ def _plain(annotation: Any) -> Any:
 
 
 def _as_recorded(model: type[BaseModel], reading: BaseModel) -> BaseModel:
-    """The ERP model built from its recorded reading without running its rules again."""
+    """The model built from its recorded reading without running its rules again."""
     values = {name: _value(getattr(reading, name)) for name in reading.model_fields_set}
     return model.model_construct(_fields_set=set(reading.model_fields_set), **values)
 

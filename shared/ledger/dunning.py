@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date
 from decimal import Decimal
-from typing import Any
+from typing import Any, Required, TypedDict, TypeVar, cast
 
 from shared.contracts import erp, events
 from shared.contracts.events import Event, data_of
@@ -33,6 +33,56 @@ CREDIT_COMMANDS = {
 }
 _ACK_FIELDS = ("command", "status", "reason", "erp_reference")
 _TASK_FIELDS = ("kind", "due_on", "invoice_ids", "currency", "amount_at_risk", "note", "command", "semester")
+
+
+class Task(TypedDict, total=False):
+    """A collector's task as the state keeps it: a ``task.created``'s data, or a refused command's task."""
+
+    kind: Required[str]
+    due_on: Required[str]
+    invoice_ids: list[str]
+    currency: str
+    amount_at_risk: str
+    note: str
+    command: str  # the command an erp_command_failed task is about
+    semester: str  # the semester whose rate an interest_unavailable task waits for
+    command_id: str  # the command an erp_command_rejected task is about
+
+
+class Acknowledgement(TypedDict, total=False):
+    """The ERP's latest word on a command, and when it occurred (capped)."""
+
+    command: Required[str]
+    status: Required[str]
+    reason: str
+    erp_reference: str
+    at: Required[str]
+
+
+class CreditCommand(TypedDict):
+    """A credit command relance decided: its kind, its block episode, the day."""
+
+    command: str
+    block_id: str
+    on: str
+
+
+class Block(TypedDict, total=False):
+    """The open block episode, and once its command is known, the ERP's word on it."""
+
+    block_id: Required[str]
+    reason: Required[str]
+    blocked_on: Required[str]
+    command_id: str
+    acknowledgement: Acknowledgement | None
+
+
+class Reminded(TypedDict):
+    """The last reminder of a currency."""
+
+    reminder_id: str
+    level: str
+    on: str
 
 
 @dataclass
@@ -55,13 +105,13 @@ class Escalation:
 @dataclass
 class Dunning:
     escalations: dict[str, Escalation] = field(default_factory=dict)  # invoice_id -> its place on the ladder
-    credit_block: dict[str, Any] | None = None  # the open block episode: block_id, reason, blocked_on
+    credit_block: Block | None = None  # the open block episode
     blocks: int = 0  # block episodes opened so far
-    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # task_id -> task.created data
-    reminded: dict[str, dict[str, Any]] = field(default_factory=dict)  # currency -> last reminder: id, level, on
+    tasks: dict[str, Task] = field(default_factory=dict)  # task_id -> task
+    reminded: dict[str, Reminded] = field(default_factory=dict)  # currency -> last reminder
     # Commands to the ERP and what the ERP said about them (see _on_command_acknowledged), oldest first.
-    credit_commands: dict[str, dict[str, Any]] = field(default_factory=dict)  # command_id -> command, block_id, on
-    acknowledgements: dict[str, dict[str, Any]] = field(default_factory=dict)  # command_id -> the ERP's latest word
+    credit_commands: dict[str, CreditCommand] = field(default_factory=dict)  # command_id -> the command
+    acknowledgements: dict[str, Acknowledgement] = field(default_factory=dict)  # command_id -> the ERP's latest word
 
     def check(self, event: Event) -> Check | None:
         """A duplicate acknowledgement, or None: relance's own events are checked by their deterministic ids."""
@@ -96,7 +146,8 @@ class Dunning:
 
     def _credit_command(self, kind: str, command_id: str, event: events.CreditBlocked | events.CreditUnblocked) -> None:
         """Remember a credit command relance decided; it supersedes what the ERP refused of the earlier ones."""
-        _keep(self.credit_commands, command_id, {"command": kind, "block_id": event.block_id, "on": _day(event)})
+        record = CreditCommand(command=kind, block_id=event.block_id, on=_day(event))
+        _keep(self.credit_commands, command_id, record)
         for task_id, task in list(self.tasks.items()):
             if task["kind"] == REJECTED_TASK and task.get("command_id") != command_id:
                 del self.tasks[task_id]
@@ -104,7 +155,7 @@ class Dunning:
         if kind == events.CREDIT_BLOCK and block is not None and block["block_id"] == event.block_id:
             block["command_id"] = command_id
             known = self.acknowledgements.get(command_id)  # the ERP may have answered before this state knew the block
-            block["acknowledgement"] = None if known is None else dict(known)
+            block["acknowledgement"] = None if known is None else known.copy()
 
 
 # --------------------------------------------------------------------------------------------------- handlers
@@ -147,7 +198,7 @@ def _on_credit_unblocked(d: Dunning, event: events.CreditUnblocked, occurred_at:
 
 def _on_task(d: Dunning, event: events.TaskCreated, occurred_at: str, touched: Touched) -> None:
     data = event.data()
-    d.tasks[event.task_id] = {k: data[k] for k in _TASK_FIELDS if k in data}
+    d.tasks[event.task_id] = cast(Task, {k: data[k] for k in _TASK_FIELDS if k in data})
 
 
 def _on_command_acknowledged(d: Dunning, event: erp.CommandAcknowledged, occurred_at: str, touched: Touched) -> None:
@@ -161,11 +212,11 @@ def _on_command_acknowledged(d: Dunning, event: erp.CommandAcknowledged, occurre
     if known is not None and later(known["at"], occurred_at):
         return
     data = data_of(event)
-    ack = {k: data[k] for k in _ACK_FIELDS if k in data} | {"at": occurred_at}
+    ack = cast(Acknowledgement, {k: data[k] for k in _ACK_FIELDS if k in data} | {"at": occurred_at})
     _keep(d.acknowledgements, command_id, ack)
     block = d.credit_block
     if block is not None and block.get("command_id") == command_id:
-        block["acknowledgement"] = dict(ack)
+        block["acknowledgement"] = ack.copy()
     task_id = f"erp-ack:{command_id}"
     latest = next(reversed(d.credit_commands), None)
     if ack["status"] == "applied" or (command_id in d.credit_commands and command_id != latest):
@@ -181,7 +232,10 @@ def _on_command_acknowledged(d: Dunning, event: erp.CommandAcknowledged, occurre
     }
 
 
-def _keep(records: dict[str, dict[str, Any]], key: str, record: dict[str, Any]) -> None:
+_Kept = TypeVar("_Kept", CreditCommand, Acknowledgement)
+
+
+def _keep(records: dict[str, _Kept], key: str, record: _Kept) -> None:
     """Remember the record as the newest; forget the oldest of its command kind beyond :data:`KEPT_PER_KIND`."""
     records.pop(key, None)
     records[key] = record

@@ -26,7 +26,17 @@ from typing import Any
 
 from shared.contracts.events import Event
 from shared.ledger import snapshot
-from shared.ledger.dunning import KEPT_PER_KIND, REJECTED_TASK, Dunning, Escalation
+from shared.ledger.dunning import (
+    KEPT_PER_KIND,
+    REJECTED_TASK,
+    Acknowledgement,
+    Block,
+    CreditCommand,
+    Dunning,
+    Escalation,
+    Reminded,
+    Task,
+)
 from shared.ledger.hashing import utc
 from shared.ledger.receivables import NEW, ZERO, Check, Credit, Invoice, Receivables, Touched, earlier
 
@@ -165,7 +175,7 @@ class CustomerState:
         return self.dunning.escalations
 
     @property
-    def credit_block(self) -> dict[str, Any] | None:
+    def credit_block(self) -> Block | None:
         return self.dunning.credit_block
 
     @property
@@ -173,19 +183,19 @@ class CustomerState:
         return self.dunning.blocks
 
     @property
-    def tasks(self) -> dict[str, dict[str, Any]]:
+    def tasks(self) -> dict[str, Task]:
         return self.dunning.tasks
 
     @property
-    def reminded(self) -> dict[str, dict[str, Any]]:
+    def reminded(self) -> dict[str, Reminded]:
         return self.dunning.reminded
 
     @property
-    def credit_commands(self) -> dict[str, dict[str, Any]]:
+    def credit_commands(self) -> dict[str, CreditCommand]:
         return self.dunning.credit_commands
 
     @property
-    def acknowledgements(self) -> dict[str, dict[str, Any]]:
+    def acknowledgements(self) -> dict[str, Acknowledgement]:
         return self.dunning.acknowledgements
 
     # ----------------------------------------------------------------------------------------------- snapshot
