@@ -12,6 +12,8 @@ is not written), money as a decimal string with its exponent, dates ISO 8601, in
 the fold; old events keep whatever spelling of an instant they were written with, and compare as instants.
 
 :data:`COMMANDS` is the one table of the events that cause an outbox command, and which.
+
+The whole vocabulary is one module (a little over 400 lines), as the ERP's is :mod:`shared.contracts.erp`.
 """
 
 from __future__ import annotations
