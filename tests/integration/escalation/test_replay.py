@@ -162,8 +162,9 @@ def test_a_log_written_when_relance_spelt_utc_as_an_offset_replays_without_diver
     def offset(instant: str) -> str:
         return instant.replace("Z", "+00:00")
 
+    rewritten = original.streams(TENANT)[:2]  # two customers' streams as of old, the others as of today
     with attacker(source) as conn:
-        for key in original.streams(TENANT):
+        for key in rewritten:
             changes: dict[int, dict[str, object]] = {}
             for e in original.read_stream(*key):
                 change: dict[str, object] = {}
@@ -175,11 +176,10 @@ def test_a_log_written_when_relance_spelt_utc_as_an_offset_replays_without_diver
                     changes[e.version] = change
             rechain(conn, *key, changes)
             recompute_projections(original, conn, *key)
-    old = [e for key in original.streams(TENANT) for e in original.read_stream(*key) if e.event_type == CLOCK_TICKED]
+    old = [e for key in rewritten for e in original.read_stream(*key) if e.event_type == CLOCK_TICKED]
     assert old and all(e.data["as_of"].endswith("+00:00") and e.metadata["as_of"].endswith("+00:00") for e in old)
     assert original.verify().ok
     # When it is replayed with today's code
     report = replay(original, fresh(), policy_books(settings), real_rules(settings))
     # Then the instants compare as instants: no divergence
     assert report.ok, [str(d) for d in report.divergences]
-    assert report.ticks == len(old)

@@ -24,7 +24,7 @@ from services.escalation.timers import Timers
 from services.escalation.worker import EscalationWorker, PolicyBooks, tick
 from shared.config import Settings, load_settings
 from shared.contracts.commands import parse_command
-from shared.contracts.events import ReminderLine, ReminderRequested, ReminderTotals
+from shared.contracts.events import ReminderLine, ReminderRequested, ReminderTotals, instant_text
 from shared.ledger.db import make_engine
 from shared.ledger.schema import outbox
 from shared.ledger.state import CustomerState
@@ -156,7 +156,7 @@ def test_evaluate_records_the_decisions_once_and_sets_the_timer(engine: Engine) 
     assert stream_types(ledger, "C-1") == ["invoice.issued", CLOCK_TICKED, "reminder.requested"]
     clock, reminder = ledger.read_stream(TENANT, "C-1")[1:]
     assert clock.event_id == tick_event_id(TENANT, "C-1", FIRES_AT, clock.version - 1)
-    assert clock.data == {"as_of": FIRES_AT.isoformat(), "trigger": "manual"}
+    assert clock.data == {"as_of": instant_text(FIRES_AT), "trigger": "manual"}
     assert reminder.metadata["policy_version"] == "fake-v1" and reminder.occurred_at == FIRES_AT
     # And its command is in the outbox, and nothing more is due
     with engine.connect() as conn:
@@ -214,7 +214,7 @@ def test_the_worker_sets_timers_from_the_log_and_fires_them(engine: Engine) -> N
     # Then the firing is recorded as a clock tick at that instant, followed by the decision, for C-1 only
     assert stream_types(ledger, "C-1") == ["invoice.issued", CLOCK_TICKED, "reminder.requested"]
     (ticked,) = events_of(ledger, "C-1", CLOCK_TICKED)
-    assert ticked.data == {"as_of": clock.now.isoformat(), "trigger": "timer"}
+    assert ticked.data == {"as_of": instant_text(clock.now), "trigger": "timer"}
     assert ticked.event_id == tick_event_id(TENANT, "C-1", clock.now, ticked.version - 1)
     assert stream_types(ledger, "C-2") == ["invoice.issued"]
     # And C-1 has nothing due any more, while C-2's timer is untouched
