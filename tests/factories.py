@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 from hypothesis import strategies as st
 
+from shared.contracts.events import Event, parse
 from shared.ledger.state import CustomerState
 from shared.ledger.store import Incoming
 
@@ -233,12 +234,13 @@ class Feed:
             if ev.event_id in self.seen:
                 verdicts.append("duplicate")
                 continue
-            check = self.state.check(ev.event_type, ev.data)
+            event = parse(ev.event_type, ev.data)
+            check = self.state.check(event)
             verdicts.append(check.verdict)
             if check.verdict == "new":
                 self.seen.add(ev.event_id)
                 self.state.version += 1
-                self.state.apply(ev.event_type, ev.data, ev.occurred_at.isoformat(), ev.event_id, recorded_at="")
+                self.state.apply(event, ev.occurred_at, ev.event_id, recorded_at=None)
         return verdicts
 
 
@@ -366,3 +368,8 @@ def assert_consistent(state: CustomerState) -> None:
         for invoice_id, amount in credit.applied.items():
             assert state.invoices[invoice_id].allocations[credit.key] == amount
             assert state.invoices[invoice_id].currency == credit.currency
+
+
+def typed(ev: Ev) -> Event:
+    """The event as the state folds it: its data parsed into its model."""
+    return parse(ev.event_type, ev.data)

@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from services.escalation.interest import RATES_WARNING_DAYS, RateTable, rate_line
+from shared.contracts import events
 from shared.ledger.state import CustomerState
 
 ZERO = Decimal(0)
@@ -42,8 +43,8 @@ _TASK_TITLES = {
 RATE_MISSING = "reference_rate_missing"  # an item for the credit team, not for one customer
 # erp_command_failed tasks name the command the webhook gave up on (services/webhook/worker.py)
 _COMMAND_TITLES = {
-    "erp.credit_block": "ERP did not receive credit block: block by hand",
-    "erp.credit_unblock": "ERP did not receive credit unblock: unblock by hand",
+    events.CREDIT_BLOCK: "ERP did not receive credit block: block by hand",
+    events.CREDIT_UNBLOCK: "ERP did not receive credit unblock: unblock by hand",
 }
 
 

@@ -81,6 +81,7 @@ from services.escalation.interest import (
     outstanding_timeline,
 )
 from services.escalation.model import Decision, Level, Policy
+from shared.contracts import events
 from shared.ledger.state import CustomerState, Escalation, Invoice
 
 ZERO = Decimal(0)
@@ -188,14 +189,13 @@ class _Evaluation:
         self._hold_tasks()
         return self.decisions
 
-    def _emit(self, event_type: str, subject: Iterable[str], data: dict[str, Any]) -> str:
-        event_id = decision_id(self.state.tenant, self.state.customer_id, event_type, *subject)
-        meta = {"policy": self.policy.name, "policy_version": self.policy.version, "as_of": self._as_of_text()}
-        self.decisions.append(Decision(event_id, event_type, {**data, **meta}))
+    def _emit(self, model: type[events.RelanceEvent], subject: Iterable[str], **fields: Any) -> str:
+        """Decide one event of ``model``: its fields, then the policy and the instant it was decided under."""
+        event_id = decision_id(self.state.tenant, self.state.customer_id, model.TYPE, *subject)
+        meta = {"policy": self.policy.name, "policy_version": self.policy.version, "as_of": self.as_of}
+        event = model(**fields, **meta)
+        self.decisions.append(Decision(event_id, event))
         return event_id
-
-    def _as_of_text(self) -> str:
-        return self.as_of.isoformat().replace("+00:00", "Z")
 
     def _move(self) -> list[_Track]:
         """Pick the level due now for every invoice that may move, currency by currency, and record it."""
@@ -214,22 +214,20 @@ class _Evaluation:
             skipped = [self.levels[k] for k in track.skipped]
             new_actions = sorted({a for lv in [*skipped, level] for a in lv.actions})
             self._emit(
-                "escalation.level_reached",
+                events.LevelReached,
                 (track.invoice_id, level.key),
-                {
-                    "invoice_id": track.invoice_id,
-                    "currency": track.currency,
-                    "level": level.key,
-                    "offset_days": level.offset_days,
-                    "skipped": [lv.key for lv in skipped],
-                    "actions": new_actions,
-                    "channel": level.channel,
-                    "due_date": track.due.isoformat(),
-                    "anchor": track.anchor.isoformat(),
-                    "step_date": track.steps[track.target].isoformat(),
-                    "reached_on": self.today.isoformat(),
-                    "outstanding": str(track.invoice.outstanding),
-                },
+                invoice_id=track.invoice_id,
+                currency=track.currency,
+                level=level.key,
+                offset_days=level.offset_days,
+                skipped=[lv.key for lv in skipped],
+                actions=new_actions,
+                channel=level.channel,
+                due_date=track.due,
+                anchor=track.anchor,
+                step_date=track.steps[track.target],
+                reached_on=self.today,
+                outstanding=track.invoice.outstanding,
             )
         return moving
 
@@ -240,9 +238,11 @@ class _Evaluation:
                 fee = fixed_fee(self.policy, track.currency)
                 if fee is not None:
                     self._emit(
-                        "fee.charged",
+                        events.FeeCharged,
                         (track.invoice_id,),
-                        {"invoice_id": track.invoice_id, "currency": track.currency, "amount": str(fee)},
+                        invoice_id=track.invoice_id,
+                        currency=track.currency,
+                        amount=fee,
                     )
                     self.fees[track.invoice_id] = fee
             if any("charge_interest" in self._acts(k) for k in [*track.skipped, track.target]):
@@ -258,15 +258,13 @@ class _Evaluation:
         result = self._interest_owed(track.invoice)
         self.interest[track.invoice_id] = result.amount
         self._emit(
-            "interest.computed",
+            events.InterestComputed,
             (track.invoice_id, self.today.isoformat()),
-            {
-                "invoice_id": track.invoice_id,
-                "currency": track.currency,
-                "amount": str(result.amount),
-                "through": self.today.isoformat(),
-                "days": result.days,
-            },
+            invoice_id=track.invoice_id,
+            currency=track.currency,
+            amount=result.amount,
+            through=self.today,
+            days=result.days,
         )
 
     def _interest_owed(self, invoice: Invoice) -> InterestResult:
@@ -300,28 +298,26 @@ class _Evaluation:
                 if "charge_interest" in track.actions and level.channel in ("email", "letter"):
                     self._charge_interest(track)
             lines = [self._line(t) for t in listed]
-            totals = {
-                "outstanding": str(sum((t.invoice.outstanding for t in listed), ZERO)),
-                "interest": str(sum((Decimal(line["interest"]) for line in lines), ZERO)),
-                "fees": str(sum((Decimal(line["fee"]) for line in lines), ZERO)),
-            }
+            totals = events.ReminderTotals(
+                outstanding=sum((t.invoice.outstanding for t in listed), ZERO),
+                interest=sum((line.interest for line in lines), ZERO),
+                fees=sum((line.fee for line in lines), ZERO),
+            )
             if level.channel in ("email", "letter"):
                 reminder_id = decision_id(self.state.tenant, self.state.customer_id, "reminder", *subject)
                 self._emit(
-                    "reminder.requested",
+                    events.ReminderRequested,
                     subject,
-                    {
-                        "reminder_id": reminder_id,
-                        "level": level.key,
-                        "channel": level.channel,
-                        "copy_channels": sorted(level.copy_channels),
-                        "template": level.template,
-                        "language": self._language(),
-                        "currency": currency,
-                        "invoice_ids": [t.invoice_id for t in listed],
-                        "lines": lines,
-                        "totals": totals,
-                    },
+                    reminder_id=reminder_id,
+                    level=level.key,
+                    channel=level.channel,
+                    copy_channels=sorted(level.copy_channels),
+                    template=level.template,
+                    language=self._language(),
+                    currency=currency,
+                    invoice_ids=[t.invoice_id for t in listed],
+                    lines=lines,
+                    totals=totals,
                 )
             elif level.channel == "phone":
                 self._task("phone_call", subject, self.today, listed, currency, f"level {level.key}")
@@ -342,7 +338,7 @@ class _Evaluation:
     def _key(self, index: int | None) -> str:
         return "" if index is None else self.levels[index].key
 
-    def _line(self, track: _Track) -> dict[str, Any]:
+    def _line(self, track: _Track) -> events.ReminderLine:
         invoice = track.invoice
         record = self.state.escalations.get(track.invoice_id)
         interest = self.interest.get(track.invoice_id)
@@ -351,17 +347,17 @@ class _Evaluation:
         fee = self.fees.get(track.invoice_id)
         if fee is None:
             fee = record.fee if record is not None and record.fee is not None else ZERO
-        return {
-            "invoice_id": invoice.invoice_id,
-            "number": invoice.number,
-            "issue_date": invoice.issue_date.isoformat(),
-            "due_date": track.due.isoformat(),
-            "amount": str(invoice.amount),
-            "outstanding": str(invoice.outstanding),
-            "days_late": max(0, (self.today - track.due).days),
-            "interest": str(interest),
-            "fee": str(fee),
-        }
+        return events.ReminderLine(
+            invoice_id=invoice.invoice_id,
+            number=invoice.number,
+            issue_date=invoice.issue_date,
+            due_date=track.due,
+            amount=invoice.amount,
+            outstanding=invoice.outstanding,
+            days_late=max(0, (self.today - track.due).days),
+            interest=interest,
+            fee=fee,
+        )
 
     def _language(self) -> str:
         profile = self.state.profile or {}
@@ -376,24 +372,23 @@ class _Evaluation:
         tracks: list[_Track],
         currency: str,
         note: str,
-        **extra: str,
+        semester: date | None = None,
     ) -> None:
         task_id = decision_id(self.state.tenant, self.state.customer_id, "task", kind, *subject)
         if task_id in self.state.tasks:
             return
+        extra = {} if semester is None else {"semester": semester}
         self._emit(
-            "task.created",
+            events.TaskCreated,
             (kind, *subject),
-            {
-                "task_id": task_id,
-                "kind": kind,
-                "due_on": due_on.isoformat(),
-                "invoice_ids": [t.invoice_id for t in tracks],
-                "currency": currency,
-                "amount_at_risk": str(sum((t.invoice.outstanding for t in tracks), ZERO)),
-                "note": note,
-                **extra,
-            },
+            task_id=task_id,
+            kind=kind,
+            due_on=due_on,
+            invoice_ids=[t.invoice_id for t in tracks],
+            currency=currency,
+            amount_at_risk=sum((t.invoice.outstanding for t in tracks), ZERO),
+            note=note,
+            **extra,
         )
 
     def _hold_tasks(self) -> None:
@@ -402,8 +397,7 @@ class _Evaluation:
             hold = track.hold
             if hold is None:
                 continue
-            extra = {} if hold.semester is None else {"semester": hold.semester.isoformat()}
-            self._task(hold.kind, hold.subject, self.today, [track], track.currency, hold.note, **extra)
+            self._task(hold.kind, hold.subject, self.today, [track], track.currency, hold.note, semester=hold.semester)
 
     # ----------------------------------------------------------------------------------------------- credit block
     def _credit_block(self) -> None:
@@ -419,23 +413,24 @@ class _Evaluation:
         if block is None and (by_level or over_limit):
             episode = str(self.state.blocks + 1)
             block_id = decision_id(self.state.tenant, self.state.customer_id, "block", episode)
-            data: dict[str, Any] = {
-                "block_id": block_id,
-                "reason": "level" if by_level else "credit_limit",
-                "overdue": {c: str(a) for c, a in sorted(overdue.items())},
-            }
+            extra = {}
             if limit:
-                data["credit_limit"] = {"amount": str(limit["amount"]), "currency": limit["currency"]}
-            self._emit("credit.blocked", (episode,), data)
+                extra["credit_limit"] = events.CreditLimit(amount=limit["amount"], currency=limit["currency"])
+            self._emit(
+                events.CreditBlocked,
+                (episode,),
+                block_id=block_id,
+                reason="level" if by_level else "credit_limit",
+                overdue=dict(sorted(overdue.items())),
+                **extra,
+            )
         elif block is not None and not (by_level or over_limit):
             self._emit(
-                "credit.unblocked",
+                events.CreditUnblocked,
                 (block["block_id"],),
-                {
-                    "block_id": block["block_id"],
-                    "reason": "cleared",
-                    "overdue": {c: str(a) for c, a in sorted(overdue.items())},
-                },
+                block_id=block["block_id"],
+                reason="cleared",
+                overdue=dict(sorted(overdue.items())),
             )
 
     def _overdue(self) -> dict[str, Decimal]:

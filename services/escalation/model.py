@@ -11,6 +11,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, Literal
 
+from shared.contracts.events import RelanceEvent
+
 Channel = Literal["email", "letter", "phone", "none"]
 Action = Literal["charge_interest", "charge_fee", "block_credit", "hand_over"]
 ACTIONS: tuple[Action, ...] = ("charge_interest", "charge_fee", "block_credit", "hand_over")
@@ -71,5 +73,13 @@ class Decision:
     """
 
     event_id: str
-    event_type: str
-    data: dict[str, Any]
+    event: RelanceEvent
+
+    @property
+    def event_type(self) -> str:
+        return self.event.TYPE
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's data as the log stores it."""
+        return self.event.data()

@@ -9,6 +9,8 @@ produces must be the recorded ones, event for event: same ids, same data, same m
 
 What is compared: every event's version, id, type, data, metadata and ``occurred_at``. Not compared: the time of
 the append (``recorded_at``) and so the hash chain, which covers it; ``relance verify`` checks the chain itself.
+Instants compare as instants, not as text: a log written when relance spelt UTC ``+00:00`` in a tick and in the
+decisions' metadata replays without divergence under today's ``Z``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from datetime import datetime
 from typing import Any, cast
 
 import structlog
+from pydantic import ValidationError
 
 from services.escalation.service import CLOCK_TICKED, PolicySource, Rules, Trigger, evaluate
+from shared.contracts import events
 from shared.contracts.erp import EVENT_TYPES
+from shared.contracts.events import instant_text
 from shared.ledger.hashing import utc
 from shared.ledger.store import Incoming, Ledger, RecordedEvent
 
@@ -103,8 +108,9 @@ def _replay_stream(
         if event.event_type != CLOCK_TICKED:
             continue  # a decision: the tick before it reproduces it
         _flush(target, pending, report)
-        as_of = utc(datetime.fromisoformat(event.data["as_of"]))
-        trigger = cast(Trigger, event.data.get("trigger", "manual"))
+        tick = events.ClockTicked.model_validate(event.data)
+        as_of = utc(tick.as_of)
+        trigger = cast(Trigger, tick.trigger)
         result = evaluate(target, policy, event.tenant, event.customer_id, as_of, rules=rules, trigger=trigger)
         report.ticks += 1
         report.decisions += len(result.applied)
@@ -142,8 +148,29 @@ FIELDS = ("version", "event_id", "event_type", "data", "metadata", "occurred_at"
 
 
 def signature(event: RecordedEvent) -> tuple[Any, ...]:
-    """What a replay must reproduce of an event: everything but the instant of the append and the hashes."""
-    return (event.version, event.event_id, event.event_type, event.data, event.metadata, utc(event.occurred_at))
+    """What a replay must reproduce of an event: everything but the instant of the append and the hashes.
+
+    relance's own events and the decisions' metadata are compared in today's spelling of their instants.
+    """
+    return (event.version, event.event_id, event.event_type, _data(event), _metadata(event), utc(event.occurred_at))
+
+
+def _data(event: RecordedEvent) -> Any:
+    """relance's own event in today's spelling of its instants; any other event (or a malformed one) as it is."""
+    model = events.MODELS.get(event.event_type)
+    if model is None:
+        return event.data
+    try:
+        return model.model_validate(event.data).data()
+    except ValidationError:
+        return event.data
+
+
+def _metadata(event: RecordedEvent) -> dict[str, Any]:
+    metadata = dict(event.metadata)
+    if isinstance(metadata.get("as_of"), str):
+        metadata["as_of"] = instant_text(datetime.fromisoformat(metadata["as_of"]))
+    return metadata
 
 
 def first_divergence(recorded: list[RecordedEvent], replayed: list[RecordedEvent]) -> Divergence | None:

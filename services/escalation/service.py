@@ -28,13 +28,15 @@ import structlog
 
 from services.escalation.model import Decision, Policy
 from services.escalation.timers import Timers
+from shared.contracts import events
+from shared.contracts.events import instant_text
 from shared.ledger.hashing import utc
 from shared.ledger.state import CustomerState
 from shared.ledger.store import Incoming, Ledger, LedgerConflict
 
 log = structlog.get_logger()
 
-CLOCK_TICKED = "escalation.clock_ticked"
+CLOCK_TICKED = events.ClockTicked.TYPE
 Trigger = Literal["timer", "ledger", "manual"]
 DecideFn = Callable[[CustomerState, Policy, datetime, Any], list[Decision]]
 NextDueFn = Callable[[CustomerState, Policy, datetime, Any], "datetime | None"]
@@ -81,7 +83,8 @@ def tick_event_id(tenant: str, customer_id: str, as_of: datetime, version: int) 
     appended, the log follower just after) decide differently, and each decision must follow a tick of its own for a
     replay to reproduce it. Repeated triggers on the same state still share one tick.
     """
-    key = f"{tenant}\x00{customer_id}\x00{_iso(as_of)}\x00{version}"
+    # The key spells the instant as it always did (an offset, not Z): the ids of ticks already recorded stay the same.
+    key = f"{tenant}\x00{customer_id}\x00{utc(as_of).isoformat()}\x00{version}"
     return f"tick-{hashlib.sha256(key.encode()).hexdigest()[:40]}"
 
 
@@ -128,7 +131,7 @@ def evaluate(
                 tenant=tenant,
                 customer=customer_id,
                 event_id=decision.event_id,
-                as_of=_iso(as_of),
+                as_of=instant_text(as_of),
                 trigger=trigger,
             )
         ticked = statuses.get(tick_id) == "applied"
@@ -147,18 +150,25 @@ def _items(
     tick_id: str | None,
 ) -> list[Incoming]:
     """The clock tick (when wanted) followed by the decisions, as events of the customer's stream."""
-    metadata = {"as_of": _iso(as_of), "trigger": trigger, "policy": policy.name, "policy_version": policy.version}
+    metadata = {
+        "as_of": instant_text(as_of),
+        "trigger": trigger,
+        "policy": policy.name,
+        "policy_version": policy.version,
+    }
     items = []
     if tick_id is not None:
+        tick = events.ClockTicked(as_of=as_of, trigger=trigger)
         items.append(
             Incoming(
                 tenant=state.tenant,
                 customer_id=state.customer_id,
                 event_id=tick_id,
                 event_type=CLOCK_TICKED,
-                data={"as_of": _iso(as_of), "trigger": trigger},
+                data=tick.data(),
                 occurred_at=as_of,
                 metadata=metadata,
+                event=tick,
             )
         )
     clock = tick_id or tick_event_id(state.tenant, state.customer_id, as_of, state.version)
@@ -171,6 +181,7 @@ def _items(
             data=decision.data,
             occurred_at=as_of,
             metadata={**metadata, "clock": clock},
+            event=decision.event,
         )
         for decision in decisions
     )
@@ -187,6 +198,7 @@ def _expect(item: Incoming, version: int) -> Incoming:
         occurred_at=item.occurred_at,
         metadata=item.metadata,
         expected_version=version,
+        event=item.event,
     )
 
 
@@ -225,7 +237,3 @@ def _finish(
         policy_version=policy.version,
         rejected=rejected,
     )
-
-
-def _iso(moment: datetime) -> str:
-    return utc(moment).isoformat()

@@ -142,6 +142,7 @@ def _incoming(delivery: Delivery, event: ErpEvent) -> Incoming:
         occurred_at=event.occurred_at,
         metadata={k: v for k, v in metadata.items() if v is not None},
         dedupe="content",  # an ERP reusing an event_id for another event is refused, not taken for a redelivery
+        event=event.data,  # parsed once: the state folds the model, the log keeps its JSON
     )
 
 

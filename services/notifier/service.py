@@ -51,6 +51,7 @@ from services.notifier.smtp import (
     task_data,
 )
 from shared.config import ConfigurationError, Settings
+from shared.contracts import events
 from shared.ledger.state import ZERO, CustomerState
 from shared.ledger.store import Ledger
 
@@ -155,7 +156,7 @@ class Notifier:
             data, reasons = still_due(command, state)
             dropped = tuple(reason["invoice_id"] for reason in reasons)
             if not data["lines"]:
-                self._record(command, "skipped", "reminder.skipped", {"dropped": reasons})
+                self._record(command, "skipped", events.ReminderSkipped, {"dropped": reasons})
                 log.info("notifier.skipped", command_id=command_id, reasons=reasons)
                 return Outcome("skipped", command_id, tenant, level, dropped=dropped)
         setup = self.setup(tenant)
@@ -196,19 +197,19 @@ class Notifier:
             f"`relance preview --customer {command['customer_id']} --level {level}` writes it"
         )
         task = task_data(command, "send_letter", note, self.now(), key="letter")
-        self._record(command, "letter", "reminder.letter_requested", {"lines": len(data["lines"])}, task)
+        self._record(command, "letter", events.ReminderLetterRequested, {"lines": len(data["lines"])}, task)
         return Outcome("letter", command_id, str(command["tenant"]), level, letter=True)
 
     def _record(
         self,
         command: Mapping[str, Any],
         fact: str,
-        event_type: str,
+        model: type[events.RelanceEvent],
         data: Mapping[str, Any],
         task: dict[str, Any] | None = None,
     ) -> None:
         facts = {"command_id": command["command_id"], "reminder_id": command["reminder_id"], "level": command["level"]}
-        record_fact(self.ledger, command, fact, event_type, {**facts, **data}, self.now(), task)
+        record_fact(self.ledger, command, fact, model(**facts, **data), self.now(), task)
 
 
 def check(command: Mapping[str, Any]) -> None:

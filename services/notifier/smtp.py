@@ -59,6 +59,7 @@ import structlog
 
 from services.notifier import evidence, mime
 from shared.config import Settings
+from shared.contracts import events
 from shared.ledger.store import Incoming, Ledger
 
 log = structlog.get_logger()
@@ -398,7 +399,7 @@ async def send_reminder(
         except mime.RefusedMessage as exc:
             return refuse_before_sending(ledger, command, facts, exc, now())
     round_ = last + 1
-    claim = record_fact(ledger, command, f"sending/{round_}", "reminder.sending", {**facts, "round": round_}, now())
+    claim = record_fact(ledger, command, f"sending/{round_}", events.ReminderSending(**facts, round=round_), now())
     if claim != "applied":
         raise SendInProgress(f"command {command_id} round {round_} was claimed by another worker")
 
@@ -410,7 +411,7 @@ async def send_reminder(
             log.warning("notifier.send_deferred", command_id=command_id, attempt=attempt, reason=exc.reason)
             if attempt == mail.attempts:
                 data = {**facts, "round": round_, "reason": exc.reason, "smtp_reply": exc.reply}
-                record_fact(ledger, command, f"deferred/{round_}", "reminder.deferred", data, now())
+                record_fact(ledger, command, f"deferred/{round_}", events.ReminderDeferred(**data), now())
                 raise SendDeferred(exc.reason, exc.reply) from exc
             await sleep(min(mail.backoff_max, mail.backoff_seconds * 2 ** (attempt - 1)))
             continue
@@ -429,7 +430,7 @@ async def send_reminder(
             "smtp_reply": delivery.reply,
         }
         task = _contact_task(command, delivery.refused, accepted, stored.message_id, now())
-        record_fact(ledger, command, "sent", "reminder.sent", data, now(), task)
+        record_fact(ledger, command, "sent", events.ReminderSent(**data), now(), task)
         if delivery.refused:
             log.warning("notifier.recipients_refused", command_id=command_id, refused=data["refused"])
         log.info("notifier.sent", command_id=command_id, message_id=stored.message_id, sha256=stored.sha256)
@@ -470,7 +471,7 @@ def record_failed(
     data = {**facts, "command_id": command["command_id"], "reason": reason, "smtp_reply": reply}
     note = note or f"email refused ({reason}): send the reminder by letter or call"
     task = task_data(command, "send_letter", note, at)
-    record_fact(ledger, command, "failed", "reminder.failed", data, at, task)
+    record_fact(ledger, command, "failed", events.ReminderFailed(**data), at, task)
     return SendResult("failed", str(facts.get("message_id", "")), str(facts.get("sha256", "")), reply)
 
 
@@ -502,7 +503,7 @@ def _unconfirmed(
     data = {**facts, "command_id": command["command_id"], "reason": reason, "smtp_reply": reply}
     note = f"check the mail server's log for {message_id}; resend by hand only if it is not there ({reason})"
     task = task_data(command, "check_delivery", note, at)
-    record_fact(ledger, command, "unconfirmed", "reminder.unconfirmed", data, at, task)
+    record_fact(ledger, command, "unconfirmed", events.ReminderUnconfirmed(**data), at, task)
     return SendResult("unconfirmed", message_id, str(facts.get("sha256", "")), reply)
 
 
@@ -528,28 +529,28 @@ def record_fact(
     ledger: Ledger,
     command: Mapping[str, Any],
     fact: str,
-    event_type: str,
-    data: Mapping[str, Any],
+    event: events.RelanceEvent,
     at: datetime,
     task: dict[str, Any] | None = None,
 ) -> str:
     """Append the fact (and its task, in the same transaction); the fact's outcome status."""
 
-    def incoming(event_id: str, event_type: str, data: Mapping[str, Any]) -> Incoming:
+    def incoming(event_id: str, event: events.RelanceEvent) -> Incoming:
         return Incoming(
             tenant=command["tenant"],
             customer_id=command["customer_id"],
             event_id=event_id,
-            event_type=event_type,
-            data=dict(data),
+            event_type=event.TYPE,
+            data=event.data(),
             occurred_at=at,
             metadata={"source": "notifier", "command_id": command["command_id"]},
+            event=event,
         )
 
-    items = [incoming(fact_id(command["command_id"], fact), event_type, data)]
+    items = [incoming(fact_id(command["command_id"], fact), event)]
     if task is not None:
-        items.append(incoming(task["task_id"], "task.created", task))
+        items.append(incoming(task["task_id"], events.TaskCreated(**task)))
     outcomes = ledger.record(items)
     if outcomes[0].status not in ("applied", "duplicate"):
-        raise RuntimeError(f"cannot record {event_type} for {command['command_id']}: {outcomes[0].reason}")
+        raise RuntimeError(f"cannot record {event.TYPE} for {command['command_id']}: {outcomes[0].reason}")
     return outcomes[0].status

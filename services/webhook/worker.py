@@ -39,6 +39,7 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError
 
 from shared.config import ConfigurationError, Settings
+from shared.contracts.events import CREDIT_BLOCK, CommandDeadLettered, RelanceEvent, TaskCreated
 from shared.ledger.outbox import COMMANDS, Command, claim, family, mark_dead, mark_published, retry_later
 from shared.ledger.schema import events
 from shared.ledger.store import Incoming, Ledger
@@ -47,7 +48,7 @@ from shared.runtime import Backoff, run_worker, wait_out_database
 log = structlog.get_logger()
 
 KINDS = tuple(kind for kind in COMMANDS.values() if family(kind) == "erp")
-DEAD_LETTERED = "command.dead_lettered"
+DEAD_LETTERED = CommandDeadLettered.TYPE
 TASK_KIND = "erp_command_failed"
 _ERROR_CHARS = 300  # of a receiver's answer kept in last_error
 
@@ -245,30 +246,29 @@ class WebhookWorker:
         """Give up on the command and say so in the customer's stream, in the caller's transaction."""
         mark_dead(conn, command.id, error, now)
         rounds = _dead_letters(conn, command)
-        facts = {
-            "command_id": command.command_id,
-            "command": command.kind,
-            "attempts": attempts,
-            "last_error": error,
-        }
+        fact = CommandDeadLettered(
+            command_id=command.command_id, command=command.kind, attempts=attempts, last_error=error
+        )
+        task = TaskCreated(**task_data(command, now))
         items = [
-            self._incoming(command, fact_id(command.command_id, f"dead/{rounds + 1}"), DEAD_LETTERED, facts, now),
-            self._incoming(command, fact_id(command.command_id, "task"), "task.created", task_data(command, now), now),
+            self._incoming(command, fact_id(command.command_id, f"dead/{rounds + 1}"), fact, now),
+            self._incoming(command, fact_id(command.command_id, "task"), task, now),
         ]
         outcomes = self.ledger.record(items, conn=conn)
         if outcomes[0].status != "applied":
             raise RuntimeError(f"cannot record {DEAD_LETTERED} for {command.command_id}: {outcomes[0].reason}")
 
     @staticmethod
-    def _incoming(command: Command, event_id: str, event_type: str, data: dict[str, Any], at: datetime) -> Incoming:
+    def _incoming(command: Command, event_id: str, event: RelanceEvent, at: datetime) -> Incoming:
         return Incoming(
             tenant=command.tenant,
             customer_id=command.customer_id,
             event_id=event_id,
-            event_type=event_type,
-            data=data,
+            event_type=event.TYPE,
+            data=event.data(),
             occurred_at=at,
             metadata={"source": "webhook", "command_id": command.command_id},
+            event=event,
         )
 
     def _log(self, command: Command, attempt: Attempt, delay: float | None) -> None:
@@ -309,7 +309,7 @@ def task_data(command: Command, at: datetime) -> dict[str, Any]:
     payload = command.payload
     overdue: dict[str, str] = payload.get("overdue") or {}
     currency = max(overdue, key=lambda c: Decimal(overdue[c])) if overdue else ""
-    action = "block" if command.kind == "erp.credit_block" else "unblock"
+    action = "block" if command.kind == CREDIT_BLOCK else "unblock"
     return {
         "task_id": fact_id(command.command_id, "task"),
         "kind": TASK_KIND,

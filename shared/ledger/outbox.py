@@ -24,15 +24,12 @@ from typing import Any
 from sqlalchemy import Connection, and_, exists, or_, select, update
 from sqlalchemy.orm import aliased
 
+from shared.contracts import events
 from shared.ledger.hashing import utc
 from shared.ledger.schema import outbox
 
-# event type appended to the ledger -> command written to the outbox (its AMQP routing key)
-COMMANDS: dict[str, str] = {
-    "credit.blocked": "erp.credit_block",
-    "credit.unblocked": "erp.credit_unblock",
-    "reminder.requested": "notifier.send_reminder",
-}
+# event type appended to the ledger -> command written to the outbox (its AMQP routing key): one table for relance
+COMMANDS = events.COMMANDS
 ENVELOPE = ("command_id", "command", "tenant", "customer_id", "occurred_at", "sequence")
 
 

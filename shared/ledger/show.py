@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from shared.ledger.dunning import Acknowledgement
 from shared.ledger.state import CustomerState
 from shared.ledger.store import RecordedEvent
 
@@ -140,7 +141,7 @@ def render_stream(stream: list[RecordedEvent], state: CustomerState) -> str:
     return "\n".join(lines)
 
 
-def _acknowledged(ack: dict[str, Any]) -> str:
+def _acknowledged(ack: Acknowledgement) -> str:
     text = f"{ack['status']} by the ERP at {ack['at'][:19].replace('T', ' ')}"
     if ack.get("erp_reference"):
         text += f", ERP reference {ack['erp_reference']}"

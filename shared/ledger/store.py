@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Engine, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
+from shared.contracts.events import Event, parse
 from shared.ledger.bulk import insert_rows, update_rows, upsert_rows
 from shared.ledger.hashing import GENESIS, event_hash, fingerprint, utc
 from shared.ledger.outbox import command_rows
@@ -42,7 +43,7 @@ from shared.ledger.schema import (
     invoice_balances,
     outbox,
 )
-from shared.ledger.state import Credit, CustomerState, Invoice
+from shared.ledger.state import Changes, Credit, CustomerState, Invoice
 
 if TYPE_CHECKING:
     from shared.ledger.verify import VerifyReport
@@ -105,6 +106,9 @@ class Incoming:
     # event says the same (type, customer, occurred_at, data: see hashing.fingerprint), else it is rejected as an
     # id reused for another event (the ERP's events: a second invoice under a used id must not vanish silently).
     dedupe: Literal["id", "content"] = "id"
+    # The typed data, when the writer has it (else parsed from ``data`` where the state needs it); ``data`` is what
+    # is written, and the two must say the same.
+    event: Event | None = field(default=None, compare=False)
 
     @property
     def stream(self) -> StreamKey:
@@ -118,6 +122,9 @@ class Incoming:
         return fingerprint(
             event_type=self.event_type, customer_id=self.customer_id, occurred_at=self.occurred_at, data=self.data
         )
+
+    def typed(self) -> Event:
+        return self.event if self.event is not None else parse(self.event_type, self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +178,7 @@ class _StreamPlan:
     before: int  # the stream's version the plan is based on
     rows: list[dict[str, Any]] = field(default_factory=list)
     fingerprints: list[dict[str, Any]] = field(default_factory=list)  # event_fingerprints rows of the new events
-    invoices: set[str] = field(default_factory=set)  # invoices the new events changed
+    changes: Changes = field(default_factory=Changes)  # invoices and credits the new events changed
 
 
 @dataclass
@@ -271,7 +278,7 @@ class Ledger:
             insert_rows(conn, events, rows)
             insert_rows(conn, event_fingerprints, [f for key in keys for f in plan.streams[key].fingerprints])
             insert_rows(conn, outbox, command_rows(rows, plan.now))  # commands commit or roll back with their cause
-            touched = [(states[k], plan.streams[k].invoices) for k in keys if plan.streams[k].rows]
+            touched = [(states[k], plan.streams[k].changes) for k in keys if plan.streams[k].rows]
             self._save_projections(conn, touched, plan.now)
         return plan.outcomes, list(states.values())
 
@@ -312,13 +319,7 @@ class Ledger:
             stream.fingerprints.append(_fingerprint_row(item, item_fingerprint))
             state.version = row["version"]
             state.head_hash = row["hash"]
-            stream.invoices |= state.apply(
-                item.event_type,
-                item.data,
-                utc(item.occurred_at).isoformat(),
-                item.event_id,
-                recorded_at=plan.now.isoformat(),
-            )
+            stream.changes |= state.apply(item.typed(), item.occurred_at, item.event_id, recorded_at=plan.now)
 
     @staticmethod
     def _decide(state: CustomerState, item: Incoming, item_fingerprint: str, known: Known) -> Outcome:
@@ -329,7 +330,7 @@ class Ledger:
             return Outcome("duplicate", f"event_id {item.event_id} is already in the log")
         if item.expected_version is not None and item.expected_version != state.version:
             return Outcome("conflict", f"stream is at version {state.version}, expected {item.expected_version}")
-        check = state.check(item.event_type, item.data)
+        check = state.check(item.typed())
         if check.verdict == "new":
             return Outcome("applied", version=state.version + 1)
         return Outcome(check.verdict, check.reason)
@@ -415,14 +416,14 @@ class Ledger:
             known.update(((tenant, event_id), stored) for event_id, stored in conn.execute(query))
         return known
 
-    def _save_projections(self, conn: Connection, touched: list[tuple[CustomerState, set[str]]], now: datetime) -> None:
+    def _save_projections(self, conn: Connection, touched: list[tuple[CustomerState, Changes]], now: datetime) -> None:
         """Write what the batch changed: stream heads, snapshots now and then, invoices, credits, balances."""
         heads: list[dict[str, Any]] = []
         snapshots: list[dict[str, Any]] = []
         invoice_rows: list[dict[str, Any]] = []
         credit_rows: list[dict[str, Any]] = []
         balance_rows: list[dict[str, Any]] = []
-        for state, invoice_ids in touched:
+        for state, changes in touched:
             key = {"tenant": state.tenant, "customer_id": state.customer_id}
             head = {**key, "version": state.version, "head_hash": state.head_hash}
             if state.snapshot_version == 0 or state.version - state.snapshot_version >= SNAPSHOT_EVERY:
@@ -430,14 +431,13 @@ class Ledger:
                 snapshots.append({**head, "snapshot_version": state.version, "state": state.to_json()})
             else:
                 heads.append(head)
-            for invoice_id in invoice_ids:
+            for invoice_id in changes.invoices:
                 invoice = state.invoices.get(invoice_id)
                 if invoice is not None:
                     invoice_rows.append({**key, **_invoice_row(state, invoice)})
-            for credit_key in state.changed_credits:
+            for credit_key in changes.credits:
                 credit = state.credits[credit_key]
                 credit_rows.append({**key, **_credit_row(credit)})
-            state.changed_credits.clear()
             balance_rows.extend({**key, **row, "version": state.version} for row in _balance_rows(state))
         update_rows(conn, customer_state, [{**h, "updated_at": now} for h in heads], STATE_KEY)
         update_rows(conn, customer_state, [{**s, "updated_at": now} for s in snapshots], STATE_KEY)
@@ -487,8 +487,9 @@ class Ledger:
         """Rebuild a customer's state from the log alone (what an auditor's replay computes)."""
         state = CustomerState(tenant=tenant, customer_id=customer_id)
         for event in self.read_stream(tenant, customer_id):
-            occurred, recorded = utc(event.occurred_at).isoformat(), event.recorded_at.isoformat()
-            state.apply(event.event_type, event.data, occurred, event.event_id, recorded_at=recorded)
+            state.apply(
+                parse(event.event_type, event.data), event.occurred_at, event.event_id, recorded_at=event.recorded_at
+            )
             state.version = event.version
             state.head_hash = event.hash
         return state
@@ -617,13 +618,9 @@ def _load_states(conn: Connection, keys: Sequence[StreamKey]) -> dict[StreamKey,
         )
         for customer, version, event_type, data, occurred_at, event_hash_, event_id, recorded_at in conn.execute(tail):
             state = states[(tenant, customer)]
-            state.apply(
-                event_type, data, utc(occurred_at).isoformat(), event_id, recorded_at=utc(recorded_at).isoformat()
-            )
+            state.apply(parse(event_type, data), occurred_at, event_id, recorded_at=recorded_at)
             state.version = version
             state.head_hash = event_hash_
-    for state in states.values():
-        state.changed_credits.clear()
     return states
 
 

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from psycopg.types.json import set_json_loads
 from sqlalchemy import Connection, Engine, Table, and_, exists, func, select
 
+from shared.contracts.events import parse
 from shared.ledger import checkpoints as cp
 from shared.ledger.hashing import GENESIS, HASHED_FIELDS, event_hash, utc
 from shared.ledger.outbox import COMMANDS, command_rows
@@ -229,7 +230,7 @@ def _fold(stream: _Rebuild, row: Any, report: VerifyReport) -> None:
         )
     stream.position = max(position, stream.position)
     try:
-        state.apply(event_type, data, occurred_at.isoformat(), event_id, recorded_at=recorded_at.isoformat())
+        state.apply(parse(event_type, data), occurred_at, event_id, recorded_at=recorded_at)
     except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
         report.problems.append(f"events {where} v{version}: its data cannot be folded ({type(exc).__name__}: {exc})")
     state.version = version
@@ -255,7 +256,6 @@ def _compare_chunk(conn: Connection, chunk: list[_Rebuild], report: VerifyReport
     commands = _rows(conn, outbox, keys)
     messages = _messages(conn, keys)
     for stream in chunk:
-        stream.state.changed_credits.clear()
         _compare_head(stream, heads.get(stream.key, []), report)
         state, where = stream.state, stream.where
         _compare_rows(

@@ -26,24 +26,22 @@ from sqlalchemy import Engine, func, select
 
 from services.cli.demo.generator import Sample
 from services.escalation.interest import RateTable, semester_start
-from shared.ledger.outbox import COMMANDS
+from shared.contracts import events
 from shared.ledger.schema import outbox
 from shared.ledger.state import CustomerState
 from shared.ledger.store import Ledger, RecordedEvent
 
 ZERO = Decimal(0)
 FOLLOW_AT = time(20, 0)  # the ERP's messages of a day happen before 20:00 UTC
-MAIL_FACTS = frozenset(
-    ("reminder.sent", "reminder.letter_requested", "reminder.skipped", "reminder.failed", "reminder.unconfirmed")
-)
+MAIL_FACTS = frozenset(events.REMINDER_OUTCOMES)
 DECISIONS = (
-    "escalation.level_reached",
-    "reminder.requested",
-    "interest.computed",
-    "fee.charged",
-    "credit.blocked",
-    "credit.unblocked",
-    "task.created",
+    events.LevelReached.TYPE,
+    events.ReminderRequested.TYPE,
+    events.InterestComputed.TYPE,
+    events.FeeCharged.TYPE,
+    events.CreditBlocked.TYPE,
+    events.CreditUnblocked.TYPE,
+    events.TaskCreated.TYPE,
 )
 
 
@@ -175,9 +173,9 @@ def audit(ledger: Ledger, as_of: date) -> Audit:
     result.pending = _commands(ledger.engine, pending=True)
     expected = Counter(
         {
-            COMMANDS["credit.blocked"]: result.blocks,
-            COMMANDS["credit.unblocked"]: result.unblocks,
-            COMMANDS["reminder.requested"]: sum(result.reminders.by_level.values()),
+            events.CREDIT_BLOCK: result.blocks,
+            events.CREDIT_UNBLOCK: result.unblocks,
+            events.SEND_REMINDER: sum(result.reminders.by_level.values()),
         }
     )
     if +result.outbox != +expected:
@@ -198,14 +196,14 @@ def _audit_stream(
     for event in stream:
         data = event.data
         kind = event.event_type
-        if kind == "escalation.clock_ticked":
+        if kind == events.ClockTicked.TYPE:
             result.ticks += 1
         elif kind in DECISIONS:
             result.decisions += 1
-        if kind == "escalation.level_reached":
+        if kind == events.LevelReached.TYPE:
             result.levels_reached[data["level"]] += 1
             result.caught_up += 1 if data.get("skipped") else 0
-        elif kind == "reminder.requested":
+        elif kind == events.ReminderRequested.TYPE:
             level, day = data["level"], data["as_of"][:10]
             result.reminders.by_level[level] += 1
             result.reminders.by_level_language[(level, data["language"])] += 1
@@ -223,24 +221,24 @@ def _audit_stream(
             if key in reminded_on and reminded_on[key] != level:
                 result.problems.append(f"{who}: two levels ({reminded_on[key]}, {level}) sent on {day}")
             reminded_on[key] = level
-        elif kind == "fee.charged":
+        elif kind == events.FeeCharged.TYPE:
             money = result.fees.setdefault(data["currency"], Money())
             money.invoices += 1
             money.total += Decimal(data["amount"])
-        elif kind == "credit.blocked":
+        elif kind == events.CreditBlocked.TYPE:
             result.blocks += 1
             result.block_reasons[data["reason"]] += 1
             block_ids[data["block_id"]] += 1
             if state.credit_block is not None:
                 result.problems.append(f"{who}: blocked again while block {state.credit_block['block_id']} is open")
-        elif kind == "credit.unblocked":
+        elif kind == events.CreditUnblocked.TYPE:
             result.unblocks += 1
             block_ids[data["block_id"]] -= 1
             if state.credit_block is None or state.credit_block["block_id"] != data["block_id"]:
                 result.problems.append(f"{who}: unblock of {data['block_id']}, which is not the open block")
-        elif kind == "task.created":
+        elif kind == events.TaskCreated.TYPE:
             result.tasks[data["kind"]] += 1
-        state.apply(kind, data, event.occurred_at.isoformat(), recorded_at=event.recorded_at.isoformat())
+        state.apply(events.parse(kind, data), event.occurred_at, recorded_at=event.recorded_at)
     if any(n not in (0, 1) for n in block_ids.values()):
         result.problems.append(f"{who}: blocks and unblocks do not pair up one to one")
     if state.credit_block is not None:
@@ -257,15 +255,15 @@ def _audit_stream(
 
 def _interest_of(stream: list[RecordedEvent]) -> tuple[int, ...] | None:
     """How well the customer shows the ladder: several levels, then paid or blocked (None: not a late payer)."""
-    levels = {e.data["level"] for e in stream if e.event_type == "escalation.level_reached"}
+    levels = {e.data["level"] for e in stream if e.event_type == events.LevelReached.TYPE}
     if len(levels) < 3:
         return None
     types = Counter(e.event_type for e in stream)
-    first_level = next(n for n, e in enumerate(stream) if e.event_type == "escalation.level_reached")
+    first_level = next(n for n, e in enumerate(stream) if e.event_type == events.LevelReached.TYPE)
     paid_after = sum(1 for e in stream[first_level:] if e.event_type == "payment.received")
-    if not paid_after and not types["credit.blocked"]:
+    if not paid_after and not types[events.CreditBlocked.TYPE]:
         return None
-    both = int(types["credit.blocked"] > 0 and types["credit.unblocked"] > 0)
+    both = int(types[events.CreditBlocked.TYPE] > 0 and types[events.CreditUnblocked.TYPE] > 0)
     short = -max(0, types["invoice.issued"] - 4)  # few invoices keep the timeline readable
     plain = -sum(types[t] for t in ("payment_plan.agreed", "promise_to_pay.recorded", "invoice.disputed"))
     return (both, min(len(levels), 6), plain, int(paid_after > 0), short, -len(stream))
@@ -276,16 +274,14 @@ def _timeline(tenant: str, customer_id: str, stream: list[RecordedEvent]) -> Tim
     lines: list[tuple[datetime, str, str]] = []
     policy = ""
     for event in stream:
-        if event.event_type != "escalation.clock_ticked":
+        if event.event_type != events.ClockTicked.TYPE:
             text = describe(event.event_type, event.data, state)
             if text:
                 source = "relance" if event.event_type in DECISIONS else "ERP"
                 source = "mail" if event.event_type in MAIL_FACTS else source
                 lines.append((event.occurred_at.astimezone(UTC), source, text))
         policy = event.data.get("policy", policy) if event.event_type in DECISIONS else policy
-        state.apply(
-            event.event_type, event.data, event.occurred_at.isoformat(), recorded_at=event.recorded_at.isoformat()
-        )
+        state.apply(events.parse(event.event_type, event.data), event.occurred_at, recorded_at=event.recorded_at)
     profile = state.profile or {}
     return Timeline(tenant, customer_id, str(profile.get("name", "")), policy, str(profile.get("language", "")), lines)
 
@@ -327,11 +323,11 @@ def describe(event_type: str, data: dict[str, Any], state: CustomerState) -> str
         case "payment_plan.agreed":
             parts = ", ".join(f"{i['amount']} on {i['due_date']}" for i in data["instalments"])
             return f"payment plan agreed: {parts} {data['currency']}"
-        case "escalation.level_reached":
+        case events.LevelReached.TYPE:
             skipped = f" (passing over {', '.join(data['skipped'])})" if data.get("skipped") else ""
             owed = amount(data["outstanding"], data["currency"])
             return f"{inv(data['invoice_id'])} reaches {data['level']}{skipped}, {owed} outstanding"
-        case "reminder.requested":
+        case events.ReminderRequested.TYPE:
             copies = "".join(f" + {c} copy" for c in data.get("copy_channels", []))
             totals, currency = data["totals"], data["currency"]
             listed = ", ".join(inv(i) for i in data["invoice_ids"])
@@ -344,32 +340,32 @@ def describe(event_type: str, data: dict[str, Any], state: CustomerState) -> str
                 f"reminder {data['level']} by {data['channel']}{copies} ({data['language']}): "
                 f"{listed}, {amount(totals['outstanding'], currency)}{charges}"
             )
-        case "interest.computed":
+        case events.InterestComputed.TYPE:
             return (
                 f"late interest on {inv(data['invoice_id'])}: {amount(data['amount'], data['currency'])} "
                 f"over {data['days']} days"
             )
-        case "fee.charged":
+        case events.FeeCharged.TYPE:
             return f"recovery fee on {inv(data['invoice_id'])}: {amount(data['amount'], data['currency'])}"
-        case "credit.blocked":
+        case events.CreditBlocked.TYPE:
             overdue = ", ".join(amount(v, c) for c, v in data["overdue"].items())
-            return f"CREDIT BLOCKED ({data['reason']}), overdue {overdue} -> erp.credit_block"
-        case "credit.unblocked":
+            return f"CREDIT BLOCKED ({data['reason']}), overdue {overdue} -> {events.CREDIT_BLOCK}"
+        case events.CreditUnblocked.TYPE:
             overdue = ", ".join(amount(v, c) for c, v in data["overdue"].items()) or "nothing"
-            return f"credit unblocked, overdue now {overdue} -> erp.credit_unblock"
-        case "task.created":
+            return f"credit unblocked, overdue now {overdue} -> {events.CREDIT_UNBLOCK}"
+        case events.TaskCreated.TYPE:
             listed = ", ".join(inv(i) for i in data["invoice_ids"])
             return f"task {data['kind']} due {data['due_on']}: {listed}"
-        case "reminder.sent":
+        case events.ReminderSent.TYPE:
             return f"e-mail {data['level']} sent to {', '.join(data['recipients'])}: {data['smtp_reply'][:40]}"
-        case "reminder.letter_requested":
+        case events.ReminderLetterRequested.TYPE:
             return f"letter {data['level']} to print and post (task)"
-        case "reminder.skipped":
+        case events.ReminderSkipped.TYPE:
             why = ", ".join(f"{inv(d['invoice_id'])} {d['reason']}" for d in data["dropped"])
             return f"reminder {data['level']} not sent: {why}"
-        case "reminder.failed" | "reminder.unconfirmed":
+        case events.ReminderFailed.TYPE | events.ReminderUnconfirmed.TYPE:
             return f"{event_type.replace('.', ' ')}: {data['reason']}"
-        case "reminder.sending" | "reminder.deferred":
+        case events.ReminderSending.TYPE | events.ReminderDeferred.TYPE:
             return ""
     return event_type
 

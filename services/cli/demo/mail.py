@@ -29,10 +29,11 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from services.notifier.service import Notifier, Outcome
 from services.notifier.smtp import SendError, SmtpConfig, SmtpTransport
 from shared.config import Settings
+from shared.contracts import events
 from shared.ledger.outbox import claim, mark_published
 from shared.ledger.store import Ledger
 
-KIND = "notifier.send_reminder"
+KIND = events.SEND_REMINDER
 
 
 @dataclass
@@ -137,7 +138,7 @@ def check_evidence(ledger: Ledger, mailed: Mailed) -> list[str]:
     recorded: dict[str, str] = {}
     for tenant, customer_id in ledger.streams():
         for event in ledger.read_stream(tenant, customer_id):
-            if event.event_type == "reminder.sent":
+            if event.event_type == events.ReminderSent.TYPE:
                 recorded[str(event.data["message_id"])] = str(event.data["sha256"])
     problems = []
     filed = {r.message_id: r for r in mailed.received}

@@ -25,6 +25,7 @@ from shared.ledger.db import make_engine
 from shared.ledger.store import Ledger, RecordedEvent
 from tests.factories import TENANT, Ev
 from tests.integration.escalation.test_scenarios import ERP_EVENTS, SCENARIOS, Desk, write_policies
+from tests.integration.ledger.tamper import attacker, rechain, recompute_projections
 
 pytestmark = pytest.mark.integration
 
@@ -149,3 +150,36 @@ def test_a_replay_under_other_rules_shows_where_the_decisions_part(
         if any(e.event_type == "interest.computed" for e in original.read_stream(*key))
     }
     assert {(d.tenant, d.customer_id) for d in report.divergences} == interest_customers
+
+
+def test_a_log_written_when_relance_spelt_utc_as_an_offset_replays_without_divergence_and_verifies(
+    settings: Settings, source: Engine, fresh: Callable[[], Ledger]
+) -> None:
+    # Given a log whose clock ticks and decisions' metadata spell their instants "+00:00", as relance once wrote
+    # them (the hash chain covering that spelling), while a replay today writes "Z"
+    original = record_history(settings, source)
+
+    def offset(instant: str) -> str:
+        return instant.replace("Z", "+00:00")
+
+    rewritten = original.streams(TENANT)[:2]  # two customers' streams as of old, the others as of today
+    with attacker(source) as conn:
+        for key in rewritten:
+            changes: dict[int, dict[str, object]] = {}
+            for e in original.read_stream(*key):
+                change: dict[str, object] = {}
+                if "as_of" in e.metadata:
+                    change["metadata"] = {**e.metadata, "as_of": offset(e.metadata["as_of"])}
+                if e.event_type == CLOCK_TICKED:
+                    change["data"] = {**e.data, "as_of": offset(e.data["as_of"])}
+                if change:
+                    changes[e.version] = change
+            rechain(conn, *key, changes)
+            recompute_projections(original, conn, *key)
+    old = [e for key in rewritten for e in original.read_stream(*key) if e.event_type == CLOCK_TICKED]
+    assert old and all(e.data["as_of"].endswith("+00:00") and e.metadata["as_of"].endswith("+00:00") for e in old)
+    assert original.verify().ok
+    # When it is replayed with today's code
+    report = replay(original, fresh(), policy_books(settings), real_rules(settings))
+    # Then the instants compare as instants: no divergence
+    assert report.ok, [str(d) for d in report.divergences]

@@ -616,7 +616,7 @@ def test_the_worker_down_for_three_days_sends_the_level_due_now_once_and_records
     desk.at(_day("2026-03-08"))
     # Then the timer fired once, at that instant, and the final level names reminder-2 as passed over
     ticks = [e for e in desk.ledger.read_stream(TENANT, CUSTOMER) if e.event_type == CLOCK_TICKED]
-    assert [(t.data["as_of"], t.data["trigger"]) for t in ticks][-1] == ("2026-03-08T09:00:00+00:00", "timer")
+    assert [(t.data["as_of"], t.data["trigger"]) for t in ticks][-1] == ("2026-03-08T09:00:00Z", "timer")
     (final,) = [
         e for e in desk.decisions() if e.event_type == "escalation.level_reached" and e.data["level"] == "final"
     ]

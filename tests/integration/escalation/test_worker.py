@@ -24,6 +24,7 @@ from services.escalation.timers import Timers
 from services.escalation.worker import EscalationWorker, PolicyBooks, tick
 from shared.config import Settings, load_settings
 from shared.contracts.commands import parse_command
+from shared.contracts.events import ReminderLine, ReminderRequested, ReminderTotals, instant_text
 from shared.ledger.db import make_engine
 from shared.ledger.schema import outbox
 from shared.ledger.state import CustomerState
@@ -52,14 +53,33 @@ def fake_decide(state: CustomerState, policy: Policy, as_of: datetime, rates: An
     return [
         Decision(
             event_id=f"remind-{state.customer_id}-{inv.invoice_id}",
-            event_type="reminder.requested",
-            data={
-                "reminder_id": f"R-{inv.invoice_id}",
-                "level": "reminder_1",
-                "currency": inv.currency,
-                "invoice_ids": [inv.invoice_id],
-                "as_of": as_of.isoformat(),
-            },
+            event=ReminderRequested(
+                reminder_id=f"R-{inv.invoice_id}",
+                level="reminder_1",
+                channel="email",
+                copy_channels=[],
+                template="reminder_1",
+                language="en",
+                currency=inv.currency,
+                invoice_ids=[inv.invoice_id],
+                lines=[
+                    ReminderLine(
+                        invoice_id=inv.invoice_id,
+                        number=inv.number,
+                        issue_date=inv.issue_date,
+                        due_date=inv.due_date,
+                        amount=inv.amount,
+                        outstanding=inv.outstanding,
+                        days_late=(as_of.date() - inv.due_date).days,
+                        interest=Decimal(0),
+                        fee=Decimal(0),
+                    )
+                ],
+                totals=ReminderTotals(outstanding=inv.outstanding, interest=Decimal(0), fees=Decimal(0)),
+                policy=policy.name,
+                policy_version=policy.version,
+                as_of=as_of,
+            ),
         )
         for inv in state.open_invoices()
         if inv.due_date < as_of.date()
@@ -136,7 +156,7 @@ def test_evaluate_records_the_decisions_once_and_sets_the_timer(engine: Engine) 
     assert stream_types(ledger, "C-1") == ["invoice.issued", CLOCK_TICKED, "reminder.requested"]
     clock, reminder = ledger.read_stream(TENANT, "C-1")[1:]
     assert clock.event_id == tick_event_id(TENANT, "C-1", FIRES_AT, clock.version - 1)
-    assert clock.data == {"as_of": FIRES_AT.isoformat(), "trigger": "manual"}
+    assert clock.data == {"as_of": instant_text(FIRES_AT), "trigger": "manual"}
     assert reminder.metadata["policy_version"] == "fake-v1" and reminder.occurred_at == FIRES_AT
     # And its command is in the outbox, and nothing more is due
     with engine.connect() as conn:
@@ -194,7 +214,7 @@ def test_the_worker_sets_timers_from_the_log_and_fires_them(engine: Engine) -> N
     # Then the firing is recorded as a clock tick at that instant, followed by the decision, for C-1 only
     assert stream_types(ledger, "C-1") == ["invoice.issued", CLOCK_TICKED, "reminder.requested"]
     (ticked,) = events_of(ledger, "C-1", CLOCK_TICKED)
-    assert ticked.data == {"as_of": clock.now.isoformat(), "trigger": "timer"}
+    assert ticked.data == {"as_of": instant_text(clock.now), "trigger": "timer"}
     assert ticked.event_id == tick_event_id(TENANT, "C-1", clock.now, ticked.version - 1)
     assert stream_types(ledger, "C-2") == ["invoice.issued"]
     # And C-1 has nothing due any more, while C-2's timer is untouched
@@ -323,7 +343,7 @@ def test_relance_clock_tick_runs_the_real_engine(
     assert len(events_of(ledger, "C-LATE", "reminder.requested")) == 1
     assert len(events_of(ledger, "C-LATE", "credit.blocked")) == 1
     (ticked,) = events_of(ledger, "C-LATE", CLOCK_TICKED)
-    assert ticked.data["as_of"] == "2025-12-01T08:00:00+00:00"
+    assert ticked.data["as_of"] == "2025-12-01T08:00:00Z"
     assert stream_types(ledger, "C-OK") == ["invoice.issued"]
     # And the credit block waits in the outbox for the relay; the customer on time has a timer for its courtesy
     # notice, the late one none (it reached the last level)

@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, select, text, update
 
 from services.notifier import evidence
-from shared.ledger.hashing import GENESIS, HASHED_FIELDS, event_hash, utc
+from shared.contracts.events import parse
+from shared.ledger.hashing import GENESIS, HASHED_FIELDS, event_hash
 from shared.ledger.schema import (
     credits,
     customer_balances,
@@ -24,7 +25,7 @@ from shared.ledger.schema import (
     outbox,
     sent_messages,
 )
-from shared.ledger.state import CustomerState
+from shared.ledger.state import Changes, CustomerState
 from shared.ledger.store import Incoming, Ledger
 from tests.factories import CUSTOMER, T0, TENANT, credit_note, customer, incoming, invoice, payment
 
@@ -149,11 +150,7 @@ def recompute_projections(ledger: Ledger, conn: Connection, tenant: str, custome
     state = CustomerState(tenant=tenant, customer_id=customer_id)
     for row in rows(conn, tenant, customer_id):
         state.apply(
-            row["event_type"],
-            row["data"],
-            row["occurred_at"].astimezone(UTC).isoformat(),
-            row["event_id"],
-            recorded_at=utc(row["recorded_at"]).isoformat(),
+            parse(row["event_type"], row["data"]), row["occurred_at"], row["event_id"], recorded_at=row["recorded_at"]
         )
         state.version, state.head_hash = row["version"], row["hash"]
     for table in (customer_state, invoice_balances, credits, customer_balances):
@@ -171,8 +168,8 @@ def recompute_projections(ledger: Ledger, conn: Connection, tenant: str, custome
         )
     )
     state.snapshot_version = state.version  # the head row was just written with the snapshot
-    state.changed_credits = set(state.credits)
-    ledger._save_projections(conn, [(state, set(state.invoices))], now)
+    everything = Changes(frozenset(state.invoices), frozenset(state.credits))
+    ledger._save_projections(conn, [(state, everything)], now)
 
 
 def remove_stream(conn: Connection, tenant: str, customer_id: str) -> None:

@@ -14,10 +14,11 @@ from shared.contracts.commands import parse_command
 from shared.contracts.erp import CommandAcknowledged, InvalidMessage, parse_event
 from shared.contracts.examples import COMMAND_EXAMPLES, EXAMPLES
 from shared.contracts.jsonio import JsonRefused
+from shared.ledger.dunning import CREDIT_COMMANDS, KEPT_PER_KIND, REJECTED_TASK
 from shared.ledger.outbox import COMMANDS
 from shared.ledger.show import render_stream, stream_document
-from shared.ledger.state import CREDIT_COMMANDS, KEPT_PER_KIND, REJECTED_TASK, CustomerState
-from tests.factories import Ev, Feed, fold, invoice
+from shared.ledger.state import CustomerState
+from tests.factories import Ev, Feed, fold, invoice, typed
 
 BLOCK, UNBLOCK = "esc-block-1", "esc-unblock-1"
 T = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
@@ -171,7 +172,7 @@ def test_an_acknowledgement_of_an_unknown_command_is_recorded_never_rejected() -
     state = CustomerState("acme-fr", "C-0042")
     event = ack("esc-from-elsewhere", "rejected", reason="no such customer")
     # Then it is new, recorded, and its refusal is a task (nobody else would notice it)
-    assert state.check(event.event_type, event.data).verdict == "new"
+    assert state.check(typed(event)).verdict == "new"
     Feed(state).deliver([event])
     assert state.acknowledgements["esc-from-elsewhere"]["reason"] == "no such customer"
     assert list(rejection_tasks(state)) == ["erp-ack:esc-from-elsewhere"]

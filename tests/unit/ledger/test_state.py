@@ -20,6 +20,7 @@ from tests.factories import (
     fold,
     invoice,
     payment,
+    typed,
 )
 
 # INV-1 is older (falls due first) than INV-2, which is older than INV-3.
@@ -171,7 +172,7 @@ def test_currencies_are_never_mixed() -> None:
 
 def test_an_allocation_to_an_invoice_in_another_currency_is_rejected_with_a_reason() -> None:
     state = fold([INV1])
-    check = state.check("payment.received", payment("P1", "10.00", currency="USD", allocations={"INV-1": "10"}).data)
+    check = state.check(typed(payment("P1", "10.00", currency="USD", allocations={"INV-1": "10"})))
     assert check.verdict == "rejected"
     assert "INV-1" in check.reason and "USD" in check.reason and "EUR" in check.reason
 
@@ -188,7 +189,7 @@ def test_overdue_counts_open_invoices_past_their_due_date_only() -> None:
 def test_the_same_invoice_issued_twice_with_the_same_content_is_a_duplicate() -> None:
     state = fold([INV1])
     # A redelivery from the ERP under another event_id, same content
-    check = state.check("invoice.issued", INV1.with_id("erp-resend-1").data)
+    check = state.check(typed(INV1.with_id("erp-resend-1")))
     assert check.verdict == "duplicate"
     assert "INV-1" in check.reason
 
@@ -197,7 +198,7 @@ def test_the_same_invoice_issued_again_with_different_content_is_rejected_with_a
     # Given INV-1 issued for 100.00
     state = fold([INV1])
     # When the ERP sends INV-1 again for 120.00
-    check = state.check("invoice.issued", invoice("INV-1", "120.00", issue_date="2026-09-01").data)
+    check = state.check(typed(invoice("INV-1", "120.00", issue_date="2026-09-01")))
     # Then it is rejected, the reason names the invoice and what is already recorded, and the state is unchanged
     assert check.verdict == "rejected"
     assert "INV-1" in check.reason and "different content" in check.reason and "100.00" in check.reason
@@ -206,14 +207,14 @@ def test_the_same_invoice_issued_again_with_different_content_is_rejected_with_a
 
 def test_a_reused_payment_id_with_another_amount_is_rejected() -> None:
     state = fold([payment("P1", "10.00")])
-    check = state.check("payment.received", payment("P1", "11.00").data)
+    check = state.check(typed(payment("P1", "11.00")))
     assert check.verdict == "rejected" and "P1" in check.reason
 
 
 def test_a_repeated_cancellation_or_dispute_is_a_duplicate_not_a_second_effect() -> None:
     state = fold([INV1, cancellation("INV-1"), dispute("INV-2")])
-    assert state.check("invoice.cancelled", cancellation("INV-1").data).verdict == "duplicate"
-    assert state.check("invoice.disputed", dispute("INV-2").data).verdict == "duplicate"
+    assert state.check(typed(cancellation("INV-1"))).verdict == "duplicate"
+    assert state.check(typed(dispute("INV-2"))).verdict == "duplicate"
 
 
 def test_the_latest_customer_profile_wins_whatever_the_arrival_order() -> None:
@@ -226,8 +227,8 @@ def test_the_latest_customer_profile_wins_whatever_the_arrival_order() -> None:
 # ---------------------------------------------------------------------------------------------------- skewed clocks
 def arrive(state: CustomerState, ev: Ev, occurred_at: datetime, recorded_at: datetime) -> None:
     """Apply an event the way the ledger does: with the instant it claims and the instant it was recorded."""
-    assert state.check(ev.event_type, ev.data).verdict == "new"
-    state.apply(ev.event_type, ev.data, occurred_at.isoformat(), ev.event_id, recorded_at=recorded_at.isoformat())
+    assert state.check(typed(ev)).verdict == "new"
+    state.apply(typed(ev), occurred_at, ev.event_id, recorded_at=recorded_at)
 
 
 def test_a_profile_stated_in_2099_does_not_pin_the_profile_for_good() -> None:

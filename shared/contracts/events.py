@@ -1,0 +1,413 @@
+"""relance's own vocabulary: every event type relance itself appends to a customer's stream, as frozen models.
+
+The ERP's events are typed by :mod:`shared.contracts.erp`; these are the others: the escalation engine's decisions
+(:mod:`services.escalation.engine`), the clock ticks that drive them (:mod:`services.escalation.service`), the
+notifier's facts about a reminder (:mod:`services.notifier`) and the webhook's dead letters
+(:mod:`services.webhook.worker`). Each model names its type once (``TYPE``); :meth:`RelanceEvent.data` is the dict
+written to the log, exactly as relance wrote it before there were models: the same keys (a field that was not given
+is not written), money as a decimal string with its exponent, dates ISO 8601, instants RFC 3339 in UTC with ``Z``
+(:func:`instant_text`). The ledger's hash chain covers that dict, so the spelling of a field must never change.
+
+:func:`parse` turns a recorded (type, data) back into its model, the ERP's or relance's, once, where an event enters
+the fold; old events keep whatever spelling of an instant they were written with, and compare as instants.
+
+:data:`COMMANDS` is the one table of the events that cause an outbox command, and which.
+
+The whole vocabulary is one module (a little over 400 lines), as the ERP's is :mod:`shared.contracts.erp`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from functools import cache
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, create_model
+
+from shared.contracts.erp import DATA_MODELS as ERP_MODELS
+
+
+def instant_text(moment: datetime) -> str:
+    """How relance writes an instant: RFC 3339 in UTC, ``Z`` for the zone, microseconds only when there are some."""
+    if moment.tzinfo is None:
+        raise ValueError("an instant must be timezone-aware")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+Instant = Annotated[datetime, PlainSerializer(instant_text, return_type=str)]
+"""An instant, read in either spelling relance ever wrote (``Z`` or ``+00:00``), written with ``Z``."""
+
+
+class RelanceEvent(BaseModel):
+    """The data of an event relance appends; ``TYPE`` is its event type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    TYPE: ClassVar[str]
+
+    def data(self) -> dict[str, Any]:
+        """The event's data as the log stores it: only the fields given, in their JSON spelling."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class _Decided(RelanceEvent):
+    """A decision of the engine: it names the policy it followed and the instant it was taken for."""
+
+    policy: str
+    policy_version: str
+    as_of: Instant
+
+
+class LevelReached(_Decided):
+    """An invoice reached a level of the ladder (``skipped``: the levels passed over on the way)."""
+
+    TYPE: ClassVar[str] = "escalation.level_reached"
+    invoice_id: str
+    currency: str
+    level: str
+    offset_days: int
+    skipped: list[str] = []
+    actions: list[str] = []
+    channel: str
+    due_date: date
+    anchor: date | None = None
+    step_date: date
+    reached_on: date
+    outstanding: Decimal
+
+
+class InterestComputed(_Decided):
+    """The total late interest owed on an invoice through a day (it replaces the previous figure)."""
+
+    TYPE: ClassVar[str] = "interest.computed"
+    invoice_id: str
+    currency: str
+    amount: Decimal
+    through: date
+    days: int
+
+
+class FeeCharged(_Decided):
+    """The fixed recovery fee, charged once per invoice."""
+
+    TYPE: ClassVar[str] = "fee.charged"
+    invoice_id: str
+    currency: str
+    amount: Decimal
+
+
+class ReminderLine(RelanceEvent):
+    """One invoice as a reminder lists it."""
+
+    invoice_id: str
+    number: str
+    issue_date: date
+    due_date: date
+    amount: Decimal
+    outstanding: Decimal
+    days_late: int
+    interest: Decimal
+    fee: Decimal
+
+
+class ReminderTotals(RelanceEvent):
+    outstanding: Decimal
+    interest: Decimal
+    fees: Decimal
+
+
+class ReminderRequested(_Decided):
+    """A reminder to send, per customer, currency and day (the notifier's command ``notifier.send_reminder``)."""
+
+    TYPE: ClassVar[str] = "reminder.requested"
+    reminder_id: str
+    level: str
+    channel: str
+    copy_channels: list[str]
+    template: str | None
+    language: str
+    currency: str
+    invoice_ids: list[str]
+    lines: list[ReminderLine]
+    totals: ReminderTotals
+
+
+class CreditLimit(RelanceEvent):
+    amount: Decimal
+    currency: str
+
+
+class CreditBlocked(_Decided):
+    """The customer's credit is to be blocked (``reason``: ``level`` or ``credit_limit``); one per block episode."""
+
+    TYPE: ClassVar[str] = "credit.blocked"
+    block_id: str
+    reason: str
+    overdue: dict[str, Decimal]
+    credit_limit: CreditLimit | None = None
+
+
+class CreditUnblocked(_Decided):
+    """The block ``block_id`` ends: neither of its reasons holds any more."""
+
+    TYPE: ClassVar[str] = "credit.unblocked"
+    block_id: str
+    reason: str
+    overdue: dict[str, Decimal]
+
+
+class TaskCreated(RelanceEvent):
+    """Something for a collector to do. The engine's tasks carry its policy and instant; the notifier's name the
+    reminder and the command, the webhook's the command; a held invoice's interest task names its semester."""
+
+    TYPE: ClassVar[str] = "task.created"
+    task_id: str
+    kind: str
+    due_on: date
+    invoice_ids: list[str]
+    currency: str
+    amount_at_risk: Decimal
+    note: str
+    semester: date | None = None
+    reminder_id: str | None = None
+    command_id: str | None = None
+    command: str | None = None
+    policy: str | None = None
+    policy_version: str | None = None
+    as_of: Instant | None = None
+
+
+class ClockTicked(RelanceEvent):
+    """The instant an evaluation decided at, and what triggered it: what a replay drives the engine with."""
+
+    TYPE: ClassVar[str] = "escalation.clock_ticked"
+    as_of: Instant
+    trigger: str
+
+
+class RefusedRecipient(RelanceEvent):
+    """An address the mail server refused at RCPT TO."""
+
+    address: str
+    code: int
+    reply: str
+    kind: str
+
+
+class _ReminderFact(RelanceEvent):
+    """What the notifier records about one ``notifier.send_reminder`` command (its evidence)."""
+
+    command_id: str
+    reminder_id: str | None = None
+    level: str | None = None
+    message_id: str | None = None
+    sha256: str | None = None
+    recipients: list[str] | None = None
+    subject: str | None = None
+    template: str | None = None
+    template_version: str | None = None
+    refusal: str | None = None
+    round: int | None = None
+    reason: str | None = None
+    smtp_reply: str | None = None
+
+
+class ReminderSending(_ReminderFact):
+    """A round of sending begins (the claim: one worker per round)."""
+
+    TYPE: ClassVar[str] = "reminder.sending"
+
+
+class ReminderSent(_ReminderFact):
+    """The server took the message (250 after DATA): who got it, who was refused."""
+
+    TYPE: ClassVar[str] = "reminder.sent"
+    accepted: list[str]
+    refused: list[RefusedRecipient]
+
+
+class ReminderDeferred(_ReminderFact):
+    """The server said "later": the broker redelivers the command for a new round."""
+
+    TYPE: ClassVar[str] = "reminder.deferred"
+
+
+class ReminderFailed(_ReminderFact):
+    """The reminder will not go out by e-mail (a refusal of the server's, or of relance's: ``refusal``)."""
+
+    TYPE: ClassVar[str] = "reminder.failed"
+
+
+class ReminderUnconfirmed(_ReminderFact):
+    """The connection broke after DATA: whether the server took the message is unknown."""
+
+    TYPE: ClassVar[str] = "reminder.unconfirmed"
+
+
+class ReminderSkipped(_ReminderFact):
+    """Nothing the reminder lists is still due: ``dropped`` says why, invoice by invoice."""
+
+    TYPE: ClassVar[str] = "reminder.skipped"
+    dropped: list[dict[str, str]]
+
+
+class ReminderLetterRequested(_ReminderFact):
+    """The reminder is a letter: a collector prints and posts it (``lines``: how many invoices it lists)."""
+
+    TYPE: ClassVar[str] = "reminder.letter_requested"
+    lines: int
+
+
+class CommandDeadLettered(RelanceEvent):
+    """An adapter gave up delivering an outbox command to the ERP."""
+
+    TYPE: ClassVar[str] = "command.dead_lettered"
+    command_id: str
+    command: str
+    attempts: int
+    last_error: str
+
+
+MODELS: dict[str, type[RelanceEvent]] = {
+    model.TYPE: model
+    for model in (
+        LevelReached,
+        InterestComputed,
+        FeeCharged,
+        ReminderRequested,
+        CreditBlocked,
+        CreditUnblocked,
+        TaskCreated,
+        ClockTicked,
+        ReminderSending,
+        ReminderSent,
+        ReminderDeferred,
+        ReminderFailed,
+        ReminderUnconfirmed,
+        ReminderSkipped,
+        ReminderLetterRequested,
+        CommandDeadLettered,
+    )
+}
+"""Every event type relance writes, and its model."""
+
+REMINDER_OUTCOMES = (
+    ReminderSent.TYPE,
+    ReminderLetterRequested.TYPE,
+    ReminderSkipped.TYPE,
+    ReminderFailed.TYPE,
+    ReminderUnconfirmed.TYPE,
+)
+"""The facts that end a reminder command: one of them per command, once it is done."""
+
+CREDIT_BLOCK = "erp.credit_block"
+CREDIT_UNBLOCK = "erp.credit_unblock"
+SEND_REMINDER = "notifier.send_reminder"
+COMMANDS: dict[str, str] = {
+    CreditBlocked.TYPE: CREDIT_BLOCK,
+    CreditUnblocked.TYPE: CREDIT_UNBLOCK,
+    ReminderRequested.TYPE: SEND_REMINDER,
+}
+"""Event type appended to the ledger -> the command the outbox writes for it (its AMQP routing key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """A recorded event of a type relance does not know (any more): it changes nothing but the stream's version."""
+
+    event_type: str
+    fields: dict[str, Any]
+
+
+Event = BaseModel | Unknown
+"""What the fold consumes: an ERP event's data model (:mod:`shared.contracts.erp`), one of relance's
+(:class:`RelanceEvent`), or an :class:`Unknown`."""
+
+
+def parse(event_type: str, data: dict[str, Any]) -> Event:
+    """The typed event of a recorded (type, data): the ERP's model, relance's, or :class:`Unknown`.
+
+    An event is read as recorded, its types converted but the contract's rules not checked again: the log holds
+    what an older relance accepted (a due date of 9999-12-31 before the contract bounded dates), and a fold must
+    never refuse the past. Of relance's own events, the fields given are read (the fold reads what it needs: a
+    field it needs and the event lacks is an error there, as it always was), and :meth:`RelanceEvent.data` gives
+    back exactly those.
+    """
+    model = MODELS.get(event_type) or ERP_MODELS.get(event_type)
+    if model is None:
+        return Unknown(event_type, data)
+    return _as_recorded(model, _recorded(model).model_validate(data))
+
+
+@cache
+def _recorded(model: type[BaseModel]) -> type[BaseModel]:
+    """The model's fields with their plain types (no validator, no rule): how a recorded event is read."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if issubclass(model, RelanceEvent):
+            fields[name] = (_plain(info.annotation) | None, None)
+            continue
+        if info.default_factory is not None:
+            default = Field(default_factory=info.default_factory)
+        else:
+            default = Field() if info.is_required() else Field(default=info.default)
+        fields[name] = (_plain(info.annotation), default)
+    config = ConfigDict(extra="ignore", frozen=True)
+    recorded: type[BaseModel] = create_model(f"Recorded{model.__name__}", __config__=config, **fields)
+    _ORIGINALS[recorded] = model
+    return recorded
+
+
+_ORIGINALS: dict[type[BaseModel], type[BaseModel]] = {}
+
+
+def _plain(annotation: Any) -> Any:
+    """A type without its Annotated validators; an ERP model as its recorded reading."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _plain(get_args(annotation)[0])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _recorded(annotation)
+    if origin is list:
+        return list[_plain(get_args(annotation)[0])]  # type: ignore[misc]
+    if origin in (Union, UnionType):
+        return Union[tuple(_plain(arg) for arg in get_args(annotation))]  # noqa: UP007
+    return annotation
+
+
+def _as_recorded(model: type[BaseModel], reading: BaseModel) -> BaseModel:
+    """The model built from its recorded reading without running its rules again."""
+    values = {name: _value(getattr(reading, name)) for name in reading.model_fields_set}
+    return model.model_construct(_fields_set=set(reading.model_fields_set), **values)
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, BaseModel) and type(value) in _ORIGINALS:
+        return _as_recorded(_ORIGINALS[type(value)], value)
+    if isinstance(value, list):
+        return [_value(item) for item in value]
+    return value
+
+
+def type_of(event: Event) -> str:
+    """The event type of a parsed event."""
+    if isinstance(event, Unknown):
+        return event.event_type
+    if isinstance(event, RelanceEvent):
+        return event.TYPE
+    return ERP_TYPES[type(event)]
+
+
+ERP_TYPES: dict[type[BaseModel], str] = {model: event_type for event_type, model in ERP_MODELS.items()}
+
+
+def data_of(event: Event) -> dict[str, Any]:
+    """The event's data as the log stores it: relance's as :meth:`RelanceEvent.data`, the ERP's as ingest
+    normalised it (:meth:`shared.contracts.erp.ErpEvent.data_json`)."""
+    if isinstance(event, Unknown):
+        return event.fields
+    if isinstance(event, RelanceEvent):
+        return event.data()
+    return event.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,262 @@
+"""The dunning part of a customer's state: relance's own decisions as the engine left them, and the ERP's word on them.
+
+The fold of the events :mod:`shared.contracts.events` types (levels reached, interest, fees, reminders, credit
+blocks, tasks) and of the ERP's ``erp.command_acknowledged``, pure Python, so that deciding again from the folded
+state finds nothing new (see :mod:`services.escalation.engine`). Facts recorded for people and auditors (the clock
+ticks, the notifier's ``reminder.sending`` / ``reminder.sent``, ``command.dead_lettered``, whose task comes with it)
+change nothing here.
+
+The credit commands relance decided and the ERP's acknowledgements of them are remembered per command kind, the
+newest :data:`KEPT_PER_KIND` of each (the log keeps them all). Per command, the acknowledgement that occurred last
+stands, whatever order they arrive in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date
+from decimal import Decimal
+from typing import Any, Required, TypedDict, TypeVar, cast
+
+from shared.contracts import erp, events
+from shared.contracts.events import Event, data_of
+from shared.ledger.receivables import Check, Touched, earlier, later
+
+KEPT_PER_KIND = 20
+REJECTED_TASK = "erp_command_rejected"  # the kind of task a refused command leaves for a collector
+# event type appended to the ledger -> the command to the ERP it causes: the ERP's part of the outbox's table
+CREDIT_COMMANDS = {
+    event_type: kind
+    for event_type, kind in events.COMMANDS.items()
+    if kind in (events.CREDIT_BLOCK, events.CREDIT_UNBLOCK)
+}
+_ACK_FIELDS = ("command", "status", "reason", "erp_reference")
+_TASK_FIELDS = ("kind", "due_on", "invoice_ids", "currency", "amount_at_risk", "note", "command", "semester")
+
+
+class Task(TypedDict, total=False):
+    """A collector's task as the state keeps it: a ``task.created``'s data, or a refused command's task."""
+
+    kind: Required[str]
+    due_on: Required[str]
+    invoice_ids: list[str]
+    currency: str
+    amount_at_risk: str
+    note: str
+    command: str  # the command an erp_command_failed task is about
+    semester: str  # the semester whose rate an interest_unavailable task waits for
+    command_id: str  # the command an erp_command_rejected task is about
+
+
+class Acknowledgement(TypedDict, total=False):
+    """The ERP's latest word on a command, and when it occurred (capped)."""
+
+    command: Required[str]
+    status: Required[str]
+    reason: str
+    erp_reference: str
+    at: Required[str]
+
+
+class CreditCommand(TypedDict):
+    """A credit command relance decided: its kind, its block episode, the day."""
+
+    command: str
+    block_id: str
+    on: str
+
+
+class Block(TypedDict, total=False):
+    """The open block episode, and once its command is known, the ERP's word on it."""
+
+    block_id: Required[str]
+    reason: Required[str]
+    blocked_on: Required[str]
+    command_id: str
+    acknowledgement: Acknowledgement | None
+
+
+class Reminded(TypedDict):
+    """The last reminder of a currency."""
+
+    reminder_id: str
+    level: str
+    on: str
+
+
+@dataclass
+class Escalation:
+    """Where one invoice stands on the dunning ladder, as the engine's decisions left it."""
+
+    invoice_id: str
+    currency: str
+    level: str | None = None  # key of the last level reached
+    offset_days: int = 0  # that level's offset, to place the invoice on a changed ladder
+    reached_on: date | None = None
+    anchor: date | None = None  # the due date the ladder was counted from, once re-anchored
+    passed: list[str] = field(default_factory=list)  # every level reached or passed over, in order
+    actions: set[str] = field(default_factory=set)  # actions of every level reached or passed over
+    interest: Decimal | None = None  # late interest owed through ``interest_through``
+    interest_through: date | None = None
+    fee: Decimal | None = None  # fixed recovery fee, charged once
+
+
+@dataclass
+class Dunning:
+    escalations: dict[str, Escalation] = field(default_factory=dict)  # invoice_id -> its place on the ladder
+    credit_block: Block | None = None  # the open block episode
+    blocks: int = 0  # block episodes opened so far
+    tasks: dict[str, Task] = field(default_factory=dict)  # task_id -> task
+    reminded: dict[str, Reminded] = field(default_factory=dict)  # currency -> last reminder
+    # Commands to the ERP and what the ERP said about them (see _on_command_acknowledged), oldest first.
+    credit_commands: dict[str, CreditCommand] = field(default_factory=dict)  # command_id -> the command
+    acknowledgements: dict[str, Acknowledgement] = field(default_factory=dict)  # command_id -> the ERP's latest word
+
+    def check(self, event: Event) -> Check | None:
+        """A duplicate acknowledgement, or None: relance's own events are checked by their deterministic ids."""
+        if isinstance(event, erp.CommandAcknowledged):
+            known = self.acknowledgements.get(event.command_id)
+            data = data_of(event)
+            if known is not None and all(known.get(k) == data.get(k) for k in _ACK_FIELDS):
+                return Check("duplicate", f"acknowledgement of command {event.command_id} already recorded")
+        return None
+
+    def apply(self, event: Event, occurred_at: str, event_id: str, touched: Touched) -> None:
+        """Fold one accepted event in; ``event_id`` names the command a block or an unblock causes (the outbox uses
+        the event id as the command id), so the ERP's acknowledgement can be matched with the block it is about."""
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event, occurred_at, touched)
+        if event_id and isinstance(event, events.CreditBlocked | events.CreditUnblocked):
+            self._credit_command(CREDIT_COMMANDS[event.TYPE], event_id, event)
+
+    def cap(self, event: Event, recorded_at: str) -> None:
+        """Cap at ``recorded_at`` the acknowledgement this one is compared with (a no-op on a state folded capped)."""
+        if isinstance(event, erp.CommandAcknowledged):
+            known = self.acknowledgements.get(event.command_id)
+            if known and known.get("at"):
+                known["at"] = earlier(known["at"], recorded_at)
+
+    def _escalation(self, invoice_id: str, currency: str) -> Escalation:
+        record = self.escalations.get(invoice_id)
+        if record is None:
+            record = self.escalations[invoice_id] = Escalation(invoice_id, currency)
+        return record
+
+    def _credit_command(self, kind: str, command_id: str, event: events.CreditBlocked | events.CreditUnblocked) -> None:
+        """Remember a credit command relance decided; it supersedes what the ERP refused of the earlier ones."""
+        record = CreditCommand(command=kind, block_id=event.block_id, on=_day(event))
+        _keep(self.credit_commands, command_id, record)
+        for task_id, task in list(self.tasks.items()):
+            if task["kind"] == REJECTED_TASK and task.get("command_id") != command_id:
+                del self.tasks[task_id]
+        block = self.credit_block
+        if kind == events.CREDIT_BLOCK and block is not None and block["block_id"] == event.block_id:
+            block["command_id"] = command_id
+            known = self.acknowledgements.get(command_id)  # the ERP may have answered before this state knew the block
+            block["acknowledgement"] = None if known is None else known.copy()
+
+
+# --------------------------------------------------------------------------------------------------- handlers
+def _on_level_reached(d: Dunning, event: events.LevelReached, occurred_at: str, touched: Touched) -> None:
+    record = d._escalation(event.invoice_id, event.currency)
+    record.level = event.level
+    record.offset_days = event.offset_days
+    record.reached_on = event.reached_on
+    record.anchor = event.anchor
+    record.passed.extend(key for key in [*event.skipped, event.level] if key not in record.passed)
+    record.actions.update(event.actions)
+    touched.invoices.add(record.invoice_id)
+
+
+def _on_interest_computed(d: Dunning, event: events.InterestComputed, occurred_at: str, touched: Touched) -> None:
+    record = d._escalation(event.invoice_id, event.currency)
+    record.interest = event.amount
+    record.interest_through = event.through
+    touched.invoices.add(record.invoice_id)
+
+
+def _on_fee_charged(d: Dunning, event: events.FeeCharged, occurred_at: str, touched: Touched) -> None:
+    d._escalation(event.invoice_id, event.currency).fee = event.amount
+    touched.invoices.add(event.invoice_id)
+
+
+def _on_reminder(d: Dunning, event: events.ReminderRequested, occurred_at: str, touched: Touched) -> None:
+    d.reminded[event.currency] = {"reminder_id": event.reminder_id, "level": event.level, "on": _day(event)}
+
+
+def _on_credit_blocked(d: Dunning, event: events.CreditBlocked, occurred_at: str, touched: Touched) -> None:
+    d.credit_block = {"block_id": event.block_id, "reason": event.reason, "blocked_on": _day(event)}
+    d.blocks += 1
+
+
+def _on_credit_unblocked(d: Dunning, event: events.CreditUnblocked, occurred_at: str, touched: Touched) -> None:
+    if d.credit_block is not None and d.credit_block["block_id"] == event.block_id:
+        d.credit_block = None
+
+
+def _on_task(d: Dunning, event: events.TaskCreated, occurred_at: str, touched: Touched) -> None:
+    data = event.data()
+    d.tasks[event.task_id] = cast(Task, {k: data[k] for k in _TASK_FIELDS if k in data})
+
+
+def _on_command_acknowledged(d: Dunning, event: erp.CommandAcknowledged, occurred_at: str, touched: Touched) -> None:
+    """The ERP's word on a command, known to this state or not (an unknown command id is recorded all the same).
+
+    A refusal of the current command (or of one this state does not know) is a task for a collector until the ERP
+    applies the command or relance decides a newer one; a refusal of a command already superseded is only recorded.
+    """
+    command_id = event.command_id
+    known = d.acknowledgements.get(command_id)
+    if known is not None and later(known["at"], occurred_at):
+        return
+    data = data_of(event)
+    ack = cast(Acknowledgement, {k: data[k] for k in _ACK_FIELDS if k in data} | {"at": occurred_at})
+    _keep(d.acknowledgements, command_id, ack)
+    block = d.credit_block
+    if block is not None and block.get("command_id") == command_id:
+        block["acknowledgement"] = ack.copy()
+    task_id = f"erp-ack:{command_id}"
+    latest = next(reversed(d.credit_commands), None)
+    if ack["status"] == "applied" or (command_id in d.credit_commands and command_id != latest):
+        d.tasks.pop(task_id, None)
+        return
+    d.tasks[task_id] = {
+        "kind": REJECTED_TASK,
+        "due_on": occurred_at[:10],
+        "invoice_ids": [],
+        "currency": "",
+        "note": f"the ERP refused {ack['command']} {command_id}: {ack.get('reason', '')}",
+        "command_id": command_id,
+    }
+
+
+_Kept = TypeVar("_Kept", CreditCommand, Acknowledgement)
+
+
+def _keep(records: dict[str, _Kept], key: str, record: _Kept) -> None:
+    """Remember the record as the newest; forget the oldest of its command kind beyond :data:`KEPT_PER_KIND`."""
+    records.pop(key, None)
+    records[key] = record
+    same_kind = [k for k, r in records.items() if r["command"] == record["command"]]
+    for old in same_kind[:-KEPT_PER_KIND]:
+        del records[old]
+
+
+def _day(event: events.ReminderRequested | events.CreditBlocked | events.CreditUnblocked) -> str:
+    """The UTC day a decision was taken on."""
+    return event.as_of.astimezone(UTC).date().isoformat()
+
+
+_Handler = Callable[[Dunning, Any, str, Touched], None]
+_HANDLERS: dict[type, _Handler] = {
+    events.LevelReached: _on_level_reached,
+    events.InterestComputed: _on_interest_computed,
+    events.FeeCharged: _on_fee_charged,
+    events.ReminderRequested: _on_reminder,
+    events.CreditBlocked: _on_credit_blocked,
+    events.CreditUnblocked: _on_credit_unblocked,
+    events.TaskCreated: _on_task,
+    erp.CommandAcknowledged: _on_command_acknowledged,
+}

@@ -1,0 +1,169 @@
+"""The JSON codec of a customer's folded state: what the store keeps as the stream's snapshot.
+
+Money is a decimal string with its exponent, dates are ISO 8601, as in the log. :func:`load` reads every snapshot
+relance ever wrote: a field a snapshot lacks (written before the field existed) takes its empty value, so loading an
+old snapshot and folding the events after it gives the state a fold of the whole stream gives.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from shared.ledger.dunning import Dunning, Escalation
+from shared.ledger.receivables import Credit, Invoice, Receivables
+
+
+def dump(receivables: Receivables, dunning: Dunning) -> dict[str, Any]:
+    """The parts of a state as JSON (without the stream's head, which the state adds)."""
+    r, d = receivables, dunning
+    return {
+        "profile": r.profile,
+        "profile_at": r.profile_at,
+        "invoices": {k: _invoice_json(v) for k, v in r.invoices.items()},
+        "credits": {k: _credit_json(v) for k, v in r.credits.items()},
+        "cancelled": r.cancelled,
+        "disputes": r.disputes,
+        "dispute_latest": r.dispute_latest,
+        "due_date_passed": r.due_date_passed,
+        "promises": r.promises,
+        "plans": r.plans,
+        "fingerprints": r.fingerprints,
+        "promise_recorded": r.promise_recorded,
+        "escalations": {k: _escalation_json(v) for k, v in d.escalations.items()},
+        "credit_block": d.credit_block,
+        "blocks": d.blocks,
+        "tasks": d.tasks,
+        "reminded": d.reminded,
+        "credit_commands": d.credit_commands,
+        "acknowledgements": d.acknowledgements,
+    }
+
+
+def load(raw: dict[str, Any]) -> tuple[Receivables, Dunning]:
+    """The parts of a state from its JSON (what :func:`dump` wrote, or an older snapshot)."""
+    receivables = Receivables(
+        profile=raw.get("profile"),
+        profile_at=raw.get("profile_at"),
+        invoices={k: _invoice_from(v) for k, v in raw.get("invoices", {}).items()},
+        credits={k: _credit_from(v) for k, v in raw.get("credits", {}).items()},
+        cancelled=dict(raw.get("cancelled", {})),
+        disputes=dict(raw.get("disputes", {})),
+        dispute_latest={k: list(v) for k, v in raw.get("dispute_latest", {}).items()},
+        due_date_passed=dict(raw.get("due_date_passed", {})),
+        promises=dict(raw.get("promises", {})),
+        plans=dict(raw.get("plans", {})),
+        fingerprints=dict(raw.get("fingerprints", {})),
+        promise_recorded=dict(raw.get("promise_recorded", {})),
+    )
+    dunning = Dunning(
+        escalations={k: _escalation_from(v) for k, v in raw.get("escalations", {}).items()},
+        credit_block=raw.get("credit_block"),
+        blocks=raw.get("blocks", 0),
+        tasks=dict(raw.get("tasks", {})),
+        reminded=dict(raw.get("reminded", {})),
+        credit_commands=dict(raw.get("credit_commands", {})),
+        acknowledgements=dict(raw.get("acknowledgements", {})),
+    )
+    return receivables, dunning
+
+
+def _invoice_json(invoice: Invoice) -> dict[str, Any]:
+    return {
+        "invoice_id": invoice.invoice_id,
+        "number": invoice.number,
+        "issue_date": invoice.issue_date.isoformat(),
+        "due_date": invoice.due_date.isoformat(),
+        "currency": invoice.currency,
+        "amount": str(invoice.amount),
+        "outstanding": str(invoice.outstanding),
+        "status": invoice.status,
+        "allocations": {k: str(v) for k, v in invoice.allocations.items()},
+    }
+
+
+def _invoice_from(raw: dict[str, Any]) -> Invoice:
+    return Invoice(
+        invoice_id=raw["invoice_id"],
+        number=raw["number"],
+        issue_date=date.fromisoformat(raw["issue_date"]),
+        due_date=date.fromisoformat(raw["due_date"]),
+        currency=raw["currency"],
+        amount=Decimal(raw["amount"]),
+        outstanding=Decimal(raw["outstanding"]),
+        status=raw["status"],
+        allocations={k: Decimal(v) for k, v in raw["allocations"].items()},
+    )
+
+
+def _credit_json(credit: Credit) -> dict[str, Any]:
+    return {
+        "key": credit.key,
+        "currency": credit.currency,
+        "amount": str(credit.amount),
+        "on": credit.on.isoformat(),
+        "free": str(credit.free),
+        "earmarks": {k: str(v) for k, v in credit.earmarks.items()},
+        "applied": {k: str(v) for k, v in credit.applied.items()},
+    }
+
+
+def _credit_from(raw: dict[str, Any]) -> Credit:
+    return Credit(
+        key=raw["key"],
+        currency=raw["currency"],
+        amount=Decimal(raw["amount"]),
+        on=date.fromisoformat(raw["on"]),
+        free=Decimal(raw["free"]),
+        earmarks={k: Decimal(v) for k, v in raw["earmarks"].items()},
+        applied={k: Decimal(v) for k, v in raw["applied"].items()},
+    )
+
+
+def _escalation_json(record: Escalation) -> dict[str, Any]:
+    return {
+        "invoice_id": record.invoice_id,
+        "currency": record.currency,
+        "level": record.level,
+        "offset_days": record.offset_days,
+        "reached_on": _day_json(record.reached_on),
+        "anchor": _day_json(record.anchor),
+        "passed": record.passed,
+        "actions": sorted(record.actions),
+        "interest": _money_json(record.interest),
+        "interest_through": _day_json(record.interest_through),
+        "fee": _money_json(record.fee),
+    }
+
+
+def _escalation_from(raw: dict[str, Any]) -> Escalation:
+    return Escalation(
+        invoice_id=raw["invoice_id"],
+        currency=raw["currency"],
+        level=raw.get("level"),
+        offset_days=raw.get("offset_days", 0),
+        reached_on=_day(raw.get("reached_on")),
+        anchor=_day(raw.get("anchor")),
+        passed=list(raw.get("passed", [])),
+        actions=set(raw.get("actions", [])),
+        interest=_money(raw.get("interest")),
+        interest_through=_day(raw.get("interest_through")),
+        fee=_money(raw.get("fee")),
+    )
+
+
+def _day_json(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _money_json(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _day(value: str | None) -> date | None:
+    return None if value is None else date.fromisoformat(value)
+
+
+def _money(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
