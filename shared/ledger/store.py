@@ -20,16 +20,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from sqlalchemy import Connection, Engine, select, text, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from shared.ledger.bulk import insert_rows, update_rows, upsert_rows
+from shared.ledger.db import dialect_insert
 from shared.ledger.hashing import GENESIS, event_hash, fingerprint, utc
 from shared.ledger.outbox import command_rows
 from shared.ledger.refusal import Refusal, classify
@@ -374,8 +374,8 @@ class Ledger:
                 }
                 for t, c in new_keys
             ]
-            statement = self._insert(customer_state).on_conflict_do_nothing().returning(customer_state.c.version)
-            conn.execute(statement, placeholders)
+            statement = dialect_insert(conn, customer_state).on_conflict_do_nothing()
+            conn.execute(statement.returning(customer_state.c.version), placeholders)
             versions.update(self._lock_rows(conn, new_keys))
         return versions
 
@@ -444,9 +444,6 @@ class Ledger:
         upsert_rows(conn, invoice_balances, invoice_rows, ("tenant", "customer_id", "invoice_id"))
         upsert_rows(conn, credits, credit_rows, ("tenant", "customer_id", "credit_key"))
         upsert_rows(conn, customer_balances, balance_rows, ("tenant", "customer_id", "currency"))
-
-    def _insert(self, table: Any) -> Any:
-        return postgresql.insert(table) if self._postgres else sqlite.insert(table)
 
     # ------------------------------------------------------------------------------------------------ reading
     def state(self, tenant: str, customer_id: str) -> CustomerState:
@@ -714,7 +711,3 @@ def _by_tenant(keys: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]
     for tenant, values in grouped.items():
         for start in range(0, len(values), 5000):
             yield tenant, values[start : start + 5000]
-
-
-def as_date(value: str | date) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(value)

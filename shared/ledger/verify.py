@@ -37,6 +37,7 @@ from psycopg.types.json import set_json_loads
 from sqlalchemy import Connection, Engine, Table, and_, exists, func, select
 
 from shared.ledger import checkpoints as cp
+from shared.ledger.db import is_postgres
 from shared.ledger.hashing import GENESIS, HASHED_FIELDS, event_hash, utc
 from shared.ledger.outbox import COMMANDS, command_rows
 from shared.ledger.schema import (
@@ -130,7 +131,7 @@ def verify(
 def _snapshot(engine: Engine) -> Iterator[Connection]:
     """One read transaction that sees one instant of the log and of everything written with it."""
     with engine.connect() as conn:
-        if engine.dialect.name != "postgresql":
+        if not is_postgres(engine):
             with conn.begin():
                 yield conn
             return
@@ -307,7 +308,7 @@ def _rows(conn: Connection, table: Table, keys: Sequence[StreamKey]) -> dict[Str
 
 def _messages(conn: Connection, keys: Sequence[StreamKey]) -> dict[StreamKey, dict[str, tuple[str, str, str]]]:
     """Stored reminder bytes by stream and command: (Message-ID, recorded SHA-256, SHA-256 of the bytes now)."""
-    postgres = conn.dialect.name == "postgresql"
+    postgres = is_postgres(conn)
     content = func.encode(func.sha256(sent_messages.c.mime), "hex") if postgres else sent_messages.c.mime
     found: dict[StreamKey, dict[str, tuple[str, str, str]]] = {}
     for tenant, customers in _by_tenant(keys):
