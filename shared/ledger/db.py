@@ -8,6 +8,7 @@ between the two lives here once.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event
@@ -91,3 +92,19 @@ def dialect_insert(bind: Engine | Connection, table: Table) -> postgresql.Insert
     """An INSERT into ``table`` in the backend's own dialect, the one that takes ``on_conflict_do_nothing`` and
     ``on_conflict_do_update`` (both dialects spell ON CONFLICT alike for what relance uses)."""
     return postgresql.insert(table) if is_postgres(bind) else sqlite.insert(table)
+
+
+def has_row_locks(bind: Engine | Connection) -> bool:
+    """Whether ``SELECT ... FOR UPDATE`` locks rows: on PostgreSQL. SQLite has no row locks and needs none, since
+    each write transaction begins IMMEDIATE (see :func:`make_engine`) and so is the only writer until it ends."""
+    return is_postgres(bind)
+
+
+def by_tenant(keys: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
+    """(tenant, second) pairs grouped by tenant, in sorted order, in chunks small enough for one IN list."""
+    grouped: dict[str, list[str]] = {}
+    for tenant, second in sorted(keys):
+        grouped.setdefault(tenant, []).append(second)
+    for tenant, values in grouped.items():
+        for start in range(0, len(values), 5000):
+            yield tenant, values[start : start + 5000]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from shared.ledger.records import RecordedEvent
 from shared.ledger.state import CustomerState
-from shared.ledger.store import RecordedEvent
 
 _SUMMARY_FIELDS = (
     "number",

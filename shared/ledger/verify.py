@@ -37,9 +37,10 @@ from psycopg.types.json import set_json_loads
 from sqlalchemy import Connection, Engine, Table, and_, exists, func, select
 
 from shared.ledger import checkpoints as cp
-from shared.ledger.db import is_postgres
+from shared.ledger.db import by_tenant, is_postgres
 from shared.ledger.hashing import GENESIS, HASHED_FIELDS, event_hash, utc
 from shared.ledger.outbox import COMMANDS, command_rows
+from shared.ledger.projections import credit_row, customer_balance_rows, invoice_balance_row
 from shared.ledger.schema import (
     credits,
     customer_balances,
@@ -50,7 +51,6 @@ from shared.ledger.schema import (
     sent_messages,
 )
 from shared.ledger.state import CustomerState
-from shared.ledger.store import _balance_rows, _by_tenant, _credit_row, _invoice_row
 
 StreamKey = tuple[str, str]
 Scope = tuple[str | None, str | None]
@@ -265,7 +265,7 @@ def _compare_chunk(conn: Connection, chunk: list[_Rebuild], report: VerifyReport
             where,
             "invoice",
             {r["invoice_id"]: r for r in invoices.get(stream.key, [])},
-            {i.invoice_id: _invoice_row(state, i) for i in state.invoices.values()},
+            {i.invoice_id: invoice_balance_row(state, i) for i in state.invoices.values()},
         )
         _compare_rows(
             report,
@@ -273,7 +273,7 @@ def _compare_chunk(conn: Connection, chunk: list[_Rebuild], report: VerifyReport
             where,
             "credit",
             {r["credit_key"]: r for r in credit_rows.get(stream.key, [])},
-            {c.key: _credit_row(c) for c in state.credits.values()},
+            {c.key: credit_row(c) for c in state.credits.values()},
         )
         _compare_rows(
             report,
@@ -281,7 +281,7 @@ def _compare_chunk(conn: Connection, chunk: list[_Rebuild], report: VerifyReport
             where,
             "currency",
             {r["currency"]: r for r in balances.get(stream.key, [])},
-            {r["currency"]: {**r, "version": state.version} for r in _balance_rows(state)},
+            {r["currency"]: {**r, "version": state.version} for r in customer_balance_rows(state)},
         )
         rebuilt_commands = {r["command_id"]: r for r in command_rows(stream.commands, datetime.now(UTC))}
         for row in rebuilt_commands.values():
@@ -299,7 +299,7 @@ def _compare_chunk(conn: Connection, chunk: list[_Rebuild], report: VerifyReport
 
 def _rows(conn: Connection, table: Table, keys: Sequence[StreamKey]) -> dict[StreamKey, list[Mapping[str, Any]]]:
     found: dict[StreamKey, list[Mapping[str, Any]]] = {}
-    for tenant, customers in _by_tenant(keys):
+    for tenant, customers in by_tenant(keys):
         query = select(table).where(table.c.tenant == tenant, table.c.customer_id.in_(customers))
         for row in conn.execute(query).mappings():
             found.setdefault((row["tenant"], row["customer_id"]), []).append(dict(row))
@@ -311,7 +311,7 @@ def _messages(conn: Connection, keys: Sequence[StreamKey]) -> dict[StreamKey, di
     postgres = is_postgres(conn)
     content = func.encode(func.sha256(sent_messages.c.mime), "hex") if postgres else sent_messages.c.mime
     found: dict[StreamKey, dict[str, tuple[str, str, str]]] = {}
-    for tenant, customers in _by_tenant(keys):
+    for tenant, customers in by_tenant(keys):
         query = select(
             sent_messages.c.customer_id,
             sent_messages.c.command_id,

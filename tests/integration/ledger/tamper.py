@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, delete, select, text, update
 
 from services.notifier import evidence
 from shared.ledger.hashing import GENESIS, HASHED_FIELDS, event_hash, utc
+from shared.ledger.projections import save_projections
 from shared.ledger.schema import (
     credits,
     customer_balances,
@@ -172,7 +173,7 @@ def recompute_projections(ledger: Ledger, conn: Connection, tenant: str, custome
     )
     state.snapshot_version = state.version  # the head row was just written with the snapshot
     state.changed_credits = set(state.credits)
-    ledger._save_projections(conn, [(state, set(state.invoices))], now)
+    save_projections(conn, [(state, set(state.invoices))], now)
 
 
 def remove_stream(conn: Connection, tenant: str, customer_id: str) -> None:
