@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, case, delete, or_, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from shared.ledger.db import dialect_insert
 from shared.ledger.hashing import utc
 from shared.ledger.schema import cursors, timers
 from shared.ledger.store import Cursor
@@ -36,7 +36,6 @@ class Timer:
 class Timers:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     def set(self, tenant: str, customer_id: str, due_at: datetime | None, version: int, now: datetime) -> None:
         """The customer's next due instant as computed from stream ``version`` (None: nothing is due, no timer).
@@ -51,7 +50,7 @@ class Timers:
                     )
                 )
                 return
-            statement = self._insert(timers).values(
+            statement = dialect_insert(conn, timers).values(
                 tenant=tenant, customer_id=customer_id, due_at=utc(due_at), version=version, updated_at=now
             )
             conn.execute(
@@ -69,7 +68,7 @@ class Timers:
     def retry_at(self, tenant: str, customer_id: str, at: datetime, now: datetime) -> None:
         """Make sure the customer is looked at again by ``at`` (an earlier timer stays as it is)."""
         with self.engine.begin() as conn:
-            statement = self._insert(timers).values(
+            statement = dialect_insert(conn, timers).values(
                 tenant=tenant, customer_id=customer_id, due_at=utc(at), version=-1, updated_at=now
             )
             earliest = case(
@@ -127,13 +126,12 @@ class CursorLease:
         self.name = name
         self.holder = holder
         self.lease = lease
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     def acquire(self, now: datetime) -> Cursor | None:
         """The cursor if this process holds (or just took) the lease, else None."""
         with self.engine.begin() as conn:
             conn.execute(
-                self._insert(cursors)
+                dialect_insert(conn, cursors)
                 .values(name=self.name, tx_id=-1, position=0, holder=None, lease_until=None, updated_at=now)
                 .on_conflict_do_nothing(index_elements=["name"])
             )

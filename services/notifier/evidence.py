@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from shared.ledger.db import dialect_insert
 from shared.ledger.hashing import utc
 from shared.ledger.schema import events, sent_messages
 
@@ -56,9 +56,8 @@ def store(
         "mime": mime,
         "created_at": datetime.now(UTC),
     }
-    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     with engine.begin() as conn:
-        conn.execute(insert(sent_messages).values(**row).on_conflict_do_nothing())
+        conn.execute(dialect_insert(conn, sent_messages).values(**row).on_conflict_do_nothing())
     kept = by_command(engine, tenant, command_id)
     if kept is None:  # a different command already holds this Message-ID: should never happen
         raise RuntimeError(f"Message-ID {message_id} is stored for another command than {command_id}")

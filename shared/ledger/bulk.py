@@ -18,6 +18,8 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import JSON
 
+from shared.ledger.db import is_postgres
+
 
 def _is_json(column: Any) -> bool:
     return isinstance(column.type, JSON)  # JSONB is a JSON too
@@ -33,7 +35,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     """Append rows (no conflict handling: a clash must fail the transaction)."""
     if not rows:
         return
-    if conn.dialect.name != "postgresql":
+    if not is_postgres(conn):
         conn.execute(table.insert(), list(rows))
         return
     _copy(conn, table.name, [c for c in table.columns if c.name in rows[0]], rows)
@@ -64,7 +66,7 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
         return
     ordered, updates = _in_key_order(rows, keys)
     names = list(ordered[0])
-    if conn.dialect.name != "postgresql":
+    if not is_postgres(conn):
         statement = sqlite.insert(table)
         conn.execute(
             statement.on_conflict_do_update(
@@ -91,7 +93,7 @@ def update_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
         return
     ordered, updates = _in_key_order(rows, keys)
     names = list(ordered[0])
-    if conn.dialect.name != "postgresql":
+    if not is_postgres(conn):
         statement = table.update().where(*[table.c[k] == bindparam(f"k_{k}") for k in keys])
         statement = statement.values({n: bindparam(f"v_{n}") for n in updates})
         conn.execute(

@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from shared.ledger.db import is_postgres
 from shared.ledger.hashing import utc
 from shared.ledger.schema import checkpoints, events
 
@@ -342,7 +343,7 @@ def walk(
     Only light columns are read, in one streamed SELECT. Returns the cut of the whole log (its heads: the streams'
     latest versions). ``scope`` restricts the walk to a tenant or a stream; the order hash then means nothing.
     """
-    postgres = conn.dialect.name == "postgresql"
+    postgres = is_postgres(conn)
     query = select(
         events.c.position,
         events.c.tx_id,
@@ -497,7 +498,7 @@ def write(
     log. The walk reads light columns only; it does not recompute the chain (that is ``relance verify``'s work), but
     it refuses to sign if the history the previous checkpoint covers changed.
     """
-    postgres = engine.dialect.name == "postgresql"
+    postgres = is_postgres(engine)
     if postgres:
         _settle(engine, settle_seconds)
     with engine.connect() as conn:

@@ -1,11 +1,18 @@
-"""Engines for the ledger database, tuned per backend; nothing connects until first use."""
+"""Engines for the ledger database, tuned per backend; nothing connects until first use.
+
+The backend is PostgreSQL or SQLite, nothing else. Code that must write one statement two ways asks
+:func:`is_postgres`, and takes its INSERT with ON CONFLICT clauses from :func:`dialect_insert`, so that the switch
+between the two lives here once.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 # A server that answered and refused: no retry cures these, the settings must change. psycopg 3 reports a refused
@@ -76,5 +83,28 @@ def connection_refusal(exc: BaseException) -> str | None:
     return None
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
+def is_postgres(bind: Engine | Connection) -> bool:
+    """Whether the engine or connection talks to PostgreSQL; else it talks to SQLite."""
+    return bind.dialect.name == "postgresql"
+
+
+def dialect_insert(bind: Engine | Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into ``table`` in the backend's own dialect, the one that takes ``on_conflict_do_nothing`` and
+    ``on_conflict_do_update`` (both dialects spell ON CONFLICT alike for what relance uses)."""
+    return postgresql.insert(table) if is_postgres(bind) else sqlite.insert(table)
+
+
+def has_row_locks(bind: Engine | Connection) -> bool:
+    """Whether ``SELECT ... FOR UPDATE`` locks rows: on PostgreSQL. SQLite has no row locks and needs none, since
+    each write transaction begins IMMEDIATE (see :func:`make_engine`) and so is the only writer until it ends."""
+    return is_postgres(bind)
+
+
+def by_tenant(keys: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
+    """(tenant, second) pairs grouped by tenant, in sorted order, in chunks small enough for one IN list."""
+    grouped: dict[str, list[str]] = {}
+    for tenant, second in sorted(keys):
+        grouped.setdefault(tenant, []).append(second)
+    for tenant, values in grouped.items():
+        for start in range(0, len(values), 5000):
+            yield tenant, values[start : start + 5000]

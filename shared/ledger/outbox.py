@@ -1,6 +1,6 @@
 """The outbox: commands to the ERP and to other services, written in the transaction of the events that cause them.
 
-:meth:`shared.ledger.store.Ledger.record` calls :func:`command_rows` on the events it appends and inserts the rows
+:meth:`shared.ledger.writer.Writer.record` calls :func:`command_rows` on the events it appends and inserts the rows
 in the same transaction, so a command exists exactly when its cause does (a rollback removes both). The relay
 (:mod:`services.relay.worker`) publishes the rows afterwards and marks them published.
 

@@ -25,7 +25,7 @@ from psycopg import sql
 from sqlalchemy import Connection, text
 
 from shared.config import ConfigurationError
-from shared.ledger.db import make_engine
+from shared.ledger.db import is_postgres, make_engine
 
 log = structlog.get_logger()
 
@@ -153,7 +153,7 @@ def _ensure_role(conn: Connection, role: str, password: str | None, owner: str) 
 def _owner(url: str) -> Iterator[Connection]:
     engine = make_engine(url)
     try:
-        if engine.dialect.name != "postgresql":
+        if not is_postgres(engine):
             raise RoleError("SQLite has no roles: a runtime role applies to PostgreSQL only")
         with engine.begin() as conn:
             yield conn

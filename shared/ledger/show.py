@@ -6,8 +6,8 @@ from decimal import Decimal
 from typing import Any
 
 from shared.ledger.dunning import Acknowledgement
+from shared.ledger.records import RecordedEvent
 from shared.ledger.state import CustomerState
-from shared.ledger.store import RecordedEvent
 
 _SUMMARY_FIELDS = (
     "number",

@@ -81,7 +81,8 @@ def test_acknowledgements_go_through_ingest_dedupe_and_dead_letters(ledger: Ledg
     # And the state, cached or folded from the log alone, shows the block acknowledged and the refusal as a task
     for state in (ledger.state(TENANT, CUSTOMER), ledger.fold(TENANT, CUSTOMER)):
         assert state.credit_block is not None and state.credit_block["command_id"] == BLOCK
-        assert state.credit_block["acknowledgement"]["erp_reference"] == "BLK-917"
+        known = state.credit_block["acknowledgement"]
+        assert known is not None and known["erp_reference"] == "BLK-917"
         assert set(state.acknowledgements) == {BLOCK, "esc-unknown"}
         assert [t["command_id"] for t in state.tasks.values()] == ["esc-unknown"]
     assert ledger.state(TENANT, CUSTOMER).to_json() == ledger.fold(TENANT, CUSTOMER).to_json()

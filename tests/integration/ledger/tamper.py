@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, delete, select, text, update
 from services.notifier import evidence
 from shared.contracts.events import parse
 from shared.ledger.hashing import GENESIS, HASHED_FIELDS, event_hash
+from shared.ledger.projections import save_projections
 from shared.ledger.schema import (
     credits,
     customer_balances,
@@ -169,7 +170,7 @@ def recompute_projections(ledger: Ledger, conn: Connection, tenant: str, custome
     )
     state.snapshot_version = state.version  # the head row was just written with the snapshot
     everything = Changes(frozenset(state.invoices), frozenset(state.credits))
-    ledger._save_projections(conn, [(state, everything)], now)
+    save_projections(conn, [(state, everything)], now)
 
 
 def remove_stream(conn: Connection, tenant: str, customer_id: str) -> None:

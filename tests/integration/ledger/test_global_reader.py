@@ -67,7 +67,7 @@ def test_the_reader_waits_for_an_open_transaction_instead_of_skipping_its_event(
     slow = ledger.engine.connect()
     slow_tx = slow.begin()
     try:
-        ledger._record(slow, [incoming(invoice("INV-SLOW", "20.00"), customer_id="C-SLOW")])
+        ledger.record([incoming(invoice("INV-SLOW", "20.00"), customer_id="C-SLOW")], conn=slow)
         # When later events commit in other transactions, for other customers
         ledger.record([incoming(invoice("INV-FAST-1", "30.00"), customer_id="C-FAST")])
         ledger.record([incoming(invoice("INV-FAST-2", "40.00"), customer_id="C-FAST")])

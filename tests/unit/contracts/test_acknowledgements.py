@@ -14,7 +14,7 @@ from shared.contracts.commands import parse_command
 from shared.contracts.erp import CommandAcknowledged, InvalidMessage, parse_event
 from shared.contracts.examples import COMMAND_EXAMPLES, EXAMPLES
 from shared.contracts.jsonio import JsonRefused
-from shared.ledger.dunning import CREDIT_COMMANDS, KEPT_PER_KIND, REJECTED_TASK
+from shared.ledger.dunning import CREDIT_COMMANDS, KEPT_PER_KIND, REJECTED_TASK, Acknowledgement, Task
 from shared.ledger.outbox import COMMANDS
 from shared.ledger.show import render_stream, stream_document
 from shared.ledger.state import CustomerState
@@ -42,7 +42,15 @@ def unblocked(command_id: str = UNBLOCK, block_id: str = "B-1") -> Ev:
     return Ev("credit.unblocked", data, command_id, T.replace(day=20))
 
 
-def rejection_tasks(state: CustomerState) -> dict[str, dict[str, Any]]:
+def acknowledgement(state: CustomerState) -> Acknowledgement:
+    """The ERP's word on the customer's credit block, which the test expects to be there."""
+    assert state.credit_block is not None
+    known = state.credit_block["acknowledgement"]
+    assert known is not None
+    return known
+
+
+def rejection_tasks(state: CustomerState) -> dict[str, Task]:
     return {k: t for k, t in state.tasks.items() if t["kind"] == REJECTED_TASK}
 
 
@@ -143,12 +151,12 @@ def test_a_rejection_is_a_task_on_the_agenda_until_the_erp_applies_the_command()
     items = [i for i in build_agenda([feed.state], date(2026, 12, 1)) if i.kind == REJECTED_TASK]
     assert len(items) == 1 and items[0].at_risk > 0 and "account archived" in items[0].note
     assert "ERP refused a credit command" in render_agenda(items, "acme-fr", date(2026, 12, 1))
-    assert feed.state.credit_block is not None and feed.state.credit_block["acknowledgement"]["status"] == "rejected"
+    assert feed.state.credit_block is not None and acknowledgement(feed.state)["status"] == "rejected"
     # When the ERP applies it after all
     feed.deliver([ack(BLOCK, "applied", at=40)])
     # Then the task is gone and the block shows the application
     assert rejection_tasks(feed.state) == {}
-    assert feed.state.credit_block["acknowledgement"]["status"] == "applied"
+    assert acknowledgement(feed.state)["status"] == "applied"
 
 
 def test_a_newer_credit_decision_supersedes_a_refused_one() -> None:
@@ -182,7 +190,7 @@ def test_an_acknowledgement_of_an_unknown_command_is_recorded_never_rejected() -
 def test_an_acknowledgement_before_its_block_is_known_shows_once_the_block_is() -> None:
     state = fold([ack(BLOCK, erp_reference="BLK-917"), blocked()])
     assert state.credit_block is not None
-    assert state.credit_block["acknowledgement"]["erp_reference"] == "BLK-917"
+    assert acknowledgement(state)["erp_reference"] == "BLK-917"
 
 
 def test_the_same_acknowledgement_again_is_a_duplicate_and_a_different_one_is_new() -> None:
