@@ -17,12 +17,13 @@ from typing import Any
 
 from services.escalation.model import Policy
 from services.notifier import mime
+from services.notifier.errors import NotifierError
 from services.notifier.render import RenderedReminder
 from services.notifier.sender import Sender
 from shared.ledger.state import ZERO, CustomerState
 
 
-class PreviewError(Exception):
+class PreviewError(NotifierError):
     """The preview cannot be built: unknown customer or level, nothing to remind."""
 
 

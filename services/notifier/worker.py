@@ -37,10 +37,11 @@ from pika.spec import Basic, BasicProperties
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from services.notifier.delivery import SendDeferred, SendInProgress
 from services.notifier.render import RenderSettings
 from services.notifier.sender import refuse_placeholder
 from services.notifier.service import KIND, BadCommand, Notifier, NotNow
-from services.notifier.smtp import SendDeferred, SendInProgress, SmtpConfig, SmtpTransport
+from services.notifier.smtp import SmtpConfig, SmtpTransport
 from shared.broker import amqp
 from shared.config import Settings
 from shared.contracts import jsonio
@@ -228,14 +229,8 @@ class NotifierWorker(amqp.Session):
         self._ack(delivery)
         self.totals.handled += 1
         self.totals.by_status[outcome.status] = self.totals.by_status.get(outcome.status, 0) + 1
-        log.info(
-            "notifier.handled",
-            command_id=outcome.command_id,
-            tenant=outcome.tenant,
-            status=outcome.status,
-            level=outcome.level,
-            message_id=outcome.message_id or None,
-        )
+        about = {"tenant": outcome.tenant, "status": outcome.status, "level": outcome.level}
+        log.info("notifier.handled", command_id=outcome.command_id, **about, message_id=outcome.message_id or None)
 
     def _await(self, coroutine: Any) -> Any:
         """Run a coroutine on the SMTP loop; keep the AMQP connection serviced while it runs."""

@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import text
 
 from services.cli import main
+from services.notifier.delivery import MailSettings, SendResult, deliver
 from services.notifier.render import RenderedReminder
-from services.notifier.smtp import MailSettings, MemoryTransport, SendResult, UnknownOutcome, send_reminder
+from services.notifier.smtp import MemoryTransport, UnknownOutcome
 from shared.ledger.db import make_engine
 from shared.ledger.store import Incoming, Ledger
 
@@ -49,10 +50,10 @@ def send(
             "as_of": "2026-11-23T08:00:00Z", "totals": totals}  # fmt: skip
     command_id = f"esc-cmd-{n}"
     ledger.record([Incoming(TENANT, CUSTOMER, command_id, "reminder.requested", data, datetime.now(UTC))])
-    command: dict[str, Any] = {"command_id": command_id, "command": "notifier.send_reminder", "tenant": TENANT,
+    command: dict[str, Any] = {"command_id": command_id, "command": "notifier.deliver", "tenant": TENANT,
                                "customer_id": CUSTOMER, "sequence": n, **data}  # fmt: skip
     transport = transport or MemoryTransport()
-    result = asyncio.run(send_reminder(ledger, command, RENDERED, recipients, transport, MAIL))
+    result = asyncio.run(deliver(ledger, command, RENDERED, recipients, transport, MAIL))
     return result, transport
 
 

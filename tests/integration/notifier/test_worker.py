@@ -34,8 +34,9 @@ from services.escalation.policy import PolicyLibrary
 from services.escalation.service import evaluate
 from services.escalation.worker import real_rules
 from services.notifier import evidence
+from services.notifier.delivery import fact_id
 from services.notifier.service import Notifier
-from services.notifier.smtp import SmtpConfig, SmtpTransport, fact_id
+from services.notifier.smtp import SmtpConfig, SmtpTransport
 from services.notifier.worker import NotifierWorker, dead_queue, declare_notifier_topology, retry_queue
 from shared.config import Settings, load_settings
 from shared.ledger.db import make_engine
