@@ -106,13 +106,7 @@ class IngestWorker(amqp.Session):
             batch_ms=self.settings.ingest_batch_ms,
         )
         amqp.stay_connected(self)
-        log.info(
-            "ingest.worker_stopped",
-            batches=self.totals.batches,
-            applied=self.totals.applied,
-            duplicates=self.totals.duplicates,
-            rejected=self.totals.rejected,
-        )
+        log.info("ingest.worker_stopped", **vars(self.totals))  # batches, applied, duplicates, rejected
         return 0
 
     # ------------------------------------------------------------------------------------------------ connection
@@ -308,14 +302,9 @@ class IngestWorker(amqp.Session):
             return
         since = self.totals.messages - self._progress_totals.messages
         if since:
-            log.info(
-                "ingest.progress",
-                messages=self.totals.messages,
-                applied=self.totals.applied,
-                duplicates=self.totals.duplicates,
-                rejected=self.totals.rejected,
-                per_second=round(since / elapsed, 1),
-            )
+            totals = self.totals
+            counts = {"applied": totals.applied, "duplicates": totals.duplicates, "rejected": totals.rejected}
+            log.info("ingest.progress", messages=totals.messages, **counts, per_second=round(since / elapsed, 1))
         self._progress_at = now
         self._progress_totals = Totals(**vars(self.totals))
 

@@ -194,13 +194,8 @@ class Relay(amqp.Session):
             count_attempt(conn, failed)
         for command in commands:
             if command.id in confirmed:
-                log.info(
-                    "relay.published",
-                    command_id=command.command_id,
-                    kind=command.kind,
-                    tenant=command.tenant,
-                    customer=command.customer_id,
-                )
+                about = {"kind": command.kind, "tenant": command.tenant, "customer": command.customer_id}
+                log.info("relay.published", command_id=command.command_id, **about)
         self.totals.published += len(confirmed)
         self.totals.unroutable += len(failed)
         return len(confirmed), len(failed)
