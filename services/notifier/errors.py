@@ -2,7 +2,7 @@
 
 Each error is defined beside the code that raises it and says what its caller can do:
 
-- :class:`~services.notifier.service.BadCommand`: the message is not a usable command; dead-letter it, never retry.
+- :class:`~services.notifier.command.BadCommand`: the message is not a usable command; dead-letter it, never retry.
 - :class:`~services.notifier.service.NotNow`: quiet hours; retry the command when they end.
 - :class:`~services.notifier.mime.MimeError` (``InvalidAddress``, ``UnsafeHeaderText``, ``RefusedMessage``): the
   reminder cannot be sent as built; retrying cannot help, a person must correct the data.

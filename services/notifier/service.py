@@ -24,10 +24,9 @@ For each command, in this order:
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import structlog
 from sqlalchemy import Engine
 
 from services.notifier import delivery
+from services.notifier.command import parse
 from services.notifier.delivery import MailSettings, SendResult
 from services.notifier.errors import NotifierError
 from services.notifier.evidence import take_slot
@@ -49,15 +49,6 @@ from shared.ledger.state import ZERO, CustomerState
 from shared.ledger.store import Ledger
 
 log = structlog.get_logger()
-
-KIND = "notifier.send_reminder"
-REQUIRED = ("command_id", "tenant", "customer_id", "reminder_id", "level", "template", "currency", "lines", "totals")
-LINE_FIELDS = ("number", "issue_date", "due_date", "amount", "outstanding", "days_late", "interest", "fee")
-_MONEY = re.compile(r"-?\d{1,15}(\.\d{1,6})?")  # as in shared/contracts/commands.py
-
-
-class BadCommand(NotifierError, ValueError):
-    """The message is not a usable ``notifier.send_reminder`` command; it goes to the dead-letter queue."""
 
 
 class NotNow(NotifierError):
@@ -128,19 +119,21 @@ class Notifier:
         return found
 
     async def handle(self, command: Mapping[str, Any]) -> Outcome:
-        """Do what the command asks, once; raises :class:`NotNow`, ``SendDeferred`` or ``SendInProgress`` to retry."""
-        check(command)
-        command_id, tenant = str(command["command_id"]), str(command["tenant"])
-        level = str(command["level"])
-        letter = command.get("channel") == "letter"
-        email = not letter or "email" in (command.get("copy_channels") or [])
+        """Do what the command asks, once; raises :class:`NotNow`, ``SendDeferred`` or ``SendInProgress`` to retry.
+
+        Raises :class:`~services.notifier.command.BadCommand` for a body that is not a command of the contract.
+        """
+        reminder = parse(command)  # the typed reading decides; the command's JSON is what templates and facts get
+        command_id, tenant, level = reminder.command_id, reminder.tenant, reminder.level
+        letter = reminder.channel == "letter"
+        email = not letter or "email" in reminder.copy_channels
         final = delivery.FINAL if not email else tuple(f for f in delivery.FINAL if f != "letter")
         progress = delivery.look(self.engine, command)  # the one look at what became of the command so far
         ended = progress.ended(final)
         if ended is not None:
             log.info("notifier.duplicate_command", command_id=command_id, outcome=ended)
             return Outcome(f"already_{ended}", command_id, tenant, level)
-        state = self.ledger.state(tenant, str(command["customer_id"]))
+        state = self.ledger.state(tenant, reminder.customer_id)
         data = dict(command)
         dropped: tuple[str, ...] = ()  # ids of the invoices no longer due
         if not progress.started:  # nothing went out yet: remind only what is still due
@@ -188,45 +181,6 @@ class Notifier:
         return Outcome(
             result.status, command_id, tenant, level, rendered.language, result.message_id, dropped, letter=letter
         )
-
-
-def check(command: Mapping[str, Any]) -> None:
-    """Raise :class:`BadCommand` naming what is missing or wrong."""
-    if not isinstance(command, Mapping):
-        raise BadCommand("the message body is not a JSON object")
-    if command.get("command", KIND) != KIND:
-        raise BadCommand(f"not a {KIND} command: {command.get('command')!r}")
-    missing = [key for key in REQUIRED if command.get(key) in (None, "")]
-    if missing:
-        raise BadCommand(f"missing field(s): {', '.join(missing)}")
-    lines = command["lines"]
-    if not isinstance(lines, list) or not all(isinstance(line, Mapping) and line.get("invoice_id") for line in lines):
-        raise BadCommand("`lines` must be a list of objects with an invoice_id")
-    if not isinstance(command["totals"], Mapping):
-        raise BadCommand("`totals` must be an object")
-    # What still_due and the templates read, checked here: a bad value must dead-letter the message with its
-    # reason, not fail half-way through handling it.
-    for n, line in enumerate(lines):
-        missing = [key for key in LINE_FIELDS if line.get(key) in (None, "")]
-        if missing:
-            raise BadCommand(f"lines[{n}] ({line['invoice_id']}): missing field(s): {', '.join(missing)}")
-        for key in ("amount", "outstanding", "interest", "fee"):
-            _check_money(line[key], f"lines[{n}].{key}")
-        for key in ("issue_date", "due_date"):
-            try:
-                date.fromisoformat(str(line[key]))
-            except ValueError:
-                raise BadCommand(f"lines[{n}].{key} must be an ISO 8601 date, got {line[key]!r}") from None
-        days_late = line["days_late"]
-        if not isinstance(days_late, int) or isinstance(days_late, bool) or days_late < 0:
-            raise BadCommand(f"lines[{n}].days_late must be a whole number >= 0, got {days_late!r}")
-    for key in ("outstanding", "interest", "fees"):
-        _check_money(command["totals"].get(key), f"totals.{key}")
-
-
-def _check_money(value: Any, where: str) -> None:
-    if not isinstance(value, str) or not _MONEY.fullmatch(value):
-        raise BadCommand(f'{where} must be a decimal string such as "1234.56", got {value!r}')
 
 
 def still_due(command: Mapping[str, Any], state: CustomerState) -> tuple[dict[str, Any], list[dict[str, str]]]:

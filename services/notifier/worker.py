@@ -37,10 +37,11 @@ from pika.spec import Basic, BasicProperties
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from services.notifier.command import KIND, BadCommand
 from services.notifier.delivery import SendDeferred, SendInProgress
 from services.notifier.render import RenderSettings
 from services.notifier.sender import refuse_placeholder
-from services.notifier.service import KIND, BadCommand, Notifier, NotNow
+from services.notifier.service import Notifier, NotNow
 from services.notifier.smtp import SmtpConfig, SmtpTransport
 from shared.broker import amqp
 from shared.config import Settings

@@ -21,8 +21,9 @@ from sqlalchemy import Engine, select
 from services.escalation.policy import PolicyLibrary
 from services.escalation.service import evaluate
 from services.escalation.worker import real_rules
+from services.notifier.command import BadCommand
 from services.notifier.evidence import take_slot
-from services.notifier.service import BadCommand, Notifier, NotNow, still_due
+from services.notifier.service import Notifier, NotNow, still_due
 from services.notifier.smtp import MemoryTransport, TemporaryFailure
 from shared.config import Settings, load_settings
 from shared.ledger.db import make_engine
