@@ -50,7 +50,7 @@ def send(
             "as_of": "2026-11-23T08:00:00Z", "totals": totals}  # fmt: skip
     command_id = f"esc-cmd-{n}"
     ledger.record([Incoming(TENANT, CUSTOMER, command_id, "reminder.requested", data, datetime.now(UTC))])
-    command: dict[str, Any] = {"command_id": command_id, "command": "notifier.deliver", "tenant": TENANT,
+    command: dict[str, Any] = {"command_id": command_id, "command": "notifier.send_reminder", "tenant": TENANT,
                                "customer_id": CUSTOMER, "sequence": n, **data}  # fmt: skip
     transport = transport or MemoryTransport()
     result = asyncio.run(deliver(ledger, command, RENDERED, recipients, transport, MAIL))

@@ -43,13 +43,13 @@ MAIL = MailSettings(sender="billing@example.com", domain="mail.example.com", bac
 
 
 def command(ledger: Ledger, n: int = 1) -> dict[str, Any]:
-    """Given a reminder.requested in the ledger: the notifier.deliver command the outbox made of it."""
+    """Given a reminder.requested in the ledger: the notifier.send_reminder command the outbox made of it."""
     data = {"reminder_id": f"R-{n}", "level": "reminder_1", "currency": "EUR", "invoice_ids": ["I-1"],
             "as_of": "2026-11-23",
             "totals": {"outstanding": "1234.56", "interest": "0", "fees": "0"}}  # fmt: skip
     event_id = f"esc-cmd-{n}"
     ledger.record([Incoming("acme", "C-1", event_id, "reminder.requested", data, _now())])
-    return {"command_id": event_id, "command": "notifier.deliver", "tenant": "acme", "customer_id": "C-1",
+    return {"command_id": event_id, "command": "notifier.send_reminder", "tenant": "acme", "customer_id": "C-1",
             "sequence": n, **data}  # fmt: skip
 
 
