@@ -185,9 +185,7 @@ async def deliver(
         return record_failed(ledger, command, {}, f"still deferred after {MAX_ROUNDS} rounds", "", now())
 
     try:
-        built = mime.build(
-            rendered, sender=mail.sender, recipients=recipients, command_id=command_id, domain=mail.domain, date=now()
-        )
+        built = build_message(rendered, recipients, mail, command_id, now())
     except mime.MimeError as exc:
         return refuse_before_sending(ledger, command, {"recipients": list(recipients)}, exc, now())
     stored = evidence.store(
@@ -252,6 +250,16 @@ async def deliver(
         log.info("notifier.sent", command_id=command_id, message_id=stored.message_id, sha256=stored.sha256)
         return SendResult("sent", stored.message_id, stored.sha256, delivery.reply)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def build_message(
+    rendered: mime.Rendered, recipients: Sequence[str], mail: MailSettings, command_id: str, at: datetime | None
+) -> mime.Built:
+    """The reminder's MIME bytes as they go out (``relance preview`` writes them too): From ``RELANCE_MAIL_FROM``,
+    Message-ID ``<command_id@RELANCE_MAIL_DOMAIN>``, Date ``at``."""
+    return mime.build(
+        rendered, sender=mail.sender, recipients=recipients, command_id=command_id, domain=mail.domain, date=at
+    )
 
 
 def _contact_task(
