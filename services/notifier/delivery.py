@@ -141,14 +141,6 @@ def look(engine: Engine, command: Mapping[str, Any]) -> Progress:
     return Progress(command_id, evidence.facts(engine, command["tenant"], wanted))
 
 
-def already(progress: Progress, fact: str) -> SendResult:
-    """The result of a command that already ended by e-mail with ``fact``, as its first delivery reported it."""
-    found = progress.fact(fact)
-    assert found is not None and fact in BY_EMAIL
-    log.info("notifier.duplicate_command", command_id=progress.command_id, outcome=fact)
-    return SendResult(f"already_{fact}", found.data.get("message_id", ""), found.data.get("sha256", ""))  # type: ignore[arg-type]
-
-
 async def deliver(
     ledger: Ledger,
     command: Mapping[str, Any],
@@ -173,7 +165,9 @@ async def deliver(
         progress = look(ledger.engine, command)
         ended = progress.ended(BY_EMAIL)
         if ended is not None:
-            return already(progress, ended)
+            found = progress.known[fact_id(command_id, ended)]
+            log.info("notifier.duplicate_command", command_id=command_id, outcome=ended)
+            return SendResult(f"already_{ended}", found.data.get("message_id", ""), found.data.get("sha256", ""))  # type: ignore[arg-type]
     last = progress.last_round
     if last and progress.fact(f"deferred/{last}") is None:
         opened = progress.known[fact_id(command_id, f"sending/{last}")]
