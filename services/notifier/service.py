@@ -2,6 +2,8 @@
 
 For each command, in this order:
 
+0. The body is read with the contract's model (:func:`services.notifier.command.parse`); one that is not a command
+   of the contract raises ``BadCommand`` naming the first problem, and the worker dead-letters it.
 1. A command that already ended (``reminder.sent`` / ``failed`` / ``unconfirmed`` / ``skipped``) ends again the same
    way without doing anything: redeliveries are harmless. What became of the command is read once
    (:func:`services.notifier.delivery.look`) and decides everything that follows.
