@@ -8,10 +8,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-import pika
 import structlog
-from pika.adapters.blocking_connection import BlockingConnection
-from pika.exceptions import AuthenticationError, ProbableAccessDeniedError, ProbableAuthenticationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -170,35 +167,3 @@ def run_worker(
     finally:
         engine.dispose()
         restore()
-
-
-# --------------------------------------------------------------------------------------------------- RabbitMQ
-BROKER_REFUSED = (AuthenticationError, ProbableAuthenticationError, ProbableAccessDeniedError)
-
-
-def broker_refused(exc: BaseException) -> ConfigurationError:
-    """A refusal at the first connection: wrong credentials or vhost, which retrying does not cure."""
-    return ConfigurationError(
-        f"RabbitMQ refused the connection ({type(exc).__name__}): check the user, password and virtual host in "
-        "RELANCE_AMQP_URL"
-    )
-
-
-def log_broker_lost(service: str, settings: Settings, exc: BaseException, delay: float, **extra: object) -> None:
-    parameters = pika.URLParameters(settings.amqp_url)
-    log.warning(
-        f"{service}.broker_unavailable",
-        broker=f"{parameters.host}:{parameters.port}",
-        error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-        retry_in=round(delay, 2),
-        **extra,
-    )
-
-
-def close_connection(service: str, connection: BlockingConnection | None) -> None:
-    """Close an AMQP connection that may already be broken (then there is nothing left to release)."""
-    if connection is not None and connection.is_open:
-        try:
-            connection.close()
-        except Exception as exc:
-            log.debug(f"{service}.close_failed", error=str(exc))

@@ -239,10 +239,7 @@ def publish_outbox(settings: Settings, engine: Engine) -> int:
     from services.relay.worker import Relay
 
     relay = Relay(settings, engine, threading.Event())
-    relay._open()
-    try:
+    with relay.connected():
         while relay.publish_round():
             pass
-    finally:
-        relay._close()
     return relay.totals.published

@@ -27,6 +27,8 @@ from shared.logging import configure_logging
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from services.escalation.model import Policy
+    from services.notifier.preview import Ladder
     from shared.ledger.store import Ledger
     from shared.ledger.verify import CheckpointSources
 
@@ -754,9 +756,10 @@ def _agenda(args: argparse.Namespace, settings: Settings) -> int:
 
 def _preview(args: argparse.Namespace, settings: Settings) -> int:
     from services.escalation.policy import PolicyLibrary
+    from services.notifier.delivery import MailSettings
     from services.notifier.mime import MimeError
-    from services.notifier.preview import PreviewError, reminder_data, write_parts
-    from services.notifier.render import RenderSettings, load_templates, render
+    from services.notifier.preview import PreviewError, compose, reminder_data, write_parts
+    from services.notifier.render import RenderSettings, load_templates
     from services.notifier.sender import load_sender
 
     render_settings = RenderSettings()
@@ -769,21 +772,35 @@ def _preview(args: argparse.Namespace, settings: Settings) -> int:
         state = ledger.state(args.tenant, args.customer)
     policy = PolicyLibrary.load(settings.policy_dir).for_tenant(args.tenant).for_customer(state.profile)
     try:
-        reminders = reminder_data(state, policy, args.level, args.date or datetime.now(UTC).date())
+        reminders = reminder_data(state, preview_ladder(policy), args.level, args.date or datetime.now(UTC).date())
     except PreviewError as exc:
         print(f"relance: {exc}", file=sys.stderr)
         return 1
+    mail = MailSettings.from_settings(settings)
     for data in reminders:
         try:
-            rendered = render(data, state.profile, sender, args.lang or data["language"], templates)
+            preview = compose(data, state.profile, sender, args.lang or data["language"], templates, mail)
+            rendered = preview.rendered
             folder = args.out / f"{args.customer}-{args.level}-{rendered.language}-{data['currency']}"
-            write_parts(rendered, sender, state.profile, folder)
+            write_parts(preview, folder)
         except MimeError as exc:  # the ledger holds text that must not reach an e-mail header
             print(f"relance: cannot preview this reminder: {exc}", file=sys.stderr)
             return 1
         print(f"{folder}/  subject: {rendered.subject}")
         print(f"  template {rendered.template_name} ({rendered.language}), version {rendered.template_version[:12]}")
     return 0
+
+
+def preview_ladder(policy: Policy) -> Ladder:
+    """The written levels of an escalation policy, as the notifier's preview reads them."""
+    from services.notifier.preview import Ladder, WrittenLevel
+
+    written = tuple(
+        WrittenLevel(level.key, level.channel, level.template, level.offset_days, tuple(sorted(level.copy_channels)))
+        for level in policy.levels
+        if level.template and level.channel in ("email", "letter")
+    )
+    return Ladder(policy.name, policy.version, policy.language, written)
 
 
 def _evidence_show(args: argparse.Namespace, settings: Settings) -> int:

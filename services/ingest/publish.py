@@ -24,7 +24,8 @@ from typing import IO
 import pika
 from pika.exceptions import AMQPError, NackError, UnroutableError
 
-from services.ingest.topology import connect, declare_topology
+from services.ingest.topology import declare_topology
+from shared.broker.amqp import connect
 from shared.config import Settings
 from shared.contracts import jsonio
 

@@ -12,11 +12,8 @@ is, checks that it exists, and logs that it did not declare it.
 
 from __future__ import annotations
 
-import os
-import socket
 from typing import Any
 
-import pika
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import ChannelClosedByBroker
@@ -30,13 +27,6 @@ INGEST_QUEUE_ARGUMENTS: dict[str, Any] = {}
 DEAD_LETTER_QUEUE_ARGUMENTS: dict[str, Any] = {}
 BINDING_KEY = "#"
 _PRECONDITION_FAILED = 406
-
-
-def connect(settings: Settings, role: str) -> BlockingConnection:
-    """One blocking connection, named after the process so it can be told apart in the management UI."""
-    parameters = pika.URLParameters(settings.amqp_url)
-    parameters.client_properties = {"connection_name": f"relance-{role} {socket.gethostname()}:{os.getpid()}"}
-    return BlockingConnection(parameters)
 
 
 def declare_topology(connection: BlockingConnection, settings: Settings) -> None:

@@ -27,17 +27,17 @@ from typing import Any
 import pika
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from services.ingest.batching import Batcher
 from services.ingest.service import BatchResult, Delivery, Ingestor, Rejection
-from services.ingest.topology import connect, declare_topology
+from services.ingest.topology import declare_topology
+from shared.broker import amqp
 from shared.config import Settings
 from shared.ledger.store import Ledger, LedgerConflict, LedgerNeedsAttention, LedgerUnavailable
-from shared.runtime import BROKER_REFUSED, Backoff, broker_refused, close_connection, log_broker_lost, run_worker
+from shared.runtime import Backoff, run_worker
 
 log = structlog.get_logger()
 
@@ -48,10 +48,6 @@ _MAX_HEADER_CHARS = 4000
 
 class _Stopping(Exception):
     """Stop was requested while a batch could not be applied: leave it unacked for another worker."""
-
-
-class _BrokerCancelled(Exception):
-    """The broker cancelled our consumer (queue deleted, node going down): reconnect and redeclare."""
 
 
 @dataclass
@@ -76,8 +72,10 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
     return run_worker(settings, "ingest", stop, start)
 
 
-class IngestWorker:
+class IngestWorker(amqp.Session):
     """The consume → apply → dead-letter → ack loop around one AMQP connection (re-opened when lost)."""
+
+    service = "ingest"
 
     def __init__(self, settings: Settings, ingestor: Ingestor, stop: threading.Event) -> None:
         self.settings = settings
@@ -107,50 +105,29 @@ class IngestWorker:
             batch_size=self.batcher.max_size,
             batch_ms=self.settings.ingest_batch_ms,
         )
-        broker_backoff = Backoff(self.settings.retry_max_seconds)
-        connected_once = False
-        while not self.stop.is_set():
-            batches_before = self.totals.batches
-            try:
-                self._open()
-                connected_once = True
-                self._consume()
-            except BROKER_REFUSED as exc:
-                # Wrong credentials or vhost are not cured by retrying; once it has worked, though, a refusal is
-                # more likely a broker restarting, so keep trying then.
-                if not connected_once:
-                    self._close()
-                    raise broker_refused(exc) from exc
-                self._connection_lost(exc, broker_backoff)
-            except (AMQPError, _BrokerCancelled, OSError) as exc:
-                if self.totals.batches != batches_before:
-                    broker_backoff.reset()  # the connection did work for a while: start the backoff over
-                self._connection_lost(exc, broker_backoff)
-            except _Stopping:
-                log.warning("ingest.stopped_with_unapplied_batch", unacked=len(self.batcher))
-                break
-        self._close()
-        log.info(
-            "ingest.worker_stopped",
-            batches=self.totals.batches,
-            applied=self.totals.applied,
-            duplicates=self.totals.duplicates,
-            rejected=self.totals.rejected,
-        )
+        amqp.stay_connected(self)
+        log.info("ingest.worker_stopped", **vars(self.totals))  # batches, applied, duplicates, rejected
         return 0
 
-    def _connection_lost(self, exc: BaseException, backoff: Backoff) -> None:
+    # ------------------------------------------------------------------------------------------------ connection
+    def work_done(self) -> int:
+        return self.totals.batches
+
+    def serve(self) -> None:
+        try:
+            self._consume()
+        except _Stopping:
+            log.warning("ingest.stopped_with_unapplied_batch", unacked=len(self.batcher))
+
+    def forget(self) -> dict[str, object]:
         # Whatever was delivered but not acked goes back to the queue when the connection goes away.
         dropped = len(self.batcher.clear())
         self._properties.clear()
-        delay = backoff.next()
-        log_broker_lost("ingest", self.settings, exc, delay, unacked_dropped=dropped)
-        self._close()
-        self.stop.wait(delay)
+        return {"unacked_dropped": dropped}
 
-    def _open(self) -> None:
+    def connect(self) -> None:
         self._cancelled = False
-        connection = connect(self.settings, "ingest")
+        connection = amqp.connect(self.settings, "ingest")
         self._connection = connection
         declare_topology(connection, self.settings)
         self._publish_channel = connection.channel()
@@ -162,10 +139,10 @@ class IngestWorker:
         self._consume_channel = channel
         log.info("ingest.consuming", queue=self.settings.ingest_queue)
 
-    def _close(self) -> None:
+    def disconnect(self) -> None:
         connection, self._connection = self._connection, None
         self._consume_channel = self._publish_channel = None
-        close_connection("ingest", connection)
+        amqp.close_connection("ingest", connection)
 
     # ------------------------------------------------------------------------------------------------ consuming
     def _consume(self) -> None:
@@ -173,7 +150,7 @@ class IngestWorker:
         assert connection is not None and self._consume_channel is not None
         while not self.stop.is_set():
             if self._cancelled:
-                raise _BrokerCancelled(f"consumer of {self.settings.ingest_queue} cancelled by the broker")
+                raise amqp.ConsumerCancelled(f"consumer of {self.settings.ingest_queue} cancelled by the broker")
             if self.batcher.ready():
                 self._apply(self.batcher.take())
                 continue
@@ -325,14 +302,9 @@ class IngestWorker:
             return
         since = self.totals.messages - self._progress_totals.messages
         if since:
-            log.info(
-                "ingest.progress",
-                messages=self.totals.messages,
-                applied=self.totals.applied,
-                duplicates=self.totals.duplicates,
-                rejected=self.totals.rejected,
-                per_second=round(since / elapsed, 1),
-            )
+            totals = self.totals
+            counts = {"applied": totals.applied, "duplicates": totals.duplicates, "rejected": totals.rejected}
+            log.info("ingest.progress", messages=totals.messages, **counts, per_second=round(since / elapsed, 1))
         self._progress_at = now
         self._progress_totals = Totals(**vars(self.totals))
 

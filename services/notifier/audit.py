@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from datetime import UTC
 
 from services.notifier import evidence
+from services.notifier.errors import NotifierError
 from shared.ledger.store import Ledger, RecordedEvent
 
 EVIDENCE_EVENTS = ("reminder.sending", "reminder.deferred", "reminder.sent", "reminder.failed", "reminder.unconfirmed")
 OUTCOMES = ("reminder.sent", "reminder.unconfirmed", "reminder.failed")  # a command ends in exactly one
 
 
-class UnknownMessage(LookupError):
+class UnknownMessage(NotifierError, LookupError):
     """No stored message has that Message-ID, or several tenants have one and none was named."""
 
 

@@ -1,8 +1,12 @@
-"""Evidence of sent reminders: the stored MIME bytes by Message-ID, and the notifier's events about one command.
+"""The notifier's reads and writes in the ledger database: evidence of sent reminders, facts, the send budget.
 
 The bytes live in ``sent_messages`` (written once; UPDATE and DELETE are refused by the database), the facts in the
 customer's stream (``reminder.sending`` / ``reminder.sent`` / ...). :func:`verify` recomputes the hash of the stored
 bytes and compares it with the one the log recorded, which is what an auditor does.
+
+:func:`take_slot` keeps the tenant's rate limit (:mod:`services.notifier.rules`) for every notifier worker at once:
+each tenant has one row in ``send_budget`` counting the messages of the current minute (UTC), taken with single
+conditional statements, so two workers can never both take the last slot.
 """
 
 from __future__ import annotations
@@ -10,14 +14,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, case, or_, select, update
 
 from shared.ledger.db import dialect_insert
 from shared.ledger.hashing import utc
-from shared.ledger.schema import events, sent_messages
+from shared.ledger.schema import events, send_budget, sent_messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,3 +120,28 @@ def _stored(row: Any) -> StoredMessage:
         mime=bytes(row["mime"]),
         created_at=utc(row["created_at"]),
     )
+
+
+def take_slot(engine: Engine, tenant: str, limit: int, now: datetime) -> float:
+    """Count one message against the tenant's budget of this minute: 0.0 if it may go now, else seconds to wait."""
+    if limit <= 0:
+        return 0.0
+    window = now.replace(second=0, microsecond=0)
+    row = send_budget.c
+    with engine.begin() as conn:
+        counted = conn.execute(
+            update(send_budget)
+            .where(row.tenant == tenant, or_(row.window_start != window, row.sent < limit))
+            .values(sent=case((row.window_start == window, row.sent + 1), else_=1), window_start=window)
+        ).rowcount
+        if counted:
+            return 0.0
+        created = conn.execute(
+            dialect_insert(conn, send_budget)
+            .values(tenant=tenant, window_start=window, sent=1)
+            .on_conflict_do_nothing()
+            .returning(row.tenant)
+        ).first()
+    if created is not None:
+        return 0.0
+    return max(0.05, (window + timedelta(minutes=1) - now).total_seconds())

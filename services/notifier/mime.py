@@ -51,6 +51,8 @@ from typing import Protocol
 
 import idna
 
+from services.notifier.errors import NotifierError
+
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _DOMAIN = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}|localhost")
 _ID_LEFT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,128}")
@@ -67,7 +69,7 @@ _Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 _Q_PAYLOAD = 76 - len("Subject: ") - len("=?utf-8?q??=")  # every line of encoded words stays within 76
 
 
-class MimeError(ValueError):
+class MimeError(NotifierError, ValueError):
     """The message cannot be built as asked; retrying cannot help."""
 
 

@@ -2,33 +2,70 @@
 
 The data is assembled the way the escalation engine assembles a ``reminder.requested`` event (one reminder per
 currency, the open overdue invoices not in dispute, interest and fee as ``state.escalations`` holds them), so what
-is previewed is what the templates will be given.
+is previewed is what the templates will be given. The policy is handed over by the caller as a :class:`Ladder`
+(the command line reads it from the escalation service's policy library).
+
+What is written is what the notifier would send: :func:`compose` renders with :func:`~services.notifier.render.render`
+and builds the MIME with :func:`services.notifier.delivery.build_message`, the functions the real send uses, for the
+recipients the real send would use. ``message.eml`` is byte for byte the message a send of the same reminder puts
+on the wire, except for what derives from the command and the clock: the ``Message-ID`` (``<command_id@domain>``)
+and the MIME boundary (a hash of the command id and the parts) come from the command id, which only exists once
+the engine decides, so a preview uses its own ``preview:<customer>:<level>:<currency>`` id instead; ``Date`` is the
+time of the preview. Given a command's id and instant, :func:`compose` returns exactly the bytes that command sends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
-from email.message import EmailMessage
-from email.utils import formataddr
 from pathlib import Path
 from typing import Any
 
-from services.escalation.model import Policy
 from services.notifier import mime
-from services.notifier.render import RenderedReminder
+from services.notifier.delivery import MailSettings, build_message
+from services.notifier.errors import NotifierError
+from services.notifier.render import RenderedReminder, TemplateSet, render
 from services.notifier.sender import Sender
+from services.notifier.service import recipients_of
 from shared.ledger.state import ZERO, CustomerState
 
 
-class PreviewError(Exception):
+class PreviewError(NotifierError):
     """The preview cannot be built: unknown customer or level, nothing to remind."""
 
 
-def reminder_data(state: CustomerState, policy: Policy, level_key: str, today: date) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class WrittenLevel:
+    """A level of the ladder that writes to the customer (by e-mail or letter)."""
+
+    key: str
+    channel: str
+    template: str
+    offset_days: int
+    copy_channels: tuple[str, ...] = ()  # sorted
+
+
+@dataclass(frozen=True, slots=True)
+class Ladder:
+    """What a preview needs of the customer's dunning policy: its identity and its written levels, in order."""
+
+    name: str
+    version: str
+    language: str
+    levels: tuple[WrittenLevel, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    rendered: RenderedReminder
+    message: mime.Built | None  # None when the customer has no e-mail address (a letter only)
+
+
+def reminder_data(state: CustomerState, policy: Ladder, level_key: str, today: date) -> list[dict[str, Any]]:
     """One ``reminder.requested``-shaped payload per currency with something to remind at ``level_key``."""
-    written = [lv for lv in policy.levels if lv.template and lv.channel in ("email", "letter")]
+    written = policy.levels
     level = next((lv for lv in written if lv.key == level_key), None)
     if level is None:
         raise PreviewError(
@@ -68,7 +105,7 @@ def reminder_data(state: CustomerState, policy: Policy, level_key: str, today: d
                 "reminder_id": f"preview:{state.customer_id}:{level.key}:{currency}",
                 "level": level.key,
                 "channel": level.channel,
-                "copy_channels": sorted(level.copy_channels),
+                "copy_channels": list(level.copy_channels),
                 "template": level.template,
                 "language": language or policy.language,
                 "currency": currency,
@@ -89,31 +126,31 @@ def reminder_data(state: CustomerState, policy: Policy, level_key: str, today: d
     return reminders
 
 
-def build_message(
-    rendered: RenderedReminder, sender: Sender, to: list[str], *, from_address: str | None = None
-) -> EmailMessage:
-    """A multipart/alternative message (text, then HTML) of a rendered reminder, for a person to look at.
+def compose(
+    data: Mapping[str, Any],
+    profile: Mapping[str, Any] | None,
+    sender: Sender,
+    language: str | None,
+    templates: TemplateSet,
+    mail: MailSettings,
+    *,
+    command_id: str | None = None,
+    at: datetime | None = None,
+) -> Preview:
+    """The reminder rendered and built as the notifier sends it (``command_id`` default: the reminder id; ``at``
+    default: now). Raises :class:`~services.notifier.mime.MimeError` for text that must not reach a header."""
+    rendered = render(data, profile, sender, language, templates)
+    recipients = recipients_of(profile or {})
+    if not recipients:
+        return Preview(rendered, None)
+    built = build_message(rendered, recipients, mail, command_id or str(data["reminder_id"]), at)
+    return Preview(rendered, built)
 
-    Every header value is refused if unsafe (:func:`services.notifier.mime.check_header_text`), as when sending.
-    """
-    message = EmailMessage()
-    message["Subject"] = mime.check_header_text(rendered.subject, "the subject")
-    company = mime.check_header_text(sender.company, "the sender's company")
-    message["From"] = formataddr((company, mime.check_header_text(from_address or sender.email, "the sender's email")))
-    if to:
-        message["To"] = ", ".join(mime.check_header_text(address, "the customer's email") for address in to)
-    message.set_content(rendered.text, subtype="plain", charset="utf-8")
-    message.add_alternative(rendered.html, subtype="html", charset="utf-8")
-    return message
 
-
-def write_parts(
-    rendered: RenderedReminder, sender: Sender, profile: Mapping[str, Any] | None, directory: Path
-) -> list[Path]:
-    """Write subject.txt, body.txt, body.html and message.eml into ``directory``; return the paths."""
+def write_parts(preview: Preview, directory: Path) -> list[Path]:
+    """Write subject.txt, body.txt, body.html and (with an address to send it to) message.eml; return the paths."""
+    rendered = preview.rendered
     directory.mkdir(parents=True, exist_ok=True)
-    emails = (profile or {}).get("emails") or []
-    to = [str(e) for e in emails] if isinstance(emails, list) else [str(emails)]
     files = {
         "subject.txt": rendered.subject + "\n",
         "body.txt": rendered.text,
@@ -124,7 +161,8 @@ def write_parts(
         path = directory / name
         path.write_text(content, encoding="utf-8")
         paths.append(path)
-    eml = directory / "message.eml"
-    eml.write_bytes(bytes(build_message(rendered, sender, to)))
-    paths.append(eml)
+    if preview.message is not None:
+        eml = directory / "message.eml"
+        eml.write_bytes(preview.message.data)
+        paths.append(eml)
     return paths

@@ -11,26 +11,22 @@ Defaults come from the settings (``RELANCE_NOTIFIER_RATE_PER_MINUTE``, ``RELANCE
       acme-de:
         sending: {timezone: Europe/Berlin}
 
-The rate limit is shared by every notifier worker: each tenant has one row in ``send_budget`` counting the messages
-of the current minute (UTC), taken with single conditional statements, so two workers can never both take the last
-slot. A worker that finds the budget spent waits for the next minute; quiet hours send the command to the retry
-queue until they end.
+The rate limit is shared by every notifier worker: :func:`services.notifier.evidence.take_slot` counts each message
+against the tenant's budget of the current minute in the ledger database, and a worker that finds the budget spent
+waits for the next minute; quiet hours send the command to the retry queue until they end. The rules themselves are
+pure: read once, asked without any I/O.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import Engine, case, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from services.notifier.sender import SHIPPED_SENDER
 from shared.config import ConfigurationError, Settings
-from shared.ledger.schema import send_budget
 from shared.quiet import Quiet
 
 KEYS = ("rate_per_minute", "quiet_hours", "quiet_days", "timezone")
@@ -77,29 +73,3 @@ def load_rules(settings: Settings, path: Path | None = None, tenant: str | None 
     except ValueError as exc:
         raise ConfigurationError(f"{path}: sending (tenant {tenant or 'default'}): {exc}") from None
     return SendingRules(rate_per_minute=rate, quiet=quiet)
-
-
-def take_slot(engine: Engine, tenant: str, limit: int, now: datetime) -> float:
-    """Count one message against the tenant's budget of this minute: 0.0 if it may go now, else seconds to wait."""
-    if limit <= 0:
-        return 0.0
-    window = now.replace(second=0, microsecond=0)
-    row = send_budget.c
-    with engine.begin() as conn:
-        counted = conn.execute(
-            update(send_budget)
-            .where(row.tenant == tenant, or_(row.window_start != window, row.sent < limit))
-            .values(sent=case((row.window_start == window, row.sent + 1), else_=1), window_start=window)
-        ).rowcount
-        if counted:
-            return 0.0
-        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        created = conn.execute(
-            insert(send_budget)
-            .values(tenant=tenant, window_start=window, sent=1)
-            .on_conflict_do_nothing()
-            .returning(row.tenant)
-        ).first()
-    if created is not None:
-        return 0.0
-    return max(0.05, (window + timedelta(minutes=1) - now).total_seconds())

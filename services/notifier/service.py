@@ -2,8 +2,11 @@
 
 For each command, in this order:
 
+0. The body is read with the contract's model (:func:`services.notifier.command.parse`); one that is not a command
+   of the contract raises ``BadCommand`` naming the first problem, and the worker dead-letters it.
 1. A command that already ended (``reminder.sent`` / ``failed`` / ``unconfirmed`` / ``skipped``) ends again the same
-   way without doing anything: redeliveries are harmless.
+   way without doing anything: redeliveries are harmless. What became of the command is read once
+   (:func:`services.notifier.delivery.look`) and decides everything that follows.
 2. Before the first attempt, the reminder is checked against the ledger *as it is now*, not as it was when the
    escalation engine decided it: invoices paid, cancelled or disputed since are dropped, outstanding amounts are
    today's, and a reminder overtaken by a newer one for the same currency is not sent. With nothing left to remind,
@@ -14,7 +17,7 @@ For each command, in this order:
 4. Quiet hours hold the command back (:class:`NotNow`; the worker retries it later); the tenant's rate limit makes
    the worker wait for the next minute.
 5. The reminder is rendered with the tenant's templates and sender, for the recipients of the customer's profile, and
-   handed to :func:`services.notifier.smtp.send_reminder`, which sends it at most once and records the evidence.
+   handed to :func:`services.notifier.delivery.deliver`, which sends it at most once and records the evidence.
    Ledger text that must not reach an e-mail header (a customer name carrying an RFC 2047 encoded word or a line
    break, written by an older ERP or straight into the database) is refused at rendering: ``reminder.failed`` with
    ``refusal: unsafe_header_text`` and a ``send_letter`` task saying what to correct; nothing is sent.
@@ -23,10 +26,9 @@ For each command, in this order:
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,41 +36,24 @@ from typing import Any
 import structlog
 from sqlalchemy import Engine
 
-from services.notifier import evidence
+from services.notifier import delivery
+from services.notifier.command import parse
+from services.notifier.delivery import MailSettings, SendResult
+from services.notifier.errors import NotifierError
+from services.notifier.evidence import take_slot
 from services.notifier.mime import UnsafeHeaderText
 from services.notifier.render import DEFAULT_LANGUAGE, LANGUAGES, RenderSettings, TemplateSet, load_templates, render
-from services.notifier.rules import SendingRules, load_rules, take_slot
+from services.notifier.rules import SendingRules, load_rules
 from services.notifier.sender import Sender, load_sender
-from services.notifier.smtp import (
-    MailSettings,
-    SendResult,
-    Transport,
-    fact_id,
-    record_fact,
-    record_failed,
-    refuse_before_sending,
-    send_reminder,
-    task_data,
-)
+from services.notifier.smtp import Transport
 from shared.config import ConfigurationError, Settings
-from shared.contracts import events
 from shared.ledger.state import ZERO, CustomerState
 from shared.ledger.store import Ledger
 
 log = structlog.get_logger()
 
-KIND = "notifier.send_reminder"
-REQUIRED = ("command_id", "tenant", "customer_id", "reminder_id", "level", "template", "currency", "lines", "totals")
-LINE_FIELDS = ("number", "issue_date", "due_date", "amount", "outstanding", "days_late", "interest", "fee")
-_MONEY = re.compile(r"-?\d{1,15}(\.\d{1,6})?")  # as in shared/contracts/commands.py
-FINAL = ("sent", "failed", "unconfirmed", "skipped", "letter")
 
-
-class BadCommand(ValueError):
-    """The message is not a usable ``notifier.send_reminder`` command; it goes to the dead-letter queue."""
-
-
-class NotNow(Exception):
+class NotNow(NotifierError):
     """The command may not be sent yet (quiet hours); retry it in about ``seconds``."""
 
     def __init__(self, reason: str, seconds: float) -> None:
@@ -136,36 +121,37 @@ class Notifier:
         return found
 
     async def handle(self, command: Mapping[str, Any]) -> Outcome:
-        """Do what the command asks, once; raises :class:`NotNow`, ``SendDeferred`` or ``SendInProgress`` to retry."""
-        check(command)
-        command_id, tenant = str(command["command_id"]), str(command["tenant"])
-        level = str(command["level"])
-        letter = command.get("channel") == "letter"
-        email = not letter or "email" in (command.get("copy_channels") or [])
-        final = FINAL if not email else tuple(f for f in FINAL if f != "letter")
-        wanted = {fact_id(command_id, fact): fact for fact in (*FINAL, "sending/1")}
-        known = evidence.facts(self.engine, tenant, wanted)
-        for event_id, fact in wanted.items():
-            if fact in final and event_id in known:
-                log.info("notifier.duplicate_command", command_id=command_id, outcome=fact)
-                return Outcome(f"already_{fact}", command_id, tenant, level)
-        state = self.ledger.state(tenant, str(command["customer_id"]))
+        """Do what the command asks, once; raises :class:`NotNow`, ``SendDeferred`` or ``SendInProgress`` to retry.
+
+        Raises :class:`~services.notifier.command.BadCommand` for a body that is not a command of the contract.
+        """
+        reminder = parse(command)  # the typed reading decides; the command's JSON is what templates and facts get
+        command_id, tenant, level = reminder.command_id, reminder.tenant, reminder.level
+        letter = reminder.channel == "letter"
+        email = not letter or "email" in reminder.copy_channels
+        final = delivery.FINAL if not email else tuple(f for f in delivery.FINAL if f != "letter")
+        progress = delivery.look(self.engine, command)  # the one look at what became of the command so far
+        ended = progress.ended(final)
+        if ended is not None:
+            log.info("notifier.duplicate_command", command_id=command_id, outcome=ended)
+            return Outcome(f"already_{ended}", command_id, tenant, level)
+        state = self.ledger.state(tenant, reminder.customer_id)
         data = dict(command)
         dropped: tuple[str, ...] = ()  # ids of the invoices no longer due
-        if fact_id(command_id, "sending/1") not in known:  # nothing went out yet: remind only what is still due
+        if not progress.started:  # nothing went out yet: remind only what is still due
             data, reasons = still_due(command, state)
             dropped = tuple(reason["invoice_id"] for reason in reasons)
             if not data["lines"]:
-                self._record(command, "skipped", events.ReminderSkipped, {"dropped": reasons})
+                delivery.record_skipped(self.ledger, command, reasons, self.now())
                 log.info("notifier.skipped", command_id=command_id, reasons=reasons)
                 return Outcome("skipped", command_id, tenant, level, dropped=dropped)
         setup = self.setup(tenant)
         profile = state.profile or {}
         language = str(data.get("language") or profile.get("language") or DEFAULT_LANGUAGE)
         if letter:
-            outcome = self._letter(command, data)
+            delivery.record_letter(self.ledger, command, data, self.now())
             if not email:
-                return outcome
+                return Outcome("letter", command_id, tenant, level, letter=True)
         now = self.now()
         if setup.rules.quiet.is_quiet(now):
             opens = setup.rules.quiet.next_open(now)
@@ -178,77 +164,25 @@ class Notifier:
         try:
             rendered = render(data, profile, setup.sender, language, setup.templates)
         except ConfigurationError as exc:  # the templates passed their start-up trial; this data broke them
-            failed = record_failed(self.ledger, command, {}, f"cannot render the reminder: {exc}", "", now)
+            failed = delivery.record_failed(self.ledger, command, {}, f"cannot render the reminder: {exc}", "", now)
             return Outcome(failed.status, command_id, tenant, level, language, letter=letter)
         except UnsafeHeaderText as exc:  # ledger text (a name, an invoice number) that must not reach a header
-            failed = refuse_before_sending(self.ledger, command, {"recipients": recipients}, exc, now)
+            failed = delivery.refuse_before_sending(self.ledger, command, {"recipients": recipients}, exc, now)
             return Outcome(failed.status, command_id, tenant, level, language, letter=letter)
-        result: SendResult = await send_reminder(
-            self.ledger, command, rendered, recipients, self.transport, self.mail, now=self.now, sleep=self.sleep
+        result: SendResult = await delivery.deliver(
+            self.ledger,
+            command,
+            rendered,
+            recipients,
+            self.transport,
+            self.mail,
+            now=self.now,
+            sleep=self.sleep,
+            progress=progress,
         )
         return Outcome(
             result.status, command_id, tenant, level, rendered.language, result.message_id, dropped, letter=letter
         )
-
-    def _letter(self, command: Mapping[str, Any], data: Mapping[str, Any]) -> Outcome:
-        command_id, level = str(command["command_id"]), str(command["level"])
-        note = (
-            f"print and post the {level} letter ({len(data['lines'])} invoice(s)); "
-            f"`relance preview --customer {command['customer_id']} --level {level}` writes it"
-        )
-        task = task_data(command, "send_letter", note, self.now(), key="letter")
-        self._record(command, "letter", events.ReminderLetterRequested, {"lines": len(data["lines"])}, task)
-        return Outcome("letter", command_id, str(command["tenant"]), level, letter=True)
-
-    def _record(
-        self,
-        command: Mapping[str, Any],
-        fact: str,
-        model: type[events.RelanceEvent],
-        data: Mapping[str, Any],
-        task: dict[str, Any] | None = None,
-    ) -> None:
-        facts = {"command_id": command["command_id"], "reminder_id": command["reminder_id"], "level": command["level"]}
-        record_fact(self.ledger, command, fact, model(**facts, **data), self.now(), task)
-
-
-def check(command: Mapping[str, Any]) -> None:
-    """Raise :class:`BadCommand` naming what is missing or wrong."""
-    if not isinstance(command, Mapping):
-        raise BadCommand("the message body is not a JSON object")
-    if command.get("command", KIND) != KIND:
-        raise BadCommand(f"not a {KIND} command: {command.get('command')!r}")
-    missing = [key for key in REQUIRED if command.get(key) in (None, "")]
-    if missing:
-        raise BadCommand(f"missing field(s): {', '.join(missing)}")
-    lines = command["lines"]
-    if not isinstance(lines, list) or not all(isinstance(line, Mapping) and line.get("invoice_id") for line in lines):
-        raise BadCommand("`lines` must be a list of objects with an invoice_id")
-    if not isinstance(command["totals"], Mapping):
-        raise BadCommand("`totals` must be an object")
-    # What still_due and the templates read, checked here: a bad value must dead-letter the message with its
-    # reason, not fail half-way through handling it.
-    for n, line in enumerate(lines):
-        missing = [key for key in LINE_FIELDS if line.get(key) in (None, "")]
-        if missing:
-            raise BadCommand(f"lines[{n}] ({line['invoice_id']}): missing field(s): {', '.join(missing)}")
-        for key in ("amount", "outstanding", "interest", "fee"):
-            _check_money(line[key], f"lines[{n}].{key}")
-        for key in ("issue_date", "due_date"):
-            try:
-                date.fromisoformat(str(line[key]))
-            except ValueError:
-                raise BadCommand(f"lines[{n}].{key} must be an ISO 8601 date, got {line[key]!r}") from None
-        days_late = line["days_late"]
-        if not isinstance(days_late, int) or isinstance(days_late, bool) or days_late < 0:
-            raise BadCommand(f"lines[{n}].days_late must be a whole number >= 0, got {days_late!r}")
-    for key in ("outstanding", "interest", "fees"):
-        _check_money(command["totals"].get(key), f"totals.{key}")
-
-
-def _check_money(value: Any, where: str) -> None:
-    if not isinstance(value, str) or not _MONEY.fullmatch(value):
-        raise BadCommand(f'{where} must be a decimal string such as "1234.56", got {value!r}')
 
 
 def still_due(command: Mapping[str, Any], state: CustomerState) -> tuple[dict[str, Any], list[dict[str, str]]]:

@@ -37,14 +37,16 @@ from pika.spec import Basic, BasicProperties
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from services.ingest.topology import connect
+from services.notifier.command import KIND, BadCommand
+from services.notifier.delivery import SendDeferred, SendInProgress
 from services.notifier.render import RenderSettings
 from services.notifier.sender import refuse_placeholder
-from services.notifier.service import KIND, BadCommand, Notifier, NotNow
-from services.notifier.smtp import SendDeferred, SendInProgress, SmtpConfig, SmtpTransport
+from services.notifier.service import Notifier, NotNow
+from services.notifier.smtp import SmtpConfig, SmtpTransport
+from shared.broker import amqp
 from shared.config import Settings
 from shared.contracts import jsonio
-from shared.runtime import BROKER_REFUSED, Backoff, broker_refused, close_connection, log_broker_lost, run_worker
+from shared.runtime import Backoff, run_worker
 
 log = structlog.get_logger()
 
@@ -100,8 +102,10 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
     return run_worker(settings, "notifier", stop, start)
 
 
-class NotifierWorker:
+class NotifierWorker(amqp.Session):
     """The consume → handle → ack (or retry, or dead-letter) loop around one AMQP connection."""
+
+    service = "notifier"
 
     def __init__(
         self,
@@ -109,7 +113,7 @@ class NotifierWorker:
         notifier: Notifier,
         stop: threading.Event,
         *,
-        connect_to: Callable[[Settings, str], BlockingConnection] = connect,
+        connect_to: Callable[[Settings, str], BlockingConnection] = amqp.connect,
     ) -> None:
         self.settings = settings
         self.notifier = notifier
@@ -131,25 +135,9 @@ class NotifierWorker:
             smtp=f"{self.settings.smtp_host}:{self.settings.smtp_port}",
         )
         self._thread.start()
-        broker_backoff = Backoff(self.settings.retry_max_seconds)
-        connected_once = False
         try:
-            while not self.stop.is_set():
-                handled = self.totals.handled
-                try:
-                    self._open()
-                    connected_once = True
-                    self._consume()
-                except BROKER_REFUSED as exc:
-                    if not connected_once:
-                        raise broker_refused(exc) from exc
-                    self._connection_lost(exc, broker_backoff)
-                except (AMQPError, OSError) as exc:
-                    if self.totals.handled != handled:
-                        broker_backoff.reset()
-                    self._connection_lost(exc, broker_backoff)
+            amqp.stay_connected(self)
         finally:
-            self._close()
             self._await(self.notifier.transport.close())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
@@ -163,7 +151,10 @@ class NotifierWorker:
         return 0
 
     # ------------------------------------------------------------------------------------------------ connection
-    def _open(self) -> None:
+    def work_done(self) -> int:
+        return self.totals.handled
+
+    def connect(self) -> None:
         connection = self._connect(self.settings, "notifier")
         self._connection = connection
         channel = connection.channel()
@@ -175,19 +166,13 @@ class NotifierWorker:
         self._publish.confirm_delivery()
         log.info("notifier.consuming", queue=self.settings.notifier_queue)
 
-    def _close(self) -> None:
+    def disconnect(self) -> None:
         connection, self._connection, self._channel, self._publish = self._connection, None, None, None
         self._inbox.clear()  # unacked: RabbitMQ requeues them when the connection closes
-        close_connection("notifier", connection)
-
-    def _connection_lost(self, exc: BaseException, backoff: Backoff) -> None:
-        delay = backoff.next()
-        log_broker_lost("notifier", self.settings, exc, delay)
-        self._close()
-        self.stop.wait(delay)
+        amqp.close_connection("notifier", connection)
 
     # ------------------------------------------------------------------------------------------------ consuming
-    def _consume(self) -> None:
+    def serve(self) -> None:
         connection, channel = self._connection, self._channel
         assert connection is not None and channel is not None
         database_backoff = Backoff(self.settings.retry_max_seconds)
@@ -245,14 +230,8 @@ class NotifierWorker:
         self._ack(delivery)
         self.totals.handled += 1
         self.totals.by_status[outcome.status] = self.totals.by_status.get(outcome.status, 0) + 1
-        log.info(
-            "notifier.handled",
-            command_id=outcome.command_id,
-            tenant=outcome.tenant,
-            status=outcome.status,
-            level=outcome.level,
-            message_id=outcome.message_id or None,
-        )
+        about = {"tenant": outcome.tenant, "status": outcome.status, "level": outcome.level}
+        log.info("notifier.handled", command_id=outcome.command_id, **about, message_id=outcome.message_id or None)
 
     def _await(self, coroutine: Any) -> Any:
         """Run a coroutine on the SMTP loop; keep the AMQP connection serviced while it runs."""

@@ -20,9 +20,10 @@ commands to ``relance worker webhook`` (:mod:`services.webhook.worker`), so no c
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -30,25 +31,14 @@ import orjson
 import pika
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.exceptions import (
-    AMQPError,
-    NackError,
-    UnroutableError,
-)
+from pika.exceptions import NackError, UnroutableError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from shared.broker import amqp
 from shared.config import Settings
 from shared.ledger.outbox import Command, claim, count_attempt, families, mark_published
-from shared.runtime import (
-    BROKER_REFUSED,
-    Backoff,
-    broker_refused,
-    close_connection,
-    log_broker_lost,
-    run_worker,
-    wait_out_database,
-)
+from shared.runtime import Backoff, run_worker, wait_out_database
 
 log = structlog.get_logger()
 
@@ -87,8 +77,10 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
     return run_worker(settings, "relay", stop, lambda engine, stop: Relay(settings, engine, stop).run())
 
 
-class Relay:
+class Relay(amqp.Session):
     """The claim → publish → confirm → mark loop around one AMQP connection (re-opened when lost)."""
+
+    service = "relay"
 
     def __init__(
         self,
@@ -102,7 +94,8 @@ class Relay:
         self.engine = engine
         self.stop = stop
         self.totals = RelayTotals()
-        self._connect = connect or _connect
+        self._connect = connect or (lambda settings: amqp.connect(settings, "relay"))
+        self._database_backoff = Backoff(settings.retry_max_seconds)
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
         # With RELANCE_ERP_TRANSPORT=webhook the ERP's commands are the webhook worker's alone (services/webhook/)
@@ -120,31 +113,32 @@ class Relay:
             batch_size=self.settings.relay_batch_size,
             families=sorted(self._families),
         )
-        broker_backoff = Backoff(self.settings.retry_max_seconds)
-        database_backoff = Backoff(self.settings.retry_max_seconds)
-        connected_once = False
-        while not self.stop.is_set():
-            try:
-                if self._channel is None:
-                    self._open()
-                    connected_once = True
-                published = self.publish_round()
-                broker_backoff.reset()
-                database_backoff.reset()
-                if not published:
-                    self._idle(self.settings.relay_poll_ms / 1000)
-            except BROKER_REFUSED as exc:
-                if not connected_once:
-                    self._close()
-                    raise broker_refused(exc) from exc
-                self._broker_lost(exc, broker_backoff)
-            except (AMQPError, OSError) as exc:
-                self._broker_lost(exc, broker_backoff)
-            except DBAPIError as exc:
-                wait_out_database("relay", exc, database_backoff, self.stop)
-        self._close()
+        amqp.stay_connected(self)
         log.info("relay.stopped", published=self.totals.published, rounds=self.totals.rounds)
         return 0
+
+    @contextlib.contextmanager
+    def connected(self) -> Iterator[Relay]:
+        """The relay connected to RabbitMQ for rounds run by hand (:meth:`publish_round`); closed on leaving."""
+        self.connect()
+        try:
+            yield self
+        finally:
+            self.disconnect()
+
+    def work_done(self) -> int:
+        return self.totals.rounds
+
+    def serve(self) -> None:
+        """Rounds until stopped; a database outage is waited out here, with the broker connection kept."""
+        while not self.stop.is_set():
+            try:
+                published = self.publish_round()
+                self._database_backoff.reset()
+                if not published:
+                    self._idle(self.settings.relay_poll_ms / 1000)
+            except DBAPIError as exc:
+                wait_out_database("relay", exc, self._database_backoff, self.stop)
 
     # ------------------------------------------------------------------------------------------------ one round
     def publish_round(self) -> int:
@@ -200,19 +194,14 @@ class Relay:
             count_attempt(conn, failed)
         for command in commands:
             if command.id in confirmed:
-                log.info(
-                    "relay.published",
-                    command_id=command.command_id,
-                    kind=command.kind,
-                    tenant=command.tenant,
-                    customer=command.customer_id,
-                )
+                about = {"kind": command.kind, "tenant": command.tenant, "customer": command.customer_id}
+                log.info("relay.published", command_id=command.command_id, **about)
         self.totals.published += len(confirmed)
         self.totals.unroutable += len(failed)
         return len(confirmed), len(failed)
 
     # ------------------------------------------------------------------------------------------------ connection
-    def _open(self) -> None:
+    def connect(self) -> None:
         connection = self._connect(self.settings)
         self._connection = connection
         channel = connection.channel()
@@ -233,21 +222,6 @@ class Relay:
             else:
                 self.stop.wait(min(left, 0.5))
 
-    def _broker_lost(self, exc: BaseException, backoff: Backoff) -> None:
-        delay = backoff.next()
-        log_broker_lost("relay", self.settings, exc, delay)
-        self._close()
-        self.stop.wait(delay)
-
-    def _close(self) -> None:
+    def disconnect(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
-        close_connection("relay", connection)
-
-
-def _connect(settings: Settings) -> BlockingConnection:
-    import os
-    import socket
-
-    parameters = pika.URLParameters(settings.amqp_url)
-    parameters.client_properties = {"connection_name": f"relance-relay {socket.gethostname()}:{os.getpid()}"}
-    return BlockingConnection(parameters)
+        amqp.close_connection("relay", connection)

@@ -154,7 +154,7 @@ def retry_delay(settings: Settings, attempts: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------------------ the worker
-@dataclass
+@dataclass(slots=True)
 class WebhookTotals:
     rounds: int = 0
     delivered: int = 0

@@ -10,17 +10,29 @@ relance can add some without a new contract version) and deduplicate on ``comman
 from __future__ import annotations
 
 import re
-from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from shared.contracts import jsonio
-from shared.contracts.erp import CONTRACT_VERSION, Currency, Id
+from shared.contracts.erp import CONTRACT_VERSION, Currency, Id, IsoDate
 
 _AMOUNT = re.compile(r"^-?[0-9]{1,15}(\.[0-9]{1,6})?$")
-Amount = Annotated[Decimal, WithJsonSchema({"type": "string", "pattern": _AMOUNT.pattern, "examples": ["12500.00"]})]
+
+
+def _amount(value: Any) -> Any:
+    # What the schema says, checked: a string of ASCII digits (pydantic alone would take numbers, "1E+3", " 12 ").
+    if not isinstance(value, str) or not _AMOUNT.fullmatch(value):
+        raise ValueError(f'must be a decimal string such as "1234.56", got {value!r}')
+    return value
+
+
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_amount),
+    WithJsonSchema({"type": "string", "pattern": _AMOUNT.pattern, "examples": ["12500.00"]}),
+]
 
 
 class _Envelope(BaseModel):
@@ -29,7 +41,7 @@ class _Envelope(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     command_id: Id = Field(description="Deterministic id of the command: deduplicate on it (also the message_id).")
-    tenant: str
+    tenant: str = Field(min_length=1)
     customer_id: Id
     occurred_at: AwareDatetime = Field(description="The instant the decision was taken for (its as-of instant).")
     sequence: int = Field(ge=1, description="Grows with every event of the customer: a lower one is older.")
@@ -70,12 +82,12 @@ class ReminderLine(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     invoice_id: Id
-    number: str
-    issue_date: date
-    due_date: date = Field(description="The due date the ladder counts from (an instalment's under a payment plan).")
+    number: str = Field(min_length=1)
+    issue_date: IsoDate
+    due_date: IsoDate = Field(description="The due date the ladder counts from (an instalment's under a payment plan).")
     amount: Amount
     outstanding: Amount
-    days_late: int = Field(ge=0)
+    days_late: int = Field(ge=0, strict=True)
     interest: Amount = Field(description="Late interest owed on the invoice as recorded (0 when none).")
     fee: Amount = Field(description="Fixed recovery fee charged on the invoice (0 when none).")
 
@@ -93,10 +105,10 @@ class SendReminder(_Envelope):
 
     command: Literal["notifier.send_reminder"]
     reminder_id: Id = Field(description="Deterministic id of the reminder (currency, level and invoices).")
-    level: str = Field(description="Key of the policy level the reminder speaks at, e.g. reminder_1.")
+    level: str = Field(min_length=1, description="Key of the policy level the reminder speaks at, e.g. reminder_1.")
     channel: Literal["email", "letter"]
     copy_channels: list[str] = Field(description="Other channels the level also uses, e.g. email for a letter.")
-    template: str = Field(description="Template name of the level.")
+    template: str = Field(min_length=1, description="Template name of the level.")
     language: str = Field(description="Language of the customer (else of the policy), e.g. fr.")
     currency: Currency
     invoice_ids: list[Id] = Field(description="Every open overdue invoice the reminder lists, oldest first.")

@@ -291,7 +291,8 @@ def run_relance(
     log_dir: Path,
     profile: Path | None = None,
 ) -> Result:
-    from services.ingest.topology import connect, declare_topology
+    from services.ingest.topology import declare_topology
+    from shared.broker.amqp import connect
     from shared.config import load_settings
 
     base = queues.base()

@@ -32,7 +32,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, select
 
 from services.notifier import evidence
-from services.notifier.smtp import fact_id
+from services.notifier.delivery import fact_id
 from shared.ledger.schema import outbox
 from shared.ledger.store import Ledger
 from tests.servers import AmqpNames

@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import text
 
 from services.cli import main
+from services.notifier.delivery import MailSettings, SendResult, deliver
 from services.notifier.render import RenderedReminder
-from services.notifier.smtp import MailSettings, MemoryTransport, SendResult, UnknownOutcome, send_reminder
+from services.notifier.smtp import MemoryTransport, UnknownOutcome
 from shared.ledger.db import make_engine
 from shared.ledger.store import Incoming, Ledger
 
@@ -52,7 +53,7 @@ def send(
     command: dict[str, Any] = {"command_id": command_id, "command": "notifier.send_reminder", "tenant": TENANT,
                                "customer_id": CUSTOMER, "sequence": n, **data}  # fmt: skip
     transport = transport or MemoryTransport()
-    result = asyncio.run(send_reminder(ledger, command, RENDERED, recipients, transport, MAIL))
+    result = asyncio.run(deliver(ledger, command, RENDERED, recipients, transport, MAIL))
     return result, transport
 
 

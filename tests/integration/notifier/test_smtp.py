@@ -15,13 +15,8 @@ import pytest
 from sqlalchemy import create_engine
 
 from services.notifier import evidence, mime
-from services.notifier.smtp import (
-    MailSettings,
-    SendDeferred,
-    SmtpTransport,
-    fact_id,
-    send_reminder,
-)
+from services.notifier.delivery import MailSettings, SendDeferred, deliver, fact_id
+from services.notifier.smtp import SmtpTransport
 from shared.ledger.store import Incoming, Ledger
 from tests.smtp_server import Recording, Sink, Smtp, free_port
 
@@ -77,7 +72,7 @@ def test_sent_over_starttls_with_auth_parses_and_hash_matches_evidence(ledger: L
     cmd = command(ledger)
     transport = smtp.transport()
 
-    result = asyncio.run(send_reminder(ledger, cmd, Rendered(), ["jane@example.org"], transport, MAIL))
+    result = asyncio.run(deliver(ledger, cmd, Rendered(), ["jane@example.org"], transport, MAIL))
 
     assert result.status == "sent"
     [(sender, rcpts, data)] = smtp.sink.received
@@ -102,7 +97,7 @@ def test_connection_is_reused_for_several_messages(ledger: Ledger, smtp: Smtp) -
 
     async def run() -> None:
         for n in (1, 2, 3):
-            await send_reminder(ledger, command(ledger, n), Rendered(), ["jane@example.org"], transport, MAIL)
+            await deliver(ledger, command(ledger, n), Rendered(), ["jane@example.org"], transport, MAIL)
         await transport.close()
 
     asyncio.run(run())
@@ -113,8 +108,8 @@ def test_connection_is_reused_for_several_messages(ledger: Ledger, smtp: Smtp) -
 def test_duplicate_delivery_sends_one_message(ledger: Ledger, smtp: Smtp) -> None:
     cmd = command(ledger)
 
-    first = asyncio.run(send_reminder(ledger, cmd, Rendered(), ["jane@example.org"], smtp.transport(), MAIL))
-    second = asyncio.run(send_reminder(ledger, cmd, Rendered(), ["jane@example.org"], smtp.transport(), MAIL))
+    first = asyncio.run(deliver(ledger, cmd, Rendered(), ["jane@example.org"], smtp.transport(), MAIL))
+    second = asyncio.run(deliver(ledger, cmd, Rendered(), ["jane@example.org"], smtp.transport(), MAIL))
 
     assert (first.status, second.status) == ("sent", "already_sent")
     assert second.message_id == first.message_id and second.sha256 == first.sha256
@@ -125,9 +120,7 @@ def test_duplicate_delivery_sends_one_message(ledger: Ledger, smtp: Smtp) -> Non
 def test_4xx_then_success_retries_and_sends_once(ledger: Ledger, smtp: Smtp) -> None:
     smtp.sink.script = ["451 4.3.0 Try again later", "452 4.3.1 Insufficient storage"]
 
-    result = asyncio.run(
-        send_reminder(ledger, command(ledger), Rendered(), ["jane@example.org"], smtp.transport(), MAIL)
-    )
+    result = asyncio.run(deliver(ledger, command(ledger), Rendered(), ["jane@example.org"], smtp.transport(), MAIL))
 
     assert result.status == "sent"
     assert len(smtp.sink.received) == 1
@@ -137,18 +130,14 @@ def test_4xx_then_success_retries_and_sends_once(ledger: Ledger, smtp: Smtp) -> 
 def test_5xx_records_failed_and_a_collector_task(ledger: Ledger, smtp: Smtp) -> None:
     smtp.sink.script = ["550 5.1.1 Mailbox unavailable"]
 
-    result = asyncio.run(
-        send_reminder(ledger, command(ledger), Rendered(), ["jane@example.org"], smtp.transport(), MAIL)
-    )
+    result = asyncio.run(deliver(ledger, command(ledger), Rendered(), ["jane@example.org"], smtp.transport(), MAIL))
 
     assert result.status == "failed" and smtp.sink.received == []
     failed = event(ledger, "reminder.failed")
     assert failed["smtp_reply"].startswith("550") and "refused" in failed["reason"]
     task = event(ledger, "task.created")
     assert task["kind"] == "send_letter" and task["amount_at_risk"] == "1234.56"
-    again = asyncio.run(
-        send_reminder(ledger, command(ledger), Rendered(), ["jane@example.org"], smtp.transport(), MAIL)
-    )
+    again = asyncio.run(deliver(ledger, command(ledger), Rendered(), ["jane@example.org"], smtp.transport(), MAIL))
     assert again.status == "already_failed" and types(ledger).count("task.created") == 1
 
 
@@ -163,9 +152,7 @@ def test_server_down_for_a_while_then_up_sends_once(ledger: Ledger, cert: tuple[
 
     try:
         result = asyncio.run(
-            send_reminder(
-                ledger, command(ledger), Rendered(), ["jane@example.org"], server.transport(), MAIL, sleep=sleep
-            )
+            deliver(ledger, command(ledger), Rendered(), ["jane@example.org"], server.transport(), MAIL, sleep=sleep)
         )
     finally:
         server.stop()
@@ -180,13 +167,13 @@ def test_down_past_the_attempts_defers_then_a_redelivery_sends_the_same_bytes_on
     server = Smtp(Sink(), free_port(), cert)
     cmd = command(ledger)
     with pytest.raises(SendDeferred):
-        asyncio.run(send_reminder(ledger, cmd, Rendered(), ["jane@example.org"], server.transport(), MAIL))
+        asyncio.run(deliver(ledger, cmd, Rendered(), ["jane@example.org"], server.transport(), MAIL))
     assert types(ledger)[-1] == "reminder.deferred"
     stored = evidence.by_command(ledger.engine, "acme", cmd["command_id"])
 
     server.start()
     try:
-        result = asyncio.run(send_reminder(ledger, cmd, Rendered(), ["jane@example.org"], server.transport(), MAIL))
+        result = asyncio.run(deliver(ledger, cmd, Rendered(), ["jane@example.org"], server.transport(), MAIL))
     finally:
         server.stop()
 
@@ -198,11 +185,9 @@ def test_bcc_injection_in_the_recipient_adds_no_recipient(ledger: Ledger, smtp: 
     hostile = Rendered(subject="{{ 7*7 }} <script> Bcc: x@example.com")
 
     bad = asyncio.run(
-        send_reminder(
-            ledger, command(ledger, 1), hostile, ["jane@example.org\r\nBcc: x@example.com"], smtp.transport(), MAIL
-        )
+        deliver(ledger, command(ledger, 1), hostile, ["jane@example.org\r\nBcc: x@example.com"], smtp.transport(), MAIL)
     )
-    good = asyncio.run(send_reminder(ledger, command(ledger, 2), hostile, ["jane@example.org"], smtp.transport(), MAIL))
+    good = asyncio.run(deliver(ledger, command(ledger, 2), hostile, ["jane@example.org"], smtp.transport(), MAIL))
 
     assert bad.status == "failed" and "control character" in event(ledger, "reminder.failed")["reason"]
     assert good.status == "sent"
@@ -223,13 +208,11 @@ def test_a_worker_killed_between_sending_and_recording_does_not_resend(ledger: L
 
     with pytest.raises(KeyboardInterrupt):
         asyncio.run(
-            send_reminder(
-                ledger, cmd, Rendered(), ["jane@example.org"], DiesAfterSending(smtp.transport().config), MAIL
-            )
+            deliver(ledger, cmd, Rendered(), ["jane@example.org"], DiesAfterSending(smtp.transport().config), MAIL)
         )
     expired = MailSettings(sender=MAIL.sender, domain=MAIL.domain, lease_seconds=0)
 
-    result = asyncio.run(send_reminder(ledger, cmd, Rendered(), ["jane@example.org"], smtp.transport(), expired))
+    result = asyncio.run(deliver(ledger, cmd, Rendered(), ["jane@example.org"], smtp.transport(), expired))
 
     assert result.status == "unconfirmed" and len(smtp.sink.received) == 1
     assert event(ledger, "task.created")["kind"] == "check_delivery"
@@ -253,7 +236,7 @@ def sink(smtp: Smtp) -> Recording:
 )  # fmt: skip
 def test_a_subject_that_could_forge_headers_never_reaches_the_server(ledger: Ledger, smtp: Smtp, subject: str) -> None:
     result = asyncio.run(
-        send_reminder(ledger, command(ledger), Rendered(subject=subject), ["jane@example.org"], smtp.transport(), MAIL)
+        deliver(ledger, command(ledger), Rendered(subject=subject), ["jane@example.org"], smtp.transport(), MAIL)
     )
 
     assert result.status == "failed" and smtp.sink.received == []
@@ -276,7 +259,7 @@ def test_stored_bytes_that_read_back_with_an_extra_header_are_never_sent(ledger:
         message_id=genuine.message_id, mime=forged,
     )  # fmt: skip
     # When the command is handled again
-    result = asyncio.run(send_reminder(ledger, cmd, Rendered(), ["jane@example.org"], smtp.transport(), MAIL))
+    result = asyncio.run(deliver(ledger, cmd, Rendered(), ["jane@example.org"], smtp.transport(), MAIL))
     # Then those bytes are refused before any SMTP exchange, with the reason, and a collector task
     assert result.status == "failed" and smtp.sink.received == []
     failed = event(ledger, "reminder.failed")
@@ -292,7 +275,7 @@ def test_a_550_for_one_address_sends_to_the_others_and_records_who_refused(ledge
     cmd = command(ledger)
 
     result = asyncio.run(
-        send_reminder(ledger, cmd, Rendered(), ["jane@example.org", "old@example.org"], smtp.transport(), MAIL)
+        deliver(ledger, cmd, Rendered(), ["jane@example.org", "old@example.org"], smtp.transport(), MAIL)
     )
     # Then the message went once, to the accepted address only, its To header naming both as built
     assert result.status == "sent"
@@ -322,8 +305,8 @@ def test_a_4xx_for_one_address_sends_to_the_others_once_and_asks_a_person_to_for
     cmd = command(ledger)
     recipients = ["busy@example.org", "jane@example.org"]
 
-    first = asyncio.run(send_reminder(ledger, cmd, Rendered(), recipients, smtp.transport(), MAIL))
-    again = asyncio.run(send_reminder(ledger, cmd, Rendered(), recipients, smtp.transport(), MAIL))
+    first = asyncio.run(deliver(ledger, cmd, Rendered(), recipients, smtp.transport(), MAIL))
+    again = asyncio.run(deliver(ledger, cmd, Rendered(), recipients, smtp.transport(), MAIL))
 
     # Then it went to the accepted address once, the deferred one is recorded and made a task, never resent
     assert (first.status, again.status) == ("sent", "already_sent")
@@ -341,7 +324,7 @@ def test_every_address_refused_for_good_is_a_failure_as_with_one_address(ledger:
         sink(smtp).refuse[address] = "550 5.1.1 No such user"
 
     result = asyncio.run(
-        send_reminder(ledger, command(ledger), Rendered(), ["a@example.org", "b@example.org"], smtp.transport(), MAIL)
+        deliver(ledger, command(ledger), Rendered(), ["a@example.org", "b@example.org"], smtp.transport(), MAIL)
     )
 
     assert result.status == "failed" and smtp.sink.received == []
@@ -356,9 +339,7 @@ def test_every_address_refused_with_one_temporary_refusal_is_deferred_not_failed
 
     with pytest.raises(SendDeferred, match=r"b@example\.org: 451"):
         asyncio.run(
-            send_reminder(
-                ledger, command(ledger), Rendered(), ["a@example.org", "b@example.org"], smtp.transport(), MAIL
-            )
+            deliver(ledger, command(ledger), Rendered(), ["a@example.org", "b@example.org"], smtp.transport(), MAIL)
         )
 
     assert smtp.sink.received == [] and types(ledger)[-1] == "reminder.deferred"

@@ -34,8 +34,10 @@ from services.escalation.policy import PolicyLibrary
 from services.escalation.service import evaluate
 from services.escalation.worker import real_rules
 from services.notifier import evidence
+from services.notifier import service as notifier_service
+from services.notifier.delivery import fact_id
 from services.notifier.service import Notifier
-from services.notifier.smtp import SmtpConfig, SmtpTransport, fact_id
+from services.notifier.smtp import SmtpConfig, SmtpTransport
 from services.notifier.worker import NotifierWorker, dead_queue, declare_notifier_topology, retry_queue
 from shared.config import Settings, load_settings
 from shared.ledger.db import make_engine
@@ -370,19 +372,29 @@ def test_a_recipient_refused_for_a_while_then_for_good_fails_with_a_letter_task_
 
 
 def test_malformed_messages_are_dead_lettered_with_the_reason_and_the_worker_goes_on(
-    make_rig: Callable[..., Rig],
+    make_rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rig = make_rig()
     rig.customers("C-1")
     [command] = rig.decide(REMIND, "C-1")
     bad_amount = {**command, "command_id": "bad-amount", "lines": [{**command["lines"][0], "interest": "lots"}]}
     bad_copies = {**command, "command_id": "bad-copies", "channel": "letter", "copy_channels": 5}
+    trips = {**command, "command_id": "trips-relance"}  # a valid command that relance itself fails on
+    still_due = notifier_service.still_due
+
+    def failing_on_it(command: Any, state: Any) -> Any:
+        if command["command_id"] == "trips-relance":
+            raise TypeError("unsupported operand type(s)")
+        return still_due(command, state)
+
+    monkeypatch.setattr(notifier_service, "still_due", failing_on_it)
     malformed = {
         "not-json": b"\xff{not json",
         "not-an-object": b'["notifier.send_reminder"]',
         "missing-fields": orjson.dumps({"command": "notifier.send_reminder", "tenant": TENANT, "customer_id": "C-1"}),
         "bad-amount": orjson.dumps(bad_amount),
-        "bad-copies": orjson.dumps(bad_copies),  # passes the checks, then fails inside relance
+        "bad-copies": orjson.dumps(bad_copies),
+        "trips-relance": orjson.dumps(trips),  # passes the checks, then fails inside relance
         # two readers could see two commands: one keeping the first tenant, one the last
         "duplicate-key": orjson.dumps({**command, "command_id": "dup"})[:-1] + b',"tenant":"other"}',
     }
@@ -413,7 +425,8 @@ def test_malformed_messages_are_dead_lettered_with_the_reason_and_the_worker_goe
         "invalid_command",
         "lines[0].interest must be a decimal string such as \"1234.56\", got 'lots'",
     )
-    assert reasons["bad-copies"][0] == "internal_error" and reasons["bad-copies"][1].startswith("TypeError")
+    assert reasons["bad-copies"] == ("invalid_command", "copy_channels: Input should be a valid list")
+    assert reasons["trips-relance"][0] == "internal_error" and reasons["trips-relance"][1].startswith("TypeError")
     assert rig.outcome(command) == ["reminder.sent"] and len(rig.sink.received) == 1
     assert "reminder.failed" not in rig.types("C-1")
     assert rig.depth(rig.settings.notifier_queue) == rig.depth(retry_queue(rig.settings)) == 0

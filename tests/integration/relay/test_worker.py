@@ -247,25 +247,23 @@ def test_a_relay_that_crashed_after_the_confirm_republishes_only_what_it_had_not
     # Given two commands published and marked by a first relay
     ledger.record([blocked("C-1"), blocked("C-2")])
     relay = Relay(settings, pg_engine, threading.Event())
-    relay._open()
-    assert relay.publish_round() == 2
-    # And two more, which a second relay publishes and has confirmed, then dies before marking them
-    ledger.record([blocked("C-3"), blocked("C-4")])
-    marking = outbox_module.mark_published
+    with relay.connected():
+        assert relay.publish_round() == 2
+        # And two more, which a second relay publishes and has confirmed, then dies before marking them
+        ledger.record([blocked("C-3"), blocked("C-4")])
+        marking = outbox_module.mark_published
 
-    def die_before_marking(*args: Any, **kwargs: Any) -> None:
-        raise SystemExit("killed between confirm and mark")
+        def die_before_marking(*args: Any, **kwargs: Any) -> None:
+            raise SystemExit("killed between confirm and mark")
 
-    monkeypatch.setattr("services.relay.worker.mark_published", die_before_marking)
-    with pytest.raises(SystemExit):
-        relay.publish_round()
-    relay._close()
+        monkeypatch.setattr("services.relay.worker.mark_published", die_before_marking)
+        with pytest.raises(SystemExit):
+            relay.publish_round()
     monkeypatch.setattr("services.relay.worker.mark_published", marking)
     # When a relay starts again
     restarted = Relay(settings, pg_engine, threading.Event())
-    restarted._open()
-    assert restarted.publish_round() == 2
-    restarted._close()
+    with restarted.connected():
+        assert restarted.publish_round() == 2
     # Then only the unmarked commands went out again, with the same message ids (the ERP deduplicates on them)
     ids = [p.message_id for _, p, _ in broker.drain(broker.erp_queue)]
     assert sorted(ids) == sorted(["block-C-1-1", "block-C-2-1"] + ["block-C-3-1", "block-C-4-1"] * 2)
@@ -305,10 +303,9 @@ def test_a_command_nobody_listens_for_stays_in_the_outbox(pg_engine: Engine, bro
     settings = broker.settings(pg_engine.url.render_as_string(hide_password=False))
     Ledger(pg_engine).record([reminder("C-1"), blocked("C-1")])
     relay = Relay(settings, pg_engine, threading.Event())
-    relay._open()
     # When the relay runs
-    relay.publish_round()
-    relay._close()
+    with relay.connected():
+        relay.publish_round()
     # Then the block is delivered (the stalled reminder does not hold up the ERP's commands)
     assert [p.message_id for _, p, _ in broker.drain(broker.erp_queue)] == ["block-C-1-1"]
     # And the reminder, returned as unroutable, is still pending with its attempt counted

@@ -399,11 +399,8 @@ def test_the_relay_leaves_erp_commands_to_the_webhook(
         pg_url, erp_transport="webhook", webhook_url="http://127.0.0.1:9/x", webhook_secret=SECRET
     )
     relay = Relay(settings, engine, threading.Event())
-    relay._open()
-    try:
+    with relay.connected():
         assert relay.publish_round() == 1
-    finally:
-        relay._close()
     # Then only the reminder went out on AMQP; the block waits, untouched, for the webhook worker
     assert broker.drain(broker.erp_queue) == []
     assert [p.message_id for _, p, _ in broker.drain(broker.notifier_queue)] == ["reminder-C-1"]

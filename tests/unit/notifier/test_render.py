@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from services.notifier import mime
 from services.notifier.mime import UnsafeHeaderText
-from services.notifier.preview import build_message
 from services.notifier.render import (
     LANGUAGES,
     SHIPPED_DIR,
@@ -84,7 +84,8 @@ def test_erp_data_cannot_inject_markup_or_template_code() -> None:
     assert "<script>" not in rendered.html and "&lt;script&gt;alert(1)&lt;/script&gt;" in rendered.html
     assert "&lt;b&gt;F-1&lt;/b&gt;{{ 7*7 }}" in rendered.html
     assert "{{ 7*7 }} <script>alert(1)</script>" in rendered.text and "{% if 1 %}X" in rendered.text
-    message = message_from_bytes(bytes(build_message(rendered, SENDER, ["a@b.fr"])), policy=policy.default)
+    built = mime.build(rendered, sender=SENDER.email, recipients=["a@b.fr"], command_id="c-1", domain="d.fr")
+    message = message_from_bytes(built.data, policy=policy.default)
     assert message["Bcc"] is None and message["To"] == "a@b.fr"
     assert "{{ 7*7 }} <script>" in str(message["Subject"])
 

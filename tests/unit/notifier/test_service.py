@@ -21,8 +21,9 @@ from sqlalchemy import Engine, select
 from services.escalation.policy import PolicyLibrary
 from services.escalation.service import evaluate
 from services.escalation.worker import real_rules
-from services.notifier.rules import take_slot
-from services.notifier.service import BadCommand, Notifier, NotNow, still_due
+from services.notifier.command import BadCommand
+from services.notifier.evidence import take_slot
+from services.notifier.service import Notifier, NotNow, still_due
 from services.notifier.smtp import MemoryTransport, TemporaryFailure
 from shared.config import Settings, load_settings
 from shared.ledger.db import make_engine
@@ -224,7 +225,7 @@ def test_the_budget_is_shared_and_starts_again_each_minute(desk: Desk) -> None:
 
 
 def test_a_deferring_server_leaves_the_command_to_be_retried(desk: Desk) -> None:
-    from services.notifier.smtp import SendDeferred
+    from services.notifier.delivery import SendDeferred
 
     desk.erp(customer(), invoice("INV-1", "100.00", due_date=DUE))
     [command] = desk.escalate(REMIND)

@@ -1,0 +1,396 @@
+"""The at-most-once delivery of one reminder, and the facts in the customer's stream that prove what became of it.
+
+The guarantee, exactly
+----------------------
+For one ``notifier.send_reminder`` command (its ``command_id``), at most one message is ever accepted by the SMTP
+server through relance, however often the command is delivered and wherever a worker dies; and every command ends
+in exactly one of ``reminder.sent``, ``reminder.failed`` or ``reminder.unconfirmed`` (the last two with a collector
+task), or, before any e-mail was attempted, ``reminder.skipped`` or ``reminder.letter_requested``, so no reminder is
+lost silently. How:
+
+0. :func:`look` reads, once per command, every fact the stream holds about it (:class:`Progress`). A command that
+   already ended ends again the same way without doing anything: redeliveries are harmless.
+1. The MIME bytes are built once and stored (``sent_messages``, first write wins); every attempt sends those bytes,
+   with the Message-ID ``<command_id@RELANCE_MAIL_DOMAIN>``, so the hash never changes between attempts.
+2. Before talking to the server, the worker appends ``reminder.sending`` (deterministic id per round). Only the
+   worker whose append is *applied* may send; a concurrent duplicate sees "duplicate" and backs off
+   (:class:`SendInProgress`). Before that, the bytes are parsed back (:func:`services.notifier.mime.verify`):
+   headers, recipients and body must be exactly the intended ones, or the reminder ends in ``reminder.failed``
+   (``refusal``: why) with a ``send_letter`` task, and nothing is sent. A text unsafe in a header (an encoded word, a
+   line break) is refused the same way before the message is even built.
+3. Replies the server gave before accepting the message are certain (:mod:`services.notifier.smtp` tells them
+   apart): 4xx, a refused or timed-out connection, a failed login → retried with backoff in the same round; after
+   ``RELANCE_SMTP_ATTEMPTS`` the round is closed with ``reminder.deferred`` and :class:`SendDeferred` is raised so
+   the broker redelivers later, when a new round starts. 5xx or an invalid address → ``reminder.failed`` + a
+   ``send_letter`` task. After ``MAX_ROUNDS`` deferred rounds the command is given up the same way.
+4. The server's 250 after DATA → ``reminder.sent`` {recipients, accepted, refused, subject, message_id, template,
+   template_version, sha256, smtp_reply}. Addresses the server refused while it accepted others are named in it
+   and make one ``fix_contact`` task: the reminder is never sent again by relance once some of its recipients have
+   it (resending to the others would be a second round of the same command, and a crash between the two could not
+   be told apart from a duplicate).
+5. Unknown outcomes are never retried: the connection lost or timed out after the message was transmitted, or a
+   ``reminder.sending`` found open (no sent/failed/deferred) past ``RELANCE_SMTP_LEASE_SECONDS`` — its worker died
+   between sending and recording. The server may have accepted it, so relance does not resend (a resend with the same
+   Message-ID is *not* deduplicated by most servers and would reach the customer twice); it records
+   ``reminder.unconfirmed`` and a ``check_delivery`` task naming the Message-ID, for a person to check the mail
+   server's log and resend by hand if the message is not there. The lease must outlast a round
+   (attempts * (timeout + backoff)); a redelivery within the lease raises :class:`SendInProgress` (retry later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import structlog
+from sqlalchemy import Engine
+
+from services.notifier import evidence, mime
+from services.notifier.smtp import (
+    PermanentFailure,
+    Refusal,
+    SendError,
+    TemporaryFailure,
+    Transport,
+    UnknownOutcome,
+)
+from shared.config import Settings
+from shared.contracts import events
+from shared.ledger.store import Incoming, Ledger
+
+log = structlog.get_logger()
+
+MAX_ROUNDS = 20  # a command deferred this many times is given up (reminder.failed + task)
+FINAL = ("sent", "failed", "unconfirmed", "skipped", "letter")  # the facts a command ends with
+BY_EMAIL = ("sent", "failed", "unconfirmed")  # those an e-mail ends with
+
+
+class SendDeferred(SendError):
+    """Retries are exhausted for now; nothing was accepted. Redeliver the command later."""
+
+
+class SendInProgress(SendError):
+    """Another worker holds this command's send (its lease has not expired). Redeliver the command later."""
+
+
+@dataclass(frozen=True, slots=True)
+class MailSettings:
+    sender: str
+    domain: str
+    attempts: int = 5
+    backoff_seconds: float = 1.0
+    backoff_max: float = 30.0
+    lease_seconds: float = 900.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MailSettings:
+        """From ``RELANCE_MAIL_*`` and ``RELANCE_SMTP_*``; the backoff is capped by ``RELANCE_RETRY_MAX_SECONDS``."""
+        attempts, cap, lease = settings.smtp_attempts, settings.retry_max_seconds, settings.smtp_lease_seconds
+        return cls(settings.mail_from, settings.mail_domain, attempts, backoff_max=cap, lease_seconds=lease)
+
+
+Status = Literal["sent", "failed", "unconfirmed", "already_sent", "already_failed", "already_unconfirmed"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    status: Status
+    message_id: str = ""
+    sha256: str = ""
+    reply: str = ""
+
+
+def fact_id(command_id: str, fact: str) -> str:
+    """Deterministic event id of a fact about a command (``sent``, ``failed``, ``sending/2``, ...)."""
+    return "ntf-" + hashlib.sha256(f"{command_id}\x1f{fact}".encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What the customer's stream holds about one command: the notifier's one look before it acts on it."""
+
+    command_id: str
+    known: Mapping[str, evidence.Fact]
+
+    def fact(self, name: str) -> evidence.Fact | None:
+        return self.known.get(fact_id(self.command_id, name))
+
+    def ended(self, final: Sequence[str] = FINAL) -> str | None:
+        """The first of ``final`` the command already ended with, if any."""
+        return next((name for name in final if self.fact(name) is not None), None)
+
+    @property
+    def started(self) -> bool:
+        """A first round of sending was opened: what goes out is what that round built, not a new reading."""
+        return self.fact("sending/1") is not None
+
+    @property
+    def last_round(self) -> int:
+        return max((n for n in range(1, MAX_ROUNDS + 1) if self.fact(f"sending/{n}") is not None), default=0)
+
+
+def look(engine: Engine, command: Mapping[str, Any]) -> Progress:
+    """Every fact about the command that decides what to do with it, read in one query."""
+    command_id: str = command["command_id"]
+    rounds = range(1, MAX_ROUNDS + 1)
+    wanted = [fact_id(command_id, f) for f in FINAL]
+    wanted += [fact_id(command_id, f"{f}/{n}") for n in rounds for f in ("sending", "deferred")]
+    return Progress(command_id, evidence.facts(engine, command["tenant"], wanted))
+
+
+async def deliver(
+    ledger: Ledger,
+    command: Mapping[str, Any],
+    rendered: mime.Rendered,
+    recipients: Sequence[str],
+    transport: Transport,
+    mail: MailSettings,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    progress: Progress | None = None,
+) -> SendResult:
+    """Send the reminder of a ``notifier.send_reminder`` command at most once and record the evidence.
+
+    ``progress`` is what :func:`look` read, by a caller that already returned if the command had ended; without it
+    the command is looked at here, and one that already ended by e-mail ends again the same way. Raises
+    :class:`SendDeferred` or :class:`SendInProgress` when the command must be redelivered later.
+    """
+    command_id: str = command["command_id"]
+    tenant: str = command["tenant"]
+    if progress is None:
+        progress = look(ledger.engine, command)
+        ended = progress.ended(BY_EMAIL)
+        if ended is not None:
+            found = progress.known[fact_id(command_id, ended)]
+            log.info("notifier.duplicate_command", command_id=command_id, outcome=ended)
+            return SendResult(f"already_{ended}", found.data.get("message_id", ""), found.data.get("sha256", ""))  # type: ignore[arg-type]
+    last = progress.last_round
+    if last and progress.fact(f"deferred/{last}") is None:
+        opened = progress.known[fact_id(command_id, f"sending/{last}")]
+        if now() - opened.recorded_at < timedelta(seconds=mail.lease_seconds):
+            raise SendInProgress(f"command {command_id} is being sent by another worker (round {last})")
+        reason = "a worker died between sending and recording; the server may have accepted the message"
+        return _unconfirmed(ledger, command, opened.data, reason, "", now())
+    if last >= MAX_ROUNDS:
+        return record_failed(ledger, command, {}, f"still deferred after {MAX_ROUNDS} rounds", "", now())
+
+    try:
+        built = build_message(rendered, recipients, mail, command_id, now())
+    except mime.MimeError as exc:
+        return refuse_before_sending(ledger, command, {"recipients": list(recipients)}, exc, now())
+    stored = evidence.store(
+        ledger.engine,
+        tenant=tenant,
+        customer_id=command["customer_id"],
+        command_id=command_id,
+        message_id=built.message_id,
+        mime=built.data,
+    )
+    facts = {
+        "command_id": command_id,
+        "reminder_id": command.get("reminder_id", ""),
+        "level": command.get("level", ""),
+        "message_id": stored.message_id,
+        "sha256": stored.sha256,
+        "recipients": list(built.recipients),
+        "subject": built.subject,
+        "template": rendered.template_name,
+        "template_version": rendered.template_version,
+    }
+    if stored.mime != built.data:  # an earlier round's bytes: they are what goes out, so they are what is checked
+        try:
+            facts["subject"] = mime.verify(stored.mime, built, earlier=True)  # the subject those bytes carry
+        except mime.RefusedMessage as exc:
+            return refuse_before_sending(ledger, command, facts, exc, now())
+    round_ = last + 1
+    claim = record_fact(ledger, command, f"sending/{round_}", events.ReminderSending(**facts, round=round_), now())
+    if claim != "applied":
+        raise SendInProgress(f"command {command_id} round {round_} was claimed by another worker")
+
+    for attempt in range(1, mail.attempts + 1):
+        try:
+            # The envelope is the checked message's own From and To: what verify() read back is where it goes.
+            delivery = await transport.send(built.sender, built.recipients, stored.mime)
+        except TemporaryFailure as exc:
+            log.warning("notifier.send_deferred", command_id=command_id, attempt=attempt, reason=exc.reason)
+            if attempt == mail.attempts:
+                data = {**facts, "round": round_, "reason": exc.reason, "smtp_reply": exc.reply}
+                record_fact(ledger, command, f"deferred/{round_}", events.ReminderDeferred(**data), now())
+                raise SendDeferred(exc.reason, exc.reply) from exc
+            await sleep(min(mail.backoff_max, mail.backoff_seconds * 2 ** (attempt - 1)))
+            continue
+        except PermanentFailure as exc:
+            log.warning("notifier.send_refused", command_id=command_id, reason=exc.reason)
+            return record_failed(ledger, command, facts, exc.reason, exc.reply, now())
+        except UnknownOutcome as exc:
+            log.error("notifier.send_unknown", command_id=command_id, reason=exc.reason)
+            return _unconfirmed(ledger, command, facts, exc.reason, exc.reply, now())
+        refused = {r.address for r in delivery.refused}
+        accepted = [r for r in built.recipients if r not in refused]
+        data = {
+            **facts,
+            "accepted": accepted,
+            "refused": [r.to_json() for r in delivery.refused],
+            "smtp_reply": delivery.reply,
+        }
+        task = _contact_task(command, delivery.refused, accepted, stored.message_id, now())
+        record_fact(ledger, command, "sent", events.ReminderSent(**data), now(), task)
+        if delivery.refused:
+            log.warning("notifier.recipients_refused", command_id=command_id, refused=data["refused"])
+        log.info("notifier.sent", command_id=command_id, message_id=stored.message_id, sha256=stored.sha256)
+        return SendResult("sent", stored.message_id, stored.sha256, delivery.reply)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def build_message(
+    rendered: mime.Rendered, recipients: Sequence[str], mail: MailSettings, command_id: str, at: datetime | None
+) -> mime.Built:
+    """The reminder's MIME bytes as they go out (``relance preview`` writes them too): From ``RELANCE_MAIL_FROM``,
+    Message-ID ``<command_id@RELANCE_MAIL_DOMAIN>``, Date ``at``."""
+    return mime.build(
+        rendered, sender=mail.sender, recipients=recipients, command_id=command_id, domain=mail.domain, date=at
+    )
+
+
+def _contact_task(
+    command: Mapping[str, Any], refused: Sequence[Refusal], accepted: Sequence[str], message_id: str, at: datetime
+) -> dict[str, Any] | None:
+    """The ``fix_contact`` task for the addresses the server refused while others got the reminder."""
+    if not refused:
+        return None
+    notes = []
+    for refusal in refused:
+        if refusal.permanent:
+            notes.append(f"{refusal.address} refused ({refusal.code} {refusal.text}): correct the address in the ERP")
+        else:
+            notes.append(
+                f"{refusal.address} deferred ({refusal.code} {refusal.text}): it did not get the reminder; forward "
+                f"it (`relance evidence show --message-id {message_id.strip('<>')} --output reminder.eml`) "
+                "or check the address"
+            )
+    note = f"address refused by the mail server, the reminder went to {', '.join(accepted)} only: " + "; ".join(notes)
+    return task_data(command, "fix_contact", note, at)
+
+
+def record_failed(
+    ledger: Ledger,
+    command: Mapping[str, Any],
+    facts: Mapping[str, Any],
+    reason: str,
+    reply: str,
+    at: datetime,
+    *,
+    note: str | None = None,
+) -> SendResult:
+    data = {**facts, "command_id": command["command_id"], "reason": reason, "smtp_reply": reply}
+    note = note or f"email refused ({reason}): send the reminder by letter or call"
+    task = task_data(command, "send_letter", note, at)
+    record_fact(ledger, command, "failed", events.ReminderFailed(**data), at, task)
+    return SendResult("failed", str(facts.get("message_id", "")), str(facts.get("sha256", "")), reply)
+
+
+def refuse_before_sending(
+    ledger: Ledger, command: Mapping[str, Any], facts: Mapping[str, Any], exc: mime.MimeError, at: datetime
+) -> SendResult:
+    """Record a reminder that relance itself refuses to send (``reminder.failed`` with its ``refusal``, a task).
+
+    An unsafe text or a message that does not parse back as intended is someone's data to correct, maybe an attack:
+    it is logged as an error and the collector is told what to fix, as well as to remind the customer another way.
+    """
+    refusal = {
+        mime.UnsafeHeaderText: "unsafe_header_text",
+        mime.RefusedMessage: "message_mismatch",
+        mime.InvalidAddress: "invalid_address",
+    }.get(type(exc), "unbuildable")
+    log.error("notifier.refused_before_sending", command_id=command["command_id"], refusal=refusal, reason=str(exc))
+    note = f"email not sent ({exc})"
+    if refusal in ("unsafe_header_text", "message_mismatch"):
+        note += "; correct the customer's details in the ERP (this may be an attempt to forge e-mail headers)"
+    note += ": send the reminder by letter or call"
+    return record_failed(ledger, command, {**facts, "refusal": refusal}, str(exc), "", at, note=note)
+
+
+def _unconfirmed(
+    ledger: Ledger, command: Mapping[str, Any], facts: Mapping[str, Any], reason: str, reply: str, at: datetime
+) -> SendResult:
+    message_id = str(facts.get("message_id", ""))
+    data = {**facts, "command_id": command["command_id"], "reason": reason, "smtp_reply": reply}
+    note = f"check the mail server's log for {message_id}; resend by hand only if it is not there ({reason})"
+    task = task_data(command, "check_delivery", note, at)
+    record_fact(ledger, command, "unconfirmed", events.ReminderUnconfirmed(**data), at, task)
+    return SendResult("unconfirmed", message_id, str(facts.get("sha256", "")), reply)
+
+
+def task_data(
+    command: Mapping[str, Any], kind: str, note: str, at: datetime, *, key: str | None = None
+) -> dict[str, Any]:
+    """A ``task.created`` event's data for a person to act on the command (one per command and ``key``)."""
+    totals = command.get("totals") or {}
+    return {
+        "task_id": fact_id(command["command_id"], f"task/{key or kind}"),
+        "kind": kind,
+        "due_on": at.date().isoformat(),
+        "invoice_ids": list(command.get("invoice_ids", [])),
+        "currency": command.get("currency", ""),
+        "amount_at_risk": str(totals.get("outstanding", "0")),
+        "note": note,
+        "reminder_id": command.get("reminder_id", ""),
+        "command_id": command["command_id"],
+    }
+
+
+def record_fact(
+    ledger: Ledger,
+    command: Mapping[str, Any],
+    fact: str,
+    event: events.RelanceEvent,
+    at: datetime,
+    task: dict[str, Any] | None = None,
+) -> str:
+    """Append the fact (and its task, in the same transaction); the fact's outcome status."""
+
+    def incoming(event_id: str, event: events.RelanceEvent) -> Incoming:
+        return Incoming(
+            tenant=command["tenant"],
+            customer_id=command["customer_id"],
+            event_id=event_id,
+            event_type=event.TYPE,
+            data=event.data(),
+            occurred_at=at,
+            metadata={"source": "notifier", "command_id": command["command_id"]},
+            event=event,
+        )
+
+    items = [incoming(fact_id(command["command_id"], fact), event)]
+    if task is not None:
+        items.append(incoming(task["task_id"], events.TaskCreated(**task)))
+    outcomes = ledger.record(items)
+    if outcomes[0].status not in ("applied", "duplicate"):
+        raise RuntimeError(f"cannot record {event.TYPE} for {command['command_id']}: {outcomes[0].reason}")
+    return outcomes[0].status
+
+
+def record_skipped(ledger: Ledger, command: Mapping[str, Any], reasons: list[dict[str, str]], at: datetime) -> None:
+    """Nothing left to remind (every invoice paid, cancelled, disputed, or the reminder superseded): say why."""
+    record_fact(ledger, command, "skipped", events.ReminderSkipped(**_about(command), dropped=reasons), at)
+
+
+def record_letter(ledger: Ledger, command: Mapping[str, Any], data: Mapping[str, Any], at: datetime) -> None:
+    """A letter is for a person to print and post: a ``send_letter`` task saying how to get it."""
+    level = str(command["level"])
+    note = (
+        f"print and post the {level} letter ({len(data['lines'])} invoice(s)); "
+        f"`relance preview --customer {command['customer_id']} --level {level}` writes it"
+    )
+    task = task_data(command, "send_letter", note, at, key="letter")
+    facts = {**_about(command), "lines": len(data["lines"])}
+    record_fact(ledger, command, "letter", events.ReminderLetterRequested(**facts), at, task)
+
+
+def _about(command: Mapping[str, Any]) -> dict[str, Any]:
+    return {"command_id": command["command_id"], "reminder_id": command["reminder_id"], "level": command["level"]}
