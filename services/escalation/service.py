@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
+from services.escalation.errors import EscalationError as EscalationError  # the service's root, importable here
 from services.escalation.model import Decision, Policy
 from services.escalation.timers import Timers
 from shared.ledger.hashing import utc
@@ -68,10 +69,6 @@ class EvaluationResult:
     attempts: int = 1
     policy_version: str = ""
     rejected: tuple[str, ...] = field(default=())  # reasons, should the ledger refuse a decision
-
-
-class EscalationError(Exception):
-    """Base of the escalation service's errors."""
 
 
 def tick_event_id(tenant: str, customer_id: str, as_of: datetime, version: int) -> str:

@@ -33,6 +33,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from services.ingest.batching import Batcher
+from services.ingest.errors import IngestError
 from services.ingest.service import BatchResult, Delivery, Ingestor, Rejection
 from services.ingest.topology import connect, declare_topology
 from shared.config import Settings
@@ -46,11 +47,11 @@ _TICK = 0.5  # longest time between two looks at the stop flag
 _MAX_HEADER_CHARS = 4000
 
 
-class _Stopping(Exception):
+class _Stopping(IngestError):
     """Stop was requested while a batch could not be applied: leave it unacked for another worker."""
 
 
-class _BrokerCancelled(Exception):
+class _BrokerCancelled(IngestError):
     """The broker cancelled our consumer (queue deleted, node going down): reconnect and redeclare."""
 
 

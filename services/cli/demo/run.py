@@ -36,6 +36,7 @@ from services.cli.demo.escalation import (
 from services.cli.demo.generator import AS_OF, Sample, generate
 from services.cli.demo.mail import DemoMailer, Mailed, check_evidence
 from services.cli.demo.report import BUCKETS, ZERO, Book, Progress, count, money, table
+from services.cli.errors import CliError
 from services.escalation import engine as escalation_engine
 from services.escalation.interest import RateTable
 from services.escalation.policy import PolicyLibrary
@@ -59,7 +60,7 @@ BATCH_SIZE = 500
 RETRIES = 5
 
 
-class DemoFailed(Exception):
+class DemoFailed(CliError):
     """The demo could not run at all (as opposed to running and finding a surprise)."""
 
 
