@@ -40,9 +40,10 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from services.escalation.cursor import CursorLease
 from services.escalation.interest import RateTable, warn_missing_rates
 from services.escalation.service import EvaluationResult, PolicySource, Rules, Trigger, evaluate
-from services.escalation.timers import CursorLease, Timers
+from services.escalation.timers import Timers
 from shared.config import Settings
 from shared.contracts.erp import EVENT_TYPES
 from shared.ledger.store import Ledger, LedgerConflict, LedgerUnavailable
