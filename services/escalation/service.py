@@ -106,9 +106,7 @@ def evaluate(
             known = ledger.known_event_ids(tenant, [tick_id, *(d.event_id for d in decisions)])
         fresh = [d for d in decisions if d.event_id not in known]
         with_tick = bool(fresh or trigger == "timer") and tick_id not in known
-        items = _items(state, policy, fresh, as_of, trigger, tick_id if with_tick else None)
-        # Expected versions v, v+1, …: the batch lands on exactly the state it was decided from, or not at all.
-        chained = [_expect(item, state.version + offset) for offset, item in enumerate(items)]
+        chained = _items(state, policy, fresh, as_of, trigger, tick_id if with_tick else None)
         outcomes = ledger.record(chained) if chained else []
         if any(outcome.status == "conflict" for outcome in outcomes):
             log.info("escalation.retry_conflict", tenant=tenant, customer=customer_id, attempt=attempt)
@@ -143,48 +141,30 @@ def _items(
     trigger: Trigger,
     tick_id: str | None,
 ) -> list[Incoming]:
-    """The clock tick (when wanted) followed by the decisions, as events of the customer's stream."""
+    """The clock tick (when wanted) followed by the decisions, as events of the customer's stream.
+
+    They expect the versions v, v+1, … after the state's v: the batch lands on exactly the state it was decided
+    from, or not at all.
+    """
     metadata = {"as_of": _iso(as_of), "trigger": trigger, "policy": policy.name, "policy_version": policy.version}
-    items = []
+    events: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = []
     if tick_id is not None:
-        items.append(
-            Incoming(
-                tenant=state.tenant,
-                customer_id=state.customer_id,
-                event_id=tick_id,
-                event_type=CLOCK_TICKED,
-                data={"as_of": _iso(as_of), "trigger": trigger},
-                occurred_at=as_of,
-                metadata=metadata,
-            )
-        )
+        events.append((tick_id, CLOCK_TICKED, {"as_of": _iso(as_of), "trigger": trigger}, metadata))
     clock = tick_id or tick_event_id(state.tenant, state.customer_id, as_of, state.version)
-    items.extend(
+    events.extend((d.event_id, d.event_type, d.data, {**metadata, "clock": clock}) for d in decisions)
+    return [
         Incoming(
             tenant=state.tenant,
             customer_id=state.customer_id,
-            event_id=decision.event_id,
-            event_type=decision.event_type,
-            data=decision.data,
+            event_id=event_id,
+            event_type=event_type,
+            data=data,
             occurred_at=as_of,
-            metadata={**metadata, "clock": clock},
+            metadata=event_metadata,
+            expected_version=state.version + offset,
         )
-        for decision in decisions
-    )
-    return items
-
-
-def _expect(item: Incoming, version: int) -> Incoming:
-    return Incoming(
-        tenant=item.tenant,
-        customer_id=item.customer_id,
-        event_id=item.event_id,
-        event_type=item.event_type,
-        data=item.data,
-        occurred_at=item.occurred_at,
-        metadata=item.metadata,
-        expected_version=version,
-    )
+        for offset, (event_id, event_type, data, event_metadata) in enumerate(events)
+    ]
 
 
 def _finish(

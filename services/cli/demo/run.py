@@ -37,11 +37,9 @@ from services.cli.demo.generator import AS_OF, Sample, generate
 from services.cli.demo.mail import DemoMailer, Mailed, check_evidence
 from services.cli.demo.report import BUCKETS, ZERO, Book, Progress, count, money, table
 from services.cli.errors import CliError
-from services.escalation import engine as escalation_engine
 from services.escalation.interest import RateTable
 from services.escalation.policy import PolicyLibrary
-from services.escalation.service import Rules
-from services.escalation.worker import EscalationWorker
+from services.escalation.worker import EscalationWorker, real_rules
 from services.ingest.service import BatchResult, Delivery, Ingestor
 from shared.broker.memory import MemoryQueue
 from shared.config import ConfigurationError, load_settings
@@ -282,7 +280,7 @@ def _simulate(
         settings,
         ledger,
         PolicyLibrary.load(None).for_tenant,
-        Rules(decide=escalation_engine.decide, next_due=escalation_engine.next_due, rates=rates),
+        real_rules(settings, rates),
         threading.Event(),
         clock=clock,
         holder="relance-demo",
