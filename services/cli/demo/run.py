@@ -42,11 +42,11 @@ from services.escalation.policy import PolicyLibrary
 from services.escalation.worker import EscalationWorker, real_rules
 from services.ingest.service import BatchResult, Delivery, Ingestor
 from shared.broker.memory import MemoryQueue
-from shared.config import ConfigurationError, load_settings
+from shared.config import ConfigurationError, Settings, load_settings
 from shared.ledger import migrate
-from shared.ledger.db import make_engine
 from shared.ledger.schema import events
 from shared.ledger.store import Ledger, LedgerUnavailable
+from shared.runtime import ledger_engine
 
 SEQ_HEADER = "x-demo-seq"
 DATABASE_FILE = "relance-demo.db"
@@ -142,7 +142,8 @@ def _run(
     url = _checked(database_url) if database_url else _fresh_sqlite(out / DATABASE_FILE)
     with _logs_to(out / LOG_FILE):
         migrate.upgrade(url)
-        engine = make_engine(url)
+        settings = load_settings(database_url=url)  # the demo's own database, whatever RELANCE_DATABASE_URL says
+        engine = ledger_engine(settings)
         if not database_url:
             _throwaway(engine)
         try:
@@ -158,7 +159,7 @@ def _run(
             for note in assumptions:
                 say(f"  note: {note}")
             queue = MemoryQueue("relance.demo")
-            simulated = _simulate(sample, ledger, url, rates, queue, batch_size, screen, out / MAIL_DIR)
+            simulated = _simulate(sample, ledger, settings, rates, queue, batch_size, screen, out / MAIL_DIR)
             ingested = simulated.ingested
             verifying = time.perf_counter()
             report = ledger.verify()
@@ -257,7 +258,7 @@ def _event_count(engine: Engine) -> int:
 def _simulate(
     sample: Sample,
     ledger: Ledger,
-    url: str,
+    settings: Settings,
     rates: RateTable,
     queue: MemoryQueue,
     batch_size: int,
@@ -274,7 +275,6 @@ def _simulate(
     for seq in sorted(range(len(delivered)), key=lambda n: (delivered[n], n)):
         by_day.setdefault(delivered[seq], []).append(seq)
     days = list(days_between(min(delivered), sample.as_of))
-    settings = load_settings(database_url=url)
     clock = SimulatedClock(_at(days[0], time_of_day(0)))
     worker = EscalationWorker(
         settings,
