@@ -1,9 +1,9 @@
 """What the sub-commands share: how a command is registered, the ``--database-url`` option, argument types.
 
-Every command that opens the ledger takes the same ``--database-url`` (one definition, :func:`add_database_url`). It is
-added where each command lists it, after its own options, rather than through ``argparse``'s ``parents=``, which
-would put it first in every usage line and help. Each command is registered with
-the name PostgreSQL shows for its process (``application_name``): ``relance-<worker>`` for a worker, else
+Every command that opens the ledger takes the same ``--database-url``, defined once (:func:`add_database_url`). It
+is added after each command's own options, where the command always listed it, rather than through ``argparse``'s
+``parents=``, which would put it first in every usage line and help. :func:`runs` registers a command's handler
+with the name PostgreSQL shows for its process (``application_name``): ``relance-<worker>`` for a worker, else
 ``relance-cli-<command>``.
 """
 
