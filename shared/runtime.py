@@ -1,18 +1,28 @@
-"""What every long-running relance worker needs: backoff, graceful stop on signals, a schema check at start-up."""
+"""What every long-running relance worker needs: backoff, graceful stop on signals, a schema check at start-up.
+
+It is also the one way any relance process opens the ledger from its settings: :func:`ledger_engine` (URL to
+engine), :func:`migrated_engine` (refused unless the schema is the latest) and :func:`open_ledger` (a
+:class:`~shared.ledger.store.Ledger` on it, its engine closed afterwards).
+"""
 
 from __future__ import annotations
 
 import random
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from shared.config import ConfigurationError, Settings, hide_password
+
+if TYPE_CHECKING:
+    from shared.ledger.store import Ledger
 
 log = structlog.get_logger()
 
@@ -147,6 +157,45 @@ def engine_options(url: str) -> dict[str, object]:
     return {}
 
 
+def ledger_engine(settings: Settings, *, worker: bool = False) -> Engine:
+    """An engine on the settings' ledger database (``RELANCE_DATABASE_URL``, refused when unset or not a URL).
+
+    A ``worker``'s engine has the pool and connect timeout of :func:`engine_options`. Nothing connects yet.
+    """
+    from shared.ledger.db import make_engine
+
+    url = settings.require_database_url()
+    return make_engine(url, **engine_options(url)) if worker else make_engine(url)
+
+
+def migrated_engine(settings: Settings) -> Engine:
+    """:func:`ledger_engine`, refused with a :class:`ConfigurationError` unless the schema is the latest.
+
+    A command stops at once on a database without the latest schema (what :func:`wait_for_schema` is to a worker).
+    """
+    engine = ledger_engine(settings)
+    problem = schema_problem(engine, settings.require_database_url())
+    if problem:
+        engine.dispose()
+        raise ConfigurationError(problem)
+    return engine
+
+
+@contextmanager
+def open_ledger(settings: Settings, *, check_schema: bool = True) -> Iterator[Ledger]:
+    """The ledger of the settings' database, its schema checked first (unless told not to); the engine is closed after.
+
+    ``check_schema=False`` is for ``relance ledger show``, which reads whatever tables it finds.
+    """
+    from shared.ledger.store import Ledger
+
+    engine = migrated_engine(settings) if check_schema else ledger_engine(settings)
+    try:
+        yield Ledger(engine)
+    finally:
+        engine.dispose()
+
+
 def run_worker(
     settings: Settings,
     service: str,
@@ -154,12 +203,10 @@ def run_worker(
     start: Callable[[Engine, threading.Event], int],
 ) -> int:
     """The life of a worker process: signals, an engine, the schema check, then ``start`` until stopped."""
-    from shared.ledger.db import make_engine
-
     url = settings.require_database_url()
     stop = stop or threading.Event()
     restore = install_signal_handlers(stop, service)
-    engine = make_engine(url, **engine_options(url))
+    engine = ledger_engine(settings, worker=True)
     try:
         if not wait_for_schema(engine, url, stop, service, settings.retry_max_seconds):
             return 0

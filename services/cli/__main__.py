@@ -1,5 +1,5 @@
 """`python -m services.cli`: the same as the `relance` command."""
 
-from services.cli.commands import main
+from services.cli import main
 
 raise SystemExit(main())

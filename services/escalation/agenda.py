@@ -75,75 +75,57 @@ class AgendaItem:
 
 
 def build_agenda(states: Iterable[CustomerState], on: date, rates: RateTable | None = None) -> list[AgendaItem]:
-    items: list[AgendaItem] = []
-    for state in states:
-        overdue = state.overdue(on)
-        name = str((state.profile or {}).get("name", ""))
-        live = {i.invoice_id for i in state.open_invoices() if i.invoice_id not in state.disputes}
-        tasks: dict[tuple[str, str, str], AgendaItem] = {}
-        for task in sorted(state.tasks.values(), key=lambda t: str(t["due_on"])):
-            due_on = date.fromisoformat(task["due_on"])
-            named = tuple(task.get("invoice_ids", []))
-            invoices = tuple(i for i in named if i in live)
-            if due_on > on or (named and not invoices):
-                continue
-            if rates is not None and task.get("semester") and rates.has(date.fromisoformat(task["semester"])):
-                continue  # the missing rate was added since
-            currency = task.get("currency") or _main_currency(overdue)
-            item = AgendaItem(
-                kind=task["kind"],
-                title=_COMMAND_TITLES.get(task.get("command", ""))
-                or _TASK_TITLES.get(task["kind"], task["kind"].replace("_", " ")),
-                customer_id=state.customer_id,
-                customer_name=name,
-                due_on=due_on,
-                currency=currency,
-                at_risk=overdue.get(currency, ZERO),
-                invoices=invoices,
-                note=str(task.get("note", "")),
-            )
-            key = (item.kind, currency, str(task.get("command", "")))
-            earlier = tasks.get(key)
-            if earlier is not None:  # the same work, asked again at a later level: one item, since the first
-                invoices = tuple(dict.fromkeys((*earlier.invoices, *item.invoices)))
-                item = replace(item, due_on=earlier.due_on, invoices=invoices)
-            tasks[key] = item
-        items.extend(tasks.values())
-        for promise in state.promises.values():
-            promised = date.fromisoformat(promise["promised_date"])
-            covered = tuple(promise.get("invoice_ids", []))
-            if promised != on or (covered and not live.intersection(covered)):
-                continue
-            currency = promise["currency"]
-            items.append(
-                AgendaItem(
-                    kind="promise_due",
-                    title=f"promised {promise['amount']} {currency} today",
-                    customer_id=state.customer_id,
-                    customer_name=name,
-                    due_on=promised,
-                    currency=currency,
-                    at_risk=overdue.get(currency, ZERO),
-                    invoices=covered,
-                    note=str(promise.get("note", "")),
-                )
-            )
-        if state.credit_block is not None:
-            currency = _main_currency(overdue)
-            items.append(
-                AgendaItem(
-                    kind="credit_blocked",
-                    title=f"credit blocked ({state.credit_block['reason']})",
-                    customer_id=state.customer_id,
-                    customer_name=name,
-                    due_on=date.fromisoformat(state.credit_block["blocked_on"]),
-                    currency=currency,
-                    at_risk=overdue.get(currency, ZERO),
-                    invoices=(),
-                )
-            )
+    items = [item for state in states for item in _customer_items(state, on, rates)]
     ordered = sorted(items, key=lambda i: (-i.at_risk, i.currency, i.customer_id, i.due_on, i.kind))
     return ([] if rates is None else rate_items(rates, on)) + ordered
+
+
+def _customer_items(state: CustomerState, on: date, rates: RateTable | None) -> list[AgendaItem]:
+    """One customer's items: its open tasks (one per kind and command), a promise due that day, its credit block."""
+    overdue = state.overdue(on)
+    name = str((state.profile or {}).get("name", ""))
+
+    def item(
+        kind: str, title: str, due_on: date, currency: str, invoices: tuple[str, ...], note: str = ""
+    ) -> AgendaItem:
+        at_risk = overdue.get(currency, ZERO)
+        return AgendaItem(kind, title, state.customer_id, name, due_on, currency, at_risk, invoices, note)
+
+    live = {i.invoice_id for i in state.open_invoices() if i.invoice_id not in state.disputes}
+    tasks: dict[tuple[str, str, str], AgendaItem] = {}
+    for task in sorted(state.tasks.values(), key=lambda t: str(t["due_on"])):
+        due_on = date.fromisoformat(task["due_on"])
+        named = tuple(task.get("invoice_ids", []))
+        invoices = tuple(i for i in named if i in live)
+        if due_on > on or (named and not invoices):
+            continue
+        if rates is not None and task.get("semester") and rates.has(date.fromisoformat(task["semester"])):
+            continue  # the missing rate was added since
+        currency = task.get("currency") or _main_currency(overdue)
+        title = _COMMAND_TITLES.get(task.get("command", "")) or _TASK_TITLES.get(
+            task["kind"], task["kind"].replace("_", " ")
+        )
+        entry = item(task["kind"], title, due_on, currency, invoices, str(task.get("note", "")))
+        key = (entry.kind, currency, str(task.get("command", "")))
+        earlier = tasks.get(key)
+        if earlier is not None:  # the same work, asked again at a later level: one item, since the first
+            invoices = tuple(dict.fromkeys((*earlier.invoices, *entry.invoices)))
+            entry = replace(entry, due_on=earlier.due_on, invoices=invoices)
+        tasks[key] = entry
+    items = list(tasks.values())
+    for promise in state.promises.values():
+        promised = date.fromisoformat(promise["promised_date"])
+        covered = tuple(promise.get("invoice_ids", []))
+        if promised != on or (covered and not live.intersection(covered)):
+            continue
+        currency = promise["currency"]
+        title = f"promised {promise['amount']} {currency} today"
+        items.append(item("promise_due", title, promised, currency, covered, str(promise.get("note", ""))))
+    if state.credit_block is not None:
+        title = f"credit blocked ({state.credit_block['reason']})"
+        blocked_on = date.fromisoformat(state.credit_block["blocked_on"])
+        items.append(item("credit_blocked", title, blocked_on, _main_currency(overdue), ()))
+    return items
 
 
 def rate_items(rates: RateTable, on: date) -> list[AgendaItem]:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import structlog
 
+from services.escalation.errors import EscalationError
 from services.escalation.model import InterestRule, Policy
 from shared.config import ConfigurationError
 from shared.contracts.erp import minor_units
@@ -52,7 +53,7 @@ _RATE = re.compile(r"^-?\d{1,3}(\.\d{1,6})?$")
 RATES_WARNING_DAYS = 45  # how long before a semester without a rate begins the workers and the agenda warn
 
 
-class MissingReferenceRate(LookupError):
+class MissingReferenceRate(EscalationError, LookupError):
     """The rate table has no row for a semester that interest must be computed over; extend the table."""
 
     def __init__(self, semester: date) -> None:

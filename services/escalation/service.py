@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
+from services.escalation.errors import EscalationError as EscalationError  # the service's root, importable here
 from services.escalation.model import Decision, Policy
 from services.escalation.timers import Timers
 from shared.contracts import events
@@ -72,10 +73,6 @@ class EvaluationResult:
     rejected: tuple[str, ...] = field(default=())  # reasons, should the ledger refuse a decision
 
 
-class EscalationError(Exception):
-    """Base of the escalation service's errors."""
-
-
 def tick_event_id(tenant: str, customer_id: str, as_of: datetime, version: int) -> str:
     """The same customer, at the same instant, seen at the same stream version, always gets the same tick id.
 
@@ -112,9 +109,7 @@ def evaluate(
             known = ledger.known_event_ids(tenant, [tick_id, *(d.event_id for d in decisions)])
         fresh = [d for d in decisions if d.event_id not in known]
         with_tick = bool(fresh or trigger == "timer") and tick_id not in known
-        items = _items(state, policy, fresh, as_of, trigger, tick_id if with_tick else None)
-        # Expected versions v, v+1, …: the batch lands on exactly the state it was decided from, or not at all.
-        chained = [_expect(item, state.version + offset) for offset, item in enumerate(items)]
+        chained = _items(state, policy, fresh, as_of, trigger, tick_id if with_tick else None)
         outcomes = ledger.record(chained) if chained else []
         if any(outcome.status == "conflict" for outcome in outcomes):
             log.info("escalation.retry_conflict", tenant=tenant, customer=customer_id, attempt=attempt)
@@ -149,57 +144,36 @@ def _items(
     trigger: Trigger,
     tick_id: str | None,
 ) -> list[Incoming]:
-    """The clock tick (when wanted) followed by the decisions, as events of the customer's stream."""
+    """The clock tick (when wanted) followed by the decisions, as events of the customer's stream.
+
+    They expect the versions v, v+1, … after the state's v: the batch lands on exactly the state it was decided
+    from, or not at all.
+    """
     metadata = {
         "as_of": instant_text(as_of),
         "trigger": trigger,
         "policy": policy.name,
         "policy_version": policy.version,
     }
-    items = []
+    planned: list[tuple[str, events.RelanceEvent, dict[str, Any]]] = []
     if tick_id is not None:
-        tick = events.ClockTicked(as_of=as_of, trigger=trigger)
-        items.append(
-            Incoming(
-                tenant=state.tenant,
-                customer_id=state.customer_id,
-                event_id=tick_id,
-                event_type=CLOCK_TICKED,
-                data=tick.data(),
-                occurred_at=as_of,
-                metadata=metadata,
-                event=tick,
-            )
-        )
+        planned.append((tick_id, events.ClockTicked(as_of=as_of, trigger=trigger), metadata))
     clock = tick_id or tick_event_id(state.tenant, state.customer_id, as_of, state.version)
-    items.extend(
+    planned.extend((d.event_id, d.event, {**metadata, "clock": clock}) for d in decisions)
+    return [
         Incoming(
             tenant=state.tenant,
             customer_id=state.customer_id,
-            event_id=decision.event_id,
-            event_type=decision.event_type,
-            data=decision.data,
+            event_id=event_id,
+            event_type=event.TYPE,
+            data=event.data(),
             occurred_at=as_of,
-            metadata={**metadata, "clock": clock},
-            event=decision.event,
+            metadata=event_metadata,
+            expected_version=state.version + offset,
+            event=event,
         )
-        for decision in decisions
-    )
-    return items
-
-
-def _expect(item: Incoming, version: int) -> Incoming:
-    return Incoming(
-        tenant=item.tenant,
-        customer_id=item.customer_id,
-        event_id=item.event_id,
-        event_type=item.event_type,
-        data=item.data,
-        occurred_at=item.occurred_at,
-        metadata=item.metadata,
-        expected_version=version,
-        event=item.event,
-    )
+        for offset, (event_id, event, event_metadata) in enumerate(planned)
+    ]
 
 
 def _finish(

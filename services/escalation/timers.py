@@ -1,7 +1,8 @@
-"""Durable timers ("look at this customer again on 2 December at 08:00") and the escalation worker's log cursor.
+"""Durable timers ("look at this customer again on 2 December at 08:00").
 
-Both live in the ledger database, never in the broker: a timer survives restarts and weeks of waiting, which
-RabbitMQ's delayed messages do not (see DESIGN.md, known traps).
+They live in the ledger database, never in the broker: a timer survives restarts and weeks of waiting, which a
+broker's delayed message does not (it is held unacknowledged in a consumer's memory, and RabbitMQ redelivers what
+stays unacknowledged past its ``consumer_timeout``, 30 minutes by default).
 
 Timers: one row per customer, the next instant something is due. A worker claims due rows with
 ``FOR UPDATE SKIP LOCKED`` and pushes their ``due_at`` one lease ahead in the same statement, so two workers never
@@ -9,7 +10,7 @@ fire the same timer, and a worker that dies mid-evaluation leaves a timer that f
 Each row remembers the stream version its due time was computed from: a slower evaluation of an older state never
 overwrites the timer a newer one set.
 
-Cursor: where the worker following the event log stands, held by one worker at a time under a lease.
+The worker's other durable state, where it stands in the event log, is :mod:`services.escalation.cursor`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, case, delete, or_, select, tuple_, update
+from sqlalchemy import Engine, case, delete, select, tuple_, update
 
 from shared.ledger.db import dialect_insert
 from shared.ledger.hashing import utc
-from shared.ledger.schema import cursors, timers
-from shared.ledger.store import Cursor
+from shared.ledger.schema import timers
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,59 +116,3 @@ class Timers:
             query = query.where(timers.c.tenant == tenant)
         with self.engine.connect() as conn:
             return [Timer(t, c, utc(d), v) for t, c, d, v in conn.execute(query.order_by(timers.c.due_at))]
-
-
-class CursorLease:
-    """A named global reader's position, held by one process at a time (others wait for the lease to lapse)."""
-
-    def __init__(self, engine: Engine, name: str, holder: str, lease: timedelta) -> None:
-        self.engine = engine
-        self.name = name
-        self.holder = holder
-        self.lease = lease
-
-    def acquire(self, now: datetime) -> Cursor | None:
-        """The cursor if this process holds (or just took) the lease, else None."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                dialect_insert(conn, cursors)
-                .values(name=self.name, tx_id=-1, position=0, holder=None, lease_until=None, updated_at=now)
-                .on_conflict_do_nothing(index_elements=["name"])
-            )
-            row = conn.execute(
-                update(cursors)
-                .where(cursors.c.name == self.name)
-                .where(
-                    or_(
-                        cursors.c.holder.is_(None),
-                        cursors.c.holder == self.holder,
-                        cursors.c.lease_until < now,
-                    )
-                )
-                .values(holder=self.holder, lease_until=now + self.lease)
-                .returning(cursors.c.tx_id, cursors.c.position)
-            ).one_or_none()
-        return None if row is None else Cursor(tx_id=row[0], position=row[1])
-
-    def advance(self, cursor: Cursor, now: datetime) -> bool:
-        """Store the new position if this process still holds the lease (False: another took over)."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(cursors)
-                .where(cursors.c.name == self.name, cursors.c.holder == self.holder)
-                .values(tx_id=cursor.tx_id, position=cursor.position, lease_until=now + self.lease, updated_at=now)
-            )
-        return bool(result.rowcount)
-
-    def release(self) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(cursors)
-                .where(cursors.c.name == self.name, cursors.c.holder == self.holder)
-                .values(holder=None, lease_until=None)
-            )
-
-    def position(self) -> Cursor:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(cursors.c.tx_id, cursors.c.position).where(cursors.c.name == self.name)).first()
-        return Cursor() if row is None else Cursor(tx_id=row[0], position=row[1])

@@ -40,9 +40,10 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from services.escalation.cursor import CursorLease
 from services.escalation.interest import RateTable, warn_missing_rates
 from services.escalation.service import EvaluationResult, PolicySource, Rules, Trigger, evaluate
-from services.escalation.timers import CursorLease, Timers
+from services.escalation.timers import Timers
 from shared.config import Settings
 from shared.contracts.erp import EVENT_TYPES
 from shared.ledger.store import Ledger, LedgerConflict, LedgerUnavailable
@@ -289,9 +290,9 @@ def policy_books(settings: Settings) -> PolicyBooks:
     return PolicyLibrary.load(settings.policy_dir).for_tenant
 
 
-def real_rules(settings: Settings) -> Rules:
-    """The policy engine and the reference rate table (``RELANCE_RATES_FILE`` extends the shipped one)."""
+def real_rules(settings: Settings, rates: RateTable | None = None) -> Rules:
+    """The policy engine and the reference rate table (``RELANCE_RATES_FILE`` extends the shipped one), or ``rates``."""
     from services.escalation import engine
-    from services.escalation.interest import RateTable
 
-    return Rules(decide=engine.decide, next_due=engine.next_due, rates=RateTable.default(settings.rates_file))
+    table = RateTable.default(settings.rates_file) if rates is None else rates
+    return Rules(decide=engine.decide, next_due=engine.next_due, rates=table)

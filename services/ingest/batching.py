@@ -1,8 +1,9 @@
-"""When to apply a batch and how long to wait before retrying: pure logic, no broker, no database.
+"""When to apply a batch: pure logic, no broker, no database.
 
 The worker collects deliveries into a :class:`Batcher` and applies a batch when it is full or when its oldest
 message has waited long enough, whichever comes first: big transactions when the queue is busy, low latency when it
-is quiet. :class:`Backoff` paces retries of transient failures (database down, broker unreachable).
+is quiet. A batch never holds more than ``max_size`` deliveries. Retries of transient failures (database down,
+broker unreachable) are not paced here but by the ``Backoff`` every worker shares.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from services.ingest.batching import Batcher
+from services.ingest.errors import IngestError
 from services.ingest.service import BatchResult, Delivery, Ingestor, Rejection
 from services.ingest.topology import declare_topology
 from shared.broker import amqp
@@ -46,7 +47,7 @@ _TICK = 0.5  # longest time between two looks at the stop flag
 _MAX_HEADER_CHARS = 4000
 
 
-class _Stopping(Exception):
+class _Stopping(IngestError):
     """Stop was requested while a batch could not be applied: leave it unacked for another worker."""
 
 

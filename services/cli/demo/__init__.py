@@ -1,6 +1,14 @@
 """``relance demo``: the whole pipeline on SQLite and an in-process queue, with a generated ERP sample.
 
-It is a command of the CLI, not a service: nothing deploys it. It composes the real services the way a deployment does.
+It is a command of the CLI, not a service: nothing deploys it, and it needs the ``demo`` extra (aiosmtpd, its SMTP
+server on loopback). It composes the real pieces as the workers do, minus the network: the ingest's
+:class:`~services.ingest.service.Ingestor` fed from :class:`shared.broker.memory.MemoryQueue`, the real
+:class:`~services.escalation.worker.EscalationWorker` on a simulated clock, the outbox's own ``claim`` and
+``mark_published`` standing in for the relay, and the real :class:`~services.notifier.service.Notifier` sending
+over SMTP. Its modules: :mod:`~services.cli.demo.generator` (the ERP sample), :mod:`~services.cli.demo.run` (the
+composition root and the printout), :mod:`~services.cli.demo.escalation` (days of delivery and the audit of
+every stream), :mod:`~services.cli.demo.mail` (the SMTP server and the notifier), :mod:`~services.cli.demo.report`
+(the receivables summary and its tables).
 """
 
 from services.cli.demo.generator import AS_OF, Sample, generate

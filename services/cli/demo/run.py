@@ -3,7 +3,9 @@
 Messages travel the same path as in production, minus the network: published to a queue, taken in micro-batches,
 applied by :class:`services.ingest.service.Ingestor` in one transaction per batch, then acked, or dead-lettered with
 their reason. Each message carries its index in the sample (header ``x-demo-seq``), so the demo can check every
-outcome against what the generator expected and exit non-zero on any surprise.
+outcome against what the generator expected and exit non-zero on any surprise. What it prints afterwards is
+:mod:`services.cli.demo.summary`; the run itself (generate, ingest, simulate the days, verify, audit) stays in this
+one module, read from top to bottom, which is why it is somewhat over 400 lines.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import json
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -24,10 +25,9 @@ from typing import Any, TextIO
 import structlog
 from sqlalchemy import Engine, event, func, select
 
+from services.cli.demo import summary
 from services.cli.demo.escalation import (
     FOLLOW_AT,
-    Audit,
-    Timeline,
     audit,
     days_between,
     delivery_days,
@@ -35,31 +35,28 @@ from services.cli.demo.escalation import (
 )
 from services.cli.demo.generator import AS_OF, Sample, generate
 from services.cli.demo.mail import DemoMailer, Mailed, check_evidence
-from services.cli.demo.report import BUCKETS, ZERO, Book, Progress, count, money, table
-from services.escalation import engine as escalation_engine
+from services.cli.demo.report import Book, Progress, count
+from services.cli.demo.summary import DEAD_LETTERS_FILE, EVENTS_FILE, LOG_FILE
+from services.cli.errors import CliError
 from services.escalation.interest import RateTable
 from services.escalation.policy import PolicyLibrary
-from services.escalation.service import Rules
-from services.escalation.worker import EscalationWorker
+from services.escalation.worker import EscalationWorker, real_rules
 from services.ingest.service import BatchResult, Delivery, Ingestor
 from shared.broker.memory import MemoryQueue
-from shared.config import ConfigurationError, load_settings
+from shared.config import ConfigurationError, Settings, load_settings
 from shared.ledger import migrate
-from shared.ledger.db import make_engine
 from shared.ledger.schema import events
 from shared.ledger.store import Ledger, LedgerUnavailable
+from shared.runtime import ledger_engine
 
 SEQ_HEADER = "x-demo-seq"
 DATABASE_FILE = "relance-demo.db"
-EVENTS_FILE = "erp-events.jsonl"
-DEAD_LETTERS_FILE = "dead-letters.jsonl"
-LOG_FILE = "relance-demo.log"
 MAIL_DIR = "mail"
 BATCH_SIZE = 500
 RETRIES = 5
 
 
-class DemoFailed(Exception):
+class DemoFailed(CliError):
     """The demo could not run at all (as opposed to running and finding a surprise)."""
 
 
@@ -143,7 +140,8 @@ def _run(
     url = _checked(database_url) if database_url else _fresh_sqlite(out / DATABASE_FILE)
     with _logs_to(out / LOG_FILE):
         migrate.upgrade(url)
-        engine = make_engine(url)
+        settings = load_settings(database_url=url)  # the demo's own database, whatever RELANCE_DATABASE_URL says
+        engine = ledger_engine(settings)
         if not database_url:
             _throwaway(engine)
         try:
@@ -159,7 +157,7 @@ def _run(
             for note in assumptions:
                 say(f"  note: {note}")
             queue = MemoryQueue("relance.demo")
-            simulated = _simulate(sample, ledger, url, rates, queue, batch_size, screen, out / MAIL_DIR)
+            simulated = _simulate(sample, ledger, settings, rates, queue, batch_size, screen, out / MAIL_DIR)
             ingested = simulated.ingested
             verifying = time.perf_counter()
             report = ledger.verify()
@@ -193,15 +191,15 @@ def _run(
     elapsed = time.perf_counter() - started
 
     lines: list[str] = []
-    lines += _ingest_section(sample, queue, ingested)
-    lines += _rejection_section(queue)
-    lines += _ledger_section(book, report.events, report.streams, report.ok)
-    lines += _receivables_section(book)
-    lines += _aging_section(book)
-    lines += _debtors_section(book)
-    lines += _escalation_section(escalated, simulated, as_of)
-    lines += _mail_section(simulated.mailed, not evidence_problems)
-    lines += _timeline_section(escalated.timeline)
+    lines += summary.ingest_section(sample, queue, ingested)
+    lines += summary.rejection_section(queue)
+    lines += summary.ledger_section(book, report.events, report.streams, report.ok)
+    lines += summary.receivables_section(book)
+    lines += summary.aging_section(book)
+    lines += summary.debtors_section(book)
+    lines += summary.escalation_section(escalated, simulated, as_of)
+    lines += summary.mail_section(simulated.mailed, not evidence_problems)
+    lines += summary.timeline_section(escalated.timeline)
     lines += [
         "",
         "Timing",
@@ -212,7 +210,7 @@ def _run(
         f"{count(sum(simulated.mailed.outcomes.values()))} reminder commands; audit of every stream "
         f"{simulated.audit_seconds:.1f} s",
     ]
-    lines += _files_section(out, url, book, len(sample.messages), len(queue.dead_letters), simulated.mailed)
+    lines += summary.files_section(out, url, book, len(sample.messages), len(queue.dead_letters), simulated.mailed)
     if problems:
         lines += ["", "UNEXPECTED (the demo exits with status 1)"] + [f"  - {p}" for p in problems]
     else:
@@ -258,7 +256,7 @@ def _event_count(engine: Engine) -> int:
 def _simulate(
     sample: Sample,
     ledger: Ledger,
-    url: str,
+    settings: Settings,
     rates: RateTable,
     queue: MemoryQueue,
     batch_size: int,
@@ -275,13 +273,12 @@ def _simulate(
     for seq in sorted(range(len(delivered)), key=lambda n: (delivered[n], n)):
         by_day.setdefault(delivered[seq], []).append(seq)
     days = list(days_between(min(delivered), sample.as_of))
-    settings = load_settings(database_url=url)
     clock = SimulatedClock(_at(days[0], time_of_day(0)))
     worker = EscalationWorker(
         settings,
         ledger,
         PolicyLibrary.load(None).for_tenant,
-        Rules(decide=escalation_engine.decide, next_due=escalation_engine.next_due, rates=rates),
+        real_rules(settings, rates),
         threading.Event(),
         clock=clock,
         holder="relance-demo",
@@ -458,269 +455,3 @@ def _logs_to(path: Path) -> Iterator[None]:
             yield
         finally:
             structlog.configure(**previous)
-
-
-# ------------------------------------------------------------------------------------------------- the summary
-def _ingest_section(sample: Sample, queue: MemoryQueue, ingested: Ingested) -> list[str]:
-    result, notes, mix = ingested.result, sample.notes(), sample.event_types()
-    rejected = len(result.rejections)
-    balanced = queue.published == result.applied + result.duplicates + rejected
-    rows = [
-        ["published", count(queue.published), "messages put on the in-process queue"],
-        ["applied", count(result.applied), "appended to customer ledgers"],
-        [
-            "duplicates",
-            count(result.duplicates),
-            f"{notes['redelivered']} redelivered (same event_id), {notes['re-sent']} re-sent with a new event_id",
-        ],
-        ["rejected", count(rejected), f"dead-lettered with their reason ({DEAD_LETTERS_FILE})"],
-    ]
-    lines = ["", "Ingest", *table(["", "messages", ""], rows, "lrl")]
-    lines.append(
-        f"  published = applied + duplicates + rejected: "
-        f"{count(queue.published)} = {count(result.applied)} + {count(result.duplicates)} + {count(rejected)} "
-        + ("(ok)" if balanced else "(MISMATCH)")
-    )
-    payments = mix["payment.received"]
-    lines += [
-        "",
-        "What the ERP sent (applied events by type)",
-        f"  {count(mix['customer.upserted'])} customer records, {count(mix['invoice.issued'])} invoices, "
-        f"{count(payments)} payments ({notes['out_of_order']} published before their invoice), "
-        f"{mix['credit_note.issued']} credit notes,",
-        f"  {count(mix['invoice.due_date_passed'])} due-date notices, {mix['invoice.cancelled']} cancellations, "
-        f"{mix['invoice.disputed']} disputes ({mix['invoice.dispute_resolved']} resolved), "
-        f"{mix['promise_to_pay.recorded']} promises to pay, {mix['payment_plan.agreed']} payment plans",
-    ]
-    return lines
-
-
-def _rejection_section(queue: MemoryQueue) -> list[str]:
-    kinds = Counter(d.kind for d in queue.dead_letters)
-    if not kinds:
-        return ["", "Rejections: none"]
-    rows = []
-    for kind, number in kinds.most_common():
-        example = next(d for d in queue.dead_letters if d.kind == kind)
-        rows.append([kind, str(number), _clip(example.reason, 92)])
-    headers = ["kind", "count", "example reason"]
-    return ["", "Rejected messages by kind (one example reason each)", *table(headers, rows, "lrl")]
-
-
-def _ledger_section(book: Book, events_checked: int, streams: int, intact: bool) -> list[str]:
-    tenants = ", ".join(f"{t} {n}" for t, n in sorted(book.customers_by_tenant.items()))
-    return [
-        "",
-        "Ledger",
-        f"  tenants    {len(book.customers_by_tenant)} ({', '.join(sorted(book.customers_by_tenant))})",
-        f"  customers  {count(sum(book.customers_by_tenant.values()))} ({tenants})",
-        f"  events     {count(events_checked)} in {count(streams)} hash-chained streams: "
-        + ("all chains verified, intact" if intact else "ALTERED, see below"),
-    ]
-
-
-def _receivables_section(book: Book) -> list[str]:
-    rows = []
-    for (tenant, currency), r in sorted(book.receivables.items()):
-        rows.append(
-            [
-                tenant,
-                currency,
-                count(r.customers),
-                money(r.open),
-                money(r.overdue),
-                count(r.overdue_customers),
-                money(r.disputed),
-                money(r.unapplied),
-            ]
-        )
-    headers = ["tenant", "currency", "customers", "open", "overdue", "with overdue", "in dispute", "unapplied credit"]
-    return [
-        "",
-        f"Receivables as of {book.as_of} (open = open invoices less unapplied credit)",
-        *table(headers, rows, "llrrrrrr"),
-    ]
-
-
-def _aging_section(book: Book) -> list[str]:
-    rows = []
-    for currency in book.currencies():
-        buckets = book.aging.get(currency, [])
-        rows.append([currency, *(money(b) for b in buckets), money(sum(buckets, ZERO))])
-    return [
-        "",
-        f"Aged balance as of {book.as_of} (open invoices by days past due)",
-        *table(["currency", *BUCKETS, "total"], rows),
-    ]
-
-
-def _debtors_section(book: Book) -> list[str]:
-    lines = ["", "Top 5 overdue customers per currency"]
-    rows = []
-    for currency in book.currencies():
-        for d in book.top_debtors(currency):
-            rows.append(
-                [
-                    d.tenant,
-                    d.customer_id,
-                    _clip(d.name, 32),
-                    money(d.overdue, currency),
-                    str(d.invoices),
-                    str(d.oldest_days),
-                    ", ".join(d.flags),
-                ]
-            )
-    headers = ["tenant", "customer", "name", "overdue", "invoices", "oldest (days)", "notes"]
-    lines += table(headers, rows, "lllrrrl")
-    return [line.rstrip() for line in lines]
-
-
-def _escalation_section(escalated: Audit, simulated: Simulated, as_of: date) -> list[str]:
-    reminders = escalated.reminders
-    languages = sorted({language for _, language in reminders.by_level_language})
-    rows = []
-    for key, channel in _ladder():
-        rows.append(
-            [
-                key,
-                reminders.channels.get(key, channel),
-                count(reminders.by_level[key]),
-                *(count(reminders.by_level_language[(key, language)]) for language in languages),
-                count(reminders.invoices_listed[key]),
-                count(escalated.levels_reached[key]),
-            ]
-        )
-    headers = ["level", "channel", "reminders", *(f"in {lang}" for lang in languages), "invoices listed", "reached"]
-    lines = [
-        "",
-        f"Escalation over the {simulated.days} simulated days (shipped policies standard-fr / standard-en)",
-        f"  {count(simulated.evaluations)} evaluations by the escalation worker (its timers, and the customers the "
-        f"day's messages touched): {count(escalated.decisions)} decisions, {count(escalated.ticks)} clock ticks",
-        "",
-        "Reminders requested per level (one per customer, currency and day, at the highest level due; "
-        "'reached': invoices)",
-        *table(headers, rows, "ll" + "r" * (len(headers) - 2)),
-        f"  {count(sum(reminders.by_level.values()))} reminders; {count(escalated.caught_up)} invoices caught up "
-        "several levels at once (levels passed over are recorded as skipped, not sent)",
-    ]
-    currencies = sorted(set(escalated.interest) | set(escalated.fees))
-    money_rows = []
-    for currency in currencies:
-        interest, fees = escalated.interest.get(currency), escalated.fees.get(currency)
-        money_rows.append(
-            [
-                currency,
-                count(interest.invoices) if interest else "0",
-                money(interest.total, currency) if interest else "-",
-                count(fees.invoices) if fees else "0",
-                money(fees.total, currency) if fees else "-",
-            ]
-        )
-    lines += [
-        "",
-        f"Late interest and fixed recovery fees charged (interest owed through {as_of} or payment; fees once per "
-        "invoice)",
-        *table(["currency", "invoices", "late interest", "invoices", "recovery fees"], money_rows),
-    ]
-    reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(escalated.block_reasons.items()))
-    lines += [
-        "",
-        "Credit blocks",
-        f"  {escalated.blocks} blocked ({reasons or 'none'}), {escalated.unblocks} unblocked when cleared, "
-        f"{escalated.still_blocked} still blocked on {as_of} (all with overdue invoices)",
-        "  each block lifted at most once, each unblock naming the open block: "
-        + ("ok" if not any("block" in p for p in escalated.problems) else "NO, see below"),
-        "",
-        "Collector tasks by kind (see `relance agenda`)",
-        "  "
-        + (
-            ", ".join(f"{kind} {count(n)}" for kind, n in sorted(escalated.tasks.items(), key=lambda kv: -kv[1]))
-            or "  none"
-        ),
-        "",
-        "Commands written to the outbox with the decisions that caused them",
-        "  " + (", ".join(f"{kind} {count(n)}" for kind, n in sorted(escalated.outbox.items())) or "none"),
-        "  waiting for `relance worker relay` (the demo has no broker): "
-        + (", ".join(f"{kind} {count(n)}" for kind, n in sorted(escalated.pending.items())) or "none"),
-    ]
-    return lines
-
-
-def _ladder() -> list[tuple[str, str]]:
-    """Every level of the shipped policies, in ladder order, with its channel (and copies)."""
-    seen: dict[str, tuple[int, str]] = {}
-    for policy in PolicyLibrary.load(None).common.policies.values():
-        for level in policy.levels:
-            channel = level.channel + "".join(f"+{c}" for c in sorted(level.copy_channels))
-            seen.setdefault(level.key, (level.offset_days, channel))
-    return [(key, channel) for key, (_, channel) in sorted(seen.items(), key=lambda kv: kv[1][0])]
-
-
-def _mail_section(mailed: Mailed, hashes_ok: bool) -> list[str]:
-    languages = sorted({language for _, language in mailed.sent})
-    levels = [key for key, _ in _ladder()]
-    rows = []
-    for level in levels:
-        sent = [mailed.sent[(level, language)] for language in languages]
-        if sum(sent) or mailed.letters[level]:
-            rows.append([level, count(sum(sent)), *(count(n) for n in sent), count(mailed.letters[level])])
-    headers = ["level", "e-mails sent", *(f"in {language}" for language in languages), "letters to post"]
-    outcomes = mailed.outcomes
-    skipped = outcomes["skipped"]
-    return [
-        "",
-        f"Reminders sent by the notifier over SMTP to the demo's mail server ({len(mailed.received)} e-mails in "
-        f"{mailed.folder}/)",
-        *table(headers, rows, "l" + "r" * (len(headers) - 1)),
-        f"  {count(sum(outcomes.values()))} reminder commands: {count(outcomes['sent'])} e-mailed, "
-        f"{count(outcomes['letter'])} by letter only, {count(sum(mailed.letters.values()))} letters to print and post "
-        f"in all (a send_letter task each), {count(skipped)} not sent because "
-        f"everything they listed was paid, disputed or superseded by a firmer reminder by the time they were sent, "
-        f"{count(outcomes['failed'])} failed (no usable address: a letter task instead)",
-        f"  {count(mailed.dropped)} invoices left out of reminders that still went, paid or disputed since the "
-        "decision",
-        "  every e-mail's SHA-256 equals the one its reminder.sent event recorded, each Message-ID received once: "
-        + ("ok" if hashes_ok else "NO, see below"),
-    ]
-
-
-def _timeline_section(timeline: Timeline | None) -> list[str]:
-    if timeline is None:
-        return ["", "Timeline: no customer went up several levels in this sample"]
-    lines = [
-        "",
-        f"Timeline of one late payer: {timeline.tenant} {timeline.customer_id} {timeline.name} "
-        f"(policy {timeline.policy}, language {timeline.language})",
-    ]
-    for moment, source, what in timeline.lines:
-        lines.append(f"  {moment:%Y-%m-%d %H:%M}  {source:<7}  {what}")
-    return lines
-
-
-def _files_section(out: Path, url: str, book: Book, messages: int, dead: int, mailed: Mailed) -> list[str]:
-    eur = book.top_debtors("EUR", 1) or book.debtors[:1]
-    tenant, customer = (eur[0].tenant, eur[0].customer_id) if eur else ("acme-fr", "C-0001")
-    files = [
-        (str(out / EVENTS_FILE), f"the {count(messages)} messages, one JSON body per line"),
-        (str(out / DEAD_LETTERS_FILE), f"the {dead} rejected messages with their kind and reason"),
-        (f"{mailed.folder}/", f"the {count(len(mailed.received))} e-mails as the SMTP server received them (.eml)"),
-        (str(out / LOG_FILE), "structured log of the ingest, the escalation worker and the notifier (JSON lines)"),
-        (url, "the ledger"),
-    ]
-    width = max(len(name) for name, _ in files)
-    return [
-        "",
-        "Files",
-        *(f"  {name.ljust(width)}  {what}" for name, what in files),
-        "",
-        "Next steps",
-        f"  relance ledger show --tenant {tenant} --customer {customer} --database-url {url}",
-        f"  relance agenda --tenant {tenant} --date {book.as_of} --database-url {url}",
-        f"  relance verify --database-url {url}",
-        f"  relance evidence list --tenant {tenant} --customer {customer} --database-url {url}",
-        f"  relance publish {out / EVENTS_FILE}   # replay on RabbitMQ (RELANCE_AMQP_URL) for `relance worker ingest`",
-    ]
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."

@@ -328,19 +328,19 @@ def test_the_notifier_starts_with_the_placeholder_only_when_explicitly_allowed(
 def test_every_command_has_a_process_name_postgresql_can_show() -> None:
     import argparse
 
-    from services.cli import commands as cli
+    from services.cli.app import build_parser
 
     # Given every sub-command of relance
-    handlers, pending = {}, [cli._parser()]
+    commands, pending = [], [build_parser()]
     while pending:
         for action in pending.pop()._actions:
             if isinstance(action, argparse._SubParsersAction):
                 for child in action.choices.values():
                     pending.append(child)
-                    if "handler" in child._defaults:
-                        handlers[child.prog] = child._defaults["handler"]
+                    if child.get_default("handler") is not None:
+                        commands.append(child)
     # When each is named for pg_stat_activity
-    names = {prog: cli._process(handler) for prog, handler in handlers.items()}
+    names = {child.prog: child.get_default("process") for child in commands}
     # Then workers are named after their role and the other commands after themselves, within PostgreSQL's 63 bytes
     assert names["relance worker notifier"] == "relance-notifier"
     assert names["relance worker ingest"] == "relance-ingest"

@@ -15,6 +15,7 @@ import pytest
 
 import services.cli.demo.escalation as demo_escalation
 import services.cli.demo.run as demo_run
+import services.cli.demo.summary as demo_summary
 from services.cli import main
 from services.cli.demo import AS_OF, generate, run_demo
 from services.escalation.interest import RateTable
@@ -88,7 +89,7 @@ def test_the_summary_shows_what_a_credit_manager_needs(demo: DemoRun) -> None:
 
 
 def test_rejections_are_dead_lettered_with_their_reason(demo: DemoRun) -> None:
-    dead = [json.loads(line) for line in (demo.out / demo_run.DEAD_LETTERS_FILE).read_text().splitlines()]
+    dead = [json.loads(line) for line in (demo.out / demo_summary.DEAD_LETTERS_FILE).read_text().splitlines()]
     sample = generate(customers=300, months=4, seed=7)
     planned = [m for m in sample.messages if m.expect == "rejected"]
     assert sorted(d["body"].encode() for d in dead) == sorted(m.body for m in planned)
@@ -126,7 +127,7 @@ def test_replaying_the_jsonl_gives_the_same_balances(demo: DemoRun, tmp_path: Pa
     migrate.upgrade(url)
     replay = Ledger(make_engine(url))
     ingestor = Ingestor(replay)
-    lines = (demo.out / demo_run.EVENTS_FILE).read_bytes().splitlines()
+    lines = (demo.out / demo_summary.EVENTS_FILE).read_bytes().splitlines()
     # When the lines go through the ingest in other batch sizes
     applied = 0
     for start in range(0, len(lines), 97):
@@ -142,12 +143,12 @@ def test_a_second_run_starts_from_a_fresh_database(demo: DemoRun, tmp_path: Path
     # Given a demo that already ran in a folder
     out = tmp_path / "again"
     assert run_demo(customers=20, months=2, seed=5, out=out, database_url=None, stdout=io.StringIO()) == 0
-    first = (out / demo_run.EVENTS_FILE).read_bytes()
+    first = (out / demo_summary.EVENTS_FILE).read_bytes()
     # When it runs again in the same folder
     screen = io.StringIO()
     assert run_demo(customers=20, months=2, seed=5, out=out, database_url=None, stdout=screen) == 0
     # Then it starts over (no duplicates of the first run) and writes the same sample
-    assert (out / demo_run.EVENTS_FILE).read_bytes() == first
+    assert (out / demo_summary.EVENTS_FILE).read_bytes() == first
     assert "Everything as expected" in screen.getvalue()
 
 
@@ -179,7 +180,7 @@ def test_the_command_line_runs_the_demo(tmp_path: Path, capsys: pytest.CaptureFi
     code = main(["demo", "--customers", "12", "--months", "1", "--seed", "3", "--out", str(tmp_path)])
     assert code == 0
     assert "Everything as expected" in capsys.readouterr().out
-    assert (tmp_path / demo_run.EVENTS_FILE).exists()
+    assert (tmp_path / demo_summary.EVENTS_FILE).exists()
     assert (tmp_path / demo_run.DATABASE_FILE).exists()
 
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from services.cli import main
-from services.cli.commands import preview_ladder
+from services.cli.notifier import preview_ladder
 from services.escalation.policy import PolicyLibrary
 from services.escalation.service import evaluate
 from services.escalation.worker import real_rules

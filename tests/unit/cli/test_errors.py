@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import commands as cli
+from services.cli import escalation, main
 from shared.config import Settings
 from shared.ledger.store import LedgerNeedsAttention, LedgerUnavailable
 
@@ -26,10 +26,10 @@ def test_a_database_lost_during_clock_tick_is_one_line_and_exit_69(
     def lost(args: argparse.Namespace, settings: Settings) -> int:
         raise failure
 
-    monkeypatch.setattr(cli, "_clock_tick", lost)
+    monkeypatch.setattr(escalation, "clock_tick", lost)
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     # When it runs
-    code = cli.main(["clock", "tick", "--at", "2026-12-01T08:00:00Z", "--database-url", url])
+    code = main(["clock", "tick", "--at", "2026-12-01T08:00:00Z", "--database-url", url])
     # Then it says why in one line, that the committed work stays, and exits 69 (unavailable), with no traceback
     error = capsys.readouterr().err
     assert code == 69

@@ -1,0 +1,293 @@
+"""What the demo prints after its run: one section per part of the pipeline, from the ingest to the files it wrote.
+
+Every figure is read back from what the run produced (the queue's counters, the ledger's streams, the audit, the
+mail folder), so the printout shows what relance did, not what the demo meant it to do. The same sample prints the
+same sections, line for line; only the timings differ from run to run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from services.cli.demo.escalation import Audit, Timeline
+from services.cli.demo.generator import Sample
+from services.cli.demo.mail import Mailed
+from services.cli.demo.report import BUCKETS, ZERO, Book, count, money, table
+from services.escalation.policy import PolicyLibrary
+from shared.broker.memory import MemoryQueue
+
+if TYPE_CHECKING:
+    from services.cli.demo.run import Ingested, Simulated
+
+# the files the demo writes into its folder, as the printout names them
+EVENTS_FILE = "erp-events.jsonl"
+DEAD_LETTERS_FILE = "dead-letters.jsonl"
+LOG_FILE = "relance-demo.log"
+
+
+def ingest_section(sample: Sample, queue: MemoryQueue, ingested: Ingested) -> list[str]:
+    result, notes, mix = ingested.result, sample.notes(), sample.event_types()
+    rejected = len(result.rejections)
+    balanced = queue.published == result.applied + result.duplicates + rejected
+    rows = [
+        ["published", count(queue.published), "messages put on the in-process queue"],
+        ["applied", count(result.applied), "appended to customer ledgers"],
+        [
+            "duplicates",
+            count(result.duplicates),
+            f"{notes['redelivered']} redelivered (same event_id), {notes['re-sent']} re-sent with a new event_id",
+        ],
+        ["rejected", count(rejected), f"dead-lettered with their reason ({DEAD_LETTERS_FILE})"],
+    ]
+    lines = ["", "Ingest", *table(["", "messages", ""], rows, "lrl")]
+    lines.append(
+        f"  published = applied + duplicates + rejected: "
+        f"{count(queue.published)} = {count(result.applied)} + {count(result.duplicates)} + {count(rejected)} "
+        + ("(ok)" if balanced else "(MISMATCH)")
+    )
+    payments = mix["payment.received"]
+    lines += [
+        "",
+        "What the ERP sent (applied events by type)",
+        f"  {count(mix['customer.upserted'])} customer records, {count(mix['invoice.issued'])} invoices, "
+        f"{count(payments)} payments ({notes['out_of_order']} published before their invoice), "
+        f"{mix['credit_note.issued']} credit notes,",
+        f"  {count(mix['invoice.due_date_passed'])} due-date notices, {mix['invoice.cancelled']} cancellations, "
+        f"{mix['invoice.disputed']} disputes ({mix['invoice.dispute_resolved']} resolved), "
+        f"{mix['promise_to_pay.recorded']} promises to pay, {mix['payment_plan.agreed']} payment plans",
+    ]
+    return lines
+
+
+def rejection_section(queue: MemoryQueue) -> list[str]:
+    kinds = Counter(d.kind for d in queue.dead_letters)
+    if not kinds:
+        return ["", "Rejections: none"]
+    rows = []
+    for kind, number in kinds.most_common():
+        example = next(d for d in queue.dead_letters if d.kind == kind)
+        rows.append([kind, str(number), _clip(example.reason, 92)])
+    headers = ["kind", "count", "example reason"]
+    return ["", "Rejected messages by kind (one example reason each)", *table(headers, rows, "lrl")]
+
+
+def ledger_section(book: Book, events_checked: int, streams: int, intact: bool) -> list[str]:
+    tenants = ", ".join(f"{t} {n}" for t, n in sorted(book.customers_by_tenant.items()))
+    return [
+        "",
+        "Ledger",
+        f"  tenants    {len(book.customers_by_tenant)} ({', '.join(sorted(book.customers_by_tenant))})",
+        f"  customers  {count(sum(book.customers_by_tenant.values()))} ({tenants})",
+        f"  events     {count(events_checked)} in {count(streams)} hash-chained streams: "
+        + ("all chains verified, intact" if intact else "ALTERED, see below"),
+    ]
+
+
+def receivables_section(book: Book) -> list[str]:
+    rows = []
+    for (tenant, currency), r in sorted(book.receivables.items()):
+        rows.append(
+            [
+                tenant,
+                currency,
+                count(r.customers),
+                money(r.open),
+                money(r.overdue),
+                count(r.overdue_customers),
+                money(r.disputed),
+                money(r.unapplied),
+            ]
+        )
+    headers = ["tenant", "currency", "customers", "open", "overdue", "with overdue", "in dispute", "unapplied credit"]
+    return [
+        "",
+        f"Receivables as of {book.as_of} (open = open invoices less unapplied credit)",
+        *table(headers, rows, "llrrrrrr"),
+    ]
+
+
+def aging_section(book: Book) -> list[str]:
+    rows = []
+    for currency in book.currencies():
+        buckets = book.aging.get(currency, [])
+        rows.append([currency, *(money(b) for b in buckets), money(sum(buckets, ZERO))])
+    return [
+        "",
+        f"Aged balance as of {book.as_of} (open invoices by days past due)",
+        *table(["currency", *BUCKETS, "total"], rows),
+    ]
+
+
+def debtors_section(book: Book) -> list[str]:
+    lines = ["", "Top 5 overdue customers per currency"]
+    rows = []
+    for currency in book.currencies():
+        for d in book.top_debtors(currency):
+            rows.append(
+                [
+                    d.tenant,
+                    d.customer_id,
+                    _clip(d.name, 32),
+                    money(d.overdue, currency),
+                    str(d.invoices),
+                    str(d.oldest_days),
+                    ", ".join(d.flags),
+                ]
+            )
+    headers = ["tenant", "customer", "name", "overdue", "invoices", "oldest (days)", "notes"]
+    lines += table(headers, rows, "lllrrrl")
+    return [line.rstrip() for line in lines]
+
+
+def escalation_section(escalated: Audit, simulated: Simulated, as_of: date) -> list[str]:
+    reminders = escalated.reminders
+    languages = sorted({language for _, language in reminders.by_level_language})
+    rows = []
+    for key, channel in _ladder():
+        rows.append(
+            [
+                key,
+                reminders.channels.get(key, channel),
+                count(reminders.by_level[key]),
+                *(count(reminders.by_level_language[(key, language)]) for language in languages),
+                count(reminders.invoices_listed[key]),
+                count(escalated.levels_reached[key]),
+            ]
+        )
+    headers = ["level", "channel", "reminders", *(f"in {lang}" for lang in languages), "invoices listed", "reached"]
+    lines = [
+        "",
+        f"Escalation over the {simulated.days} simulated days (shipped policies standard-fr / standard-en)",
+        f"  {count(simulated.evaluations)} evaluations by the escalation worker (its timers, and the customers the "
+        f"day's messages touched): {count(escalated.decisions)} decisions, {count(escalated.ticks)} clock ticks",
+        "",
+        "Reminders requested per level (one per customer, currency and day, at the highest level due; "
+        "'reached': invoices)",
+        *table(headers, rows, "ll" + "r" * (len(headers) - 2)),
+        f"  {count(sum(reminders.by_level.values()))} reminders; {count(escalated.caught_up)} invoices caught up "
+        "several levels at once (levels passed over are recorded as skipped, not sent)",
+    ]
+    currencies = sorted(set(escalated.interest) | set(escalated.fees))
+    money_rows = []
+    for currency in currencies:
+        interest, fees = escalated.interest.get(currency), escalated.fees.get(currency)
+        money_rows.append(
+            [
+                currency,
+                count(interest.invoices) if interest else "0",
+                money(interest.total, currency) if interest else "-",
+                count(fees.invoices) if fees else "0",
+                money(fees.total, currency) if fees else "-",
+            ]
+        )
+    lines += [
+        "",
+        f"Late interest and fixed recovery fees charged (interest owed through {as_of} or payment; fees once per "
+        "invoice)",
+        *table(["currency", "invoices", "late interest", "invoices", "recovery fees"], money_rows),
+    ]
+    reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(escalated.block_reasons.items()))
+    lines += [
+        "",
+        "Credit blocks",
+        f"  {escalated.blocks} blocked ({reasons or 'none'}), {escalated.unblocks} unblocked when cleared, "
+        f"{escalated.still_blocked} still blocked on {as_of} (all with overdue invoices)",
+        "  each block lifted at most once, each unblock naming the open block: "
+        + ("ok" if not any("block" in p for p in escalated.problems) else "NO, see below"),
+        "",
+        "Collector tasks by kind (see `relance agenda`)",
+        "  "
+        + (
+            ", ".join(f"{kind} {count(n)}" for kind, n in sorted(escalated.tasks.items(), key=lambda kv: -kv[1]))
+            or "  none"
+        ),
+        "",
+        "Commands written to the outbox with the decisions that caused them",
+        "  " + (", ".join(f"{kind} {count(n)}" for kind, n in sorted(escalated.outbox.items())) or "none"),
+        "  waiting for `relance worker relay` (the demo has no broker): "
+        + (", ".join(f"{kind} {count(n)}" for kind, n in sorted(escalated.pending.items())) or "none"),
+    ]
+    return lines
+
+
+def _ladder() -> list[tuple[str, str]]:
+    """Every level of the shipped policies, in ladder order, with its channel (and copies)."""
+    seen: dict[str, tuple[int, str]] = {}
+    for policy in PolicyLibrary.load(None).common.policies.values():
+        for level in policy.levels:
+            channel = level.channel + "".join(f"+{c}" for c in sorted(level.copy_channels))
+            seen.setdefault(level.key, (level.offset_days, channel))
+    return [(key, channel) for key, (_, channel) in sorted(seen.items(), key=lambda kv: kv[1][0])]
+
+
+def mail_section(mailed: Mailed, hashes_ok: bool) -> list[str]:
+    languages = sorted({language for _, language in mailed.sent})
+    levels = [key for key, _ in _ladder()]
+    rows = []
+    for level in levels:
+        sent = [mailed.sent[(level, language)] for language in languages]
+        if sum(sent) or mailed.letters[level]:
+            rows.append([level, count(sum(sent)), *(count(n) for n in sent), count(mailed.letters[level])])
+    headers = ["level", "e-mails sent", *(f"in {language}" for language in languages), "letters to post"]
+    outcomes = mailed.outcomes
+    skipped = outcomes["skipped"]
+    return [
+        "",
+        f"Reminders sent by the notifier over SMTP to the demo's mail server ({len(mailed.received)} e-mails in "
+        f"{mailed.folder}/)",
+        *table(headers, rows, "l" + "r" * (len(headers) - 1)),
+        f"  {count(sum(outcomes.values()))} reminder commands: {count(outcomes['sent'])} e-mailed, "
+        f"{count(outcomes['letter'])} by letter only, {count(sum(mailed.letters.values()))} letters to print and post "
+        f"in all (a send_letter task each), {count(skipped)} not sent because "
+        f"everything they listed was paid, disputed or superseded by a firmer reminder by the time they were sent, "
+        f"{count(outcomes['failed'])} failed (no usable address: a letter task instead)",
+        f"  {count(mailed.dropped)} invoices left out of reminders that still went, paid or disputed since the "
+        "decision",
+        "  every e-mail's SHA-256 equals the one its reminder.sent event recorded, each Message-ID received once: "
+        + ("ok" if hashes_ok else "NO, see below"),
+    ]
+
+
+def timeline_section(timeline: Timeline | None) -> list[str]:
+    if timeline is None:
+        return ["", "Timeline: no customer went up several levels in this sample"]
+    lines = [
+        "",
+        f"Timeline of one late payer: {timeline.tenant} {timeline.customer_id} {timeline.name} "
+        f"(policy {timeline.policy}, language {timeline.language})",
+    ]
+    for moment, source, what in timeline.lines:
+        lines.append(f"  {moment:%Y-%m-%d %H:%M}  {source:<7}  {what}")
+    return lines
+
+
+def files_section(out: Path, url: str, book: Book, messages: int, dead: int, mailed: Mailed) -> list[str]:
+    eur = book.top_debtors("EUR", 1) or book.debtors[:1]
+    tenant, customer = (eur[0].tenant, eur[0].customer_id) if eur else ("acme-fr", "C-0001")
+    files = [
+        (str(out / EVENTS_FILE), f"the {count(messages)} messages, one JSON body per line"),
+        (str(out / DEAD_LETTERS_FILE), f"the {dead} rejected messages with their kind and reason"),
+        (f"{mailed.folder}/", f"the {count(len(mailed.received))} e-mails as the SMTP server received them (.eml)"),
+        (str(out / LOG_FILE), "structured log of the ingest, the escalation worker and the notifier (JSON lines)"),
+        (url, "the ledger"),
+    ]
+    width = max(len(name) for name, _ in files)
+    return [
+        "",
+        "Files",
+        *(f"  {name.ljust(width)}  {what}" for name, what in files),
+        "",
+        "Next steps",
+        f"  relance ledger show --tenant {tenant} --customer {customer} --database-url {url}",
+        f"  relance agenda --tenant {tenant} --date {book.as_of} --database-url {url}",
+        f"  relance verify --database-url {url}",
+        f"  relance evidence list --tenant {tenant} --customer {customer} --database-url {url}",
+        f"  relance publish {out / EVENTS_FILE}   # replay on RabbitMQ (RELANCE_AMQP_URL) for `relance worker ingest`",
+    ]
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
