@@ -152,6 +152,7 @@ def test_a_replay_under_other_rules_shows_where_the_decisions_part(
     assert {(d.tenant, d.customer_id) for d in report.divergences} == interest_customers
 
 
+@pytest.mark.timeout(1200)  # records the history, rewrites two streams, verifies and replays
 def test_a_log_written_when_relance_spelt_utc_as_an_offset_replays_without_divergence_and_verifies(
     settings: Settings, source: Engine, fresh: Callable[[], Ledger]
 ) -> None:

@@ -75,3 +75,20 @@ def test_the_same_decisions_in_another_order_or_at_another_instant_are_not_the_s
     later = [*RECORDED[:2], replace(RECORDED[2], occurred_at=AT + timedelta(hours=1))]
     divergence = first_divergence(RECORDED, later)
     assert divergence is not None and "occurred_at" in divergence.replayed
+
+
+def test_instants_written_with_an_offset_compare_equal_to_the_same_instants_written_with_z() -> None:
+    # Given a tick and a decision recorded when relance spelt UTC "+00:00", replayed today with "Z"
+    recorded = [
+        replace(event(2, "tick-1", "escalation.clock_ticked"), data={"as_of": AT.isoformat(), "trigger": "timer"}),
+        replace(RECORDED[2], metadata={"as_of": AT.isoformat(), "policy_version": "v1"}),
+    ]
+    z = AT.isoformat().replace("+00:00", "Z")
+    replayed = [
+        replace(recorded[0], data={"as_of": z, "trigger": "timer"}),
+        replace(recorded[1], metadata={"as_of": z, "policy_version": "v1"}),
+    ]
+    # Then they are the same stream; another instant is not
+    assert first_divergence(recorded, replayed) is None
+    later = replace(replayed[0], data={"as_of": (AT + timedelta(seconds=1)).isoformat(), "trigger": "timer"})
+    assert first_divergence(recorded, [later, replayed[1]]) is not None
