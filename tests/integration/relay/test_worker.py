@@ -77,9 +77,9 @@ def blocked(customer: str, n: int = 1) -> Incoming:
         event_type="credit.blocked",
         data={
             "block_id": f"B-{customer}-{n}",
-            "reason": "overdue_above_credit_limit",
+            "reason": "credit_limit",
             "overdue": {"EUR": "12500.00"},
-            "credit_limit": "10000.00",
+            "credit_limit": {"amount": "10000.00", "currency": "EUR"},
             "as_of": AS_OF.isoformat(),
         },
         occurred_at=AS_OF,
@@ -121,7 +121,8 @@ def reminder(customer: str) -> Incoming:
 
 def note(customer: str, n: int) -> Incoming:
     """An event that causes no command."""
-    return Incoming(TENANT, customer, f"note-{customer}-{n}", "escalation.clock_ticked", {"as_of": "x"}, AS_OF)
+    tick = {"as_of": "2026-12-01T08:00:00Z", "trigger": "manual"}
+    return Incoming(TENANT, customer, f"note-{customer}-{n}", "escalation.clock_ticked", tick, AS_OF)
 
 
 def outbox_rows(engine: Engine) -> list[dict[str, Any]]:
@@ -167,8 +168,9 @@ def test_a_command_is_written_with_the_event_that_causes_it(any_engine: Engine) 
     assert block["command_id"] == "block-C-1-1"
     assert block["command"] == "erp.credit_block"
     assert (block["tenant"], block["customer_id"]) == (TENANT, "C-1")
-    assert block["reason"] == "overdue_above_credit_limit"
-    assert block["overdue"] == {"EUR": "12500.00"} and block["credit_limit"] == "10000.00"
+    assert block["reason"] == "credit_limit"
+    assert block["overdue"] == {"EUR": "12500.00"}
+    assert block["credit_limit"] == {"amount": "10000.00", "currency": "EUR"}
     assert block["occurred_at"] == AS_OF.isoformat()
     assert block["sequence"] == 1 and rows[1]["payload"]["sequence"] == 3
     assert all(r["published_at"] is None and r["attempts"] == 0 for r in rows)
@@ -231,7 +233,7 @@ def test_the_relay_publishes_exactly_the_pending_commands_with_their_ids(pg_engi
     assert properties.delivery_mode == 2
     assert properties.type == "erp.credit_block"
     assert body["command_id"] == "block-C-1-1" and body["customer_id"] == "C-1" and body["tenant"] == TENANT
-    assert body["reason"] == "overdue_above_credit_limit" and body["overdue"] == {"EUR": "12500.00"}
+    assert body["reason"] == "credit_limit" and body["overdue"] == {"EUR": "12500.00"}
     # And the reminder went to the notifier's binding; nothing was published twice
     notifier = broker.drain(broker.notifier_queue)
     assert [p.message_id for _, p, _ in notifier] == ["reminder-C-3"]
