@@ -1,7 +1,7 @@
 """The demo sample's data model: the messages and customers it is made of, and the builder that records facts.
 
-Also the small date and text helpers the steps of the generator share. The builder holds the one seeded random
-generator; the helpers draw only from the generator they are given.
+Also the small date and text functions the steps of the generator share. The builder holds the one seeded random
+generator; these functions draw only from the generator they are given.
 """
 
 from __future__ import annotations
