@@ -9,6 +9,9 @@ Configuration must not lie:
 - there is no default database: outside ``relance demo`` the ledger's URL is given, or nothing starts;
 - any setting can come from a file (``RELANCE_<NAME>_FILE``, e.g. a mounted secret), never from both a file and the
   variable itself.
+
+One module on purpose: most of its length is the one :class:`Settings` model, the single list of every variable
+with its default, bounds and description, which reads best whole.
 """
 
 from __future__ import annotations

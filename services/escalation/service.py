@@ -161,16 +161,13 @@ def _items(
     clock = tick_id or tick_event_id(state.tenant, state.customer_id, as_of, state.version)
     planned.extend((d.event_id, d.event, {**metadata, "clock": clock}) for d in decisions)
     return [
-        Incoming(
-            tenant=state.tenant,
-            customer_id=state.customer_id,
+        Incoming.of(
+            event,
+            stream=(state.tenant, state.customer_id),
             event_id=event_id,
-            event_type=event.TYPE,
-            data=event.data(),
             occurred_at=as_of,
             metadata=event_metadata,
             expected_version=state.version + offset,
-            event=event,
         )
         for offset, (event_id, event, event_metadata) in enumerate(planned)
     ]

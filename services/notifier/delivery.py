@@ -355,16 +355,9 @@ def record_fact(
     """Append the fact (and its task, in the same transaction); the fact's outcome status."""
 
     def incoming(event_id: str, event: events.RelanceEvent) -> Incoming:
-        return Incoming(
-            tenant=command["tenant"],
-            customer_id=command["customer_id"],
-            event_id=event_id,
-            event_type=event.TYPE,
-            data=event.data(),
-            occurred_at=at,
-            metadata={"source": "notifier", "command_id": command["command_id"]},
-            event=event,
-        )
+        metadata = {"source": "notifier", "command_id": command["command_id"]}
+        stream = (command["tenant"], command["customer_id"])
+        return Incoming.of(event, stream=stream, event_id=event_id, occurred_at=at, metadata=metadata)
 
     items = [incoming(fact_id(command["command_id"], fact), event)]
     if task is not None:

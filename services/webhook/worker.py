@@ -260,16 +260,9 @@ class WebhookWorker:
 
     @staticmethod
     def _incoming(command: Command, event_id: str, event: RelanceEvent, at: datetime) -> Incoming:
-        return Incoming(
-            tenant=command.tenant,
-            customer_id=command.customer_id,
-            event_id=event_id,
-            event_type=event.TYPE,
-            data=event.data(),
-            occurred_at=at,
-            metadata={"source": "webhook", "command_id": command.command_id},
-            event=event,
-        )
+        metadata = {"source": "webhook", "command_id": command.command_id}
+        stream = (command.tenant, command.customer_id)
+        return Incoming.of(event, stream=stream, event_id=event_id, occurred_at=at, metadata=metadata)
 
     def _log(self, command: Command, attempt: Attempt, delay: float | None) -> None:
         """After the commit: what became of the command (``delay``: until the next try; None: not retried)."""

@@ -3,6 +3,9 @@
 Every message is a UTF-8 JSON envelope (event_id, event_type, tenant, customer_id, occurred_at, data). Money is a
 decimal string, never a JSON number; currencies are ISO 4217 codes; dates are ISO 8601. The models below are the
 single source of the contract: the JSON Schema files and the AsyncAPI document are generated from them.
+
+One module on purpose: it is the published contract, and its value types, models and parser change together
+with its version, so a reader reviewing a contract change sees all of it in one file.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from shared.contracts.events import Event, parse
+from shared.contracts.events import Event, RelanceEvent, parse
 from shared.ledger.hashing import fingerprint
 
 StreamKey = tuple[str, str]
@@ -40,6 +40,31 @@ class Incoming:
     # The typed data, when the writer has it (else parsed from ``data`` where the state needs it); ``data`` is what
     # is written, and the two must say the same.
     event: Event | None = field(default=None, compare=False)
+
+    @classmethod
+    def of(
+        cls,
+        event: RelanceEvent,
+        *,
+        stream: StreamKey,
+        event_id: str,
+        occurred_at: datetime,
+        metadata: dict[str, Any],
+        expected_version: int | None = None,
+    ) -> Incoming:
+        """One of relance's own events to record: its type and its written data are the event's, so they agree."""
+        tenant, customer_id = stream
+        return cls(
+            tenant=tenant,
+            customer_id=customer_id,
+            event_id=event_id,
+            event_type=event.TYPE,
+            data=event.data(),
+            occurred_at=occurred_at,
+            metadata=metadata,
+            expected_version=expected_version,
+            event=event,
+        )
 
     @property
     def stream(self) -> StreamKey:
