@@ -60,6 +60,10 @@ The rules, in the order a credit manager would apply them:
   missing rate is looked at again every day, so it resumes once the rate is added; the engine never guesses a rate.
 
 Dates are UTC calendar days: a step due on day D is due from 00:00 UTC on D.
+
+One module, over the usual size, on purpose: the rules above are the steps of one evaluation (:class:`_Evaluation`)
+that read and update the same per-invoice tracks in the order listed, and split apart they would have to pass that
+evaluation's state around; the policy, the calendar and the interest each live in a module of their own.
 """
 
 from __future__ import annotations
