@@ -25,7 +25,9 @@ def add_clock(commands: Commands) -> None:
 
 
 def add_rates(commands: Commands) -> None:
-    rates = commands.add_parser("rates", help="the reference rate table late interest is computed with")
+    rates = commands.add_parser(
+        "rates", help="the rate tables late interest is computed with (ECB, Bank of England, French legal rate)"
+    )
     rates_commands = rates.add_subparsers(title="rates commands", metavar="ACTION")
     show = rates_commands.add_parser(
         "show", help="the table in effect: the shipped rates and RELANCE_RATES_FILE's, with the source of each row"
@@ -37,6 +39,12 @@ def add_rates(commands: Commands) -> None:
     check.add_argument("--at", type=day, help="the day to check from (default: today, UTC)")
     check.add_argument(
         "--within", type=days, default=None, metavar="DAYS", help="how far ahead to look (default 45 days)"
+    )
+    check.add_argument(
+        "--table",
+        action="append",
+        choices=["ecb", "boe", "legal-fr"],
+        help="only this table (repeatable; default: every table: ecb, boe, legal-fr)",
     )
     runs(check, rates_check)
 
@@ -72,27 +80,37 @@ def clock_tick(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def rates_show(args: argparse.Namespace, settings: Settings) -> int:
-    from services.escalation.interest import RateTable
+    from services.escalation.interest import SERIES, RateTable
 
     table = RateTable.default(settings.rates_file)
     override = str(settings.rates_file) if settings.rates_file else "(RELANCE_RATES_FILE unset)"
     print(f"reference rates in effect (annual percent, in force on each semester's first day); overrides: {override}")
-    print(f"  {'semester':<10}  {'rate':>7}  source")
-    for row in table.rows():
-        replaced = f" (replaces {row.replaces[0]} from {row.replaces[1]})" if row.replaces else ""
-        print(f"  {row.semester.isoformat():<10}  {row.rate:>7}  {row.source}{replaced}")
+    for name in table.tables():
+        series = SERIES[name]
+        if name != "ecb":
+            dated = "the reference day before the semester" if series.dated_by_reference_day else "its first day"
+            print("")
+            print(f"{name}: {series.title} (annual percent, in force on {dated}; rows {name},<date>,<rate>)")
+        print(f"  {'reference' if series.dated_by_reference_day else 'semester':<10}  {'rate':>7}  source")
+        for row in table.rows(name):
+            replaced = f" (replaces {row.replaces[0]} from {row.replaces[1]})" if row.replaces else ""
+            print(f"  {row.dated.isoformat():<10}  {row.rate:>7}  {row.source}{replaced}")
     return 0
 
 
 def rates_check(args: argparse.Namespace, settings: Settings) -> int:
-    from services.escalation.interest import RATES_WARNING_DAYS, RateTable, rate_line
+    from services.escalation.interest import RATES_WARNING_DAYS, SERIES, RateTable, rate_line
 
     table = RateTable.default(settings.rates_file)
     on: date = args.at or datetime.now(UTC).date()
     within: int = RATES_WARNING_DAYS if args.within is None else args.within
-    gaps = table.gaps(on, within)
+    names: list[str] = args.table or table.tables()
+    gaps = table.gaps(on, within, names)
     if not gaps:
-        print(f"ok: every semester from {on.isoformat()} through the next {within} day(s) has a reference rate")
+        print(
+            f"ok: every semester from {on.isoformat()} through the next {within} day(s) has a reference rate "
+            f"({', '.join(names)})"
+        )
         return 0
     target = settings.rates_file or "a CSV file named by RELANCE_RATES_FILE (create it, header semester_start,rate)"
     for gap in gaps:
@@ -101,10 +119,11 @@ def rates_check(args: argparse.Namespace, settings: Settings) -> int:
             if gap.begun
             else f"begins in {gap.days_left} day(s): add its rate by then"
         )
-        print(f"missing: no reference rate for the semester starting {gap.semester.isoformat()}, which {when}")
+        what = "reference rate" if gap.series == "ecb" else SERIES[gap.series].title
+        print(f"missing: no {what} for the semester starting {gap.semester.isoformat()}, which {when}")
     print(f'add to {target}, with the official rate in force on that day (see the README, "Reference rates"):')
     for gap in gaps:
-        print(f"  {rate_line(gap.semester)}")
+        print(f"  {rate_line(gap.semester, gap.series)}")
     return 1
 
 

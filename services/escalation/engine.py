@@ -80,10 +80,11 @@ from services.escalation.interest import (
     InterestResult,
     MissingReferenceRate,
     RateTable,
-    fixed_fee,
     late_interest,
+    needs_rates,
     outstanding_timeline,
 )
+from services.escalation.law import fixed_fee, reminder_law
 from services.escalation.model import Decision, Level, Policy
 from shared.contracts import events
 from shared.ledger.state import CustomerState, Escalation, Invoice
@@ -239,16 +240,16 @@ class _Evaluation:
         for track in moving:
             record = self.state.escalations.get(track.invoice_id)
             if "charge_fee" in track.actions and (record is None or record.fee is None):
-                fee = fixed_fee(self.policy, track.currency)
+                fee = fixed_fee(self.policy, track.invoice)
                 if fee is not None:
                     self._emit(
                         events.FeeCharged,
                         (track.invoice_id,),
                         invoice_id=track.invoice_id,
-                        currency=track.currency,
-                        amount=fee,
+                        currency=fee.currency,
+                        amount=fee.amount,
                     )
-                    self.fees[track.invoice_id] = fee
+                    self.fees[track.invoice_id] = fee.amount
             if any("charge_interest" in self._acts(k) for k in [*track.skipped, track.target]):
                 self._charge_interest(track)
 
@@ -322,6 +323,9 @@ class _Evaluation:
                     invoice_ids=[t.invoice_id for t in listed],
                     lines=lines,
                     totals=totals,
+                    **reminder_law(
+                        self.policy, [self._interest_owed(t.invoice) for t in listed if t.invoice_id in self.interest]
+                    ),
                 )
             elif level.channel == "phone":
                 self._task("phone_call", subject, self.today, listed, currency, f"level {level.key}")
@@ -526,7 +530,7 @@ class _Evaluation:
                 try:
                     self._interest_owed(invoice)
                 except MissingReferenceRate as exc:
-                    return self._held(invoice, due, current, record, self._interest_hold(invoice, exc.semester))
+                    return self._held(invoice, due, current, record, self._interest_hold(invoice, exc))
         return track
 
     def _held(self, invoice: Invoice, due: date, current: int, record: Escalation | None, hold: _Hold) -> _Track:
@@ -540,7 +544,7 @@ class _Evaluation:
         without a table, and not when today's figure is already recorded)."""
         if record is not None and record.interest_through == self.today and record.interest is not None:
             return False
-        return self.rates is not None or self.policy.interest.basis == "contractual"
+        return self.rates is not None or not needs_rates(self.policy.interest)
 
     def _dates_hold(self, invoice: Invoice, due: date) -> _Hold:
         plan = f", payment plan instalment due {due.isoformat()}" if due != invoice.due_date else ""
@@ -552,12 +556,11 @@ class _Evaluation:
         )
         return _Hold(DATES_TASK, (invoice.invoice_id,), note)
 
-    def _interest_hold(self, invoice: Invoice, semester: date) -> _Hold:
+    def _interest_hold(self, invoice: Invoice, missing: MissingReferenceRate) -> _Hold:
+        semester = missing.semester
         note = (
-            f"interest cannot be computed for invoice {invoice.number}: no reference rate for the semester starting "
-            f'{semester.isoformat()} in the rate table; add the row "{semester.isoformat()},<rate in percent>" '
-            "(the official rate in force on that day) to the file named by RELANCE_RATES_FILE. The invoice waits "
-            "until then; the customer's other invoices are reminded as usual"
+            f"interest cannot be computed for invoice {invoice.number}: {missing.advice} to the file named by "
+            "RELANCE_RATES_FILE. The invoice waits until then; the customer's other invoices are reminded as usual"
         )
         return _Hold(INTEREST_TASK, (invoice.invoice_id, semester.isoformat()), note, semester)
 

@@ -1,4 +1,4 @@
-"""Late-payment interest and the fixed recovery fee (French Code de commerce L441-10 and D441-5).
+"""Late-payment interest (French Code de commerce L441-10, Directive 2011/7/EU, the UK's 1998 Act) and its rate tables.
 
 Interest is simple interest on the amount outstanding including tax, ``base * annual rate * days / 365``, accrued
 day by day and rounded half-up to the currency's minor unit once, on the total.
@@ -40,34 +40,75 @@ from pathlib import Path
 import structlog
 
 from services.escalation.errors import EscalationError
-from services.escalation.model import InterestRule, Policy
+from services.escalation.model import InterestRule
 from shared.config import ConfigurationError
 from shared.contracts.erp import minor_units
 
 log = structlog.get_logger()
 
-SHIPPED_RATES = Path(__file__).with_name("rates") / "ecb.csv"
+RATES_DIR = Path(__file__).with_name("rates")
+SHIPPED_RATES = RATES_DIR / "ecb.csv"
 DAYS_IN_YEAR = 365
 _DISPLAY = Decimal("1e-10")  # places kept in the unrounded figures shown per period
 _RATE = re.compile(r"^-?\d{1,3}(\.\d{1,6})?$")
+FLOOR_TIMES_LEGAL_RATE = 3  # French law: an agreed rate is at least three times the legal interest rate (L441-10)
 RATES_WARNING_DAYS = 45  # how long before a semester without a rate begins the workers and the agenda warn
+
+ECB = "ecb"  # ECB main refinancing rate, in force on each semester's first day (France, EU)
+BOE = "boe"  # Bank of England Bank Rate, in force on 31 December / 30 June (England and Wales, the 1998 Act)
+LEGAL_FR = "legal-fr"  # French legal interest rate, creditors other than individuals, per semester (the 3x floor)
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One table of rates: its name in a CSV row, what it is, its shipped file and how its rows are dated."""
+
+    key: str
+    title: str
+    file: Path
+    dated_by_reference_day: bool  # True: a row is dated 30 June / 31 December and applies to the next semester
+
+
+SERIES: dict[str, Series] = {
+    ECB: Series(ECB, "ECB main refinancing rate", SHIPPED_RATES, False),
+    BOE: Series(BOE, "Bank of England Bank Rate", RATES_DIR / "boe.csv", True),
+    LEGAL_FR: Series(
+        LEGAL_FR, "French legal interest rate (creditors other than individuals)", RATES_DIR / "legal-fr.csv", False
+    ),
+}
 
 
 class MissingReferenceRate(EscalationError, LookupError):
     """The rate table has no row for a semester that interest must be computed over; extend the table."""
 
-    def __init__(self, semester: date) -> None:
+    def __init__(self, semester: date, series: str = ECB) -> None:
+        what = "reference rate" if series == ECB else SERIES[series].title
+        on = "that day" if series == ECB else row_date(semester, series).isoformat()
         super().__init__(
-            f"no reference rate for the semester starting {semester.isoformat()}: add a row "
-            f'"{rate_line(semester)}" to the file named by RELANCE_RATES_FILE '
-            "(the reference rate in force on that day)"
+            f"no {what} for the semester starting {semester.isoformat()}: add a row "
+            f'"{rate_line(semester, series)}" to the file named by RELANCE_RATES_FILE (the rate in force on {on})'
         )
         self.semester = semester
+        self.series = series
+        self.advice = (
+            f"no {what} for the semester starting {semester.isoformat()} in the rate table; add the row "
+            f'"{rate_line(semester, series)}" (the official rate in force on {on})'
+        )
 
 
-def rate_line(semester: date) -> str:
-    """The CSV row a user adds for ``semester``, the rate left for them to fill in: relance never guesses it."""
-    return f"{semester.isoformat()},<rate in percent>"
+def row_date(semester: date, series: str = ECB) -> date:
+    """The date a row of ``series`` is written with for ``semester``: the semester's first day, or for the Bank of
+    England the reference day before it (31 December for January-June, 30 June for July-December)."""
+    return semester - timedelta(days=1) if SERIES[series].dated_by_reference_day else semester
+
+
+def rate_line(semester: date, series: str = ECB) -> str:
+    """The CSV row a user adds for ``semester``, the rate left for them to fill in: relance never guesses it.
+
+    An ECB row keeps the two columns of the original format; the other tables' rows name their table first.
+    """
+    cells = f"{row_date(semester, series).isoformat()},<rate in percent>"
+    return cells if series == ECB else f"{series},{cells}"
 
 
 def semester_start(day: date) -> date:
@@ -79,10 +120,16 @@ def semester_start(day: date) -> date:
 class RateRow:
     """One semester of the table in effect, and where its rate comes from."""
 
-    semester: date
+    semester: date  # the first day of the semester the rate applies to
     rate: Decimal
     source: str  # the file the rate was read from ("" for a table built in code)
     replaces: tuple[Decimal, str] | None = None  # the rate and file an override replaced
+    series: str = ECB
+
+    @property
+    def dated(self) -> date:
+        """The date the row is written with in its file (see :func:`row_date`)."""
+        return row_date(self.semester, self.series)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +138,7 @@ class RateGap:
 
     semester: date
     days_left: int
+    series: str = ECB
 
     @property
     def begun(self) -> bool:
@@ -98,81 +146,131 @@ class RateGap:
 
 
 class RateTable:
-    """Reference rates (annual percent) by semester: the rate in force on 1 January or 1 July of each semester."""
+    """Rates (annual percent) by semester: the ECB's (``rates``), and the other tables of :data:`SERIES` by name.
 
-    def __init__(self, rates: Mapping[date, Decimal], rows: Mapping[date, RateRow] | None = None) -> None:
-        for semester in rates:
-            if semester != semester_start(semester):
-                raise ValueError(f"{semester.isoformat()} is not the first day of a semester (1 January or 1 July)")
-        self._rates = dict(sorted(rates.items()))
+    Every table is keyed by the first day of the semester its rate applies to; only a file's rows of the Bank of
+    England table are dated otherwise (the reference day before the semester, :func:`row_date`).
+    """
+
+    def __init__(
+        self,
+        rates: Mapping[date, Decimal],
+        rows: Mapping[tuple[str, date], RateRow] | None = None,
+        *,
+        series: Mapping[str, Mapping[date, Decimal]] | None = None,
+    ) -> None:
+        tables = {ECB: rates, **(series or {})}
+        self._tables: dict[str, dict[date, Decimal]] = {}
         known = rows or {}
-        self._rows = {s: known.get(s) or RateRow(s, rate, "") for s, rate in self._rates.items()}
+        self._rows: dict[tuple[str, date], RateRow] = {}
+        for name, table in tables.items():
+            if name not in SERIES:
+                raise ValueError(f"{name!r} is not a rate table ({', '.join(SERIES)})")
+            for semester in table:
+                if semester != semester_start(semester):
+                    raise ValueError(f"{semester.isoformat()} is not the first day of a semester (1 January or 1 July)")
+            self._tables[name] = dict(sorted(table.items()))
+            for s, rate in self._tables[name].items():
+                self._rows[(name, s)] = known.get((name, s)) or RateRow(s, rate, "", series=name)
+        self._rates = self._tables[ECB]
 
     @classmethod
-    def load(cls, *paths: Path) -> RateTable:
-        """Read CSV files of ``semester_start,rate`` rows; a later file's row replaces an earlier one's."""
-        rates: dict[date, Decimal] = {}
-        rows: dict[date, RateRow] = {}
-        for path in paths:
-            for semester, rate in _read_rates(path).items():
-                earlier = rows.get(semester)
+    def load(cls, *paths: Path, series: str = ECB) -> RateTable:
+        """Read CSV files of rate rows; a later file's row replaces an earlier one's.
+
+        A row of two columns, ``date,rate``, belongs to ``series``; a row of three, ``table,date,rate``, names its
+        table (``ecb``, ``boe``, ``legal-fr``).
+        """
+        return cls._from_files([(path, series) for path in paths])
+
+    @classmethod
+    def _from_files(cls, files: Iterable[tuple[Path, str]]) -> RateTable:
+        tables: dict[str, dict[date, Decimal]] = {}
+        rows: dict[tuple[str, date], RateRow] = {}
+        for path, default_series in files:
+            for (name, semester), rate in _read_rates(path, default_series).items():
+                earlier = rows.get((name, semester))
                 if earlier is not None and earlier.rate != rate:
                     log.warning(
                         "escalation.reference_rate_replaced",
+                        table=name,
                         semester=semester.isoformat(),
                         shipped=str(earlier.rate),
                         rate=str(rate),
                         file=str(path),
                     )
                 replaces = None if earlier is None else (earlier.rate, earlier.source)
-                rates[semester] = rate
-                rows[semester] = RateRow(semester, rate, str(path), replaces)
-        return cls(rates, rows)
+                tables.setdefault(name, {})[semester] = rate
+                rows[(name, semester)] = RateRow(semester, rate, str(path), replaces, name)
+        return cls(tables.pop(ECB, {}), rows, series=tables)
 
     @classmethod
     def default(cls, extra: Path | None = None) -> RateTable:
-        """The shipped ECB table, extended by the user's file (``RELANCE_RATES_FILE``) when there is one."""
-        return cls.load(SHIPPED_RATES, *([extra] if extra is not None else []))
+        """The shipped tables (ECB, Bank of England, French legal rate), extended by the user's file
+        (``RELANCE_RATES_FILE``, whose two-column rows are ECB rows) when there is one."""
+        shipped = [(table.file, key) for key, table in SERIES.items()]
+        return cls._from_files([*shipped, *([(extra, ECB)] if extra is not None else [])])
 
-    def rate_for(self, day: date) -> Decimal:
-        """The reference rate applying to ``day``: the one in force on the first day of its semester."""
+    def rate_for(self, day: date, series: str = ECB) -> Decimal:
+        """The rate of ``series`` applying to ``day``: for its semester (in force on its first day, or for the Bank
+        of England on the reference day before it)."""
         semester = semester_start(day)
         try:
-            return self._rates[semester]
+            return self._tables.get(series, {})[semester]
         except KeyError:
-            raise MissingReferenceRate(semester) from None
+            raise MissingReferenceRate(semester, series) from None
 
-    def semesters(self) -> dict[date, Decimal]:
-        return dict(self._rates)
+    def semesters(self, series: str = ECB) -> dict[date, Decimal]:
+        return dict(self._tables.get(series, {}))
 
-    def rows(self) -> list[RateRow]:
-        """Every semester of the table, oldest first, with the file its rate comes from."""
-        return list(self._rows.values())
+    def tables(self) -> list[str]:
+        """The tables holding at least one rate, in the order of :data:`SERIES`."""
+        return [name for name in SERIES if self._tables.get(name)]
 
-    def has(self, semester: date) -> bool:
-        return semester in self._rates
+    def rows(self, series: str | None = ECB) -> list[RateRow]:
+        """Every semester of ``series`` (every table's with None), oldest first, with the file its rate comes from."""
+        return [
+            row
+            for (name, _), row in sorted(
+                self._rows.items(), key=lambda item: (list(SERIES).index(item[0][0]), item[0][1])
+            )
+            if series is None or name == series
+        ]
 
-    def gaps(self, on: date, within_days: int) -> list[RateGap]:
+    def has(self, semester: date, series: str = ECB) -> bool:
+        return semester in self._tables.get(series, {})
+
+    def gaps(self, on: date, within_days: int, series: str | Iterable[str] | None = ECB) -> list[RateGap]:
         """The semesters without a rate among ``on``'s own and those beginning within ``within_days`` after it.
 
         Only the present and the near future: a semester before ``on``'s is reported by the interest computations
-        that need it (an invoice older than the table), not as a deadline.
+        that need it (an invoice older than the table), not as a deadline. ``series`` None checks every table that
+        holds a rate.
         """
+        names = self.tables() if series is None else [series] if isinstance(series, str) else list(series)
         horizon = _days_after(on, within_days)
-        semester: date | None = semester_start(on)
         gaps = []
-        while semester is not None and semester <= horizon:
-            if semester not in self._rates:
-                gaps.append(RateGap(semester, (semester - on).days))
-            semester = _next_semester(semester)
+        for name in names:
+            semester: date | None = semester_start(on)
+            while semester is not None and semester <= horizon:
+                if not self.has(semester, name):
+                    gaps.append(RateGap(semester, (semester - on).days, name))
+                semester = _next_semester(semester)
         return gaps
 
 
-def warn_missing_rates(rates: RateTable, on: date, within_days: int = RATES_WARNING_DAYS) -> list[RateGap]:
+def warn_missing_rates(
+    rates: RateTable, on: date, within_days: int = RATES_WARNING_DAYS, series: str | Iterable[str] | None = None
+) -> list[RateGap]:
     """Log each semester without a rate around ``on``: ``rates.missing`` once begun, else ``rates.missing_soon``."""
-    gaps = rates.gaps(on, within_days)
+    gaps = rates.gaps(on, within_days, series)
     for gap in gaps:
-        fields = {"semester": gap.semester.isoformat(), "days_left": gap.days_left, "add": rate_line(gap.semester)}
+        fields = {
+            "table": gap.series,
+            "semester": gap.semester.isoformat(),
+            "days_left": gap.days_left,
+            "add": rate_line(gap.semester, gap.series),
+        }
         if gap.begun:
             log.error("rates.missing", **fields, note="interest on days of this semester cannot be computed")
         else:
@@ -193,7 +291,7 @@ def _days_after(day: date, days: int) -> date:
         return date.max
 
 
-def _read_rates(path: Path) -> dict[date, Decimal]:
+def _read_rates(path: Path, default_series: str = ECB) -> dict[tuple[str, date], Decimal]:
     def fail(line: int, message: str) -> ConfigurationError:
         return ConfigurationError(f"{path}, line {line}: {message}")
 
@@ -201,31 +299,58 @@ def _read_rates(path: Path) -> dict[date, Decimal]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(f"{path}: cannot read the rate table ({exc.strerror or exc})") from None
-    rates: dict[date, Decimal] = {}
+    rates: dict[tuple[str, date], Decimal] = {}
     rows = [(number, row) for number, row in enumerate(csv.reader(text.splitlines()), start=1)]
     for number, row in rows:
         cells = [cell.strip() for cell in row]
         if not cells or not any(cells) or cells[0].startswith("#"):
             continue
-        if cells[:2] == ["semester_start", "rate"]:
-            continue
-        if len(cells) != 2:
-            raise fail(number, f"expected two columns, semester_start,rate (e.g. 2025-07-01,2.15), got {row!r}")
+        if cells[-1] == "rate":
+            continue  # a header: semester_start,rate / reference_date,rate / table,date,rate
+        if len(cells) == 3:
+            name, cells = cells[0], cells[1:]
+            if name not in SERIES:
+                raise fail(
+                    number,
+                    "expected two columns, date,rate (e.g. 2025-07-01,2.15), or three naming the table first "
+                    f"(e.g. boe,2025-12-31,3.75): {name!r} is not a rate table ({', '.join(SERIES)}), got {row!r}",
+                )
+        elif len(cells) == 2:
+            name = default_series
+        else:
+            raise fail(
+                number,
+                f"expected date,rate (e.g. 2025-07-01,2.15) or table,date,rate (e.g. boe,2025-12-31,3.75), got {row!r}",
+            )
         try:
-            semester = date.fromisoformat(cells[0])
+            day = date.fromisoformat(cells[0])
         except ValueError:
             raise fail(number, f"{cells[0]!r} is not an ISO date such as 2025-07-01") from None
-        if semester != semester_start(semester):
-            raise fail(number, f"{cells[0]} is not the first day of a semester: use YYYY-01-01 or YYYY-07-01")
+        semester = _row_semester(day, name)
+        if semester is None:
+            if SERIES[name].dated_by_reference_day:
+                message = "is not a reference day of the Bank of England table: use YYYY-06-30 or YYYY-12-31"
+            else:
+                message = "is not the first day of a semester: use YYYY-01-01 or YYYY-07-01"
+            raise fail(number, f"{cells[0]} {message}")
         if not _RATE.match(cells[1]):
             raise fail(number, f"rate {cells[1]!r} must be a percentage written as a decimal, e.g. 2.15")
         rate = Decimal(cells[1])
         if not Decimal("-10") <= rate <= Decimal("100"):
             raise fail(number, f"rate {rate} is outside -10..100 percent")
-        if semester in rates:
-            raise fail(number, f"{semester.isoformat()} is listed twice in this file")
-        rates[semester] = rate
+        if (name, semester) in rates:
+            raise fail(number, f"{day.isoformat()} is listed twice in this file")
+        rates[(name, semester)] = rate
     return rates
+
+
+def _row_semester(day: date, series: str) -> date | None:
+    """The semester a row dated ``day`` applies to, or None when ``day`` is not a date such a row may have."""
+    if SERIES[series].dated_by_reference_day:
+        if (day.month, day.day) not in ((6, 30), (12, 31)) or day == date.max:
+            return None
+        return day + timedelta(days=1)
+    return day if day == semester_start(day) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +363,17 @@ class InterestPeriod:
     base: Decimal  # amount outstanding, including tax
     annual_rate: Decimal  # percent
     raw_amount: Decimal  # unrounded interest of the period (ten places, for display)
+    reference: Decimal | None = None  # the reference rate the annual rate was built on (None: an agreed rate)
+    margin: Decimal | None = None  # the points added to it
+
+
+@dataclass(frozen=True, slots=True)
+class DayRate:
+    """The annual rate of one day, and what it is made of (reference and margin, None for an agreed rate)."""
+
+    rate: Decimal
+    reference: Decimal | None = None
+    margin: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +417,7 @@ def late_interest(
     if after is not None:
         first = max(first, after + timedelta(days=1))
 
-    spans: list[tuple[date, date, Decimal, Decimal]] = []  # (first day, last day, base, annual rate)
+    spans: list[tuple[date, date, Decimal, DayRate]] = []  # (first day, last day, base, annual rate)
     index = 0
     base = Decimal(0)
     day = first
@@ -290,9 +426,9 @@ def late_interest(
         while index < len(changes) and changes[index][0] < day:
             base = max(changes[index][1], Decimal(0))
             index += 1
-        rate = _annual_rate(day, rule, rates)
+        rate = day_rate(day, rule, rates)
         # The span runs until the rate (a new semester) or the base (the next balance change) may change.
-        end = _semester_end(day) if rule.basis == "reference" else through
+        end = _semester_end(day) if rule.basis == "reference" or rule.floor else through
         if index < len(changes):
             end = min(end, changes[index][0])
         end = min(end, through)
@@ -306,20 +442,41 @@ def late_interest(
     exact = Fraction(0)
     for start, end, base, rate in spans:
         days = (end - start).days + 1
-        accrued = Fraction(base) * Fraction(rate) * days / (100 * DAYS_IN_YEAR)
+        accrued = Fraction(base) * Fraction(rate.rate) * days / (100 * DAYS_IN_YEAR)
         exact += accrued
-        periods.append(InterestPeriod(start, end, days, base, rate, _display(accrued)))
+        periods.append(
+            InterestPeriod(start, end, days, base, rate.rate, _display(accrued), rate.reference, rate.margin)
+        )
     return InterestResult(currency=currency, amount=round_half_up(exact, currency), periods=tuple(periods), exact=exact)
 
 
-def _annual_rate(day: date, rule: InterestRule, rates: RateTable | None) -> Decimal:
+def needs_rates(rule: InterestRule) -> bool:
+    """Whether interest under ``rule`` needs a rate table: a reference rate, or the French floor on an agreed rate."""
+    return rule.basis == "reference" or rule.floor
+
+
+def day_rate(day: date, rule: InterestRule, rates: RateTable | None) -> DayRate:
+    """The annual rate of ``day`` under ``rule`` (raises :class:`MissingReferenceRate` for a semester the table lacks).
+
+    With ``rule.floor`` (French law, an agreed rate), a rate below three times the legal interest rate of the day's
+    semester gives way to that floor (L441-10), which is then an agreed rate of its own (no reference, no margin).
+    """
+    if needs_rates(rule) and rates is None:
+        raise ValueError("interest at the reference rate, or under the French floor, needs a rate table")
     if rule.basis == "contractual":
         if rule.rate is None:
             raise ValueError("a contractual interest rule needs a rate")
-        return rule.rate
-    if rates is None:
-        raise ValueError("interest at the reference rate needs a rate table")
-    return rates.rate_for(day) + rule.margin
+        found = DayRate(rule.rate)
+    else:
+        assert rates is not None
+        reference = rates.rate_for(day, rule.reference)
+        found = DayRate(reference + rule.margin, reference, rule.margin)
+    if rule.floor:
+        assert rates is not None
+        floor = FLOOR_TIMES_LEGAL_RATE * rates.rate_for(day, LEGAL_FR)
+        if found.rate < floor:
+            return DayRate(floor)
+    return found
 
 
 def _semester_end(day: date) -> date:
@@ -344,22 +501,19 @@ def _quantize(value: Fraction, unit: Decimal) -> Decimal:
     return (Decimal(sign * whole) * unit).quantize(unit)
 
 
-def fixed_fee(policy: Policy, currency: str) -> Decimal | None:
-    """The fixed recovery fee owed once per late invoice in ``currency``, or None when the policy sets none.
-
-    Not subject to VAT and not part of the interest base; due in full even on a partly paid invoice (CJEU C-585/20).
-    """
-    fee = policy.fixed_fee.get(currency)
-    return None if fee is None else round_half_up(fee, currency)
-
-
 def outstanding_timeline(
     amount: Decimal, movements: Iterable[tuple[date, Decimal]], start: date
 ) -> list[tuple[date, Decimal]]:
-    """Build a timeline from the invoiced ``amount`` on ``start`` and dated reductions (payments, credit notes)."""
-    timeline = [(start, amount)]
-    balance = amount
-    for day, reduction in sorted(movements):
-        balance -= reduction
-        timeline.append((day, balance))
+    """Build a timeline from the invoiced ``amount`` on ``start`` and dated reductions (payments, credit notes).
+
+    A reduction dated before ``start`` (a deposit, paid before the invoice was issued) lowers the amount from the
+    start: the timeline never shows the invoice at its full amount once part of it was already paid.
+    """
+    movements = sorted(movements)
+    balance = amount - sum((reduction for day, reduction in movements if day < start), Decimal(0))
+    timeline = [(start, balance)]
+    for day, reduction in movements:
+        if day >= start:
+            balance -= reduction
+            timeline.append((day, balance))
     return timeline

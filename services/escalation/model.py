@@ -15,6 +15,7 @@ from shared.contracts.events import RelanceEvent
 
 Channel = Literal["email", "letter", "phone", "none"]
 Action = Literal["charge_interest", "charge_fee", "block_credit", "hand_over"]
+Law = Literal["fr", "eu", "uk"]  # the law late interest and fixed sums follow (services.escalation.law)
 ACTIONS: tuple[Action, ...] = ("charge_interest", "charge_fee", "block_credit", "hand_over")
 
 
@@ -37,6 +38,8 @@ class InterestRule:
     basis: Literal["reference", "contractual"] = "reference"
     margin: Decimal = Decimal("10")  # percentage points over the reference rate (France: ECB + 10)
     rate: Decimal | None = None  # annual percent, with basis "contractual"
+    reference: str = "ecb"  # the rate table of the reference rate: "ecb", or "boe" (English law)
+    floor: bool = False  # French law, an agreed rate: never below 3 x the legal interest rate of the day's semester
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class Policy:
     promise_grace_days: int = 2  # a promise pauses its invoices until promised date + this
     block_over_credit_limit: bool = True  # block credit when the overdue amount exceeds the customer's limit
     language: str = "en"  # default language of reminders when the customer has none
+    law: Law = "fr"  # decides the reference rate, the margin, the fixed sums and the legal mentions
 
     def level(self, key: str) -> Level:
         for level in self.levels:

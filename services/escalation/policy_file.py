@@ -2,8 +2,11 @@
 builds and its version.
 
 Every error names the file and the field, and says what to fix; a wrong file stops start-up with
-:class:`~shared.config.ConfigurationError`. Doubtful but legal settings (a margin below the EU minimum, a contractual
-rate below three times the French legal rate given as ``interest.legal_rate``) load with a :class:`PolicyWarning`.
+:class:`~shared.config.ConfigurationError`. Doubtful but legal settings (a margin below the law's, a fixed fee the
+law ignores) load with a :class:`PolicyWarning`. Under French law (``law: fr``, the default) a contractual rate below
+three times the legal interest rate is refused: the legal rate is ``interest.legal_rate`` when given, else the
+latest semester of the shipped table (``rates/legal-fr.csv``); the engine also floors every day at its own
+semester's rate (:mod:`services.escalation.law`).
 
 The version is the SHA-256 of the canonical JSON of the validated content: every field with its default made
 explicit, keys sorted, amounts at their currency's minor unit and rates without trailing zeros, so neither key order,
@@ -27,6 +30,8 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from services.escalation.calendar import CALENDAR_YEARS, HOLIDAY_CALENDARS, holiday_calendar
+from services.escalation.interest import FLOOR_TIMES_LEGAL_RATE, LEGAL_FR, SERIES, RateTable
+from services.escalation.law import LAWS
 from services.escalation.model import InterestRule, Level, Policy
 from shared.config import ConfigurationError
 from shared.contracts.erp import Currency, minor_units
@@ -90,7 +95,7 @@ class _LevelSpec(_Spec):
 
 class _InterestSpec(_Spec):
     basis: Literal["reference", "contractual"] = "reference"
-    margin: DecimalText | None = None  # default 10 with basis reference
+    margin: DecimalText | None = None  # default: the law's (fr 10, eu 8, uk 8) with basis reference
     rate: DecimalText | None = None
     legal_rate: DecimalText | None = None  # French legal interest rate, for the 3x floor check on a contractual rate
 
@@ -107,6 +112,7 @@ class _PolicySpec(_Spec):
     fixed_fee: dict[Currency, DecimalText] = Field(default_factory=lambda: {"EUR": Decimal("40.00")})
     promise_grace_days: Annotated[StrictInt, Field(ge=0, le=60)] = 2
     block_over_credit_limit: StrictBool = True
+    law: Literal["fr", "eu", "uk"] = "fr"
 
 
 class _BookSpec(_Spec):
@@ -141,9 +147,10 @@ def read_policy(path: Path) -> tuple[Policy, list[str]]:
 def _canonical_content(spec: _PolicySpec) -> dict[str, Any]:
     """The validated content with every default explicit and every number in one spelling."""
     interest = spec.interest
-    margin = interest.margin if interest.margin is not None else Decimal(10)
+    margin = _margin(spec)
     return {
         "name": spec.name,
+        "law": spec.law,
         "language": spec.language,
         "levels": [
             {
@@ -278,14 +285,21 @@ def _check(spec: _PolicySpec) -> tuple[list[tuple[str, str]], list[str]]:
                     problems.append((where, f"{item!r} is neither an ISO date (2026-12-26) nor a calendar ({known})"))
 
     interest = spec.interest
+    law = LAWS[spec.law]
     if interest.basis == "reference":
         if interest.rate is not None:
             problems.append(("interest.rate", "only with basis contractual: remove it, or set basis: contractual"))
-        margin = interest.margin if interest.margin is not None else Decimal(10)
+        margin = _margin(spec)
         if not Decimal(0) <= margin <= Decimal(50):
             problems.append(("interest.margin", f"{margin} points is outside 0..50"))
-        elif margin < EU_MINIMUM_MARGIN:
+        elif margin < EU_MINIMUM_MARGIN and spec.law != "uk":
             notes.append(f"interest.margin: {margin} points is below the EU minimum of 8 (Directive 2011/7/EU)")
+        elif margin < law.margin:
+            floored = ": an agreed rate, never applied below three times the legal interest rate" if law.floor else ""
+            notes.append(
+                f"interest.margin: {margin} points is below the {law.margin} of the {law.title} (law {spec.law})"
+                + floored
+            )
     else:
         if interest.margin is not None:
             problems.append(("interest.margin", "only with basis reference: remove it (the rate is the whole rate)"))
@@ -293,13 +307,23 @@ def _check(spec: _PolicySpec) -> tuple[list[tuple[str, str]], list[str]]:
             problems.append(("interest.rate", "required with basis contractual: the agreed annual rate in percent"))
         elif not Decimal(0) < interest.rate <= Decimal(100):
             problems.append(("interest.rate", f"{interest.rate} percent is outside 0 (excluded)..100"))
-        elif interest.legal_rate is not None and interest.rate < 3 * interest.legal_rate:
-            notes.append(
-                f"interest.rate: {interest.rate} percent is below three times the legal interest rate "
-                f"({3 * interest.legal_rate}), the floor French law sets for an agreed rate (L441-10)"
-            )
-    if interest.legal_rate is not None and not Decimal(0) <= interest.legal_rate <= Decimal(100):
-        problems.append(("interest.legal_rate", f"{interest.legal_rate} percent is outside 0..100"))
+        elif law.floor and (legal := _legal_rate(interest.legal_rate)) is not None:
+            floor = FLOOR_TIMES_LEGAL_RATE * legal[0]
+            if interest.rate < floor:
+                problems.append(
+                    (
+                        "interest.rate",
+                        f"{interest.rate} percent is below {floor}, three times the French legal interest rate "
+                        f"({legal[0]} percent, {legal[1]}), the floor L441-10 sets for an agreed rate: set a rate "
+                        f'of at least "{floor}", or basis: reference (ECB + 10)',
+                    )
+                )
+    if interest.legal_rate is not None:
+        if not Decimal(0) <= interest.legal_rate <= Decimal(100):
+            problems.append(("interest.legal_rate", f"{interest.legal_rate} percent is outside 0..100"))
+        elif not law.floor:
+            problems.append(("interest.legal_rate", f"only with law fr (the 3x floor): remove it under law {spec.law}"))
+    _check_law_fees(spec, notes)
 
     if any("charge_fee" in level.actions for level in spec.levels) and not spec.fixed_fee:
         notes.append("fixed_fee: a level charges the fee but no currency has one, so none will be charged")
@@ -337,14 +361,51 @@ def _build(spec: _PolicySpec) -> Policy:
         holidays=frozenset(holidays),
         interest=InterestRule(
             basis=interest.basis,
-            margin=interest.margin if interest.margin is not None else Decimal(10),
+            margin=_margin(spec),
             rate=interest.rate,
+            reference=LAWS[spec.law].reference,
+            floor=LAWS[spec.law].floor and (interest.basis == "contractual" or _margin(spec) != LAWS[spec.law].margin),
         ),
         fixed_fee={cur: Decimal(amount) for cur, amount in content["fixed_fee"].items()},
         promise_grace_days=spec.promise_grace_days,
         block_over_credit_limit=spec.block_over_credit_limit,
         language=spec.language,
+        law=spec.law,
     )
+
+
+def _margin(spec: _PolicySpec) -> Decimal:
+    """The policy's own margin, else its law's."""
+    return spec.interest.margin if spec.interest.margin is not None else LAWS[spec.law].margin
+
+
+def _legal_rate(given: Decimal | None) -> tuple[Decimal, str] | None:
+    """The French legal interest rate the floor is checked against at load, and where it comes from."""
+    if given is not None:
+        return given, "interest.legal_rate"
+    shipped = RateTable.load(SERIES[LEGAL_FR].file, series=LEGAL_FR).rows(LEGAL_FR)
+    if not shipped:
+        return None
+    latest = shipped[-1]
+    return latest.rate, f"semester from {latest.semester.isoformat()}"
+
+
+def _check_law_fees(spec: _PolicySpec, notes: list[str]) -> None:
+    """Warn about the fixed fees the policy's law ignores (see :func:`services.escalation.law.fixed_fee`)."""
+    if "fixed_fee" not in spec.model_fields_set:
+        return
+    if spec.law == "uk" and spec.fixed_fee:
+        notes.append(
+            "fixed_fee: ignored under law uk, whose fixed sums are the Act's (GBP 40 / 70 / 100 by the debt's size): "
+            "remove it"
+        )
+    elif spec.law == "fr":
+        others = sorted(c for c in spec.fixed_fee if c != "EUR")
+        if others:
+            notes.append(
+                f"fixed_fee: {', '.join(others)} ignored under law fr, whose indemnity is EUR 40 whatever the "
+                "invoice's currency (D441-5): remove them"
+            )
 
 
 def _holiday_text(item: date | str) -> str:

@@ -118,6 +118,15 @@ class ReminderTotals(RelanceEvent):
     fees: Decimal
 
 
+class AppliedRate(RelanceEvent):
+    """An annual rate late interest was computed at, from ``from_date``; no reference nor margin for an agreed rate."""
+
+    from_date: date
+    reference: Decimal | None = None
+    margin: Decimal | None = None
+    rate: Decimal
+
+
 class ReminderRequested(_Decided):
     """A reminder to send, per customer, currency and day (the notifier's command ``notifier.send_reminder``)."""
 
@@ -132,6 +141,8 @@ class ReminderRequested(_Decided):
     invoice_ids: list[str]
     lines: list[ReminderLine]
     totals: ReminderTotals
+    law: str | None = None  # fr | eu | uk: the law the interest and fixed sums follow (absent in older logs)
+    rates: list[AppliedRate] | None = None  # the rates the interest it states was computed at
 
 
 class CreditLimit(RelanceEvent):

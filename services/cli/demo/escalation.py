@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from services.cli.demo.generator import Sample
-from services.escalation.interest import RateTable, semester_start
+from services.escalation.interest import ECB, SERIES, RateTable, semester_start
 from shared.contracts import events
 from shared.ledger.schema import outbox
 from shared.ledger.state import CustomerState
@@ -85,27 +85,30 @@ def _day_of(body: bytes) -> date | None:
 
 
 def demo_rates(extra: Any, until: date) -> tuple[RateTable, list[str]]:
-    """The ECB table (extended by ``RELANCE_RATES_FILE``), with any semester up to ``until`` it lacks carried forward.
+    """The rate tables (extended by ``RELANCE_RATES_FILE``), any semester up to ``until`` they lack carried forward.
 
-    The simulated months may run past the last published rate; the demo then assumes the last known rate still in
-    force and says so, rather than stopping.
+    The simulated months may run past the last published rate of a table (ECB, Bank of England, French legal rate);
+    the demo then assumes the last known rate still in force and says so, rather than stopping.
     """
     table = RateTable.default(extra)
-    rates = table.semesters()
     notes: list[str] = []
-    if not rates:
+    tables: dict[str, dict[date, Decimal]] = {}
+    for name in table.tables():
+        rates = table.semesters(name)
+        semester, last = min(rates), semester_start(until)
+        while semester <= last:
+            if semester not in rates:
+                previous = rates[max(s for s in rates if s < semester)]
+                rates[semester] = previous
+                notes.append(
+                    f"no rate for the semester from {semester} in the {SERIES[name].title} table: the demo assumes "
+                    f"{previous} % (the last known) still applies; RELANCE_RATES_FILE adds the real one"
+                )
+            semester = semester_start(semester + timedelta(days=190))
+        tables[name] = rates
+    if not tables:
         return table, notes
-    semester, last = min(rates), semester_start(until)
-    while semester <= last:
-        if semester not in rates:
-            previous = rates[max(s for s in rates if s < semester)]
-            rates[semester] = previous
-            notes.append(
-                f"no reference rate for the semester from {semester} in the ECB table: the demo assumes {previous} % "
-                "(the last known) still applies; RELANCE_RATES_FILE adds the real one"
-            )
-        semester = semester_start(semester + timedelta(days=190))
-    return RateTable(rates), notes
+    return RateTable(tables.pop(ECB, {}), series=tables), notes
 
 
 # ------------------------------------------------------------------------------------------------- the audit

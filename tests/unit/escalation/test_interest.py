@@ -19,12 +19,11 @@ from services.escalation.interest import (
     InterestPeriod,
     MissingReferenceRate,
     RateTable,
-    fixed_fee,
     late_interest,
     outstanding_timeline,
     round_half_up,
 )
-from services.escalation.model import InterestRule, Level, Policy
+from services.escalation.model import InterestRule
 from shared.config import ConfigurationError
 
 ECB = RateTable.default()
@@ -39,7 +38,9 @@ def test_one_semester() -> None:
     result = late_interest(timeline, date(2025, 3, 10), date(2025, 4, 9), FRANCE, ECB, "EUR")
     # Then 1200 * 0.1315 * 30 / 365 = 4734 / 365 = 12.969863... -> 12.97
     assert result.periods == (
-        InterestPeriod(date(2025, 3, 11), date(2025, 4, 9), 30, D("1200.00"), D("13.15"), D("12.9698630137")),
+        InterestPeriod(
+            date(2025, 3, 11), date(2025, 4, 9), 30, D("1200.00"), D("13.15"), D("12.9698630137"), D("3.15"), D("10")
+        ),
     )
     assert result.exact == Fraction(4734, 365)
     assert result.amount == D("12.97")
@@ -198,12 +199,6 @@ def test_the_shipped_table_holds_the_domain_rates() -> None:
 def test_a_timeline_must_start_by_the_due_date() -> None:
     with pytest.raises(ValueError, match="after the due date"):
         late_interest([(date(2025, 7, 1), D("10"))], date(2025, 6, 15), date(2025, 7, 20), FRANCE, ECB, "EUR")
-
-
-def test_the_fixed_fee_is_per_currency_and_absent_where_the_policy_sets_none() -> None:
-    policy = Policy(name="p", version="v", levels=(Level("l", 1, "email", "t"),), fixed_fee={"EUR": D("40")})
-    assert fixed_fee(policy, "EUR") == D("40.00")
-    assert fixed_fee(policy, "USD") is None
 
 
 # --- properties ---------------------------------------------------------------------------------------------------

@@ -65,8 +65,21 @@ def test_the_shipped_ladder() -> None:
         assert policy.level("formal_notice").copy_channels == {"email"}
         assert policy.minimum_overdue["EUR"] == Decimal("10.00")
         assert policy.fixed_fee == {"EUR": Decimal("40.00")}
-        assert (policy.interest.basis, policy.interest.margin) == ("reference", Decimal("10"))
-    # And they differ in language and holidays only
+    # And the French one follows French law (ECB + 10), the English one, the UK tenant's, English law (BoE + 8)
+    assert (french.law, french.interest.basis, french.interest.reference, french.interest.margin) == (
+        "fr",
+        "reference",
+        "ecb",
+        Decimal("10"),
+    )
+    assert (english.law, english.interest.basis, english.interest.reference, english.interest.margin) == (
+        "uk",
+        "reference",
+        "boe",
+        Decimal("8"),
+    )
+    assert not french.interest.floor and not english.interest.floor  # the statutory rates, not agreed ones
+    # And they differ in law, language and holidays only
     assert (english.language, french.language) == ("en", "fr")
     assert not english.holidays
     assert {date(2026, 4, 6), date(2026, 5, 14), date(2026, 5, 25), date(2031, 7, 14)} <= french.holidays
@@ -147,17 +160,100 @@ def test_a_missing_file_is_a_configuration_error(tmp_path: Path) -> None:
         load_policy(tmp_path / "absent.yaml")
 
 
-def test_a_contractual_rate_below_three_times_the_legal_rate_loads_with_a_warning(tmp_path: Path) -> None:
-    # Given a contractual 9 % while the legal interest rate is 3.71 % (floor 11.13 %)
+def test_a_contractual_rate_below_three_times_the_legal_rate_is_refused_under_french_law(tmp_path: Path) -> None:
+    # Given a contractual 9 % while the legal interest rate given is 3.71 % (floor 3 x 3.71 = 11.13 %)
     interest = {"basis": "contractual", "rate": "9", "legal_rate": "3.71"}
     path = _write(tmp_path / "policy.yaml", _minimal(interest=interest))
-    # When it is loaded, Then it loads, with a warning naming the field and the floor
-    with pytest.warns(PolicyWarning, match=r"interest\.rate: 9 percent is below three times .* \(11\.13\)"):
-        policy = load_policy(path)
-    assert policy.interest.rate == Decimal("9")
-    # And at 12 % there is nothing to say
+    # When it is loaded, Then it is refused, naming the field, the floor and what to set
+    with pytest.raises(ConfigurationError) as caught:
+        load_policy(path)
+    message = str(caught.value)
+    assert "interest.rate: 9 percent is below 11.13, three times the French legal interest rate (3.71 " in message
+    assert 'set a rate of at least "11.13", or basis: reference (ECB + 10)' in message
+    # And at 12 % there is nothing to say, and the engine floors each day at its semester's legal rate
     _write(path, _minimal(interest={**interest, "rate": "12"}))
-    assert read_policy(path)[1] == []
+    policy, notes = read_policy(path)
+    assert notes == [] and policy.interest.rate == Decimal("12") and policy.interest.floor
+
+
+def test_without_a_legal_rate_the_floor_is_the_latest_semester_of_the_shipped_table(tmp_path: Path) -> None:
+    # Given the shipped legal-rate table, whose latest semester (from 2026-01-01) is 2.62 %: floor 3 x 2.62 = 7.86 %
+    path = _write(tmp_path / "policy.yaml", _minimal(interest={"basis": "contractual", "rate": "7.85"}))
+    # When a contractual 7.85 % is loaded, Then it is refused, naming the semester
+    with pytest.raises(ConfigurationError, match=r"below 7\.86, .* \(2\.62 percent, semester from 2026-01-01\)"):
+        read_policy(path)
+    # And 7.86 % exactly is the floor itself: it loads
+    _write(path, _minimal(interest={"basis": "contractual", "rate": "7.86"}))
+    assert read_policy(path)[0].interest.rate == Decimal("7.86")
+
+
+def test_the_floor_is_french_law_only(tmp_path: Path) -> None:
+    # Given the same contractual 5 % under the EU minimum and under English law
+    for law in ("eu", "uk"):
+        path = _write(tmp_path / f"{law}.yaml", _minimal(law=law, interest={"basis": "contractual", "rate": "5"}))
+        # Then it loads (neither law floors an agreed rate at the French legal rate)
+        policy, _ = read_policy(path)
+        assert (policy.law, policy.interest.rate, policy.interest.floor) == (law, Decimal("5"), False)
+        # But a legal_rate there is a mistake
+        _write(path, _minimal(law=law, interest={"basis": "contractual", "rate": "5", "legal_rate": "2"}))
+        with pytest.raises(ConfigurationError, match=r"interest\.legal_rate: only with law fr"):
+            read_policy(path)
+
+
+def test_the_margin_follows_the_law_unless_the_policy_states_its_own(tmp_path: Path) -> None:
+    margins = {}
+    for law in ("fr", "eu", "uk"):
+        path = _write(tmp_path / f"{law}.yaml", _minimal(law=law))
+        policy, notes = read_policy(path)
+        margins[law] = (policy.interest.reference, policy.interest.margin)
+        assert notes == []
+    assert margins == {"fr": ("ecb", Decimal("10")), "eu": ("ecb", Decimal("8")), "uk": ("boe", Decimal("8"))}
+    # And a policy's own margin is kept
+    path = _write(tmp_path / "own.yaml", _minimal(law="uk", interest={"margin": "9"}))
+    assert read_policy(path)[0].interest.margin == Decimal("9")
+
+
+def test_a_margin_below_the_law_s_warns(tmp_path: Path) -> None:
+    # Under French law, 9 points is an agreed rate: it loads, with a warning, and the engine floors it
+    path = _write(tmp_path / "fr.yaml", _minimal(interest={"margin": "9"}))
+    policy, notes = read_policy(path)
+    assert notes == [
+        "interest.margin: 9 points is below the 10 of the French Code de commerce L441-10 and D441-5 (law fr): "
+        "an agreed rate, never applied below three times the legal interest rate"
+    ]
+    assert policy.interest.floor
+    # Under English law, 7 points is below the Act's 8
+    path = _write(tmp_path / "uk.yaml", _minimal(law="uk", interest={"margin": "7"}))
+    assert read_policy(path)[1] == [
+        "interest.margin: 7 points is below the 8 of the Late Payment of Commercial Debts (Interest) Act 1998 (law uk)"
+    ]
+
+
+def test_an_unknown_law_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path / "policy.yaml", _minimal(law="de"))
+    with pytest.raises(ConfigurationError) as caught:
+        read_policy(path)
+    assert "  law: Input should be 'fr', 'eu' or 'uk' (got 'de')" in str(caught.value)
+
+
+def test_fixed_fees_the_law_ignores_are_warned_about(tmp_path: Path) -> None:
+    path = _write(tmp_path / "fr.yaml", _minimal(fixed_fee={"EUR": "40.00", "GBP": "35.00"}))
+    assert read_policy(path)[1] == [
+        "fixed_fee: GBP ignored under law fr, whose indemnity is EUR 40 whatever the invoice's currency (D441-5): "
+        "remove them"
+    ]
+    path = _write(tmp_path / "uk.yaml", _minimal(law="uk", fixed_fee={"GBP": "40.00"}))
+    assert read_policy(path)[1] == [
+        "fixed_fee: ignored under law uk, whose fixed sums are the Act's (GBP 40 / 70 / 100 by the debt's size): "
+        "remove it"
+    ]
+
+
+def test_the_law_changes_the_version(tmp_path: Path) -> None:
+    french = read_policy(_write(tmp_path / "fr.yaml", _minimal()))[0]
+    explicit = read_policy(_write(tmp_path / "fr2.yaml", _minimal(law="fr")))[0]
+    english = read_policy(_write(tmp_path / "uk.yaml", _minimal(law="uk")))[0]
+    assert french.version == explicit.version != english.version
 
 
 def test_a_margin_below_the_eu_minimum_warns(tmp_path: Path) -> None:

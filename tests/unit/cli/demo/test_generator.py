@@ -238,9 +238,14 @@ def test_a_semester_missing_from_the_rate_table_is_carried_forward(tmp_path: Pat
     assert notes and all("the demo assumes" in note for note in notes)
     # And a rate the user supplies is used instead of an assumption
     extra = tmp_path / "rates.csv"
-    extra.write_text("semester_start,rate\n2026-07-01,2.00\n")
+    extra.write_text("semester_start,rate\n2026-07-01,2.00\nboe,2026-06-30,3.50\nlegal-fr,2026-07-01,2.50\n")
     rates, notes = demo_rates(extra, date(2026, 11, 20))
     assert rates.rate_for(date(2026, 11, 20)) == Decimal("2.00") and notes == []
+    assert rates.rate_for(date(2026, 11, 20), "boe") == Decimal("3.50")
+    # And the Bank of England table is carried forward like the ECB's, each assumption said
+    rates, notes = demo_rates(None, date(2026, 11, 20))
+    assert rates.rate_for(date(2026, 11, 20), "boe") == Decimal("3.75")
+    assert any("Bank of England Bank Rate table: the demo assumes 3.75 %" in note for note in notes)
 
 
 def _json_or_none(body: bytes) -> dict[str, Any] | None:
