@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     )
     rates_file: Path | None = Field(
         default=None,
-        description="CSV of reference rates (semester_start,rate) extending or correcting the shipped ECB table.",
+        description="CSV of rates extending or correcting the shipped ECB, Bank of England, French legal-rate tables.",
     )
     events_exchange: str = Field(default="relance.events", description="Topic exchange the ERP publishes to.")
     ingest_queue: str = Field(default="relance.ingest", description="Durable queue the ingest workers consume.")

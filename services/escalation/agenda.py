@@ -19,7 +19,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from services.escalation.interest import RATES_WARNING_DAYS, RateTable, rate_line
+from services.escalation.interest import ECB, RATES_WARNING_DAYS, SERIES, RateTable, rate_line
 from shared.contracts import events
 from shared.ledger.state import CustomerState
 
@@ -131,19 +131,21 @@ def _customer_items(state: CustomerState, on: date, rates: RateTable | None) -> 
 def rate_items(rates: RateTable, on: date) -> list[AgendaItem]:
     """The credit team's items: each semester without a rate that has begun, or begins within the warning days."""
     items = []
-    for gap in rates.gaps(on, RATES_WARNING_DAYS):
+    for gap in rates.gaps(on, RATES_WARNING_DAYS, None):
         when = f"missing since {gap.semester.isoformat()}" if gap.begun else f"needed in {gap.days_left} day(s)"
+        what = "reference rate" if gap.series == ECB else SERIES[gap.series].title
         items.append(
             AgendaItem(
                 kind=RATE_MISSING,
-                title=f"reference rate for the semester starting {gap.semester.isoformat()} {when}: add it",
+                title=f"{what} for the semester starting {gap.semester.isoformat()} {when}: add it",
                 customer_id="",
                 customer_name="(credit team)",
                 due_on=on if gap.begun else gap.semester,
                 currency="",
                 at_risk=ZERO,
                 invoices=(),
-                note=f"add {rate_line(gap.semester)} to the file named by RELANCE_RATES_FILE (relance rates check)",
+                note=f"add {rate_line(gap.semester, gap.series)} to the file named by RELANCE_RATES_FILE "
+                "(relance rates check)",
             )
         )
     return items

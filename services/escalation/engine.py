@@ -84,7 +84,7 @@ from services.escalation.interest import (
     needs_rates,
     outstanding_timeline,
 )
-from services.escalation.law import fixed_fee, reminder_law
+from services.escalation.law import fixed_fee, foreign_fee, reminder_law
 from services.escalation.model import Decision, Level, Policy
 from shared.contracts import events
 from shared.ledger.state import CustomerState, Escalation, Invoice
@@ -306,7 +306,7 @@ class _Evaluation:
             totals = events.ReminderTotals(
                 outstanding=sum((t.invoice.outstanding for t in listed), ZERO),
                 interest=sum((line.interest for line in lines), ZERO),
-                fees=sum((line.fee for line in lines), ZERO),
+                fees=sum((line.fee for line in lines if line.fee_currency is None), ZERO),
             )
             if level.channel in ("email", "letter"):
                 reminder_id = decision_id(self.state.tenant, self.state.customer_id, "reminder", *subject)
@@ -365,6 +365,7 @@ class _Evaluation:
             days_late=max(0, (self.today - track.due).days),
             interest=interest,
             fee=fee,
+            **foreign_fee(self.policy, invoice, fee),
         )
 
     def _language(self) -> str:

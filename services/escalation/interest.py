@@ -15,15 +15,19 @@ Conventions, stated because they change figures:
   after P. A balance of zero or less (paid, overpaid) accrues nothing.
 * **365-day year, leap years included.** French practice divides by 365 whatever the year, so 29 February 2028 is
   one more day at 1/365 of the annual rate; the same convention is used for every currency.
-* **Semesters.** With the ``reference`` basis, each day accrues at the reference rate in force on the first day of
-  its own semester (1 January to 30 June, 1 July to 31 December) plus the policy's margin, so a delay spanning semesters
-  changes rate on 1 January and 1 July. With the ``contractual`` basis, the agreed rate applies to every day.
+* **Semesters.** With the ``reference`` basis, each day accrues at the reference rate of its own semester (1 January
+  to 30 June, 1 July to 31 December) plus the policy's margin, so a delay spanning semesters changes rate on 1 January
+  and 1 July: the ECB's in force on the semester's first day, or the Bank of England's in force on the reference day
+  before it (31 December, 30 June) under English law. With the ``contractual`` basis, the agreed rate applies to every
+  day; under French law an agreed rate gives way, on the days of a semester where it is lower, to three times that
+  semester's legal interest rate (``InterestRule.floor``).
 
-The reference rates are data (:class:`RateTable`): the ECB main refinancing rates shipped in ``rates/ecb.csv``,
-extended or corrected by the file named by ``RELANCE_RATES_FILE``. A semester missing from the table is an error,
-never a rate of zero, and never the last known rate carried on. Because a new semester's rate is known only when it
-begins, :meth:`RateTable.gaps` says which semester around a date still lacks one, so the workers, ``relance rates
-check`` and the agenda can warn weeks before the first interest computation fails.
+The rates are data (:class:`RateTable`): the ECB main refinancing rates, the Bank of England Bank Rate and the French
+legal interest rate shipped in ``rates/`` (:data:`SERIES`), extended or corrected by the file named by
+``RELANCE_RATES_FILE``. A semester missing from a table is an error, never a rate of zero, and never the last known
+rate carried on. Because a new semester's rate is known only when it begins, :meth:`RateTable.gaps` says which
+semester around a date still lacks one, so the workers, ``relance rates check`` and the agenda can warn weeks before
+the first interest computation fails. The law a policy follows, and its fixed sums, are :mod:`services.escalation.law`.
 """
 
 from __future__ import annotations

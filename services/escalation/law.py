@@ -92,6 +92,13 @@ def fixed_fee(policy: Policy, invoice: _Invoiced) -> Fee | None:
     return None if euros is None else Fee(round_half_up(euros, "EUR"), "EUR")
 
 
+def foreign_fee(policy: Policy, invoice: _Invoiced, fee: Decimal) -> dict[str, str]:
+    """``fee_currency`` for a reminder line whose fee is not in the invoice's currency (EUR 40 on a GBP invoice under
+    French law), else nothing: the fee is then the line's currency, as it always was."""
+    charged = fixed_fee(policy, invoice) if fee else None
+    return {} if charged is None or charged.currency == invoice.currency else {"fee_currency": charged.currency}
+
+
 def applied_rates(results: Iterable[InterestResult]) -> list[events.AppliedRate]:
     """The annual rates the interest of ``results`` was computed at, each from the first day it applied, oldest first.
 

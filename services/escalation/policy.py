@@ -14,7 +14,8 @@ book (``services/escalation/policies``) does.
 
 Wording is not part of a policy: ``template`` names a template the notifier resolves in the customer's language
 (falling back to the policy's ``language``), so one ladder serves every language. The two shipped policies differ
-only in their default language and holiday calendar.
+only in their law (``standard-fr`` French, ``standard-en`` English: the UK tenant's), default language and holiday
+calendar.
 
 Reading and checking one file, and the version of a policy, are :mod:`services.escalation.policy_file`'s work; this
 module assembles the files into books and the books into the library.

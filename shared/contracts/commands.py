@@ -90,6 +90,9 @@ class ReminderLine(BaseModel):
     days_late: int = Field(ge=0, strict=True)
     interest: Amount = Field(description="Late interest owed on the invoice as recorded (0 when none).")
     fee: Amount = Field(description="Fixed recovery fee charged on the invoice (0 when none).")
+    fee_currency: Currency | None = Field(
+        default=None, description="The fee's currency when not the invoice's (French law: EUR 40 on any invoice)."
+    )
 
 
 class ReminderTotals(BaseModel):
@@ -98,6 +101,15 @@ class ReminderTotals(BaseModel):
     outstanding: Amount
     interest: Amount
     fees: Amount
+
+
+class AppliedRate(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    from_date: IsoDate = Field(description="The first day the rate applied.")
+    reference: Decimal | None = Field(default=None, description="The reference rate (ECB, Bank of England), percent.")
+    margin: Decimal | None = Field(default=None, description="The points added to the reference rate.")
+    rate: Decimal = Field(description="The annual rate, percent (an agreed rate has no reference nor margin).")
 
 
 class SendReminder(_Envelope):
@@ -117,6 +129,13 @@ class SendReminder(_Envelope):
     policy: str | None = Field(default=None, description="Name of the dunning policy that decided.")
     policy_version: str | None = Field(default=None, description="SHA-256 of that policy's content.")
     as_of: AwareDatetime | None = Field(default=None, description="The instant the engine decided at.")
+    law: Literal["fr", "eu", "uk"] | None = Field(
+        default=None,
+        description="The law the interest and fixed sums follow (fr, eu, uk); absent before it was stated.",
+    )
+    rates: list[AppliedRate] | None = Field(
+        default=None, description="The annual rates the interest stated was computed at, oldest first."
+    )
 
 
 COMMAND_MODELS: dict[str, type[_Command]] = {"erp.credit_block": CreditBlock, "erp.credit_unblock": CreditUnblock}

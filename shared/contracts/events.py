@@ -110,6 +110,7 @@ class ReminderLine(RelanceEvent):
     days_late: int
     interest: Decimal
     fee: Decimal
+    fee_currency: str | None = None  # only when the fee is in another currency than the invoice (French law: EUR)
 
 
 class ReminderTotals(RelanceEvent):

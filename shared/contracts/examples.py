@@ -187,6 +187,7 @@ COMMAND_EXAMPLES: dict[str, dict[str, Any]] = {
                 }
             ],
             "totals": {"outstanding": "1234.56", "interest": "0", "fees": "0"},
+            "law": "fr",
         },
     ),
 }

@@ -8,6 +8,7 @@ from typing import Any
 from shared.ledger.dunning import Acknowledgement
 from shared.ledger.records import RecordedEvent
 from shared.ledger.state import CustomerState
+from shared.ledger.terms import CAP_NOTE, beyond_french_cap
 
 _SUMMARY_FIELDS = (
     "number",
@@ -85,11 +86,14 @@ def render_stream(stream: list[RecordedEvent], state: CustomerState) -> str:
     lines.append(f"  {'number':<16} {'issued':<10} {'due':<10} {'amount':>14} {'outstanding':>14}  status")
     for invoice in sorted(state.invoices.values(), key=lambda i: (i.due_date, i.invoice_id)):
         flags = invoice.status + (" disputed" if invoice.invoice_id in state.disputes else "")
+        flags += " beyond-french-cap" if beyond_french_cap(invoice.issue_date, invoice.due_date) else ""
         lines.append(
             f"  {invoice.number[:16]:<16} {invoice.issue_date} {invoice.due_date} "
             f"{_money(invoice.amount, invoice.currency):>14} {_money(invoice.outstanding, invoice.currency):>14}  "
             f"{flags}"
         )
+    if any(beyond_french_cap(i.issue_date, i.due_date) for i in state.invoices.values()):
+        lines.append(f"  beyond-french-cap: {CAP_NOTE}, under every reading; flagged, not refused")
     if state.credits:
         lines.append("")
         lines.append("payments and credit notes")

@@ -439,14 +439,23 @@ def test_the_worker_warns_of_a_semester_without_a_rate_at_start_up_and_once_a_da
         clock.now += timedelta(hours=5)
         worker.check_rates()
         # Then it logged the semester already begun without a rate and the one beginning in 31 days, once
-        found = [(e["event"], e["semester"], e["days_left"]) for e in logs if e["event"].startswith("rates.")]
+        ecb = [e for e in logs if e["event"].startswith("rates.") and e["table"] == "ecb"]
+        found = [(e["event"], e["semester"], e["days_left"]) for e in ecb]
         assert found == [("rates.missing", "2026-07-01", -153), ("rates.missing_soon", "2027-01-01", 31)]
-        assert all(e["add"] == f"{e['semester']},<rate in percent>" for e in logs if e["event"].startswith("rates."))
+        assert all(e["add"] == f"{e['semester']},<rate in percent>" for e in ecb)
+        # And the same for the Bank of England and French legal-rate tables, each row to add naming its table
+        others = [(e["table"], e["add"]) for e in logs if e["event"].startswith("rates.") and e["table"] != "ecb"]
+        assert others == [
+            ("boe", "boe,2026-06-30,<rate in percent>"),
+            ("boe", "boe,2026-12-31,<rate in percent>"),
+            ("legal-fr", "legal-fr,2026-07-01,<rate in percent>"),
+            ("legal-fr", "legal-fr,2027-01-01,<rate in percent>"),
+        ]
         # When the next day comes
         clock.now += timedelta(days=1)
         worker.check_rates()
         # Then it warns again
-        assert len([e for e in logs if e["event"].startswith("rates.")]) == 4
+        assert len([e for e in logs if e["event"].startswith("rates.")]) == 12
 
 
 def test_the_expected_version_chain_keeps_a_batch_all_or_nothing(engine: Engine) -> None:

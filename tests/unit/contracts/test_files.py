@@ -124,7 +124,9 @@ def test_the_notifier_command_model_documents_the_body_the_outbox_writes() -> No
     [row] = command_rows([event], as_of)
     payload = json.loads(json.dumps(row["payload"]))
     # Then the model names every field of the body, and of its lines and totals, and accepts it
-    assert set(payload) == set(SendReminder.model_fields) == set(COMMAND_EXAMPLES["notifier.send_reminder"])
-    assert set(payload["lines"][0]) == set(ReminderLine.model_fields)
+    assert set(payload) == set(SendReminder.model_fields) == {*COMMAND_EXAMPLES["notifier.send_reminder"], "rates"}
+    # (the example, a first reminder, states no interest, so no rates; a line's fee_currency only for a foreign fee)
+    assert set(payload["lines"][0]) == set(ReminderLine.model_fields) - {"fee_currency"}
+    assert payload["law"] == "fr" and payload["rates"][0]["rate"] == "12.15"
     assert set(payload["totals"]) == set(ReminderTotals.model_fields)
     assert SendReminder.model_validate(payload).channel == "letter"
