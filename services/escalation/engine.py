@@ -44,7 +44,7 @@ The rules, in the order a credit manager would apply them:
 * **Money.** ``interest.computed`` carries the total late interest owed on the invoice through the as-of date (it
   replaces the previous figure), when a level with ``charge_interest`` is reached or passed over and again whenever
   a reminder lists the invoice. ``fee.charged`` is the fixed recovery fee, once per invoice, when a level with
-  ``charge_fee`` is reached or passed over, in the currencies the policy sets a fee for.
+  ``charge_fee`` is reached or passed over: the fixed sum of the policy's law, in its own currency (``law.fixed_fee``).
 * **Credit block.** Blocked while an overdue, undisputed invoice has reached a level with ``block_credit``, or
   (``block_over_credit_limit``) while the overdue amount in the credit limit's currency exceeds the limit; one
   ``credit.blocked`` per episode and one ``credit.unblocked`` when neither holds any more.

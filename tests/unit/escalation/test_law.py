@@ -147,6 +147,19 @@ def test_eu_minimum_interest_is_the_reference_rate_plus_8() -> None:
     assert result.exact == Fraction(4260, 365) and result.amount == D("11.67")
 
 
+def test_eu_minimum_over_three_semesters_with_a_partial_payment() -> None:
+    # Given EUR 3,000.00 due 2024-06-10, EUR 1,000.00 paid on 2024-08-31, through 2025-02-10
+    timeline = outstanding_timeline(D("3000.00"), [(date(2024, 8, 31), D("1000.00"))], date(2024, 5, 11))
+    result = late_interest(timeline, date(2024, 6, 10), date(2025, 2, 10), EU, TABLES, "EUR")
+    # Then 11-30 June 2024:   20 days * 3000 * (4.50 + 8 = 12.50 %) = 7500
+    #      1 Jul-31 Aug:      62 days * 3000 * (4.25 + 8 = 12.25 %) = 22785
+    #      1 Sep-31 Dec:     122 days * 2000 * 12.25 %               = 29890
+    #      1 Jan-10 Feb 2025: 41 days * 2000 * (3.15 + 8 = 11.15 %) = 9143
+    #      total 69318 / 365 = 189.9123... -> 189.91
+    assert [p.days for p in result.periods] == [20, 62, 122, 41]
+    assert result.exact == Fraction(69318, 365) and result.amount == D("189.91")
+
+
 def test_eu_fixed_sum_in_the_invoice_s_currency_where_the_policy_sets_one_else_in_eur() -> None:
     eu = _policy("eu", fixed_fee={"EUR": D("40"), "SEK": D("450")})
     assert fixed_fee(eu, _invoice("100.00", "SEK")) == Fee(D("450.00"), "SEK")
@@ -170,6 +183,24 @@ def test_uk_interest_is_bank_rate_plus_8_with_the_act_s_reference_days() -> None
         events.AppliedRate(from_date=date(2025, 7, 1), reference=D("4.25"), margin=D("8"), rate=D("12.25")),
         events.AppliedRate(from_date=date(2026, 1, 1), reference=D("3.75"), margin=D("8"), rate=D("11.75")),
     ]
+
+
+def test_uk_interest_with_a_partial_payment_across_three_semesters() -> None:
+    # Given GBP 2,000.00 due 2024-11-30, GBP 500.00 paid on 2025-01-31, through 2025-07-31
+    timeline = outstanding_timeline(D("2000.00"), [(date(2025, 1, 31), D("500.00"))], date(2024, 10, 31))
+    result = late_interest(timeline, date(2024, 11, 30), date(2025, 7, 31), UK, TABLES, "GBP")
+    # Then December 2024:   31 days * 2000 * (5.25 on 30 Jun 2024 + 8 = 13.25 %) = 8215
+    #      January 2025:    31 days * 2000 * (4.75 on 31 Dec 2024 + 8 = 12.75 %) = 7905
+    #      1 Feb-30 Jun:   150 days (28 + 31 + 30 + 31 + 30) * 1500 * 12.75 %  = 28687.5
+    #      July 2025:       31 days * 1500 * (4.25 on 30 Jun 2025 + 8 = 12.25 %) = 5696.25
+    #      total 50503.75 / 365 = 138.3664... -> 138.37
+    assert [(p.days, p.base, p.annual_rate) for p in result.periods] == [
+        (31, D("2000.00"), D("13.25")),
+        (31, D("2000.00"), D("12.75")),
+        (150, D("1500.00"), D("12.75")),
+        (31, D("1500.00"), D("12.25")),
+    ]
+    assert result.exact == Fraction(5050375, 36500) and result.amount == D("138.37")
 
 
 def test_a_bank_of_england_row_dated_30_june_applies_from_1_july(tmp_path: Path) -> None:
