@@ -30,7 +30,7 @@ from services.escalation.policy import PolicyBook
 from shared.contracts import events
 from shared.ledger.receivables import Invoice
 from tests.factories import customer, invoice, payment
-from tests.unit.escalation.test_engine import LADDER, Customer, days
+from tests.unit.escalation.test_engine import LADDER, Customer, days, hold_tasks
 
 TABLES = RateTable.default()
 FRANCE = InterestRule()  # ECB + 10
@@ -329,3 +329,20 @@ def test_the_shipped_uk_policy_runs_on_the_shipped_tables() -> None:
     notice = next(r for r in c.only("reminder.requested") if r["level"] == "formal_notice")
     assert notice["law"] == "uk"
     assert notice["rates"] == [{"from_date": "2026-03-03", "reference": "3.75", "margin": "8", "rate": "11.75"}]
+
+
+def test_a_uk_invoice_whose_half_year_lacks_a_bank_rate_is_held_with_the_row_to_add() -> None:
+    # Given English law and the shipped Bank of England table, whose last reference day is 31 December 2025
+    c = Customer(policy=UK_POLICY)
+    bill = invoice("INV-1", "1500.00", currency="GBP", issue_date="2026-05-20", due_date="2026-06-19")
+    c.erp(date(2026, 5, 20), customer(), bill)
+    # When the formal notice falls due on 9 July 2026, in a half-year whose rate (30 June 2026) is not in the table
+    c.run(*days("2026-05-20", "2026-07-12"))
+    # Then no interest is guessed: the invoice is held, with one task naming the row to add
+    assert c.only("interest.computed") == [] and c.only("fee.charged") == []
+    (task,) = hold_tasks([d for ds in c.log.values() for d in ds])
+    assert task["kind"] == "interest_unavailable" and task["semester"] == "2026-07-01"
+    assert (
+        "no Bank of England Bank Rate for the semester starting 2026-07-01 in the rate table; add the row "
+        '"boe,2026-06-30,<rate in percent>" (the official rate in force on 2026-06-30)'
+    ) in task["note"]
