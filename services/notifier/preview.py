@@ -55,6 +55,7 @@ class Ladder:
     version: str
     language: str
     levels: tuple[WrittenLevel, ...]
+    law: str | None = None  # fr | eu | uk: the legal mentions of the letter; None writes no law (French mentions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +97,15 @@ def reminder_data(state: CustomerState, policy: Ladder, level_key: str, today: d
                 "days_late": max(0, (today - due).days),
                 "interest": str(interest),
                 "fee": str(fee),
+                "level": level.key,
             }
         )
     reminders = []
     for currency, lines in sorted(by_currency.items()):
+        law = {"law": policy.law} if policy.law is not None else {}
         reminders.append(
             {
+                **law,
                 "reminder_id": f"preview:{state.customer_id}:{level.key}:{currency}",
                 "level": level.key,
                 "channel": level.channel,
