@@ -11,7 +11,9 @@ recipients the real send would use. ``message.eml`` is byte for byte the message
 on the wire, except for what derives from the command and the clock: the ``Message-ID`` (``<command_id@domain>``)
 and the MIME boundary (a hash of the command id and the parts) come from the command id, which only exists once
 the engine decides, so a preview uses its own ``preview:<customer>:<level>:<currency>`` id instead; ``Date`` is the
-time of the preview. Given a command's id and instant, :func:`compose` returns exactly the bytes that command sends.
+time of the preview. The letter prints its reference, the reminder id, which the engine gives when it decides: a
+preview prints its own ``preview:…`` id there. Given a command's id, its reminder id (in the data) and its instant,
+:func:`compose` returns exactly the bytes that command sends.
 """
 
 from __future__ import annotations
