@@ -281,8 +281,13 @@ def test_also_outstanding_refers_to_the_earlier_letter_and_is_not_demanded() -> 
     # And the amount demanded leaves it out: 1234.56 + 12.34 + 40 + the claims 8.10 + 40
     assert f"la somme de 1{NNBSP}335,00{NBSP}€ dans un délai de huit jours" in rendered.text
     assert f"Total à régler : 1{NNBSP}335,00{NBSP}€" in rendered.text
+    assert (
+        "Il comprend également les pénalités et indemnités restant dues sur des factures déjà réglées" in rendered.text
+    )
     english = text(data, "en")
     assert "already requested in our formal notice of 3 October 2026 (ref. esc-sample-fn)" in english
+    assert "It also includes the interest and compensation still owed on invoices already paid" in english
+    assert "Il comprend également" not in text(sample_reminder("formal_notice"))  # no claims, no sentence
 
 
 def test_a_demanded_line_refers_to_the_last_letter_that_asked_for_it() -> None:
