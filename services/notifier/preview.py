@@ -11,7 +11,9 @@ recipients the real send would use. ``message.eml`` is byte for byte the message
 on the wire, except for what derives from the command and the clock: the ``Message-ID`` (``<command_id@domain>``)
 and the MIME boundary (a hash of the command id and the parts) come from the command id, which only exists once
 the engine decides, so a preview uses its own ``preview:<customer>:<level>:<currency>`` id instead; ``Date`` is the
-time of the preview. Given a command's id and instant, :func:`compose` returns exactly the bytes that command sends.
+time of the preview. The letter prints its reference, the reminder id, which the engine gives when it decides: a
+preview prints its own ``preview:…`` id there. Given a command's id, its reminder id (in the data) and its instant,
+:func:`compose` returns exactly the bytes that command sends.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Ladder:
     version: str
     language: str
     levels: tuple[WrittenLevel, ...]
+    law: str | None = None  # fr | eu | uk: the legal mentions of the letter; None writes no law (French mentions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +99,15 @@ def reminder_data(state: CustomerState, policy: Ladder, level_key: str, today: d
                 "days_late": max(0, (today - due).days),
                 "interest": str(interest),
                 "fee": str(fee),
+                "level": level.key,
             }
         )
     reminders = []
     for currency, lines in sorted(by_currency.items()):
+        law = {"law": policy.law} if policy.law is not None else {}
         reminders.append(
             {
+                **law,
                 "reminder_id": f"preview:{state.customer_id}:{level.key}:{currency}",
                 "level": level.key,
                 "channel": level.channel,

@@ -13,8 +13,13 @@ Everything the customer reads comes from here, and a judge may read it later, so
   breaks are folded) and checked again as a whole, so text pieced together from several values is caught too.
 - Templates are looked up in ``RELANCE_TEMPLATE_DIR/<tenant>/``, then ``RELANCE_TEMPLATE_DIR/``, then the shipped
   ``templates/`` folder: a tenant overrides any file by giving one with the same path. :func:`load_templates`
-  compiles every file and renders every level in every language once with sample data, so a broken template stops
-  the start-up with a :class:`~shared.config.ConfigurationError` naming the file and line.
+  compiles every file and renders every level in every language with sample data (a reminder as the previous version
+  wrote it, and one with every field under each law), so a broken template stops the start-up with a
+  :class:`~shared.config.ConfigurationError` naming the file and line.
+- The letter follows the law the reminder names (``law``: fr, eu, uk; none means French, as reminders were before):
+  its legal mentions, the names of the charges, the registered-letter mention. Amounts in another currency than the
+  reminder's (the EUR 40 indemnity on a USD invoice under French law) are shown in their currency and totalled
+  apart, never added to the reminder's total.
 """
 
 from __future__ import annotations
@@ -22,16 +27,19 @@ from __future__ import annotations
 import hashlib
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import structlog
+from babel import Locale
 from babel.dates import format_date
-from babel.numbers import format_currency, format_decimal
+from babel.lists import format_list
+from babel.numbers import format_currency, format_decimal, format_percent
+from babel.units import format_unit
 from jinja2 import (
     ChoiceLoader,
     FileSystemLoader,
@@ -48,8 +56,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.notifier import mime
-from services.notifier.sender import Sender
+from services.notifier.sender import Sender, Signatory
 from shared.config import ConfigurationError
+
+ZERO = Decimal(0)
 
 log = structlog.get_logger()
 
@@ -156,12 +166,15 @@ def load_templates(template_dir: Path | None = None, tenant: str | None = None) 
                 raise ConfigurationError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from None
             except UnicodeDecodeError as exc:
                 raise ConfigurationError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    sample_sender = Sender(
-        company="Sample SAS", address=("1 rue de l'Exemple", "75001 Paris"), pay_url="https://p/{customer}"
-    )
+    team = Sender(company="Sample SAS", address=("1 rue de l'Exemple", "75001 Paris"), pay_url="https://p/{customer}")
+    signed = replace(team, signatory=Signatory("Camille Exemple", titles=(("fr", "Responsable"), ("en", "Manager"))))
     for language in LANGUAGES:
         for name in TEMPLATES:
-            for data in (sample_reminder(name), sample_reminder(name, charges=False)):
+            samples = [(sample_reminder(name), team), (sample_reminder(name, charges=False), team)]
+            samples += [(sample_reminder(name, law=law, currency="USD"), signed) for law in LAWS]
+            samples += [(sample_reminder(name, law=law), signed) for law in LAWS]
+            samples += [(sample_reminder(name, law=law, charges=False), team) for law in LAWS]
+            for data, sample_sender in samples:
                 try:
                     render(data, SAMPLE_PROFILE, sample_sender, language, templates)
                 except mime.MimeError as exc:  # the sample data is safe: the template itself makes the subject unsafe
@@ -250,33 +263,154 @@ def _text(value: Any, what: str) -> str:
     return " ".join(text.split())
 
 
+LAWS = ("fr", "eu", "uk")  # the law a reminder's legal mentions follow; a reminder without one is French (as before)
+LEVEL_NAMES = {
+    "fr": {
+        "courtesy": "avis d'échéance",
+        "reminder_1": "rappel",
+        "reminder_2": "second rappel",
+        "formal_notice": "mise en demeure",
+        "credit_block": "avis de suspension de compte",
+        "hand_over": "avis de transmission au recouvrement",
+    },
+    "en": {
+        "courtesy": "advance notice",
+        "reminder_1": "reminder",
+        "reminder_2": "second reminder",
+        "formal_notice": "formal notice",
+        "credit_block": "notice of account suspension",
+        "hand_over": "notice of hand-over for collection",
+    },
+}
+OTHER_LEVEL_NAME = {"fr": "courrier", "en": "letter"}  # a tenant's own level: named plainly
+
+
+def format_day(value: Any, language: str) -> str:
+    """A date as a letter writes it: "1er octobre 2026" (the first of a month is "1er" in French), "1 October 2026"."""
+    day = value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+    pattern = "d'er' MMMM y" if language == "fr" and day.day == 1 else "d MMMM y"
+    return str(format_date(day, pattern, locale=LOCALES[language]))
+
+
+def format_days(count: int, language: str) -> str:
+    """A number of days with its plural from Babel's CLDR data: "0 jour", "1 jour", "2 jours"; "1 day", "2 days"."""
+    return str(format_unit(count, "duration-day", length="long", locale=LOCALES[language]))
+
+
+def format_rate(value: Any, language: str) -> str:
+    """An annual rate given in percent, with the digits it has: "12,15 %", "12.15%"."""
+    fraction = (Decimal(str(value)) / 100).normalize()
+    return str(format_percent(fraction, locale=LOCALES[language], decimal_quantization=False))
+
+
+def format_points(value: Any, language: str) -> str:
+    """Percentage points, singular or plural by the language's CLDR rule: "1 point", "10 points"."""
+    number = Decimal(str(value)).normalize()
+    one = Locale.parse(LOCALES[language]).plural_form(number) == "one"
+    return f"{format_decimal(number, locale=LOCALES[language])} {'point' if one else 'points'}"
+
+
+def _number(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _money(value: Any, currency: str, locale: str) -> str:
+    return str(format_currency(Decimal(str(value)), currency, locale=locale))
+
+
 def _context(data: Mapping[str, Any], profile: Mapping[str, Any], sender: Sender, language: str) -> dict[str, Any]:
+    """What the templates see. Every field the ``reminder.requested`` event gained is optional: a reminder written
+    before them renders as a French-law reminder with only its demanded lines, as it always did."""
     locale = LOCALES[language]
     currency = str(data["currency"])
+    law = str(data.get("law") or "fr")
+    if law not in LAWS:
+        raise ConfigurationError(f"reminder {data.get('reminder_id', '?')}: unknown law {law!r}; known: {LAWS}")
+    names = LEVEL_NAMES[language]
 
-    def money(value: Any) -> str:
-        return str(format_currency(Decimal(str(value)), currency, locale=locale))
+    def money(value: Any, in_currency: str = currency) -> str:
+        return _money(value, in_currency, locale)
 
     def day(value: Any) -> str:
-        return str(format_date(date.fromisoformat(str(value)), "d MMMM y", locale=locale))
+        return format_day(value, language)
 
-    lines = []
+    def notice(item: Mapping[str, Any]) -> dict[str, str]:
+        level = str(item["level"])
+        return {
+            "level": level,
+            "level_name": names.get(level, OTHER_LEVEL_NAME[language]),
+            "on": day(item["on"]),
+            "reference": _text(item["reminder_id"], "the reference of an earlier reminder"),
+        }
+
+    apart: dict[str, dict[str, Decimal]] = {}  # money owed in another currency than the reminder's: totalled apart
+
+    def line_context(line: Mapping[str, Any]) -> dict[str, Any]:
+        interest, fee = Decimal(str(line.get("interest", "0"))), Decimal(str(line.get("fee", "0")))
+        fee_currency = str(line.get("fee_currency") or currency)
+        level = str(line.get("level") or data["level"])
+        notices = [notice(item) for item in line.get("notices") or []]
+        days_late = int(line["days_late"])
+        return {
+            "number": _text(line["number"], f"the number of invoice {line.get('invoice_id', '?')}"),
+            "issue_date": day(line["issue_date"]),
+            "due_date": day(line["due_date"]),
+            "amount": money(line["amount"]),
+            "outstanding": money(line["outstanding"]),
+            "days_late": str(format_decimal(days_late, locale=locale)),
+            "days_late_text": format_days(days_late, language) if days_late > 0 else "",
+            "interest": money(interest) if interest else "",
+            "fee": money(fee, fee_currency) if fee else "",
+            "fee_currency": fee_currency if fee_currency != currency else "",
+            "level": level,
+            "level_name": names.get(level, OTHER_LEVEL_NAME[language]),
+            "notices": notices,
+            # the latest written level that asked for payment (an advance notice asked for nothing)
+            "last_notice": next((n for n in reversed(notices) if n["level"] != "courtesy"), None),
+        }
+
+    lines = [line_context(line) for line in data["lines"]]
+    fees_here = ZERO
     for line in data["lines"]:
-        interest, fee = Decimal(str(line["interest"])), Decimal(str(line["fee"]))
-        lines.append(
+        fee, fee_currency = Decimal(str(line.get("fee", "0"))), str(line.get("fee_currency") or currency)
+        if fee_currency == currency:
+            fees_here += fee
+        elif fee:
+            apart.setdefault(fee_currency, {"fees": ZERO, "claims": ZERO})["fees"] += fee
+    also = [line_context(line) for line in data.get("also") or []]
+    claims, claims_here, interest_claims = [], ZERO, ZERO
+    for claim in data.get("claims") or []:
+        amount, claim_currency = Decimal(str(claim["amount"])), str(claim["currency"])
+        if claim_currency == currency:
+            claims_here += amount
+        else:
+            apart.setdefault(claim_currency, {"fees": ZERO, "claims": ZERO})["claims"] += amount
+        if claim["kind"] == "interest":
+            interest_claims += amount
+        claims.append(
             {
-                "number": _text(line["number"], f"the number of invoice {line.get('invoice_id', '?')}"),
-                "issue_date": day(line["issue_date"]),
-                "due_date": day(line["due_date"]),
-                "amount": money(line["amount"]),
-                "outstanding": money(line["outstanding"]),
-                "days_late": str(format_decimal(int(line["days_late"]), locale=locale)),
-                "interest": money(interest) if interest else "",
-                "fee": money(fee) if fee else "",
+                "number": _text(claim["number"], f"the number of invoice {claim.get('invoice_id', '?')}"),
+                "kind": str(claim["kind"]),
+                "currency": claim_currency,
+                "amount": money(amount, claim_currency),
             }
         )
     totals = data["totals"]
-    outstanding, interest, fees = (Decimal(str(totals[k])) for k in ("outstanding", "interest", "fees"))
+    outstanding, interest = (Decimal(str(totals[k])) for k in ("outstanding", "interest"))
+    # the fees of the reminder's currency: the lines say which fee is in another currency, whatever totals hold
+    fees = fees_here if any(line.get("fee_currency") for line in data["lines"]) else Decimal(str(totals["fees"]))
+    claimed = Decimal(str(totals["claims"])) if totals.get("claims") is not None else claims_here
+    due = outstanding + interest + fees + claimed
+    others = [
+        {
+            "currency": other,
+            "amount": money(parts["fees"] + parts["claims"], other),
+            "fees": money(parts["fees"], other) if parts["fees"] else "",
+            "claims": money(parts["claims"], other) if parts["claims"] else "",
+        }
+        for other, parts in sorted(apart.items())
+        if parts["fees"] + parts["claims"]
+    ]
     customer_id = _text(data.get("customer_id") or profile.get("customer_id") or "", "the customer id")
     pay_link = None
     if sender.pay_url:
@@ -284,27 +418,58 @@ def _context(data: Mapping[str, Any], profile: Mapping[str, Any], sender: Sender
             customer=quote(customer_id, safe=""),
             reminder=quote(str(data.get("reminder_id", "")), safe=""),
             currency=quote(currency, safe=""),
-            amount=quote(str(outstanding + interest + fees), safe=""),
+            amount=quote(str(due), safe=""),
+        )
+    rates: list[Mapping[str, Any]] = []
+    for rate in data.get("rates") or []:  # consecutive periods at the same rate are stated once
+        same = ("reference", "margin", "rate")
+        if rates and all(_number(rates[-1].get(k)) == _number(rate.get(k)) for k in same):
+            continue
+        rates.append(rate)
+    periods = []
+    for index, rate in enumerate(rates):
+        following = rates[index + 1]["from_date"] if index + 1 < len(rates) else None
+        until = date.fromisoformat(str(following)[:10]) - timedelta(days=1) if following is not None else None
+        reference, margin = rate.get("reference"), rate.get("margin")
+        periods.append(
+            {
+                "from_date": day(rate["from_date"]),
+                "until": day(until) if until is not None else "",
+                "reference": format_rate(reference, language) if reference is not None else "",
+                "margin": format_points(margin, language) if margin is not None else "",
+                "rate": format_rate(rate["rate"], language),
+            }
         )
     return {
         "level": str(data["level"]),
+        "level_name": names.get(str(data["level"]), OTHER_LEVEL_NAME[language]),
         "reminder_id": str(data.get("reminder_id", "")),
         "as_of": day(str(data["as_of"])[:10]) if data.get("as_of") else "",
+        "law": law,
+        "registered": data.get("channel") == "letter",
         "customer": {
             "name": _text(profile.get("name"), "the customer's name") or customer_id,
             "contact_name": _text(profile.get("contact_name"), "the customer's contact name"),
         },
         "currency": currency,
         "lines": lines,
+        "also": also,
+        "claims": claims,
         "with_interest": any(line["interest"] for line in lines),
         "with_fee": any(line["fee"] for line in lines),
+        "interest_claimed": bool(interest or interest_claims),
+        "rates": periods,
         "totals": {
             "outstanding": money(outstanding),
             "interest": money(interest) if interest else "",
             "fees": money(fees) if fees else "",
-            "due": money(outstanding + interest + fees),
+            "claims": money(claimed) if claimed else "",
+            "charged": bool(interest or fees or claimed),  # something beside the principal: the total adds it up
+            "due": money(due),
+            "apart": others,  # owed in another currency, never added to ``due``
+            "due_all": str(format_list([money(due), *(o["amount"] for o in others)], locale=locale)),
         },
-        "sender": sender.to_context(),
+        "sender": sender.to_context(language),
         "pay_link": pay_link,
     }
 
@@ -313,10 +478,18 @@ def _context(data: Mapping[str, Any], profile: Mapping[str, Any], sender: Sender
 SAMPLE_PROFILE: dict[str, Any] = {"name": "Exemple SARL", "contact_name": "Claire Martin", "language": "fr"}
 
 
-def sample_reminder(template: str, *, charges: bool = True) -> dict[str, Any]:
-    """A plausible ``reminder.requested`` payload, to try templates at start-up and in tests."""
+def sample_reminder(
+    template: str, *, charges: bool = True, law: str | None = None, currency: str | None = None
+) -> dict[str, Any]:
+    """A plausible ``reminder.requested`` payload, to try templates at start-up and in tests.
+
+    Without ``law`` it is a reminder as the previous version wrote them (no level per line, no notices, no "also",
+    no claims, no law, no rates). With a ``law`` it has every field: a registered letter whose invoice was reminded
+    before, another overdue invoice already sent a formal notice, claims left on a paid invoice, the rates applied
+    over two periods, and (French law, a currency other than the euro) the EUR 40 indemnity in euros.
+    """
     interest, fee = ("12.34", "40.00") if charges else ("0", "0")
-    return {
+    data: dict[str, Any] = {
         "reminder_id": "sample",
         "level": template,
         "channel": "email",
@@ -343,3 +516,61 @@ def sample_reminder(template: str, *, charges: bool = True) -> dict[str, Any]:
         "policy_version": "0" * 64,
         "as_of": "2026-11-20T08:00:00Z",
     }
+    if law is None:
+        return data
+    currency = currency or ("GBP" if law == "uk" else "EUR")
+    fee_currency = "EUR" if law != "uk" else currency  # French and EU law: EUR 40 whatever the invoice's currency
+    if charges and law == "uk":
+        fee = "70.00"  # the fixed sum for a debt from £1,000 to £9,999.99
+    line = data["lines"][0]
+    line.update(level=template, fee=fee)
+    line["notices"] = [{"level": "reminder_1", "reminder_id": "esc-sample-r1", "on": "2026-11-05"}]
+    if fee_currency != currency and charges:
+        line["fee_currency"] = fee_currency
+    claims = [
+        {"invoice_id": "INV-2", "number": "F-2026-0002", "kind": "interest", "currency": currency, "amount": "8.10"},
+        {"invoice_id": "INV-2", "number": "F-2026-0002", "kind": "indemnity", "currency": fee_currency,
+         "amount": "40.00"},
+    ]  # fmt: skip
+    margin = Decimal(8) if law in ("eu", "uk") else Decimal(10)
+    references = (
+        [("2026-01-01", Decimal("4.00")), ("2026-07-01", Decimal("3.75"))]
+        if law == "uk"
+        else [("2026-01-01", Decimal("2.15")), ("2026-07-01", Decimal("2.15"))]
+    )  # fmt: skip  (the ECB's: stated once)
+    data.update(
+        channel="letter",
+        currency=currency,
+        law=law,
+        policy="standard-en" if law == "uk" else "standard-fr",
+        also=[
+            {
+                "invoice_id": "INV-3",
+                "number": "F-2026-0003",
+                "issue_date": "2026-08-01",
+                "due_date": "2026-09-01",
+                "amount": "500.00",
+                "outstanding": "500.00",
+                "days_late": 80,
+                "interest": "0",
+                "fee": "0",
+                "level": "formal_notice",
+                "notices": [
+                    {"level": "reminder_1", "reminder_id": "esc-sample-r0", "on": "2026-09-08"},
+                    {"level": "formal_notice", "reminder_id": "esc-sample-fn", "on": "2026-10-03"},
+                ],
+            }
+        ],
+        claims=claims,
+        rates=[
+            {"from_date": start, "reference": str(rate), "margin": str(margin), "rate": str(rate + margin)}
+            for start, rate in references
+        ],
+    )
+    data["totals"] = {
+        "outstanding": "1234.56",
+        "interest": interest,
+        "fees": fee if fee_currency == currency else "0",
+        "claims": str(sum((Decimal(c["amount"]) for c in claims if c["currency"] == currency), ZERO)),
+    }
+    return data

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import UTC, date, datetime
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -63,28 +64,38 @@ def test_a_preview_is_byte_for_byte_the_message_the_notifier_sends(
     state = ledger.state(TENANT, CUSTOMER)
     policy = library.for_tenant(TENANT).for_customer(state.profile)
     [data] = reminder_data(state, preview_ladder(policy), command["level"], REMIND)
+    assert data["reminder_id"].startswith("preview:")  # the letter's reference: the engine's id once it decides
+    data = {**data, "reminder_id": command["reminder_id"]}
     render_settings = RenderSettings()
     templates = load_templates(render_settings.template_dir, TENANT)
     sender = load_sender(render_settings.sender_file, TENANT)
     mail = MailSettings.from_settings(settings)
     preview = compose(data, state.profile, sender, data["language"], templates, mail,
                       command_id=command["command_id"], at=SENT_AT)  # fmt: skip
-    # Then its message is exactly the bytes the server received
+    # Then, for the command's id, reminder id and instant, its message is exactly the bytes the server received
     assert preview.message is not None and preview.message.data == sent
-    # And `relance preview` writes them too, but for the Message-ID, the boundary (both from the command id) and Date
+    # And `relance preview` writes them too, but for the Message-ID, the boundary (both from the command id), Date
+    # and the letter's reference (its own preview id)
     out = tmp_path / "out"
     monkeypatch.setenv("RELANCE_MAIL_FROM", settings.mail_from)
     args = ["preview", "--tenant", TENANT, "--customer", CUSTOMER, "--level", command["level"], "--out", str(out)]
     assert main([*args, "--date", REMIND.isoformat(), "--database-url", sqlite_url]) == 0
     [eml] = out.glob("*/message.eml")
-    assert normalised(eml.read_bytes(), "preview") == normalised(sent, command["command_id"])
+    preview_id = f"preview:{CUSTOMER}:{command['level']}:EUR"
+    assert normalised(eml.read_bytes(), preview_id) == normalised(sent, command["reminder_id"])
     engine.dispose()
 
 
-def normalised(message: bytes, command_id: str) -> bytes:
-    """The message with what derives from the command id and the clock replaced by placeholders."""
-    boundary = re.search(rb'boundary="([^"]+)"', message)
+def normalised(message: bytes, reminder_id: str) -> tuple[bytes, list[str]]:
+    """The message's headers with what derives from the command id and the clock replaced by placeholders, and its
+    text parts (decoded) with the reminder's reference replaced too."""
+    head = message.split(b"\r\n\r\n", 1)[0]
+    boundary = re.search(rb'boundary="([^"]+)"', head)
     assert boundary is not None
-    message = message.replace(boundary.group(1), b"BOUNDARY")
-    message = re.sub(rb"\r\nMessage-ID: <[^>]+>\r\n", b"\r\nMessage-ID: <ID>\r\n", message)
-    return re.sub(rb"\r\nDate: [^\r]+\r\n", b"\r\nDate: DATE\r\n", message)
+    head = head.replace(boundary.group(1), b"BOUNDARY")
+    head = re.sub(rb"\r\nMessage-ID: <[^>]+>(\r\n|$)", b"\r\nMessage-ID: <ID>\\1", head)
+    head = re.sub(rb"\r\nDate: [^\r]+(\r\n|$)", b"\r\nDate: DATE\\1", head)
+    parsed = message_from_bytes(message, policy=policy.default)
+    parts = [str(part.get_content()) for part in parsed.walk() if part.get_content_maintype() == "text"]
+    assert len(parts) == 2 and all(reminder_id in part for part in parts)
+    return head, [part.replace(reminder_id, "REF") for part in parts]

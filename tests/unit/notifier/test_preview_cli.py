@@ -44,7 +44,7 @@ def test_preview_writes_the_exact_parts(database_url: str, tmp_path: Path, capsy
     text = (folder / "body.txt").read_text(encoding="utf-8")
     html = (folder / "body.html").read_text(encoding="utf-8")
     assert subject.startswith("Second rappel") and "Boulangeries <Martin>" in subject
-    assert f"montant 1{NNBSP}234,56{NBSP}€" in text and "31 jour(s) de retard" in text and "F-I-2" not in text
+    assert f"montant 1{NNBSP}234,56{NBSP}€" in text and f"31{NBSP}jours de retard" in text and "F-I-2" not in text
     assert "Boulangeries &lt;Martin&gt;" in html
     message = message_from_bytes((folder / "message.eml").read_bytes(), policy=policy.default)
     assert message["To"] == "compta@martin.fr" and message["Subject"] == subject.strip()

@@ -56,7 +56,7 @@ def test_french_money_and_dates_are_formatted_exactly() -> None:
     assert f"montant 1{NNBSP}234,56{NBSP}€" in rendered.text
     assert f"Total à régler : 1{NNBSP}286,90{NBSP}€" in rendered.text
     assert f"pénalités de retard 12,34{NBSP}€, indemnité forfaitaire 40,00{NBSP}€" in rendered.text
-    assert "du 1 octobre 2026, échéance le 31 octobre 2026" in rendered.text
+    assert "du 1er octobre 2026, échéance le 31 octobre 2026" in rendered.text
     assert "mise en demeure au sens de l'article 1344 du Code civil" in rendered.text
 
 

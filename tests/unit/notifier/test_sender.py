@@ -29,7 +29,7 @@ def _refused(path: Path | None) -> str:
 def test_the_shipped_placeholder_is_refused_saying_what_to_provide() -> None:
     message = _refused(None)
     assert f"the default sender in the shipped placeholder {SHIPPED_SENDER} (RELANCE_SENDER_FILE is unset)" in message
-    assert "placeholder company and iban" in message
+    assert "placeholder company, iban and signatory" in message
     assert "Point RELANCE_SENDER_FILE to a YAML file" in message and "RELANCE_ALLOW_PLACEHOLDER_SENDER=true" in message
 
 
