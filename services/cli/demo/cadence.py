@@ -400,7 +400,7 @@ def _measure_stream(cadence: Cadence, tenant: str, customer_id: str, stream: Seq
     customer = Customer(tenant, customer_id, rules)
     cadence.customers.append(customer)
     reached: dict[str, int] = {}  # invoice -> rank of the firmest level reached
-    handed: dict[str, str] = {}  # invoice -> the instant (as written) of its hand-over decision
+    handed: dict[str, datetime] = {}  # invoice -> the instant of its hand-over decision
     interest: dict[str, tuple[str, Decimal]] = {}  # invoice -> (currency, latest figure)
     fixed: set[str] = set()
     for event in stream:
@@ -411,12 +411,12 @@ def _measure_stream(cadence: Cadence, tenant: str, customer_id: str, stream: Seq
             if rank is not None and rank > reached.get(invoice_id, -1):
                 reached[invoice_id] = rank
             if "hand_over" in data.get("actions", ()) or data["level"] in rules.hand_over:
-                handed.setdefault(invoice_id, str(data.get("as_of", "")))
+                handed.setdefault(invoice_id, _instant(event))
         elif kind == HANDED_OVER:
             for invoice_id in data.get("invoice_ids", ()):
-                handed.setdefault(invoice_id, str(data.get("as_of", "")))
+                handed.setdefault(invoice_id, _instant(event))
         elif kind == REMINDER:
-            _reminder(cadence, customer, data, _day(event, rules.zone), reached, handed)
+            _reminder(cadence, customer, event, reached, handed)
         elif kind == TASK and data.get("kind") == "phone_call":
             level = _phone_level(data, rules)
             customer.contact(_day(event, rules.zone), level, data.get("invoice_ids", []))
@@ -438,12 +438,13 @@ def _measure_stream(cadence: Cadence, tenant: str, customer_id: str, stream: Seq
 def _reminder(
     cadence: Cadence,
     customer: Customer,
-    data: dict[str, Any],
-    day: date,
+    event: Recorded,
     reached: dict[str, int],
-    handed: dict[str, str],
+    handed: dict[str, datetime],
 ) -> None:
-    rules, level = customer.rules, data["level"]
+    """One reminder's contact, and each of its lines: written level, tone, due, handed over."""
+    data, rules = event.data, customer.rules
+    level, day, decided = data["level"], _day(event, rules.zone), _instant(event)
     lines: list[dict[str, Any]] = data.get("lines") or [{"invoice_id": i} for i in data.get("invoice_ids", [])]
     customer.contact(day, level, [line["invoice_id"] for line in lines])
     seen_levels: set[str] = set()
@@ -471,7 +472,7 @@ def _reminder(
         if at not in rules.before_due and _not_yet_due(line, day):
             cadence.not_yet_due[at] += 1
             cadence.not_yet_due_example = cadence.not_yet_due_example or example
-        if invoice_id in handed and not (handed[invoice_id] == str(data.get("as_of", "")) and at in rules.hand_over):
+        if invoice_id in handed and not (handed[invoice_id] == decided and at in rules.hand_over):
             cadence.handed_over_lines += 1
             cadence.handed_over_example = cadence.handed_over_example or example
     cadence.softer_lines += softer
@@ -503,10 +504,14 @@ def _claims(cadence: Cadence, currency: str) -> Claims:
     return cadence.claims.setdefault(currency, Claims())
 
 
-def _day(event: Recorded, zone: tzinfo) -> date:
-    """The local calendar day of a decision: its ``as_of`` instant (else when it occurred) in the policy's zone."""
-    moment = event.occurred_at
+def _instant(event: Recorded) -> datetime:
+    """The instant a decision was taken for: its ``as_of``, else when it occurred."""
     as_of = event.data.get("as_of")
     if isinstance(as_of, str) and as_of:
-        moment = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
-    return moment.astimezone(zone).date()
+        return datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+    return event.occurred_at
+
+
+def _day(event: Recorded, zone: tzinfo) -> date:
+    """The local calendar day of a decision: its instant in the policy's zone."""
+    return _instant(event).astimezone(zone).date()

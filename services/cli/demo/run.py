@@ -3,9 +3,10 @@
 Messages travel the same path as in production, minus the network: published to a queue, taken in micro-batches,
 applied by :class:`services.ingest.service.Ingestor` in one transaction per batch, then acked, or dead-lettered with
 their reason. Each message carries its index in the sample (header ``x-demo-seq``), so the demo can check every
-outcome against what the generator expected and exit non-zero on any surprise. What it prints afterwards is
-:mod:`services.cli.demo.summary`; the run itself (generate, ingest, simulate the days, verify, audit) stays in this
-one module, read from top to bottom, which is why it is somewhat over 400 lines.
+outcome against what the generator expected and exit non-zero on any surprise (status 1), or when the run went as
+expected but its dunning broke a rule of its policy (status 3, see :mod:`services.cli.demo.cadence`). What it prints
+afterwards is :mod:`services.cli.demo.summary`; the run itself (generate, ingest, simulate the days, verify, audit)
+stays in this one module, read from top to bottom, which is why it is a little under 500 lines.
 """
 
 from __future__ import annotations
@@ -224,7 +225,7 @@ def _run(
     ]
     lines += summary.files_section(out, url, book, len(sample.messages), len(queue.dead_letters), simulated.mailed)
     code = exit_code(problems, measured)
-    lines += verdict(problems, measured, code)
+    lines += summary.verdict_section(problems, measured.breaches(), code)
     say("\n".join(lines))
     return code
 
@@ -234,30 +235,6 @@ def exit_code(problems: list[str], measured: Cadence) -> int:
     if problems:
         return EXIT_UNEXPECTED
     return EXIT_RULES_BROKEN if measured.breaches() else EXIT_OK
-
-
-def verdict(problems: list[str], measured: Cadence, code: int) -> list[str]:
-    """The printout's last lines: what went wrong, or that nothing did."""
-    lines: list[str] = []
-    if problems:
-        lines += ["", f"UNEXPECTED (the demo exits with status {code})"] + [f"  - {p}" for p in problems]
-    breaches = measured.breaches()
-    if breaches:
-        lines += ["", f"POLICY RULES BROKEN (the demo exits with status {code})"] + [f"  - {b}" for b in breaches]
-    if not problems and not breaches:
-        lines += [
-            "",
-            "Everything as expected: every message accounted for, every chain intact, every reminder listing only "
-            "invoices due at the time, every block lifted once when cleared, and the policies' cadence and tone "
-            "rules held.",
-        ]
-    elif not problems:
-        lines += [
-            "",
-            "The run itself went as expected (every message accounted for, every chain intact, every block lifted "
-            "once when cleared); the dunning it decided did not keep its policy's rules above.",
-        ]
-    return lines
 
 
 # ------------------------------------------------------------------------------------------------- the pipeline

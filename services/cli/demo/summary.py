@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.cli.demo.cadence import FIGURE_WINDOW, Cadence
+from services.cli.demo.cadence import FIGURE_WINDOW, Breach, Cadence
 from services.cli.demo.escalation import Audit, Timeline
 from services.cli.demo.generator import Sample
 from services.cli.demo.mail import Mailed
@@ -356,6 +356,29 @@ def files_section(out: Path, url: str, book: Book, messages: int, dead: int, mai
         f"  relance evidence list --tenant {tenant} --customer {customer} --database-url {url}",
         f"  relance publish {out / EVENTS_FILE}   # replay on RabbitMQ (RELANCE_AMQP_URL) for `relance worker ingest`",
     ]
+
+
+def verdict_section(problems: list[str], breaches: list[Breach], code: int) -> list[str]:
+    """The printout's last lines: what went wrong, or that nothing did."""
+    lines: list[str] = []
+    if problems:
+        lines += ["", f"UNEXPECTED (the demo exits with status {code})"] + [f"  - {p}" for p in problems]
+    if breaches:
+        lines += ["", f"POLICY RULES BROKEN (the demo exits with status {code})"] + [f"  - {b}" for b in breaches]
+    if not problems and not breaches:
+        lines += [
+            "",
+            "Everything as expected: every message accounted for, every chain intact, every reminder listing only "
+            "invoices due at the time, every block lifted once when cleared, and the policies' cadence and tone "
+            "rules held.",
+        ]
+    elif not problems:
+        lines += [
+            "",
+            "The run itself went as expected (every message accounted for, every chain intact, every block lifted "
+            "once when cleared); the dunning it decided did not keep its policy's rules above.",
+        ]
+    return lines
 
 
 def _clip(text: str, width: int) -> str:

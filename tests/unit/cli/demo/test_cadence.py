@@ -10,7 +10,8 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from services.cli.demo.cadence import Cadence, Fact, Rules, measure, percentile, rules_of
-from services.cli.demo.run import EXIT_OK, EXIT_RULES_BROKEN, EXIT_UNEXPECTED, exit_code, verdict
+from services.cli.demo.run import EXIT_OK, EXIT_RULES_BROKEN, EXIT_UNEXPECTED, exit_code
+from services.cli.demo.summary import verdict_section
 from services.escalation.model import Policy
 from services.escalation.policy import PolicyLibrary
 
@@ -492,8 +493,8 @@ def test_the_exit_code_follows_the_checks() -> None:
     assert exit_code([], clean) == EXIT_OK == 0
     assert exit_code([], broken) == EXIT_RULES_BROKEN == 3
     assert exit_code(["hash chain: altered"], clean) == exit_code(["hash chain: altered"], broken) == EXIT_UNEXPECTED
-    assert "Everything as expected" in "\n".join(verdict([], clean, EXIT_OK))
-    said = "\n".join(verdict([], broken, EXIT_RULES_BROKEN))
+    assert "Everything as expected" in "\n".join(verdict_section([], clean.breaches(), EXIT_OK))
+    said = "\n".join(verdict_section([], broken.breaches(), EXIT_RULES_BROKEN))
     assert "POLICY RULES BROKEN (the demo exits with status 3)" in said
     assert "invoices sent formal_notice more than once: 1 (e.g. acme-fr/C-1 invoice I-1 on 2026-10-10)" in said
     assert "Everything as expected" not in said
