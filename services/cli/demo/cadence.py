@@ -14,7 +14,7 @@ were sent whatever version of relance decided it:
   reminder's day (``days_late`` 0 and its due date on or after that day);
 - **handed over**: demanded lines for an invoice already handed over (``collection.handed_over``, or for older logs
   the ``escalation.level_reached`` of a level whose actions include ``hand_over``), apart from the hand-over letter
-  decided with the hand-over itself;
+  (the invoice's first line at that level, whenever the cadence lets it go);
 - **claims** per currency: charged (the latest interest figure of each invoice, ``interest.computed`` or
   ``claim.fixed``, plus the fees charged), paid (``claim.settled``), waived (``claim.waived``), and still owed.
 
@@ -400,7 +400,7 @@ def _measure_stream(cadence: Cadence, tenant: str, customer_id: str, stream: Seq
     customer = Customer(tenant, customer_id, rules)
     cadence.customers.append(customer)
     reached: dict[str, int] = {}  # invoice -> rank of the firmest level reached
-    handed: dict[str, datetime] = {}  # invoice -> the instant of its hand-over decision
+    handed = _HandedOver()
     interest: dict[str, tuple[str, Decimal]] = {}  # invoice -> (currency, latest figure)
     fixed: set[str] = set()
     for event in stream:
@@ -411,10 +411,10 @@ def _measure_stream(cadence: Cadence, tenant: str, customer_id: str, stream: Seq
             if rank is not None and rank > reached.get(invoice_id, -1):
                 reached[invoice_id] = rank
             if "hand_over" in data.get("actions", ()) or data["level"] in rules.hand_over:
-                handed.setdefault(invoice_id, _instant(event))
+                handed.hand(invoice_id, _instant(event))
         elif kind == HANDED_OVER:
             for invoice_id in data.get("invoice_ids", ()):
-                handed.setdefault(invoice_id, _instant(event))
+                handed.hand(invoice_id, _instant(event))
         elif kind == REMINDER:
             _reminder(cadence, customer, event, reached, handed)
         elif kind == TASK and data.get("kind") == "phone_call":
@@ -440,7 +440,7 @@ def _reminder(
     customer: Customer,
     event: Recorded,
     reached: dict[str, int],
-    handed: dict[str, datetime],
+    handed: _HandedOver,
 ) -> None:
     """One reminder's contact, and each of its lines: written level, tone, due, handed over."""
     data, rules = event.data, customer.rules
@@ -450,13 +450,14 @@ def _reminder(
     seen_levels: set[str] = set()
     softer = 0
     for line, demanded in [*((line, True) for line in lines), *((line, False) for line in data.get("also", []))]:
-        invoice_id, at = line["invoice_id"], line.get("level") or level
+        invoice_id = line["invoice_id"]
+        at = line.get("level") or (level if demanded else None)  # a line under `also` speaks at its own level only
         example = Example(customer.tenant, customer.customer_id, invoice_id, day)
-        rank = rules.rank(at)
+        rank = rules.rank(at) if at else None
         if rank is not None and rank < reached.get(invoice_id, -1):
             softer += 1
             cadence.softer_example = cadence.softer_example or example
-        if not demanded:
+        if not demanded or at is None:
             continue
         if at in rules.written:
             written = _written(cadence, at, rules)
@@ -472,11 +473,37 @@ def _reminder(
         if at not in rules.before_due and _not_yet_due(line, day):
             cadence.not_yet_due[at] += 1
             cadence.not_yet_due_example = cadence.not_yet_due_example or example
-        if invoice_id in handed and not (handed[invoice_id] == decided and at in rules.hand_over):
+        if handed.demanded(invoice_id, at in rules.hand_over, decided):
             cadence.handed_over_lines += 1
             cadence.handed_over_example = cadence.handed_over_example or example
     cadence.softer_lines += softer
     cadence.softer_messages += 1 if softer else 0
+
+
+@dataclass
+class _HandedOver:
+    """A customer's invoices handed over, and whether each was told so (its hand-over letter, once)."""
+
+    invoices: set[str] = field(default_factory=set)
+    told: set[str] = field(default_factory=set)
+    letters: dict[str, datetime] = field(default_factory=dict)  # invoice -> when its latest hand-over line was decided
+
+    def hand(self, invoice_id: str, decided: datetime) -> None:
+        if invoice_id not in self.invoices:
+            self.invoices.add(invoice_id)
+            if self.letters.get(invoice_id) == decided:  # its letter came first in the same decision
+                self.told.add(invoice_id)
+
+    def demanded(self, invoice_id: str, letter: bool, decided: datetime) -> bool:
+        """Whether a demanded line is about an invoice already handed over, the letter that tells it apart."""
+        if letter:
+            self.letters[invoice_id] = decided
+        if invoice_id not in self.invoices:
+            return False
+        if letter and invoice_id not in self.told:
+            self.told.add(invoice_id)
+            return False
+        return True
 
 
 def _not_yet_due(line: dict[str, Any], day: date) -> bool:
@@ -486,7 +513,10 @@ def _not_yet_due(line: dict[str, Any], day: date) -> bool:
 
 
 def _phone_level(data: dict[str, Any], rules: Rules) -> str:
-    """The phone level a call task stands for (``level <key>`` in its note), else the ladder's first phone-like key."""
+    """The level a call task is for: its ``level``, else ``level <key>`` in its note, else ``phone_call``."""
+    level = data.get("level")
+    if isinstance(level, str) and level:
+        return level
     note = str(data.get("note", ""))
     if note.startswith("level ") and note[6:] in rules.ladder:
         return note[6:]

@@ -301,6 +301,18 @@ def test_a_levels_own_interval_overrides_the_policys() -> None:
     assert breach.example.day == day(8)
 
 
+def test_a_call_task_counts_at_the_level_it_names() -> None:
+    # Given 7 days between contacts but 2 before a call at level call_2, and a call two days after a reminder
+    rules = replace(FR, min_days_between_contacts=7, min_days_since_contact={"call_2": 2})
+    named = call(2, "I-1")
+    named = replace(named, data={**named.data, "level": "call_2", "note": "call them"})
+    unnamed = replace(named, data={k: v for k, v in named.data.items() if k != "level"})
+    first = reminder(0, "reminder_2", [line("I-1")])
+    # Then the call for call_2 keeps its level's interval; a call naming no level is held to the policy's
+    assert not [b for b in of([first, named], rules=rules).breaches() if "interval" in b.rule]
+    assert [b.count for b in of([first, unnamed], rules=rules).breaches() if "interval" in b.rule] == [1]
+
+
 def test_more_contact_days_than_the_policy_allows_in_its_window_break_its_rule() -> None:
     # Given at most 2 contact days in any 30 days, and a customer contacted on days 0, 10 and 20
     rules = replace(FR, max_contacts=2, window_days=30)
@@ -386,6 +398,11 @@ def test_a_reminder_as_firm_as_what_its_invoices_reached_is_not_softer() -> None
     assert of(stream).softer_lines == 0
 
 
+def test_a_line_under_also_without_a_level_is_not_judged_for_its_tone() -> None:
+    stream = [reached(0, "I-1", "credit_block"), reminder(2, "courtesy", [line("I-2", due=5)], also=[line("I-1")])]
+    assert of(stream).softer_lines == 0
+
+
 def test_a_gentler_line_under_also_is_softer_too() -> None:
     stream = [
         reached(0, "I-1", "formal_notice"),
@@ -427,7 +444,8 @@ def test_a_reminder_demanding_a_handed_over_invoice_is_counted_but_not_the_hand_
     assert "demand lines for invoices already handed over" in rule_names(cadence)
 
 
-def test_a_collection_handed_over_event_hands_its_invoices_over() -> None:
+def test_a_collection_handed_over_event_hands_its_invoices_over_and_its_letter_may_come_later() -> None:
+    # Given I-1 handed over on day 0, its letter held back by the cadence until day 4, then a credit-block notice
     handed = Fact(
         "collection.handed_over",
         {"handover_id": "H-1", "currency": "EUR", "invoice_ids": ["I-1"], "as_of": text(instant(0))},
@@ -435,12 +453,38 @@ def test_a_collection_handed_over_event_hands_its_invoices_over() -> None:
     )
     stream = [
         handed,
-        reminder(3, "reminder_2", [line("I-2")], also=[line("I-1")]),
-        reminder(9, "hand_over", [line("I-1")]),
+        reminder(2, "reminder_2", [line("I-2", level="reminder_2")], also=[line("I-1", level="hand_over")]),
+        reminder(4, "hand_over", [line("I-1", level="hand_over")]),
+        reminder(20, "credit_block", [line("I-1", level="credit_block"), line("I-3", level="credit_block")]),
     ]
     cadence = of(stream)
-    assert cadence.handed_over_lines == 1  # the later letter; a line under `also` is no demand
-    assert cadence.handed_over_example is not None and cadence.handed_over_example.day == day(9)
+    # Then neither the line under `also` nor the letter is a demand about a handed-over invoice; the notice is
+    assert cadence.handed_over_lines == 1
+    assert cadence.handed_over_example is not None and cadence.handed_over_example.day == day(20)
+
+
+def test_a_second_hand_over_letter_is_a_demand_about_a_handed_over_invoice() -> None:
+    # Given I-1's hand-over letter written before the hand-over event in the same decision, then a second letter
+    letter = reminder(0, "hand_over", [line("I-1")])
+    stream = [letter, reached(0, "I-1", "hand_over", actions=["hand_over"]), reminder(15, "hand_over", [line("I-1")])]
+    cadence = of(stream)
+    # Then the first letter told the customer; the second is a demand about a file already handed over
+    assert cadence.handed_over_lines == 1
+    assert cadence.handed_over_example is not None and cadence.handed_over_example.day == day(15)
+
+
+def test_a_hand_over_letter_listing_an_invoice_before_its_own_hand_over_does_not_tell_it() -> None:
+    # Given I-2 listed in I-1's hand-over letter (an old grouped reminder), then I-2 handed over with its own letter
+    stream = [
+        reached(0, "I-1", "hand_over", actions=["hand_over"]),
+        reminder(0, "hand_over", [line("I-1"), line("I-2")]),
+        reached(9, "I-2", "hand_over", actions=["hand_over"]),
+        reminder(9, "hand_over", [line("I-2")]),
+    ]
+    # Then I-2's own letter is its hand-over letter (the repeat breaks the once-per-invoice rule instead)
+    cadence = of(stream)
+    assert cadence.handed_over_lines == 0
+    assert cadence.written["hand_over"].repeated == 1
 
 
 # ------------------------------------------------------------------------------------------------- claims
