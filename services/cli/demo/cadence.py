@@ -16,7 +16,8 @@ were sent whatever version of relance decided it:
   the ``escalation.level_reached`` of a level whose actions include ``hand_over``), apart from the hand-over letter
   (the invoice's first line at that level, whenever the cadence lets it go);
 - **claims** per currency: charged (the latest interest figure of each invoice, ``interest.computed`` or
-  ``claim.fixed``, plus the fees charged), paid (``claim.settled``), waived (``claim.waived``), and still owed.
+  ``claim.fixed``, plus the fees charged), paid (``claim.settled``), waived (``claim.waived``), and still owed; from
+  a ledger whose fold keeps the claims (:func:`claims_of_fold`), the fold's figures, payments allocated included.
 
 :func:`breaches` then checks the policy's own rules: its cadence when it has one (``cadence.min_days_between_contacts``,
 per-level ``min_days_since_contact``, ``cadence.max_contacts`` in ``cadence.window_days``), and always each written
@@ -380,11 +381,40 @@ def measure(streams: Iterable[Stream], rules: Callable[[str, str | None], Rules]
 
 
 def measure_ledger(ledger: Ledger, library: PolicyLibrary) -> Cadence:
-    """The figures of every stream of a :class:`~shared.ledger.store.Ledger`, under its tenants' policies."""
-    return measure(
-        ((tenant, customer_id, ledger.read_stream(tenant, customer_id)) for tenant, customer_id in ledger.streams()),
+    """The figures of every stream of a :class:`~shared.ledger.store.Ledger`, under its tenants' policies.
+
+    The claims are the fold's when the customer state keeps them (what payments were allocated to is a derivation of
+    the fold, not an event), else what the events say."""
+    streams = ledger.streams()
+    cadence = measure(
+        ((tenant, customer_id, ledger.read_stream(tenant, customer_id)) for tenant, customer_id in streams),
         rules_of(library),
     )
+    folded = claims_of_fold(ledger.state(tenant, customer_id) for tenant, customer_id in streams)
+    if folded is not None:
+        cadence.claims = folded
+    return cadence
+
+
+def claims_of_fold(states: Iterable[object]) -> dict[str, Claims] | None:
+    """Per currency, the claims the fold keeps (``state.claims.all()``: each claim's ``charged``, ``allocated``,
+    ``waived``; a void claim, of a cancelled invoice, left out); None when the state keeps none."""
+    totals: dict[str, Claims] = {}
+    for state in states:
+        every = getattr(getattr(state, "claims", None), "all", None)
+        if not callable(every):
+            return None
+        for claim in every():
+            if getattr(claim, "void", False):
+                continue
+            row = _claims_row(totals, claim.currency)
+            if claim.kind == "interest":
+                row.interest += claim.charged
+            else:
+                row.fees += claim.charged
+            row.paid += claim.allocated
+            row.waived += claim.waived
+    return totals
 
 
 def _policy_of(stream: Sequence[Recorded]) -> str | None:
@@ -531,7 +561,11 @@ def _written(cadence: Cadence, level: str, rules: Rules) -> Written:
 
 
 def _claims(cadence: Cadence, currency: str) -> Claims:
-    return cadence.claims.setdefault(currency, Claims())
+    return _claims_row(cadence.claims, currency)
+
+
+def _claims_row(claims: dict[str, Claims], currency: str) -> Claims:
+    return claims.setdefault(currency, Claims())
 
 
 def _instant(event: Recorded) -> datetime:

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from services.cli.demo.cadence import Cadence, Fact, Rules, measure, percentile, rules_of
+from services.cli.demo.cadence import Cadence, Fact, Rules, claims_of_fold, measure, percentile, rules_of
 from services.cli.demo.run import EXIT_OK, EXIT_RULES_BROKEN, EXIT_UNEXPECTED, exit_code
 from services.cli.demo.summary import verdict_section
 from services.escalation.model import Policy
@@ -513,6 +513,57 @@ def test_claims_are_the_latest_interest_and_the_fees_less_what_was_paid_and_waiv
 def test_claims_are_summed_over_customers() -> None:
     cadence = of([money("fee.charged", 0, "I-1", "40.00")], [money("fee.charged", 0, "I-1", "40.00")])
     assert cadence.claims["EUR"].owed == Decimal("80.00")
+
+
+@dataclass(frozen=True)
+class _FoldedClaim:
+    """A claim as a fold that keeps claims has it: charged, allocated by payments, waived, void if cancelled."""
+
+    kind: str
+    currency: str
+    charged: Decimal
+    allocated: Decimal = Decimal(0)
+    waived: Decimal = Decimal(0)
+    void: bool = False
+
+
+@dataclass(frozen=True)
+class _FoldedClaims:
+    claims: tuple[_FoldedClaim, ...]
+
+    def all(self) -> list[_FoldedClaim]:
+        return list(self.claims)
+
+
+@dataclass(frozen=True)
+class _StateWithClaims:
+    claims: _FoldedClaims
+
+
+def test_the_claims_of_a_fold_that_keeps_them_give_what_payments_settled() -> None:
+    # Given two customers' folded claims: interest partly paid, an indemnity waived, a cancelled invoice's claim
+    first = _FoldedClaims(
+        (
+            _FoldedClaim("interest", "EUR", Decimal("12.00"), allocated=Decimal("5.00")),
+            _FoldedClaim("indemnity", "EUR", Decimal("40.00"), waived=Decimal("40.00")),
+            _FoldedClaim("indemnity", "EUR", Decimal("40.00"), void=True),
+        )
+    )
+    second = _FoldedClaims((_FoldedClaim("indemnity", "GBP", Decimal("70.00"), allocated=Decimal("70.00")),))
+    claims = claims_of_fold([_StateWithClaims(first), _StateWithClaims(second)])
+    # Then per currency: charged, paid and waived from the fold, the void claim left out
+    assert claims is not None
+    eur, gbp = claims["EUR"], claims["GBP"]
+    assert (eur.interest, eur.fees, eur.paid, eur.waived, eur.owed) == (
+        Decimal("12.00"),
+        Decimal("40.00"),
+        Decimal("5.00"),
+        Decimal("40.00"),
+        Decimal("7.00"),
+    )
+    assert (gbp.charged, gbp.paid, gbp.owed) == (Decimal("70.00"), Decimal("70.00"), Decimal(0))
+    # And a state that keeps no claims leaves the events' figures
+    assert claims_of_fold([object()]) is None
 
 
 # ------------------------------------------------------------------------------------------------- the verdict
