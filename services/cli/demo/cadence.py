@@ -479,7 +479,7 @@ def _reminder(
     customer.contact(day, level, [line["invoice_id"] for line in lines])
     seen_levels: set[str] = set()
     softer = 0
-    for line, demanded in [*((line, True) for line in lines), *((line, False) for line in data.get("also", []))]:
+    for line, demanded in [*((line, True) for line in lines), *((line, False) for line in data.get("also") or [])]:
         invoice_id = line["invoice_id"]
         at = line.get("level") or (level if demanded else None)  # a line under `also` speaks at its own level only
         example = Example(customer.tenant, customer.customer_id, invoice_id, day)
