@@ -95,9 +95,11 @@ def _clean_environment(home: Path) -> dict[str, str]:
     return {**keep, "HOME": os.environ.get("HOME", str(home)), "RELANCE_LOG_FORMAT": "console"}
 
 
-def _run(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 240) -> str:
+def _run(
+    command: list[str], cwd: Path, env: dict[str, str], timeout: float = 240, codes: tuple[int, ...] = (0,)
+) -> str:
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    assert done.returncode == 0, f"{' '.join(command)} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert done.returncode in codes, f"{' '.join(command)} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
 
@@ -148,9 +150,11 @@ def test_the_image_wheel_carries_every_resource_and_runs_relance_outside_the_sou
     assert bare.stderr.strip() == "relance demo needs its extra, which the workers do not: pip install 'relance[demo]'"
     _run([str(python), "-m", "pip", "install", "-q", f"{wheel}[demo]"], tmp_path, env, timeout=600)
 
-    # And with it the demo runs end to end (ingest, escalation, reminders rendered and sent over SMTP, letters)
-    demo = _run([str(relance), "demo", "--customers", "40", "--months", "3", "--out", "demo"], elsewhere, env)
-    assert "Everything as expected" in demo, demo
+    # And with it the demo runs end to end (ingest, escalation, reminders rendered and sent over SMTP, letters);
+    # status 3 is a run that went as expected and reports a policy rule its dunning broke
+    demo_command = [str(relance), "demo", "--customers", "40", "--months", "3", "--out", "demo"]
+    demo = _run(demo_command, elsewhere, env, codes=(0, 3))
+    assert "UNEXPECTED" not in demo and "Cadence and tone" in demo, demo
     assert list((elsewhere / "demo" / "mail").glob("*.eml")), demo
 
     # And a reminder of the demo's ledger previews from the installed templates, in both languages

@@ -8,7 +8,8 @@ server on loopback). It composes the real pieces as the workers do, minus the ne
 over SMTP. Its modules: :mod:`~services.cli.demo.generator` (the ERP sample), :mod:`~services.cli.demo.run` (the
 composition root and the printout), :mod:`~services.cli.demo.escalation` (days of delivery and the audit of
 every stream), :mod:`~services.cli.demo.mail` (the SMTP server and the notifier), :mod:`~services.cli.demo.report`
-(the receivables summary and its tables).
+(the receivables summary and its tables), :mod:`~services.cli.demo.cadence` (the cadence and tone figures, and the
+policies' rules they are checked against: the demo exits 3 when one breaks).
 """
 
 from services.cli.demo.generator import AS_OF, Sample, generate

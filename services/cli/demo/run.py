@@ -3,9 +3,10 @@
 Messages travel the same path as in production, minus the network: published to a queue, taken in micro-batches,
 applied by :class:`services.ingest.service.Ingestor` in one transaction per batch, then acked, or dead-lettered with
 their reason. Each message carries its index in the sample (header ``x-demo-seq``), so the demo can check every
-outcome against what the generator expected and exit non-zero on any surprise. What it prints afterwards is
-:mod:`services.cli.demo.summary`; the run itself (generate, ingest, simulate the days, verify, audit) stays in this
-one module, read from top to bottom, which is why it is somewhat over 400 lines.
+outcome against what the generator expected and exit non-zero on any surprise (status 1), or when the run went as
+expected but its dunning broke a rule of its policy (status 3, see :mod:`services.cli.demo.cadence`). What it prints
+afterwards is :mod:`services.cli.demo.summary`; the run itself (generate, ingest, simulate the days, verify, audit)
+stays in this one module, read from top to bottom, which is why it is a little under 500 lines.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import structlog
 from sqlalchemy import Engine, event, func, select
 
 from services.cli.demo import summary
+from services.cli.demo.cadence import Cadence, measure_ledger
 from services.cli.demo.escalation import (
     FOLLOW_AT,
     audit,
@@ -49,6 +51,9 @@ from shared.ledger.schema import events
 from shared.ledger.store import Ledger, LedgerUnavailable
 from shared.runtime import ledger_engine
 
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1  # the run itself went wrong: a message not accounted for, a broken chain, an audit problem
+EXIT_RULES_BROKEN = 3  # the run went as expected, but the dunning broke its policy's own rules (cadence, tone)
 SEQ_HEADER = "x-demo-seq"
 DATABASE_FILE = "relance-demo.db"
 MAIL_DIR = "mail"
@@ -100,13 +105,18 @@ def run_demo(
     stdout: TextIO | None = None,
     rates_file: Path | None = None,
 ) -> int:
-    """Generate, ingest and escalate day by day, verify and summarise; 0 if all went as expected, 1 otherwise."""
+    """Generate, ingest and escalate day by day, verify and summarise.
+
+    0 if all went as expected and the policies' rules held; 1 if the demo could not run or something unexpected
+    happened; 3 if the run went as expected but the dunning broke its policy's own rules (see
+    :mod:`services.cli.demo.cadence`).
+    """
     screen = stdout or sys.stdout
     try:
         return _run(customers, months, seed, Path(out), database_url, as_of, batch_size, screen, rates_file)
     except DemoFailed as exc:
         print(f"relance demo: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_UNEXPECTED
 
 
 def _run(
@@ -157,7 +167,8 @@ def _run(
             for note in assumptions:
                 say(f"  note: {note}")
             queue = MemoryQueue("relance.demo")
-            simulated = _simulate(sample, ledger, settings, rates, queue, batch_size, screen, out / MAIL_DIR)
+            library = PolicyLibrary.load(None)
+            simulated = _simulate(sample, ledger, settings, library, rates, queue, batch_size, screen, out / MAIL_DIR)
             ingested = simulated.ingested
             verifying = time.perf_counter()
             report = ledger.verify()
@@ -166,6 +177,7 @@ def _run(
             book = Book.of((ledger.state(t, c) for t, c in ledger.streams()), as_of)
             auditing = time.perf_counter()
             escalated = audit(ledger, as_of)
+            measured = measure_ledger(ledger, library)
             evidence_problems = check_evidence(ledger, simulated.mailed)
             simulated.audit_seconds = time.perf_counter() - auditing
         finally:
@@ -199,6 +211,7 @@ def _run(
     lines += summary.debtors_section(book)
     lines += summary.escalation_section(escalated, simulated, as_of)
     lines += summary.mail_section(simulated.mailed, not evidence_problems)
+    lines += summary.cadence_section(measured)
     lines += summary.timeline_section(escalated.timeline)
     lines += [
         "",
@@ -211,16 +224,17 @@ def _run(
         f"{simulated.audit_seconds:.1f} s",
     ]
     lines += summary.files_section(out, url, book, len(sample.messages), len(queue.dead_letters), simulated.mailed)
-    if problems:
-        lines += ["", "UNEXPECTED (the demo exits with status 1)"] + [f"  - {p}" for p in problems]
-    else:
-        lines += [
-            "",
-            "Everything as expected: every message accounted for, every chain intact, every reminder listing only "
-            "invoices due at the time, every block lifted once when cleared.",
-        ]
+    code = exit_code(problems, measured)
+    lines += summary.verdict_section(problems, measured.breaches(), code)
     say("\n".join(lines))
-    return 1 if problems else 0
+    return code
+
+
+def exit_code(problems: list[str], measured: Cadence) -> int:
+    """1 for anything unexpected in the run, else 3 when the dunning broke its policy's rules, else 0."""
+    if problems:
+        return EXIT_UNEXPECTED
+    return EXIT_RULES_BROKEN if measured.breaches() else EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------------- the pipeline
@@ -257,6 +271,7 @@ def _simulate(
     sample: Sample,
     ledger: Ledger,
     settings: Settings,
+    library: PolicyLibrary,
     rates: RateTable,
     queue: MemoryQueue,
     batch_size: int,
@@ -277,7 +292,7 @@ def _simulate(
     worker = EscalationWorker(
         settings,
         ledger,
-        PolicyLibrary.load(None).for_tenant,
+        library.for_tenant,
         real_rules(settings, rates),
         threading.Event(),
         clock=clock,

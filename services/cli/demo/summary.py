@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from services.cli.demo.cadence import FIGURE_WINDOW, Breach, Cadence
 from services.cli.demo.escalation import Audit, Timeline
 from services.cli.demo.generator import Sample
 from services.cli.demo.mail import Mailed
@@ -213,6 +214,74 @@ def escalation_section(escalated: Audit, simulated: Simulated, as_of: date) -> l
     return lines
 
 
+def cadence_section(cadence: Cadence) -> list[str]:
+    """The figures a credit manager checks before switching dunning on, read back from every stream."""
+    contacted = cadence.contacted
+    gap = cadence.min_gap
+    lines = [
+        "",
+        "Cadence and tone, as the customers received them (contact day: a local day with a written reminder or a "
+        "phone_call task)",
+        f"  {count(len(contacted))} customers contacted, {count(cadence.contacted_twice)} on two days or more; "
+        f"contact days in any {FIGURE_WINDOW} days: max {cadence.contacts_max}, 95th percentile "
+        f"{cadence.contacts_p95}",
+        "  fewest days between two contact days of a customer: "
+        + (f"{gap} ({count(cadence.within(2))} customers contacted twice within 2 days)" if gap is not None else "-"),
+    ]
+    rows = [
+        [
+            level,
+            count(written.messages),
+            count(len(written.customers)),
+            count(written.invoices),
+            count(written.most),
+            count(written.repeated),
+        ]
+        for level in cadence.levels()
+        for written in (cadence.written[level],)
+    ]
+    headers = ["written level", "messages", "customers", "invoices", "most per invoice", "invoices sent it again"]
+    lines += ["", "Written levels per invoice (the invoices each message demands; at most 1 each)"]
+    lines += table(headers, rows, "lrrrrr")
+    not_yet_due = ", ".join(f"{level} {count(n)}" for level, n in _by_ladder(cadence, cadence.not_yet_due))
+    lines += [
+        "",
+        "Tone and demands (the lines of every reminder)",
+        f"  lines softer than a level their invoice had reached (phone calls included): {count(cadence.softer_lines)}"
+        f" in {count(cadence.softer_messages)} messages",
+        f"  demands for invoices not yet due: {count(sum(cadence.not_yet_due.values()))} lines"
+        + (f" ({not_yet_due})" if not_yet_due else ""),
+        f"  demands for invoices already handed over: {count(cadence.handed_over_lines)} lines",
+    ]
+    rows = [
+        [
+            currency,
+            money(claims.interest, currency),
+            money(claims.fees, currency),
+            money(claims.charged, currency),
+            money(claims.paid, currency),
+            money(claims.waived, currency),
+            money(claims.owed, currency),
+        ]
+        for currency, claims in sorted(cadence.claims.items())
+    ]
+    headers = ["currency", "interest", "fees", "charged", "paid", "waived", "still owed"]
+    lines += ["", "Claims per currency (interest: the latest figure of each invoice)", *table(headers, rows)]
+    broken = len(cadence.breaches())
+    rules = "all held" if not broken else f"{broken} broken (listed at the end)"
+    lines += [
+        "",
+        f"The policies' own rules (cadence when a policy sets one; each written level once per invoice; no softer "
+        f"line; no demand for an invoice not yet due or handed over): {rules}",
+    ]
+    return lines
+
+
+def _by_ladder(cadence: Cadence, counts: Counter[str]) -> list[tuple[str, int]]:
+    order = cadence.levels()
+    return sorted(counts.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
+
+
 def _ladder() -> list[tuple[str, str]]:
     """Every level of the shipped policies, in ladder order, with its channel (and copies)."""
     seen: dict[str, tuple[int, str]] = {}
@@ -287,6 +356,29 @@ def files_section(out: Path, url: str, book: Book, messages: int, dead: int, mai
         f"  relance evidence list --tenant {tenant} --customer {customer} --database-url {url}",
         f"  relance publish {out / EVENTS_FILE}   # replay on RabbitMQ (RELANCE_AMQP_URL) for `relance worker ingest`",
     ]
+
+
+def verdict_section(problems: list[str], breaches: list[Breach], code: int) -> list[str]:
+    """The printout's last lines: what went wrong, or that nothing did."""
+    lines: list[str] = []
+    if problems:
+        lines += ["", f"UNEXPECTED (the demo exits with status {code})"] + [f"  - {p}" for p in problems]
+    if breaches:
+        lines += ["", f"POLICY RULES BROKEN (the demo exits with status {code})"] + [f"  - {b}" for b in breaches]
+    if not problems and not breaches:
+        lines += [
+            "",
+            "Everything as expected: every message accounted for, every chain intact, every reminder listing only "
+            "invoices due at the time, every block lifted once when cleared, and the policies' cadence and tone "
+            "rules held.",
+        ]
+    elif not problems:
+        lines += [
+            "",
+            "The run itself went as expected (every message accounted for, every chain intact, every block lifted "
+            "once when cleared); the dunning it decided did not keep its policy's rules above.",
+        ]
+    return lines
 
 
 def _clip(text: str, width: int) -> str:

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
+import services.cli.demo.cadence as demo_cadence
 import services.cli.demo.escalation as demo_escalation
 import services.cli.demo.run as demo_run
 import services.cli.demo.summary as demo_summary
 from services.cli import main
 from services.cli.demo import AS_OF, generate, run_demo
 from services.escalation.interest import RateTable
+from services.escalation.policy import PolicyLibrary
 from services.ingest.service import Delivery, Ingestor
 from shared.contracts.erp import EVENT_TYPES
 from shared.ledger import migrate
@@ -38,6 +40,20 @@ class DemoRun:
         return f"sqlite:///{self.out / demo_run.DATABASE_FILE}"
 
 
+RAN = (demo_run.EXIT_OK, demo_run.EXIT_RULES_BROKEN)  # the run itself went as expected, the rules held or not
+
+
+def ran_as_expected(code: int, output: str) -> bool:
+    """The run went as expected, and its exit status and last lines say whether the policies' rules held."""
+    rules_held = code == demo_run.EXIT_OK
+    return (
+        code in RAN
+        and "UNEXPECTED" not in output
+        and ("POLICY RULES BROKEN" in output) != rules_held
+        and ("Everything as expected" in output) == rules_held
+    )
+
+
 def _balances(ledger: Ledger) -> dict[tuple[str, str], dict[str, Decimal]]:
     return {(t, c): ledger.state(t, c).balances() for t, c in ledger.streams()}
 
@@ -51,7 +67,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
 
 
 def test_the_demo_succeeds_and_its_counts_add_up(demo: DemoRun) -> None:
-    assert demo.code == 0, demo.output
+    assert ran_as_expected(demo.code, demo.output), demo.output
     match = re.search(
         r"published = applied \+ duplicates \+ rejected: ([\d,]+) = ([\d,]+) \+ ([\d,]+) \+ ([\d,]+) \(ok\)",
         demo.output,
@@ -66,7 +82,6 @@ def test_the_demo_succeeds_and_its_counts_add_up(demo: DemoRun) -> None:
         sample.expected()["duplicate"],
         sample.expected()["rejected"],
     )
-    assert "Everything as expected" in demo.output
     assert "UNEXPECTED" not in demo.output
 
 
@@ -142,19 +157,19 @@ def test_replaying_the_jsonl_gives_the_same_balances(demo: DemoRun, tmp_path: Pa
 def test_a_second_run_starts_from_a_fresh_database(demo: DemoRun, tmp_path: Path) -> None:
     # Given a demo that already ran in a folder
     out = tmp_path / "again"
-    assert run_demo(customers=20, months=2, seed=5, out=out, database_url=None, stdout=io.StringIO()) == 0
+    assert run_demo(customers=20, months=2, seed=5, out=out, database_url=None, stdout=io.StringIO()) in RAN
     first = (out / demo_summary.EVENTS_FILE).read_bytes()
     # When it runs again in the same folder
     screen = io.StringIO()
-    assert run_demo(customers=20, months=2, seed=5, out=out, database_url=None, stdout=screen) == 0
+    code = run_demo(customers=20, months=2, seed=5, out=out, database_url=None, stdout=screen)
     # Then it starts over (no duplicates of the first run) and writes the same sample
     assert (out / demo_summary.EVENTS_FILE).read_bytes() == first
-    assert "Everything as expected" in screen.getvalue()
+    assert ran_as_expected(code, screen.getvalue())
 
 
 def test_an_existing_ledger_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'busy.db'}"
-    assert run_demo(customers=10, months=1, seed=1, out=tmp_path / "a", database_url=url, stdout=io.StringIO()) == 0
+    assert run_demo(customers=10, months=1, seed=1, out=tmp_path / "a", database_url=url, stdout=io.StringIO()) in RAN
     assert run_demo(customers=10, months=1, seed=1, out=tmp_path / "b", database_url=url, stdout=io.StringIO()) == 1
     assert "already holds" in capsys.readouterr().err
 
@@ -178,8 +193,7 @@ def test_a_surprise_makes_the_demo_fail(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_the_command_line_runs_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["demo", "--customers", "12", "--months", "1", "--seed", "3", "--out", str(tmp_path)])
-    assert code == 0
-    assert "Everything as expected" in capsys.readouterr().out
+    assert ran_as_expected(code, capsys.readouterr().out)
     assert (tmp_path / demo_summary.EVENTS_FILE).exists()
     assert (tmp_path / demo_run.DATABASE_FILE).exists()
 
@@ -196,7 +210,7 @@ def _number(text: str) -> int:
 
 
 def test_escalation_runs_over_the_simulated_months(demo: DemoRun) -> None:
-    assert demo.code == 0, demo.output
+    assert demo.code in RAN, demo.output
     assert re.search(r"Escalation over the \d+ simulated days", demo.output)
     # Reminders went out at several levels of the ladder, in both languages
     lines = _section(demo.output, "Reminders requested per level").splitlines()
@@ -295,13 +309,73 @@ def test_the_audit_catches_what_must_never_happen(sqlite_url: str) -> None:
     assert any("unblock of B-9, which is not the open block" in p for p in problems), problems
 
 
+# ---------------------------------------------------------------------------------------------------- cadence
+def _measured(demo: DemoRun) -> demo_cadence.Cadence:
+    ledger = Ledger(make_engine(demo.url))
+    try:
+        return demo_cadence.measure_ledger(ledger, PolicyLibrary.load(None))
+    finally:
+        ledger.engine.dispose()
+
+
+def test_the_demo_exits_as_its_policy_checks_say(demo: DemoRun) -> None:
+    # Given the demo's ledger measured again, apart from the run
+    measured = _measured(demo)
+    breaches = measured.breaches()
+    # Then the demo exits 3 exactly when a rule of the policies broke, and names each broken rule with an example
+    assert demo.code == (demo_run.EXIT_RULES_BROKEN if breaches else demo_run.EXIT_OK), demo.output
+    assert ran_as_expected(demo.code, demo.output)
+    verdict = demo.output.split("POLICY RULES BROKEN", 1)[-1]
+    for breach in breaches:
+        assert f"  - {breach}\n" in verdict
+    # And the summary prints the contact figures it measured
+    section = _section(demo.output, "Cadence and tone")
+    assert (
+        f"contact days in any 30 days: max {measured.contacts_max}, 95th percentile {measured.contacts_p95}" in section
+    )
+    assert f"fewest days between two contact days of a customer: {measured.min_gap} " in section
+
+
+def test_the_written_levels_printed_are_the_logs(demo: DemoRun) -> None:
+    # Given the reminders of the log, read one by one apart from the demo's measurement
+    ledger = Ledger(make_engine(demo.url))
+    demanded: Counter[tuple[str, str, str]] = Counter()  # (customer, invoice, level) -> messages demanding it
+    messages: Counter[str] = Counter()
+    for event in ledger.iter_all():
+        if event.event_type != "reminder.requested":
+            continue
+        levels = {line.get("level") or event.data["level"] for line in event.data["lines"]}
+        messages.update(levels)
+        for line in event.data["lines"]:
+            demanded[(event.customer_id, line["invoice_id"], line.get("level") or event.data["level"])] += 1
+    ledger.engine.dispose()
+    # Then each written level's row says how many messages demanded it and at most how often for one invoice
+    rows = _section(demo.output, "Written levels per invoice").splitlines()[3:]
+    assert rows, demo.output
+    for row in rows:
+        level, sent, _, invoices, most, again = row.split()
+        of_level = [n for (_, _, at), n in demanded.items() if at == level]
+        assert _number(sent) == messages[level]
+        assert (_number(invoices), _number(most)) == (len(of_level), max(of_level))
+        assert _number(again) == sum(1 for n in of_level if n > 1)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="this version's engine breaks the policies' cadence and tone rules; remove this mark once the demo exits 0",
+)
+def test_the_demos_dunning_keeps_its_policies_rules(demo: DemoRun) -> None:
+    assert _measured(demo).breaches() == []
+    assert demo.code == demo_run.EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------------- e-mail
 def test_the_reminders_are_sent_as_real_emails_with_evidence(demo: DemoRun) -> None:
     import email
     import hashlib
     from email import policy
 
-    assert demo.code == 0, demo.output
+    assert demo.code in RAN, demo.output
     section = _section(demo.output, "Reminders sent by the notifier over SMTP")
     folder = demo.out / demo_run.MAIL_DIR
     files = sorted(folder.glob("*.eml"))
