@@ -71,11 +71,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from services.escalation.calendar import step_date
+from services.escalation.contacts import ContactDays, local_day, local_instant, notices, told_index
 from services.escalation.interest import (
     InterestResult,
     MissingReferenceRate,
@@ -94,6 +96,7 @@ MIN_HISTORY = 5  # earlier payments needed before a change of behaviour means an
 BEHAVIOUR_MARGIN_DAYS = 15  # recent mean lateness above the historical mean by more than this: a warning sign
 DATES_TASK = "invoice_dates_invalid"  # an invoice whose ladder falls outside the calendar
 INTEREST_TASK = "interest_unavailable"  # an invoice whose late interest needs a rate the table lacks
+HAND_OVER_NOTE = "hand over to a collection agency or litigation"
 
 
 # --------------------------------------------------------------------------------------------------- public API
@@ -110,8 +113,8 @@ def next_due(state: CustomerState, policy: Policy, as_of: datetime, rates: RateT
     an invoice held for a missing rate brings the next evaluation to the next day.
     """
     evaluation = _Evaluation(state, policy, as_of, rates)
-    days = [d for d in evaluation.upcoming() if d > evaluation.today]
-    return None if not days else datetime.combine(min(days), time(0), tzinfo=UTC)
+    moments = [m for m in evaluation.upcoming() if m > evaluation.as_of]
+    return min(moments, default=None)
 
 
 def decision_id(tenant: str, customer_id: str, *subject: str) -> str:
@@ -135,6 +138,10 @@ class _Track:
     actions: set[str] = field(default_factory=set)  # actions in force after this evaluation
     steps: list[date] = field(default_factory=list)  # the day each level of the ladder falls due, from the anchor
     hold: _Hold | None = None  # why the engine cannot evaluate this invoice (then paused is "held")
+    handed: bool = False  # handed over: the ladder has ended for it
+    told: int = -1  # the firmest level addressed to the customer for it (written or by phone)
+    reached: int = -1  # the level it stands at once this evaluation's moves are made
+    pending: int | None = None  # the level reached and not yet told, when it is to be told now
 
     @property
     def invoice_id(self) -> str:
@@ -173,8 +180,11 @@ class _Evaluation:
         self.policy = policy
         self.rates = rates
         self.as_of = as_of.astimezone(UTC)
-        self.today = self.as_of.date()
+        self.zone = ZoneInfo(policy.timezone)
+        self.local = as_of.astimezone(self.zone)
+        self.today = self.local.date()
         self.levels = policy.levels
+        self.contacted = ContactDays.of(state.dunning.contacts, self.zone)
         self.promises = self._promises()
         self.results: dict[str, InterestResult] = {}  # interest owed through today, computed while tracking
         self.tracks = [self._track(invoice) for invoice in state.open_invoices() if invoice.outstanding > 0]
@@ -186,7 +196,8 @@ class _Evaluation:
     def decide(self) -> list[Decision]:
         moving = self._move()
         self._money(moving)
-        self._reminders(moving)
+        self._contacts()
+        self._hand_over(moving)
         self._credit_block()
         self._promise_tasks()
         self._behaviour_task()
@@ -206,7 +217,7 @@ class _Evaluation:
         moving: list[_Track] = []
         for currency in sorted({t.currency for t in self.tracks}):
             candidates = [t for t in self.tracks if t.currency == currency and t.target is not None]
-            if not candidates or self._moved_today(currency):
+            if not candidates:
                 continue
             listed = self._listed(currency, candidates)
             if sum((t.invoice.outstanding for t in listed), ZERO) < self.policy.minimum_overdue.get(currency, ZERO):
@@ -233,6 +244,8 @@ class _Evaluation:
                 reached_on=self.today,
                 outstanding=track.invoice.outstanding,
             )
+            track.reached = track.target
+            track.handed = track.handed or "hand_over" in track.actions
         return moving
 
     def _money(self, moving: list[_Track]) -> None:
@@ -282,59 +295,165 @@ class _Evaluation:
             self.results[invoice.invoice_id] = result
         return result
 
-    def _reminders(self, moving: list[_Track]) -> None:
+    # ----------------------------------------------------------------------------------------------- contacts
+    def _contacts(self) -> None:
+        """On a day the cadence allows, tell the customer every level reached and not yet told, currency by
+        currency: a phone_call task for the calls, one reminder for the written levels."""
+        waiting = self._waiting()
+        if not waiting or not self._may_contact(waiting):
+            return
+        for currency in sorted({t.currency for t in waiting}):
+            mine = [t for t in waiting if t.currency == currency]
+            calls = [t for t in mine if not self._level(t.pending).written]
+            if calls:
+                self._phone(currency, calls)
+            written = [t for t in mine if self._level(t.pending).written]
+            if written and not self._reminded_today(currency):
+                self._reminder(currency, written)
+
+    def _reminder(self, currency: str, written: list[_Track]) -> None:
+        """The currency's message: it demands the invoices pending at its level, the firmest pending written one;
+        the other overdue invoices on the ladder are listed apart (``also``) at their own level."""
+        top = max(t.pending for t in written if t.pending is not None)
+        level = self.levels[top]
+        demanded = [t for t in written if t.pending == top]
+        also = [] if level.offset_days < 0 else [t for t in self._on_ladder(currency) if t not in demanded]
+        for track in [*demanded, *also]:
+            if "charge_interest" in track.actions:
+                self._charge_interest(track)
+        lines = [self._line(t, level.key) for t in demanded]
+        subject = (currency, level.key, *sorted(f"{t.invoice_id}@{level.key}" for t in demanded))
+        reminder_id = decision_id(self.state.tenant, self.state.customer_id, "reminder", *subject)
+        extra: dict[str, Any] = {}
+        if also:
+            extra["also"] = [self._line(t, self._shown(t)) for t in also]
+        self._emit(
+            events.ReminderRequested,
+            subject,
+            reminder_id=reminder_id,
+            level=level.key,
+            channel=level.channel,
+            copy_channels=sorted(level.copy_channels),
+            template=level.template,
+            language=self._language(),
+            currency=currency,
+            invoice_ids=[t.invoice_id for t in demanded],
+            lines=lines,
+            totals=self._totals(demanded, lines),
+            **extra,
+        )
+
+    def _phone(self, currency: str, calls: list[_Track]) -> None:
+        level = self.levels[max(t.pending for t in calls if t.pending is not None)]
+        subject = (currency, level.key, *sorted(f"{t.invoice_id}@{self._key(t.pending)}" for t in calls))
+        self._task("phone_call", subject, self.today, calls, currency, f"level {level.key}", level=level.key)
+
+    def _hand_over(self, moving: list[_Track]) -> None:
+        """Invoices reaching a level with ``hand_over``: a task, and the file for the ERP or the agency."""
         for currency in sorted({t.currency for t in moving}):
-            movers = [t for t in moving if t.currency == currency]
-            top = max(t.target for t in movers if t.target is not None)
-            listed = self._listed(currency, movers)
-            if self.levels[top].channel in ("email", "letter"):
-                # The message speaks at the firmest written level among everything it lists, not only among the
-                # invoices moving today: a new invoice's courtesy notice must not list a formally noticed one.
-                written = [
-                    t.current
-                    for t in listed
-                    if t.current >= 0 and self.levels[t.current].channel in ("email", "letter")
-                ]
-                top = max([top, *written])
-            level = self.levels[top]
-            subject = (currency, level.key, *sorted(f"{t.invoice_id}@{self._key(t.target)}" for t in movers))
-            for track in listed:
-                if "charge_interest" in track.actions and level.channel in ("email", "letter"):
+            handed = [
+                t
+                for t in moving
+                if t.currency == currency and any("hand_over" in self._acts(k) for k in [*t.skipped, t.target])
+            ]
+            if not handed:
+                continue
+            ids = sorted(t.invoice_id for t in handed)
+            self._task("hand_over", (currency, *ids), self.today, handed, currency, HAND_OVER_NOTE)
+            for track in handed:
+                if "charge_interest" in track.actions:
                     self._charge_interest(track)
-            lines = [self._line(t) for t in listed]
-            totals = events.ReminderTotals(
-                outstanding=sum((t.invoice.outstanding for t in listed), ZERO),
-                interest=sum((line.interest for line in lines), ZERO),
-                fees=sum((line.fee for line in lines), ZERO),
+            lines = [self._line(t, self._shown(t)) for t in handed]
+            self._emit(
+                events.CollectionHandedOver,
+                (currency, *ids),
+                handover_id=decision_id(self.state.tenant, self.state.customer_id, "handover", currency, *ids),
+                currency=currency,
+                invoice_ids=[t.invoice_id for t in handed],
+                lines=lines,
+                totals=self._totals(handed, lines),
             )
-            if level.channel in ("email", "letter"):
-                reminder_id = decision_id(self.state.tenant, self.state.customer_id, "reminder", *subject)
-                self._emit(
-                    events.ReminderRequested,
-                    subject,
-                    reminder_id=reminder_id,
-                    level=level.key,
-                    channel=level.channel,
-                    copy_channels=sorted(level.copy_channels),
-                    template=level.template,
-                    language=self._language(),
-                    currency=currency,
-                    invoice_ids=[t.invoice_id for t in listed],
-                    lines=lines,
-                    totals=totals,
-                )
-            elif level.channel == "phone":
-                self._task("phone_call", subject, self.today, listed, currency, f"level {level.key}")
-            handed = [t for t in movers if any("hand_over" in self._acts(k) for k in [*t.skipped, t.target])]
-            if handed:
-                self._task(
-                    "hand_over",
-                    (currency, *sorted(t.invoice_id for t in handed)),
-                    self.today,
-                    handed,
-                    currency,
-                    "hand over to a collection agency or litigation",
-                )
+
+    def _waiting(self) -> list[_Track]:
+        """The invoices with a level to tell, in currencies whose outstanding total reaches the minimum."""
+        for track in self.tracks:
+            track.pending = self._pending(track)
+        waiting = [t for t in self.tracks if t.pending is not None]
+        return [t for t in waiting if not self._below_minimum(t.currency, waiting)]
+
+    def _pending(self, track: _Track) -> int | None:
+        """The level to tell the customer for this invoice now, if any: the firmest level with a channel it has
+        reached, when firmer than what was told; a courtesy notice only before the due date; for an invoice handed
+        over, only the hand-over level's own written notice."""
+        if track.paused is not None:
+            return None
+        tone = self._tone(track.reached)
+        if tone is None or tone <= track.told:
+            return None
+        level = self.levels[tone]
+        if level.offset_days < 0 and self.today >= track.due:
+            return None
+        if track.handed and not (level.written and "hand_over" in level.actions):
+            return None
+        return tone
+
+    def _may_contact(self, waiting: list[_Track]) -> bool:
+        if self.local.hour < self.policy.send_hour:
+            return False
+        return self.contacted.allows(self.today, self._min_days(waiting), self.policy.cadence)
+
+    def _min_days(self, waiting: list[_Track]) -> int:
+        """The minimum interval before a contact: the firmest pending level's own, else the cadence's."""
+        firmest = self.levels[max(t.pending for t in waiting if t.pending is not None)]
+        own = firmest.min_days_since_contact
+        return self.policy.cadence.min_days_between_contacts if own is None else own
+
+    def _next_contact(self, waiting: list[_Track]) -> datetime:
+        """When the levels waiting may be told: today's send hour if it is still to come, else the first day after
+        today the cadence allows (what could be told today was told by :meth:`decide`)."""
+        day = self.today if self.local.hour < self.policy.send_hour else _plus(self.today, 1)
+        day = self.contacted.next_allowed(day, self._min_days(waiting), self.policy.cadence)
+        return local_instant(day, self.policy.send_hour, self.zone)
+
+    def _reminded_today(self, currency: str) -> bool:
+        latest = self.state.reminded.get(currency)
+        if latest is None:
+            return False
+        at = latest.get("at")
+        return (local_day(at, self.zone) if at else date.fromisoformat(latest["on"])) == self.today
+
+    def _below_minimum(self, currency: str, tracks: list[_Track]) -> bool:
+        listed = self._listed(currency, [t for t in tracks if t.currency == currency])
+        return sum((t.invoice.outstanding for t in listed), ZERO) < self.policy.minimum_overdue.get(currency, ZERO)
+
+    def _on_ladder(self, currency: str) -> list[_Track]:
+        """The overdue invoices of the currency a message may list apart: not paused, held or handed over."""
+        return [
+            t
+            for t in self.tracks
+            if t.currency == currency and t.paused is None and not t.handed and t.due < self.today
+        ]
+
+    def _tone(self, reached: int) -> int | None:
+        """The firmest level with a channel (a message or a call) at or below ``reached``."""
+        return next((k for k in range(reached, -1, -1) if self.levels[k].contacts), None)
+
+    def _shown(self, track: _Track) -> str | None:
+        """The level an invoice is listed at: the firmest it reached or was told, whichever is firmer."""
+        tone = self._tone(track.reached)
+        shown = max(track.told, -1 if tone is None else tone)
+        return None if shown < 0 else self.levels[shown].key
+
+    def _level(self, index: int | None) -> Level:
+        assert index is not None
+        return self.levels[index]
+
+    def _totals(self, tracks: list[_Track], lines: list[events.ReminderLine]) -> events.ReminderTotals:
+        return events.ReminderTotals(
+            outstanding=sum((t.invoice.outstanding for t in tracks), ZERO),
+            interest=sum((line.interest for line in lines), ZERO),
+            fees=sum((line.fee for line in lines), ZERO),
+        )
 
     def _acts(self, index: int | None) -> frozenset[str]:
         return frozenset() if index is None else frozenset(self.levels[index].actions)
@@ -342,7 +461,8 @@ class _Evaluation:
     def _key(self, index: int | None) -> str:
         return "" if index is None else self.levels[index].key
 
-    def _line(self, track: _Track) -> events.ReminderLine:
+    def _line(self, track: _Track, level: str | None) -> events.ReminderLine:
+        """The invoice as a message lists it, at ``level``, with the written levels sent for it before."""
         invoice = track.invoice
         record = self.state.escalations.get(track.invoice_id)
         interest = self.interest.get(track.invoice_id)
@@ -361,6 +481,8 @@ class _Evaluation:
             days_late=max(0, (self.today - track.due).days),
             interest=interest,
             fee=fee,
+            **({} if level is None else {"level": level}),
+            **({"notices": sent} if (sent := notices(record, self.zone)) else {}),
         )
 
     def _language(self) -> str:
@@ -377,11 +499,14 @@ class _Evaluation:
         currency: str,
         note: str,
         semester: date | None = None,
+        level: str | None = None,
     ) -> None:
         task_id = decision_id(self.state.tenant, self.state.customer_id, "task", kind, *subject)
         if task_id in self.state.tasks:
             return
-        extra = {} if semester is None else {"semester": semester}
+        extra: dict[str, Any] = {} if semester is None else {"semester": semester}
+        if level is not None:
+            extra["level"] = level
         self._emit(
             events.TaskCreated,
             (kind, *subject),
@@ -520,7 +645,10 @@ class _Evaluation:
             return self._held(invoice, due, current, record, self._dates_hold(invoice, due))
         if record is not None:
             track.actions = set(record.actions)
-        if paused is None:
+        track.handed = "hand_over" in track.actions
+        track.told = told_index(record, self.levels, current)
+        track.reached = current
+        if paused is None and not track.handed:
             self._target(track)
             if "charge_interest" in track.actions and self._can_compute_interest(record):
                 try:
@@ -530,9 +658,10 @@ class _Evaluation:
         return track
 
     def _held(self, invoice: Invoice, due: date, current: int, record: Escalation | None, hold: _Hold) -> _Track:
-        track = _Track(invoice, due, "held", current, due, hold=hold)
+        track = _Track(invoice, due, "held", current, due, hold=hold, reached=current)
         if record is not None:
             track.actions = set(record.actions)
+        track.handed = "hand_over" in track.actions
         return track
 
     def _can_compute_interest(self, record: Escalation | None) -> bool:
@@ -602,7 +731,7 @@ class _Evaluation:
         found: list[tuple[date, str]] = []
         latest = self.state.dispute_latest.get(invoice.invoice_id)
         if latest is not None and latest[1] == "resolved" and invoice.invoice_id not in self.state.disputes:
-            found.append((_day(latest[0]), "pause"))
+            found.append((local_day(latest[0], self.zone), "pause"))
         for promise in self.promises:
             end = _plus(promise.deadline, 1)
             if (
@@ -651,7 +780,7 @@ class _Evaluation:
             promised = date.fromisoformat(raw["promised_date"])
             deadline = _plus(promised, self.policy.promise_grace_days)  # a promise for 9999-12-31 pauses for ever
             recorded_at = self.state.promise_recorded.get(promise_id)
-            recorded = _day(recorded_at) if recorded_at else promised
+            recorded = local_day(recorded_at, self.zone) if recorded_at else promised
             currency = raw["currency"]
             amount = Decimal(raw["amount"])
             invoice_ids = tuple(raw.get("invoice_ids") or ())
@@ -686,12 +815,9 @@ class _Evaluation:
             if t.currency == currency and t.paused is None and (t.due < self.today or t.invoice_id in ids)
         ]
 
-    def _moved_today(self, currency: str) -> bool:
-        return any(r.currency == currency and r.reached_on == self.today for r in self.state.escalations.values())
-
     # ----------------------------------------------------------------------------------------------- timers
-    def upcoming(self) -> list[date]:
-        """Days on which something time-driven may happen."""
+    def upcoming(self) -> list[datetime]:
+        """Instants at which something time-driven may happen: a step's local midnight, a contact's send hour."""
         days: list[date] = []
         tomorrow = _plus(self.today, 1)
         for track in self.tracks:
@@ -701,14 +827,18 @@ class _Evaluation:
                 if track.hold.kind == INTEREST_TASK:
                     days.append(tomorrow)  # until the rate is added; dates only change through the ERP
                 continue
-            if track.target is not None and self._moved_today(track.currency):
-                days.append(tomorrow)  # held back today: one level a day
+            if track.handed:
+                continue  # the ladder has ended; a hand-over notice still to send is a contact below
             # Held back by the minimum amount: only another invoice falling due (below) can change that.
             days += track.steps[track.current + 1 :]
             days.append(_plus(track.due, 1))
         for promise in self.promises:
             days += [promise.promised, _plus(promise.deadline, 1)]
-        return days
+        moments = [local_instant(day, 0, self.zone) for day in days]
+        waiting = self._waiting()
+        if waiting:
+            moments.append(self._next_contact(waiting))
+        return moments
 
 
 def _plus(day: date, days: int) -> date:
@@ -717,7 +847,3 @@ def _plus(day: date, days: int) -> date:
         return day + timedelta(days=days)
     except OverflowError:
         return date.max if days > 0 else date.min
-
-
-def _day(instant: str) -> date:
-    return datetime.fromisoformat(instant).astimezone(UTC).date() if "T" in instant else date.fromisoformat(instant)

@@ -98,8 +98,16 @@ class FeeCharged(_Decided):
     amount: Decimal
 
 
+class Notice(RelanceEvent):
+    """A written level already sent for an invoice: which, in which reminder, on which (tenant-local) day."""
+
+    level: str
+    reminder_id: str
+    on: date
+
+
 class ReminderLine(RelanceEvent):
-    """One invoice as a reminder lists it."""
+    """One invoice as a reminder lists it: at ``level``, with the written ``notices`` sent for it before."""
 
     invoice_id: str
     number: str
@@ -110,6 +118,8 @@ class ReminderLine(RelanceEvent):
     days_late: int
     interest: Decimal
     fee: Decimal
+    level: str | None = None
+    notices: list[Notice] | None = None
 
 
 class ReminderTotals(RelanceEvent):
@@ -128,6 +138,19 @@ class ReminderRequested(_Decided):
     copy_channels: list[str]
     template: str | None
     language: str
+    currency: str
+    invoice_ids: list[str]
+    lines: list[ReminderLine]
+    totals: ReminderTotals
+    also: list[ReminderLine] | None = None  # other overdue invoices of the currency, not demanded by this message
+
+
+class CollectionHandedOver(_Decided):
+    """Invoices handed over to a collection agency or litigation (the ERP's command ``erp.collection_handover``):
+    the ladder ends for them; ``lines`` and ``totals`` are the file's figures when it was handed over."""
+
+    TYPE: ClassVar[str] = "collection.handed_over"
+    handover_id: str
     currency: str
     invoice_ids: list[str]
     lines: list[ReminderLine]
@@ -174,6 +197,7 @@ class TaskCreated(RelanceEvent):
     reminder_id: str | None = None
     command_id: str | None = None
     command: str | None = None
+    level: str | None = None  # the level a phone_call task is for
     policy: str | None = None
     policy_version: str | None = None
     as_of: Instant | None = None
@@ -279,6 +303,7 @@ MODELS: dict[str, type[RelanceEvent]] = {
         ReminderRequested,
         CreditBlocked,
         CreditUnblocked,
+        CollectionHandedOver,
         TaskCreated,
         ClockTicked,
         ReminderSending,
@@ -304,10 +329,12 @@ REMINDER_OUTCOMES = (
 
 CREDIT_BLOCK = "erp.credit_block"
 CREDIT_UNBLOCK = "erp.credit_unblock"
+COLLECTION_HANDOVER = "erp.collection_handover"
 SEND_REMINDER = "notifier.send_reminder"
 COMMANDS: dict[str, str] = {
     CreditBlocked.TYPE: CREDIT_BLOCK,
     CreditUnblocked.TYPE: CREDIT_UNBLOCK,
+    CollectionHandedOver.TYPE: COLLECTION_HANDOVER,
     ReminderRequested.TYPE: SEND_REMINDER,
 }
 """Event type appended to the ledger -> the command the outbox writes for it (its AMQP routing key)."""

@@ -23,7 +23,7 @@ from services.escalation.service import CLOCK_TICKED, Rules, evaluate, tick_even
 from services.escalation.timers import Timers
 from services.escalation.worker import EscalationWorker, PolicyBooks, tick
 from shared.config import Settings, load_settings
-from shared.contracts.commands import parse_command
+from shared.contracts.commands import CreditBlock, CreditUnblock, parse_command
 from shared.contracts.events import ReminderLine, ReminderRequested, ReminderTotals, instant_text
 from shared.ledger.db import make_engine
 from shared.ledger.schema import outbox
@@ -383,6 +383,7 @@ def test_the_worker_runs_the_real_engine_and_unblocks_on_payment(pg_engine: Engi
     assert [c.command for c in commands] == ["erp.credit_block", "erp.credit_unblock"]
     # And both bodies follow the published schema: the unblock names the block it ends, with the amounts
     block, unblock = commands
+    assert isinstance(block, CreditBlock) and isinstance(unblock, CreditUnblock)
     assert block.reason == "level" and block.overdue == {"EUR": Decimal("1200.00")}
     assert unblock.block_id == block.block_id and unblock.sequence > block.sequence
     assert unblock.overdue == {} and unblock.command_id != block.command_id
