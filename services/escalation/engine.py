@@ -439,10 +439,13 @@ class _Evaluation:
         return next((k for k in range(reached, -1, -1) if self.levels[k].contacts), None)
 
     def _shown(self, track: _Track) -> str | None:
-        """The level an invoice is listed at: the firmest it reached or was told, whichever is firmer."""
+        """The level an invoice is listed at: the firmest it reached or was told, whichever is firmer (none for an
+        invoice due that only reached a courtesy notice)."""
         tone = self._tone(track.reached)
         shown = max(track.told, -1 if tone is None else tone)
-        return None if shown < 0 else self.levels[shown].key
+        if shown < 0 or (self.levels[shown].offset_days < 0 and self.today >= track.due):
+            return None  # nothing reached, or only a courtesy notice, which an invoice now due has outgrown
+        return self.levels[shown].key
 
     def _level(self, index: int | None) -> Level:
         assert index is not None
