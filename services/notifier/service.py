@@ -193,13 +193,13 @@ def still_due(command: Mapping[str, Any], state: CustomerState) -> tuple[dict[st
     if latest is not None and latest.get("reminder_id") not in (None, command["reminder_id"]):
         reason = f"superseded by reminder {latest['reminder_id']} ({latest.get('level')})"
         return {**command, "lines": []}, [{"invoice_id": "*", "reason": reason}]
-    lines = []
+    lines: list[dict[str, Any]] = []
     for line in command["lines"]:
-        reason = _not_due(state, str(line["invoice_id"]))
-        if reason is None:
+        why = _not_due(state, str(line["invoice_id"]))
+        if why is None:
             lines.append({**line, "outstanding": str(state.invoices[str(line["invoice_id"])].outstanding)})
         else:
-            reasons.append({"invoice_id": str(line["invoice_id"]), "reason": reason})
+            reasons.append({"invoice_id": str(line["invoice_id"]), "reason": why})
     # The invoices listed apart (not demanded) follow the ledger too, silently: they are not what the message is for.
     also = [
         {**line, "outstanding": str(state.invoices[str(line["invoice_id"])].outstanding)}

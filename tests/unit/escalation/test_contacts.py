@@ -43,6 +43,14 @@ def weekly(**changes: Any) -> Customer:
     return c
 
 
+def two_days_apart() -> Customer:
+    """A customer with INV-1 due on 2 March and INV-2 due on 4 March: their steps fall two days apart."""
+    c = weekly()
+    first = invoice("INV-1", "1000.00", issue_date="2026-02-01", due_date="2026-03-02")
+    c.erp(date(2026, 2, 1), first, invoice("INV-2", "500.00", issue_date="2026-02-03", due_date="2026-03-04"))
+    return c
+
+
 def reminders(c: Customer) -> list[dict[str, Any]]:
     return c.only("reminder.requested")
 
@@ -56,12 +64,7 @@ def contact_days(c: Customer) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- 1. reached / told
 def test_a_level_reached_between_two_contacts_is_recorded_on_its_day_and_told_at_the_next_allowed_contact() -> None:
     # Given two invoices two days apart: INV-1 due 2 March, INV-2 due 4 March
-    c = weekly()
-    c.erp(
-        date(2026, 2, 1),
-        invoice("INV-1", "1000.00", issue_date="2026-02-01", due_date="2026-03-02"),
-        invoice("INV-2", "500.00", issue_date="2026-02-03", due_date="2026-03-04"),
-    )
+    c = two_days_apart()
     # When the engine runs every day
     c.run(*days("2026-02-01", "2026-03-14"))
     table = c.table()
@@ -80,12 +83,7 @@ def test_a_level_reached_between_two_contacts_is_recorded_on_its_day_and_told_at
 # ---------------------------------------------------------------------------------------------------- 2. cadence
 def test_contacts_keep_a_week_apart_and_four_in_thirty_days_and_what_waits_merges_into_the_next_one() -> None:
     # Given the same two invoices, two days apart
-    c = weekly()
-    c.erp(
-        date(2026, 2, 1),
-        invoice("INV-1", "1000.00", issue_date="2026-02-01", due_date="2026-03-02"),
-        invoice("INV-2", "500.00", issue_date="2026-02-03", due_date="2026-03-04"),
-    )
+    c = two_days_apart()
     # When the engine runs every day through April
     c.run(*days("2026-02-01", "2026-04-30"))
     # Then the customer is contacted on these days only: a week apart at least, never a fifth time in 30 days
