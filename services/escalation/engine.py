@@ -383,16 +383,16 @@ class _Evaluation:
 
     def _pending(self, track: _Track) -> int | None:
         """The level to tell the customer for this invoice now, if any: the firmest level with a channel it has
-        reached, when firmer than what was told; a courtesy notice only before the due date; for an invoice handed
-        over, only the hand-over level's own written notice."""
+        reached, when firmer than what was told; a courtesy notice only before the (plan's) due date, any other
+        level only after it; for an invoice handed over, only the hand-over level's own written notice."""
         if track.paused is not None:
             return None
         tone = self._tone(track.reached)
         if tone is None or tone <= track.told:
             return None
         level = self.levels[tone]
-        if level.offset_days < 0 and self.today >= track.due:
-            return None
+        if (self.today >= track.due) if level.offset_days < 0 else (self.today <= track.due):
+            return None  # a courtesy notice is for before the due date, a demand for after it (a plan moves it)
         if track.handed and not (level.written and "hand_over" in level.actions):
             return None
         return tone
@@ -651,8 +651,9 @@ class _Evaluation:
         track.handed = "hand_over" in track.actions
         track.told = told_index(record, self.levels, current)
         track.reached = current
-        if paused is None and not track.handed:
-            self._target(track)
+        if paused is None:
+            if not track.handed:
+                self._target(track)
             if "charge_interest" in track.actions and self._can_compute_interest(record):
                 try:
                     self._interest_owed(invoice)
