@@ -8,6 +8,8 @@ is kept apart in the fold (:class:`shared.ledger.dunning.Escalation` ``notices``
   calendar days, and the cadence's verdict on a day: at least ``min_days`` after the last contact day, and at most
   ``max_contacts`` contact days in any ``window_days`` days. A day that already is a contact day stays allowed (a
   second currency, or a call, joins it).
+* :class:`Telling`: what is to be told for an invoice on the evaluation's day (its pending level), the level it is
+  listed at, and the interval a pending level asks for.
 * :func:`told_index`: the firmest level of the ladder already addressed to the customer for an invoice.
 * :func:`notices`: the written levels already sent for an invoice, as the reminder lines name them.
 
@@ -74,6 +76,51 @@ class ContactDays:
         while not self.allows(day, min_days, cadence):
             day += timedelta(days=1)
         return day
+
+
+@dataclass(frozen=True)
+class Telling:
+    """The contact rules of one evaluation: the policy's ladder and cadence, on the evaluation's local day.
+
+    Levels are indices in ``levels``; ``reached`` is where an invoice stands once the day's moves are made, ``told``
+    the firmest level told for it (:func:`told_index`), ``due`` its (plan's) due date.
+    """
+
+    levels: tuple[Level, ...]
+    cadence: Cadence
+    today: date
+
+    def tone(self, reached: int) -> int | None:
+        """The firmest level with a channel (a message or a call) at or below ``reached``."""
+        return next((k for k in range(reached, -1, -1) if self.levels[k].contacts), None)
+
+    def pending(self, reached: int, told: int, due: date, handed: bool) -> int | None:
+        """The level to tell the customer for the invoice now, if any: the firmest level with a channel it has
+        reached, when firmer than what was told; a courtesy notice only before the due date, any other level only
+        after it; for an invoice handed over, only the hand-over level's own written notice."""
+        tone = self.tone(reached)
+        if tone is None or tone <= told:
+            return None
+        level = self.levels[tone]
+        if (self.today >= due) if level.offset_days < 0 else (self.today <= due):
+            return None  # a courtesy notice is for before the due date, a demand for after it (a plan moves it)
+        if handed and not (level.written and "hand_over" in level.actions):
+            return None
+        return tone
+
+    def shown(self, reached: int, told: int, due: date) -> str | None:
+        """The level an invoice is listed at: the firmest it reached or was told, whichever is firmer (none for an
+        invoice due that only reached a courtesy notice)."""
+        tone = self.tone(reached)
+        shown = max(told, -1 if tone is None else tone)
+        if shown < 0 or (self.levels[shown].offset_days < 0 and self.today >= due):
+            return None  # nothing reached, or only a courtesy notice, which an invoice now due has outgrown
+        return self.levels[shown].key
+
+    def interval(self, firmest: int) -> int:
+        """The minimum interval since the last contact day before telling ``firmest``: its own, else the cadence's."""
+        own = self.levels[firmest].min_days_since_contact
+        return self.cadence.min_days_between_contacts if own is None else own
 
 
 def told_index(record: Escalation | None, levels: tuple[Level, ...], current: int) -> int:

@@ -10,15 +10,19 @@ evaluation or the policy version, so a redelivered trigger or a second worker pr
 ignores, and a changed policy cannot send a level again. Once the decisions are folded into the state
 (:mod:`shared.ledger.state`), deciding again finds nothing new.
 
-The rules, in the order a credit manager would apply them:
+The rules, in the order a credit manager would apply them. An invoice *reaches* its levels by the calendar; what
+the customer is *told* is kept apart (the fold's notices and contacts, read by :mod:`services.escalation.contacts`):
+a level reached and not yet told is a pending contact.
 
 * **The ladder.** Level ``k`` of an invoice falls due on ``step_date(anchor, level)``: the anchor is the due date
   (a payment plan's first unpaid instalment for the invoices it covers), plus the policy's grace days after the due
   date, moved to the next business day. Levels before the due date (negative offsets: courtesy notices) are only ever
   sent before it.
+  ``escalation.level_reached`` is decided on the step's day and the level's actions (interest, fee, credit block,
+  hand-over) apply then, whether or not the customer can be told that day.
 * **Catch-up without a flood.** An invoice moves straight to the highest level due now; the levels passed over
   (worker down, invoice recorded late) are listed as ``skipped`` and their actions (interest, fee, credit block)
-  still apply, but no message is sent for them.
+  still apply, but no message is sent for them: only the firmest level with a channel is told.
 * **Leaving the ladder.** A settled, cancelled or disputed invoice has no step and is never in a reminder. Disputes
   pause only the disputed invoice.
 * **Re-anchoring.** When something happens to an invoice after its current level was reached, the ladder restarts
@@ -33,14 +37,26 @@ The rules, in the order a credit manager would apply them:
 * **Payment plans.** The invoices of a plan are due on the first instalment not yet covered by what was paid on them
   since (plan total less what they still owe); an instalment unpaid past its date escalates from the invoice's
   current level onwards.
-* **Grouping.** One reminder per customer and currency and per day, at the highest written level among the invoices
-  that reach a level now and those it lists, listing every overdue invoice of that currency still on the ladder
-  (and any courtesy notice's invoice). When a currency's invoices already moved a level today, further moves wait
-  until the next day: a customer never gets several levels in one day. A level with channel ``phone`` makes a
-  ``phone_call`` task instead of a reminder; channel ``none`` sends nothing.
+* **What is pending.** An invoice's pending level is the firmest level with a channel (``email``, ``letter``,
+  ``phone``; ``none`` tells nothing) it has reached, when firmer than every level already told for it (written or by
+  phone). A courtesy notice (negative offset) is pending only before the due date, any other level only after it
+  (a plan's instalment moves it). Paused and held invoices have nothing pending.
+* **Cadence.** The customer is contacted (a reminder in any currency, or a ``phone_call`` task) only on a day the
+  policy's cadence allows: at least ``min_days_between_contacts`` days after its last contact day (the firmest
+  pending level's ``min_days_since_contact`` instead, when it has one), at most ``max_contacts`` contact days in any
+  ``window_days`` days, and from the local ``send_hour``. A day that already is a contact day stays open. What waits
+  merges into the next allowed contact, each invoice then told the level it has reached by then.
+* **The message.** On a contact day, per currency: the invoices pending at a ``phone`` level make one
+  ``phone_call`` task; the written ones one reminder (at most one per currency and day), at the firmest pending
+  written level. It demands (``lines``) only the invoices pending at that level; the other overdue invoices of the
+  currency still on the ladder are listed apart (``also``) at their own level, each with the written notices already
+  sent for it (day and reminder), never demanded again. So each written level is sent once per invoice, no invoice
+  is listed gentler than what it reached or was told (a call counts), and an invoice not yet due is in no demand: a
+  courtesy notice lists only its own invoices, with no ``also``. A younger invoice may get a gentler message of its
+  own.
 * **Minimum amount.** When the outstanding total a reminder would list is below the policy's minimum for the
-  currency, nothing moves, before or after the due date (courtesy notices included); the invoices catch up when the
-  total reaches it.
+  currency, nothing moves and nothing is told, before or after the due date (courtesy notices included); the
+  invoices catch up when the total reaches it.
 * **Money.** ``interest.computed`` carries the total late interest owed on the invoice through the as-of date (it
   replaces the previous figure), when a level with ``charge_interest`` is reached or passed over and again whenever
   a reminder lists the invoice. ``fee.charged`` is the fixed recovery fee, once per invoice, when a level with
@@ -48,7 +64,11 @@ The rules, in the order a credit manager would apply them:
 * **Credit block.** Blocked while an overdue, undisputed invoice has reached a level with ``block_credit``, or
   (``block_over_credit_limit``) while the overdue amount in the credit limit's currency exceeds the limit; one
   ``credit.blocked`` per episode and one ``credit.unblocked`` when neither holds any more.
-* **Tasks.** ``hand_over`` when an invoice reaches a level with that action; ``payment_behaviour_changed`` once per
+* **Hand-over.** An invoice reaching a level with ``hand_over`` leaves the ladder: a ``hand_over`` task and one
+  ``collection.handed_over`` (the outbox's ``erp.collection_handover``, with the file's figures) for the invoices of
+  a currency handed over together; it reaches no further level, its hand-over notice (when that level is written)
+  is sent once, and then no reminder lists it, in ``lines`` or ``also``. Invoices issued later follow their own ladder.
+* **Tasks.** ``payment_behaviour_changed`` once per
   episode in which the mean lateness of the customer's last :data:`RECENT_PAYMENTS` payments exceeds the mean of the
   (at least :data:`MIN_HISTORY`) earlier ones by more than :data:`BEHAVIOUR_MARGIN_DAYS` days.
 * **One invoice never silences the others.** An invoice the engine cannot place on the ladder (its dates, or those
@@ -59,11 +79,14 @@ The rules, in the order a credit manager would apply them:
   semester), never one per evaluation, and the customer's other invoices go on as usual. An invoice held for a
   missing rate is looked at again every day, so it resumes once the rate is added; the engine never guesses a rate.
 
-Dates are UTC calendar days: a step due on day D is due from 00:00 UTC on D.
+Days are the tenant's calendar days, in the policy's ``timezone``: a step due on day D is due from local midnight on
+D, ``today`` is the local date of the as-of instant, and :func:`next_due` answers with the next local midnight or
+send hour as a UTC instant.
 
 One module, over the usual size, on purpose: the rules above are the steps of one evaluation (:class:`_Evaluation`)
 that read and update the same per-invoice tracks in the order listed, and split apart they would have to pass that
-evaluation's state around; the policy, the calendar and the interest each live in a module of their own.
+evaluation's state around; the policy, the calendar, the interest and the contact history (cadence, what was told)
+each live in a module of their own.
 """
 
 from __future__ import annotations
@@ -77,7 +100,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.escalation.calendar import step_date
-from services.escalation.contacts import ContactDays, local_day, local_instant, notices, told_index
+from services.escalation.contacts import ContactDays, Telling, local_day, local_instant, notices, told_index
 from services.escalation.interest import (
     InterestResult,
     MissingReferenceRate,
@@ -185,6 +208,7 @@ class _Evaluation:
         self.today = self.local.date()
         self.levels = policy.levels
         self.contacted = ContactDays.of(state.dunning.contacts, self.zone)
+        self.telling = Telling(policy.levels, policy.cadence, self.today)
         self.promises = self._promises()
         self.results: dict[str, InterestResult] = {}  # interest owed through today, computed while tracking
         self.tracks = [self._track(invoice) for invoice in state.open_invoices() if invoice.outstanding > 0]
@@ -326,7 +350,7 @@ class _Evaluation:
         reminder_id = decision_id(self.state.tenant, self.state.customer_id, "reminder", *subject)
         extra: dict[str, Any] = {}
         if also:
-            extra["also"] = [self._line(t, self._shown(t)) for t in also]
+            extra["also"] = [self._line(t, self.telling.shown(t.reached, t.told, t.due)) for t in also]
         self._emit(
             events.ReminderRequested,
             subject,
@@ -363,7 +387,7 @@ class _Evaluation:
             for track in handed:
                 if "charge_interest" in track.actions:
                     self._charge_interest(track)
-            lines = [self._line(t, self._shown(t)) for t in handed]
+            lines = [self._line(t, self.telling.shown(t.reached, t.told, t.due)) for t in handed]
             self._emit(
                 events.CollectionHandedOver,
                 (currency, *ids),
@@ -377,42 +401,24 @@ class _Evaluation:
     def _waiting(self) -> list[_Track]:
         """The invoices with a level to tell, in currencies whose outstanding total reaches the minimum."""
         for track in self.tracks:
-            track.pending = self._pending(track)
+            if track.paused is None:
+                track.pending = self.telling.pending(track.reached, track.told, track.due, track.handed)
         waiting = [t for t in self.tracks if t.pending is not None]
         return [t for t in waiting if not self._below_minimum(t.currency, waiting)]
-
-    def _pending(self, track: _Track) -> int | None:
-        """The level to tell the customer for this invoice now, if any: the firmest level with a channel it has
-        reached, when firmer than what was told; a courtesy notice only before the (plan's) due date, any other
-        level only after it; for an invoice handed over, only the hand-over level's own written notice."""
-        if track.paused is not None:
-            return None
-        tone = self._tone(track.reached)
-        if tone is None or tone <= track.told:
-            return None
-        level = self.levels[tone]
-        if (self.today >= track.due) if level.offset_days < 0 else (self.today <= track.due):
-            return None  # a courtesy notice is for before the due date, a demand for after it (a plan moves it)
-        if track.handed and not (level.written and "hand_over" in level.actions):
-            return None
-        return tone
 
     def _may_contact(self, waiting: list[_Track]) -> bool:
         if self.local.hour < self.policy.send_hour:
             return False
-        return self.contacted.allows(self.today, self._min_days(waiting), self.policy.cadence)
+        return self.contacted.allows(self.today, self._interval(waiting), self.policy.cadence)
 
-    def _min_days(self, waiting: list[_Track]) -> int:
-        """The minimum interval before a contact: the firmest pending level's own, else the cadence's."""
-        firmest = self.levels[max(t.pending for t in waiting if t.pending is not None)]
-        own = firmest.min_days_since_contact
-        return self.policy.cadence.min_days_between_contacts if own is None else own
+    def _interval(self, waiting: list[_Track]) -> int:
+        return self.telling.interval(max(t.pending for t in waiting if t.pending is not None))
 
     def _next_contact(self, waiting: list[_Track]) -> datetime:
         """When the levels waiting may be told: today's send hour if it is still to come, else the first day after
         today the cadence allows (what could be told today was told by :meth:`decide`)."""
         day = self.today if self.local.hour < self.policy.send_hour else _plus(self.today, 1)
-        day = self.contacted.next_allowed(day, self._min_days(waiting), self.policy.cadence)
+        day = self.contacted.next_allowed(day, self._interval(waiting), self.policy.cadence)
         return local_instant(day, self.policy.send_hour, self.zone)
 
     def _reminded_today(self, currency: str) -> bool:
@@ -433,19 +439,6 @@ class _Evaluation:
             for t in self.tracks
             if t.currency == currency and t.paused is None and not t.handed and t.due < self.today
         ]
-
-    def _tone(self, reached: int) -> int | None:
-        """The firmest level with a channel (a message or a call) at or below ``reached``."""
-        return next((k for k in range(reached, -1, -1) if self.levels[k].contacts), None)
-
-    def _shown(self, track: _Track) -> str | None:
-        """The level an invoice is listed at: the firmest it reached or was told, whichever is firmer (none for an
-        invoice due that only reached a courtesy notice)."""
-        tone = self._tone(track.reached)
-        shown = max(track.told, -1 if tone is None else tone)
-        if shown < 0 or (self.levels[shown].offset_days < 0 and self.today >= track.due):
-            return None  # nothing reached, or only a courtesy notice, which an invoice now due has outgrown
-        return self.levels[shown].key
 
     def _level(self, index: int | None) -> Level:
         assert index is not None
