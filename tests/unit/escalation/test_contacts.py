@@ -11,7 +11,7 @@ from typing import Any
 from services.escalation.contacts import ContactDays
 from services.escalation.engine import decide, next_due
 from services.escalation.model import Cadence, Level, Policy
-from tests.factories import customer, invoice, payment, summary
+from tests.factories import Ev, customer, invoice, payment, summary
 from tests.unit.escalation.test_engine import RATES, Customer, days
 
 LADDER = (
@@ -284,3 +284,28 @@ def test_steps_fall_due_at_the_tenants_midnight_and_contacts_at_its_send_hour() 
     assert decide(c.state, c.policy, datetime(2026, 6, 6, 5, 59, tzinfo=UTC), RATES)[-1].event_type != (
         "reminder.requested"
     )
+
+
+# ---------------------------------------------------------------------------------------------------- older ledgers
+def test_a_ledger_written_before_contacts_were_kept_apart_counts_what_it_sent_as_told() -> None:
+    # Given a customer's decisions as the previous version wrote them: lines without a level, the grouped reminder
+    # listing every overdue invoice at its firmest level, phone tasks without a level
+    now = two_days_apart()
+    now.run(*days("2026-02-01", "2026-04-02"))
+    old = weekly()
+    for _, decisions in sorted(now.log.items()):
+        for d in decisions:
+            data = dict(d.data)
+            if d.event_type == "reminder.requested":
+                lines = [*data["lines"], *data.pop("also", [])]
+                data["lines"] = [{k: v for k, v in line.items() if k not in ("level", "notices")} for line in lines]
+                data["invoice_ids"] = [line["invoice_id"] for line in lines]
+            if d.event_type == "task.created":
+                data.pop("level", None)
+            moment = datetime.fromisoformat(d.data["as_of"])
+            assert old.feed.deliver([Ev(d.event_type, data, d.event_id, moment)]) == ["new"]
+    # When the new engine decides on that ledger
+    decisions = decide(old.state, old.policy, datetime(2026, 4, 3, 9, tzinfo=UTC), RATES)
+    # Then nothing already sent is sent again: every invoice a reminder listed counts as told at its level
+    assert [d for d in decisions if d.event_type == "reminder.requested"] == []
+    assert old.state.escalations["INV-2"].told  # listed apart on 14 March: read as told then
