@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Required, TypedDict, TypeVar, cast
 
@@ -213,11 +213,11 @@ def _on_fee_charged(d: Dunning, event: events.FeeCharged, occurred_at: str, touc
 def _on_reminder(d: Dunning, event: events.ReminderRequested, occurred_at: str, touched: Touched) -> None:
     """The reminder of its currency; a contact; for each invoice it demands, a notice at the line's level (a
     reminder written before lines had a level demanded every invoice at its own level)."""
-    at = events.instant_text(event.as_of)
+    at = _instant(event.as_of)
     d.reminded[event.currency] = {"reminder_id": event.reminder_id, "level": event.level, "on": _day(event), "at": at}
     d._contact(at)
-    for line in event.lines:
-        level = line.level or event.level
+    for line in getattr(event, "lines", None) or []:  # a reminder recorded without lines tells nothing
+        level = getattr(line, "level", None) or event.level
         record = d._escalation(line.invoice_id, event.currency)
         d._told(record, level)
         if not any(n["reminder_id"] == event.reminder_id for n in record.notices):
@@ -239,7 +239,7 @@ def _on_task(d: Dunning, event: events.TaskCreated, occurred_at: str, touched: T
     data = event.data()
     d.tasks[event.task_id] = cast(Task, {k: data[k] for k in _TASK_FIELDS if k in data})
     if event.kind == PHONE_TASK and event.as_of is not None:  # the engine's call: a contact at the task's level
-        d._contact(events.instant_text(event.as_of))
+        d._contact(_instant(event.as_of))
         for invoice_id in event.invoice_ids:
             record = d.escalations.get(invoice_id)
             level = event.level or (record.level if record is not None else None)
@@ -293,6 +293,11 @@ def _keep(records: dict[str, _Kept], key: str, record: _Kept) -> None:
 def _day(event: events.ReminderRequested | events.CreditBlocked | events.CreditUnblocked) -> str:
     """The UTC day a decision was taken on."""
     return event.as_of.astimezone(UTC).date().isoformat()
+
+
+def _instant(moment: datetime) -> str:
+    """An instant as relance writes it; one recorded without its zone (by hand, by a test) is read as UTC."""
+    return events.instant_text(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
 
 
 _Handler = Callable[[Dunning, Any, str, Touched], None]
