@@ -172,6 +172,8 @@ def summary(decision: Decided) -> tuple[str, ...]:
             return ("blocked", data["reason"])
         case "credit.unblocked":
             return ("unblocked",)
+        case "collection.handed_over":
+            return ("handed_over", data["currency"], ",".join(data["invoice_ids"]))
     raise AssertionError(decision)
 
 

@@ -10,15 +10,19 @@ evaluation or the policy version, so a redelivered trigger or a second worker pr
 ignores, and a changed policy cannot send a level again. Once the decisions are folded into the state
 (:mod:`shared.ledger.state`), deciding again finds nothing new.
 
-The rules, in the order a credit manager would apply them:
+The rules, in the order a credit manager would apply them. An invoice *reaches* its levels by the calendar; what
+the customer is *told* is kept apart (the fold's notices and contacts, read by :mod:`services.escalation.contacts`):
+a level reached and not yet told is a pending contact.
 
 * **The ladder.** Level ``k`` of an invoice falls due on ``step_date(anchor, level)``: the anchor is the due date
   (a payment plan's first unpaid instalment for the invoices it covers), plus the policy's grace days after the due
   date, moved to the next business day. Levels before the due date (negative offsets: courtesy notices) are only ever
   sent before it.
+  ``escalation.level_reached`` is decided on the step's day and the level's actions (interest, fee, credit block,
+  hand-over) apply then, whether or not the customer can be told that day.
 * **Catch-up without a flood.** An invoice moves straight to the highest level due now; the levels passed over
   (worker down, invoice recorded late) are listed as ``skipped`` and their actions (interest, fee, credit block)
-  still apply, but no message is sent for them.
+  still apply, but no message is sent for them: only the firmest level with a channel is told.
 * **Leaving the ladder.** A settled, cancelled or disputed invoice has no step and is never in a reminder. Disputes
   pause only the disputed invoice.
 * **Re-anchoring.** When something happens to an invoice after its current level was reached, the ladder restarts
@@ -33,14 +37,26 @@ The rules, in the order a credit manager would apply them:
 * **Payment plans.** The invoices of a plan are due on the first instalment not yet covered by what was paid on them
   since (plan total less what they still owe); an instalment unpaid past its date escalates from the invoice's
   current level onwards.
-* **Grouping.** One reminder per customer and currency and per day, at the highest written level among the invoices
-  that reach a level now and those it lists, listing every overdue invoice of that currency still on the ladder
-  (and any courtesy notice's invoice). When a currency's invoices already moved a level today, further moves wait
-  until the next day: a customer never gets several levels in one day. A level with channel ``phone`` makes a
-  ``phone_call`` task instead of a reminder; channel ``none`` sends nothing.
+* **What is pending.** An invoice's pending level is the firmest level with a channel (``email``, ``letter``,
+  ``phone``; ``none`` tells nothing) it has reached, when firmer than every level already told for it (written or by
+  phone). A courtesy notice (negative offset) is pending only before the due date, any other level only after it
+  (a plan's instalment moves it). Paused and held invoices have nothing pending.
+* **Cadence.** The customer is contacted (a reminder in any currency, or a ``phone_call`` task) only on a day the
+  policy's cadence allows: at least ``min_days_between_contacts`` days after its last contact day (the firmest
+  pending level's ``min_days_since_contact`` instead, when it has one), at most ``max_contacts`` contact days in any
+  ``window_days`` days, and from the local ``send_hour``. A day that already is a contact day stays open. What waits
+  merges into the next allowed contact, each invoice then told the level it has reached by then.
+* **The message.** On a contact day, per currency: the invoices pending at a ``phone`` level make one
+  ``phone_call`` task; the written ones one reminder (at most one per currency and day), at the firmest pending
+  written level. It demands (``lines``) only the invoices pending at that level; the other overdue invoices of the
+  currency still on the ladder are listed apart (``also``) at their own level, each with the written notices already
+  sent for it (day and reminder), never demanded again. So each written level is sent once per invoice, no invoice
+  is listed gentler than what it reached or was told (a call counts), and an invoice not yet due is in no demand: a
+  courtesy notice lists only its own invoices, with no ``also``. A younger invoice may get a gentler message of its
+  own.
 * **Minimum amount.** When the outstanding total a reminder would list is below the policy's minimum for the
-  currency, nothing moves, before or after the due date (courtesy notices included); the invoices catch up when the
-  total reaches it.
+  currency, nothing moves and nothing is told, before or after the due date (courtesy notices included); the
+  invoices catch up when the total reaches it.
 * **Money.** ``interest.computed`` carries the total late interest owed on the invoice through the as-of date (it
   replaces the previous figure), when a level with ``charge_interest`` is reached or passed over and again whenever
   a reminder lists the invoice. ``fee.charged`` is the fixed recovery fee, once per invoice, when a level with
@@ -48,7 +64,11 @@ The rules, in the order a credit manager would apply them:
 * **Credit block.** Blocked while an overdue, undisputed invoice has reached a level with ``block_credit``, or
   (``block_over_credit_limit``) while the overdue amount in the credit limit's currency exceeds the limit; one
   ``credit.blocked`` per episode and one ``credit.unblocked`` when neither holds any more.
-* **Tasks.** ``hand_over`` when an invoice reaches a level with that action; ``payment_behaviour_changed`` once per
+* **Hand-over.** An invoice reaching a level with ``hand_over`` leaves the ladder: a ``hand_over`` task and one
+  ``collection.handed_over`` (the outbox's ``erp.collection_handover``, with the file's figures) for the invoices of
+  a currency handed over together; it reaches no further level, its hand-over notice (when that level is written)
+  is sent once, and then no reminder lists it, in ``lines`` or ``also``. Invoices issued later follow their own ladder.
+* **Tasks.** ``payment_behaviour_changed`` once per
   episode in which the mean lateness of the customer's last :data:`RECENT_PAYMENTS` payments exceeds the mean of the
   (at least :data:`MIN_HISTORY`) earlier ones by more than :data:`BEHAVIOUR_MARGIN_DAYS` days.
 * **One invoice never silences the others.** An invoice the engine cannot place on the ladder (its dates, or those
@@ -59,11 +79,14 @@ The rules, in the order a credit manager would apply them:
   semester), never one per evaluation, and the customer's other invoices go on as usual. An invoice held for a
   missing rate is looked at again every day, so it resumes once the rate is added; the engine never guesses a rate.
 
-Dates are UTC calendar days: a step due on day D is due from 00:00 UTC on D.
+Days are the tenant's calendar days, in the policy's ``timezone``: a step due on day D is due from local midnight on
+D, ``today`` is the local date of the as-of instant, and :func:`next_due` answers with the next local midnight or
+send hour as a UTC instant.
 
 One module, over the usual size, on purpose: the rules above are the steps of one evaluation (:class:`_Evaluation`)
 that read and update the same per-invoice tracks in the order listed, and split apart they would have to pass that
-evaluation's state around; the policy, the calendar and the interest each live in a module of their own.
+evaluation's state around; the policy, the calendar, the interest and the contact history (cadence, what was told)
+each live in a module of their own.
 """
 
 from __future__ import annotations
@@ -71,11 +94,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from services.escalation.calendar import step_date
+from services.escalation.contacts import ContactDays, Telling, local_day, local_instant, notices, told_index
 from services.escalation.interest import (
     InterestResult,
     MissingReferenceRate,
@@ -95,6 +120,7 @@ MIN_HISTORY = 5  # earlier payments needed before a change of behaviour means an
 BEHAVIOUR_MARGIN_DAYS = 15  # recent mean lateness above the historical mean by more than this: a warning sign
 DATES_TASK = "invoice_dates_invalid"  # an invoice whose ladder falls outside the calendar
 INTEREST_TASK = "interest_unavailable"  # an invoice whose late interest needs a rate the table lacks
+HAND_OVER_NOTE = "hand over to a collection agency or litigation"
 
 
 # --------------------------------------------------------------------------------------------------- public API
@@ -111,8 +137,8 @@ def next_due(state: CustomerState, policy: Policy, as_of: datetime, rates: RateT
     an invoice held for a missing rate brings the next evaluation to the next day.
     """
     evaluation = _Evaluation(state, policy, as_of, rates)
-    days = [d for d in evaluation.upcoming() if d > evaluation.today]
-    return None if not days else datetime.combine(min(days), time(0), tzinfo=UTC)
+    moments = [m for m in evaluation.upcoming() if m > evaluation.as_of]
+    return min(moments, default=None)
 
 
 def decision_id(tenant: str, customer_id: str, *subject: str) -> str:
@@ -136,6 +162,10 @@ class _Track:
     actions: set[str] = field(default_factory=set)  # actions in force after this evaluation
     steps: list[date] = field(default_factory=list)  # the day each level of the ladder falls due, from the anchor
     hold: _Hold | None = None  # why the engine cannot evaluate this invoice (then paused is "held")
+    handed: bool = False  # handed over: the ladder has ended for it
+    told: int = -1  # the firmest level addressed to the customer for it (written or by phone)
+    reached: int = -1  # the level it stands at once this evaluation's moves are made
+    pending: int | None = None  # the level reached and not yet told, when it is to be told now
 
     @property
     def invoice_id(self) -> str:
@@ -174,8 +204,12 @@ class _Evaluation:
         self.policy = policy
         self.rates = rates
         self.as_of = as_of.astimezone(UTC)
-        self.today = self.as_of.date()
+        self.zone = ZoneInfo(policy.timezone)
+        self.local = as_of.astimezone(self.zone)
+        self.today = self.local.date()
         self.levels = policy.levels
+        self.contacted = ContactDays.of(state.dunning.contacts, self.zone)
+        self.telling = Telling(policy.levels, policy.cadence, self.today)
         self.promises = self._promises()
         self.results: dict[str, InterestResult] = {}  # interest owed through today, computed while tracking
         self.tracks = [self._track(invoice) for invoice in state.open_invoices() if invoice.outstanding > 0]
@@ -187,7 +221,8 @@ class _Evaluation:
     def decide(self) -> list[Decision]:
         moving = self._move()
         self._money(moving)
-        self._reminders(moving)
+        self._contacts()
+        self._hand_over(moving)
         self._credit_block()
         self._promise_tasks()
         self._behaviour_task()
@@ -207,7 +242,7 @@ class _Evaluation:
         moving: list[_Track] = []
         for currency in sorted({t.currency for t in self.tracks}):
             candidates = [t for t in self.tracks if t.currency == currency and t.target is not None]
-            if not candidates or self._moved_today(currency):
+            if not candidates:
                 continue
             listed = self._listed(currency, candidates)
             if sum((t.invoice.outstanding for t in listed), ZERO) < self.policy.minimum_overdue.get(currency, ZERO):
@@ -234,6 +269,8 @@ class _Evaluation:
                 reached_on=self.today,
                 outstanding=track.invoice.outstanding,
             )
+            track.reached = track.target
+            track.handed = track.handed or "hand_over" in track.actions
         return moving
 
     def _money(self, moving: list[_Track]) -> None:
@@ -283,62 +320,141 @@ class _Evaluation:
             self.results[invoice.invoice_id] = result
         return result
 
-    def _reminders(self, moving: list[_Track]) -> None:
+    # ----------------------------------------------------------------------------------------------- contacts
+    def _contacts(self) -> None:
+        """On a day the cadence allows, tell the customer every level reached and not yet told, currency by
+        currency: a phone_call task for the calls, one reminder for the written levels."""
+        waiting = self._waiting()
+        if not waiting or not self._may_contact(waiting):
+            return
+        for currency in sorted({t.currency for t in waiting}):
+            mine = [t for t in waiting if t.currency == currency]
+            calls = [t for t in mine if not self._level(t.pending).written]
+            if calls:
+                self._phone(currency, calls)
+            written = [t for t in mine if self._level(t.pending).written]
+            if written and not self._reminded_today(currency):
+                self._reminder(currency, written)
+
+    def _reminder(self, currency: str, written: list[_Track]) -> None:
+        """The currency's message: it demands the invoices pending at its level, the firmest pending written one;
+        the other overdue invoices on the ladder are listed apart (``also``) at their own level."""
+        top = max(t.pending for t in written if t.pending is not None)
+        level = self.levels[top]
+        demanded = [t for t in written if t.pending == top]
+        also = [] if level.offset_days < 0 else [t for t in self._on_ladder(currency) if t not in demanded]
+        for track in [*demanded, *also]:
+            if "charge_interest" in track.actions:
+                self._charge_interest(track)
+        lines = [self._line(t, level.key) for t in demanded]
+        subject = (currency, level.key, *sorted(f"{t.invoice_id}@{level.key}" for t in demanded))
+        reminder_id = decision_id(self.state.tenant, self.state.customer_id, "reminder", *subject)
+        extra: dict[str, Any] = {}
+        if also:
+            extra["also"] = [self._line(t, self.telling.shown(t.reached, t.told, t.due)) for t in also]
+        self._emit(
+            events.ReminderRequested,
+            subject,
+            reminder_id=reminder_id,
+            level=level.key,
+            channel=level.channel,
+            copy_channels=sorted(level.copy_channels),
+            template=level.template,
+            language=self._language(),
+            currency=currency,
+            invoice_ids=[t.invoice_id for t in demanded],
+            lines=lines,
+            totals=self._totals(demanded, lines),
+            **extra,
+            **reminder_law(
+                self.policy,
+                [self._interest_owed(t.invoice) for t in [*demanded, *also] if t.invoice_id in self.interest],
+            ),
+        )
+
+    def _phone(self, currency: str, calls: list[_Track]) -> None:
+        level = self.levels[max(t.pending for t in calls if t.pending is not None)]
+        subject = (currency, level.key, *sorted(f"{t.invoice_id}@{self._key(t.pending)}" for t in calls))
+        self._task("phone_call", subject, self.today, calls, currency, f"level {level.key}", level=level.key)
+
+    def _hand_over(self, moving: list[_Track]) -> None:
+        """Invoices reaching a level with ``hand_over``: a task, and the file for the ERP or the agency."""
         for currency in sorted({t.currency for t in moving}):
-            movers = [t for t in moving if t.currency == currency]
-            top = max(t.target for t in movers if t.target is not None)
-            listed = self._listed(currency, movers)
-            if self.levels[top].channel in ("email", "letter"):
-                # The message speaks at the firmest written level among everything it lists, not only among the
-                # invoices moving today: a new invoice's courtesy notice must not list a formally noticed one.
-                written = [
-                    t.current
-                    for t in listed
-                    if t.current >= 0 and self.levels[t.current].channel in ("email", "letter")
-                ]
-                top = max([top, *written])
-            level = self.levels[top]
-            subject = (currency, level.key, *sorted(f"{t.invoice_id}@{self._key(t.target)}" for t in movers))
-            for track in listed:
-                if "charge_interest" in track.actions and level.channel in ("email", "letter"):
+            handed = [
+                t
+                for t in moving
+                if t.currency == currency and any("hand_over" in self._acts(k) for k in [*t.skipped, t.target])
+            ]
+            if not handed:
+                continue
+            ids = sorted(t.invoice_id for t in handed)
+            self._task("hand_over", (currency, *ids), self.today, handed, currency, HAND_OVER_NOTE)
+            for track in handed:
+                if "charge_interest" in track.actions:
                     self._charge_interest(track)
-            lines = [self._line(t) for t in listed]
-            totals = events.ReminderTotals(
-                outstanding=sum((t.invoice.outstanding for t in listed), ZERO),
-                interest=sum((line.interest for line in lines), ZERO),
-                fees=sum((line.fee for line in lines if line.fee_currency is None), ZERO),
+            lines = [self._line(t, self.telling.shown(t.reached, t.told, t.due)) for t in handed]
+            self._emit(
+                events.CollectionHandedOver,
+                (currency, *ids),
+                handover_id=decision_id(self.state.tenant, self.state.customer_id, "handover", currency, *ids),
+                currency=currency,
+                invoice_ids=[t.invoice_id for t in handed],
+                lines=lines,
+                totals=self._totals(handed, lines),
             )
-            if level.channel in ("email", "letter"):
-                reminder_id = decision_id(self.state.tenant, self.state.customer_id, "reminder", *subject)
-                self._emit(
-                    events.ReminderRequested,
-                    subject,
-                    reminder_id=reminder_id,
-                    level=level.key,
-                    channel=level.channel,
-                    copy_channels=sorted(level.copy_channels),
-                    template=level.template,
-                    language=self._language(),
-                    currency=currency,
-                    invoice_ids=[t.invoice_id for t in listed],
-                    lines=lines,
-                    totals=totals,
-                    **reminder_law(
-                        self.policy, [self._interest_owed(t.invoice) for t in listed if t.invoice_id in self.interest]
-                    ),
-                )
-            elif level.channel == "phone":
-                self._task("phone_call", subject, self.today, listed, currency, f"level {level.key}")
-            handed = [t for t in movers if any("hand_over" in self._acts(k) for k in [*t.skipped, t.target])]
-            if handed:
-                self._task(
-                    "hand_over",
-                    (currency, *sorted(t.invoice_id for t in handed)),
-                    self.today,
-                    handed,
-                    currency,
-                    "hand over to a collection agency or litigation",
-                )
+
+    def _waiting(self) -> list[_Track]:
+        """The invoices with a level to tell, in currencies whose outstanding total reaches the minimum."""
+        for track in self.tracks:
+            if track.paused is None:
+                track.pending = self.telling.pending(track.reached, track.told, track.due, track.handed)
+        waiting = [t for t in self.tracks if t.pending is not None]
+        return [t for t in waiting if not self._below_minimum(t.currency, waiting)]
+
+    def _may_contact(self, waiting: list[_Track]) -> bool:
+        if self.local.hour < self.policy.send_hour:
+            return False
+        return self.contacted.allows(self.today, self._interval(waiting), self.policy.cadence)
+
+    def _interval(self, waiting: list[_Track]) -> int:
+        return self.telling.interval(max(t.pending for t in waiting if t.pending is not None))
+
+    def _next_contact(self, waiting: list[_Track]) -> datetime:
+        """When the levels waiting may be told: today's send hour if it is still to come, else the first day after
+        today the cadence allows (what could be told today was told by :meth:`decide`)."""
+        day = self.today if self.local.hour < self.policy.send_hour else _plus(self.today, 1)
+        day = self.contacted.next_allowed(day, self._interval(waiting), self.policy.cadence)
+        return local_instant(day, self.policy.send_hour, self.zone)
+
+    def _reminded_today(self, currency: str) -> bool:
+        latest = self.state.reminded.get(currency)
+        if latest is None:
+            return False
+        at = latest.get("at")
+        return (local_day(at, self.zone) if at else date.fromisoformat(latest["on"])) == self.today
+
+    def _below_minimum(self, currency: str, tracks: list[_Track]) -> bool:
+        listed = self._listed(currency, [t for t in tracks if t.currency == currency])
+        return sum((t.invoice.outstanding for t in listed), ZERO) < self.policy.minimum_overdue.get(currency, ZERO)
+
+    def _on_ladder(self, currency: str) -> list[_Track]:
+        """The overdue invoices of the currency a message may list apart: not paused, held or handed over."""
+        return [
+            t
+            for t in self.tracks
+            if t.currency == currency and t.paused is None and not t.handed and t.due < self.today
+        ]
+
+    def _level(self, index: int | None) -> Level:
+        assert index is not None
+        return self.levels[index]
+
+    def _totals(self, tracks: list[_Track], lines: list[events.ReminderLine]) -> events.ReminderTotals:
+        return events.ReminderTotals(
+            outstanding=sum((t.invoice.outstanding for t in tracks), ZERO),
+            interest=sum((line.interest for line in lines), ZERO),
+            fees=sum((line.fee for line in lines if line.fee_currency is None), ZERO),
+        )
 
     def _acts(self, index: int | None) -> frozenset[str]:
         return frozenset() if index is None else frozenset(self.levels[index].actions)
@@ -346,7 +462,8 @@ class _Evaluation:
     def _key(self, index: int | None) -> str:
         return "" if index is None else self.levels[index].key
 
-    def _line(self, track: _Track) -> events.ReminderLine:
+    def _line(self, track: _Track, level: str | None) -> events.ReminderLine:
+        """The invoice as a message lists it, at ``level``, with the written levels sent for it before."""
         invoice = track.invoice
         record = self.state.escalations.get(track.invoice_id)
         interest = self.interest.get(track.invoice_id)
@@ -366,6 +483,8 @@ class _Evaluation:
             interest=interest,
             fee=fee,
             **foreign_fee(self.policy, invoice, fee),
+            **({} if level is None else {"level": level}),
+            **({"notices": sent} if (sent := notices(record, self.zone)) else {}),
         )
 
     def _language(self) -> str:
@@ -382,11 +501,14 @@ class _Evaluation:
         currency: str,
         note: str,
         semester: date | None = None,
+        level: str | None = None,
     ) -> None:
         task_id = decision_id(self.state.tenant, self.state.customer_id, "task", kind, *subject)
         if task_id in self.state.tasks:
             return
-        extra = {} if semester is None else {"semester": semester}
+        extra: dict[str, Any] = {} if semester is None else {"semester": semester}
+        if level is not None:
+            extra["level"] = level
         self._emit(
             events.TaskCreated,
             (kind, *subject),
@@ -525,8 +647,12 @@ class _Evaluation:
             return self._held(invoice, due, current, record, self._dates_hold(invoice, due))
         if record is not None:
             track.actions = set(record.actions)
+        track.handed = "hand_over" in track.actions
+        track.told = told_index(record, self.levels, current)
+        track.reached = current
         if paused is None:
-            self._target(track)
+            if not track.handed:
+                self._target(track)
             if "charge_interest" in track.actions and self._can_compute_interest(record):
                 try:
                     self._interest_owed(invoice)
@@ -535,9 +661,10 @@ class _Evaluation:
         return track
 
     def _held(self, invoice: Invoice, due: date, current: int, record: Escalation | None, hold: _Hold) -> _Track:
-        track = _Track(invoice, due, "held", current, due, hold=hold)
+        track = _Track(invoice, due, "held", current, due, hold=hold, reached=current)
         if record is not None:
             track.actions = set(record.actions)
+        track.handed = "hand_over" in track.actions
         return track
 
     def _can_compute_interest(self, record: Escalation | None) -> bool:
@@ -606,7 +733,7 @@ class _Evaluation:
         found: list[tuple[date, str]] = []
         latest = self.state.dispute_latest.get(invoice.invoice_id)
         if latest is not None and latest[1] == "resolved" and invoice.invoice_id not in self.state.disputes:
-            found.append((_day(latest[0]), "pause"))
+            found.append((local_day(latest[0], self.zone), "pause"))
         for promise in self.promises:
             end = _plus(promise.deadline, 1)
             if (
@@ -655,7 +782,7 @@ class _Evaluation:
             promised = date.fromisoformat(raw["promised_date"])
             deadline = _plus(promised, self.policy.promise_grace_days)  # a promise for 9999-12-31 pauses for ever
             recorded_at = self.state.promise_recorded.get(promise_id)
-            recorded = _day(recorded_at) if recorded_at else promised
+            recorded = local_day(recorded_at, self.zone) if recorded_at else promised
             currency = raw["currency"]
             amount = Decimal(raw["amount"])
             invoice_ids = tuple(raw.get("invoice_ids") or ())
@@ -690,12 +817,9 @@ class _Evaluation:
             if t.currency == currency and t.paused is None and (t.due < self.today or t.invoice_id in ids)
         ]
 
-    def _moved_today(self, currency: str) -> bool:
-        return any(r.currency == currency and r.reached_on == self.today for r in self.state.escalations.values())
-
     # ----------------------------------------------------------------------------------------------- timers
-    def upcoming(self) -> list[date]:
-        """Days on which something time-driven may happen."""
+    def upcoming(self) -> list[datetime]:
+        """Instants at which something time-driven may happen: a step's local midnight, a contact's send hour."""
         days: list[date] = []
         tomorrow = _plus(self.today, 1)
         for track in self.tracks:
@@ -705,14 +829,18 @@ class _Evaluation:
                 if track.hold.kind == INTEREST_TASK:
                     days.append(tomorrow)  # until the rate is added; dates only change through the ERP
                 continue
-            if track.target is not None and self._moved_today(track.currency):
-                days.append(tomorrow)  # held back today: one level a day
+            if track.handed:
+                continue  # the ladder has ended; a hand-over notice still to send is a contact below
             # Held back by the minimum amount: only another invoice falling due (below) can change that.
             days += track.steps[track.current + 1 :]
             days.append(_plus(track.due, 1))
         for promise in self.promises:
             days += [promise.promised, _plus(promise.deadline, 1)]
-        return days
+        moments = [local_instant(day, 0, self.zone) for day in days]
+        waiting = self._waiting()
+        if waiting:
+            moments.append(self._next_contact(waiting))
+        return moments
 
 
 def _plus(day: date, days: int) -> date:
@@ -721,7 +849,3 @@ def _plus(day: date, days: int) -> date:
         return day + timedelta(days=days)
     except OverflowError:
         return date.max if days > 0 else date.min
-
-
-def _day(instant: str) -> date:
-    return datetime.fromisoformat(instant).astimezone(UTC).date() if "T" in instant else date.fromisoformat(instant)

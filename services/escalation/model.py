@@ -29,6 +29,16 @@ class Level:
     template: str | None  # template name for the notifier; None with channel "none"
     actions: frozenset[Action] = frozenset()
     copy_channels: frozenset[Channel] = frozenset()  # also sent this way, e.g. an email copy of a formal-notice letter
+    min_days_since_contact: int | None = None  # overrides the cadence's minimum interval when this level is pending
+
+    @property
+    def written(self) -> bool:
+        return self.channel in ("email", "letter")
+
+    @property
+    def contacts(self) -> bool:
+        """Whether reaching the level is something to tell the customer (a message or a call)."""
+        return self.channel != "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +50,20 @@ class InterestRule:
     rate: Decimal | None = None  # annual percent, with basis "contractual"
     reference: str = "ecb"  # the rate table of the reference rate: "ecb", or "boe" (English law)
     floor: bool = False  # French law, an agreed rate: never below 3 x the legal interest rate of the day's semester
+
+
+@dataclass(frozen=True, slots=True)
+class Cadence:
+    """How often a customer may be contacted (a message in any currency or a call): contact days at least
+    ``min_days_between_contacts`` apart, and at most ``max_contacts`` of them in any ``window_days`` days.
+
+    The default, for a policy without a ``cadence`` section, only keeps the contact days apart by one day and sets
+    no window: as permissive as the ladder was before cadence existed.
+    """
+
+    min_days_between_contacts: int = 1
+    max_contacts: int | None = None
+    window_days: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +81,9 @@ class Policy:
     block_over_credit_limit: bool = True  # block credit when the overdue amount exceeds the customer's limit
     language: str = "en"  # default language of reminders when the customer has none
     law: Law = "fr"  # decides the reference rate, the margin, the fixed sums and the legal mentions
+    timezone: str = "UTC"  # the tenant's days are this zone's calendar days (an IANA name)
+    send_hour: int = 0  # contacts are made from this local hour on
+    cadence: Cadence = Cadence()
 
     def level(self, key: str) -> Level:
         for level in self.levels:

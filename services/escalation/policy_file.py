@@ -24,6 +24,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 import yaml
@@ -32,7 +33,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from services.escalation.calendar import CALENDAR_YEARS, HOLIDAY_CALENDARS, holiday_calendar
 from services.escalation.interest import FLOOR_TIMES_LEGAL_RATE, LEGAL_FR, SERIES, RateTable
 from services.escalation.law import LAWS
-from services.escalation.model import InterestRule, Level, Policy
+from services.escalation.model import Cadence, InterestRule, Level, Policy
 from shared.config import ConfigurationError
 from shared.contracts.erp import Currency, minor_units
 
@@ -91,6 +92,13 @@ class _LevelSpec(_Spec):
     copy_channels: list[Literal["email", "letter"]] = Field(default_factory=list)
     template: Annotated[str, Field(pattern=_KEY)] | None = None
     actions: list[Literal["charge_interest", "charge_fee", "block_credit", "hand_over"]] = Field(default_factory=list)
+    min_days_since_contact: Annotated[StrictInt, Field(ge=0, le=365)] | None = None
+
+
+class _CadenceSpec(_Spec):
+    min_days_between_contacts: Annotated[StrictInt, Field(ge=0, le=365)] = 1
+    max_contacts: Annotated[StrictInt, Field(ge=1, le=366)] | None = None
+    window_days: Annotated[StrictInt, Field(ge=1, le=366)] = 30
 
 
 class _InterestSpec(_Spec):
@@ -113,6 +121,9 @@ class _PolicySpec(_Spec):
     promise_grace_days: Annotated[StrictInt, Field(ge=0, le=60)] = 2
     block_over_credit_limit: StrictBool = True
     law: Literal["fr", "eu", "uk"] = "fr"
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
+    send_hour: Annotated[StrictInt, Field(ge=0, le=23)] = 0
+    cadence: _CadenceSpec = Field(default_factory=_CadenceSpec)
 
 
 class _BookSpec(_Spec):
@@ -160,6 +171,7 @@ def _canonical_content(spec: _PolicySpec) -> dict[str, Any]:
                 "copy_channels": sorted(set(level.copy_channels)),
                 "template": level.template,
                 "actions": sorted(set(level.actions)),
+                "min_days_since_contact": level.min_days_since_contact,
             }
             for level in spec.levels
         ],
@@ -176,6 +188,9 @@ def _canonical_content(spec: _PolicySpec) -> dict[str, Any]:
         "fixed_fee": {cur: _money(amount, cur) for cur, amount in spec.fixed_fee.items()},
         "promise_grace_days": spec.promise_grace_days,
         "block_over_credit_limit": spec.block_over_credit_limit,
+        "timezone": spec.timezone,
+        "send_hour": spec.send_hour,
+        "cadence": spec.cadence.model_dump(),
     }
 
 
@@ -325,6 +340,19 @@ def _check(spec: _PolicySpec) -> tuple[list[tuple[str, str]], list[str]]:
             problems.append(("interest.legal_rate", f"only with law fr (the 3x floor): remove it under law {spec.law}"))
     _check_law_fees(spec, notes)
 
+    try:
+        ZoneInfo(spec.timezone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        problems.append(("timezone", f"{spec.timezone!r} is not a time zone name such as Europe/Paris or UTC"))
+    cadence = spec.cadence
+    if cadence.max_contacts is not None and cadence.min_days_between_contacts * (cadence.max_contacts - 1) >= (
+        cadence.window_days
+    ):
+        notes.append(
+            f"cadence.max_contacts: {cadence.max_contacts} contacts at least {cadence.min_days_between_contacts} "
+            f"days apart never fit in {cadence.window_days} days, so the window never limits anything"
+        )
+
     if any("charge_fee" in level.actions for level in spec.levels) and not spec.fixed_fee:
         notes.append("fixed_fee: a level charges the fee but no currency has one, so none will be charged")
     return problems, notes
@@ -352,6 +380,7 @@ def _build(spec: _PolicySpec) -> Policy:
                 template=level.template,
                 actions=frozenset(level.actions),
                 copy_channels=frozenset(level.copy_channels),
+                min_days_since_contact=level.min_days_since_contact,
             )
             for level in spec.levels
         ),
@@ -371,6 +400,13 @@ def _build(spec: _PolicySpec) -> Policy:
         block_over_credit_limit=spec.block_over_credit_limit,
         language=spec.language,
         law=spec.law,
+        timezone=spec.timezone,
+        send_hour=spec.send_hour,
+        cadence=Cadence(
+            min_days_between_contacts=spec.cadence.min_days_between_contacts,
+            max_contacts=spec.cadence.max_contacts,
+            window_days=spec.cadence.window_days,
+        ),
     )
 
 

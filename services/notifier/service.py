@@ -193,33 +193,42 @@ def still_due(command: Mapping[str, Any], state: CustomerState) -> tuple[dict[st
     if latest is not None and latest.get("reminder_id") not in (None, command["reminder_id"]):
         reason = f"superseded by reminder {latest['reminder_id']} ({latest.get('level')})"
         return {**command, "lines": []}, [{"invoice_id": "*", "reason": reason}]
-    lines = []
+    lines: list[dict[str, Any]] = []
     for line in command["lines"]:
-        invoice_id = str(line["invoice_id"])
-        invoice = state.invoices.get(invoice_id)
-        if invoice is None:
-            reason = "unknown to the ledger"
-        elif invoice.status == "cancelled":
-            reason = "cancelled"
-        elif invoice.status != "open" or invoice.outstanding <= ZERO:
-            reason = "paid"
-        elif invoice_id in state.disputes:
-            reason = "disputed"
+        why = _not_due(state, str(line["invoice_id"]))
+        if why is None:
+            lines.append({**line, "outstanding": str(state.invoices[str(line["invoice_id"])].outstanding)})
         else:
-            lines.append({**line, "outstanding": str(invoice.outstanding)})
-            continue
-        reasons.append({"invoice_id": invoice_id, "reason": reason})
+            reasons.append({"invoice_id": str(line["invoice_id"]), "reason": why})
+    # The invoices listed apart (not demanded) follow the ledger too, silently: they are not what the message is for.
+    also = [
+        {**line, "outstanding": str(state.invoices[str(line["invoice_id"])].outstanding)}
+        for line in command.get("also") or []
+        if _not_due(state, str(line["invoice_id"])) is None
+    ]
     totals = {
         "outstanding": str(sum((Decimal(line["outstanding"]) for line in lines), ZERO)),
         "interest": str(sum((Decimal(str(line.get("interest", "0"))) for line in lines), ZERO)),
         "fees": str(sum((Decimal(str(line.get("fee", "0"))) for line in lines), ZERO)),
     }
-    return {
-        **command,
-        "lines": lines,
-        "invoice_ids": [line["invoice_id"] for line in lines],
-        "totals": totals,
-    }, reasons
+    reduced = {**command, "lines": lines, "invoice_ids": [line["invoice_id"] for line in lines], "totals": totals}
+    if "also" in command:
+        reduced["also"] = also
+    return reduced, reasons
+
+
+def _not_due(state: CustomerState, invoice_id: str) -> str | None:
+    """Why the ledger no longer shows the invoice as due today, or None."""
+    invoice = state.invoices.get(invoice_id)
+    if invoice is None:
+        return "unknown to the ledger"
+    if invoice.status == "cancelled":
+        return "cancelled"
+    if invoice.status != "open" or invoice.outstanding <= ZERO:
+        return "paid"
+    if invoice_id in state.disputes:
+        return "disputed"
+    return None
 
 
 def recipients_of(profile: Mapping[str, Any]) -> list[str]:

@@ -3,7 +3,8 @@
 The relay (:mod:`services.relay.worker`) publishes each outbox row's payload as the body, routing key = ``command``,
 ``message_id`` = ``command_id``. Receivers must accept fields they do not know (the models allow extra fields, so
 relance can add some without a new contract version) and deduplicate on ``command_id``: delivery is at least once.
-``erp.credit_block`` and ``erp.credit_unblock`` are for the ERP (which answers with ``erp.command_acknowledged``);
+``erp.credit_block``, ``erp.credit_unblock`` and ``erp.collection_handover`` are for the ERP (which answers with
+``erp.command_acknowledged``);
 ``notifier.send_reminder`` is internal, for relance's own notifier workers.
 """
 
@@ -78,6 +79,14 @@ class CreditUnblock(_Command):
     reason: str = Field(description="Why the block ends, e.g. cleared.")
 
 
+class Notice(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    level: str = Field(min_length=1, description="Key of the written level sent, e.g. formal_notice.")
+    reminder_id: Id = Field(description="The reminder that sent it (its reference).")
+    on: IsoDate = Field(description="The tenant-local day it was decided on.")
+
+
 class ReminderLine(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -92,6 +101,10 @@ class ReminderLine(BaseModel):
     fee: Amount = Field(description="Fixed recovery fee charged on the invoice (0 when none).")
     fee_currency: Currency | None = Field(
         default=None, description="The fee's currency when not the invoice's (French law: EUR 40 on any invoice)."
+    )
+    level: str | None = Field(default=None, description="The level the invoice is addressed at in this message.")
+    notices: list[Notice] | None = Field(
+        default=None, description="The written levels already sent for the invoice, oldest first."
     )
 
 
@@ -112,6 +125,20 @@ class AppliedRate(BaseModel):
     rate: Decimal = Field(description="The annual rate, percent (an agreed rate has no reference nor margin).")
 
 
+class CollectionHandover(_Envelope):
+    """Hand these invoices over to the collection agency or to litigation: relance's ladder has ended for them."""
+
+    command: Literal["erp.collection_handover"]
+    handover_id: Id = Field(description="Deterministic id of the hand-over (currency and invoices).")
+    currency: Currency
+    invoice_ids: list[Id] = Field(description="The invoices handed over.")
+    lines: list[ReminderLine] = Field(description="The file's figures per invoice when it was handed over.")
+    totals: ReminderTotals
+    policy: str | None = Field(default=None, description="Name of the dunning policy that decided.")
+    policy_version: str | None = Field(default=None, description="SHA-256 of that policy's content.")
+    as_of: AwareDatetime | None = Field(default=None, description="The instant the engine decided at.")
+
+
 class SendReminder(_Envelope):
     """Internal: send the customer the reminder the engine decided (its reminder.requested event)."""
 
@@ -123,9 +150,13 @@ class SendReminder(_Envelope):
     template: str = Field(min_length=1, description="Template name of the level.")
     language: str = Field(description="Language of the customer (else of the policy), e.g. fr.")
     currency: Currency
-    invoice_ids: list[Id] = Field(description="Every open overdue invoice the reminder lists, oldest first.")
-    lines: list[ReminderLine]
-    totals: ReminderTotals
+    invoice_ids: list[Id] = Field(description="The invoices the reminder demands (its lines).")
+    lines: list[ReminderLine] = Field(description="What the reminder demands: the invoices at its level.")
+    totals: ReminderTotals = Field(description="Sums over lines only.")
+    also: list[ReminderLine] | None = Field(
+        default=None,
+        description="Other overdue invoices of the currency, each at its own level, listed but not demanded.",
+    )
     policy: str | None = Field(default=None, description="Name of the dunning policy that decided.")
     policy_version: str | None = Field(default=None, description="SHA-256 of that policy's content.")
     as_of: AwareDatetime | None = Field(default=None, description="The instant the engine decided at.")
@@ -138,7 +169,11 @@ class SendReminder(_Envelope):
     )
 
 
-COMMAND_MODELS: dict[str, type[_Command]] = {"erp.credit_block": CreditBlock, "erp.credit_unblock": CreditUnblock}
+COMMAND_MODELS: dict[str, type[_Envelope]] = {
+    "erp.credit_block": CreditBlock,
+    "erp.credit_unblock": CreditUnblock,
+    "erp.collection_handover": CollectionHandover,
+}
 # Commands for relance's own services, published on the same exchange; not part of what the ERP receives.
 INTERNAL_COMMAND_MODELS: dict[str, type[_Envelope]] = {"notifier.send_reminder": SendReminder}
 
@@ -153,7 +188,7 @@ def command_json_schemas() -> dict[str, dict[str, Any]]:
     return schemas
 
 
-def parse_command(payload: dict[str, Any] | bytes) -> CreditBlock | CreditUnblock:
+def parse_command(payload: dict[str, Any] | bytes) -> CreditBlock | CreditUnblock | CollectionHandover:
     """A command body as the ERP receives it, checked (for tests and for ERP-side adapters written in Python).
 
     Given the body's bytes, it is decoded with relance's strict decoder: a duplicated key raises
@@ -166,5 +201,5 @@ def parse_command(payload: dict[str, Any] | bytes) -> CreditBlock | CreditUnbloc
         payload = decoded
     model = COMMAND_MODELS[payload["command"]]
     parsed = model.model_validate(payload)
-    assert isinstance(parsed, CreditBlock | CreditUnblock)
+    assert isinstance(parsed, CreditBlock | CreditUnblock | CollectionHandover)
     return parsed

@@ -466,7 +466,7 @@ class CommandAcknowledged(_Model):
     )
 
     command_id: Id
-    command: Literal["erp.credit_block", "erp.credit_unblock"]
+    command: Literal["erp.credit_block", "erp.credit_unblock", "erp.collection_handover"]
     status: Literal["applied", "rejected"]
     reason: Text | None = None
     erp_reference: Id | None = None

@@ -98,8 +98,16 @@ class FeeCharged(_Decided):
     amount: Decimal
 
 
+class Notice(RelanceEvent):
+    """A written level already sent for an invoice: which, in which reminder, on which (tenant-local) day."""
+
+    level: str
+    reminder_id: str
+    on: date
+
+
 class ReminderLine(RelanceEvent):
-    """One invoice as a reminder lists it."""
+    """One invoice as a reminder lists it: at ``level``, with the written ``notices`` sent for it before."""
 
     invoice_id: str
     number: str
@@ -111,6 +119,8 @@ class ReminderLine(RelanceEvent):
     interest: Decimal
     fee: Decimal
     fee_currency: str | None = None  # only when the fee is in another currency than the invoice (French law: EUR)
+    level: str | None = None
+    notices: list[Notice] | None = None
 
 
 class ReminderTotals(RelanceEvent):
@@ -144,6 +154,19 @@ class ReminderRequested(_Decided):
     totals: ReminderTotals
     law: str | None = None  # fr | eu | uk: the law the interest and fixed sums follow (absent in older logs)
     rates: list[AppliedRate] | None = None  # the rates the interest it states was computed at
+    also: list[ReminderLine] | None = None  # other overdue invoices of the currency, not demanded by this message
+
+
+class CollectionHandedOver(_Decided):
+    """Invoices handed over to a collection agency or litigation (the ERP's command ``erp.collection_handover``):
+    the ladder ends for them; ``lines`` and ``totals`` are the file's figures when it was handed over."""
+
+    TYPE: ClassVar[str] = "collection.handed_over"
+    handover_id: str
+    currency: str
+    invoice_ids: list[str]
+    lines: list[ReminderLine]
+    totals: ReminderTotals
 
 
 class CreditLimit(RelanceEvent):
@@ -186,6 +209,7 @@ class TaskCreated(RelanceEvent):
     reminder_id: str | None = None
     command_id: str | None = None
     command: str | None = None
+    level: str | None = None  # the level a phone_call task is for
     policy: str | None = None
     policy_version: str | None = None
     as_of: Instant | None = None
@@ -291,6 +315,7 @@ MODELS: dict[str, type[RelanceEvent]] = {
         ReminderRequested,
         CreditBlocked,
         CreditUnblocked,
+        CollectionHandedOver,
         TaskCreated,
         ClockTicked,
         ReminderSending,
@@ -316,10 +341,12 @@ REMINDER_OUTCOMES = (
 
 CREDIT_BLOCK = "erp.credit_block"
 CREDIT_UNBLOCK = "erp.credit_unblock"
+COLLECTION_HANDOVER = "erp.collection_handover"
 SEND_REMINDER = "notifier.send_reminder"
 COMMANDS: dict[str, str] = {
     CreditBlocked.TYPE: CREDIT_BLOCK,
     CreditUnblocked.TYPE: CREDIT_UNBLOCK,
+    CollectionHandedOver.TYPE: COLLECTION_HANDOVER,
     ReminderRequested.TYPE: SEND_REMINDER,
 }
 """Event type appended to the ledger -> the command the outbox writes for it (its AMQP routing key)."""

@@ -137,6 +137,14 @@ def _command(kind: str, command_id: str, at: str, sequence: int, data: dict[str,
     return {**envelope, **data, **meta}
 
 
+_INVOICE_1187 = {  # one invoice as the reminders and the hand-over list it, before its own figures
+    "invoice_id": "INV-2026-1187",
+    "number": "F2026-1187",
+    "issue_date": "2026-11-02",
+    "due_date": "2026-12-17",
+    "amount": "1234.56",
+    "outstanding": "1234.56",
+}
 _POLICY_VERSION = "9b1c3f0e7d2a4c6b8e1f0a3d5c7b9e2f4a6c8e0b1d3f5a7c9e2b4d6f8a0c1e3b"
 
 COMMAND_EXAMPLES: dict[str, dict[str, Any]] = {
@@ -159,6 +167,39 @@ COMMAND_EXAMPLES: dict[str, dict[str, Any]] = {
         23,
         {"block_id": "esc-1f2e3d4c5b6a79880716253443526170", "reason": "cleared", "overdue": {}},
     ),
+    "erp.collection_handover": _command(
+        "erp.collection_handover",
+        "esc-5e4d3c2b1a0f9e8d7c6b5a4938271605",
+        "2027-02-15T07:00:00+00:00",
+        31,
+        {
+            "handover_id": "esc-2b3c4d5e6f708192a3b4c5d6e7f80912",
+            "currency": "EUR",
+            "invoice_ids": ["INV-2026-1187"],
+            "lines": [
+                {
+                    **_INVOICE_1187,
+                    "days_late": 60,
+                    "interest": "25.32",
+                    "fee": "40.00",
+                    "level": "credit_block",
+                    "notices": [
+                        {
+                            "level": "reminder_1",
+                            "reminder_id": "esc-77e6d5c4b3a291807f6e5d4c3b2a1908",
+                            "on": "2026-12-18",
+                        },
+                        {
+                            "level": "formal_notice",
+                            "reminder_id": "esc-8a7b6c5d4e3f21009f8e7d6c5b4a3921",
+                            "on": "2027-01-16",
+                        },
+                    ],
+                }
+            ],
+            "totals": {"outstanding": "1234.56", "interest": "25.32", "fees": "40.00"},
+        },
+    ),
     "notifier.send_reminder": _command(
         "notifier.send_reminder",
         "esc-3d2c1b0a99887766554433221100ffee",
@@ -175,12 +216,7 @@ COMMAND_EXAMPLES: dict[str, dict[str, Any]] = {
             "invoice_ids": ["INV-2026-1187"],
             "lines": [
                 {
-                    "invoice_id": "INV-2026-1187",
-                    "number": "F2026-1187",
-                    "issue_date": "2026-11-02",
-                    "due_date": "2026-12-17",
-                    "amount": "1234.56",
-                    "outstanding": "1234.56",
+                    **_INVOICE_1187,
                     "days_late": 1,
                     "interest": "0",
                     "fee": "0",
@@ -188,6 +224,32 @@ COMMAND_EXAMPLES: dict[str, dict[str, Any]] = {
             ],
             "totals": {"outstanding": "1234.56", "interest": "0", "fees": "0"},
             "law": "fr",
+            "also": [
+                {
+                    "invoice_id": "INV-2026-1102",
+                    "number": "F2026-1102",
+                    "issue_date": "2026-10-15",
+                    "due_date": "2026-11-30",
+                    "amount": "800.00",
+                    "outstanding": "800.00",
+                    "days_late": 18,
+                    "interest": "0",
+                    "fee": "0",
+                    "level": "reminder_2",
+                    "notices": [
+                        {
+                            "level": "reminder_1",
+                            "reminder_id": "esc-0c1d2e3f405162738495a6b7c8d9e0f1",
+                            "on": "2026-12-01",
+                        },
+                        {
+                            "level": "reminder_2",
+                            "reminder_id": "esc-1d2e3f405162738495a6b7c8d9e0f1a2",
+                            "on": "2026-12-15",
+                        },
+                    ],
+                }
+            ],
         },
     ),
 }

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Required, TypedDict, TypeVar, cast
 
@@ -24,6 +24,8 @@ from shared.contracts.events import Event, data_of
 from shared.ledger.receivables import Check, Touched, earlier, later
 
 KEPT_PER_KIND = 20
+KEPT_CONTACTS = 64  # more than any cadence window can count
+PHONE_TASK = "phone_call"
 REJECTED_TASK = "erp_command_rejected"  # the kind of task a refused command leaves for a collector
 # event type appended to the ledger -> the command to the ERP it causes: the ERP's part of the outbox's table
 CREDIT_COMMANDS = {
@@ -77,12 +79,21 @@ class Block(TypedDict, total=False):
     acknowledgement: Acknowledgement | None
 
 
-class Reminded(TypedDict):
-    """The last reminder of a currency."""
+class Reminded(TypedDict, total=False):
+    """The last reminder of a currency (``at``: the instant it was decided for, absent before it was kept)."""
 
-    reminder_id: str
+    reminder_id: Required[str]
+    level: Required[str]
+    on: Required[str]
+    at: str
+
+
+class Notice(TypedDict):
+    """A written level sent for an invoice: the level, the reminder, the instant it was decided for."""
+
     level: str
-    on: str
+    reminder_id: str
+    at: str
 
 
 @dataclass
@@ -100,6 +111,10 @@ class Escalation:
     interest: Decimal | None = None  # late interest owed through ``interest_through``
     interest_through: date | None = None
     fee: Decimal | None = None  # fixed recovery fee, charged once
+    # What the customer was told, apart from what the invoice reached: the written levels sent (oldest first) and
+    # every level addressed to the customer, written or by phone.
+    notices: list[Notice] = field(default_factory=list)
+    told: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -112,6 +127,9 @@ class Dunning:
     # Commands to the ERP and what the ERP said about them (see _on_command_acknowledged), oldest first.
     credit_commands: dict[str, CreditCommand] = field(default_factory=dict)  # command_id -> the command
     acknowledgements: dict[str, Acknowledgement] = field(default_factory=dict)  # command_id -> the ERP's latest word
+    # The instants of the customer's last KEPT_CONTACTS contacts (a reminder in any currency, a phone_call task),
+    # oldest first: what the engine's cadence counts, in the tenant's days.
+    contacts: list[str] = field(default_factory=list)
 
     def check(self, event: Event) -> Check | None:
         """A duplicate acknowledgement, or None: relance's own events are checked by their deterministic ids."""
@@ -143,6 +161,16 @@ class Dunning:
         if record is None:
             record = self.escalations[invoice_id] = Escalation(invoice_id, currency)
         return record
+
+    def _contact(self, at: str) -> None:
+        if at not in self.contacts:
+            self.contacts.append(at)
+            self.contacts.sort()
+            del self.contacts[:-KEPT_CONTACTS]
+
+    def _told(self, record: Escalation, level: str) -> None:
+        if level not in record.told:
+            record.told.append(level)
 
     def _credit_command(self, kind: str, command_id: str, event: events.CreditBlocked | events.CreditUnblocked) -> None:
         """Remember a credit command relance decided; it supersedes what the ERP refused of the earlier ones."""
@@ -183,7 +211,18 @@ def _on_fee_charged(d: Dunning, event: events.FeeCharged, occurred_at: str, touc
 
 
 def _on_reminder(d: Dunning, event: events.ReminderRequested, occurred_at: str, touched: Touched) -> None:
-    d.reminded[event.currency] = {"reminder_id": event.reminder_id, "level": event.level, "on": _day(event)}
+    """The reminder of its currency; a contact; for each invoice it demands, a notice at the line's level (a
+    reminder written before lines had a level demanded every invoice at its own level)."""
+    at = _instant(event.as_of)
+    d.reminded[event.currency] = {"reminder_id": event.reminder_id, "level": event.level, "on": _day(event), "at": at}
+    d._contact(at)
+    for line in getattr(event, "lines", None) or []:  # a reminder recorded without lines tells nothing
+        level = getattr(line, "level", None) or event.level
+        record = d._escalation(line.invoice_id, event.currency)
+        d._told(record, level)
+        if not any(n["reminder_id"] == event.reminder_id for n in record.notices):
+            record.notices.append({"level": level, "reminder_id": event.reminder_id, "at": at})
+        touched.invoices.add(line.invoice_id)
 
 
 def _on_credit_blocked(d: Dunning, event: events.CreditBlocked, occurred_at: str, touched: Touched) -> None:
@@ -199,6 +238,13 @@ def _on_credit_unblocked(d: Dunning, event: events.CreditUnblocked, occurred_at:
 def _on_task(d: Dunning, event: events.TaskCreated, occurred_at: str, touched: Touched) -> None:
     data = event.data()
     d.tasks[event.task_id] = cast(Task, {k: data[k] for k in _TASK_FIELDS if k in data})
+    if event.kind == PHONE_TASK and event.as_of is not None:  # the engine's call: a contact at the task's level
+        d._contact(_instant(event.as_of))
+        for invoice_id in event.invoice_ids:
+            record = d.escalations.get(invoice_id)
+            level = event.level or (record.level if record is not None else None)
+            if record is not None and level is not None:
+                d._told(record, level)
 
 
 def _on_command_acknowledged(d: Dunning, event: erp.CommandAcknowledged, occurred_at: str, touched: Touched) -> None:
@@ -247,6 +293,11 @@ def _keep(records: dict[str, _Kept], key: str, record: _Kept) -> None:
 def _day(event: events.ReminderRequested | events.CreditBlocked | events.CreditUnblocked) -> str:
     """The UTC day a decision was taken on."""
     return event.as_of.astimezone(UTC).date().isoformat()
+
+
+def _instant(moment: datetime) -> str:
+    """An instant as relance writes it; one recorded without its zone (by hand, by a test) is read as UTC."""
+    return events.instant_text(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
 
 
 _Handler = Callable[[Dunning, Any, str, Touched], None]

@@ -12,6 +12,11 @@ redeliveries that at-least-once relaying allows. Its payload is the envelope bel
 
 ``sequence`` is the causing event's version in the customer's stream: it only grows, so a receiver can tell a late
 duplicate of an older command (a block redelivered after the unblock) from a newer one.
+
+The commands (:data:`shared.contracts.events.COMMANDS`): ``erp.credit_block`` / ``erp.credit_unblock`` from
+``credit.blocked`` / ``credit.unblocked``, ``erp.collection_handover`` from ``collection.handed_over`` (the invoices
+handed over to collection, with the file's figures), all three for the ERP; ``notifier.send_reminder`` from
+``reminder.requested``, for relance's notifier.
 """
 
 from __future__ import annotations

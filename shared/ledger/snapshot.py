@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from shared.ledger.dunning import Dunning, Escalation
+from shared.ledger.dunning import Dunning, Escalation, Notice
 from shared.ledger.receivables import Credit, Invoice, Receivables
 
 
@@ -38,6 +38,7 @@ def dump(receivables: Receivables, dunning: Dunning) -> dict[str, Any]:
         "reminded": d.reminded,
         "credit_commands": d.credit_commands,
         "acknowledgements": d.acknowledgements,
+        "contacts": d.contacts,
     }
 
 
@@ -65,6 +66,7 @@ def load(raw: dict[str, Any]) -> tuple[Receivables, Dunning]:
         reminded=dict(raw.get("reminded", {})),
         credit_commands=dict(raw.get("credit_commands", {})),
         acknowledgements=dict(raw.get("acknowledgements", {})),
+        contacts=list(raw.get("contacts", [])),
     )
     return receivables, dunning
 
@@ -134,6 +136,8 @@ def _escalation_json(record: Escalation) -> dict[str, Any]:
         "interest": _money_json(record.interest),
         "interest_through": _day_json(record.interest_through),
         "fee": _money_json(record.fee),
+        "notices": record.notices,
+        "told": record.told,
     }
 
 
@@ -150,6 +154,8 @@ def _escalation_from(raw: dict[str, Any]) -> Escalation:
         interest=_money(raw.get("interest")),
         interest_through=_day(raw.get("interest_through")),
         fee=_money(raw.get("fee")),
+        notices=[cast(Notice, dict(n)) for n in raw.get("notices", [])],
+        told=list(raw.get("told", [])),
     )
 
 

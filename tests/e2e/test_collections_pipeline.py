@@ -44,7 +44,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TENANT = "acme-fr"
 DOMAIN = "mail.acme.example"
 DUE = "2026-10-01"  # a Thursday; the shipped ladder then steps on 28 Sept, 2, 16 and 21 Oct, 2 and 16 Nov
-TICKS = ("2026-09-28", "2026-10-02", "2026-10-16", "2026-11-02", "2026-11-16", "2026-11-18")
+# The ladder's days, and 5 October: the reminder_1 due on the 2nd waits for the shipped cadence (a week after the
+# courtesy notice of 28 September)
+TICKS = ("2026-09-28", "2026-10-02", "2026-10-05", "2026-10-16", "2026-11-02", "2026-11-16", "2026-11-18")
 KILL_ON = "2026-10-16"  # the notifier is killed mid-send on this day's reminders
 HOSTILE_NAME = "{{ 7*7 }} <script>"
 HOSTILE_EMAIL = "ops@inj.example\r\nBcc: x@example.com"

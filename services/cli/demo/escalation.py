@@ -4,8 +4,9 @@ The generator publishes a whole sample at once; a real ERP sends its messages as
 worker reacts to each change and to its timers. To show the ladder progressing with payments arriving, the demo
 delivers each message on the day it happened (:func:`delivery_days`), and drives the real
 :class:`~services.escalation.worker.EscalationWorker` with a simulated clock: at midnight it fires the timers due
-that day; after the day's messages (at :data:`FOLLOW_AT`) it follows the log and evaluates the customers they
-touched. Decisions, clock ticks, timers and outbox rows are exactly what production writes.
+that day, and again at 09:00 UTC for the contacts waiting for the tenants' send hour (:data:`TIMERS_AT`); after the
+day's messages (at :data:`FOLLOW_AT`) it follows the log and evaluates the customers they touched. Decisions, clock
+ticks, timers and outbox rows are exactly what production writes.
 
 :func:`audit` then reads every customer's stream back and folds it event by event, to summarise what the engine did
 and to check what must never happen (a reminder listing an invoice paid, cancelled or disputed at that moment,
@@ -32,6 +33,7 @@ from shared.ledger.state import CustomerState
 from shared.ledger.store import Ledger, RecordedEvent
 
 ZERO = Decimal(0)
+TIMERS_AT = (time(0, 0), time(9, 0))  # the day's timer rounds: steps at midnight, contacts from the send hour
 FOLLOW_AT = time(20, 0)  # the ERP's messages of a day happen before 20:00 UTC
 MAIL_FACTS = frozenset(events.REMINDER_OUTCOMES)
 DECISIONS = (
@@ -41,6 +43,7 @@ DECISIONS = (
     events.FeeCharged.TYPE,
     events.CreditBlocked.TYPE,
     events.CreditUnblocked.TYPE,
+    events.CollectionHandedOver.TYPE,
     events.TaskCreated.TYPE,
 )
 
@@ -147,6 +150,7 @@ class Audit:
     fees: dict[str, Money] = field(default_factory=dict)
     blocks: int = 0
     unblocks: int = 0
+    handovers: int = 0  # collection.handed_over events
     block_reasons: Counter[str] = field(default_factory=Counter)
     still_blocked: int = 0
     tasks: Counter[str] = field(default_factory=Counter)
@@ -237,6 +241,8 @@ def _audit_stream(
                 result.problems.append(f"{who}: unblock of {data['block_id']}, which is not the open block")
         elif kind == events.TaskCreated.TYPE:
             result.tasks[data["kind"]] += 1
+        elif kind == events.CollectionHandedOver.TYPE:
+            result.handovers += 1
         state.apply(events.parse(kind, data), event.occurred_at, recorded_at=event.recorded_at)
     if any(n not in (0, 1) for n in block_ids.values()):
         result.problems.append(f"{who}: blocks and unblocks do not pair up one to one")
@@ -355,6 +361,10 @@ def describe(event_type: str, data: dict[str, Any], state: CustomerState) -> str
         case events.TaskCreated.TYPE:
             listed = ", ".join(inv(i) for i in data["invoice_ids"])
             return f"task {data['kind']} due {data['due_on']}: {listed}"
+        case events.CollectionHandedOver.TYPE:
+            listed = ", ".join(inv(i) for i in data["invoice_ids"])
+            owed = amount(data["totals"]["outstanding"], data["currency"])
+            return f"handed over to collection: {listed}, {owed} -> {events.COLLECTION_HANDOVER}"
         case events.ReminderSent.TYPE:
             return f"e-mail {data['level']} sent to {', '.join(data['recipients'])}: {data['smtp_reply'][:40]}"
         case events.ReminderLetterRequested.TYPE:

@@ -30,6 +30,7 @@ from services.cli.demo import summary
 from services.cli.demo.cadence import Cadence, measure_ledger
 from services.cli.demo.escalation import (
     FOLLOW_AT,
+    TIMERS_AT,
     audit,
     days_between,
     delivery_days,
@@ -280,7 +281,8 @@ def _simulate(
 ) -> Simulated:
     """Deliver each hour's messages, and run the escalation worker on a simulated clock, day after day.
 
-    At midnight the worker fires the timers due that day; after each hour's messages it follows the log and
+    At midnight the worker fires the timers due that day (the steps falling due at the tenants' midnight), and again at
+    09:00 UTC (the contacts waiting for the tenants' send hour); after each hour's messages it follows the log and
     evaluates the customers they touched, as a worker that never lags would.
     """
     delivered = delivery_days(sample)
@@ -303,15 +305,17 @@ def _simulate(
     total, batches, ingest_seconds, escalation_seconds, mail_seconds = BatchResult(), 0, 0.0, 0.0, 0.0
     screen.write(
         f"  replaying {len(days)} days: each ERP message delivered on the day it happened, the escalation worker on "
-        f"a simulated clock (timers at 00:00, the day's changes at {FOLLOW_AT:%H:%M} UTC)\n"
+        f"a simulated clock (timers at {', '.join(f'{t:%H:%M}' for t in TIMERS_AT)}, the day's changes at "
+        f"{FOLLOW_AT:%H:%M} UTC)\n"
     )
     progress = Progress("simulating", len(days), screen)
     with mailer:
         for done, day in enumerate(days, start=1):
             began = time.perf_counter()
-            clock.now = _at(day, time_of_day(0))
-            while worker.fire_due_timers():
-                pass
+            for moment in TIMERS_AT:
+                clock.now = _at(day, moment)
+                while worker.fire_due_timers():
+                    pass
             escalation_seconds += time.perf_counter() - began
             mail_seconds += _timed(mailer.deliver)
             for seq in by_day.get(day, []):

@@ -23,7 +23,7 @@ from services.escalation.service import CLOCK_TICKED, Rules, evaluate, tick_even
 from services.escalation.timers import Timers
 from services.escalation.worker import EscalationWorker, PolicyBooks, tick
 from shared.config import Settings, load_settings
-from shared.contracts.commands import parse_command
+from shared.contracts.commands import CollectionHandover, CreditBlock, CreditUnblock, parse_command
 from shared.contracts.events import ReminderLine, ReminderRequested, ReminderTotals, instant_text
 from shared.ledger.db import make_engine
 from shared.ledger.schema import outbox
@@ -349,7 +349,8 @@ def test_relance_clock_tick_runs_the_real_engine(
     # notice, the late one none (it reached the last level)
     with engine.connect() as conn:
         kinds = sorted(conn.execute(select(outbox.c.kind)).scalars())
-    assert kinds == ["erp.credit_block", "notifier.send_reminder"]
+    # (61 days late is past the hand-over, at 60: the file goes to collection, and the hand-over letter out)
+    assert kinds == ["erp.collection_handover", "erp.credit_block", "notifier.send_reminder"]
     assert {t.customer_id for t in Timers(engine).all()} == {"C-OK"}
     # When the same tick runs again
     assert main(argv) == 0
@@ -379,10 +380,13 @@ def test_the_worker_runs_the_real_engine_and_unblocks_on_payment(pg_engine: Engi
     assert len(events_of(ledger, "C-1", "credit.unblocked")) == 1
     with pg_engine.connect() as conn:
         rows = conn.execute(select(outbox.c.kind, outbox.c.payload).order_by(outbox.c.id)).all()
-    commands = [parse_command(payload) for kind, payload in rows if kind.startswith("erp.")]
+    commands = [parse_command(payload) for kind, payload in rows if kind.startswith("erp.credit")]
     assert [c.command for c in commands] == ["erp.credit_block", "erp.credit_unblock"]
+    [handover] = [parse_command(payload) for kind, payload in rows if kind == "erp.collection_handover"]
+    assert isinstance(handover, CollectionHandover) and handover.invoice_ids == ["INV-1"]
     # And both bodies follow the published schema: the unblock names the block it ends, with the amounts
     block, unblock = commands
+    assert isinstance(block, CreditBlock) and isinstance(unblock, CreditUnblock)
     assert block.reason == "level" and block.overdue == {"EUR": Decimal("1200.00")}
     assert unblock.block_id == block.block_id and unblock.sequence > block.sequence
     assert unblock.overdue == {} and unblock.command_id != block.command_id

@@ -74,7 +74,12 @@ def test_asyncapi_document_describes_the_commands_relance_sends() -> None:
     }
     # And it carries the ERP's commands and the notifier's, each with its schema, routing key and AMQP properties
     messages = _messages(document, "relanceCommands")
-    assert set(messages) == {"erp.credit_block", "erp.credit_unblock", "notifier.send_reminder"}
+    assert set(messages) == {
+        "erp.credit_block",
+        "erp.credit_unblock",
+        "erp.collection_handover",
+        "notifier.send_reminder",
+    }
     for kind, message in messages.items():
         assert message["payload"] == {"$ref": f"./{kind}.json"} and (SCHEMA_DIR / f"{kind}.json").exists()
         assert message["bindings"]["amqp"]["messageType"] == kind
@@ -92,7 +97,7 @@ def test_asyncapi_document_describes_the_commands_relance_sends() -> None:
         if operation["channel"] == {"$ref": "#/channels/relanceCommands"}
     }
     assert sent == {
-        "sendErpCommand": {"ErpCreditBlock", "ErpCreditUnblock"},
+        "sendErpCommand": {"ErpCreditBlock", "ErpCreditUnblock", "ErpCollectionHandover"},
         "sendNotifierCommand": {"NotifierSendReminder"},
     }
     for name in sent:
@@ -116,7 +121,13 @@ def test_the_notifier_command_model_documents_the_body_the_outbox_writes() -> No
     # Given a reminder the engine decides, turned into its outbox row as the ledger does when appending it
     letter = Level("formal-notice", 5, "letter", "formal_notice", frozenset({"charge_interest"}), frozenset({"email"}))
     policy = Policy(name="p", version="v1", levels=(letter,), business_days=False)
-    state = fold([customer(), invoice("INV-1", "100.00", issue_date="2026-02-01", due_date="2026-03-02")])
+    state = fold(
+        [
+            customer(),
+            invoice("INV-1", "100.00", issue_date="2026-02-01", due_date="2026-03-02"),
+            invoice("INV-2", "50.00", issue_date="2026-02-09", due_date="2026-03-09"),  # overdue, listed apart
+        ]
+    )
     as_of = datetime(2026, 3, 10, 9, tzinfo=UTC)
     [reminder] = [d for d in decide(state, policy, as_of, RateTable.default()) if d.event_type == "reminder.requested"]
     event: dict[str, Any] = {"event_id": reminder.event_id, "event_type": reminder.event_type, "tenant": state.tenant}
@@ -124,9 +135,11 @@ def test_the_notifier_command_model_documents_the_body_the_outbox_writes() -> No
     [row] = command_rows([event], as_of)
     payload = json.loads(json.dumps(row["payload"]))
     # Then the model names every field of the body, and of its lines and totals, and accepts it
-    assert set(payload) == set(SendReminder.model_fields) == {*COMMAND_EXAMPLES["notifier.send_reminder"], "rates"}
     # (the example, a first reminder, states no interest, so no rates; a line's fee_currency only for a foreign fee)
-    assert set(payload["lines"][0]) == set(ReminderLine.model_fields) - {"fee_currency"}
+    assert set(payload) == set(SendReminder.model_fields) == {*COMMAND_EXAMPLES["notifier.send_reminder"], "rates"}
+    line_fields = set(ReminderLine.model_fields) - {"fee_currency"}
+    assert set(payload["lines"][0]) | {"notices"} == line_fields  # nothing sent before
+    assert set(payload["also"][0]) | {"level", "notices"} == line_fields  # no level reached
     assert payload["law"] == "fr" and payload["rates"][0]["rate"] == "12.15"
     assert set(payload["totals"]) == set(ReminderTotals.model_fields)
     assert SendReminder.model_validate(payload).channel == "letter"

@@ -110,7 +110,13 @@ def test_an_unpaid_invoice_climbs_the_whole_ladder_one_level_per_step_date_and_n
             ("reminder", "EUR", "formal-notice", "INV-1"),
         ],
         "2026-04-01": [("level", "INV-1", "block"), ("blocked", "level")],
-        "2026-04-16": [("level", "INV-1", "hand-over"), ("task", "hand_over", "INV-1", "1000.00")],
+        "2026-04-16": [
+            ("level", "INV-1", "hand-over"),
+            ("task", "hand_over", "INV-1", "1000.00"),
+            # the file's figures for the agency: 45 days at 12.15 % on 1000.00 = 14.979…
+            ("interest", "INV-1", "14.98"),
+            ("handed_over", "EUR", "INV-1"),
+        ],
     }
     courtesy, first, formal = c.only("reminder.requested")
     assert courtesy["lines"][0]["days_late"] == 0 and courtesy["language"] == "fr"
@@ -125,8 +131,11 @@ def test_an_unpaid_invoice_climbs_the_whole_ladder_one_level_per_step_date_and_n
             "days_late": 5,
             "interest": "0",
             "fee": "0",
+            "level": "reminder-1",
+            "notices": [{"level": "courtesy", "reminder_id": courtesy["reminder_id"], "on": "2026-02-27"}],
         }
     ]
+    assert [n["level"] for n in formal["lines"][0]["notices"]] == ["courtesy", "reminder-1"]
     assert formal["channel"] == "letter" and formal["template"] == "formal-notice"
     assert formal["totals"] == {"outstanding": "1000.00", "interest": "6.66", "fees": "40.00"}
     assert c.state.escalations["INV-1"].passed == [lv.key for lv in LADDER]
@@ -231,16 +240,21 @@ def test_a_dispute_on_one_of_three_invoices_pauses_only_that_one() -> None:
             ("level", "INV-3", "reminder-1"),
             ("reminder", "EUR", "reminder-1", "INV-1,INV-3"),
         ],
-        # resolved: INV-2 resumes at the next level at once, listed with the others
-        "2026-03-10": [("level", "INV-2", "reminder-1"), ("reminder", "EUR", "reminder-1", "INV-1,INV-2,INV-3")],
+        # resolved: INV-2 resumes at the next level at once; the others, already reminded, are listed apart
+        "2026-03-10": [("level", "INV-2", "reminder-1"), ("reminder", "EUR", "reminder-1", "INV-2")],
         "2026-03-14": [
             ("level", "INV-1", "call"),
             ("level", "INV-3", "call"),
-            ("task", "phone_call", "INV-1,INV-2,INV-3", "1500.00"),
+            ("task", "phone_call", "INV-1,INV-3", "1300.00"),
         ],
         # and keeps the ladder's spacing from there (reminder-1 + 7 days)
-        "2026-03-17": [("level", "INV-2", "call"), ("task", "phone_call", "INV-1,INV-2,INV-3", "1500.00")],
+        "2026-03-17": [("level", "INV-2", "call"), ("task", "phone_call", "INV-2", "200.00")],
     }
+    resumed = c.only("reminder.requested")[-1]
+    assert [(line["invoice_id"], line["level"]) for line in resumed["also"]] == [
+        ("INV-1", "reminder-1"),
+        ("INV-3", "reminder-1"),
+    ]
 
 
 def test_a_disputed_invoice_does_not_hold_a_credit_block() -> None:
@@ -384,20 +398,28 @@ def test_one_reminder_per_currency_at_the_highest_level_and_never_two_levels_the
     )
     decisions = c.evaluate(date(2026, 3, 7))
     reminders = [summary(d) for d in decisions if d.event_type == "reminder.requested"]
+    # The formal notice demands INV-B alone; INV-A, at reminder-1, is listed apart at its own level
     assert reminders == [
-        ("reminder", "EUR", "formal-notice", "INV-B,INV-A"),
+        ("reminder", "EUR", "formal-notice", "INV-B"),
         ("reminder", "USD", "reminder-1", "INV-U"),
     ]
+    (formal,) = [d.data for d in decisions if d.data.get("level") == "formal-notice" and "lines" in d.data]
+    assert [(line["invoice_id"], line["level"]) for line in formal["also"]] == [("INV-A", "reminder-1")]
     # When another overdue invoice arrives the same day
     c.erp(date(2026, 3, 7), invoice("INV-C", "60.00", issue_date="2026-02-01", due_date="2026-03-01"))
-    # Then it waits for the next day rather than send a second level today
-    assert c.evaluate(date(2026, 3, 7), hour=15) == []
-    assert [summary(d) for d in c.evaluate(date(2026, 3, 8))] == [
-        ("level", "INV-C", "reminder-1 skipping courtesy"),
-        ("interest", "INV-B", "1.75"),  # refreshed for the new reminder: 21 days at 12.15 % on 250.00
-        # At the firmest written level among what it lists: INV-B stands at the formal notice
-        ("reminder", "EUR", "formal-notice", "INV-B,INV-C,INV-A"),
+    # Then it reaches its level by the calendar, but its reminder waits for the next day: one message a day
+    assert [summary(d) for d in c.evaluate(date(2026, 3, 7), hour=15)] == [
+        ("level", "INV-C", "reminder-1 skipping courtesy")
     ]
+    assert [summary(d) for d in c.evaluate(date(2026, 3, 8))] == [
+        ("interest", "INV-B", "1.75"),  # refreshed for the new reminder: 21 days at 12.15 % on 250.00
+        # INV-A and INV-C were never told reminder-1: they are demanded at it; INV-B's formal notice is not repeated
+        ("reminder", "EUR", "reminder-1", "INV-C,INV-A"),
+    ]
+    second = c.only("reminder.requested")[-1]
+    (b,) = second["also"]
+    assert b["invoice_id"] == "INV-B" and b["level"] == "formal-notice"
+    assert b["notices"] == [{"level": "formal-notice", "reminder_id": formal["reminder_id"], "on": "2026-03-07"}]
 
 
 def test_nothing_is_sent_below_the_minimum_until_the_total_reaches_it() -> None:
@@ -408,9 +430,11 @@ def test_nothing_is_sent_below_the_minimum_until_the_total_reaches_it() -> None:
     assert c.table() == {}
     c.erp(date(2026, 3, 10), invoice("INV-2", "30.00", issue_date="2026-02-10", due_date="2026-03-09"))
     assert [summary(d) for d in c.evaluate(date(2026, 3, 10))] == [
-        ("level", "INV-1", "reminder-1 skipping courtesy"),  # INV-2 is listed, its own reminder-1 comes later
-        ("reminder", "EUR", "reminder-1", "INV-1,INV-2"),
+        ("level", "INV-1", "reminder-1 skipping courtesy"),  # INV-2 is listed apart, its own reminder-1 comes later
+        ("reminder", "EUR", "reminder-1", "INV-1"),
     ]
+    (listed,) = c.only("reminder.requested")
+    assert [line["invoice_id"] for line in listed["also"]] == ["INV-2"] and "level" not in listed["also"][0]
 
 
 # ---------------------------------------------------------------------------------------------------- identity

@@ -65,6 +65,9 @@ def test_the_shipped_ladder() -> None:
         assert policy.level("formal_notice").copy_channels == {"email"}
         assert policy.minimum_overdue["EUR"] == Decimal("10.00")
         assert policy.fixed_fee == {"EUR": Decimal("40.00")}
+        # And both contact a customer at most once a week and four times in 30 days, from 08:00 local time
+        assert (policy.cadence.min_days_between_contacts, policy.cadence.max_contacts) == (7, 4)
+        assert (policy.cadence.window_days, policy.send_hour) == (30, 8)
     # And the French one follows French law (ECB + 10), the English one, the UK tenant's, English law (BoE + 8)
     assert (french.law, french.interest.basis, french.interest.reference, french.interest.margin) == (
         "fr",
@@ -79,7 +82,8 @@ def test_the_shipped_ladder() -> None:
         Decimal("8"),
     )
     assert not french.interest.floor and not english.interest.floor  # the statutory rates, not agreed ones
-    # And they differ in law, language and holidays only
+    assert (english.timezone, french.timezone) == ("Europe/London", "Europe/Paris")
+    # And they differ in law, language, holidays and time zone only
     assert (english.language, french.language) == ("en", "fr")
     assert not english.holidays
     assert {date(2026, 4, 6), date(2026, 5, 14), date(2026, 5, 25), date(2031, 7, 14)} <= french.holidays
@@ -122,6 +126,12 @@ LEVELS = MINIMAL["levels"]
         ({"grace_days": -1}, "grace_days", "greater than or equal to 0"),
         ({"language": "French"}, "language", "pattern"),
         ({"name": None}, "name", "valid string"),
+        ({"timezone": "Mars/Olympus"}, "timezone", "not a time zone name such as Europe/Paris"),
+        ({"send_hour": 24}, "send_hour", "less than or equal to 23"),
+        ({"cadence": {"min_days_between_contacts": -1}}, "cadence.min_days_between_contacts", "greater than or equal"),
+        ({"cadence": {"max_contacts": 0}}, "cadence.max_contacts", "greater than or equal to 1"),
+        ({"cadence": {"window": 30}}, "cadence.window", "unknown field"),
+        ({"levels": [{**LEVELS[0], "min_days_since_contact": "7"}]}, "levels[0].min_days_since_contact", "integer"),
     ],
 )
 def test_an_invalid_policy_names_the_file_the_field_and_the_fix(
@@ -254,6 +264,21 @@ def test_the_law_changes_the_version(tmp_path: Path) -> None:
     explicit = read_policy(_write(tmp_path / "fr2.yaml", _minimal(law="fr")))[0]
     english = read_policy(_write(tmp_path / "uk.yaml", _minimal(law="uk")))[0]
     assert french.version == explicit.version != english.version
+
+
+def test_without_a_cadence_section_contacts_are_only_kept_a_day_apart_in_utc(tmp_path: Path) -> None:
+    policy = load_policy(_write(tmp_path / "policy.yaml", _minimal()))
+    assert (policy.timezone, policy.send_hour) == ("UTC", 0)
+    assert (policy.cadence.min_days_between_contacts, policy.cadence.max_contacts) == (1, None)
+    tuned = _minimal(cadence={"min_days_between_contacts": 5, "max_contacts": 3, "window_days": 21})
+    tuned["levels"][1]["min_days_since_contact"] = 10
+    loaded = load_policy(_write(tmp_path / "tuned.yaml", tuned))
+    assert (loaded.cadence.min_days_between_contacts, loaded.cadence.max_contacts, loaded.cadence.window_days) == (
+        5,
+        3,
+        21,
+    )
+    assert loaded.level("formal_notice").min_days_since_contact == 10 and loaded.version != policy.version
 
 
 def test_a_margin_below_the_eu_minimum_warns(tmp_path: Path) -> None:

@@ -269,6 +269,21 @@ def test_still_due_keeps_only_open_undisputed_invoices() -> None:
     assert data["totals"] == {"outstanding": "10.00", "interest": "0", "fees": "0"}
 
 
+def test_still_due_drops_from_the_invoices_listed_apart_what_is_no_longer_due_and_demands_nothing_for_them() -> None:
+    from tests.factories import dispute, fold
+
+    state = fold([customer(), invoice("A", "10.00", due_date=DUE), invoice("B", "20.00", due_date=DUE), dispute("B")])
+    command = {
+        "reminder_id": "R",
+        "currency": "EUR",
+        "lines": [{"invoice_id": "A", "outstanding": "10.00"}],
+        "also": [{"invoice_id": "B", "outstanding": "20.00"}, {"invoice_id": "A", "outstanding": "9.00"}],
+    }
+    data, reasons = still_due(command, state)
+    assert [line["invoice_id"] for line in data["also"]] == ["A"] and reasons == []
+    assert data["totals"]["outstanding"] == "10.00"  # the lines alone
+
+
 def test_a_replay_reproduces_the_decisions_around_the_notifier_s_evidence(desk: Desk, tmp_path: Path) -> None:
     from services.escalation.replay import replay
     from shared.ledger.migrate import upgrade

@@ -16,7 +16,9 @@ from services.escalation.model import Policy
 from services.escalation.policy import PolicyLibrary
 
 SHIPPED = PolicyLibrary.load(None)
-FR = Rules.of(SHIPPED.common.policies["standard-fr"])
+SHIPPED_FR = Rules.of(SHIPPED.common.policies["standard-fr"])
+# The shipped French ladder alone, in UTC and without a cadence: what the absolute rules are measured against
+FR = replace(SHIPPED_FR, zone=UTC, min_days_between_contacts=None, max_contacts=None, min_days_since_contact={})
 D = date(2026, 10, 1)
 
 
@@ -119,8 +121,8 @@ def rule_names(cadence: Cadence) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------- rules
-def test_the_rules_of_a_shipped_policy_are_its_ladder_without_a_cadence() -> None:
-    assert FR.ladder == (
+def test_the_rules_of_a_shipped_policy_are_its_ladder_zone_and_cadence() -> None:
+    assert SHIPPED_FR.ladder == (
         "courtesy",
         "reminder_1",
         "reminder_2",
@@ -129,11 +131,11 @@ def test_the_rules_of_a_shipped_policy_are_its_ladder_without_a_cadence() -> Non
         "credit_block",
         "hand_over",
     )
-    assert "phone_call" not in FR.written and {"courtesy", "formal_notice", "hand_over"} <= FR.written
-    assert FR.before_due == {"courtesy"}
-    assert FR.hand_over == {"hand_over"}
-    assert FR.zone is UTC
-    assert (FR.min_days_between_contacts, FR.max_contacts, FR.window_days) == (None, None, 30)
+    assert "phone_call" not in SHIPPED_FR.written and {"courtesy", "formal_notice", "hand_over"} <= SHIPPED_FR.written
+    assert SHIPPED_FR.before_due == {"courtesy"}
+    assert SHIPPED_FR.hand_over == {"hand_over"}
+    assert SHIPPED_FR.zone == ZoneInfo("Europe/Paris")
+    assert (SHIPPED_FR.min_days_between_contacts, SHIPPED_FR.max_contacts, SHIPPED_FR.window_days) == (7, 4, 30)
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ def test_the_rules_read_a_policys_time_zone_and_cadence_when_it_has_them() -> No
 
 def test_a_policy_name_the_book_does_not_hold_is_measured_under_the_books_default() -> None:
     rules = rules_of(SHIPPED)
-    assert rules("acme-fr", "no-such-policy") == rules("acme-fr", None) == FR
+    assert rules("acme-fr", "no-such-policy") == rules("acme-fr", None) == SHIPPED_FR
     english = Rules.of(SHIPPED.common.policies["standard-en"])
     assert rules("acme-uk", "standard-en") == english
 
