@@ -41,10 +41,14 @@ The rules, in the order a credit manager would apply them:
 * **Minimum amount.** When the outstanding total a reminder would list is below the policy's minimum for the
   currency, nothing moves, before or after the due date (courtesy notices included); the invoices catch up when the
   total reaches it.
-* **Money.** ``interest.computed`` carries the total late interest owed on the invoice through the as-of date (it
-  replaces the previous figure), when a level with ``charge_interest`` is reached or passed over and again whenever
-  a reminder lists the invoice. ``fee.charged`` is the fixed recovery fee, once per invoice, when a level with
-  ``charge_fee`` is reached or passed over, in the currencies the policy sets a fee for.
+* **Money: claims owed from the first day late** (:mod:`services.escalation.claims`). ``fee.charged`` is the fixed
+  indemnity, once per late invoice, the first evaluation after its due date (or once it is settled late), in the
+  currencies the policy sets a fee for. ``interest.computed`` carries the total late interest owed on a late invoice
+  through the as-of date (it replaces the previous figure) whenever the invoice moves a level or a message lists it;
+  ``claim.fixed`` fixes it for good once the principal is settled late. A level with ``charge_interest`` /
+  ``charge_fee`` means the claim is *claimed* from that level: a reminder line's ``interest`` and ``fee`` are the
+  claimed amounts still owed, and claimed claims still owed on settled invoices ride in the next message's
+  ``claims``, with one ``claim_owed`` task per such invoice.
 * **Credit block.** Blocked while an overdue, undisputed invoice has reached a level with ``block_credit``, or
   (``block_over_credit_limit``) while the overdue amount in the credit limit's currency exceeds the limit; one
   ``credit.blocked`` per episode and one ``credit.unblocked`` when neither holds any more.
@@ -73,14 +77,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from services.escalation.calendar import step_date
+from services.escalation.claims import ClaimsView
+from services.escalation.claims import allocation as claim_allocation
 from services.escalation.interest import (
     InterestResult,
     MissingReferenceRate,
     RateTable,
-    fixed_fee,
     late_interest,
     outstanding_timeline,
 )
@@ -110,7 +116,7 @@ def next_due(state: CustomerState, policy: Policy, as_of: datetime, rates: RateT
     an invoice held for a missing rate brings the next evaluation to the next day.
     """
     evaluation = _Evaluation(state, policy, as_of, rates)
-    days = [d for d in evaluation.upcoming() if d > evaluation.today]
+    days = [d for d in [*evaluation.upcoming(), *evaluation.claims.upcoming()] if d > evaluation.today]
     return None if not days else datetime.combine(min(days), time(0), tzinfo=UTC)
 
 
@@ -179,8 +185,9 @@ class _Evaluation:
         self.results: dict[str, InterestResult] = {}  # interest owed through today, computed while tracking
         self.tracks = [self._track(invoice) for invoice in state.open_invoices() if invoice.outstanding > 0]
         self.decisions: list[Decision] = []
-        self.fees: dict[str, Decimal] = {}  # fees charged by this evaluation
         self.interest: dict[str, Decimal] = {}  # interest computed by this evaluation (or already today)
+        task_id = partial(decision_id, state.tenant, state.customer_id, "task")
+        self.claims = ClaimsView(state, policy, self.today, rates, task_id)
 
     # ----------------------------------------------------------------------------------------------- deciding
     def decide(self) -> list[Decision]:
@@ -191,6 +198,8 @@ class _Evaluation:
         self._promise_tasks()
         self._behaviour_task()
         self._hold_tasks()
+        for task in self.claims.tasks():
+            self._emit(task.model, task.subject, **task.fields)
         return self.decisions
 
     def _emit(self, model: type[events.RelanceEvent], subject: Iterable[str], **fields: Any) -> str:
@@ -236,21 +245,23 @@ class _Evaluation:
         return moving
 
     def _money(self, moving: list[_Track]) -> None:
+        late = [t.invoice for t in self.tracks if t.paused in (None, "promise") and t.due < self.today]
+        for charge in self.claims.charges(late):
+            self._emit(charge.model, charge.subject, **charge.fields)
         for track in moving:
-            record = self.state.escalations.get(track.invoice_id)
-            if "charge_fee" in track.actions and (record is None or record.fee is None):
-                fee = fixed_fee(self.policy, track.currency)
-                if fee is not None:
-                    self._emit(
-                        events.FeeCharged,
-                        (track.invoice_id,),
-                        invoice_id=track.invoice_id,
-                        currency=track.currency,
-                        amount=fee,
-                    )
-                    self.fees[track.invoice_id] = fee
-            if any("charge_interest" in self._acts(k) for k in [*track.skipped, track.target]):
-                self._charge_interest(track)
+            self._accrue(track)
+
+    def _accrue(self, track: _Track) -> None:
+        """Record the running interest of a late invoice; one whose rate is missing waits, unless it is claimed
+        (then :meth:`_track` held it)."""
+        if track.invoice.due_date >= self.today:
+            return
+        if self.rates is None and self.policy.interest.basis != "contractual":
+            return
+        try:
+            self._charge_interest(track)
+        except MissingReferenceRate:
+            return
 
     def _charge_interest(self, track: _Track) -> None:
         if track.invoice_id in self.interest:
@@ -269,6 +280,7 @@ class _Evaluation:
             amount=result.amount,
             through=self.today,
             days=result.days,
+            **claim_allocation(self.policy),
         )
 
     def _interest_owed(self, invoice: Invoice) -> InterestResult:
@@ -309,6 +321,7 @@ class _Evaluation:
             )
             if level.channel in ("email", "letter"):
                 reminder_id = decision_id(self.state.tenant, self.state.customer_id, "reminder", *subject)
+                claims, totals = self.claims.message(currency, totals)
                 self._emit(
                     events.ReminderRequested,
                     subject,
@@ -322,6 +335,7 @@ class _Evaluation:
                     invoice_ids=[t.invoice_id for t in listed],
                     lines=lines,
                     totals=totals,
+                    **claims,
                 )
             elif level.channel == "phone":
                 self._task("phone_call", subject, self.today, listed, currency, f"level {level.key}")
@@ -344,13 +358,8 @@ class _Evaluation:
 
     def _line(self, track: _Track) -> events.ReminderLine:
         invoice = track.invoice
-        record = self.state.escalations.get(track.invoice_id)
-        interest = self.interest.get(track.invoice_id)
-        if interest is None:
-            interest = record.interest if record is not None and record.interest is not None else ZERO
-        fee = self.fees.get(track.invoice_id)
-        if fee is None:
-            fee = record.fee if record is not None and record.fee is not None else ZERO
+        self._accrue(track)
+        interest, fee, fee_currency = self.claims.line(invoice, track.actions, self.interest.get(track.invoice_id))
         return events.ReminderLine(
             invoice_id=invoice.invoice_id,
             number=invoice.number,
@@ -361,6 +370,7 @@ class _Evaluation:
             days_late=max(0, (self.today - track.due).days),
             interest=interest,
             fee=fee,
+            **fee_currency,
         )
 
     def _language(self) -> str:

@@ -53,6 +53,8 @@ class Policy:
     promise_grace_days: int = 2  # a promise pauses its invoices until promised date + this
     block_over_credit_limit: bool = True  # block credit when the overdue amount exceeds the customer's limit
     language: str = "en"  # default language of reminders when the customer has none
+    # What money a payment leaves unallocated settles first: "principal_first" or "claims_first" (shared.ledger.claims)
+    claims_allocation: Literal["principal_first", "claims_first"] = "principal_first"
 
     def level(self, key: str) -> Level:
         for level in self.levels:

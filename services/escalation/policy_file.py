@@ -95,6 +95,11 @@ class _InterestSpec(_Spec):
     legal_rate: DecimalText | None = None  # French legal interest rate, for the 3x floor check on a contractual rate
 
 
+class _ClaimsSpec(_Spec):
+    # What money a payment leaves unallocated settles first (see shared.ledger.claims and the README).
+    allocation: Literal["principal_first", "claims_first"] = "principal_first"
+
+
 class _PolicySpec(_Spec):
     name: Annotated[str, Field(pattern=_NAME)]
     language: Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] = "en"
@@ -107,6 +112,7 @@ class _PolicySpec(_Spec):
     fixed_fee: dict[Currency, DecimalText] = Field(default_factory=lambda: {"EUR": Decimal("40.00")})
     promise_grace_days: Annotated[StrictInt, Field(ge=0, le=60)] = 2
     block_over_credit_limit: StrictBool = True
+    claims: _ClaimsSpec = Field(default_factory=_ClaimsSpec)
 
 
 class _BookSpec(_Spec):
@@ -169,6 +175,7 @@ def _canonical_content(spec: _PolicySpec) -> dict[str, Any]:
         "fixed_fee": {cur: _money(amount, cur) for cur, amount in spec.fixed_fee.items()},
         "promise_grace_days": spec.promise_grace_days,
         "block_over_credit_limit": spec.block_over_credit_limit,
+        "claims": {"allocation": spec.claims.allocation},
     }
 
 
@@ -344,6 +351,7 @@ def _build(spec: _PolicySpec) -> Policy:
         promise_grace_days=spec.promise_grace_days,
         block_over_credit_limit=spec.block_over_credit_limit,
         language=spec.language,
+        claims_allocation=spec.claims.allocation,
     )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -79,6 +79,15 @@ class Credit:
         return self.key.split(":", 1)[0]
 
 
+class ClaimsSink(Protocol):
+    """Where free credit goes besides principal: :class:`shared.ledger.claims.Claims` (:meth:`Receivables.settle`)."""
+
+    @property
+    def claims_first(self) -> bool: ...
+
+    def absorb(self, receivables: Receivables, credits: list[Credit], currency: str, touched: Touched) -> None: ...
+
+
 @dataclass
 class Receivables:
     profile: dict[str, Any] | None = None  # the customer.upserted data in force
@@ -95,6 +104,8 @@ class Receivables:
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)  # plan_id -> payment_plan.agreed data
     fingerprints: dict[str, str] = field(default_factory=dict)  # business key -> content fingerprint
     promise_recorded: dict[str, str] = field(default_factory=dict)  # promise_id -> occurred_at of its record
+    # The claims owed besides principal, set by the state that composes both; not part of this part's own state.
+    claims: ClaimsSink | None = field(default=None, compare=False, repr=False)
 
     # ----------------------------------------------------------------------------------------------- deciding
     def check(self, event: Event) -> Check:
@@ -208,11 +219,17 @@ class Receivables:
                 invoice.status = "paid"
         credit.free += wanted - applied
 
+    def settle(self, currency: str, touched: Touched) -> None:
+        """Apply free credit, oldest first, to the oldest open undisputed invoices of the currency, and to the claims
+        owed besides principal: before principal under ``claims_first``, after it otherwise."""
+        self._settle(currency, touched)
+
     def _settle(self, currency: str, touched: Touched) -> None:
-        """Apply free credit, oldest first, to the oldest open undisputed invoices of the currency."""
         credits = sorted((c for c in self.credits.values() if c.currency == currency and c.free > 0), key=_credit_age)
         if not credits:
             return
+        if self.claims is not None and self.claims.claims_first:
+            self.claims.absorb(self, credits, currency, touched)
         invoices = [
             i
             for i in self.open_invoices()
@@ -228,6 +245,8 @@ class Receivables:
                 touched.invoices.add(invoice.invoice_id)
                 if not invoice.is_open:
                     break
+        if self.claims is not None:
+            self.claims.absorb(self, credits, currency, touched)
 
 
 # --------------------------------------------------------------------------------------------------- instants
