@@ -168,6 +168,8 @@ def summary(decision: Decided) -> tuple[str, ...]:
             return ("fee", data["invoice_id"], data["amount"])
         case "interest.computed":
             return ("interest", data["invoice_id"], data["amount"])
+        case "claim.fixed":
+            return ("fixed", data["invoice_id"], data["amount"], data["through"])
         case "credit.blocked":
             return ("blocked", data["reason"])
         case "credit.unblocked":

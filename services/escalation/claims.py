@@ -20,6 +20,7 @@ The fixed indemnity's amount and currency come from :func:`fee_for` alone: the l
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -33,7 +34,7 @@ from services.escalation.interest import (
     late_interest,
     outstanding_timeline,
 )
-from services.escalation.model import Policy
+from services.escalation.model import Decision, Policy
 from shared.contracts import events
 from shared.ledger.claims import INDEMNITY, INTEREST, PRINCIPAL_FIRST, Claim
 from shared.ledger.state import CustomerState, Invoice
@@ -84,6 +85,7 @@ class ClaimsView:
     rates: RateTable | None
     task_id: Callable[[str, str], str]  # the engine's id of a task of a kind about an invoice
     fees: dict[str, tuple[Decimal, str]] = field(default_factory=dict)  # invoice_id -> fee charged now
+    settled_charged: set[str] = field(default_factory=set)  # settled invoices this evaluation charged claims on
 
     # ----------------------------------------------------------------------------------------------- charging
     def charges(self, late: Iterable[Invoice]) -> list[Charge]:
@@ -96,8 +98,10 @@ class ClaimsView:
             settled = settlement_day(self.state, invoice)
             if settled is None or settled <= invoice.due_date or invoice.invoice_id in self.state.disputes:
                 continue
-            found += self._fee(invoice)
-            found += self._fixed(invoice, settled)
+            charged = self._fee(invoice) + self._fixed(invoice, settled)
+            if charged:
+                self.settled_charged.add(invoice.invoice_id)
+            found += charged
         return found
 
     def _fee(self, invoice: Invoice) -> list[Charge]:
@@ -173,7 +177,7 @@ class ClaimsView:
         """The claims a message in ``currency`` carries: claimed and still owed, on invoices of that currency whose
         principal is settled, oldest invoice first."""
         lines = []
-        for invoice in self._settled(currency):
+        for invoice in _settled(self.state, currency):
             for claim in self.state.claims.of_invoice(invoice.invoice_id):
                 if claim.claimed and claim.owed > 0:
                     lines.append(
@@ -200,21 +204,18 @@ class ClaimsView:
         )
         return {"claims": lines}, with_claims
 
-    def _settled(self, currency: str) -> list[Invoice]:
-        return sorted(
-            (
-                i
-                for i in self.state.invoices.values()
-                if i.currency == currency and i.status == "paid" and i.invoice_id not in self.state.disputes
-            ),
-            key=lambda i: (i.due_date, i.issue_date, i.invoice_id),
-        )
-
     # ----------------------------------------------------------------------------------------------- tasks
-    def tasks(self) -> list[Charge]:
-        """One ``claim_owed`` task per settled invoice left owing claimed claims."""
+    def tasks(self, decided: Iterable[Decision]) -> list[Charge]:
+        """One ``claim_owed`` task per settled invoice left owing claimed claims, after the evaluation's own
+        decisions (``decided``): when it charged claims on a settled invoice, they are folded into a copy of the
+        state first, so that free credit the fold would let settle them counts."""
+        state = self.state
+        if self.settled_charged:
+            state = copy.deepcopy(self.state)
+            for decision in decided:
+                state.apply(decision.event, None, decision.event_id, recorded_at=None)
         found = []
-        for invoice, owed in self._untasked():
+        for invoice, owed in self._untasked(state):
             what = " and ".join(f"{c.kind} {c.owed} {c.currency}" for c in owed)
             note = (
                 f"invoice {invoice.number} is settled but {what} claimed on it is still owed: pursue it, or waive it "
@@ -235,14 +236,26 @@ class ClaimsView:
     def upcoming(self) -> list[date]:
         """Tomorrow, when a task of :meth:`tasks` is still to be created (the claim became owed after this
         evaluation's decisions were folded, so the next evaluation creates it)."""
-        return [self.today + timedelta(days=1)] if self._untasked() else []
+        return [self.today + timedelta(days=1)] if self._untasked(self.state) else []
 
-    def _untasked(self) -> list[tuple[Invoice, list[Claim]]]:
+    def _untasked(self, state: CustomerState) -> list[tuple[Invoice, list[Claim]]]:
         """The settled invoices left owing claimed claims that have no ``claim_owed`` task yet."""
         found = []
-        for currency in sorted({i.currency for i in self.state.invoices.values()}):
-            for invoice in self._settled(currency):
-                owed = [c for c in self.state.claims.of_invoice(invoice.invoice_id) if c.claimed and c.owed > 0]
-                if owed and self.task_id(TASK, invoice.invoice_id) not in self.state.tasks:
+        for currency in sorted({i.currency for i in state.invoices.values()}):
+            for invoice in _settled(state, currency):
+                owed = [c for c in state.claims.of_invoice(invoice.invoice_id) if c.claimed and c.owed > 0]
+                if owed and self.task_id(TASK, invoice.invoice_id) not in state.tasks:
                     found.append((invoice, owed))
         return found
+
+
+def _settled(state: CustomerState, currency: str) -> list[Invoice]:
+    """The invoices of ``currency`` whose principal is settled, undisputed, oldest first."""
+    return sorted(
+        (
+            i
+            for i in state.invoices.values()
+            if i.currency == currency and i.status == "paid" and i.invoice_id not in state.disputes
+        ),
+        key=lambda i: (i.due_date, i.issue_date, i.invoice_id),
+    )

@@ -198,7 +198,7 @@ class _Evaluation:
         self._promise_tasks()
         self._behaviour_task()
         self._hold_tasks()
-        for task in self.claims.tasks():
+        for task in self.claims.tasks(self.decisions):
             self._emit(task.model, task.subject, **task.fields)
         return self.decisions
 
