@@ -73,9 +73,8 @@ class Claim:
 
     @property
     def owed(self) -> Decimal:
-        if self.void:
-            return ZERO
-        return max(ZERO, self.charged - self.allocated - self.waived)
+        remaining = self.charged - self.allocated - self.waived
+        return ZERO if self.void or remaining < 0 else remaining
 
 
 @dataclass

@@ -158,7 +158,7 @@ def _escalation_from(raw: dict[str, Any]) -> Escalation:
 def _claims_json(claims: Claims) -> dict[str, Any]:
     return {
         "claims": {
-            invoice_id: {kind: _claim_json(claim) for kind, claim in by_kind.items()}
+            invoice_id: {kind: claim_json(claim) for kind, claim in by_kind.items()}
             for invoice_id, by_kind in claims.claims.items()
         },
         "claims_allocation": claims.allocation,
@@ -193,7 +193,8 @@ def _from_escalations(escalations: dict[str, Escalation]) -> Claims:
     return claims
 
 
-def _claim_json(claim: Claim) -> dict[str, Any]:
+def claim_json(claim: Claim) -> dict[str, Any]:
+    """A claim as the snapshot keeps it (credits that settled it under ``settled``)."""
     return {
         "invoice_id": claim.invoice_id,
         "kind": claim.kind,
