@@ -139,7 +139,6 @@ class Claims:
                         self._changed(claim, receivables, touched)
             case erp.InvoiceCancelled():
                 for claim in self.of_invoice(event.invoice_id):
-                    claim.void = True
                     self._changed(claim, receivables, touched)
 
     def _rule(self, allocation: str | None) -> None:
@@ -156,6 +155,7 @@ class Claims:
     def _changed(self, claim: Claim, receivables: Receivables, touched: Touched) -> None:
         """A claim's figure, status or waiver changed: give back what it holds beyond its due, then settle again."""
         touched.invoices.add(claim.invoice_id)
+        claim.void = claim.invoice_id in receivables.cancelled
         keep = ZERO if claim.void else max(ZERO, claim.charged - claim.waived)
         excess = claim.allocated - keep
         for key in reversed(list(claim.settled)):
