@@ -114,14 +114,12 @@ def render_stream(stream: list[RecordedEvent], state: CustomerState) -> str:
     if state.escalations:
         lines.append("")
         lines.append("dunning")
-        lines.append(f"  {'invoice':<16} {'level':<16} {'since':<10} {'interest':>14} {'fee':>12}")
+        lines.append(f"  {'invoice':<16} {'level':<16} {'since':<10}")  # its interest and fee: under claims
         for record in sorted(state.escalations.values(), key=lambda r: r.invoice_id):
             known = state.invoices.get(record.invoice_id)
-            interest = _money(record.interest, record.currency) if record.interest is not None else "-"
-            fee = _money(record.fee, record.currency) if record.fee is not None else "-"
             lines.append(
                 f"  {(known.number if known else record.invoice_id)[:16]:<16} {(record.level or '-')[:16]:<16} "
-                f"{record.reached_on.isoformat() if record.reached_on else '-':<10} {interest:>14} {fee:>12}"
+                f"{record.reached_on.isoformat() if record.reached_on else '-':<10}"
             )
     lines += _claims_lines(state)
     if state.credit_block is not None:
