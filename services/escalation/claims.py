@@ -259,3 +259,21 @@ def _settled(state: CustomerState, currency: str) -> list[Invoice]:
         ),
         key=lambda i: (i.due_date, i.issue_date, i.invoice_id),
     )
+
+
+def owed_claims(state: CustomerState, invoice_ids: Iterable[str]) -> dict[str, Decimal]:
+    """Per invoice: the claimed claims still owed on it (in the invoice's currency), those owing something."""
+    found: dict[str, Decimal] = {}
+    for invoice_id in invoice_ids:
+        invoice = state.invoices.get(invoice_id)
+        owed = sum(
+            (
+                c.owed
+                for c in state.claims.of_invoice(invoice_id)
+                if c.claimed and invoice is not None and c.currency == invoice.currency
+            ),
+            ZERO,
+        )
+        if owed > 0:
+            found[invoice_id] = owed
+    return found

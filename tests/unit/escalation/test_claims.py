@@ -13,6 +13,7 @@ from decimal import Decimal as D
 from typing import Any
 
 from services.cli.claims import waiver
+from services.escalation.agenda import build_agenda
 from services.escalation.claims import TASK
 from services.escalation.model import Policy
 from shared.contracts.events import ClaimWaived
@@ -237,3 +238,19 @@ def test_unallocated_money_pays_open_principal_before_claims_and_the_claims_once
     # And with another invoice open, P2 paid its principal first (as the ERP allocates it), the claims still owed
     assert with_another.state.invoices["INV-2"].outstanding == D("452.34")
     assert with_another.state.claims_owed() == {"EUR": D("47.66")}
+
+
+def test_the_agenda_keeps_the_claim_owed_task_while_the_claims_are_owed_for_what_they_owe() -> None:
+    # Given the principal paid on 25 March after the formal notice: 7.66 + 40.00 claimed and owed
+    c = Customer()
+    c.erp(date(2026, 2, 1), INV1)
+    c.run(
+        *days("2026-02-01", "2026-03-26"), erp={date(2026, 3, 25): [payment("P1", "1000.00", received_on="2026-03-25")]}
+    )
+    # Then the collector's day shows it, at the amount the claims owe, though the invoice is settled
+    (item,) = [i for i in build_agenda([c.state], date(2026, 3, 26)) if i.kind == TASK]
+    assert (item.invoices, item.at_risk) == (("INV-1",), D("47.66"))
+    # And once they are waived, it is gone
+    waive(c, date(2026, 3, 27), "INV-1", INTEREST)
+    waive(c, date(2026, 3, 27), "INV-1", INDEMNITY)
+    assert [i for i in build_agenda([c.state], date(2026, 3, 27)) if i.kind == TASK] == []
