@@ -8,9 +8,12 @@ it on 1,000.00 is 1000 * 0.1215 / 365 = 0.33287...
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal as D
 from typing import Any
+
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from services.cli.claims import waiver
 from services.escalation.agenda import build_agenda
@@ -254,3 +257,96 @@ def test_the_agenda_keeps_the_claim_owed_task_while_the_claims_are_owed_for_what
     waive(c, date(2026, 3, 27), "INV-1", INTEREST)
     waive(c, date(2026, 3, 27), "INV-1", INDEMNITY)
     assert [i for i in build_agenda([c.state], date(2026, 3, 27)) if i.kind == TASK] == []
+
+
+# ---------------------------------------------------------------------------------------------------- property
+@st.composite
+def late_histories(draw: st.DrawFn) -> tuple[list[Ev], dict[date, list[Ev]], list[tuple[date, str, str, str]]]:
+    """Invoices due in March, payments (exact, partial, over, allocated or not) and waivers on random days."""
+    start = date(2026, 2, 20)
+    on = st.integers(min_value=0, max_value=60).map(lambda n: start + timedelta(days=n))
+    invoices = []
+    for n in range(draw(st.integers(min_value=1, max_value=3))):
+        due = date(2026, 3, 1) + timedelta(days=draw(st.integers(min_value=0, max_value=20)))
+        cents = draw(st.integers(min_value=1_000, max_value=200_000))
+        invoices.append(
+            invoice(f"INV-{n}", str(D(cents).scaleb(-2)), issue_date=due - timedelta(days=30), due_date=due)
+        )
+    erp: dict[date, list[Ev]] = {}
+    for n in range(draw(st.integers(min_value=0, max_value=4))):
+        day = draw(on)
+        target = draw(st.sampled_from(invoices)).data
+        amount = D(target["amount"]) + D(draw(st.integers(min_value=-50_000, max_value=10_000))).scaleb(-2)
+        if amount <= 0:
+            continue
+        allocations = {target["invoice_id"]: str(min(amount, D(target["amount"])))} if draw(st.booleans()) else {}
+        erp.setdefault(day, []).append(payment(f"P{n}", str(amount), received_on=day, allocations=allocations))
+    waivers = [
+        (
+            draw(on),
+            draw(st.sampled_from(invoices)).data["invoice_id"],
+            draw(st.sampled_from([INTEREST, INDEMNITY])),
+            part,
+        )
+        for part in draw(st.lists(st.sampled_from(["all", "half"]), max_size=3))
+    ]
+    return invoices, erp, waivers
+
+
+@settings(max_examples=60, deadline=None)
+@given(late_histories())
+def test_for_random_histories_claims_owed_are_interest_and_fees_less_payments_allocated_and_waivers(
+    history: tuple[list[Ev], dict[date, list[Ev]], list[tuple[date, str, str, str]]],
+) -> None:
+    invoices, erp, waivers = history
+    c = Customer()
+    c.erp(date(2026, 2, 1), *invoices)
+    day = date(2026, 2, 20)
+    while day <= date(2026, 4, 30):
+        if day in erp:
+            c.erp(day, *erp[day])
+        for on, invoice_id, kind, part in waivers:
+            claim = c.state.claims.get(invoice_id, kind)
+            if on == day and claim is not None and claim.owed > 0:
+                amount = None if part == "all" else str((claim.owed / 2).quantize(D("0.01")))
+                if amount != "0.00":
+                    waive(c, day, invoice_id, kind, amount)
+        c.evaluate(day)
+        day += timedelta(days=1)
+    decided = [(d.event_type, d.data) for ds in c.log.values() for d in ds]
+    dues = {i.data["invoice_id"]: date.fromisoformat(i.data["due_date"]) for i in invoices}
+    # One indemnity per invoice, only once it is late; no running interest after the fixed figure
+    fees = [data for kind, data in decided if kind == "fee.charged"]
+    assert len({f["invoice_id"] for f in fees}) == len(fees)
+    assert all(date.fromisoformat(f["as_of"][:10]) > dues[f["invoice_id"]] for f in fees)
+    fixed_on = {data["invoice_id"]: data["as_of"] for kind, data in decided if kind == "claim.fixed"}
+    assert not [
+        data
+        for kind, data in decided
+        if kind == "interest.computed" and data["as_of"] > fixed_on.get(data["invoice_id"], "9")
+    ]
+    # What each claim owes: its figures from the engine's events, less the money on it and the waivers
+    charged: dict[tuple[str, str], D] = {}
+    for kind, data in decided:
+        if kind in ("interest.computed", "claim.fixed"):
+            charged[(data["invoice_id"], INTEREST)] = D(data["amount"])
+        elif kind == "fee.charged":
+            charged[(data["invoice_id"], INDEMNITY)] = D(data["amount"])
+    waived_total: dict[tuple[str, str], D] = {}
+    for ev in c.feed.state.claims.all():
+        waived_total[(ev.invoice_id, ev.kind)] = sum((D(w["amount"]) for w in ev.waivers), D(0))
+    on_claims = D(0)
+    for claim in c.state.claims.all():
+        key = (claim.invoice_id, claim.kind)
+        assert claim.charged == charged.get(key, D(0))
+        assert claim.owed == max(D(0), claim.charged - claim.allocated - waived_total[key])
+        on_claims += claim.allocated
+    paid_in = sum((D(p.data["amount"]) for ps in erp.values() for p in ps), D(0))
+    on_invoices = sum((sum(i.allocations.values(), D(0)) for i in c.state.invoices.values()), D(0))
+    assert paid_in == on_invoices + on_claims + sum(c.state.unallocated().values(), D(0))
+    event("money on claims" if on_claims else "no money on claims")
+    event("waived" if any(waived_total.values()) else "nothing waived")
+    # And no message ever demanded more than was claimed and owed when it was sent
+    for kind, data in decided:
+        if kind == "reminder.requested":
+            assert all(D(line["amount"]) > 0 for line in data.get("claims", []))
