@@ -78,6 +78,23 @@ class Claim:
 
 
 @dataclass
+class Figures:
+    """Claims of one currency, summed: charged = paid + waived + owed (unless a waiver exceeded what was left)."""
+
+    charged: Decimal = ZERO
+    paid: Decimal = ZERO
+    waived: Decimal = ZERO
+    owed: Decimal = ZERO
+
+    def __iadd__(self, other: Figures) -> Figures:
+        self.charged += other.charged
+        self.paid += other.paid
+        self.waived += other.waived
+        self.owed += other.owed
+        return self
+
+
+@dataclass
 class Claims:
     claims: dict[str, dict[str, Claim]] = field(default_factory=dict)  # invoice_id -> kind -> claim
     allocation: str = PRINCIPAL_FIRST  # the rule the latest claim event carried
@@ -99,6 +116,19 @@ class Claims:
         for claim in self.all():
             if claim.owed > 0:
                 result[claim.currency] = result.get(claim.currency, ZERO) + claim.owed
+        return result
+
+    def figures(self) -> dict[str, Figures]:
+        """Per currency: what was charged, paid, waived and is still owed in claims (a report's line)."""
+        result: dict[str, Figures] = {}
+        for claim in self.all():
+            if claim.void:
+                continue
+            figures = result.setdefault(claim.currency, Figures())
+            figures.charged += claim.charged
+            figures.paid += claim.allocated
+            figures.waived += claim.waived
+            figures.owed += claim.owed
         return result
 
     @property

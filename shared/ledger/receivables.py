@@ -7,8 +7,13 @@ adding to a :class:`Touched` the invoices and credits it changed.
 Out-of-order input is normal. A payment, credit note, cancellation or dispute may arrive before the invoice it names:
 the money waits as credit earmarked for that invoice and the flags wait in the state, both applied when the invoice
 arrives. Allocations, once made, stay (as in any sub-ledger); what is order-independent is the balance per currency:
-the sum of what was invoiced and not cancelled, less every payment and credit note. Where the latest statement wins
-(the profile, an invoice's dispute), "latest" is the capped ``occurred_at`` :mod:`shared.ledger.state` explains.
+the sum of what was invoiced and not cancelled, less every payment and credit note, less what settled claims. Where
+the latest statement wins (the profile, an invoice's dispute), "latest" is the capped ``occurred_at``
+:mod:`shared.ledger.state` explains.
+
+Free credit also settles the claims owed besides principal (late interest, indemnities): :meth:`Receivables.settle`
+hands it to the claims part the state composes (:mod:`shared.ledger.claims`), before principal or after it as the
+policy's rule says.
 """
 
 from __future__ import annotations

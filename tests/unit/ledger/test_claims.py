@@ -275,3 +275,19 @@ def test_claims_owed_are_what_was_charged_less_what_was_paid_and_waived(history:
         assert claim.charged == charged.get(key, D(0)) and claim.waived == waivers.get(key, D(0))
         expected = D(0) if claim.invoice_id in cancelled else max(D(0), claim.charged - claim.allocated - claim.waived)
         assert claim.owed == expected
+
+
+def test_the_figures_per_currency_add_up_what_was_charged_paid_waived_and_owed() -> None:
+    from shared.ledger.claims import Figures
+
+    state = fold(
+        [INV1, INV2, fee("INV-1"), interest("INV-1", "6.66"), claiming("INV-1"), fee("INV-2"), payment("P1", "1520.00")]
+    )
+    Feed(state).deliver([waived("INV-2", INDEMNITY, "10.00")])
+    # 20.00 of the surplus on INV-1's interest (6.66) and indemnity (13.34 of 40.00); INV-2's indemnity 10.00 waived
+    assert state.claims.figures() == {
+        "EUR": Figures(charged=D("86.66"), paid=D("20.00"), waived=D("10.00"), owed=D("56.66"))
+    }
+    total = Figures()
+    total += state.claims.figures()["EUR"]
+    assert total == state.claims.figures()["EUR"]
