@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from services.cli.claims import waiver
+from services.cli.claims import waiver, waiver_id
 from services.escalation.agenda import build_agenda
 from services.escalation.claims import TASK
 from services.escalation.model import Policy
@@ -29,7 +29,7 @@ INV2 = invoice("INV-2", "500.00", issue_date="2026-03-01", due_date="2026-04-30"
 
 def waive(c: Customer, day: date, invoice_id: str, kind: str, amount: str | None = None) -> None:
     found = waiver(c.state, invoice_id, kind, "goodwill after the dispute", "M. Durand", amount)
-    c.erp(day, Ev(ClaimWaived.TYPE, found.event.data(), f"waiver-{invoice_id}-{kind}-{day}"))
+    c.erp(day, Ev(ClaimWaived.TYPE, found.event.data(), waiver_id(c.state, invoice_id, kind)))
 
 
 def owed(c: Customer, invoice_id: str) -> dict[str, tuple[str, str, str, str, bool]]:
