@@ -52,7 +52,8 @@ The rules, in the order a credit manager would apply them:
 * **Credit block.** Blocked while an overdue, undisputed invoice has reached a level with ``block_credit``, or
   (``block_over_credit_limit``) while the overdue amount in the credit limit's currency exceeds the limit; one
   ``credit.blocked`` per episode and one ``credit.unblocked`` when neither holds any more.
-* **Tasks.** ``hand_over`` when an invoice reaches a level with that action; ``payment_behaviour_changed`` once per
+* **Tasks.** ``claim_owed`` once per settled invoice left owing claimed claims;
+  ``hand_over`` when an invoice reaches a level with that action; ``payment_behaviour_changed`` once per
   episode in which the mean lateness of the customer's last :data:`RECENT_PAYMENTS` payments exceeds the mean of the
   (at least :data:`MIN_HISTORY`) earlier ones by more than :data:`BEHAVIOUR_MARGIN_DAYS` days.
 * **One invoice never silences the others.** An invoice the engine cannot place on the ladder (its dates, or those

@@ -142,3 +142,24 @@ def test_claims_waive_for_an_unknown_customer_says_so(ledger_url: str, capsys: p
     args = ["--tenant", TENANT, "--customer", "C-NONE", "--invoice", "INV-1", "--kind", "interest"]
     assert run(ledger_url, "claims", "waive", *args, "--reason", "x", "--author", "y") == 1
     assert "no events for customer 'C-NONE'" in capsys.readouterr().err
+
+
+def test_ledger_show_json_keeps_claims_apart_from_principal_with_what_paid_them(
+    ledger: Ledger, ledger_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 47.66 paid without allocation once INV-1's principal was settled: under principal_first it pays INV-2's
+    # open principal first, as the ERP allocates it, and INV-1's claims stay owed
+    ledger.record([Incoming(TENANT, CUSTOMER, "erp-p2", "payment.received", payment("P2", "47.66").data, AT)])
+    assert run(ledger_url, "ledger", "show", "--tenant", TENANT, "--customer", CUSTOMER, "--json") == 0
+    state = json.loads(capsys.readouterr().out)["state"]
+    assert state["balances"] == {"EUR": "452.34"}
+    assert state["claims_owed"] == {"EUR": "87.66"}
+    interest = next(c for c in state["claims"] if c["invoice_id"] == "INV-1" and c["kind"] == "interest")
+    assert (interest["charged"], interest["paid"], interest["owed"], interest["fixed"]) == ("7.66", "0", "7.66", True)
+    # When 500.00 more comes unallocated: 452.34 settles INV-2, the 47.66 left settles INV-1's claimed claims
+    ledger.record([Incoming(TENANT, CUSTOMER, "erp-p3", "payment.received", payment("P3", "500.00").data, AT)])
+    assert run(ledger_url, "ledger", "show", "--tenant", TENANT, "--customer", CUSTOMER, "--json") == 0
+    state = json.loads(capsys.readouterr().out)["state"]
+    interest = next(c for c in state["claims"] if c["invoice_id"] == "INV-1" and c["kind"] == "interest")
+    assert interest["settled"] == {"payment:P3": "7.66"} and interest["owed"] == "0.00"
+    assert state["claims_owed"] == {"EUR": "40.00"}  # INV-2's indemnity, never claimed, takes no money

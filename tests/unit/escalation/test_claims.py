@@ -350,3 +350,20 @@ def test_for_random_histories_claims_owed_are_interest_and_fees_less_payments_al
     for kind, data in decided:
         if kind == "reminder.requested":
             assert all(D(line["amount"]) > 0 for line in data.get("claims", []))
+
+
+def test_an_indemnity_in_another_currency_than_the_invoice_is_demanded_with_its_currency() -> None:
+    # Given a GBP invoice whose indemnity the law sets in EUR (EUR 40 whatever the currency, under French law),
+    # charged the first day late
+    c = Customer()
+    c.erp(date(2026, 2, 1), invoice("INV-G", "1000.00", currency="GBP", issue_date="2026-02-01", due_date="2026-03-02"))
+    fee = {"invoice_id": "INV-G", "currency": "EUR", "amount": "40.00"}
+    meta = {"policy": POLICY.name, "policy_version": POLICY.version, "as_of": "2026-03-03T09:00:00Z"}
+    c.erp(date(2026, 3, 3), Ev("fee.charged", {**fee, **meta}, "fee-INV-G"))
+    # When the ladder reaches the formal notice
+    c.run(*days("2026-03-03", "2026-03-22"))
+    # Then the formal notice's line demands it in its own currency, and the invoice's ladder stays in GBP
+    line = formal_notice(c)["lines"][0]
+    assert (line["fee"], line["fee_currency"]) == ("40.00", "EUR")
+    assert c.state.escalations["INV-G"].currency == "GBP"
+    assert c.state.claims_owed() == {"EUR": D("40.00"), "GBP": D("6.66")}
