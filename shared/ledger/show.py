@@ -154,7 +154,8 @@ def render_stream(stream: list[RecordedEvent], state: CustomerState) -> str:
 
 
 def _claims_lines(state: CustomerState) -> list[str]:
-    claims = state.claims.all()
+    # a claim claimed before anything was charged on it (no indemnity in that currency) is not worth a line
+    claims = [c for c in state.claims.all() if c.charged or c.settled or c.waived]
     if not claims:
         return []
     lines = ["", "claims (interest and indemnities, besides principal)"]
