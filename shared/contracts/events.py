@@ -13,7 +13,7 @@ the fold; old events keep whatever spelling of an instant they were written with
 
 :data:`COMMANDS` is the one table of the events that cause an outbox command, and which.
 
-The whole vocabulary is one module (a little over 400 lines), as the ERP's is :mod:`shared.contracts.erp`.
+The whole vocabulary is one module (under 500 lines), as the ERP's is :mod:`shared.contracts.erp`.
 """
 
 from __future__ import annotations
