@@ -168,6 +168,8 @@ def summary(decision: Decided) -> tuple[str, ...]:
             return ("fee", data["invoice_id"], data["amount"])
         case "interest.computed":
             return ("interest", data["invoice_id"], data["amount"])
+        case "claim.fixed":
+            return ("fixed", data["invoice_id"], data["amount"], data["through"])
         case "credit.blocked":
             return ("blocked", data["reason"])
         case "credit.unblocked":
@@ -363,10 +365,18 @@ def assert_consistent(state: CustomerState) -> None:
             assert (inv.status == "paid") == (inv.outstanding == 0), inv
         for key, amount in inv.allocations.items():
             assert amount > 0 and state.credits[key].applied[inv.invoice_id] == amount
+    to_claims: dict[str, Decimal] = {}
+    for claim in state.claims.all():
+        # never more money on a claim than it is due, none on a void one, only on claimed ones
+        assert claim.allocated <= (0 if claim.void else max(Decimal(0), claim.charged - claim.waived)), claim
+        assert claim.claimed or not claim.settled, claim
+        for key, amount in claim.settled.items():
+            assert amount > 0 and state.credits[key].currency == claim.currency, claim
+            to_claims[key] = to_claims.get(key, Decimal(0)) + amount
     for credit in state.credits.values():
         assert credit.free >= 0, credit
         placed = credit.free + sum(credit.earmarks.values(), Decimal(0)) + sum(credit.applied.values(), Decimal(0))
-        assert placed == credit.amount, credit
+        assert placed + to_claims.get(credit.key, Decimal(0)) == credit.amount, credit
         for invoice_id, amount in credit.applied.items():
             assert state.invoices[invoice_id].allocations[credit.key] == amount
             assert state.invoices[invoice_id].currency == credit.currency

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from services.cli import checkpoints, contract, demo_command, escalation, ledger, notifier, workers
+from services.cli import checkpoints, claims, contract, demo_command, escalation, ledger, notifier, workers
 from services.cli.options import Handler
 from shared.config import ConfigurationError, Settings, hide_password, load_settings, with_application_name
 from shared.ledger.store import LedgerUnavailable
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     escalation.add_clock(commands)
     escalation.add_rates(commands)
     escalation.add_agenda(commands)
+    claims.add_claims(commands)
     notifier.add_preview(commands)
     notifier.add_evidence(commands)
     contract.add_publish(commands)

@@ -19,6 +19,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from services.escalation.claims import TASK, owed_claims
 from services.escalation.interest import ECB, RATES_WARNING_DAYS, SERIES, RateTable, rate_line
 from shared.contracts import events
 from shared.ledger.state import CustomerState
@@ -39,6 +40,7 @@ _TASK_TITLES = {
     "check_delivery": "check the mail server's log: was the reminder delivered?",
     "interest_unavailable": "interest cannot be computed: add the missing reference rate (relance rates check)",
     "invoice_dates_invalid": "invoice dates outside the calendar: correct the invoice in the ERP",
+    TASK: "claims still owed on a settled invoice: pursue them or waive them (relance claims waive)",
 }
 RATE_MISSING = "reference_rate_missing"  # an item for the credit team, not for one customer
 # erp_command_failed tasks name the command the webhook gave up on (services/webhook/worker.py)
@@ -96,7 +98,9 @@ def _customer_items(state: CustomerState, on: date, rates: RateTable | None) -> 
     for task in sorted(state.tasks.values(), key=lambda t: str(t["due_on"])):
         due_on = date.fromisoformat(task["due_on"])
         named = tuple(task.get("invoice_ids", []))
-        invoices = tuple(i for i in named if i in live)
+        # a claim_owed task is about settled invoices: it stands while their claims are owed, for what they owe
+        claims = owed_claims(state, named) if task["kind"] == TASK else None
+        invoices = tuple(i for i in named if i in live or (claims and claims.get(i)))
         if due_on > on or (named and not invoices):
             continue
         if rates is not None and task.get("semester") and rates.has(date.fromisoformat(task["semester"])):
@@ -106,6 +110,8 @@ def _customer_items(state: CustomerState, on: date, rates: RateTable | None) -> 
             task["kind"], task["kind"].replace("_", " ")
         )
         entry = item(task["kind"], title, due_on, currency, invoices, str(task.get("note", "")))
+        if claims is not None:
+            entry = replace(entry, at_risk=sum(claims.values(), ZERO))
         key = (entry.kind, currency, str(task.get("command", "")))
         earlier = tasks.get(key)
         if earlier is not None:  # the same work, asked again at a later level: one item, since the first

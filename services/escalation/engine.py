@@ -57,10 +57,15 @@ a level reached and not yet told is a pending contact.
 * **Minimum amount.** When the outstanding total a reminder would list is below the policy's minimum for the
   currency, nothing moves and nothing is told, before or after the due date (courtesy notices included); the
   invoices catch up when the total reaches it.
-* **Money.** ``interest.computed`` carries the total late interest owed on the invoice through the as-of date (it
-  replaces the previous figure), when a level with ``charge_interest`` is reached or passed over and again whenever
-  a reminder lists the invoice. ``fee.charged`` is the fixed recovery fee, once per invoice, when a level with
-  ``charge_fee`` is reached or passed over: the fixed sum of the policy's law, in its own currency (``law.fixed_fee``).
+* **Money: claims owed from the first day late** (:mod:`services.escalation.claims`). ``fee.charged`` is the fixed
+  indemnity, once per late invoice, the first evaluation after its due date (or once it is settled late): the
+  fixed sum of the policy's law in its own currency (``law.fixed_fee``). ``interest.computed`` carries the total
+  late interest owed on a late invoice through the as-of date (it replaces the previous figure) whenever the
+  invoice moves a level or a message lists it;
+  ``claim.fixed`` fixes it for good once the principal is settled late. A level with ``charge_interest`` /
+  ``charge_fee`` means the claim is *claimed* from that level: a reminder line's ``interest`` and ``fee`` are the
+  claimed amounts still owed, and claimed claims still owed on settled invoices ride in the next message's
+  ``claims``, with one ``claim_owed`` task per such invoice.
 * **Credit block.** Blocked while an overdue, undisputed invoice has reached a level with ``block_credit``, or
   (``block_over_credit_limit``) while the overdue amount in the credit limit's currency exceeds the limit; one
   ``credit.blocked`` per episode and one ``credit.unblocked`` when neither holds any more.
@@ -68,7 +73,7 @@ a level reached and not yet told is a pending contact.
   ``collection.handed_over`` (the outbox's ``erp.collection_handover``, with the file's figures) for the invoices of
   a currency handed over together; it reaches no further level, its hand-over notice (when that level is written)
   is sent once, and then no reminder lists it, in ``lines`` or ``also``. Invoices issued later follow their own ladder.
-* **Tasks.** ``payment_behaviour_changed`` once per
+* **Tasks.** ``claim_owed`` once per settled invoice left owing claimed claims; ``payment_behaviour_changed`` once per
   episode in which the mean lateness of the customer's last :data:`RECENT_PAYMENTS` payments exceeds the mean of the
   (at least :data:`MIN_HISTORY`) earlier ones by more than :data:`BEHAVIOUR_MARGIN_DAYS` days.
 * **One invoice never silences the others.** An invoice the engine cannot place on the ladder (its dates, or those
@@ -96,10 +101,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.escalation.calendar import step_date
+from services.escalation.claims import ClaimsView
+from services.escalation.claims import allocation as claim_allocation
 from services.escalation.contacts import ContactDays, Telling, local_day, local_instant, notices, told_index
 from services.escalation.interest import (
     InterestResult,
@@ -109,7 +117,7 @@ from services.escalation.interest import (
     needs_rates,
     outstanding_timeline,
 )
-from services.escalation.law import fixed_fee, foreign_fee, reminder_law
+from services.escalation.law import reminder_law
 from services.escalation.model import Decision, Level, Policy
 from shared.contracts import events
 from shared.ledger.state import CustomerState, Escalation, Invoice
@@ -138,6 +146,9 @@ def next_due(state: CustomerState, policy: Policy, as_of: datetime, rates: RateT
     """
     evaluation = _Evaluation(state, policy, as_of, rates)
     moments = [m for m in evaluation.upcoming() if m > evaluation.as_of]
+    moments += [
+        m for d in evaluation.claims.upcoming() if (m := local_instant(d, 0, evaluation.zone)) > evaluation.as_of
+    ]
     return min(moments, default=None)
 
 
@@ -214,8 +225,9 @@ class _Evaluation:
         self.results: dict[str, InterestResult] = {}  # interest owed through today, computed while tracking
         self.tracks = [self._track(invoice) for invoice in state.open_invoices() if invoice.outstanding > 0]
         self.decisions: list[Decision] = []
-        self.fees: dict[str, Decimal] = {}  # fees charged by this evaluation
         self.interest: dict[str, Decimal] = {}  # interest computed by this evaluation (or already today)
+        task_id = partial(decision_id, state.tenant, state.customer_id, "task")
+        self.claims = ClaimsView(state, policy, self.today, rates, task_id)
 
     # ----------------------------------------------------------------------------------------------- deciding
     def decide(self) -> list[Decision]:
@@ -227,6 +239,8 @@ class _Evaluation:
         self._promise_tasks()
         self._behaviour_task()
         self._hold_tasks()
+        for task in self.claims.tasks(self.decisions):
+            self._emit(task.model, task.subject, **task.fields)
         return self.decisions
 
     def _emit(self, model: type[events.RelanceEvent], subject: Iterable[str], **fields: Any) -> str:
@@ -274,21 +288,23 @@ class _Evaluation:
         return moving
 
     def _money(self, moving: list[_Track]) -> None:
+        late = [t.invoice for t in self.tracks if t.paused in (None, "promise") and t.due < self.today]
+        for charge in self.claims.charges(late):
+            self._emit(charge.model, charge.subject, **charge.fields)
         for track in moving:
-            record = self.state.escalations.get(track.invoice_id)
-            if "charge_fee" in track.actions and (record is None or record.fee is None):
-                fee = fixed_fee(self.policy, track.invoice)
-                if fee is not None:
-                    self._emit(
-                        events.FeeCharged,
-                        (track.invoice_id,),
-                        invoice_id=track.invoice_id,
-                        currency=fee.currency,
-                        amount=fee.amount,
-                    )
-                    self.fees[track.invoice_id] = fee.amount
-            if any("charge_interest" in self._acts(k) for k in [*track.skipped, track.target]):
-                self._charge_interest(track)
+            self._accrue(track)
+
+    def _accrue(self, track: _Track) -> None:
+        """Record the running interest of a late invoice; one whose rate is missing waits, unless it is claimed
+        (then :meth:`_track` held it)."""
+        if track.invoice.due_date >= self.today:
+            return
+        if self.rates is None and self.policy.interest.basis != "contractual":
+            return
+        try:
+            self._charge_interest(track)
+        except MissingReferenceRate:
+            return
 
     def _charge_interest(self, track: _Track) -> None:
         if track.invoice_id in self.interest:
@@ -307,6 +323,7 @@ class _Evaluation:
             amount=result.amount,
             through=self.today,
             days=result.days,
+            **claim_allocation(self.policy),
         )
 
     def _interest_owed(self, invoice: Invoice) -> InterestResult:
@@ -347,6 +364,7 @@ class _Evaluation:
             if "charge_interest" in track.actions:
                 self._charge_interest(track)
         lines = [self._line(t, level.key) for t in demanded]
+        claims, totals = self.claims.message(currency, self._totals(demanded, lines))
         subject = (currency, level.key, *sorted(f"{t.invoice_id}@{level.key}" for t in demanded))
         reminder_id = decision_id(self.state.tenant, self.state.customer_id, "reminder", *subject)
         extra: dict[str, Any] = {}
@@ -364,7 +382,8 @@ class _Evaluation:
             currency=currency,
             invoice_ids=[t.invoice_id for t in demanded],
             lines=lines,
-            totals=self._totals(demanded, lines),
+            totals=totals,
+            **claims,
             **extra,
             **reminder_law(
                 self.policy,
@@ -466,12 +485,8 @@ class _Evaluation:
         """The invoice as a message lists it, at ``level``, with the written levels sent for it before."""
         invoice = track.invoice
         record = self.state.escalations.get(track.invoice_id)
-        interest = self.interest.get(track.invoice_id)
-        if interest is None:
-            interest = record.interest if record is not None and record.interest is not None else ZERO
-        fee = self.fees.get(track.invoice_id)
-        if fee is None:
-            fee = record.fee if record is not None and record.fee is not None else ZERO
+        self._accrue(track)
+        interest, fee, fee_currency = self.claims.line(invoice, track.actions, self.interest.get(track.invoice_id))
         return events.ReminderLine(
             invoice_id=invoice.invoice_id,
             number=invoice.number,
@@ -482,7 +497,7 @@ class _Evaluation:
             days_late=max(0, (self.today - track.due).days),
             interest=interest,
             fee=fee,
-            **foreign_fee(self.policy, invoice, fee),
+            **fee_currency,
             **({} if level is None else {"level": level}),
             **({"notices": sent} if (sent := notices(record, self.zone)) else {}),
         )

@@ -84,6 +84,8 @@ class Policy:
     timezone: str = "UTC"  # the tenant's days are this zone's calendar days (an IANA name)
     send_hour: int = 0  # contacts are made from this local hour on
     cadence: Cadence = Cadence()
+    # What money a payment leaves unallocated settles first: "principal_first" or "claims_first" (shared.ledger.claims)
+    claims_allocation: Literal["principal_first", "claims_first"] = "principal_first"
 
     def level(self, key: str) -> Level:
         for level in self.levels:

@@ -108,6 +108,11 @@ class _InterestSpec(_Spec):
     legal_rate: DecimalText | None = None  # French legal interest rate, for the 3x floor check on a contractual rate
 
 
+class _ClaimsSpec(_Spec):
+    # What money a payment leaves unallocated settles first (see shared.ledger.claims and the README).
+    allocation: Literal["principal_first", "claims_first"] = "principal_first"
+
+
 class _PolicySpec(_Spec):
     name: Annotated[str, Field(pattern=_NAME)]
     language: Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] = "en"
@@ -124,6 +129,7 @@ class _PolicySpec(_Spec):
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
     send_hour: Annotated[StrictInt, Field(ge=0, le=23)] = 0
     cadence: _CadenceSpec = Field(default_factory=_CadenceSpec)
+    claims: _ClaimsSpec = Field(default_factory=_ClaimsSpec)
 
 
 class _BookSpec(_Spec):
@@ -191,6 +197,7 @@ def _canonical_content(spec: _PolicySpec) -> dict[str, Any]:
         "timezone": spec.timezone,
         "send_hour": spec.send_hour,
         "cadence": spec.cadence.model_dump(),
+        "claims": {"allocation": spec.claims.allocation},
     }
 
 
@@ -407,6 +414,7 @@ def _build(spec: _PolicySpec) -> Policy:
             max_contacts=spec.cadence.max_contacts,
             window_days=spec.cadence.window_days,
         ),
+        claims_allocation=spec.claims.allocation,
     )
 
 

@@ -31,6 +31,7 @@ from services.notifier.errors import NotifierError
 from services.notifier.render import RenderedReminder, TemplateSet, render
 from services.notifier.sender import Sender
 from services.notifier.service import recipients_of
+from shared.ledger.claims import INDEMNITY, INTEREST
 from shared.ledger.state import ZERO, CustomerState
 
 
@@ -66,6 +67,15 @@ class Preview:
     message: mime.Built | None  # None when the customer has no e-mail address (a letter only)
 
 
+def _claimed(state: CustomerState, invoice_id: str) -> tuple[Decimal, Decimal]:
+    """The interest and indemnity a reminder demands on the invoice: claimed and still owed (as the engine's lines)."""
+    amounts = []
+    for kind in (INTEREST, INDEMNITY):
+        claim = state.claims.get(invoice_id, kind)
+        amounts.append(claim.owed if claim is not None and claim.claimed else ZERO)
+    return amounts[0], amounts[1]
+
+
 def reminder_data(state: CustomerState, policy: Ladder, level_key: str, today: date) -> list[dict[str, Any]]:
     """One ``reminder.requested``-shaped payload per currency with something to remind at ``level_key``."""
     written = policy.levels
@@ -86,8 +96,7 @@ def reminder_data(state: CustomerState, policy: Ladder, level_key: str, today: d
         due = record.anchor if record is not None and record.anchor is not None else invoice.due_date
         if (due - today).days > horizon or (level.offset_days > 0 and due >= today):
             continue
-        interest = record.interest if record is not None and record.interest is not None else ZERO
-        fee = record.fee if record is not None and record.fee is not None else ZERO
+        interest, fee = _claimed(state, invoice.invoice_id)
         by_currency.setdefault(invoice.currency, []).append(
             {
                 "invoice_id": invoice.invoice_id,

@@ -13,7 +13,7 @@ the fold; old events keep whatever spelling of an instant they were written with
 
 :data:`COMMANDS` is the one table of the events that cause an outbox command, and which.
 
-The whole vocabulary is one module (a little over 400 lines), as the ERP's is :mod:`shared.contracts.erp`.
+The whole vocabulary is one module (under 500 lines), as the ERP's is :mod:`shared.contracts.erp`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
 from types import UnionType
-from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, create_model
 
@@ -78,8 +78,18 @@ class LevelReached(_Decided):
     outstanding: Decimal
 
 
+ClaimKind = Literal["interest", "indemnity"]
+"""The two claims a late invoice gives rise to: late interest and the fixed recovery indemnity."""
+
+Allocation = Literal["principal_first", "claims_first"]
+"""What money a payment leaves unallocated settles first (the policy's ``claims.allocation``)."""
+
+
 class InterestComputed(_Decided):
-    """The total late interest owed on an invoice through a day (it replaces the previous figure)."""
+    """The total late interest owed on an invoice through a day (it replaces the previous figure).
+
+    ``allocation`` is written only under ``claims_first``: the rule the fold applies to money left unallocated
+    (absent: ``principal_first``), see :mod:`shared.ledger.claims`."""
 
     TYPE: ClassVar[str] = "interest.computed"
     invoice_id: str
@@ -87,15 +97,44 @@ class InterestComputed(_Decided):
     amount: Decimal
     through: date
     days: int
+    allocation: Allocation | None = None
 
 
 class FeeCharged(_Decided):
-    """The fixed recovery fee, charged once per invoice."""
+    """The fixed recovery indemnity, charged once per late invoice (``currency``: the fee's own, which the law may
+    set apart from the invoice's); ``allocation`` as in :class:`InterestComputed`."""
 
     TYPE: ClassVar[str] = "fee.charged"
     invoice_id: str
     currency: str
     amount: Decimal
+    allocation: Allocation | None = None
+
+
+class ClaimFixed(_Decided):
+    """The late interest of an invoice whose principal was settled after its due date, fixed for good: ``days`` of
+    interest through ``through``, the settlement day. No ``interest.computed`` follows it for the invoice."""
+
+    TYPE: ClassVar[str] = "claim.fixed"
+    invoice_id: str
+    currency: str
+    kind: ClaimKind
+    amount: Decimal
+    through: date
+    days: int
+    allocation: Allocation | None = None
+
+
+class ClaimWaived(RelanceEvent):
+    """A collector gave up (part of) a claim, deliberately, with a reason, on record: ``author`` decided it."""
+
+    TYPE: ClassVar[str] = "claim.waived"
+    invoice_id: str
+    kind: ClaimKind
+    currency: str
+    amount: Decimal
+    reason: str
+    author: str
 
 
 class Notice(RelanceEvent):
@@ -123,10 +162,21 @@ class ReminderLine(RelanceEvent):
     notices: list[Notice] | None = None
 
 
+class ClaimLine(RelanceEvent):
+    """A claim still owed on an invoice whose principal is settled, that the customer was already asked for."""
+
+    invoice_id: str
+    number: str
+    kind: ClaimKind
+    currency: str
+    amount: Decimal
+
+
 class ReminderTotals(RelanceEvent):
     outstanding: Decimal
     interest: Decimal
     fees: Decimal
+    claims: Decimal | None = None  # the message's ``claims`` in its currency
 
 
 class AppliedRate(RelanceEvent):
@@ -155,6 +205,7 @@ class ReminderRequested(_Decided):
     law: str | None = None  # fr | eu | uk: the law the interest and fixed sums follow (absent in older logs)
     rates: list[AppliedRate] | None = None  # the rates the interest it states was computed at
     also: list[ReminderLine] | None = None  # other overdue invoices of the currency, not demanded by this message
+    claims: list[ClaimLine] | None = None  # claims still owed on invoices already settled
 
 
 class CollectionHandedOver(_Decided):
@@ -312,6 +363,8 @@ MODELS: dict[str, type[RelanceEvent]] = {
         LevelReached,
         InterestComputed,
         FeeCharged,
+        ClaimFixed,
+        ClaimWaived,
         ReminderRequested,
         CreditBlocked,
         CreditUnblocked,

@@ -189,6 +189,7 @@ class Dunning:
 # --------------------------------------------------------------------------------------------------- handlers
 def _on_level_reached(d: Dunning, event: events.LevelReached, occurred_at: str, touched: Touched) -> None:
     record = d._escalation(event.invoice_id, event.currency)
+    record.currency = event.currency  # the invoice's, should an indemnity in another currency have come first
     record.level = event.level
     record.offset_days = event.offset_days
     record.reached_on = event.reached_on

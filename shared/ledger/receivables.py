@@ -7,8 +7,13 @@ adding to a :class:`Touched` the invoices and credits it changed.
 Out-of-order input is normal. A payment, credit note, cancellation or dispute may arrive before the invoice it names:
 the money waits as credit earmarked for that invoice and the flags wait in the state, both applied when the invoice
 arrives. Allocations, once made, stay (as in any sub-ledger); what is order-independent is the balance per currency:
-the sum of what was invoiced and not cancelled, less every payment and credit note. Where the latest statement wins
-(the profile, an invoice's dispute), "latest" is the capped ``occurred_at`` :mod:`shared.ledger.state` explains.
+the sum of what was invoiced and not cancelled, less every payment and credit note, less what settled claims. Where
+the latest statement wins (the profile, an invoice's dispute), "latest" is the capped ``occurred_at``
+:mod:`shared.ledger.state` explains.
+
+Free credit also settles the claims owed besides principal (late interest, indemnities): :meth:`Receivables.settle`
+hands it to the claims part the state composes (:mod:`shared.ledger.claims`), before principal or after it as the
+policy's rule says.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -79,6 +84,15 @@ class Credit:
         return self.key.split(":", 1)[0]
 
 
+class ClaimsSink(Protocol):
+    """Where free credit goes besides principal: :class:`shared.ledger.claims.Claims` (:meth:`Receivables.settle`)."""
+
+    @property
+    def claims_first(self) -> bool: ...
+
+    def absorb(self, receivables: Receivables, credits: list[Credit], currency: str, touched: Touched) -> None: ...
+
+
 @dataclass
 class Receivables:
     profile: dict[str, Any] | None = None  # the customer.upserted data in force
@@ -95,6 +109,8 @@ class Receivables:
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)  # plan_id -> payment_plan.agreed data
     fingerprints: dict[str, str] = field(default_factory=dict)  # business key -> content fingerprint
     promise_recorded: dict[str, str] = field(default_factory=dict)  # promise_id -> occurred_at of its record
+    # The claims owed besides principal, set by the state that composes both; not part of this part's own state.
+    claims: ClaimsSink | None = field(default=None, compare=False, repr=False)
 
     # ----------------------------------------------------------------------------------------------- deciding
     def check(self, event: Event) -> Check:
@@ -208,11 +224,17 @@ class Receivables:
                 invoice.status = "paid"
         credit.free += wanted - applied
 
+    def settle(self, currency: str, touched: Touched) -> None:
+        """Apply free credit, oldest first, to the oldest open undisputed invoices of the currency, and to the claims
+        owed besides principal: before principal under ``claims_first``, after it otherwise."""
+        self._settle(currency, touched)
+
     def _settle(self, currency: str, touched: Touched) -> None:
-        """Apply free credit, oldest first, to the oldest open undisputed invoices of the currency."""
         credits = sorted((c for c in self.credits.values() if c.currency == currency and c.free > 0), key=_credit_age)
         if not credits:
             return
+        if self.claims is not None and self.claims.claims_first:
+            self.claims.absorb(self, credits, currency, touched)
         invoices = [
             i
             for i in self.open_invoices()
@@ -228,6 +250,8 @@ class Receivables:
                 touched.invoices.add(invoice.invoice_id)
                 if not invoice.is_open:
                     break
+        if self.claims is not None:
+            self.claims.absorb(self, credits, currency, touched)
 
 
 # --------------------------------------------------------------------------------------------------- instants

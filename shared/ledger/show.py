@@ -1,10 +1,18 @@
-"""What ``relance ledger show`` prints: a customer's stream and the state projected from it."""
+"""What ``relance ledger show`` prints: a customer's stream and the state projected from it.
+
+Claims (late interest, indemnities) are shown per invoice apart from principal: charged, paid, waived, owed, and
+whether the customer was asked for them yet. What paid a claim is a derivation of the fold, not an event: money a
+payment or credit note left unallocated settles the claims by the policy's rule (:mod:`shared.ledger.claims`), and
+each claim lists the credits that settled it ("paid by payment:P-1 12.00"), which the stream above lets anyone redo.
+"""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
+from shared.ledger import snapshot
+from shared.ledger.claims import Claim
 from shared.ledger.dunning import Acknowledgement
 from shared.ledger.records import RecordedEvent
 from shared.ledger.state import CustomerState
@@ -54,6 +62,8 @@ def stream_document(stream: list[RecordedEvent], state: CustomerState) -> dict[s
         "state": {
             "profile": state.profile,
             "balances": {c: str(v) for c, v in sorted(state.balances().items())},
+            "claims_owed": {c: str(v) for c, v in sorted(state.claims_owed().items())},
+            "claims": [_claim_document(claim) for claim in state.claims.all()],
             "unallocated_credit": {c: str(v) for c, v in sorted(state.unallocated().items())},
             "invoices": state.to_json()["invoices"],
             "credits": state.to_json()["credits"],
@@ -108,15 +118,14 @@ def render_stream(stream: list[RecordedEvent], state: CustomerState) -> str:
     if state.escalations:
         lines.append("")
         lines.append("dunning")
-        lines.append(f"  {'invoice':<16} {'level':<16} {'since':<10} {'interest':>14} {'fee':>12}")
+        lines.append(f"  {'invoice':<16} {'level':<16} {'since':<10}")  # its interest and fee: under claims
         for record in sorted(state.escalations.values(), key=lambda r: r.invoice_id):
             known = state.invoices.get(record.invoice_id)
-            interest = _money(record.interest, record.currency) if record.interest is not None else "-"
-            fee = _money(record.fee, record.currency) if record.fee is not None else "-"
             lines.append(
                 f"  {(known.number if known else record.invoice_id)[:16]:<16} {(record.level or '-')[:16]:<16} "
-                f"{record.reached_on.isoformat() if record.reached_on else '-':<10} {interest:>14} {fee:>12}"
+                f"{record.reached_on.isoformat() if record.reached_on else '-':<10}"
             )
+    lines += _claims_lines(state)
     if state.credit_block is not None:
         lines.append(
             f"credit blocked since {state.credit_block['blocked_on']} ({state.credit_block['reason']}, "
@@ -139,10 +148,46 @@ def render_stream(stream: list[RecordedEvent], state: CustomerState) -> str:
     lines.append(
         "balance: " + (", ".join(_money(v, c) for c, v in sorted(balances.items())) if balances else "nothing due")
     )
+    owed = state.claims_owed()
+    if owed:
+        lines.append("claims owed besides: " + ", ".join(_money(v, c) for c, v in sorted(owed.items())))
     unallocated = state.unallocated()
     if unallocated:
         lines.append("unallocated credit: " + ", ".join(_money(v, c) for c, v in sorted(unallocated.items())))
     return "\n".join(lines)
+
+
+def _claims_lines(state: CustomerState) -> list[str]:
+    # a claim claimed before anything was charged on it (no indemnity in that currency) is not worth a line
+    claims = [c for c in state.claims.all() if c.charged or c.settled or c.waived]
+    if not claims:
+        return []
+    lines = ["", "claims (interest and indemnities, besides principal)"]
+    lines.append(
+        f"  {'invoice':<16} {'kind':<10} {'charged':>14} {'paid':>12} {'waived':>12} {'owed':>14}  claimed  principal"
+    )
+    for claim in claims:
+        known = state.invoices.get(claim.invoice_id)
+        settled = known is not None and known.status == "paid"
+        principal = "cancelled" if claim.void else ("settled" if settled else "open")
+        figure = _money(claim.charged, claim.currency)
+        if claim.kind == "interest" and claim.through is not None:
+            principal += f", interest {'fixed' if claim.fixed else 'accrued'} through {claim.through}"
+        lines.append(
+            f"  {(known.number if known else claim.invoice_id)[:16]:<16} {claim.kind:<10} {figure:>14} "
+            f"{claim.allocated:>12,} {claim.waived:>12,} {_money(claim.owed, claim.currency):>14}  "
+            f"{'yes' if claim.claimed else 'not yet':<7}  {principal}"
+        )
+        for key, amount in claim.settled.items():
+            lines.append(f"      paid by {key} {_money(amount, claim.currency)}")
+        for waiver in claim.waivers:
+            lines.append(f"      waived {waiver['amount']} by {waiver['author']}: {waiver['reason']}")
+    return lines
+
+
+def _claim_document(claim: Claim) -> dict[str, Any]:
+    """A claim as the snapshot keeps it, with what was paid and what is owed."""
+    return {**snapshot.claim_json(claim), "paid": str(claim.allocated), "owed": str(claim.owed)}
 
 
 def _acknowledged(ack: Acknowledgement) -> str:

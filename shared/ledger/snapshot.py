@@ -11,11 +11,12 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, cast
 
+from shared.ledger.claims import CLAIMING_ACTIONS, INDEMNITY, INTEREST, PRINCIPAL_FIRST, Claim, Claims
 from shared.ledger.dunning import Dunning, Escalation, Notice
 from shared.ledger.receivables import Credit, Invoice, Receivables
 
 
-def dump(receivables: Receivables, dunning: Dunning) -> dict[str, Any]:
+def dump(receivables: Receivables, dunning: Dunning, claims: Claims) -> dict[str, Any]:
     """The parts of a state as JSON (without the stream's head, which the state adds)."""
     r, d = receivables, dunning
     return {
@@ -39,10 +40,11 @@ def dump(receivables: Receivables, dunning: Dunning) -> dict[str, Any]:
         "credit_commands": d.credit_commands,
         "acknowledgements": d.acknowledgements,
         "contacts": d.contacts,
+        **_claims_json(claims),
     }
 
 
-def load(raw: dict[str, Any]) -> tuple[Receivables, Dunning]:
+def load(raw: dict[str, Any]) -> tuple[Receivables, Dunning, Claims]:
     """The parts of a state from its JSON (what :func:`dump` wrote, or an older snapshot)."""
     receivables = Receivables(
         profile=raw.get("profile"),
@@ -68,7 +70,7 @@ def load(raw: dict[str, Any]) -> tuple[Receivables, Dunning]:
         acknowledgements=dict(raw.get("acknowledgements", {})),
         contacts=list(raw.get("contacts", [])),
     )
-    return receivables, dunning
+    return receivables, dunning, _claims_from(raw, dunning.escalations)
 
 
 def _invoice_json(invoice: Invoice) -> dict[str, Any]:
@@ -156,6 +158,77 @@ def _escalation_from(raw: dict[str, Any]) -> Escalation:
         fee=_money(raw.get("fee")),
         notices=[cast(Notice, dict(n)) for n in raw.get("notices", [])],
         told=list(raw.get("told", [])),
+    )
+
+
+def _claims_json(claims: Claims) -> dict[str, Any]:
+    return {
+        "claims": {
+            invoice_id: {kind: claim_json(claim) for kind, claim in by_kind.items()}
+            for invoice_id, by_kind in claims.claims.items()
+        },
+        "claims_allocation": claims.allocation,
+    }
+
+
+def _claims_from(raw: dict[str, Any], escalations: dict[str, Escalation]) -> Claims:
+    """The claims of a snapshot; a snapshot written before claims existed has them derived from its escalations
+    (the figures charged and what was claimed; no allocation, which the events after it will make)."""
+    if "claims" not in raw:
+        return _from_escalations(escalations)
+    return Claims(
+        claims={
+            invoice_id: {kind: _claim_from(value) for kind, value in by_kind.items()}
+            for invoice_id, by_kind in raw["claims"].items()
+        },
+        allocation=raw.get("claims_allocation", PRINCIPAL_FIRST),
+    )
+
+
+def _from_escalations(escalations: dict[str, Escalation]) -> Claims:
+    claims = Claims()
+    for record in escalations.values():
+        if record.interest is not None:
+            interest = claims.entry(record.invoice_id, INTEREST, record.currency)
+            interest.charged, interest.through = record.interest, record.interest_through
+        if record.fee is not None:
+            claims.entry(record.invoice_id, INDEMNITY, record.currency).charged = record.fee
+        for action, kind in CLAIMING_ACTIONS.items():
+            if action in record.actions:
+                claims.entry(record.invoice_id, kind, record.currency).claimed = True
+    return claims
+
+
+def claim_json(claim: Claim) -> dict[str, Any]:
+    """A claim as the snapshot keeps it (credits that settled it under ``settled``)."""
+    return {
+        "invoice_id": claim.invoice_id,
+        "kind": claim.kind,
+        "currency": claim.currency,
+        "charged": str(claim.charged),
+        "through": None if claim.through is None else claim.through.isoformat(),
+        "fixed": claim.fixed,
+        "claimed": claim.claimed,
+        "void": claim.void,
+        "settled": {k: str(v) for k, v in claim.settled.items()},
+        "waived": str(claim.waived),
+        "waivers": [dict(w) for w in claim.waivers],
+    }
+
+
+def _claim_from(raw: dict[str, Any]) -> Claim:
+    return Claim(
+        invoice_id=raw["invoice_id"],
+        kind=raw["kind"],
+        currency=raw["currency"],
+        charged=Decimal(raw["charged"]),
+        through=None if raw.get("through") is None else date.fromisoformat(raw["through"]),
+        fixed=raw.get("fixed", False),
+        claimed=raw.get("claimed", False),
+        void=raw.get("void", False),
+        settled={k: Decimal(v) for k, v in raw.get("settled", {}).items()},
+        waived=Decimal(raw.get("waived", "0")),
+        waivers=[dict(w) for w in raw.get("waivers", [])],
     )
 
 

@@ -1,11 +1,12 @@
 """A customer's ledger as the fold of its event stream: its receivables, and relance's dunning decisions on them.
 
 Pure Python, no database. :class:`CustomerState` composes the receivables part (:mod:`shared.ledger.receivables`:
-profile, invoices, payments, credit notes, their allocation) and the dunning part (:mod:`shared.ledger.dunning`: the
-engine's decisions and the ERP's acknowledgements of its commands). The same code decides whether an incoming event
-is new, a duplicate or a violation of a business rule (:meth:`CustomerState.check`) and applies it
-(:meth:`CustomerState.apply`, which says what it changed); the event store keeps the folded state as a snapshot
-(:mod:`shared.ledger.snapshot`) in the same transaction as the append.
+profile, invoices, payments, credit notes, their allocation), the dunning part (:mod:`shared.ledger.dunning`: the
+engine's decisions and the ERP's acknowledgements of its commands) and the claims part (:mod:`shared.ledger.claims`:
+late interest and indemnities owed besides principal, and the money allocated to them). The same code decides
+whether an incoming event is new, a duplicate or a violation of a business rule (:meth:`CustomerState.check`) and
+applies it (:meth:`CustomerState.apply`, which says what it changed); the event store keeps the folded state as a
+snapshot (:mod:`shared.ledger.snapshot`) in the same transaction as the append.
 
 The fold consumes typed events (:func:`shared.contracts.events.parse`): the ERP's models and relance's own.
 
@@ -26,6 +27,7 @@ from typing import Any
 
 from shared.contracts.events import Event
 from shared.ledger import snapshot
+from shared.ledger.claims import Claim, Claims
 from shared.ledger.dunning import (
     KEPT_PER_KIND,
     REJECTED_TASK,
@@ -47,6 +49,8 @@ __all__ = [
     "ZERO",
     "Changes",
     "Check",
+    "Claim",
+    "Claims",
     "Credit",
     "CustomerState",
     "Escalation",
@@ -73,8 +77,12 @@ class CustomerState:
     head_hash: str = "0" * 64
     receivables: Receivables = field(default_factory=Receivables)
     dunning: Dunning = field(default_factory=Dunning)
+    claims: Claims = field(default_factory=Claims)
     # Bookkeeping of the store, not part of the state: the version of the last saved snapshot.
     snapshot_version: int = field(default=0, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.receivables.claims = self.claims  # free credit settles claims too (see shared.ledger.claims)
 
     # ----------------------------------------------------------------------------------------------- deciding
     def check(self, event: Event) -> Check:
@@ -105,12 +113,18 @@ class CustomerState:
         touched = Touched()
         self.receivables.apply(event, occurred, touched)
         self.dunning.apply(event, occurred, event_id, touched)
+        self.claims.apply(event, self.receivables, touched)
         return Changes(frozenset(touched.invoices), frozenset(touched.credits))
 
     # ----------------------------------------------------------------------------------------------- reading
     def balances(self) -> dict[str, Decimal]:
-        """Per currency: open invoices' outstanding less credit not yet applied (negative = in credit)."""
+        """Per currency: open invoices' outstanding less credit not yet applied (negative = in credit); principal
+        only, the claims owed are :meth:`claims_owed`."""
         return self.receivables.balances()
+
+    def claims_owed(self) -> dict[str, Decimal]:
+        """Per currency: late interest and indemnities owed (claimed or not), apart from principal."""
+        return self.claims.owed()
 
     def unallocated(self) -> dict[str, Decimal]:
         return self.receivables.unallocated()
@@ -202,11 +216,11 @@ class CustomerState:
     def to_json(self) -> dict[str, Any]:
         """The snapshot the store keeps (:mod:`shared.ledger.snapshot`)."""
         head = {"tenant": self.tenant, "customer_id": self.customer_id, "version": self.version}
-        return {**head, "head_hash": self.head_hash, **snapshot.dump(self.receivables, self.dunning)}
+        return {**head, "head_hash": self.head_hash, **snapshot.dump(self.receivables, self.dunning, self.claims)}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> CustomerState:
-        receivables, dunning = snapshot.load(raw)
+        receivables, dunning, claims = snapshot.load(raw)
         return cls(
             tenant=raw["tenant"],
             customer_id=raw["customer_id"],
@@ -214,4 +228,5 @@ class CustomerState:
             head_hash=raw["head_hash"],
             receivables=receivables,
             dunning=dunning,
+            claims=claims,
         )

@@ -23,6 +23,7 @@ from shared.ledger.state import CustomerState
 from tests.factories import Ev, Feed, customer, dispute, dispute_resolved, invoice, payment, plan, promise, summary
 
 RATES = RateTable.default()
+CLAIM_FIGURES = {"fee", "interest", "fixed"}  # decisions that record a claim's figure
 
 LADDER = (
     Level("courtesy", -3, "email", "courtesy"),
@@ -79,8 +80,13 @@ class Customer:
                 self.evaluate(day)
             day += timedelta(days=1)
 
-    def table(self) -> dict[str, list[tuple[str, ...]]]:
-        return {day.isoformat(): [summary(d) for d in ds] for day, ds in sorted(self.log.items())}
+    def table(self, claims: bool = True) -> dict[str, list[tuple[str, ...]]]:
+        """Day -> the decisions of the day; without ``claims``, the ladder's alone (no figures of interest and
+        indemnities, which tests/unit/escalation/test_claims.py walks)."""
+        found = {day.isoformat(): [summary(d) for d in ds] for day, ds in sorted(self.log.items())}
+        if not claims:
+            found = {day: [s for s in ds if s[0] not in CLAIM_FIGURES] for day, ds in found.items()}
+        return {day: ds for day, ds in found.items() if ds}
 
     def only(self, event_type: str) -> list[dict[str, Any]]:
         return [d.data for ds in self.log.values() for d in ds if d.event_type == event_type]
@@ -100,11 +106,21 @@ def test_an_unpaid_invoice_climbs_the_whole_ladder_one_level_per_step_date_and_n
     # Then each step date produces exactly its decisions, and no other day anything
     assert c.table() == {
         "2026-02-27": [("level", "INV-1", "courtesy"), ("reminder", "EUR", "courtesy", "INV-1")],
-        "2026-03-07": [("level", "INV-1", "reminder-1"), ("reminder", "EUR", "reminder-1", "INV-1")],
-        "2026-03-14": [("level", "INV-1", "call"), ("task", "phone_call", "INV-1", "1000.00")],
+        # The indemnity is owed from the first day late, whatever the level (claimed from the formal notice)
+        "2026-03-03": [("fee", "INV-1", "40.00")],
+        # Interest accrues from the first day late: 5 days (3 to 7 March) at 12.15 % on 1000 = 1.664…
+        "2026-03-07": [
+            ("level", "INV-1", "reminder-1"),
+            ("interest", "INV-1", "1.66"),
+            ("reminder", "EUR", "reminder-1", "INV-1"),
+        ],
+        "2026-03-14": [
+            ("level", "INV-1", "call"),
+            ("interest", "INV-1", "3.99"),
+            ("task", "phone_call", "INV-1", "1000.00"),
+        ],
         "2026-03-22": [
             ("level", "INV-1", "formal-notice"),
-            ("fee", "INV-1", "40.00"),
             # 20 days (3 to 22 March) at ECB 2.15 + 10 = 12.15 %: 1000 * 0.1215 * 20 / 365 = 6.657…
             ("interest", "INV-1", "6.66"),
             ("reminder", "EUR", "formal-notice", "INV-1"),
@@ -178,7 +194,15 @@ def test_a_payment_the_day_before_a_step_means_nothing_is_sent() -> None:
     c.run(
         *days("2026-02-01", "2026-04-30"), erp={date(2026, 3, 6): [payment("P1", "1000.00", received_on="2026-03-06")]}
     )
-    assert [d for d in c.table()] == ["2026-02-27"]  # the courtesy notice only
+    # Then the courtesy notice is the only message; the claims of the 4 days late are owed, not claimed
+    assert c.table() == {
+        "2026-02-27": [("level", "INV-1", "courtesy"), ("reminder", "EUR", "courtesy", "INV-1")],
+        "2026-03-03": [("fee", "INV-1", "40.00")],
+        # 4 days (3 to 6 March) at 12.15 % on 1000 = 1.331…, fixed for good at the payment
+        "2026-03-06": [("fixed", "INV-1", "1.33", "2026-03-06")],
+    }
+    assert c.state.claims_owed() == {"EUR": D("41.33")}
+    assert not any(claim.claimed for claim in c.state.claims.all())
     assert next_due(c.state, POLICY, datetime(2026, 3, 6, 9, tzinfo=UTC)) is None
 
 
@@ -199,7 +223,7 @@ def test_a_partial_payment_restarts_the_interval_to_the_next_level_and_the_remin
     # 1000 * 12.15 % * 14 days (3-16 March) + 600 * 12.15 % * 8 days (17-24 March), / 365 = 4.660… + 1.597…
     assert formal["lines"][0]["interest"] == "6.26"
     # And the block follows the ladder's spacing from there (formal notice + 10 days)
-    assert table["2026-04-03"] == [("level", "INV-1", "block"), ("blocked", "level")]
+    assert table["2026-04-03"] == [("level", "INV-1", "block"), ("interest", "INV-1", "8.26"), ("blocked", "level")]
 
 
 def test_a_credit_note_counts_like_a_payment() -> None:
@@ -211,7 +235,12 @@ def test_a_credit_note_counts_like_a_payment() -> None:
         *days("2026-02-01", "2026-03-31"),
         erp={date(2026, 3, 6): [credit_note("CN1", "1000.00", issued_on="2026-03-06", invoice_id="INV-1")]},
     )
-    assert list(c.table()) == ["2026-02-27"]
+    # The invoice was settled 4 days late by the credit note: its claims are owed, fixed, and nothing else is sent
+    assert c.table() == {
+        "2026-02-27": [("level", "INV-1", "courtesy"), ("reminder", "EUR", "courtesy", "INV-1")],
+        "2026-03-03": [("fee", "INV-1", "40.00")],
+        "2026-03-06": [("fixed", "INV-1", "1.33", "2026-03-06")],
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- disputes
@@ -227,7 +256,7 @@ def test_a_dispute_on_one_of_three_invoices_pauses_only_that_one() -> None:
         *days("2026-02-01", "2026-03-18"),
         erp={date(2026, 3, 1): [dispute("INV-2")], date(2026, 3, 10): [dispute_resolved("INV-2")]},
     )
-    assert c.table() == {
+    assert c.table(claims=False) == {
         "2026-02-27": [
             ("level", "INV-1", "courtesy"),
             ("level", "INV-2", "courtesy"),
@@ -275,7 +304,7 @@ def test_a_kept_promise_pauses_the_ladder_and_ends_it() -> None:
             date(2026, 3, 13): [payment("P1", "1000.00", received_on="2026-03-13")],
         },
     )
-    assert c.table() == {
+    assert c.table(claims=False) == {
         "2026-02-27": [("level", "INV-1", "courtesy"), ("reminder", "EUR", "courtesy", "INV-1")],
         "2026-03-12": [("task", "check_promise", "INV-1", "1000.00")],
     }
@@ -285,7 +314,7 @@ def test_a_broken_promise_gives_a_task_and_the_next_level_the_day_after_the_grac
     c = Customer()
     c.erp(date(2026, 2, 1), INV1)
     c.run(*days("2026-02-01", "2026-03-25"), erp={date(2026, 3, 5): [promise("PR1", "2026-03-12", "1000.00", [])]})
-    assert c.table() == {
+    assert c.table(claims=False) == {
         "2026-02-27": [("level", "INV-1", "courtesy"), ("reminder", "EUR", "courtesy", "INV-1")],
         "2026-03-12": [("task", "check_promise", "INV-1", "1000.00")],
         # promised 12 March + 2 days of grace: on the 15th the ladder resumes with the next level
@@ -320,7 +349,7 @@ def test_a_payment_plan_replaces_the_due_date_by_its_instalments(
         ]
     }
     c.run(*days("2026-02-01", "2026-05-10"), erp={**erp, **payments})
-    table = c.table()
+    table = c.table(claims=False)
     assert list(table)[:3] == ["2026-02-27", "2026-03-07", expected_call]
     assert table[expected_call][0] == ("level", "INV-1", "call")
 
@@ -333,20 +362,23 @@ def test_after_days_of_downtime_only_the_level_due_now_is_sent_and_the_skipped_o
     down = {date(2026, 3, 13) + timedelta(days=n) for n in range(11)}
     c.run(*days("2026-02-01", "2026-03-31"), skip=down)
     # Then on its return it sends the formal notice alone, with the call recorded as skipped
-    assert c.table()["2026-03-24"] == [
+    assert c.table(claims=False)["2026-03-24"] == [
         ("level", "INV-1", "formal-notice skipping call"),
-        ("fee", "INV-1", "40.00"),
-        ("interest", "INV-1", "7.32"),
         ("reminder", "EUR", "formal-notice", "INV-1"),
     ]
-    assert list(c.table()) == ["2026-02-27", "2026-03-07", "2026-03-24"]
+    (formal,) = [r for r in c.only("reminder.requested") if r["level"] == "formal-notice"]
+    assert formal["totals"] == {"outstanding": "1000.00", "interest": "7.32", "fees": "40.00"}
+    assert list(c.table(claims=False)) == ["2026-02-27", "2026-03-07", "2026-03-24"]
 
 
 def test_three_days_of_downtime_over_a_step_send_that_step_late_and_once() -> None:
     c = Customer()
     c.erp(date(2026, 2, 1), INV1)
     c.run(*days("2026-02-01", "2026-03-20"), skip={date(2026, 3, 6), date(2026, 3, 7), date(2026, 3, 8)})
-    assert c.table()["2026-03-09"] == [("level", "INV-1", "reminder-1"), ("reminder", "EUR", "reminder-1", "INV-1")]
+    assert c.table(claims=False)["2026-03-09"] == [
+        ("level", "INV-1", "reminder-1"),
+        ("reminder", "EUR", "reminder-1", "INV-1"),
+    ]
 
 
 def test_an_invoice_recorded_late_joins_the_ladder_at_the_level_due_now() -> None:
@@ -364,9 +396,10 @@ def test_a_payment_unblocks_credit_once() -> None:
     c.run(
         *days("2026-02-01", "2026-04-20"), erp={date(2026, 4, 3): [payment("P1", "1000.00", received_on="2026-04-03")]}
     )
-    table = c.table()
+    table = c.table(claims=False)
     assert table["2026-04-01"] == [("level", "INV-1", "block"), ("blocked", "level")]
-    assert table["2026-04-03"] == [("unblocked",)]
+    # 32 days (3 March to 3 April) at 12.15 % on 1000 = 10.65, fixed at the payment; the claimed claims stay owed
+    assert table["2026-04-03"] == [("unblocked",), ("task", "claim_owed", "INV-1", "50.65")]
     assert list(table)[-1] == "2026-04-03"
     blocked, unblocked = c.only("credit.blocked"), c.only("credit.unblocked")
     assert len(blocked) == len(unblocked) == 1 and blocked[0]["block_id"] == unblocked[0]["block_id"]
@@ -379,7 +412,7 @@ def test_overdue_above_the_credit_limit_blocks_and_a_partial_payment_below_it_un
     c.run(
         *days("2026-02-28", "2026-03-12"), erp={date(2026, 3, 10): [payment("P1", "600.00", received_on="2026-03-10")]}
     )
-    table = c.table()
+    table = c.table(claims=False)
     assert table["2026-03-03"] == [("blocked", "credit_limit")]
     assert table["2026-03-10"] == [("unblocked",)]
     (blocked,) = c.only("credit.blocked")
@@ -427,7 +460,7 @@ def test_nothing_is_sent_below_the_minimum_until_the_total_reaches_it() -> None:
     c = Customer(policy=policy)
     c.erp(date(2026, 2, 1), invoice("INV-1", "30.00", issue_date="2026-02-01", due_date=DUE))
     c.run(*days("2026-02-01", "2026-03-09"))
-    assert c.table() == {}
+    assert c.table(claims=False) == {}
     c.erp(date(2026, 3, 10), invoice("INV-2", "30.00", issue_date="2026-02-10", due_date="2026-03-09"))
     assert [summary(d) for d in c.evaluate(date(2026, 3, 10))] == [
         ("level", "INV-1", "reminder-1 skipping courtesy"),  # INV-2 is listed apart, its own reminder-1 comes later
@@ -474,7 +507,7 @@ def test_a_changed_ladder_applies_from_the_current_level_onwards() -> None:
     )
     c.run(*days("2026-03-09", "2026-04-30"))
     # Then the next steps follow the new ladder, and nothing already reached is sent again
-    table = c.table()
+    table = c.table(claims=False)
     assert [day for day in table if day > "2026-03-08"] == ["2026-03-12", "2026-03-27"]
     assert table["2026-03-27"][0] == ("level", "INV-1", "mise-en-demeure")
 
@@ -491,8 +524,8 @@ def test_a_level_of_a_changed_ladder_is_placed_by_its_offset_when_its_key_is_gon
         levels=(Level("first", 5, "email", "r1"), Level("second", 10, "email", "r2"), Level("last", 40, "letter", "f")),
     )
     c.run(*days("2026-03-16", "2026-04-30"))
-    assert [s for ds in c.table().values() for s in ds if s[0] == "level"][-1] == ("level", "INV-1", "last")
-    assert sum(1 for day in c.table() if day > "2026-03-15") == 1
+    assert [s for ds in c.table(claims=False).values() for s in ds if s[0] == "level"][-1] == ("level", "INV-1", "last")
+    assert sum(1 for day in c.table(claims=False) if day > "2026-03-15") == 1
 
 
 # ---------------------------------------------------------------------------------------------------- calendar
@@ -501,7 +534,7 @@ def test_a_step_on_a_weekend_moves_to_the_next_business_day() -> None:
     c.erp(date(2026, 2, 1), INV1)
     c.run(*days("2026-02-01", "2026-03-16"))
     # 27 Feb is a Friday; 7 March a Saturday → Monday 9; 14 March a Saturday → Monday 16
-    assert list(c.table()) == ["2026-02-27", "2026-03-09", "2026-03-16"]
+    assert list(c.table(claims=False)) == ["2026-02-27", "2026-03-09", "2026-03-16"]
 
 
 # ---------------------------------------------------------------------------------------------------- behaviour
@@ -517,8 +550,10 @@ def test_a_customer_paying_much_later_than_usual_gets_one_task_per_episode() -> 
             payment(f"P{n}", "100.00", received_on=paid),
         ]
     c.erp(date(2025, 11, 1), *history, invoice("INV-9", "500.00", issue_date="2025-10-15", due_date="2025-11-30"))
-    # When the engine runs
-    (task,) = c.evaluate(date(2025, 11, 1))
+    # When the engine runs (the late payments' claims are owed, unclaimed under this ladder)
+    decided = c.evaluate(date(2025, 11, 1))
+    assert {summary(d)[0] for d in decided} == {"fee", "fixed", "task"}
+    (task,) = [d for d in decided if d.event_type == "task.created"]
     # Then one task, for the open amount, and no other while the episode lasts
     assert summary(task) == ("task", "payment_behaviour_changed", "INV-9", "500.00")
     c.erp(date(2025, 11, 2), payment("P99", "50.00", received_on="2025-11-02"))
@@ -536,7 +571,7 @@ def test_payments_as_late_as_usual_give_no_behaviour_task() -> None:
             payment(f"P{n}", "100.00", received_on=paid),
         ]
     c.erp(date(2025, 11, 1), *history, invoice("INV-9", "500.00", issue_date="2025-10-15", due_date="2025-11-30"))
-    assert c.evaluate(date(2025, 11, 1)) == []
+    assert [summary(d) for d in c.evaluate(date(2025, 11, 1)) if summary(d)[0] not in CLAIM_FIGURES] == []
 
 
 def test_below_the_minimum_no_timer_fires_every_day() -> None:
@@ -613,7 +648,10 @@ def test_a_semester_without_a_rate_holds_only_what_needs_interest_until_the_rate
     assert [r["level"] for r in c.only("reminder.requested")] == ["courtesy", "reminder-1"]
     assert [t["kind"] for t in c.only("task.created")] == ["phone_call", "interest_unavailable"]
     assert c.only("task.created")[1]["semester"] == "2026-07-01"
-    assert c.only("interest.computed") == [] and c.only("fee.charged") == []
+    # (interest accrued in June was recorded at reminder-1; nothing after, the July rate is missing; the indemnity
+    # was owed the first day late)
+    assert [(i["amount"], i["through"]) for i in c.only("interest.computed")] == [("1.66", "2026-06-27")]
+    assert [f["amount"] for f in c.only("fee.charged")] == ["40.00"]
     # When the rate of that semester is added
     c.rates = RateTable({date(2026, 1, 1): D("2.15"), date(2026, 7, 1): D("2.15")})
     decisions = c.evaluate(date(2026, 7, 21))

@@ -398,3 +398,22 @@ def test_the_shipped_policies_load_without_warnings() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", PolicyWarning)
         PolicyLibrary.load(None)
+
+
+# --- claims -------------------------------------------------------------------------------------------------------
+
+
+def test_claims_allocation_is_principal_first_unless_the_policy_says_claims_first(tmp_path: Path) -> None:
+    default = load_policy(_write(tmp_path / "default.yaml", _minimal()))
+    explicit = load_policy(_write(tmp_path / "explicit.yaml", _minimal(claims={"allocation": "principal_first"})))
+    civil = load_policy(_write(tmp_path / "civil.yaml", _minimal(claims={"allocation": "claims_first"})))
+    assert (default.claims_allocation, civil.claims_allocation) == ("principal_first", "claims_first")
+    # The default written out is the same policy, the other rule another version
+    assert default.version == explicit.version != civil.version
+    assert PolicyBook.shipped().for_customer(None).claims_allocation == "principal_first"
+
+
+def test_an_unknown_claims_allocation_is_refused_saying_which_are_known(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        load_policy(_write(tmp_path / "odd.yaml", _minimal(claims={"allocation": "fees_last"})))
+    assert "claims.allocation" in str(refused.value) and "'principal_first' or 'claims_first'" in str(refused.value)

@@ -1,0 +1,195 @@
+"""``relance claims list`` and ``claims waive``: the late interest and indemnities customers owe, and giving them up.
+
+A waiver is a collector's decision, recorded as ``claim.waived`` in the customer's stream with its reason and its
+author, appended at the stream's version the command read (so it is checked against what is owed at that instant,
+and a waiver racing with a payment is checked again). :func:`waiver` says what a waiver would record, or why not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from services.cli.options import Commands, runs
+from shared.config import Settings
+from shared.contracts import events
+from shared.contracts.erp import minor_units
+from shared.ledger.claims import KINDS
+from shared.ledger.state import CustomerState
+from shared.runtime import open_ledger
+
+ATTEMPTS = 5  # the stream moved under the waiver this many times: give up and say so
+
+
+class WaiverRefused(ValueError):
+    """The waiver cannot be recorded: the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Waiver:
+    event: events.ClaimWaived
+    owed_after: Decimal
+
+
+def add_claims(commands: Commands) -> None:
+    claims = commands.add_parser("claims", help="late interest and indemnities owed besides principal; waivers")
+    claims_commands = claims.add_subparsers(title="claims commands", metavar="ACTION")
+    listing = claims_commands.add_parser("list", help="the claims still owed, per customer and invoice")
+    listing.add_argument("--tenant", required=True)
+    listing.add_argument("--customer", help="only this customer")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    runs(listing, claims_list, database_url=True)
+    waive = claims_commands.add_parser(
+        "waive", help="give up a claim (all that is owed, or --amount of it), with a reason, on record"
+    )
+    waive.add_argument("--tenant", required=True)
+    waive.add_argument("--customer", required=True)
+    waive.add_argument("--invoice", required=True, help="the invoice id the claim is on")
+    waive.add_argument("--kind", required=True, choices=KINDS)
+    waive.add_argument("--reason", required=True, help="why, in words an auditor will read")
+    waive.add_argument("--author", required=True, help="who decides the waiver")
+    waive.add_argument("--amount", help="part of what is owed, e.g. 12.50 (default: all of it)")
+    runs(waive, claims_waive, database_url=True)
+
+
+def waiver(
+    state: CustomerState, invoice_id: str, kind: str, reason: str, author: str, amount: str | None = None
+) -> Waiver:
+    """The ``claim.waived`` a waiver records on this state, or :class:`WaiverRefused` saying why not."""
+    if not reason.strip():
+        raise WaiverRefused("give the reason of the waiver (--reason): an auditor will read it")
+    if not author.strip():
+        raise WaiverRefused("say who decides the waiver (--author)")
+    invoice = state.invoices.get(invoice_id)
+    if invoice is None:
+        raise WaiverRefused(f"customer {state.customer_id} of {state.tenant} has no invoice {invoice_id!r}")
+    claim = state.claims.get(invoice_id, kind)
+    owed = Decimal(0) if claim is None else claim.owed
+    if claim is None or owed <= 0:
+        raise WaiverRefused(f"nothing is owed in {kind} on invoice {invoice.number} ({invoice_id}): nothing to waive")
+    waived = owed if amount is None else _amount(amount, claim.currency)
+    if waived > owed:
+        raise WaiverRefused(
+            f"{waived} {claim.currency} is more than the {owed} {claim.currency} of {kind} owed on invoice "
+            f"{invoice.number}: waive at most what is owed"
+        )
+    event = events.ClaimWaived(
+        invoice_id=invoice_id,
+        kind=kind,  # type: ignore[arg-type]
+        currency=claim.currency,
+        amount=waived,
+        reason=reason.strip(),
+        author=author.strip(),
+    )
+    return Waiver(event, owed - waived)
+
+
+def _amount(text: str, currency: str) -> Decimal:
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise WaiverRefused(f"--amount {text!r} is not a decimal amount such as 12.50") from None
+    exponent = value.as_tuple().exponent
+    if not value.is_finite() or value <= 0:
+        raise WaiverRefused(f"--amount {text!r} must be above zero")
+    if isinstance(exponent, int) and -exponent > minor_units(currency):
+        raise WaiverRefused(f"--amount {text} has more decimals than {currency} has ({minor_units(currency)})")
+    return value
+
+
+def waiver_id(state: CustomerState, invoice_id: str, kind: str) -> str:
+    """The waiver's event id: the same waiver asked twice at the same version of the stream is recorded once."""
+    key = "\x1f".join((state.tenant, state.customer_id, invoice_id, kind, str(state.version)))
+    return f"waiver-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+
+def claims_waive(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.ledger.store import Incoming
+
+    with open_ledger(settings) as ledger:
+        for _ in range(ATTEMPTS):
+            state = ledger.state(args.tenant, args.customer)
+            if state.version == 0:
+                print(f"relance: no events for customer {args.customer!r} of tenant {args.tenant!r}", file=sys.stderr)
+                return 1
+            try:
+                found = waiver(state, args.invoice, args.kind, args.reason, args.author, args.amount)
+            except WaiverRefused as exc:
+                print(f"relance: {exc}", file=sys.stderr)
+                return 1
+            item = Incoming.of(
+                found.event,
+                stream=(args.tenant, args.customer),
+                event_id=waiver_id(state, args.invoice, args.kind),
+                occurred_at=datetime.now(UTC),
+                metadata={"source": "cli", "author": found.event.author},
+                expected_version=state.version,
+            )
+            (outcome,) = ledger.record([item])
+            if outcome.status == "conflict":
+                continue  # a payment or a decision came in meanwhile: check the waiver again on the new state
+            if outcome.status == "rejected":
+                print(f"relance: the ledger refused the waiver: {outcome.reason}", file=sys.stderr)
+                return 1
+            event = found.event
+            print(
+                f"waived {event.amount} {event.currency} of {event.kind} on invoice {args.invoice} of "
+                f"{args.tenant}/{args.customer} ({event.reason}, by {event.author}); still owed "
+                f"{found.owed_after} {event.currency}"
+            )
+            return 0
+    print(f"relance: the stream of {args.tenant}/{args.customer} kept moving; run the command again", file=sys.stderr)
+    return 1
+
+
+def claims_list(args: argparse.Namespace, settings: Settings) -> int:
+    with open_ledger(settings) as ledger:
+        keys = [args.customer] if args.customer else [c for _, c in ledger.streams(args.tenant)]
+        states = [ledger.state(args.tenant, customer) for customer in keys]
+    rows: list[dict[str, Any]] = []
+    for state in states:
+        for claim in state.claims.all():
+            if claim.owed <= 0:
+                continue
+            invoice = state.invoices.get(claim.invoice_id)
+            rows.append(
+                {
+                    "customer_id": state.customer_id,
+                    "invoice_id": claim.invoice_id,
+                    "number": invoice.number if invoice else claim.invoice_id,
+                    "principal": "settled" if invoice is not None and invoice.status == "paid" else "open",
+                    "kind": claim.kind,
+                    "currency": claim.currency,
+                    "charged": str(claim.charged),
+                    "paid": str(claim.allocated),
+                    "waived": str(claim.waived),
+                    "owed": str(claim.owed),
+                    "claimed": claim.claimed,
+                }
+            )
+    if args.json:
+        print(json.dumps({"tenant": args.tenant, "claims": rows}, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        print(f"no claims owed in {args.tenant}" + (f" by {args.customer}" if args.customer else ""))
+        return 0
+    print(
+        f"  {'customer':<14} {'invoice':<16} {'kind':<10} {'charged':>12} {'paid':>12} {'waived':>12} {'owed':>12}"
+        "  currency  principal  claimed"
+    )
+    totals: dict[str, Decimal] = {}
+    for row in rows:
+        print(
+            f"  {row['customer_id'][:14]:<14} {row['number'][:16]:<16} {row['kind']:<10} {row['charged']:>12} "
+            f"{row['paid']:>12} {row['waived']:>12} {row['owed']:>12}  {row['currency']:<8}  {row['principal']:<9}  "
+            + ("yes" if row["claimed"] else "not yet")
+        )
+        totals[row["currency"]] = totals.get(row["currency"], Decimal(0)) + Decimal(row["owed"])
+    print("claims owed: " + ", ".join(f"{amount:,} {currency}" for currency, amount in sorted(totals.items())))
+    return 0
