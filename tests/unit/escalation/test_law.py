@@ -279,8 +279,8 @@ def test_a_uk_customer_s_formal_notice_charges_bank_rate_plus_8_and_the_act_s_fi
     assert (fee["currency"], fee["amount"]) == ("GBP", "70.00")
     assert "fee_currency" not in c.only("reminder.requested")[-1]["lines"][0]
     # And 20 days (3-22 March) at 3.75 + 8 = 11.75 %: 1500 * 0.1175 * 20 = 3525 / 365 = 9.657... -> 9.66
-    (interest,) = c.only("interest.computed")
-    assert interest["amount"] == "9.66"
+    interest = c.only("interest.computed")[-1]  # the running figure, as of the formal notice
+    assert (interest["through"], interest["amount"]) == ("2026-03-22", "9.66")
     # And every reminder states English law; the formal notice states the rate it applied
     reminders = c.only("reminder.requested")
     assert [r["law"] for r in reminders] == ["uk"] * len(reminders)
@@ -295,8 +295,8 @@ def test_a_gbp_invoice_under_french_law_gets_the_eur_40_indemnity() -> None:
     (fee,) = c.only("fee.charged")
     assert (fee["invoice_id"], fee["currency"], fee["amount"]) == ("INV-1", "EUR", "40.00")
     # And interest is ECB + 10: 20 days at 12.15 %: 1500 * 0.1215 * 20 = 3645 / 365 = 9.986... -> 9.99
-    (interest,) = c.only("interest.computed")
-    assert (interest["currency"], interest["amount"]) == ("GBP", "9.99")
+    interest = c.only("interest.computed")[-1]  # the running figure, as of the formal notice
+    assert (interest["through"], interest["currency"], interest["amount"]) == ("2026-03-22", "GBP", "9.99")
     # And the formal notice's line says the fee's currency, kept out of the GBP totals
     notice = c.only("reminder.requested")[-1]
     assert notice["law"] == "fr"
@@ -316,8 +316,8 @@ def test_a_deposit_received_before_the_invoice_lowers_the_interest_the_engine_ch
     c.run(*days("2026-02-01", "2026-03-22"))
     # Then the formal notice's interest accrues on 1,000 from the start:
     # 20 days at 2.15 + 10 = 12.15 %: 1000 * 0.1215 * 20 = 2430 / 365 = 6.657... -> 6.66 (on 1,200: 7.99)
-    (interest,) = c.only("interest.computed")
-    assert interest["amount"] == "6.66"
+    interest = c.only("interest.computed")[-1]  # the running figure, as of the formal notice
+    assert (interest["through"], interest["amount"]) == ("2026-03-22", "6.66")
 
 
 def test_the_shipped_uk_policy_runs_on_the_shipped_tables() -> None:
@@ -338,8 +338,10 @@ def test_a_uk_invoice_whose_half_year_lacks_a_bank_rate_is_held_with_the_row_to_
     c.erp(date(2026, 5, 20), customer(), bill)
     # When the formal notice falls due on 9 July 2026, in a half-year whose rate (30 June 2026) is not in the table
     c.run(*days("2026-05-20", "2026-07-12"))
-    # Then no interest is guessed: the invoice is held, with one task naming the row to add
-    assert c.only("interest.computed") == [] and c.only("fee.charged") == []
+    # Then no interest is guessed: what accrued in June is known, nothing through a July day; the invoice is held,
+    # with one task naming the row to add (its fixed sum, which needs no rate, is owed from its first day late)
+    assert all(i["through"] < "2026-07-01" for i in c.only("interest.computed"))
+    assert [(f["currency"], f["amount"]) for f in c.only("fee.charged")] == [("GBP", "70.00")]
     (task,) = hold_tasks([d for ds in c.log.values() for d in ds])
     assert task["kind"] == "interest_unavailable" and task["semester"] == "2026-07-01"
     assert (
