@@ -348,7 +348,7 @@ def describe(event_type: str, data: dict[str, Any], state: CustomerState) -> str
         case events.InterestComputed.TYPE:
             return (
                 f"late interest on {inv(data['invoice_id'])}: {amount(data['amount'], data['currency'])} "
-                f"over {data['days']} days"
+                f"over {data['days']} day{'' if data['days'] == 1 else 's'}"
             )
         case events.FeeCharged.TYPE:
             return f"recovery fee on {inv(data['invoice_id'])}: {amount(data['amount'], data['currency'])}"

@@ -26,6 +26,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from services.notifier.render import RenderSettings
 from services.notifier.service import Notifier, Outcome
 from services.notifier.smtp import SendError, SmtpConfig, SmtpTransport
 from shared.config import Settings
@@ -34,6 +35,7 @@ from shared.ledger.outbox import claim, mark_published
 from shared.ledger.store import Ledger
 
 KIND = events.SEND_REMINDER
+DEMO_SENDER_FILE = Path(__file__).parent / "sender.yaml"  # a French and a British sender, one per demo tenant
 
 
 @dataclass
@@ -86,7 +88,10 @@ class DemoMailer:
         port = _free_port()
         self.controller = Controller(self.sink, hostname="127.0.0.1", port=port)
         self.transport = SmtpTransport(SmtpConfig("127.0.0.1", port, "none", timeout=10))
-        self.notifier = Notifier(settings, engine, self.transport, now=clock, shared_ledger=ledger)
+        render_settings = RenderSettings()
+        if render_settings.sender_file is None:  # each demo tenant signs with a sender of its own country
+            render_settings = RenderSettings(template_dir=render_settings.template_dir, sender_file=DEMO_SENDER_FILE)
+        self.notifier = Notifier(settings, engine, self.transport, render_settings, now=clock, shared_ledger=ledger)
         self.loop = asyncio.new_event_loop()
         self.mailed = Mailed(folder)
 
