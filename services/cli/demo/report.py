@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import TextIO
 
 from shared.contracts.erp import minor_units
+from shared.ledger.claims import Figures
 from shared.ledger.state import CustomerState
 
 ZERO = Decimal(0)
@@ -77,6 +78,8 @@ class Book:
     unapplied: dict[str, Decimal] = field(default_factory=dict)
     debtors: list[Debtor] = field(default_factory=list)
     customers_by_tenant: dict[str, int] = field(default_factory=dict)
+    claims: dict[tuple[str, str], Figures] = field(default_factory=dict)  # (tenant, currency) -> claims summed
+    claimed_owed: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # of which asked for already
 
     @classmethod
     def of(cls, states: Iterable[CustomerState], as_of: date) -> Book:
@@ -88,6 +91,13 @@ class Book:
 
     def _add(self, state: CustomerState) -> None:
         balances, overdue, unapplied = state.balances(), state.overdue(self.as_of), state.unallocated()
+        for currency, figures in state.claims.figures().items():
+            total = self.claims.setdefault((state.tenant, currency), Figures())
+            total += figures
+        for claim in state.claims.all():
+            if claim.claimed and claim.owed > 0:
+                key = (state.tenant, claim.currency)
+                self.claimed_owed[key] = self.claimed_owed.get(key, ZERO) + claim.owed
         for currency, balance in balances.items():
             row = self.receivables.setdefault((state.tenant, currency), Receivables())
             row.customers += 1

@@ -208,6 +208,7 @@ def _run(
     lines += summary.rejection_section(queue)
     lines += summary.ledger_section(book, report.events, report.streams, report.ok)
     lines += summary.receivables_section(book)
+    lines += summary.claims_section(book)
     lines += summary.aging_section(book)
     lines += summary.debtors_section(book)
     lines += summary.escalation_section(escalated, simulated, as_of)

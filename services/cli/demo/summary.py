@@ -110,6 +110,28 @@ def receivables_section(book: Book) -> list[str]:
     ]
 
 
+def claims_section(book: Book) -> list[str]:
+    """Late interest and indemnities, apart from principal: charged, paid, waived, still owed (and asked for)."""
+    rows = [
+        [
+            tenant,
+            currency,
+            money(f.charged),
+            money(f.paid),
+            money(f.waived),
+            money(f.owed),
+            money(book.claimed_owed.get((tenant, currency), ZERO)),
+        ]
+        for (tenant, currency), f in sorted(book.claims.items())
+    ]
+    headers = ["tenant", "currency", "charged", "paid", "waived", "still owed", "of which claimed"]
+    return [
+        "",
+        f"Claims as of {book.as_of} (late interest and indemnities, apart from principal; see relance claims list)",
+        *table(headers, rows, "llrrrrr"),
+    ]
+
+
 def aging_section(book: Book) -> list[str]:
     rows = []
     for currency in book.currencies():

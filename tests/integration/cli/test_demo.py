@@ -89,6 +89,7 @@ def test_the_summary_shows_what_a_credit_manager_needs(demo: DemoRun) -> None:
     for heading in (
         "Rejected messages by kind",
         "Receivables as of 2026-11-20",
+        "Claims as of 2026-11-20",
         "Aged balance as of 2026-11-20",
         "Top 5 overdue customers",
         "all chains verified, intact",
