@@ -3,6 +3,11 @@
 Money is a decimal string with its exponent, dates are ISO 8601, as in the log. :func:`load` reads every snapshot
 relance ever wrote: a field a snapshot lacks (written before the field existed) takes its empty value, so loading an
 old snapshot and folding the events after it gives the state a fold of the whole stream gives.
+
+Except what the customer was told (an invoice's ``notices`` and ``told``, the customer's ``contacts``): a snapshot
+written before they existed folded reminders without keeping them, so the events after it cannot make up for their
+absence. :func:`complete` says whether a snapshot has them; the ledger folds a stream whose snapshot is not complete
+from its first event (:func:`shared.ledger.reader.load_states`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ def dump(receivables: Receivables, dunning: Dunning) -> dict[str, Any]:
         "acknowledgements": d.acknowledgements,
         "contacts": d.contacts,
     }
+
+
+def complete(raw: dict[str, Any]) -> bool:
+    """Whether the snapshot holds every part of the state the events after it cannot rebuild (see the module's doc)."""
+    return "contacts" in raw
 
 
 def load(raw: dict[str, Any]) -> tuple[Receivables, Dunning]:
