@@ -158,8 +158,8 @@ def known_in_log(conn: Connection, items: Sequence[Incoming]) -> Known:
 def load_states(conn: Connection, keys: Sequence[StreamKey]) -> dict[StreamKey, CustomerState]:
     """States from their snapshots, brought up to date with the events recorded after each snapshot.
 
-    A snapshot that lacks what the fold cannot rebuild from it (:func:`shared.ledger.snapshot.complete`) is set
-    aside: that stream is folded from its first event.
+    A snapshot written before the customer's contacts were kept (:func:`shared.ledger.snapshot.predates_contacts`)
+    is set aside: that stream is folded from its first event.
     """
     states: dict[StreamKey, CustomerState] = {}
     for tenant, customers in by_tenant(keys):
@@ -168,7 +168,7 @@ def load_states(conn: Connection, keys: Sequence[StreamKey]) -> dict[StreamKey, 
             customer_state.c.tenant == tenant, customer_state.c.customer_id.in_(customers)
         )
         for customer, snapshot_version, raw in conn.execute(query):
-            if raw and not snapshot.complete(raw):
+            if raw and snapshot.predates_contacts(raw):
                 raw, snapshot_version = None, 0
                 refold.append(customer)
             state = CustomerState.from_json(raw) if raw else CustomerState(tenant=tenant, customer_id=customer)

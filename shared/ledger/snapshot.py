@@ -6,8 +6,8 @@ old snapshot and folding the events after it gives the state a fold of the whole
 
 Except what the customer was told (an invoice's ``notices`` and ``told``, the customer's ``contacts``): a snapshot
 written before they existed folded reminders without keeping them, so the events after it cannot make up for their
-absence. :func:`complete` says whether a snapshot has them; the ledger folds a stream whose snapshot is not complete
-from its first event (:func:`shared.ledger.reader.load_states`).
+absence. :func:`predates_contacts` says whether a snapshot lacks them; the ledger folds such a stream from its first
+event (:func:`shared.ledger.reader.load_states`).
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ def dump(receivables: Receivables, dunning: Dunning) -> dict[str, Any]:
     }
 
 
-def complete(raw: dict[str, Any]) -> bool:
-    """Whether the snapshot holds every part of the state the events after it cannot rebuild (see the module's doc)."""
-    return "contacts" in raw
+def predates_contacts(raw: dict[str, Any]) -> bool:
+    """Whether the snapshot was written before what the customer was told was kept (see the module's doc)."""
+    return "escalations" in raw and "contacts" not in raw
 
 
 def load(raw: dict[str, Any]) -> tuple[Receivables, Dunning]:

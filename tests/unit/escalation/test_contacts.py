@@ -333,7 +333,7 @@ def test_a_snapshot_written_before_contacts_were_kept_is_set_aside_and_the_strea
     # And its snapshot as the previous version wrote it: nothing of what the customer was told
     with engine.begin() as conn:
         raw = conn.execute(select(customer_state.c.state)).scalar_one()
-        assert snapshot.complete(raw)
+        assert not snapshot.predates_contacts(raw)
         del raw["contacts"]
         for record in raw["escalations"].values():
             del record["notices"], record["told"]
@@ -341,7 +341,7 @@ def test_a_snapshot_written_before_contacts_were_kept_is_set_aside_and_the_strea
     # When the ledger loads the customer's state
     state = Ledger(engine).state(TENANT, CUSTOMER)
     # Then it is the fold of the whole stream, and the engine sends nothing again
-    assert not snapshot.complete(raw)
+    assert snapshot.predates_contacts(raw)
     assert (state.dunning, state.receivables, state.version) == (c.state.dunning, c.state.receivables, c.state.version)
     assert decide(state, c.policy, datetime(2026, 3, 31, 9, tzinfo=UTC), RATES) == []
     engine.dispose()
