@@ -230,6 +230,7 @@ class Feed:
 
     state: CustomerState
     seen: set[str] = field(default_factory=set)
+    history: list[Ev] = field(default_factory=list)  # what was applied, in order
 
     def deliver(self, events: Iterable[Ev]) -> list[str]:
         """Apply what the state accepts; returns each event's verdict (``duplicate`` for an event_id seen before)."""
@@ -243,6 +244,7 @@ class Feed:
             verdicts.append(check.verdict)
             if check.verdict == "new":
                 self.seen.add(ev.event_id)
+                self.history.append(ev)
                 self.state.version += 1
                 self.state.apply(event, ev.occurred_at, ev.event_id, recorded_at=None)
         return verdicts

@@ -844,8 +844,9 @@ class _Evaluation:
                 if track.hold.kind == INTEREST_TASK:
                     days.append(tomorrow)  # until the rate is added; dates only change through the ERP
                 continue
-            if track.handed:
-                continue  # the ladder has ended; a hand-over notice still to send is a contact below
+            if track.handed:  # the ladder has ended (a hand-over notice still to send is a contact, below) ...
+                days.append(_plus(track.due, 1))  # ... but a plan's next instalment falling due may block credit
+                continue
             # Held back by the minimum amount: only another invoice falling due (below) can change that.
             days += track.steps[track.current + 1 :]
             days.append(_plus(track.due, 1))

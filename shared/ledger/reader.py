@@ -11,9 +11,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, text, tuple_
+from sqlalchemy import Connection, Engine, or_, select, text, tuple_
 
 from shared.contracts.events import parse
+from shared.ledger import snapshot
 from shared.ledger.db import by_tenant, has_row_locks, is_postgres
 from shared.ledger.hashing import utc
 from shared.ledger.records import LOG_START, Cursor, EventKey, Incoming, RecordedEvent, StreamKey
@@ -155,13 +156,21 @@ def known_in_log(conn: Connection, items: Sequence[Incoming]) -> Known:
 
 
 def load_states(conn: Connection, keys: Sequence[StreamKey]) -> dict[StreamKey, CustomerState]:
-    """States from their snapshots, brought up to date with the events recorded after each snapshot."""
+    """States from their snapshots, brought up to date with the events recorded after each snapshot.
+
+    A snapshot written before the customer's contacts were kept (:func:`shared.ledger.snapshot.predates_contacts`)
+    is set aside: that stream is folded from its first event.
+    """
     states: dict[StreamKey, CustomerState] = {}
     for tenant, customers in by_tenant(keys):
+        refold: list[str] = []
         query = select(customer_state.c.customer_id, customer_state.c.snapshot_version, customer_state.c.state).where(
             customer_state.c.tenant == tenant, customer_state.c.customer_id.in_(customers)
         )
         for customer, snapshot_version, raw in conn.execute(query):
+            if raw and snapshot.predates_contacts(raw):
+                raw, snapshot_version = None, 0
+                refold.append(customer)
             state = CustomerState.from_json(raw) if raw else CustomerState(tenant=tenant, customer_id=customer)
             state.snapshot_version = snapshot_version
             states[(tenant, customer)] = state
@@ -173,7 +182,11 @@ def load_states(conn: Connection, keys: Sequence[StreamKey]) -> dict[StreamKey, 
                 (customer_state.c.tenant == events.c.tenant) & (customer_state.c.customer_id == events.c.customer_id),
             )
             .where(customer_state.c.tenant == tenant, customer_state.c.customer_id.in_(customers))
-            .where(events.c.version > customer_state.c.snapshot_version)
+            .where(
+                or_(events.c.version > customer_state.c.snapshot_version, events.c.customer_id.in_(refold))
+                if refold
+                else events.c.version > customer_state.c.snapshot_version
+            )
             .order_by(events.c.customer_id, events.c.version)
         )
         for customer, version, event_type, data, occurred_at, event_hash_, event_id, recorded_at in conn.execute(tail):

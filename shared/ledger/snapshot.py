@@ -3,6 +3,11 @@
 Money is a decimal string with its exponent, dates are ISO 8601, as in the log. :func:`load` reads every snapshot
 relance ever wrote: a field a snapshot lacks (written before the field existed) takes its empty value, so loading an
 old snapshot and folding the events after it gives the state a fold of the whole stream gives.
+
+Except what the customer was told (an invoice's ``notices`` and ``told``, the customer's ``contacts``): a snapshot
+written before they existed folded reminders without keeping them, so the events after it cannot make up for their
+absence. :func:`predates_contacts` says whether a snapshot lacks them; the ledger folds such a stream from its first
+event (:func:`shared.ledger.reader.load_states`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,11 @@ def dump(receivables: Receivables, dunning: Dunning, claims: Claims) -> dict[str
         "contacts": d.contacts,
         **_claims_json(claims),
     }
+
+
+def predates_contacts(raw: dict[str, Any]) -> bool:
+    """Whether the snapshot was written before what the customer was told was kept (see the module's doc)."""
+    return "escalations" in raw and "contacts" not in raw
 
 
 def load(raw: dict[str, Any]) -> tuple[Receivables, Dunning, Claims]:

@@ -6,12 +6,20 @@ weekly cadence.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy import select, update
 
 from services.escalation.contacts import ContactDays
 from services.escalation.engine import decide, next_due
 from services.escalation.model import Cadence, Level, Policy
-from tests.factories import Ev, customer, invoice, payment, summary
+from shared.ledger import snapshot
+from shared.ledger.db import make_engine
+from shared.ledger.migrate import upgrade
+from shared.ledger.schema import customer_state
+from shared.ledger.store import Ledger
+from tests.factories import CUSTOMER, TENANT, Ev, customer, incoming, invoice, payment, summary
 from tests.unit.escalation.test_engine import RATES, Customer, days
 
 LADDER = (
@@ -309,3 +317,31 @@ def test_a_ledger_written_before_contacts_were_kept_apart_counts_what_it_sent_as
     # Then nothing already sent is sent again: every invoice a reminder listed counts as told at its level
     assert [d for d in decisions if d.event_type == "reminder.requested"] == []
     assert old.state.escalations["INV-2"].told  # listed apart on 14 March: read as told then
+
+
+def test_a_snapshot_written_before_contacts_were_kept_is_set_aside_and_the_stream_folded_from_its_start(
+    tmp_path: Path,
+) -> None:
+    # Given a customer's ledger on SQLite, its ERP events and the engine's decisions recorded as the worker does
+    c = two_days_apart()
+    c.run(*days("2026-02-01", "2026-03-30"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    recorded = c.feed.history
+    assert [o.status for o in Ledger(engine).record([incoming(ev) for ev in recorded])] == ["applied"] * len(recorded)
+    # And its snapshot as the previous version wrote it: nothing of what the customer was told
+    with engine.begin() as conn:
+        raw = conn.execute(select(customer_state.c.state)).scalar_one()
+        assert not snapshot.predates_contacts(raw)
+        del raw["contacts"]
+        for record in raw["escalations"].values():
+            del record["notices"], record["told"]
+        conn.execute(update(customer_state).values(state=raw))
+    # When the ledger loads the customer's state
+    state = Ledger(engine).state(TENANT, CUSTOMER)
+    # Then it is the fold of the whole stream, and the engine sends nothing again
+    assert snapshot.predates_contacts(raw)
+    assert (state.dunning, state.receivables, state.version) == (c.state.dunning, c.state.receivables, c.state.version)
+    assert decide(state, c.policy, datetime(2026, 3, 31, 9, tzinfo=UTC), RATES) == []
+    engine.dispose()

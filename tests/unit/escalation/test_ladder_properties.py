@@ -7,6 +7,8 @@ random days, evaluated day by day (twice a day) with every decision folded in be
 * no contact breaks the cadence (interval since the last contact day, contacts in any window, the send hour);
 * no written level is sent twice for an invoice;
 * no message lists an invoice at a level gentler than what it reached (a call counts) or was told before;
+* the timer (:func:`next_due`) is never late: whatever an evaluation decides without the ERP having sent anything
+  since the one before, the timer set then had fallen due;
 * no demand lists an invoice not yet due (but a courtesy notice its own), no ``also`` lists one, and once handed
   over an invoice is listed only in its hand-over notice.
 """
@@ -22,12 +24,13 @@ from zoneinfo import ZoneInfo
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from services.escalation.engine import decide
+from services.escalation.engine import decide, next_due
+from services.escalation.interest import RateTable
 from services.escalation.model import Cadence, Level, Policy
 from shared.ledger.state import CustomerState
 from tests.factories import Ev, Feed, credit_note, customer, dispute, dispute_resolved, invoice, payment, plan, promise
-from tests.unit.escalation.test_engine import RATES
 
+RATES = RateTable({date(2026, 1, 1): Decimal("2.15"), date(2026, 7, 1): Decimal("2.15")})  # every day of the runs
 START = date(2026, 3, 1)
 DAYS = 150
 HOURS = (time(6), time(18))  # the worker's evaluations of a day, UTC
@@ -127,17 +130,23 @@ class Run:
     policy: Policy
     feed: Feed = field(default_factory=lambda: Feed(CustomerState(tenant="acme-fr", customer_id="C-0042")))
     evaluations: list[tuple[datetime, list[dict[str, Any]], list[str]]] = field(default_factory=list)
+    timer: datetime | None = None  # what next_due said after the last evaluation
+    touched: bool = True  # the ERP sent something since the last evaluation (which triggers one of its own)
 
     def erp(self, day: date, events: list[Ev]) -> None:
         moment = datetime.combine(day, ERP_AT, tzinfo=UTC)
         self.feed.deliver(ev.at(moment) for ev in events)  # what the ledger refuses, it refuses
+        self.touched = True
 
     def evaluate(self, as_of: datetime) -> None:
         decisions = decide(self.feed.state, self.policy, as_of, RATES)
+        if decisions and not self.touched:  # the timer is never late: it fired by now
+            assert self.timer is not None and self.timer <= as_of, (self.timer, as_of, decisions)
         for d in decisions:
             self.feed.deliver([Ev(d.event_type, d.data, d.event_id, as_of)])
         assert decide(self.feed.state, self.policy, as_of, RATES) == []  # folded: nothing new
         self.evaluations.append((as_of, [d.data for d in decisions], [d.event_type for d in decisions]))
+        self.timer, self.touched = next_due(self.feed.state, self.policy, as_of, RATES), False
 
 
 @settings(max_examples=150, deadline=None)
