@@ -313,7 +313,7 @@ def test_the_notifier_refuses_to_sign_with_the_placeholder_sender(tmp_path: Path
     done = relance(tmp_path, "worker", "notifier", RELANCE_DATABASE_URL=pg_url)
     assert done.returncode == EX_CONFIG
     line = one_line_error(done)
-    assert "still has the placeholder company and iban" in line and "Point RELANCE_SENDER_FILE" in line
+    assert "still has the placeholder company, iban and signatory" in line and "Point RELANCE_SENDER_FILE" in line
 
 
 def test_the_notifier_starts_with_the_placeholder_only_when_explicitly_allowed(

@@ -361,10 +361,6 @@ def test_the_written_levels_printed_are_the_logs(demo: DemoRun) -> None:
         assert _number(again) == sum(1 for n in of_level if n > 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="this version's engine breaks the policies' cadence and tone rules; remove this mark once the demo exits 0",
-)
 def test_the_demos_dunning_keeps_its_policies_rules(demo: DemoRun) -> None:
     assert _measured(demo).breaches() == []
     assert demo.code == demo_run.EXIT_OK

@@ -410,7 +410,6 @@ SCENARIOS = {
             "2026-04-16": [
                 ("level", "INV-1", "hand-over"),
                 ("task", "hand_over", "INV-1", "1000.00"),
-                ("interest", "INV-1", "14.98"),  # the file's figures: 45 days at 12.15 % on 1000.00
                 ("handed_over", "EUR", "INV-1"),
             ],
         },
