@@ -186,20 +186,28 @@ class Notifier:
 
 
 def still_due(command: Mapping[str, Any], state: CustomerState) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """The command's data reduced to what the ledger still shows as due today, and why the rest was dropped."""
+    """The command's data reduced to what the ledger still shows as due today, and why the rest was dropped.
+
+    A reminder whose lines carry their level demands each invoice once: a line is dropped as superseded only when a
+    later reminder demanded that invoice again (the ladder only climbs, so at a level at least as firm), and the rest
+    still goes out, since no later message repeats it. A reminder recorded before lines had a level listed every
+    overdue invoice again, so a newer one of the currency supersedes it whole, as it always did.
+    """
     currency = str(command["currency"])
     reasons: list[dict[str, str]] = []
+    per_line = any("level" in line for line in command["lines"])
     latest = state.reminded.get(currency)
-    if latest is not None and latest.get("reminder_id") not in (None, command["reminder_id"]):
+    if not per_line and latest is not None and latest.get("reminder_id") not in (None, command["reminder_id"]):
         reason = f"superseded by reminder {latest['reminder_id']} ({latest.get('level')})"
         return {**command, "lines": []}, [{"invoice_id": "*", "reason": reason}]
     lines: list[dict[str, Any]] = []
     for line in command["lines"]:
-        why = _not_due(state, str(line["invoice_id"]))
+        invoice_id = str(line["invoice_id"])
+        why = _not_due(state, invoice_id) or (_superseded(state, invoice_id, command) if per_line else None)
         if why is None:
-            lines.append({**line, "outstanding": str(state.invoices[str(line["invoice_id"])].outstanding)})
+            lines.append({**line, "outstanding": str(state.invoices[invoice_id].outstanding)})
         else:
-            reasons.append({"invoice_id": str(line["invoice_id"]), "reason": why})
+            reasons.append({"invoice_id": invoice_id, "reason": why})
     # The invoices listed apart (not demanded) follow the ledger too, silently: they are not what the message is for.
     also = [
         {**line, "outstanding": str(state.invoices[str(line["invoice_id"])].outstanding)}
@@ -207,14 +215,30 @@ def still_due(command: Mapping[str, Any], state: CustomerState) -> tuple[dict[st
         if _not_due(state, str(line["invoice_id"])) is None
     ]
     totals = {
+        **(
+            command.get("totals") or {}
+        ),  # what the lines do not make (the claims on invoices already settled) stays as decided
         "outstanding": str(sum((Decimal(line["outstanding"]) for line in lines), ZERO)),
         "interest": str(sum((Decimal(str(line.get("interest", "0"))) for line in lines), ZERO)),
-        "fees": str(sum((Decimal(str(line.get("fee", "0"))) for line in lines), ZERO)),
+        # a fee in another currency (fee_currency) is never added to the message's own
+        "fees": str(sum((Decimal(str(line.get("fee", "0"))) for line in lines if not line.get("fee_currency")), ZERO)),
     }
     reduced = {**command, "lines": lines, "invoice_ids": [line["invoice_id"] for line in lines], "totals": totals}
     if "also" in command:
         reduced["also"] = also
     return reduced, reasons
+
+
+def _superseded(state: CustomerState, invoice_id: str, command: Mapping[str, Any]) -> str | None:
+    """The later reminder that demanded the invoice again after this one, if any."""
+    record = state.escalations.get(invoice_id)
+    if record is None:
+        return None
+    ids = [notice["reminder_id"] for notice in record.notices]
+    if command["reminder_id"] not in ids:
+        return None
+    later = record.notices[ids.index(command["reminder_id"]) + 1 :]
+    return None if not later else f"superseded by reminder {later[-1]['reminder_id']} ({later[-1]['level']})"
 
 
 def _not_due(state: CustomerState, invoice_id: str) -> str | None:

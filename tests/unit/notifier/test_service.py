@@ -165,6 +165,21 @@ def test_a_reminder_overtaken_by_a_newer_one_is_not_sent(desk: Desk) -> None:
     assert "superseded" in desk.data("reminder.skipped")[0]["dropped"][0]["reason"]
 
 
+def test_a_reminder_whose_invoices_no_later_one_demands_again_is_still_sent(desk: Desk) -> None:
+    # Given a first reminder for INV-1, unsent, and a week later (the cadence) one demanding a younger INV-2
+    desk.erp(
+        customer(), invoice("INV-1", "900.00", due_date=DUE), invoice("INV-2", "400.00", due_date=date(2026, 11, 5))
+    )
+    [first] = desk.escalate(REMIND)
+    _, second = desk.escalate(date(2026, 11, 9))
+    assert (first["invoice_ids"], second["invoice_ids"]) == (["INV-1"], ["INV-2"])
+    assert [line["invoice_id"] for line in second["also"]] == ["INV-1"]  # listed apart, not demanded again
+    # Then the first still goes out, for no later message demands INV-1: dropping it would lose its reminder
+    assert desk.handle(first).status == "sent"
+    assert desk.handle(second).status == "sent"
+    assert desk.data("reminder.skipped") == []
+
+
 def test_a_formal_notice_is_a_letter_task_and_an_email_copy(desk: Desk) -> None:
     desk.erp(customer(), invoice("INV-1", "2000.00", due_date=DUE))
     commands = desk.escalate(DUE + timedelta(days=31))
