@@ -66,6 +66,10 @@ def stream_document(stream: list[RecordedEvent], state: CustomerState) -> dict[s
             "claims": [_claim_document(claim) for claim in state.claims.all()],
             "unallocated_credit": {c: str(v) for c, v in sorted(state.unallocated().items())},
             "invoices": state.to_json()["invoices"],
+            # invoices whose terms exceed the French cap (shared.ledger.terms): flagged, never refused
+            "beyond_french_cap": sorted(
+                i.invoice_id for i in state.invoices.values() if beyond_french_cap(i.issue_date, i.due_date)
+            ),
             "credits": state.to_json()["credits"],
             "disputes": state.disputes,
             "cancelled": state.cancelled,

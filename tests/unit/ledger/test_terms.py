@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from shared.ledger.show import render_stream
+from shared.ledger.show import render_stream, stream_document
 from shared.ledger.terms import beyond_french_cap, latest_due_date
 from tests.factories import fold, invoice
 
@@ -67,3 +67,5 @@ def test_ledger_show_flags_the_invoice_beyond_the_cap_and_names_the_french_rule(
         "under every reading; flagged, not refused"
     ) in text
     assert {i.invoice_id for i in state.open_invoices()} == {"INV-60", "INV-90"}
+    # And the JSON view (ledger show --json) names it too
+    assert stream_document([], state)["state"]["beyond_french_cap"] == ["INV-90"]
