@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import json
 import sys
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -66,6 +67,8 @@ def waiver(
         raise WaiverRefused("give the reason of the waiver (--reason): an auditor will read it")
     if not author.strip():
         raise WaiverRefused("say who decides the waiver (--author)")
+    _plain_text(reason, "--reason", REASON_MAX)
+    _plain_text(author, "--author", AUTHOR_MAX)
     invoice = state.invoices.get(invoice_id)
     if invoice is None:
         raise WaiverRefused(f"customer {state.customer_id} of {state.tenant} has no invoice {invoice_id!r}")
@@ -88,6 +91,18 @@ def waiver(
         author=author.strip(),
     )
     return Waiver(event, owed - waived)
+
+
+REASON_MAX = 500  # characters: a sentence or two an auditor reads in `ledger show`
+AUTHOR_MAX = 120
+
+
+def _plain_text(text: str, option: str, longest: int) -> None:
+    """Refuse text that is too long or carries control characters (a terminal escape, a line break in a log line)."""
+    if len(text) > longest:
+        raise WaiverRefused(f"{option} is {len(text)} characters long; keep it to {longest}")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text):
+        raise WaiverRefused(f"{option} contains a control character or a line break: write it on one plain line")
 
 
 def _amount(text: str, currency: str) -> Decimal:

@@ -138,6 +138,27 @@ def test_claims_waive_refuses_with_a_clear_reason_and_records_nothing(
     assert len(ledger.read_stream(TENANT, CUSTOMER)) == before
 
 
+@pytest.mark.parametrize(
+    ("reason", "author", "message"),
+    [
+        ("goodwill\x1b[2J", "M. Durand", "--reason contains a control character or a line break"),
+        ("goodwill\nsecond line", "M. Durand", "--reason contains a control character or a line break"),
+        ("goodwill", "M.\u2028Durand", "--author contains a control character or a line break"),
+        ("x" * 501, "M. Durand", "--reason is 501 characters long; keep it to 500"),
+        ("goodwill", "y" * 121, "--author is 121 characters long; keep it to 120"),
+    ],
+)
+def test_claims_waive_refuses_a_reason_or_author_that_is_not_one_plain_line(
+    ledger: Ledger, ledger_url: str, capsys: pytest.CaptureFixture[str], reason: str, author: str, message: str
+) -> None:
+    before = len(ledger.read_stream(TENANT, CUSTOMER))
+    args = ["--tenant", TENANT, "--customer", CUSTOMER, "--invoice", "INV-1", "--kind", "interest"]
+    assert run(ledger_url, "claims", "waive", *args, "--reason", reason, "--author", author) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("relance: ") and message in error and error.count("\n") == 1
+    assert len(ledger.read_stream(TENANT, CUSTOMER)) == before
+
+
 def test_claims_waive_for_an_unknown_customer_says_so(ledger_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--tenant", TENANT, "--customer", "C-NONE", "--invoice", "INV-1", "--kind", "interest"]
     assert run(ledger_url, "claims", "waive", *args, "--reason", "x", "--author", "y") == 1
