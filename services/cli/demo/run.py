@@ -16,6 +16,7 @@ import json
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -27,6 +28,7 @@ import structlog
 from sqlalchemy import Engine, event, func, select
 
 from services.cli.demo import summary
+from services.cli.demo.answers import Answers
 from services.cli.demo.cadence import Cadence, measure_ledger
 from services.cli.demo.escalation import (
     FOLLOW_AT,
@@ -83,6 +85,7 @@ class Simulated:
     failures: int
     seconds: float  # escalation time, ingest excluded
     mailed: Mailed
+    answers: Answers
     audit_seconds: float = 0.0
 
 
@@ -185,7 +188,9 @@ def _run(
             engine.dispose()
     _write_dead_letters(out / DEAD_LETTERS_FILE, queue)
 
-    problems = _surprises(sample, queue, ingested.result)
+    problems = _surprises(sample, queue, ingested.result, simulated.answers)
+    problems += simulated.answers.problems()
+    problems += summary.claims_identity(book)
     problems += [f"hash chain: {p}" for p in report.problems[:10]]
     problems += book.problems()
     problems += [f"escalation: {p}" for p in escalated.problems[:20]]
@@ -208,7 +213,7 @@ def _run(
     lines += summary.rejection_section(queue)
     lines += summary.ledger_section(book, report.events, report.streams, report.ok)
     lines += summary.receivables_section(book)
-    lines += summary.claims_section(book)
+    lines += summary.claims_section(book, simulated.answers)
     lines += summary.aging_section(book)
     lines += summary.debtors_section(book)
     lines += summary.escalation_section(escalated, simulated, as_of)
@@ -302,6 +307,7 @@ def _simulate(
         holder="relance-demo",
     )
     ingestor = Ingestor(ledger)
+    answers = Answers(sample, ledger, delivered)
     mailer = DemoMailer(settings, ledger, mail_dir, clock)
     total, batches, ingest_seconds, escalation_seconds, mail_seconds = BatchResult(), 0, 0.0, 0.0, 0.0
     screen.write(
@@ -319,7 +325,14 @@ def _simulate(
                     pass
             escalation_seconds += time.perf_counter() - began
             mail_seconds += _timed(mailer.deliver)
+            for answer in answers.payments_on(day):  # before the day's messages: they may be withheld by it
+                seq = len(sample.messages) + len(answers.published) - 1
+                queue.publish(
+                    answer.body, routing_key=answer.routing_key, message_id=answer.event_id, headers={SEQ_HEADER: seq}
+                )
             for seq in by_day.get(day, []):
+                if not answers.keeps(seq):
+                    continue
                 message = sample.messages[seq]
                 queue.publish(
                     message.body,
@@ -337,6 +350,7 @@ def _simulate(
                 pass
             escalation_seconds += time.perf_counter() - began
             mail_seconds += _timed(mailer.deliver)
+            answers.read_log(clock.now)
             progress.update(done)
     mailer.mailed.seconds = mail_seconds
     evaluations = worker.totals.customers + worker.totals.failures
@@ -347,6 +361,7 @@ def _simulate(
         worker.totals.failures,
         escalation_seconds,
         mailer.mailed,
+        answers,
     )
 
 
@@ -411,8 +426,11 @@ def _consume(
     return Ingested(total, batches, time.perf_counter() - started)
 
 
-def _surprises(sample: Sample, queue: MemoryQueue, result: BatchResult) -> list[str]:
-    """Every way the outcome can differ from what the generator planned, one line each."""
+def _surprises(sample: Sample, queue: MemoryQueue, result: BatchResult, answers: Answers) -> list[str]:
+    """Every way the outcome can differ from what the generator planned, one line each.
+
+    The plan is the sample less the messages its customers no longer sent (withheld: they paid a formal notice in
+    full instead), plus the transfers answering those notices (indexed after the sample's messages)."""
     problems: list[str] = []
     published, rejected = queue.published, len(result.rejections)
     if published != result.applied + result.duplicates + rejected:
@@ -423,7 +441,8 @@ def _surprises(sample: Sample, queue: MemoryQueue, result: BatchResult) -> list[
         problems.append(f"{queue.ready} messages still queued and {queue.unacked} unacknowledged")
     if queue.acked + len(queue.dead_letters) != published:
         problems.append(f"acked {queue.acked} + dead-lettered {len(queue.dead_letters)} != published {published}")
-    expected = sample.expected()
+    expected: Counter[str] = Counter(m.expect for seq, m in enumerate(sample.messages) if answers.keeps(seq))
+    expected["applied"] += len(answers.published)
     for outcome, actual in (("applied", result.applied), ("duplicate", result.duplicates)):
         if actual != expected[outcome]:
             problems.append(f"{actual} messages {outcome}, the sample planned {expected[outcome]}")
@@ -431,6 +450,9 @@ def _surprises(sample: Sample, queue: MemoryQueue, result: BatchResult) -> list[
     for dead in queue.dead_letters:
         seq = int(dead.message.headers[SEQ_HEADER])
         seen.add(seq)
+        if seq >= len(sample.messages):
+            problems.append(f"answer {dead.message.message_id} rejected ({dead.kind}: {dead.reason}); planned: applied")
+            continue
         planned = sample.messages[seq]
         if planned.expect != "rejected" or planned.kind != dead.kind:
             what = f"a {planned.kind} rejection" if planned.expect == "rejected" else planned.expect
