@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from datetime import time as time_of_day
 from pathlib import Path
@@ -41,6 +41,7 @@ from services.cli.demo.escalation import (
 from services.cli.demo.generator import AS_OF, Sample, generate
 from services.cli.demo.mail import DemoMailer, Mailed, check_evidence
 from services.cli.demo.report import Book, Progress, count
+from services.cli.demo.sample import Message
 from services.cli.demo.summary import DEAD_LETTERS_FILE, EVENTS_FILE, LOG_FILE
 from services.cli.errors import CliError
 from services.escalation.interest import RateTable
@@ -86,6 +87,7 @@ class Simulated:
     seconds: float  # escalation time, ingest excluded
     mailed: Mailed
     answers: Answers
+    sent: Sample  # the messages as published: the sample less those withheld, with the answers, in publish order
     audit_seconds: float = 0.0
 
 
@@ -173,6 +175,7 @@ def _run(
             queue = MemoryQueue("relance.demo")
             library = PolicyLibrary.load(None)
             simulated = _simulate(sample, ledger, settings, library, rates, queue, batch_size, screen, out / MAIL_DIR)
+            events_path.write_bytes(simulated.sent.jsonl())  # what the ERP sent, answers to the notices included
             ingested = simulated.ingested
             verifying = time.perf_counter()
             report = ledger.verify()
@@ -209,7 +212,7 @@ def _run(
     elapsed = time.perf_counter() - started
 
     lines: list[str] = []
-    lines += summary.ingest_section(sample, queue, ingested)
+    lines += summary.ingest_section(simulated.sent, queue, ingested, len(simulated.answers.withheld))
     lines += summary.rejection_section(queue)
     lines += summary.ledger_section(book, report.events, report.streams, report.ok)
     lines += summary.receivables_section(book)
@@ -230,7 +233,9 @@ def _run(
         f"{count(sum(simulated.mailed.outcomes.values()))} reminder commands; audit of every stream "
         f"{simulated.audit_seconds:.1f} s",
     ]
-    lines += summary.files_section(out, url, book, len(sample.messages), len(queue.dead_letters), simulated.mailed)
+    lines += summary.files_section(
+        out, url, book, len(simulated.sent.messages), len(queue.dead_letters), simulated.mailed
+    )
     code = exit_code(problems, measured)
     lines += summary.verdict_section(problems, measured.breaches(), code)
     say("\n".join(lines))
@@ -308,6 +313,7 @@ def _simulate(
     )
     ingestor = Ingestor(ledger)
     answers = Answers(sample, ledger, delivered)
+    sent: list[Message] = []
     mailer = DemoMailer(settings, ledger, mail_dir, clock)
     total, batches, ingest_seconds, escalation_seconds, mail_seconds = BatchResult(), 0, 0.0, 0.0, 0.0
     screen.write(
@@ -330,6 +336,7 @@ def _simulate(
                 queue.publish(
                     answer.body, routing_key=answer.routing_key, message_id=answer.event_id, headers={SEQ_HEADER: seq}
                 )
+                sent.append(answer)
             for seq in by_day.get(day, []):
                 if not answers.keeps(seq):
                     continue
@@ -340,6 +347,7 @@ def _simulate(
                     message_id=message.event_id,
                     headers={SEQ_HEADER: seq},
                 )
+                sent.append(message)
             ingested = _consume(queue, ingestor, batch_size, received_at=clock.now)
             total.merge(ingested.result)
             batches += ingested.batches
@@ -362,6 +370,7 @@ def _simulate(
         escalation_seconds,
         mailer.mailed,
         answers,
+        replace(sample, messages=tuple(sent)),
     )
 
 

@@ -32,7 +32,9 @@ DEAD_LETTERS_FILE = "dead-letters.jsonl"
 LOG_FILE = "relance-demo.log"
 
 
-def ingest_section(sample: Sample, queue: MemoryQueue, ingested: Ingested) -> list[str]:
+def ingest_section(sample: Sample, queue: MemoryQueue, ingested: Ingested, withheld: int = 0) -> list[str]:
+    """``sample``: the messages as published; ``withheld``: the generated ones not sent (their invoices paid in
+    answer to a formal notice, see :mod:`services.cli.demo.answers`)."""
     result, notes, mix = ingested.result, sample.notes(), sample.event_types()
     rejected = len(result.rejections)
     balanced = queue.published == result.applied + result.duplicates + rejected
@@ -57,7 +59,8 @@ def ingest_section(sample: Sample, queue: MemoryQueue, ingested: Ingested) -> li
         "",
         "What the ERP sent (applied events by type)",
         f"  {count(mix['customer.upserted'])} customer records, {count(mix['invoice.issued'])} invoices, "
-        f"{count(payments)} payments ({notes['out_of_order']} published before their invoice), "
+        f"{count(payments)} payments ({notes['out_of_order']} published before their invoice, {notes['answer']} "
+        f"paying a formal notice in full, {withheld} generated messages withheld as those paid them), "
         f"{mix['credit_note.issued']} credit notes,",
         f"  {count(mix['invoice.due_date_passed'])} due-date notices, {mix['invoice.cancelled']} cancellations, "
         f"{mix['invoice.disputed']} disputes ({mix['invoice.dispute_resolved']} resolved), "
@@ -152,7 +155,7 @@ def claims_section(book: Book, answers: Answers | None = None) -> list[str]:
             f"{count(sum(1 for d in answers.answered if d.rest))} with the rest of their account (principal allocated "
             "by the ERP, the surplus of "
             + (", ".join(f"{money(v)} {c}" for c, v in sorted(surplus.items())) or "0.00")
-            + f" left free); {count(len(answers.waived))} indemnities waived by a collector ("
+            + f" left unallocated); {count(len(answers.waived))} indemnities waived by a collector ("
             + (", ".join(f"{money(v)} {c}" for c, v in sorted(waived.items())) or "0.00")
             + ")"
         )
