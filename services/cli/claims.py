@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.cli.options import Commands, runs
 from shared.config import Settings
@@ -24,6 +24,9 @@ from shared.contracts.erp import minor_units
 from shared.ledger.claims import KINDS
 from shared.ledger.state import CustomerState
 from shared.runtime import open_ledger
+
+if TYPE_CHECKING:
+    from shared.ledger.store import Ledger
 
 ATTEMPTS = 5  # the stream moved under the waiver this many times: give up and say so
 
@@ -124,43 +127,61 @@ def waiver_id(state: CustomerState, invoice_id: str, kind: str) -> str:
     return f"waiver-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
 
-def claims_waive(args: argparse.Namespace, settings: Settings) -> int:
+def record_waiver(
+    ledger: Ledger,
+    tenant: str,
+    customer_id: str,
+    invoice_id: str,
+    kind: str,
+    reason: str,
+    author: str,
+    amount: str | None = None,
+    *,
+    occurred_at: datetime | None = None,
+    source: str = "cli",
+) -> Waiver:
+    """Record a waiver in the customer's stream, checked on the state it is appended to; :class:`WaiverRefused`
+    saying why when it cannot be (a payment or a decision racing with it is checked again, ``ATTEMPTS`` times)."""
     from shared.ledger.store import Incoming
 
+    for _ in range(ATTEMPTS):
+        state = ledger.state(tenant, customer_id)
+        if state.version == 0:
+            raise WaiverRefused(f"no events for customer {customer_id!r} of tenant {tenant!r}")
+        found = waiver(state, invoice_id, kind, reason, author, amount)
+        item = Incoming.of(
+            found.event,
+            stream=(tenant, customer_id),
+            event_id=waiver_id(state, invoice_id, kind),
+            occurred_at=occurred_at or datetime.now(UTC),
+            metadata={"source": source, "author": found.event.author},
+            expected_version=state.version,
+        )
+        (outcome,) = ledger.record([item])
+        if outcome.status == "conflict":
+            continue  # a payment or a decision came in meanwhile: check the waiver again on the new state
+        if outcome.status == "rejected":
+            raise WaiverRefused(f"the ledger refused the waiver: {outcome.reason}")
+        return found
+    raise WaiverRefused(f"the stream of {tenant}/{customer_id} kept moving; run the command again")
+
+
+def claims_waive(args: argparse.Namespace, settings: Settings) -> int:
     with open_ledger(settings) as ledger:
-        for _ in range(ATTEMPTS):
-            state = ledger.state(args.tenant, args.customer)
-            if state.version == 0:
-                print(f"relance: no events for customer {args.customer!r} of tenant {args.tenant!r}", file=sys.stderr)
-                return 1
-            try:
-                found = waiver(state, args.invoice, args.kind, args.reason, args.author, args.amount)
-            except WaiverRefused as exc:
-                print(f"relance: {exc}", file=sys.stderr)
-                return 1
-            item = Incoming.of(
-                found.event,
-                stream=(args.tenant, args.customer),
-                event_id=waiver_id(state, args.invoice, args.kind),
-                occurred_at=datetime.now(UTC),
-                metadata={"source": "cli", "author": found.event.author},
-                expected_version=state.version,
+        try:
+            found = record_waiver(
+                ledger, args.tenant, args.customer, args.invoice, args.kind, args.reason, args.author, args.amount
             )
-            (outcome,) = ledger.record([item])
-            if outcome.status == "conflict":
-                continue  # a payment or a decision came in meanwhile: check the waiver again on the new state
-            if outcome.status == "rejected":
-                print(f"relance: the ledger refused the waiver: {outcome.reason}", file=sys.stderr)
-                return 1
-            event = found.event
-            print(
-                f"waived {event.amount} {event.currency} of {event.kind} on invoice {args.invoice} of "
-                f"{args.tenant}/{args.customer} ({event.reason}, by {event.author}); still owed "
-                f"{found.owed_after} {event.currency}"
-            )
-            return 0
-    print(f"relance: the stream of {args.tenant}/{args.customer} kept moving; run the command again", file=sys.stderr)
-    return 1
+        except WaiverRefused as exc:
+            print(f"relance: {exc}", file=sys.stderr)
+            return 1
+    event = found.event
+    print(
+        f"waived {event.amount} {event.currency} of {event.kind} on invoice {args.invoice} of "
+        f"{args.tenant}/{args.customer} ({event.reason}, by {event.author}); still owed "
+        f"{found.owed_after} {event.currency}"
+    )
+    return 0
 
 
 def claims_list(args: argparse.Namespace, settings: Settings) -> int:

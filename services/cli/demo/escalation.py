@@ -45,7 +45,9 @@ DECISIONS = (
     events.CreditUnblocked.TYPE,
     events.CollectionHandedOver.TYPE,
     events.TaskCreated.TYPE,
+    events.ClaimFixed.TYPE,
 )
+COLLECTOR_FACTS = frozenset({events.ClaimWaived.TYPE})  # a collector's decisions (relance claims waive)
 
 
 # ------------------------------------------------------------------------------------------------- delivery
@@ -279,14 +281,20 @@ def _timeline(tenant: str, customer_id: str, stream: list[RecordedEvent]) -> Tim
     lines: list[tuple[datetime, str, str]] = []
     policy = ""
     for event in stream:
+        moment = event.occurred_at.astimezone(UTC)
         if event.event_type != events.ClockTicked.TYPE:
             text = describe(event.event_type, event.data, state)
             if text:
                 source = "relance" if event.event_type in DECISIONS else "ERP"
                 source = "mail" if event.event_type in MAIL_FACTS else source
-                lines.append((event.occurred_at.astimezone(UTC), source, text))
+                source = "credit" if event.event_type in COLLECTOR_FACTS else source
+                lines.append((moment, source, text))
         policy = event.data.get("policy", policy) if event.event_type in DECISIONS else policy
+        before = _allocated(state)
         state.apply(events.parse(event.event_type, event.data), event.occurred_at, recorded_at=event.recorded_at)
+        settled = claims_settled(before, state)
+        if settled:
+            lines.append((moment, "relance", settled))
     profile = state.profile or {}
     return Timeline(tenant, customer_id, str(profile.get("name", "")), policy, str(profile.get("language", "")), lines)
 
@@ -352,6 +360,16 @@ def describe(event_type: str, data: dict[str, Any], state: CustomerState) -> str
             )
         case events.FeeCharged.TYPE:
             return f"recovery fee on {inv(data['invoice_id'])}: {amount(data['amount'], data['currency'])}"
+        case events.ClaimFixed.TYPE:
+            return (
+                f"late interest on {inv(data['invoice_id'])} fixed at {amount(data['amount'], data['currency'])} "
+                f"(principal settled on {data['through']})"
+            )
+        case events.ClaimWaived.TYPE:
+            return (
+                f"{data['kind']} on {inv(data['invoice_id'])} waived: {amount(data['amount'], data['currency'])} "
+                f"by {data['author']} ({data['reason']})"
+            )
         case events.CreditBlocked.TYPE:
             overdue = ", ".join(amount(v, c) for c, v in data["overdue"].items())
             return f"CREDIT BLOCKED ({data['reason']}), overdue {overdue} -> {events.CREDIT_BLOCK}"
@@ -377,6 +395,22 @@ def describe(event_type: str, data: dict[str, Any], state: CustomerState) -> str
         case events.ReminderSending.TYPE | events.ReminderDeferred.TYPE:
             return ""
     return event_type
+
+
+def _allocated(state: CustomerState) -> dict[tuple[str, str], Decimal]:
+    return {(c.invoice_id, c.kind): c.allocated for c in state.claims.all()}
+
+
+def claims_settled(before: dict[tuple[str, str], Decimal], state: CustomerState) -> str:
+    """A timeline line for the claims money was allocated to by the event just folded ('' when none)."""
+    number = _numbers(state)
+    parts = []
+    for claim in state.claims.all():
+        paid = claim.allocated - before.get((claim.invoice_id, claim.kind), ZERO)
+        if paid > 0:
+            money = f"{paid:,.{_places(claim.currency)}f} {claim.currency}"
+            parts.append(f"{claim.kind} on {number.get(claim.invoice_id, claim.invoice_id)} {money}")
+    return f"claims paid: {', '.join(parts)}" if parts else ""
 
 
 def _numbers(state: CustomerState) -> dict[str, str]:

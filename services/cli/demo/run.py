@@ -16,8 +16,9 @@ import json
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from datetime import time as time_of_day
 from pathlib import Path
@@ -27,6 +28,7 @@ import structlog
 from sqlalchemy import Engine, event, func, select
 
 from services.cli.demo import summary
+from services.cli.demo.answers import Answers
 from services.cli.demo.cadence import Cadence, measure_ledger
 from services.cli.demo.escalation import (
     FOLLOW_AT,
@@ -39,6 +41,7 @@ from services.cli.demo.escalation import (
 from services.cli.demo.generator import AS_OF, Sample, generate
 from services.cli.demo.mail import DemoMailer, Mailed, check_evidence
 from services.cli.demo.report import Book, Progress, count
+from services.cli.demo.sample import Message
 from services.cli.demo.summary import DEAD_LETTERS_FILE, EVENTS_FILE, LOG_FILE
 from services.cli.errors import CliError
 from services.escalation.interest import RateTable
@@ -83,6 +86,8 @@ class Simulated:
     failures: int
     seconds: float  # escalation time, ingest excluded
     mailed: Mailed
+    answers: Answers
+    sent: Sample  # the messages as published: the sample less those withheld, with the answers, in publish order
     audit_seconds: float = 0.0
 
 
@@ -170,6 +175,7 @@ def _run(
             queue = MemoryQueue("relance.demo")
             library = PolicyLibrary.load(None)
             simulated = _simulate(sample, ledger, settings, library, rates, queue, batch_size, screen, out / MAIL_DIR)
+            events_path.write_bytes(simulated.sent.jsonl())  # what the ERP sent, answers to the notices included
             ingested = simulated.ingested
             verifying = time.perf_counter()
             report = ledger.verify()
@@ -185,7 +191,9 @@ def _run(
             engine.dispose()
     _write_dead_letters(out / DEAD_LETTERS_FILE, queue)
 
-    problems = _surprises(sample, queue, ingested.result)
+    problems = _surprises(sample, queue, ingested.result, simulated.answers)
+    problems += simulated.answers.problems()
+    problems += summary.claims_identity(book)
     problems += [f"hash chain: {p}" for p in report.problems[:10]]
     problems += book.problems()
     problems += [f"escalation: {p}" for p in escalated.problems[:20]]
@@ -204,11 +212,11 @@ def _run(
     elapsed = time.perf_counter() - started
 
     lines: list[str] = []
-    lines += summary.ingest_section(sample, queue, ingested)
+    lines += summary.ingest_section(simulated.sent, queue, ingested, len(simulated.answers.withheld))
     lines += summary.rejection_section(queue)
     lines += summary.ledger_section(book, report.events, report.streams, report.ok)
     lines += summary.receivables_section(book)
-    lines += summary.claims_section(book)
+    lines += summary.claims_section(book, simulated.answers)
     lines += summary.aging_section(book)
     lines += summary.debtors_section(book)
     lines += summary.escalation_section(escalated, simulated, as_of)
@@ -225,7 +233,9 @@ def _run(
         f"{count(sum(simulated.mailed.outcomes.values()))} reminder commands; audit of every stream "
         f"{simulated.audit_seconds:.1f} s",
     ]
-    lines += summary.files_section(out, url, book, len(sample.messages), len(queue.dead_letters), simulated.mailed)
+    lines += summary.files_section(
+        out, url, book, len(simulated.sent.messages), len(queue.dead_letters), simulated.mailed
+    )
     code = exit_code(problems, measured)
     lines += summary.verdict_section(problems, measured.breaches(), code)
     say("\n".join(lines))
@@ -302,6 +312,8 @@ def _simulate(
         holder="relance-demo",
     )
     ingestor = Ingestor(ledger)
+    answers = Answers(sample, ledger, delivered)
+    sent: list[Message] = []
     mailer = DemoMailer(settings, ledger, mail_dir, clock)
     total, batches, ingest_seconds, escalation_seconds, mail_seconds = BatchResult(), 0, 0.0, 0.0, 0.0
     screen.write(
@@ -319,7 +331,15 @@ def _simulate(
                     pass
             escalation_seconds += time.perf_counter() - began
             mail_seconds += _timed(mailer.deliver)
+            for answer in answers.payments_on(day):  # before the day's messages: they may be withheld by it
+                seq = len(sample.messages) + len(answers.published) - 1
+                queue.publish(
+                    answer.body, routing_key=answer.routing_key, message_id=answer.event_id, headers={SEQ_HEADER: seq}
+                )
+                sent.append(answer)
             for seq in by_day.get(day, []):
+                if not answers.keeps(seq):
+                    continue
                 message = sample.messages[seq]
                 queue.publish(
                     message.body,
@@ -327,6 +347,7 @@ def _simulate(
                     message_id=message.event_id,
                     headers={SEQ_HEADER: seq},
                 )
+                sent.append(message)
             ingested = _consume(queue, ingestor, batch_size, received_at=clock.now)
             total.merge(ingested.result)
             batches += ingested.batches
@@ -337,6 +358,7 @@ def _simulate(
                 pass
             escalation_seconds += time.perf_counter() - began
             mail_seconds += _timed(mailer.deliver)
+            answers.read_log(clock.now)
             progress.update(done)
     mailer.mailed.seconds = mail_seconds
     evaluations = worker.totals.customers + worker.totals.failures
@@ -347,6 +369,8 @@ def _simulate(
         worker.totals.failures,
         escalation_seconds,
         mailer.mailed,
+        answers,
+        replace(sample, messages=tuple(sent)),
     )
 
 
@@ -411,8 +435,11 @@ def _consume(
     return Ingested(total, batches, time.perf_counter() - started)
 
 
-def _surprises(sample: Sample, queue: MemoryQueue, result: BatchResult) -> list[str]:
-    """Every way the outcome can differ from what the generator planned, one line each."""
+def _surprises(sample: Sample, queue: MemoryQueue, result: BatchResult, answers: Answers) -> list[str]:
+    """Every way the outcome can differ from what the generator planned, one line each.
+
+    The plan is the sample less the messages its customers no longer sent (withheld: they paid a formal notice in
+    full instead), plus the transfers answering those notices (indexed after the sample's messages)."""
     problems: list[str] = []
     published, rejected = queue.published, len(result.rejections)
     if published != result.applied + result.duplicates + rejected:
@@ -423,7 +450,8 @@ def _surprises(sample: Sample, queue: MemoryQueue, result: BatchResult) -> list[
         problems.append(f"{queue.ready} messages still queued and {queue.unacked} unacknowledged")
     if queue.acked + len(queue.dead_letters) != published:
         problems.append(f"acked {queue.acked} + dead-lettered {len(queue.dead_letters)} != published {published}")
-    expected = sample.expected()
+    expected: Counter[str] = Counter(m.expect for seq, m in enumerate(sample.messages) if answers.keeps(seq))
+    expected["applied"] += len(answers.published)
     for outcome, actual in (("applied", result.applied), ("duplicate", result.duplicates)):
         if actual != expected[outcome]:
             problems.append(f"{actual} messages {outcome}, the sample planned {expected[outcome]}")
@@ -431,6 +459,9 @@ def _surprises(sample: Sample, queue: MemoryQueue, result: BatchResult) -> list[
     for dead in queue.dead_letters:
         seq = int(dead.message.headers[SEQ_HEADER])
         seen.add(seq)
+        if seq >= len(sample.messages):
+            problems.append(f"answer {dead.message.message_id} rejected ({dead.kind}: {dead.reason}); planned: applied")
+            continue
         planned = sample.messages[seq]
         if planned.expect != "rejected" or planned.kind != dead.kind:
             what = f"a {planned.kind} rejection" if planned.expect == "rejected" else planned.expect

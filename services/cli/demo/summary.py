@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,8 +20,10 @@ from services.cli.demo.mail import Mailed
 from services.cli.demo.report import BUCKETS, ZERO, Book, count, money, table
 from services.escalation.policy import PolicyLibrary
 from shared.broker.memory import MemoryQueue
+from shared.ledger.claims import Figures
 
 if TYPE_CHECKING:
+    from services.cli.demo.answers import Answers
     from services.cli.demo.run import Ingested, Simulated
 
 # the files the demo writes into its folder, as the printout names them
@@ -29,7 +32,9 @@ DEAD_LETTERS_FILE = "dead-letters.jsonl"
 LOG_FILE = "relance-demo.log"
 
 
-def ingest_section(sample: Sample, queue: MemoryQueue, ingested: Ingested) -> list[str]:
+def ingest_section(sample: Sample, queue: MemoryQueue, ingested: Ingested, withheld: int = 0) -> list[str]:
+    """``sample``: the messages as published; ``withheld``: the generated ones not sent (their invoices paid in
+    answer to a formal notice, see :mod:`services.cli.demo.answers`)."""
     result, notes, mix = ingested.result, sample.notes(), sample.event_types()
     rejected = len(result.rejections)
     balanced = queue.published == result.applied + result.duplicates + rejected
@@ -54,7 +59,8 @@ def ingest_section(sample: Sample, queue: MemoryQueue, ingested: Ingested) -> li
         "",
         "What the ERP sent (applied events by type)",
         f"  {count(mix['customer.upserted'])} customer records, {count(mix['invoice.issued'])} invoices, "
-        f"{count(payments)} payments ({notes['out_of_order']} published before their invoice), "
+        f"{count(payments)} payments ({notes['out_of_order']} published before their invoice, {notes['answer']} "
+        f"paying a formal notice in full, {withheld} generated messages withheld as those paid them), "
         f"{mix['credit_note.issued']} credit notes,",
         f"  {count(mix['invoice.due_date_passed'])} due-date notices, {mix['invoice.cancelled']} cancellations, "
         f"{mix['invoice.disputed']} disputes ({mix['invoice.dispute_resolved']} resolved), "
@@ -110,7 +116,7 @@ def receivables_section(book: Book) -> list[str]:
     ]
 
 
-def claims_section(book: Book) -> list[str]:
+def claims_section(book: Book, answers: Answers | None = None) -> list[str]:
     """Late interest and indemnities, apart from principal: charged, paid, waived, still owed (and asked for)."""
     rows = [
         [
@@ -125,10 +131,51 @@ def claims_section(book: Book) -> list[str]:
         for (tenant, currency), f in sorted(book.claims.items())
     ]
     headers = ["tenant", "currency", "charged", "paid", "waived", "still owed", "of which claimed"]
-    return [
+    lines = [
         "",
         f"Claims as of {book.as_of} (late interest and indemnities, apart from principal; see relance claims list)",
         *table(headers, rows, "llrrrrr"),
+    ]
+    broken = claims_identity(book)
+    held = ", ".join(f"{currency} {money(f.owed)}" for currency, f in sorted(claims_by_currency(book).items()))
+    lines.append(
+        "  still owed = charged - paid - waived, per currency: "
+        + (f"holds ({held})" if not broken else f"BROKEN ({'; '.join(broken)})")
+    )
+    if answers is not None:
+        surplus: dict[str, Decimal] = {}
+        for demand in answers.answered:
+            surplus[demand.currency] = surplus.get(demand.currency, ZERO) + demand.surplus
+        waived: dict[str, Decimal] = {}
+        for waiver in answers.waived:
+            waived[waiver.currency] = waived.get(waiver.currency, ZERO) + waiver.amount
+        lines.append(
+            f"  {count(len(answers.answered))} formal notices paid in full by "
+            f"{count(len({(d.tenant, d.customer_id) for d in answers.answered}))} customers, "
+            f"{count(sum(1 for d in answers.answered if d.rest))} with the rest of their account (principal allocated "
+            "by the ERP, the surplus of "
+            + (", ".join(f"{money(v)} {c}" for c, v in sorted(surplus.items())) or "0.00")
+            + f" left unallocated); {count(len(answers.waived))} indemnities waived by a collector ("
+            + (", ".join(f"{money(v)} {c}" for c, v in sorted(waived.items())) or "0.00")
+            + ")"
+        )
+    return lines
+
+
+def claims_by_currency(book: Book) -> dict[str, Figures]:
+    total: dict[str, Figures] = {}
+    for (_, currency), figures in book.claims.items():
+        summed = total.setdefault(currency, Figures())
+        summed += figures
+    return total
+
+
+def claims_identity(book: Book) -> list[str]:
+    """The currencies whose claims still owed differ from charged - paid - waived (a surprise: exit 1)."""
+    return [
+        f"{currency}: owed {f.owed} != {f.charged} - {f.paid} - {f.waived}"
+        for currency, f in sorted(claims_by_currency(book).items())
+        if f.owed != f.charged - f.paid - f.waived
     ]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import services.cli.demo.answers as demo_answers
 import services.cli.demo.cadence as demo_cadence
 import services.cli.demo.escalation as demo_escalation
 import services.cli.demo.run as demo_run
@@ -75,13 +76,17 @@ def test_the_demo_succeeds_and_its_counts_add_up(demo: DemoRun) -> None:
     assert match, demo.output
     published, applied, duplicates, rejected = (int(g.replace(",", "")) for g in match.groups())
     assert published == applied + duplicates + rejected
+    # What was published is the sample, less the messages withheld (their invoices paid in answer to a formal
+    # notice), plus those answers; the JSONL file holds exactly that
     sample = generate(customers=300, months=4, seed=7)
-    assert published == len(sample.messages)
-    assert (applied, duplicates, rejected) == (
-        sample.expected()["applied"],
-        sample.expected()["duplicate"],
-        sample.expected()["rejected"],
-    )
+    answers = re.search(r"([\d,]+) paying a formal notice in full, ([\d,]+) generated messages withheld", demo.output)
+    assert answers, demo.output
+    answered, withheld = (_number(g) for g in answers.groups())
+    assert answered > 0 and withheld > 0
+    assert published == len(sample.messages) - withheld + answered
+    assert published == len((demo.out / demo_summary.EVENTS_FILE).read_bytes().splitlines())
+    assert rejected == sample.expected()["rejected"]
+    assert applied + duplicates == sample.expected()["applied"] + sample.expected()["duplicate"] - withheld + answered
     assert "UNEXPECTED" not in demo.output
 
 
@@ -148,11 +153,19 @@ def test_replaying_the_jsonl_gives_the_same_balances(demo: DemoRun, tmp_path: Pa
     applied = 0
     for start in range(0, len(lines), 97):
         applied += ingestor.process([Delivery(body=line) for line in lines[start : start + 97]]).applied
-    # Then every ERP event is there again, and every customer's balances are the demo's, currency by currency:
-    # the engine's decisions (interest, fees, blocks) never change what an invoice owes
+    # Then every ERP event is there again, and every customer's balances are the demo's, currency by currency, less
+    # the money the demo's claims took: the engine's decisions (interest, fees, blocks) never change what an invoice
+    # owes, only where money the ERP left unallocated goes
     original = Ledger(make_engine(demo.url))
     assert applied == sum(1 for e in original.iter_all() if e.event_type in EVENT_TYPES)
-    assert _balances(replay) == _balances(original)
+    expected = {}
+    took = Decimal(0)
+    for (tenant, customer), balances in _balances(original).items():
+        paid = {c: f.paid for c, f in original.state(tenant, customer).claims.figures().items()}
+        took += sum(paid.values(), Decimal(0))
+        expected[(tenant, customer)] = {c: b - paid.get(c, Decimal(0)) for c, b in balances.items()}
+    assert _balances(replay) == expected
+    assert took > 0
 
 
 def test_a_second_run_starts_from_a_fresh_database(demo: DemoRun, tmp_path: Path) -> None:
@@ -246,7 +259,7 @@ def test_escalation_runs_over_the_simulated_months(demo: DemoRun) -> None:
 def test_one_customers_timeline_is_printed(demo: DemoRun) -> None:
     timeline = _section(demo.output, "Timeline of one late payer")
     lines = timeline.splitlines()[1:]
-    assert all(re.match(r"  \d{4}-\d\d-\d\d \d\d:\d\d  (ERP|relance|mail) ", line) for line in lines), timeline
+    assert all(re.match(r"  \d{4}-\d\d-\d\d \d\d:\d\d  (ERP|relance|mail|credit) ", line) for line in lines), timeline
     assert [line[2:18] for line in lines] == sorted(line[2:18] for line in lines)  # in time order
     assert any("invoice FA" in line or "invoice INV" in line for line in lines)
     levels = {m.group(1) for line in lines if (m := re.search(r"reaches (\w+)", line))}
@@ -402,4 +415,44 @@ def test_the_reminders_are_sent_as_real_emails_with_evidence(demo: DemoRun) -> N
         e.data for t, c in ledger.streams() for e in ledger.read_stream(t, c) if e.event_type == "reminder.skipped"
     ]
     assert all(d["dropped"] for d in skipped)
+    ledger.engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------------- claims
+def test_claims_are_paid_and_waived_and_what_is_owed_adds_up(demo: DemoRun) -> None:
+    # Given the claims table of the summary
+    section = _section(demo.output, "Claims as of 2026-11-20")
+    rows = [row.split() for row in section.splitlines()[3:] if row.startswith("  acme-")]
+    assert {(r[0], r[1]) for r in rows} == {("acme-fr", "EUR"), ("acme-fr", "USD"), ("acme-uk", "GBP")}
+    figures = {(r[0], r[1]): [Decimal(v.replace(",", "")) for v in r[2:7]] for r in rows}
+    # Then claims were paid and waived, in both tenants, and still owed = charged - paid - waived everywhere
+    assert all(paid > 0 for _, paid, _, _, _ in figures.values())
+    assert figures[("acme-fr", "EUR")][2] > 0 and figures[("acme-uk", "GBP")][2] > 0
+    for charged, paid, given_up, owed, _ in figures.values():
+        assert owed == charged - paid - given_up
+    assert "still owed = charged - paid - waived, per currency: holds" in section
+    # And the figures are the ledger's: the waivers on record, with their reason and author, as printed
+    ledger = Ledger(make_engine(demo.url))
+    waivers = [e for e in ledger.iter_all() if e.event_type == "claim.waived"]
+    printed = re.search(r"; ([\d,]+) indemnities waived by a collector", section)
+    assert printed and _number(printed.group(1)) == len(waivers) >= 3
+    assert all(e.data["reason"] and e.data["author"] and e.metadata["source"] == "demo" for e in waivers)
+    waived: dict[tuple[str, str], Decimal] = {}
+    for e in waivers:
+        key = (e.tenant, e.data["currency"])
+        waived[key] = waived.get(key, Decimal(0)) + Decimal(e.data["amount"])
+    assert waived == {k: f[2] for k, f in figures.items() if f[2]}
+    # And each transfer answering a formal notice alone pays exactly the total the notice demanded
+    answered = 0
+    for tenant, customer in ledger.streams():
+        demand = None
+        for event in ledger.read_stream(tenant, customer):
+            if event.event_type == "reminder.requested" and event.data["level"] == "formal_notice":
+                demand = demo_answers.demanded(tenant, customer, event.data)
+            elif event.event_type == "payment.received" and "-MED-" in event.data["payment_id"]:
+                allocated = {a["invoice_id"] for a in event.data["allocations"]}
+                if demand is not None and allocated == set(demand.principal):
+                    assert Decimal(event.data["amount"]) == demand.total
+                    answered += 1
+    assert answered > 0
     ledger.engine.dispose()
