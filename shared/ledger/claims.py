@@ -11,11 +11,15 @@ claimed claims; an unclaimed one is owed all the same, shown, and can be waived.
 invoices always stand (its books own the principal). Money a payment or credit note leaves unallocated ("free"
 credit) goes, by the rule the latest claim event carried (``allocation``, absent meaning ``principal_first``):
 
-* ``principal_first`` (the default): to the customer's open principal first, oldest invoice first, as the receivables
-  fold always did, then to the owed claims of its currency, oldest invoice first (interest before indemnity), and
-  only then is it free for an invoice issued later. The ERP's balance per invoice stays equal to relance's, and the
-  surplus of a customer who pays exactly the total a formal notice demanded settles the claims it was asked for.
-* ``claims_first``: to the owed claims before open principal (Code civil art. 1343-1: payment goes to interest first).
+* Under either rule, what a payment leaves over after the invoices the ERP allocated it to goes first to the owed
+  claims of those same invoices: the surplus of a customer who pays exactly the total a formal notice demanded
+  settles the claims it was asked for, never another invoice's principal.
+* ``principal_first`` (the default): then to the customer's open principal, oldest invoice first, as the receivables
+  fold always did, then to the other owed claims of its currency, oldest invoice first (interest before indemnity),
+  and only then is it free for an invoice issued later. The ERP's balance per invoice stays equal to relance's for
+  the invoices the ERP allocated money to.
+* ``claims_first``: then to every owed claim before open principal (Code civil art. 1343-1: payment goes to interest
+  first).
 
 Only claimed claims take money, of undisputed, uncancelled invoices: relance does not take a payment for something it
 never asked for. Free credit meets claims whenever either appears: when a payment or credit note arrives, when an
@@ -202,12 +206,17 @@ class Claims:
         receivables.settle(claim.currency, touched)
 
     # ----------------------------------------------------------------------------------------------- allocation
-    def absorb(self, receivables: Receivables, credits: list[Credit], currency: str, touched: Touched) -> None:
-        """Let the free part of ``credits`` (oldest first) settle the owed, claimed claims of ``currency``."""
+    def absorb(
+        self, receivables: Receivables, credits: list[Credit], currency: str, touched: Touched, *, own: bool = False
+    ) -> None:
+        """Let the free part of ``credits`` (oldest first) settle the owed, claimed claims of ``currency``; with
+        ``own``, only the claims of the invoices each credit was applied to."""
         if not any(c.free > 0 for c in credits):
             return
         for claim in self._payable(receivables, currency):
             for credit in credits:
+                if own and claim.invoice_id not in credit.applied:
+                    continue
                 owed = claim.owed
                 if owed <= 0:
                     break

@@ -90,7 +90,9 @@ class ClaimsSink(Protocol):
     @property
     def claims_first(self) -> bool: ...
 
-    def absorb(self, receivables: Receivables, credits: list[Credit], currency: str, touched: Touched) -> None: ...
+    def absorb(
+        self, receivables: Receivables, credits: list[Credit], currency: str, touched: Touched, *, own: bool = False
+    ) -> None: ...
 
 
 @dataclass
@@ -233,8 +235,12 @@ class Receivables:
         credits = sorted((c for c in self.credits.values() if c.currency == currency and c.free > 0), key=_credit_age)
         if not credits:
             return
-        if self.claims is not None and self.claims.claims_first:
-            self.claims.absorb(self, credits, currency, touched)
+        if self.claims is not None:
+            # What a payment leaves over after the invoices it names goes to their claims first, whatever the rule:
+            # the customer paid what a notice demanded for them. Under claims_first, then to every other claim.
+            self.claims.absorb(self, credits, currency, touched, own=True)
+            if self.claims.claims_first:
+                self.claims.absorb(self, credits, currency, touched)
         invoices = [
             i
             for i in self.open_invoices()

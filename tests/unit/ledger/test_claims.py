@@ -97,6 +97,21 @@ def test_a_surplus_settles_the_claimed_claims_and_leaves_the_unclaimed_ones_owed
     assert_consistent(state)
 
 
+def test_the_surplus_of_a_payment_goes_to_the_claims_of_the_invoices_it_pays_before_any_other_principal() -> None:
+    # Given INV-1 claimed at the formal notice (6.66 + 40.00), and INV-2 open, not yet due
+    later = invoice("INV-2", "500.00", issue_date="2026-03-20", due_date="2026-04-19")
+    history = [INV1, later, fee("INV-1"), interest("INV-1", "6.66"), claiming("INV-1")]
+    # When the customer pays exactly what the notice demanded, the ERP allocating the principal to INV-1
+    state = fold([*history, payment("P1", "1046.66", received_on="2026-03-25", allocations={"INV-1": "1000.00"})])
+    # Then the 46.66 over settles INV-1's claims, and INV-2 stays open in full, as the ERP's books show it
+    assert claims(state, "INV-1") == {
+        INTEREST: ("6.66", "6.66", "0", "0.00"),
+        INDEMNITY: ("40.00", "40.00", "0", "0.00"),
+    }
+    assert state.invoices["INV-2"].outstanding == D("500.00") and state.unallocated() == {}
+    assert_consistent(state)
+
+
 def test_free_credit_meets_a_claim_whichever_comes_first() -> None:
     # Given the same claims and the same overpayment, the payment folded before or after the claims
     claims_first = [INV1, fee("INV-1"), interest("INV-1", "6.66"), claiming("INV-1"), payment("P1", "1046.66")]
