@@ -381,3 +381,42 @@ def test_a_claims_statement_drops_a_claim_waived_since_and_is_skipped_once_nothi
     outcome = desk.handle(statement)
     assert outcome.status == "skipped" and outcome.dropped == ("INV-1", "INV-1")
     assert desk.transport.sent[1:] == []
+
+
+def test_a_reminder_whose_invoices_were_all_paid_but_which_carries_claims_still_owed_goes_as_a_claims_statement() -> (
+    None
+):
+    from tests.factories import fold
+    from tests.unit.ledger.test_claims import INV1, INV2, claiming, fee, fixed
+
+    # Given INV-1 paid late, its claims claimed and owed, and INV-2 paid since a reminder demanding it was decided
+    state = fold(
+        [
+            customer(),
+            INV1,
+            INV2,
+            fee("INV-1"),
+            fixed("INV-1", "7.66", "2026-03-25"),
+            claiming("INV-1"),
+            payment("P1", "1000.00", allocations={"INV-1": "1000.00"}),
+            payment("P2", "500.00", allocations={"INV-2": "500.00"}),
+        ]
+    )
+    claims = [
+        {"invoice_id": "INV-1", "number": "F-INV-1", "kind": "interest", "currency": "EUR", "amount": "7.66"},
+        {"invoice_id": "INV-1", "number": "F-INV-1", "kind": "indemnity", "currency": "EUR", "amount": "40.00"},
+    ]
+    command = {
+        "reminder_id": "R",
+        "level": "reminder-1",
+        "template": "reminder-1",
+        "currency": "EUR",
+        "lines": [{"invoice_id": "INV-2", "level": "reminder-1", "outstanding": "500.00"}],
+        "claims": claims,
+        "totals": {"outstanding": "500.00", "interest": "0", "fees": "0", "claims": "47.66"},
+    }
+    # Then what is left is the claims: it goes with the claims statement's template, its total the claims'
+    data, reasons = still_due(command, state)
+    assert data["lines"] == [] and data["claims"] == claims and data["template"] == "claims"
+    assert data["totals"] == {"outstanding": "0", "interest": "0", "fees": "0", "claims": "47.66"}
+    assert reasons == [{"invoice_id": "INV-2", "reason": "paid"}]
