@@ -12,6 +12,10 @@ fold of what it decides is :mod:`shared.ledger.claims`. The rules, in a credit m
   level": until its invoice reaches such a level a claim is owed but not demanded. A reminder line's ``interest`` and
   ``fee`` are the claimed amounts still owed (never what was paid or waived); claims still owed and claimed on
   invoices whose principal is settled ride in the ``claims`` of the customer's next message in the invoice's currency.
+* **Asked once.** Claims no message has asked for since their principal was settled are asked for by a *claims
+  statement* (:meth:`ClaimsView.statement`, the engine's ``reminder.requested`` at the level
+  :data:`~shared.contracts.events.CLAIMS_STATEMENT`) on the next contact day, unless a message of the currency goes
+  that day anyway and carries them; once asked (the fold's ``Claim.asked``), a claim is never stated again.
 * **Someone pursues or waives.** A claimed claim left owed once its invoice is settled gives one ``claim_owed`` task
   per invoice, from the folded state (after the fold let any free credit settle it).
 
@@ -28,6 +32,7 @@ from decimal import Decimal
 from typing import Any
 
 from services.escalation.interest import (
+    InterestResult,
     MissingReferenceRate,
     RateTable,
     late_interest,
@@ -84,8 +89,10 @@ class ClaimsView:
     today: date
     rates: RateTable | None
     task_id: Callable[[str, str], str]  # the engine's id of a task of a kind about an invoice
+    decided: list[Decision] = field(default_factory=list)  # the evaluation's decisions so far (the engine's list)
     fees: dict[str, tuple[Decimal, str]] = field(default_factory=dict)  # invoice_id -> fee charged now
     settled_charged: set[str] = field(default_factory=set)  # settled invoices this evaluation charged claims on
+    _folded: CustomerState | None = None
 
     # ----------------------------------------------------------------------------------------------- charging
     def charges(self, late: Iterable[Invoice]) -> list[Charge]:
@@ -143,10 +150,13 @@ class ClaimsView:
         (raises :class:`MissingReferenceRate` for a semester the table lacks)."""
         if self.rates is None and self.policy.interest.basis != "contractual":
             return None
+        result = self._result(invoice, through)
+        return result.amount, result.days
+
+    def _result(self, invoice: Invoice, through: date) -> InterestResult:
         movements = [(self.state.credits[key].on, amount) for key, amount in invoice.allocations.items()]
         timeline = outstanding_timeline(invoice.amount, movements, min(invoice.issue_date, invoice.due_date))
-        result = late_interest(timeline, invoice.due_date, through, self.policy.interest, self.rates, invoice.currency)
-        return result.amount, result.days
+        return late_interest(timeline, invoice.due_date, through, self.policy.interest, self.rates, invoice.currency)
 
     # ----------------------------------------------------------------------------------------------- messages
     def line(
@@ -173,12 +183,29 @@ class ClaimsView:
                 extra["fee_currency"] = currency
         return owed_interest, owed_fee, extra
 
-    def claim_lines(self, currency: str) -> list[events.ClaimLine]:
+    def settled_state(self) -> CustomerState:
+        """The state the messages' claims are read from: with the claims this evaluation charged on settled invoices
+        (their interest fixed, their indemnity) folded in, so that a message asks for the figures as fixed."""
+        if not self.settled_charged:
+            return self.state
+        if self._folded is None:
+            self._folded = _folded(self.state, self.decided)
+        return self._folded
+
+    def claim_lines(self, currency: str, unasked: bool = False) -> list[events.ClaimLine]:
         """The claims a message in ``currency`` carries: claimed and still owed, on invoices of that currency whose
-        principal is settled, oldest invoice first."""
+        principal is settled, oldest invoice first (``unasked``: only those no message asked for yet, the interest
+        once fixed)."""
+        state = self.settled_state()
         lines = []
-        for invoice in _settled(self.state, currency):
-            for claim in self.state.claims.of_invoice(invoice.invoice_id):
+        for invoice in _settled(state, currency):
+            paid_on = settlement_day(state, invoice)
+            when = (
+                {} if paid_on is None else {"paid_on": paid_on, "days_late": max(0, (paid_on - invoice.due_date).days)}
+            )
+            for claim in state.claims.of_invoice(invoice.invoice_id):
+                if unasked and (claim.asked or (claim.kind == INTEREST and not claim.fixed)):
+                    continue
                 if claim.claimed and claim.owed > 0:
                     lines.append(
                         events.ClaimLine(
@@ -187,9 +214,35 @@ class ClaimsView:
                             kind=claim.kind,  # type: ignore[arg-type]
                             currency=claim.currency,
                             amount=claim.owed,
+                            **when,
                         )
                     )
         return lines
+
+    def unasked(self) -> list[str]:
+        """The currencies with claims a claims statement is to ask for: claimed, owed, on invoices settled, and
+        listed by no message since (the fold's ``asked``)."""
+        currencies = sorted({i.currency for i in self.state.invoices.values()})
+        return [c for c in currencies if self.claim_lines(c, unasked=True)]
+
+    def statement(self, currency: str) -> tuple[list[events.ClaimLine], events.ReminderTotals, list[InterestResult]]:
+        """A claims statement in ``currency``: the claims no message asked for yet, their totals (``claims`` in the
+        currency), and the interest computations they come from (for the rates the letter states)."""
+        lines = self.claim_lines(currency, unasked=True)
+        summed = sum((line.amount for line in lines if line.currency == currency), ZERO)
+        totals = events.ReminderTotals(outstanding=ZERO, interest=ZERO, fees=ZERO, claims=summed)
+        results = []
+        state = self.settled_state()
+        for invoice_id in dict.fromkeys(line.invoice_id for line in lines if line.kind == INTEREST):
+            invoice = state.invoices[invoice_id]
+            settled = settlement_day(state, invoice)
+            if settled is None or (self.rates is None and self.policy.interest.basis != "contractual"):
+                continue
+            try:
+                results.append(self._result(invoice, settled))
+            except MissingReferenceRate:
+                continue  # the figure was fixed with the rate; a table that lost it only leaves the rate unstated
+        return lines, totals, results
 
     def message(
         self, currency: str, totals: events.ReminderTotals
@@ -209,11 +262,7 @@ class ClaimsView:
         """One ``claim_owed`` task per settled invoice left owing claimed claims, after the evaluation's own
         decisions (``decided``): when it charged claims on a settled invoice, they are folded into a copy of the
         state first, so that free credit the fold would let settle them counts."""
-        state = self.state
-        if self.settled_charged:
-            state = copy.deepcopy(self.state)
-            for decision in decided:
-                state.apply(decision.event, None, decision.event_id, recorded_at=None)
+        state = _folded(self.state, decided) if self.settled_charged else self.state
         found = []
         for invoice, owed in self._untasked(state):
             what = " and ".join(f"{c.kind} {c.owed} {c.currency}" for c in owed)
@@ -247,6 +296,14 @@ class ClaimsView:
                 if owed and self.task_id(TASK, invoice.invoice_id) not in state.tasks:
                     found.append((invoice, owed))
         return found
+
+
+def _folded(state: CustomerState, decided: Iterable[Decision]) -> CustomerState:
+    """A copy of the state with the decisions folded in."""
+    folded = copy.deepcopy(state)
+    for decision in decided:
+        folded.apply(decision.event, None, decision.event_id, recorded_at=None)
+    return folded
 
 
 def _settled(state: CustomerState, currency: str) -> list[Invoice]:

@@ -66,6 +66,11 @@ a level reached and not yet told is a pending contact.
   ``charge_fee`` means the claim is *claimed* from that level: a reminder line's ``interest`` and ``fee`` are the
   claimed amounts still owed, and claimed claims still owed on settled invoices ride in the next message's
   ``claims``, with one ``claim_owed`` task per such invoice.
+* **Claims statement.** Claimed claims still owed on settled invoices that no message has asked for since the
+  settlement are asked for once: on the next contact day the cadence allows (at the cadence's own interval, from the
+  send hour, a contact like any), per currency, a ``reminder.requested`` at the level ``claims`` (no ladder's), with
+  the template ``claims``, no ``lines``, the claims in ``claims`` and ``totals.claims``. When a reminder of the
+  currency goes that day anyway, it carries them and no statement goes. A claim asked for is never stated again.
 * **Credit block.** Blocked while an overdue, undisputed invoice has reached a level with ``block_credit``, or
   (``block_over_credit_limit``) while the overdue amount in the credit limit's currency exceeds the limit; one
   ``credit.blocked`` per episode and one ``credit.unblocked`` when neither holds any more.
@@ -227,7 +232,7 @@ class _Evaluation:
         self.decisions: list[Decision] = []
         self.interest: dict[str, Decimal] = {}  # interest computed by this evaluation (or already today)
         task_id = partial(decision_id, state.tenant, state.customer_id, "task")
-        self.claims = ClaimsView(state, policy, self.today, rates, task_id)
+        self.claims = ClaimsView(state, policy, self.today, rates, task_id, self.decisions)
 
     # ----------------------------------------------------------------------------------------------- deciding
     def decide(self) -> list[Decision]:
@@ -342,8 +347,10 @@ class _Evaluation:
         """On a day the cadence allows, tell the customer every level reached and not yet told, currency by
         currency: a phone_call task for the calls, one reminder for the written levels."""
         waiting = self._waiting()
-        if not waiting or not self._may_contact(waiting):
+        statements = self.claims.unasked()
+        if not (waiting or statements) or not self._may_contact(waiting):
             return
+        reminded: set[str] = set()
         for currency in sorted({t.currency for t in waiting}):
             mine = [t for t in waiting if t.currency == currency]
             calls = [t for t in mine if not self._level(t.pending).written]
@@ -352,6 +359,32 @@ class _Evaluation:
             written = [t for t in mine if self._level(t.pending).written]
             if written and not self._reminded_today(currency):
                 self._reminder(currency, written)
+                reminded.add(currency)
+        for currency in statements:  # a reminder of the currency that goes today carries them instead
+            if currency not in reminded and not self._reminded_today(currency):
+                self._statement(currency)
+
+    def _statement(self, currency: str) -> None:
+        """The claims statement of the currency: no invoice demanded, the claims owed on invoices already settled
+        that no message asked for yet, asked once (the fold then knows them asked)."""
+        claims, totals, results = self.claims.statement(currency)
+        subject = (currency, events.CLAIMS_STATEMENT, *sorted(f"{c.invoice_id}@{c.kind}" for c in claims))
+        self._emit(
+            events.ReminderRequested,
+            subject,
+            reminder_id=decision_id(self.state.tenant, self.state.customer_id, "reminder", *subject),
+            level=events.CLAIMS_STATEMENT,
+            channel="email",
+            copy_channels=[],
+            template=events.CLAIMS_STATEMENT,
+            language=self._language(),
+            currency=currency,
+            invoice_ids=[],
+            lines=[],
+            totals=totals,
+            claims=claims,
+            **reminder_law(self.policy, results),
+        )
 
     def _reminder(self, currency: str, written: list[_Track]) -> None:
         """The currency's message: it demands the invoices pending at its level, the firmest pending written one;
@@ -436,6 +469,9 @@ class _Evaluation:
         return self.contacted.allows(self.today, self._interval(waiting), self.policy.cadence)
 
     def _interval(self, waiting: list[_Track]) -> int:
+        """The interval the contact asks for: the firmest pending level's, the cadence's for a claims statement."""
+        if not waiting:
+            return self.policy.cadence.min_days_between_contacts
         return self.telling.interval(max(t.pending for t in waiting if t.pending is not None))
 
     def _next_contact(self, waiting: list[_Track]) -> datetime:
@@ -854,7 +890,7 @@ class _Evaluation:
             days += [promise.promised, _plus(promise.deadline, 1)]
         moments = [local_instant(day, 0, self.zone) for day in days]
         waiting = self._waiting()
-        if waiting:
+        if waiting or self.claims.unasked():
             moments.append(self._next_contact(waiting))
         return moments
 

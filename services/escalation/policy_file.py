@@ -36,6 +36,7 @@ from services.escalation.law import LAWS
 from services.escalation.model import Cadence, InterestRule, Level, Policy
 from shared.config import ConfigurationError
 from shared.contracts.erp import Currency, minor_units
+from shared.contracts.events import CLAIMS_STATEMENT
 
 log = structlog.get_logger()
 
@@ -265,6 +266,10 @@ def _check(spec: _PolicySpec) -> tuple[list[tuple[str, str]], list[str]]:
                 (f"{at}.key", f"{level.key!r} is already the key of levels[{seen[level.key]}]: keys must be unique")
             )
         seen.setdefault(level.key, i)
+        if level.key == CLAIMS_STATEMENT:
+            problems.append(
+                (f"{at}.key", f"{level.key!r} is the claims statement's, not a level's: choose another key")
+            )
         if i > 0 and level.offset_days <= spec.levels[i - 1].offset_days:
             previous = spec.levels[i - 1]
             problems.append(

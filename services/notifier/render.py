@@ -58,6 +58,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.notifier import mime
 from services.notifier.sender import Sender, Signatory
 from shared.config import ConfigurationError
+from shared.contracts.events import CLAIMS_STATEMENT
 
 ZERO = Decimal(0)
 
@@ -67,7 +68,8 @@ SHIPPED_DIR = Path(__file__).parent / "templates"
 LANGUAGES = ("fr", "en")
 DEFAULT_LANGUAGE = "en"
 LOCALES = {"fr": "fr_FR", "en": "en_GB"}
-TEMPLATES = ("courtesy", "reminder_1", "reminder_2", "formal_notice", "credit_block", "hand_over")
+LEVEL_TEMPLATES = ("courtesy", "reminder_1", "reminder_2", "formal_notice", "credit_block", "hand_over")
+TEMPLATES = (*LEVEL_TEMPLATES, CLAIMS_STATEMENT)  # and the claims statement's, which demands no invoice
 PARTS = ("subject.txt", "txt", "html")
 
 
@@ -272,6 +274,7 @@ LEVEL_NAMES = {
         "formal_notice": "mise en demeure",
         "credit_block": "avis de suspension de compte",
         "hand_over": "avis de transmission au recouvrement",
+        "claims": "relevé des sommes dues",
     },
     "en": {
         "courtesy": "advance notice",
@@ -280,6 +283,7 @@ LEVEL_NAMES = {
         "formal_notice": "formal notice",
         "credit_block": "notice of account suspension",
         "hand_over": "notice of hand-over for collection",
+        "claims": "statement of sums due",
     },
 }
 OTHER_LEVEL_NAME = {"fr": "courrier", "en": "letter"}  # a tenant's own level: named plainly
@@ -387,14 +391,25 @@ def _context(data: Mapping[str, Any], profile: Mapping[str, Any], sender: Sender
             apart.setdefault(claim_currency, {"fees": ZERO, "claims": ZERO})["claims"] += amount
         if claim["kind"] == "interest":
             interest_claims += amount
+        days_late = claim.get("days_late")
         claims.append(
             {
+                "invoice_id": str(claim.get("invoice_id", "")),
                 "number": _text(claim["number"], f"the number of invoice {claim.get('invoice_id', '?')}"),
                 "kind": str(claim["kind"]),
                 "currency": claim_currency,
                 "amount": money(amount, claim_currency),
+                "paid_on": day(claim["paid_on"]) if claim.get("paid_on") else "",
+                "days_late_text": format_days(int(days_late), language) if days_late else "",
             }
         )
+    paid_invoices: dict[str, dict[str, Any]] = {}  # the claims per invoice, as a claims statement words them
+    for claim in claims:
+        paid = paid_invoices.setdefault(
+            claim["invoice_id"] or claim["number"],
+            {"number": claim["number"], "paid_on": claim["paid_on"], "days_late_text": claim["days_late_text"]},
+        )
+        paid[claim["kind"]] = claim["amount"]
     totals = data["totals"]
     outstanding, interest = (Decimal(str(totals[k])) for k in ("outstanding", "interest"))
     # the fees of the reminder's currency: the lines say which fee is in another currency, whatever totals hold
@@ -455,6 +470,7 @@ def _context(data: Mapping[str, Any], profile: Mapping[str, Any], sender: Sender
         "lines": lines,
         "also": also,
         "claims": claims,
+        "paid_invoices": [{"interest": "", "indemnity": "", **paid} for paid in paid_invoices.values()],
         "with_interest": any(line["interest"] for line in lines),
         "with_fee": any(line["fee"] for line in lines),
         "interest_claimed": bool(interest or interest_claims),
@@ -481,7 +497,31 @@ SAMPLE_PROFILE: dict[str, Any] = {"name": "Exemple SARL", "contact_name": "Clair
 def sample_reminder(
     template: str, *, charges: bool = True, law: str | None = None, currency: str | None = None
 ) -> dict[str, Any]:
-    """A plausible ``reminder.requested`` payload, to try templates at start-up and in tests.
+    """A plausible ``reminder.requested`` payload, to try templates at start-up and in tests; for the template
+    ``claims``, a claims statement (no lines, the claims of a paid invoice: see :func:`_statement`)."""
+    data = _sample(template, charges=charges, law=law, currency=currency)
+    return _statement(data) if template == CLAIMS_STATEMENT else data
+
+
+def _statement(data: dict[str, Any]) -> dict[str, Any]:
+    """A sample made a claims statement: no invoice demanded, the claims of a paid invoice (with the day it was paid
+    and its days late when the sample has every field; as a reminder that carried claims may say it, without)."""
+    currency = str(data["currency"])
+    claims = [dict(c) for c in data.get("claims") or []] or [
+        {"invoice_id": "INV-2", "number": "F-2026-0002", "kind": "interest", "currency": currency, "amount": "8.10"}
+    ]
+    if "law" in data:
+        for claim in claims:
+            claim.update(paid_on="2026-11-12", days_late=12)
+    data.pop("also", None)
+    data.update(channel="email", invoice_ids=[], lines=[], claims=claims)
+    summed = sum((Decimal(c["amount"]) for c in claims if c["currency"] == currency), ZERO)
+    data["totals"] = {"outstanding": "0", "interest": "0", "fees": "0", "claims": str(summed)}
+    return data
+
+
+def _sample(template: str, *, charges: bool, law: str | None, currency: str | None) -> dict[str, Any]:
+    """A plausible ``reminder.requested`` payload of a level.
 
     Without ``law`` it is a reminder as the previous version wrote them (no level per line, no notices, no "also",
     no claims, no law, no rates). With a ``law`` it has every field: a registered letter whose invoice was reminded

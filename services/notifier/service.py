@@ -9,7 +9,8 @@ For each command, in this order:
    (:func:`services.notifier.delivery.look`) and decides everything that follows.
 2. Before the first attempt, the reminder is checked against the ledger *as it is now*, not as it was when the
    escalation engine decided it: invoices paid, cancelled or disputed since are dropped, outstanding amounts are
-   today's, and a reminder overtaken by a newer one for the same currency is not sent. With nothing left to remind,
+   today's, claims paid or waived since are dropped, and a reminder overtaken by a newer one for the same currency is
+   not sent. With nothing left to remind,
    ``reminder.skipped`` records why. relance never reminds a customer of an invoice the ledger knows is settled or
    disputed.
 3. A letter (``channel: letter``) becomes a ``send_letter`` task for a person to print and post; an e-mail copy, when
@@ -47,6 +48,7 @@ from services.notifier.rules import SendingRules, load_rules
 from services.notifier.sender import Sender, load_sender
 from services.notifier.smtp import Transport
 from shared.config import ConfigurationError, Settings
+from shared.contracts.events import CLAIMS_STATEMENT
 from shared.ledger.state import ZERO, CustomerState
 from shared.ledger.store import Ledger
 
@@ -141,7 +143,7 @@ class Notifier:
         if not progress.started:  # nothing went out yet: remind only what is still due
             data, reasons = still_due(command, state)
             dropped = tuple(reason["invoice_id"] for reason in reasons)
-            if not data["lines"]:
+            if not data["lines"] and not data.get("claims"):
                 delivery.record_skipped(self.ledger, command, reasons, self.now())
                 log.info("notifier.skipped", command_id=command_id, reasons=reasons)
                 return Outcome("skipped", command_id, tenant, level, dropped=dropped)
@@ -192,12 +194,18 @@ def still_due(command: Mapping[str, Any], state: CustomerState) -> tuple[dict[st
     later reminder demanded that invoice again (the ladder only climbs, so at a level at least as firm), and the rest
     still goes out, since no later message repeats it. A reminder recorded before lines had a level listed every
     overdue invoice again, so a newer one of the currency supersedes it whole, as it always did.
+
+    The claims a message asks for (``claims``: owed on invoices already settled) follow the fold's claims: one paid
+    or waived since is dropped, one partly paid asks for what is left. A message with no line left but claims still
+    owed goes out as a claims statement (a claims statement has no lines from the start); with nothing owed any
+    more, it is skipped.
     """
     currency = str(command["currency"])
     reasons: list[dict[str, str]] = []
     per_line = any("level" in line for line in command["lines"])
     latest = state.reminded.get(currency)
-    if not per_line and latest is not None and latest.get("reminder_id") not in (None, command["reminder_id"]):
+    superseded = latest is not None and latest.get("reminder_id") not in (None, command["reminder_id"])
+    if latest is not None and command["lines"] and not per_line and superseded:
         reason = f"superseded by reminder {latest['reminder_id']} ({latest.get('level')})"
         return {**command, "lines": []}, [{"invoice_id": "*", "reason": reason}]
     lines: list[dict[str, Any]] = []
@@ -223,9 +231,22 @@ def still_due(command: Mapping[str, Any], state: CustomerState) -> tuple[dict[st
         # a fee in another currency (fee_currency) is never added to the message's own
         "fees": str(sum((Decimal(str(line.get("fee", "0"))) for line in lines if not line.get("fee_currency")), ZERO)),
     }
+    claims = []
+    for claim in command.get("claims") or []:
+        known = state.claims.get(str(claim["invoice_id"]), str(claim["kind"]))
+        if known is None or known.owed <= ZERO:
+            reasons.append({"invoice_id": str(claim["invoice_id"]), "reason": f"{claim['kind']} paid or waived"})
+        else:
+            claims.append({**claim, "amount": str(min(known.owed, Decimal(str(claim["amount"]))))})
+    if "claims" in command:
+        totals["claims"] = str(sum((Decimal(c["amount"]) for c in claims if c["currency"] == currency), ZERO))
     reduced = {**command, "lines": lines, "invoice_ids": [line["invoice_id"] for line in lines], "totals": totals}
     if "also" in command:
         reduced["also"] = also
+    if "claims" in command:
+        reduced["claims"] = claims
+        if not lines and claims:  # the invoices demanded were paid since: what is left is a claims statement
+            reduced["template"] = CLAIMS_STATEMENT
     return reduced, reasons
 
 

@@ -114,6 +114,19 @@ class ReminderTotals(BaseModel):
     outstanding: Amount
     interest: Amount
     fees: Amount
+    claims: Amount | None = Field(default=None, description="The claims' sum in the reminder's currency, if any.")
+
+
+class ClaimLine(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    invoice_id: Id
+    number: str = Field(min_length=1)
+    kind: Literal["interest", "indemnity"] = Field(description="Late interest, or the fixed recovery indemnity.")
+    currency: Currency = Field(description="The claim's own currency (French law: EUR 40 on any invoice).")
+    amount: Amount = Field(description="What is still owed on it (never what was paid or waived).")
+    paid_on: IsoDate | None = Field(default=None, description="The day the invoice's principal was settled.")
+    days_late: int | None = Field(default=None, ge=0, strict=True, description="Days after its due date.")
 
 
 class AppliedRate(BaseModel):
@@ -144,7 +157,13 @@ class SendReminder(_Envelope):
 
     command: Literal["notifier.send_reminder"]
     reminder_id: Id = Field(description="Deterministic id of the reminder (currency, level and invoices).")
-    level: str = Field(min_length=1, description="Key of the policy level the reminder speaks at, e.g. reminder_1.")
+    level: str = Field(
+        min_length=1,
+        description=(
+            "Key of the policy level the reminder speaks at, e.g. reminder_1; `claims` for a claims statement, which"
+            " is no level of the ladder: no lines, only the claims still owed on invoices already paid, asked once."
+        ),
+    )
     channel: Literal["email", "letter"]
     copy_channels: list[str] = Field(description="Other channels the level also uses, e.g. email for a letter.")
     template: str = Field(min_length=1, description="Template name of the level.")
@@ -166,6 +185,10 @@ class SendReminder(_Envelope):
     )
     rates: list[AppliedRate] | None = Field(
         default=None, description="The annual rates the interest stated was computed at, oldest first."
+    )
+    claims: list[ClaimLine] | None = Field(
+        default=None,
+        description="Claims (late interest, fixed indemnity) still owed on invoices whose principal is settled.",
     )
 
 

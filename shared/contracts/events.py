@@ -163,13 +163,16 @@ class ReminderLine(RelanceEvent):
 
 
 class ClaimLine(RelanceEvent):
-    """A claim still owed on an invoice whose principal is settled, that the customer was already asked for."""
+    """A claim still owed on an invoice whose principal is settled, that the customer was already asked for
+    (``paid_on``: the day the principal was settled, ``days_late`` after its due date; absent in older logs)."""
 
     invoice_id: str
     number: str
     kind: ClaimKind
     currency: str
     amount: Decimal
+    paid_on: date | None = None
+    days_late: int | None = None
 
 
 class ReminderTotals(RelanceEvent):
@@ -188,8 +191,15 @@ class AppliedRate(RelanceEvent):
     rate: Decimal
 
 
+CLAIMS_STATEMENT = "claims"  # the ``level`` (and template) of a claims statement: no level of any ladder
+
+
 class ReminderRequested(_Decided):
-    """A reminder to send, per customer, currency and day (the notifier's command ``notifier.send_reminder``)."""
+    """A reminder to send, per customer, currency and day (the notifier's command ``notifier.send_reminder``).
+
+    A *claims statement* has the ``level`` :data:`CLAIMS_STATEMENT`: it demands no invoice (``lines`` empty) and asks
+    once for the claims still owed on invoices already settled (``claims``, summed in ``totals.claims``).
+    """
 
     TYPE: ClassVar[str] = "reminder.requested"
     reminder_id: str

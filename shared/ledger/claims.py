@@ -5,7 +5,8 @@ keeps what was charged (interest: the latest ``interest.computed`` figure, repla
 the principal is settled; indemnity: the ``fee.charged`` amount), the money allocated to it, by credit, and what was
 waived (``claim.waived``, with reason and author). ``owed = charged - allocated - waived``. A claim is *claimed* once
 its invoice reached a level whose actions claim it (``charge_interest``, ``charge_fee``): reminders demand only
-claimed claims; an unclaimed one is owed all the same, shown, and can be waived.
+claimed claims; an unclaimed one is owed all the same, shown, and can be waived. A claim is *asked* once a message
+listed it in its ``claims`` (its principal settled): the engine's claims statement asks for a claim once, never again.
 
 **Allocation of money to claims is a derivation of the fold, not a decision.** The ERP's explicit allocations to
 invoices always stand (its books own the principal). Money a payment or credit note leaves unallocated ("free"
@@ -70,6 +71,7 @@ class Claim:
     settled: dict[str, Decimal] = field(default_factory=dict)  # credit key -> amount allocated to this claim
     waived: Decimal = ZERO
     waivers: list[dict[str, str]] = field(default_factory=list)  # {amount, reason, author}, oldest first
+    asked: str | None = None  # the first message that listed it in its ``claims`` (its principal then settled)
 
     @property
     def allocated(self) -> Decimal:
@@ -174,6 +176,12 @@ class Claims:
             case erp.InvoiceCancelled():
                 for claim in self.of_invoice(event.invoice_id):
                     self._changed(claim, receivables, touched)
+            case events.ReminderRequested():
+                for line in event.claims or []:
+                    asked = self.get(line.invoice_id, line.kind)
+                    if asked is not None and asked.asked is None:
+                        asked.asked = event.reminder_id
+                        touched.invoices.add(line.invoice_id)
 
     def _rule(self, allocation: str | None) -> None:
         self.allocation = allocation or PRINCIPAL_FIRST

@@ -213,9 +213,17 @@ def _on_fee_charged(d: Dunning, event: events.FeeCharged, occurred_at: str, touc
 
 def _on_reminder(d: Dunning, event: events.ReminderRequested, occurred_at: str, touched: Touched) -> None:
     """The reminder of its currency; a contact; for each invoice it demands, a notice at the line's level (a
-    reminder written before lines had a level demanded every invoice at its own level)."""
+    reminder written before lines had a level demanded every invoice at its own level). A claims statement
+    (:data:`~shared.contracts.events.CLAIMS_STATEMENT`) is a contact and demands nothing: it is not the currency's
+    reminder, which it neither supersedes nor delays (the claims it asks for are kept by the claims part)."""
     at = _instant(event.as_of)
-    d.reminded[event.currency] = {"reminder_id": event.reminder_id, "level": event.level, "on": _day(event), "at": at}
+    if event.level != events.CLAIMS_STATEMENT:
+        d.reminded[event.currency] = {
+            "reminder_id": event.reminder_id,
+            "level": event.level,
+            "on": _day(event),
+            "at": at,
+        }
     d._contact(at)
     for line in getattr(event, "lines", None) or []:  # a reminder recorded without lines tells nothing
         level = getattr(line, "level", None) or event.level

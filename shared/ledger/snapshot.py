@@ -223,6 +223,7 @@ def claim_json(claim: Claim) -> dict[str, Any]:
         "settled": {k: str(v) for k, v in claim.settled.items()},
         "waived": str(claim.waived),
         "waivers": [dict(w) for w in claim.waivers],
+        "asked": claim.asked,
     }
 
 
@@ -239,6 +240,7 @@ def _claim_from(raw: dict[str, Any]) -> Claim:
         settled={k: Decimal(v) for k, v in raw.get("settled", {}).items()},
         waived=Decimal(raw.get("waived", "0")),
         waivers=[dict(w) for w in raw.get("waivers", [])],
+        asked=raw.get("asked"),
     )
 
 

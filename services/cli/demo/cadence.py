@@ -5,7 +5,9 @@ were sent whatever version of relance decided it:
 
 - **contact days**: a customer's local calendar days (the policy's ``timezone``, else UTC) with at least one written
   reminder (``reminder.requested``) or a ``phone_call`` task; how many fall in any rolling 30 days (the maximum and
-  the 95th percentile over the customers contacted), and the fewest days between two contact days of a customer;
+  the 95th percentile over the customers contacted), and the fewest days between two contact days of a customer; a
+  claims statement (``level`` ``claims``, no lines) is a contact day kept at the cadence's own interval, and demands
+  no invoice at any level;
 - **written levels per invoice**: how many messages demanded an invoice at each written level (the ``lines`` of a
   reminder; the lines it lists under ``also`` are not demanded);
 - **softer lines**: a line (demanded or ``also``) at a level gentler, in the policy's ladder, than the firmest level

@@ -20,6 +20,7 @@ from services.cli.demo.mail import Mailed
 from services.cli.demo.report import BUCKETS, ZERO, Book, count, money, table
 from services.escalation.policy import PolicyLibrary
 from shared.broker.memory import MemoryQueue
+from shared.contracts.events import CLAIMS_STATEMENT
 from shared.ledger.claims import Figures
 
 if TYPE_CHECKING:
@@ -352,13 +353,15 @@ def _by_ladder(cadence: Cadence, counts: Counter[str]) -> list[tuple[str, int]]:
 
 
 def _ladder() -> list[tuple[str, str]]:
-    """Every level of the shipped policies, in ladder order, with its channel (and copies)."""
+    """Every level of the shipped policies, in ladder order, with its channel (and copies), then the claims
+    statement (no level of a ladder: the claims still owed on invoices already paid, asked once)."""
     seen: dict[str, tuple[int, str]] = {}
     for policy in PolicyLibrary.load(None).common.policies.values():
         for level in policy.levels:
             channel = level.channel + "".join(f"+{c}" for c in sorted(level.copy_channels))
             seen.setdefault(level.key, (level.offset_days, channel))
-    return [(key, channel) for key, (_, channel) in sorted(seen.items(), key=lambda kv: kv[1][0])]
+    ladder = [(key, channel) for key, (_, channel) in sorted(seen.items(), key=lambda kv: kv[1][0])]
+    return [*ladder, (CLAIMS_STATEMENT, "email")]
 
 
 def mail_section(mailed: Mailed, hashes_ok: bool) -> list[str]:

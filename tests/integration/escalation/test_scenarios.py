@@ -548,9 +548,17 @@ SCENARIOS = {
         erp={"2026-02-01": [customer(), INV1], "2026-04-03": [payment("P1", "1000.00", received_on="2026-04-03")]},
         until="2026-04-20",
         # the claimed interest (fixed through the payment: 32 days at 12.15 % on 1000.00 = 10.65) and the indemnity
-        # stay owed: a collector is asked to pursue or waive them
-        decided={**LADDER_UNTIL_BLOCK, "2026-04-03": [("unblocked",), ("task", "claim_owed", "INV-1", "50.65")]},
-        reminders=LADDER_REMINDERS,
+        # stay owed: the customer is asked for them once, by a claims statement, and a collector is asked to pursue
+        # or waive them
+        decided={
+            **LADDER_UNTIL_BLOCK,
+            "2026-04-03": [
+                ("reminder", "EUR", "claims", ""),
+                ("unblocked",),
+                ("task", "claim_owed", "INV-1", "50.65"),
+            ],
+        },
+        reminders=[*LADDER_REMINDERS, ("claims", "", "0", "0", "0")],  # no invoice demanded: 50.65 in totals.claims
         erp_commands=["erp.credit_block", "erp.credit_unblock"],
         amqp=True,
     ),
@@ -640,7 +648,7 @@ def test_credit_commands_keep_their_ids_through_repeated_ticks_and_relays(
     desk = Desk(settings, engine)
     scenario = SCENARIOS["payment-unblocks-credit"]
     desk.run({_day(d): e for d, e in scenario.erp.items()}, _day("2026-04-05"))
-    assert desk.relay() == 5  # three reminders, the block, the unblock
+    assert desk.relay() == 6  # three reminders, the claims statement, the block, the unblock
     # When the clock is ticked by hand again over the same days, twice each, and the relay runs again
     for at in ("2026-04-01T09:00:00Z", "2026-04-03T09:00:00Z", "2026-04-03T09:00:00Z", "2026-04-05T12:00:00Z"):
         assert main(["clock", "tick", "--at", at, "--database-url", settings.require_database_url()]) == 0
@@ -660,7 +668,7 @@ def test_credit_commands_keep_their_ids_through_repeated_ticks_and_relays(
         assert sorted(conn.execute(select(outbox.c.kind)).scalars()) == [
             "erp.credit_block",
             "erp.credit_unblock",
-            *["notifier.send_reminder"] * 3,
+            *["notifier.send_reminder"] * 4,
         ]
 
 

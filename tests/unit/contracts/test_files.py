@@ -2,6 +2,7 @@
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,18 @@ from shared.config import Settings
 from shared.contracts.commands import (
     COMMAND_MODELS,
     INTERNAL_COMMAND_MODELS,
+    ClaimLine,
     ReminderLine,
     ReminderTotals,
     SendReminder,
 )
 from shared.contracts.erp import EVENT_TYPES, CommandAcknowledged, parse_event
+from shared.contracts.events import CLAIMS_STATEMENT
 from shared.contracts.examples import COMMAND_EXAMPLES, EXAMPLES
 from shared.contracts.export import asyncapi_document, write_contract
 from shared.ledger.outbox import command_rows
-from tests.factories import customer, fold, invoice
+from shared.ledger.state import CustomerState
+from tests.factories import CUSTOMER, TENANT, Ev, Feed, customer, fold, invoice, payment
 
 SCHEMA_DIR = Path(__file__).resolve().parents[3] / "shared" / "contracts" / "schema"
 
@@ -136,10 +140,37 @@ def test_the_notifier_command_model_documents_the_body_the_outbox_writes() -> No
     payload = json.loads(json.dumps(row["payload"]))
     # Then the model names every field of the body, and of its lines and totals, and accepts it
     # (the example, a first reminder, states no interest, so no rates; a line's fee_currency only for a foreign fee)
-    assert set(payload) == set(SendReminder.model_fields) == {*COMMAND_EXAMPLES["notifier.send_reminder"], "rates"}
+    # (nor claims: no invoice of the customer is settled yet; test_a_claims_statement_body_is_a_command_of_the_contract)
+    fields = set(SendReminder.model_fields)
+    assert set(payload) | {"claims"} == fields == {*COMMAND_EXAMPLES["notifier.send_reminder"], "rates", "claims"}
     line_fields = set(ReminderLine.model_fields) - {"fee_currency"}
     assert set(payload["lines"][0]) | {"notices"} == line_fields  # nothing sent before
     assert set(payload["also"][0]) | {"level", "notices"} == line_fields  # no level reached
     assert payload["law"] == "fr" and payload["rates"][0]["rate"] == "12.15"
-    assert set(payload["totals"]) == set(ReminderTotals.model_fields)
+    assert set(payload["totals"]) | {"claims"} == set(ReminderTotals.model_fields)
     assert SendReminder.model_validate(payload).channel == "letter"
+
+
+def test_a_claims_statement_body_is_a_command_of_the_contract() -> None:
+    # Given an invoice whose formal notice claimed interest and the fee, and whose principal was then paid late
+    letter = Level("formal-notice", 5, "letter", "formal_notice", frozenset({"charge_interest", "charge_fee"}))
+    policy = Policy(name="p", version="v1", levels=(letter,), business_days=False)
+    feed = Feed(CustomerState(tenant=TENANT, customer_id=CUSTOMER))
+    feed.deliver([customer(), invoice("INV-1", "100.00", issue_date="2026-02-01", due_date="2026-03-02")])
+    rates = RateTable.default()
+    for day, erp in ((10, []), (12, [payment("P1", "100.00", received_on="2026-03-12")]), (13, [])):
+        feed.deliver(erp)
+        as_of = datetime(2026, 3, day, 9, tzinfo=UTC)
+        feed.deliver(Ev(d.event_type, d.data, d.event_id, as_of) for d in decide(feed.state, policy, as_of, rates))
+    # When the engine's claims statement becomes its outbox row
+    [statement] = [ev for ev in feed.history if ev.data.get("level") == CLAIMS_STATEMENT]
+    event: dict[str, Any] = {"event_id": statement.event_id, "event_type": statement.event_type, "tenant": TENANT}
+    event |= {"customer_id": CUSTOMER, "occurred_at": statement.occurred_at, "version": 9, "data": statement.data}
+    [row] = command_rows([event], statement.occurred_at)
+    payload = json.loads(json.dumps(row["payload"]))
+    # Then the model reads it: no line, the claims with the day paid and the days late, their total
+    command = SendReminder.model_validate(payload)
+    assert (command.level, command.template, command.lines, command.invoice_ids) == ("claims", "claims", [], [])
+    assert command.claims is not None and {c.kind for c in command.claims} == {"interest", "indemnity"}
+    assert set(payload["claims"][0]) == set(ClaimLine.model_fields)
+    assert command.totals.claims == sum((c.amount for c in command.claims), Decimal(0))

@@ -8,7 +8,7 @@ it on 1,000.00 is 1000 * 0.1215 / 365 = 0.33287...
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
 
@@ -18,11 +18,13 @@ from hypothesis import strategies as st
 from services.cli.claims import waiver, waiver_id
 from services.escalation.agenda import build_agenda
 from services.escalation.claims import TASK
-from services.escalation.model import Policy
-from shared.contracts.events import ClaimWaived
+from services.escalation.engine import next_due
+from services.escalation.model import Cadence, Policy
+from shared.contracts.events import CLAIMS_STATEMENT, ClaimWaived
 from shared.ledger.claims import INDEMNITY, INTEREST
+from shared.ledger.state import CustomerState
 from tests.factories import Ev, invoice, payment
-from tests.unit.escalation.test_engine import INV1, POLICY, Customer, days
+from tests.unit.escalation.test_engine import INV1, POLICY, RATES, Customer, days
 
 INV2 = invoice("INV-2", "500.00", issue_date="2026-03-01", due_date="2026-04-30")
 
@@ -38,6 +40,24 @@ def owed(c: Customer, invoice_id: str) -> dict[str, tuple[str, str, str, str, bo
         claim.kind: (str(claim.charged), str(claim.allocated), str(claim.waived), str(claim.owed), claim.claimed)
         for claim in c.state.claims.of_invoice(invoice_id)
     }
+
+
+def check_claims_asked(state: CustomerState, data: dict[str, Any], asked: set[tuple[str, str]]) -> None:
+    """A message just folded into ``state``: it asks for no claim paid or waived (each claim it lists is owed, at
+    what it owes), and a claims statement demands no invoice and asks only for claims no message asked for before
+    (``asked``, which it then extends)."""
+    listed = {(line["invoice_id"], line["kind"]) for line in data.get("claims", [])}
+    for line in data.get("claims", []):
+        claim = state.claims.get(line["invoice_id"], line["kind"])
+        assert claim is not None and claim.claimed and D(line["amount"]) == claim.owed > 0, (line, claim)
+        assert state.invoices[line["invoice_id"]].status == "paid", line
+    if data["level"] == CLAIMS_STATEMENT:
+        assert data["lines"] == [] and data["invoice_ids"] == [] and "also" not in data, data
+        assert listed and not listed & asked, (listed, asked)
+        assert D(data["totals"]["claims"]) == sum(
+            (D(line["amount"]) for line in data["claims"] if line["currency"] == data["currency"]), D(0)
+        )
+    asked |= listed
 
 
 def formal_notice(c: Customer) -> dict[str, Any]:
@@ -132,9 +152,10 @@ def test_interest_stays_owed_after_the_principal_is_paid_and_rides_in_the_next_r
     }
     # And the second invoice's first reminder carries them apart from its own lines
     (second,) = [r for r in c.only("reminder.requested") if r["invoice_ids"] == ["INV-2"] and r["level"] != "courtesy"]
+    paid = {"paid_on": "2026-03-25", "days_late": 23}
     assert second["claims"] == [
-        {"invoice_id": "INV-1", "number": "F-INV-1", "kind": "interest", "currency": "EUR", "amount": "7.66"},
-        {"invoice_id": "INV-1", "number": "F-INV-1", "kind": "indemnity", "currency": "EUR", "amount": "40.00"},
+        {"invoice_id": "INV-1", "number": "F-INV-1", "kind": "interest", "currency": "EUR", "amount": "7.66", **paid},
+        {"invoice_id": "INV-1", "number": "F-INV-1", "kind": "indemnity", "currency": "EUR", "amount": "40.00", **paid},
     ]
     assert second["totals"]["claims"] == "47.66" and second["totals"]["outstanding"] == "500.00"
     # And no interest.computed follows the fixed figure
@@ -302,6 +323,7 @@ def test_for_random_histories_claims_owed_are_interest_and_fees_less_payments_al
     c = Customer()
     c.erp(date(2026, 2, 1), *invoices)
     day = date(2026, 2, 20)
+    asked: set[tuple[str, str]] = set()
     while day <= date(2026, 4, 30):
         if day in erp:
             c.erp(day, *erp[day])
@@ -311,8 +333,11 @@ def test_for_random_histories_claims_owed_are_interest_and_fees_less_payments_al
                 amount = None if part == "all" else str((claim.owed / 2).quantize(D("0.01")))
                 if amount != "0.00":
                     waive(c, day, invoice_id, kind, amount)
-        c.evaluate(day)
+        for decision in c.evaluate(day):
+            if decision.event_type == "reminder.requested":  # no claim paid or waived, none stated twice
+                check_claims_asked(c.state, decision.data, asked)
         day += timedelta(days=1)
+    event("claims statement" if any(r["level"] == CLAIMS_STATEMENT for r in c.only("reminder.requested")) else "none")
     decided = [(d.event_type, d.data) for ds in c.log.values() for d in ds]
     dues = {i.data["invoice_id"]: date.fromisoformat(i.data["due_date"]) for i in invoices}
     # One indemnity per invoice, only once it is late; no running interest after the fixed figure
@@ -367,3 +392,123 @@ def test_an_indemnity_in_another_currency_than_the_invoice_is_demanded_with_its_
     assert (line["fee"], line["fee_currency"]) == ("40.00", "EUR")
     assert c.state.escalations["INV-G"].currency == "GBP"
     assert c.state.claims_owed() == {"EUR": D("40.00"), "GBP": D("6.66")}
+
+
+# ---------------------------------------------------------------------------------------------------- claims statement
+WEEKLY = replace(POLICY, cadence=Cadence(min_days_between_contacts=7), send_hour=8)
+PAID_LATE = {date(2026, 3, 25): [payment("P1", "1000.00", received_on="2026-03-25")]}  # 3 days after the notice
+
+
+def statements(c: Customer) -> list[dict[str, Any]]:
+    return [r for r in c.only("reminder.requested") if r["level"] == CLAIMS_STATEMENT]
+
+
+def test_a_principal_paid_late_after_the_formal_notice_gets_one_claims_statement_at_the_next_allowed_contact() -> None:
+    # Given the formal notice of 22 March (a contact day), contacts a week apart from 08:00, and the principal
+    # paid alone on 25 March
+    c = Customer(policy=WEEKLY)
+    c.erp(date(2026, 2, 1), INV1)
+    c.run(*days("2026-02-01", "2026-03-28"), erp=PAID_LATE)
+    # Then on the payment day the interest is fixed and a collector gets the task, but nothing is sent: the cadence
+    # allows the next contact on 29 March, which the timer names at the send hour
+    table = c.table()
+    assert table["2026-03-25"] == [("fixed", "INV-1", "7.66", "2026-03-25"), ("task", TASK, "INV-1", "47.66")]
+    assert [day for day in table if day > "2026-03-25"] == []
+    assert next_due(c.state, WEEKLY, datetime(2026, 3, 28, 9, tzinfo=UTC), RATES) == datetime(
+        2026, 3, 29, 8, tzinfo=UTC
+    )
+    # When 29 March comes, nothing goes before 08:00
+    assert c.evaluate(date(2026, 3, 29), hour=6) == []
+    c.run(*days("2026-03-29", "2026-06-30"))
+    # Then one claims statement went that day, and nothing ever after
+    assert c.table()["2026-03-29"] == [("reminder", "EUR", "claims", "")]
+    assert [day for day in c.table() if day > "2026-03-29"] == []
+    (statement,) = statements(c)
+    assert statement["as_of"] == "2026-03-29T09:00:00Z"
+    assert (statement["template"], statement["channel"], statement["lines"], statement["invoice_ids"]) == (
+        CLAIMS_STATEMENT, "email", [], [],
+    )  # fmt: skip
+    paid = {"paid_on": "2026-03-25", "days_late": 23}
+    assert statement["claims"] == [
+        {"invoice_id": "INV-1", "number": "F-INV-1", "kind": "interest", "currency": "EUR", "amount": "7.66", **paid},
+        {"invoice_id": "INV-1", "number": "F-INV-1", "kind": "indemnity", "currency": "EUR", "amount": "40.00", **paid},
+    ]
+    assert statement["totals"] == {"outstanding": "0", "interest": "0", "fees": "0", "claims": "47.66"}
+    assert statement["law"] == "fr" and [r["rate"] for r in statement["rates"]] == ["12.15"]
+    # And the fold knows both claims asked, by that statement; the claims stay owed, the task with them
+    assert {claim.kind: claim.asked for claim in c.state.claims.of_invoice("INV-1")} == {
+        INTEREST: statement["reminder_id"],
+        INDEMNITY: statement["reminder_id"],
+    }
+    assert owed(c, "INV-1")[INTEREST][3] == "7.66" and f"{TASK}" in {t["kind"] for t in c.state.tasks.values()}
+
+
+def test_claims_waived_before_the_next_allowed_contact_get_no_statement() -> None:
+    # Given the principal paid late on 25 March, both claims owed
+    c = Customer(policy=WEEKLY)
+    c.erp(date(2026, 2, 1), INV1)
+    c.run(*days("2026-02-01", "2026-03-27"), erp=PAID_LATE)
+    # When a collector waives both before 29 March
+    waive(c, date(2026, 3, 28), "INV-1", INTEREST)
+    waive(c, date(2026, 3, 28), "INV-1", INDEMNITY)
+    c.run(*days("2026-03-28", "2026-06-30"))
+    # Then no statement ever goes, and nothing is decided after the payment day
+    assert statements(c) == []
+    assert [day for day in c.table() if day > "2026-03-25"] == []
+
+
+def test_a_claim_partly_waived_is_stated_for_what_is_left() -> None:
+    c = Customer(policy=WEEKLY)
+    c.erp(date(2026, 2, 1), INV1)
+    c.run(*days("2026-02-01", "2026-03-27"), erp=PAID_LATE)
+    waive(c, date(2026, 3, 28), "INV-1", INDEMNITY, "15.00")
+    c.run(*days("2026-03-28", "2026-04-30"))
+    (statement,) = statements(c)
+    assert [(cl["kind"], cl["amount"]) for cl in statement["claims"]] == [("interest", "7.66"), ("indemnity", "25.00")]
+    assert statement["totals"]["claims"] == "32.66"
+
+
+def test_a_new_invoice_s_message_that_day_carries_the_claims_instead_of_a_statement() -> None:
+    # Given the principal paid late on 25 March, and a new invoice due on 1 April whose advance notice falls on
+    # 29 March, the first day the cadence allows
+    c = Customer(policy=WEEKLY)
+    c.erp(date(2026, 2, 1), INV1)
+    inv2 = invoice("INV-2", "500.00", issue_date="2026-03-26", due_date="2026-04-01")
+    c.run(*days("2026-02-01", "2026-04-20"), erp={**PAID_LATE, date(2026, 3, 26): [inv2]})
+    # Then the advance notice carries them, no statement goes, and the later reminder lists them as still owed
+    assert c.table(claims=False)["2026-03-29"] == [
+        ("level", "INV-2", "courtesy"),
+        ("reminder", "EUR", "courtesy", "INV-2"),
+    ]
+    courtesy, reminder = [r for r in c.only("reminder.requested") if r["invoice_ids"] == ["INV-2"]]
+    assert [(cl["kind"], cl["amount"]) for cl in courtesy["claims"]] == [("interest", "7.66"), ("indemnity", "40.00")]
+    assert courtesy["totals"]["claims"] == "47.66"
+    assert statements(c) == [] and reminder["level"] == "reminder-1" and reminder["totals"]["claims"] == "47.66"
+    assert {claim.asked for claim in c.state.claims.of_invoice("INV-1")} == {courtesy["reminder_id"]}
+
+
+def test_a_statement_per_currency_and_a_claim_settled_later_is_asked_once_more_never_the_first_again() -> None:
+    # Given two invoices paid late, in euros and in dollars, on 25 March, and a third euro one paid late on 20 April
+    usd = invoice("INV-U", "800.00", currency="USD", issue_date="2026-02-01", due_date="2026-03-02")
+    late = invoice("INV-4", "300.00", issue_date="2026-02-01", due_date="2026-03-02")
+    c = Customer(policy=WEEKLY)
+    c.erp(date(2026, 2, 1), INV1, usd, late)
+    c.run(
+        *days("2026-02-01", "2026-05-31"),
+        erp={
+            date(2026, 3, 25): [
+                payment("P1", "1000.00", received_on="2026-03-25", allocations={"INV-1": "1000.00"}),
+                payment("P2", "800.00", currency="USD", received_on="2026-03-25"),
+            ],
+            date(2026, 4, 20): [payment("P3", "300.00", received_on="2026-04-20", allocations={"INV-4": "300.00"})],
+        },
+    )
+    # Then 29 March has one statement per currency, and INV-4 (still open then: its reminders carried INV-1's
+    # claims meanwhile) gets its own statement at the next contact after 20 April, without INV-1's again
+    first_eur, first_usd, later = statements(c)
+    assert (first_eur["currency"], first_usd["currency"], later["currency"]) == ("EUR", "USD", "EUR")
+    assert first_eur["as_of"][:10] == first_usd["as_of"][:10] == "2026-03-29"
+    assert {cl["invoice_id"] for cl in first_eur["claims"]} == {"INV-1"}
+    assert {(cl["invoice_id"], cl["currency"]) for cl in first_usd["claims"]} == {("INV-U", "USD"), ("INV-U", "EUR")}
+    assert first_usd["totals"]["claims"] == next(cl["amount"] for cl in first_usd["claims"] if cl["kind"] == "interest")
+    assert {cl["invoice_id"] for cl in later["claims"]} == {"INV-4"} and later["as_of"][:10] >= "2026-04-20"

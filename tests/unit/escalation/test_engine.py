@@ -403,8 +403,13 @@ def test_a_payment_unblocks_credit_once() -> None:
     )
     table = c.table(claims=False)
     assert table["2026-04-01"] == [("level", "INV-1", "block"), ("blocked", "level")]
-    # 32 days (3 March to 3 April) at 12.15 % on 1000 = 10.65, fixed at the payment; the claimed claims stay owed
-    assert table["2026-04-03"] == [("unblocked",), ("task", "claim_owed", "INV-1", "50.65")]
+    # 32 days (3 March to 3 April) at 12.15 % on 1000 = 10.65, fixed at the payment; the claimed claims stay owed,
+    # asked for once by a claims statement (tests/unit/escalation/test_claims.py walks it)
+    assert table["2026-04-03"] == [
+        ("reminder", "EUR", "claims", ""),
+        ("unblocked",),
+        ("task", "claim_owed", "INV-1", "50.65"),
+    ]
     assert list(table)[-1] == "2026-04-03"
     blocked, unblocked = c.only("credit.blocked"), c.only("credit.unblocked")
     assert len(blocked) == len(unblocked) == 1 and blocked[0]["block_id"] == unblocked[0]["block_id"]

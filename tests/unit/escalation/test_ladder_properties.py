@@ -10,7 +10,9 @@ random days, evaluated day by day (twice a day) with every decision folded in be
 * the timer (:func:`next_due`) is never late: whatever an evaluation decides without the ERP having sent anything
   since the one before, the timer set then had fallen due;
 * no demand lists an invoice not yet due (but a courtesy notice its own), no ``also`` lists one, and once handed
-  over an invoice is listed only in its hand-over notice.
+  over an invoice is listed only in its hand-over notice;
+* no message asks for a claim paid or waived, and a claims statement asks only for claims no message asked for
+  before (so none twice).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from hypothesis import strategies as st
 from services.escalation.engine import decide, next_due
 from services.escalation.interest import RateTable
 from services.escalation.model import Cadence, Level, Policy
+from shared.contracts.events import CLAIMS_STATEMENT
 from shared.ledger.state import CustomerState
 from tests.factories import Ev, Feed, credit_note, customer, dispute, dispute_resolved, invoice, payment, plan, promise
+from tests.unit.escalation.test_claims import check_claims_asked
 
 RATES = RateTable({date(2026, 1, 1): Decimal("2.15"), date(2026, 7, 1): Decimal("2.15")})  # every day of the runs
 START = date(2026, 3, 1)
@@ -132,6 +136,7 @@ class Run:
     evaluations: list[tuple[datetime, list[dict[str, Any]], list[str]]] = field(default_factory=list)
     timer: datetime | None = None  # what next_due said after the last evaluation
     touched: bool = True  # the ERP sent something since the last evaluation (which triggers one of its own)
+    asked: set[tuple[str, str]] = field(default_factory=set)  # the claims messages asked for: (invoice, kind)
 
     def erp(self, day: date, events: list[Ev]) -> None:
         moment = datetime.combine(day, ERP_AT, tzinfo=UTC)
@@ -144,6 +149,8 @@ class Run:
             assert self.timer is not None and self.timer <= as_of, (self.timer, as_of, decisions)
         for d in decisions:
             self.feed.deliver([Ev(d.event_type, d.data, d.event_id, as_of)])
+            if d.event_type == "reminder.requested":  # no claim paid or waived asked for, none stated twice
+                check_claims_asked(self.feed.state, d.data, self.asked)
         assert decide(self.feed.state, self.policy, as_of, RATES) == []  # folded: nothing new
         self.evaluations.append((as_of, [d.data for d in decisions], [d.event_type for d in decisions]))
         self.timer, self.touched = next_due(self.feed.state, self.policy, as_of, RATES), False
@@ -169,6 +176,8 @@ def test_what_the_customer_receives_keeps_the_policys_rules(
     event(f"reminders: {min(kinds.count('reminder.requested'), 6)}")  # what the examples exercised
     event(f"with also: {any('also' in data for _, decided, _ in run.evaluations for data in decided)}")
     event(f"handed over: {'collection.handed_over' in kinds}")
+    stated = any(data.get("level") == CLAIMS_STATEMENT for _, decided, _ in run.evaluations for data in decided)
+    event(f"claims statement: {stated}")
 
 
 def check(run: Run) -> None:
@@ -200,6 +209,8 @@ def check(run: Run) -> None:
                     assert rank >= reached.get(invoice_id, -1), (as_of, data)
                     assert invoice_id not in handed, (as_of, data)
                     told[invoice_id] = max(told.get(invoice_id, -1), rank)
+            elif kind == "reminder.requested" and data["level"] == CLAIMS_STATEMENT:
+                contacted_now = True  # a contact, at the cadence's own interval, that demands no invoice
             elif kind == "reminder.requested":
                 contacted_now = True
                 level = policy.levels[index[data["level"]]]
@@ -231,7 +242,7 @@ def check(run: Run) -> None:
         if contact_days and contact_days[-1] == today:
             continue  # a second contact the same day joins the first
         if contact_days:
-            own = policy.levels[firmest_told_now].min_days_since_contact
+            own = policy.levels[firmest_told_now].min_days_since_contact if firmest_told_now >= 0 else None
             interval = policy.cadence.min_days_between_contacts if own is None else own
             assert (today - contact_days[-1]).days >= interval, (contact_days, today)
         contact_days.append(today)

@@ -103,6 +103,7 @@ LEVELS = MINIMAL["levels"]
             "strictly increasing offset_days",
         ),
         ({"levels": [LEVELS[0], {**LEVELS[1], "key": "reminder_1"}]}, "levels[1].key", "keys must be unique"),
+        ({"levels": [LEVELS[0], {**LEVELS[1], "key": "claims"}]}, "levels[1].key", "the claims statement's"),
         ({"levels": [{**LEVELS[0], "template": None}]}, "levels[0].template", "name the notifier template"),
         ({"levels": [{**LEVELS[2], "template": "x"}]}, "levels[0].template", "remove the template"),
         ({"levels": [{**LEVELS[0], "actions": ["send_bailiff"]}]}, "levels[0].actions[0]", "'charge_interest'"),

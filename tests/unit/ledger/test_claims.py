@@ -216,6 +216,50 @@ def test_the_claims_survive_a_snapshot_round_trip() -> None:
     assert claims(again, "INV-1")[INDEMNITY] == ("40.00", "35.00", "5.00", "0.00")
 
 
+def statement(reminder_id: str, *claimed: tuple[str, str, str]) -> Ev:
+    """A claims statement asking for (invoice, kind, amount) claims."""
+    data: dict[str, Any] = {
+        "reminder_id": reminder_id,
+        "level": events.CLAIMS_STATEMENT,
+        "channel": "email",
+        "copy_channels": [],
+        "template": events.CLAIMS_STATEMENT,
+        "language": "fr",
+        "currency": "EUR",
+        "invoice_ids": [],
+        "lines": [],
+        "totals": {"outstanding": "0", "interest": "0", "fees": "0", "claims": "0"},
+        "claims": [
+            {"invoice_id": i, "number": f"F-{i}", "kind": kind, "currency": "EUR", "amount": amount}
+            for i, kind, amount in claimed
+        ],
+        **META,
+    }
+    return Ev(events.ReminderRequested.TYPE, data, reminder_id)
+
+
+def test_the_message_that_first_asked_for_a_claim_is_kept_and_survives_a_snapshot() -> None:
+    # Given the principal paid late, the claims owed, and a statement asking for the indemnity, then another both
+    paid = payment("P1", "1000.00", allocations={"INV-1": "1000.00"})
+    history = [INV1, fee("INV-1"), fixed("INV-1", "7.66", "2026-03-25"), claiming("INV-1"), paid]
+    state = fold([*history, statement("R-1", ("INV-1", INDEMNITY, "40.00"))])
+    # Then the indemnity is asked by R-1, the interest by none; what is owed does not change
+    assert {c.kind: c.asked for c in state.claims.of_invoice("INV-1")} == {INTEREST: None, INDEMNITY: "R-1"}
+    assert claims(state, "INV-1")[INDEMNITY] == ("40.00", "0", "0", "40.00")
+    Feed(state).deliver([statement("R-2", ("INV-1", INTEREST, "7.66"), ("INV-1", INDEMNITY, "40.00"))])
+    assert {c.kind: c.asked for c in state.claims.of_invoice("INV-1")} == {INTEREST: "R-2", INDEMNITY: "R-1"}
+    # And a statement is a contact, not the currency's reminder, and tells no invoice anything
+    assert state.reminded == {} and len(state.dunning.contacts) == 1 and state.escalations["INV-1"].notices == []
+    # And the snapshot keeps it; one written before it existed reads as asked by none
+    again = CustomerState.from_json(json.loads(json.dumps(state.to_json())))
+    assert again == state and [c.asked for c in again.claims.all()] == ["R-2", "R-1"]
+    raw = json.loads(json.dumps(state.to_json()))
+    for by_kind in raw["claims"].values():
+        for claim in by_kind.values():
+            del claim["asked"]
+    assert [c.asked for c in CustomerState.from_json(raw).claims.all()] == [None, None]
+
+
 def test_a_snapshot_written_before_claims_gets_them_from_its_escalations() -> None:
     state = fold([INV1, fee("INV-1"), interest("INV-1", "6.66"), claiming("INV-1")])
     old = {k: v for k, v in json.loads(json.dumps(state.to_json())).items() if k not in ("claims", "claims_allocation")}

@@ -13,6 +13,7 @@ from services.notifier.mime import UnsafeHeaderText
 from services.notifier.render import (
     LANGUAGES,
     LAWS,
+    LEVEL_TEMPLATES,
     TEMPLATES,
     format_day,
     format_days,
@@ -481,10 +482,66 @@ def test_a_template_broken_only_by_the_new_fields_stops_the_start_up(tmp_path: P
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-@pytest.mark.parametrize("template", TEMPLATES)
+@pytest.mark.parametrize("template", LEVEL_TEMPLATES)
 @pytest.mark.parametrize("law", LAWS)
 def test_every_level_renders_in_both_languages_under_each_law(template: str, language: str, law: str) -> None:
     rendered = render(sample_reminder(template, law=law), PROFILE, SIGNED, language, load_templates())
     assert "F-2026-0001" in rendered.text and "F-2026-0003" in rendered.text and "F-2026-0002" in rendered.text
     assert "F-2026-0001" in rendered.html and "F-2026-0003" in rendered.html and "F-2026-0002" in rendered.html
     assert "Marie Durand" in rendered.text and rendered.subject and "\n" not in rendered.subject
+
+
+# ---------------------------------------------------------------------------------------------------- claims statement
+STATEMENT_BASIS = {
+    ("fr", "fr"): "les sommes que prévoient les articles L441-10 et D441-5 du Code de commerce",
+    ("fr", "eu"): "les sommes que prévoit la directive 2011/7/UE",
+    ("fr", "uk"): "les sommes que prévoit le Late Payment of Commercial Debts (Interest) Act 1998",
+    ("en", "fr"): "the sums Articles L441-10 and D441-5 of the French Commercial Code provide for late payment",
+    ("en", "eu"): "the sums Directive 2011/7/EU provides for late payment",
+    ("en", "uk"): "the sums the Late Payment of Commercial Debts (Interest) Act 1998 provides for late payment",
+}
+LEGAL_MENTION = {"fr": "L441-10", "eu": "2011/7", "uk": "Late Payment of Commercial Debts (Interest) Act 1998"}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("law", LAWS)
+def test_a_claims_statement_says_when_each_invoice_was_paid_what_remains_due_and_the_law(
+    law: str, language: str
+) -> None:
+    # Given a claims statement: no invoice demanded, the interest and the indemnity of a paid invoice
+    data = sample_reminder("claims", law=law)
+    assert data["lines"] == [] and "also" not in data
+    rendered = render(data, PROFILE, SIGNED, language, load_templates())
+    flat = " ".join(rendered.text.split())
+    html = " ".join(rendered.html.split())
+    currency = "£" if law == "uk" else "€"
+    # Then it says, per invoice, the day it was paid and how late, and what remains due, with the total
+    if language == "fr":
+        sign = f" {currency}GB" if law == "uk" else f" {currency}"
+        assert (
+            "La facture F-2026-0002 a été réglée le 12 novembre 2026, avec 12 jours de retard ; reste à régler :"
+            in flat
+        )
+        assert f"8,10{sign}" in flat and f"40,00{sign}" in flat and f"Total à régler : 48,10{sign}" in flat
+        assert "Factures concernées" not in flat and "Ce relevé ne sera pas renouvelé" in flat
+        assert rendered.subject.startswith("Relevé des sommes restant dues sur factures réglées")
+    else:
+        assert "Invoice F-2026-0002 was paid on 12 November 2026, 12 days late; still due:" in flat
+        assert f"{currency}8.10" in flat and f"{currency}40.00" in flat and f"Total to pay: {currency}48.10" in flat
+        assert "Invoices concerned" not in flat and "This statement will not be repeated" in flat
+        assert rendered.subject.startswith("Statement of sums still due on paid invoices")
+    # And the law's wording, its rate stated, its legal mention; the same in the HTML part
+    assert STATEMENT_BASIS[(language, law)] in flat and LEGAL_MENTION[law] in flat
+    rate = {"fr": "12.15", "eu": "10.15", "uk": "11.75"}[law]  # the reference rate plus the law's margin
+    assert (rate.replace(".", ",") + " %" if language == "fr" else rate + "%") in flat
+    assert "F-2026-0002" in html and ("12 novembre 2026" if language == "fr" else "12 November 2026") in html
+    # Courteous but clear: no threat
+    assert not [word for word in THREATS if word in flat.lower()]
+
+
+def test_a_claims_statement_in_dollars_totals_the_euro_indemnity_apart() -> None:
+    # Given a USD invoice paid late under French law: its interest in dollars, the EUR 40 in euros
+    rendered = render(sample_reminder("claims", law="fr", currency="USD"), PROFILE, SIGNED, "en", load_templates())
+    flat = " ".join(rendered.text.split())
+    assert "late-payment interest US$8.10, fixed recovery indemnity €40.00." in flat
+    assert "Total to pay: US$8.10" in flat and "Also to pay, in EUR: €40.00" in flat

@@ -13,8 +13,8 @@ from services.notifier import mime
 from services.notifier.mime import UnsafeHeaderText
 from services.notifier.render import (
     LANGUAGES,
+    LEVEL_TEMPLATES,
     SHIPPED_DIR,
-    TEMPLATES,
     load_templates,
     render,
     sample_reminder,
@@ -30,7 +30,7 @@ NNBSP, NBSP = "\u202f", "\xa0"
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-@pytest.mark.parametrize("template", TEMPLATES)
+@pytest.mark.parametrize("template", LEVEL_TEMPLATES)
 @pytest.mark.parametrize("charges", [True, False])
 def test_every_level_and_language_renders_all_parts(template: str, language: str, charges: bool) -> None:
     # Given a reminder at this level, with or without interest and fee

@@ -321,3 +321,102 @@ def test_a_replay_reproduces_the_decisions_around_the_notifier_s_evidence(desk: 
     assert report.divergences == [] and report.decisions > 0
     assert [e.event_type for e in target.read_stream(TENANT, CUSTOMER)] == recorded
     target.engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------------- claims statement
+def paid_late_after_the_formal_notice(desk: Desk) -> dict[str, Any]:
+    """The formal notice of an invoice, its principal paid 3 days later: the claims statement that follows."""
+    desk.erp(customer(), invoice("INV-1", "2000.00", due_date=DUE))
+    notice = desk.escalate(DUE + timedelta(days=31))[-1]
+    assert notice["level"] == "formal_notice" and desk.handle(notice).status == "sent"
+    desk.erp(payment("PAY-1", "2000.00", allocations={"INV-1": "2000.00"}, received_on=DUE + timedelta(days=34)))
+    day = DUE + timedelta(days=34)
+    while not (statements := [c for c in desk.escalate(day) if c["level"] == "claims"]):
+        day += timedelta(days=1)
+    # the shipped cadence: a week after the formal notice, the first contact day it allows
+    assert day == DUE + timedelta(days=38)
+    [statement] = statements
+    assert statement["lines"] == [] and statement["template"] == "claims"
+    return statement
+
+
+def test_a_claims_statement_is_sent_with_the_claims_still_owed(desk: Desk) -> None:
+    statement = paid_late_after_the_formal_notice(desk)
+    outcome = desk.handle(statement)
+    assert (outcome.status, outcome.level) == ("sent", "claims")
+    message = messages(desk)[-1]
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert message["Subject"].startswith("Relevé des sommes restant dues sur factures réglées")
+    flat = " ".join(text.split())  # Babel's no-break spaces as spaces
+    assert "La facture F-INV-1 a été réglée le 3 décembre 2026, avec 34 jours de retard" in flat
+    # 34 days (31 October to 3 December) at 12.15 % on 2,000.00 = 22.635... = 22.64
+    assert "pénalités de retard 22,64 €, indemnité forfaitaire 40,00 €." in flat
+    assert "Total à régler : 62,64 €" in flat and "soit 12,15 % l'an" in flat and "Factures concernées" not in flat
+    assert desk.handle(statement).status == "already_sent"
+
+
+def test_a_claims_statement_drops_a_claim_waived_since_and_is_skipped_once_nothing_is_owed(desk: Desk) -> None:
+    from services.cli.claims import waiver, waiver_id
+    from shared.ledger.store import Incoming
+
+    statement = paid_late_after_the_formal_notice(desk)
+    state = desk.ledger.state(TENANT, CUSTOMER)
+    found = waiver(state, "INV-1", "indemnity", "goodwill", "M. Durand", None)
+    item = Incoming.of(
+        found.event,
+        stream=(TENANT, CUSTOMER),
+        event_id=waiver_id(state, "INV-1", "indemnity"),
+        occurred_at=desk.clock.now,
+        metadata={"source": "cli", "author": found.event.author},
+        expected_version=state.version,
+    )
+    assert [o.status for o in desk.ledger.record([item])] == ["applied"]
+    # Then the statement still due asks for the interest alone
+    data, reasons = still_due(statement, desk.ledger.state(TENANT, CUSTOMER))
+    assert [c["kind"] for c in data["claims"]] == ["interest"] and reasons[0]["reason"] == "indemnity paid or waived"
+    assert data["totals"]["claims"] == data["claims"][0]["amount"]
+    # And once the interest is paid too (money no invoice takes settles the claims), it is skipped
+    interest = data["claims"][0]["amount"]
+    desk.erp(payment("PAY-2", interest, received_on=DUE + timedelta(days=38)))
+    outcome = desk.handle(statement)
+    assert outcome.status == "skipped" and outcome.dropped == ("INV-1", "INV-1")
+    assert desk.transport.sent[1:] == []
+
+
+def test_a_reminder_whose_invoices_were_all_paid_but_which_carries_claims_still_owed_goes_as_a_claims_statement() -> (
+    None
+):
+    from tests.factories import fold
+    from tests.unit.ledger.test_claims import INV1, INV2, claiming, fee, fixed
+
+    # Given INV-1 paid late, its claims claimed and owed, and INV-2 paid since a reminder demanding it was decided
+    state = fold(
+        [
+            customer(),
+            INV1,
+            INV2,
+            fee("INV-1"),
+            fixed("INV-1", "7.66", "2026-03-25"),
+            claiming("INV-1"),
+            payment("P1", "1000.00", allocations={"INV-1": "1000.00"}),
+            payment("P2", "500.00", allocations={"INV-2": "500.00"}),
+        ]
+    )
+    claims = [
+        {"invoice_id": "INV-1", "number": "F-INV-1", "kind": "interest", "currency": "EUR", "amount": "7.66"},
+        {"invoice_id": "INV-1", "number": "F-INV-1", "kind": "indemnity", "currency": "EUR", "amount": "40.00"},
+    ]
+    command = {
+        "reminder_id": "R",
+        "level": "reminder-1",
+        "template": "reminder-1",
+        "currency": "EUR",
+        "lines": [{"invoice_id": "INV-2", "level": "reminder-1", "outstanding": "500.00"}],
+        "claims": claims,
+        "totals": {"outstanding": "500.00", "interest": "0", "fees": "0", "claims": "47.66"},
+    }
+    # Then what is left is the claims: it goes with the claims statement's template, its total the claims'
+    data, reasons = still_due(command, state)
+    assert data["lines"] == [] and data["claims"] == claims and data["template"] == "claims"
+    assert data["totals"] == {"outstanding": "0", "interest": "0", "fees": "0", "claims": "47.66"}
+    assert reasons == [{"invoice_id": "INV-2", "reason": "paid"}]
