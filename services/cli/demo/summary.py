@@ -235,8 +235,8 @@ def escalation_section(escalated: Audit, simulated: Simulated, as_of: date) -> l
         f"  {count(simulated.evaluations)} evaluations by the escalation worker (its timers, and the customers the "
         f"day's messages touched): {count(escalated.decisions)} decisions, {count(escalated.ticks)} clock ticks",
         "",
-        "Reminders requested per level (one per customer, currency and day, at the highest level due; "
-        "'reached': invoices)",
+        "Reminders requested per level (on a contact day, one per customer and currency, at the firmest level "
+        "waiting to be told; 'reached': invoices)",
         *table(headers, rows, "ll" + "r" * (len(headers) - 2)),
         f"  {count(sum(reminders.by_level.values()))} reminders; {count(escalated.caught_up)} invoices caught up "
         "several levels at once (levels passed over are recorded as skipped, not sent)",
