@@ -223,7 +223,16 @@ class ClaimsView:
         """The currencies with claims a claims statement is to ask for: claimed, owed, on invoices settled, and
         listed by no message since (the fold's ``asked``)."""
         currencies = sorted({i.currency for i in self.state.invoices.values()})
-        return [c for c in currencies if self.claim_lines(c, unasked=True)]
+        return [c for c in currencies if self._worth_a_letter(self.claim_lines(c, unasked=True))]
+
+    def _worth_a_letter(self, lines: list[events.ClaimLine]) -> bool:
+        """Whether the claims reach the policy's minimum amount in some currency: below it no statement goes (a
+        letter for a few cents of interest accrued between a notice and its payment), and they stay owed, shown,
+        waivable, and carried by the customer's next message."""
+        sums: dict[str, Decimal] = {}
+        for line in lines:
+            sums[line.currency] = sums.get(line.currency, ZERO) + line.amount
+        return any(total > 0 and total >= self.policy.minimum_overdue.get(c, ZERO) for c, total in sums.items())
 
     def statement(self, currency: str) -> tuple[list[events.ClaimLine], events.ReminderTotals, list[InterestResult]]:
         """A claims statement in ``currency``: the claims no message asked for yet, their totals (``claims`` in the

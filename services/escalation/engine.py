@@ -71,6 +71,8 @@ a level reached and not yet told is a pending contact.
   send hour, a contact like any), per currency, a ``reminder.requested`` at the level ``claims`` (no ladder's), with
   the template ``claims``, no ``lines``, the claims in ``claims`` and ``totals.claims``. When a reminder of the
   currency goes that day anyway, it carries them and no statement goes. A claim asked for is never stated again.
+  Claims below the policy's ``minimum_overdue`` for their currency get no statement of their own: they stay owed and
+  ride on the customer's next message.
 * **Credit block.** Blocked while an overdue, undisputed invoice has reached a level with ``block_credit``, or
   (``block_over_credit_limit``) while the overdue amount in the credit limit's currency exceeds the limit; one
   ``credit.blocked`` per episode and one ``credit.unblocked`` when neither holds any more.

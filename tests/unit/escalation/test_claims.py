@@ -457,6 +457,18 @@ def test_claims_waived_before_the_next_allowed_contact_get_no_statement() -> Non
     assert [day for day in c.table() if day > "2026-03-25"] == []
 
 
+def test_claims_below_the_policy_s_minimum_get_no_statement_of_their_own_and_stay_owed() -> None:
+    # Given a minimum of EUR 10.00, the principal paid late, and the indemnity waived: 7.66 of interest is left
+    c = Customer(policy=replace(WEEKLY, minimum_overdue={"EUR": D("10.00")}))
+    c.erp(date(2026, 2, 1), INV1)
+    c.run(*days("2026-02-01", "2026-03-27"), erp=PAID_LATE)
+    waive(c, date(2026, 3, 28), "INV-1", INDEMNITY)
+    c.run(*days("2026-03-28", "2026-06-30"))
+    # Then no letter goes for 7.66, and the interest stays owed, for the next message or a collector's waiver
+    assert statements(c) == []
+    assert owed(c, "INV-1")[INTEREST][3] == "7.66"
+
+
 def test_a_claim_partly_waived_is_stated_for_what_is_left() -> None:
     c = Customer(policy=WEEKLY)
     c.erp(date(2026, 2, 1), INV1)
