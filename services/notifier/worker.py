@@ -20,6 +20,7 @@ finished, the others go back to the queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -51,6 +52,12 @@ from shared.runtime import Backoff, run_worker
 log = structlog.get_logger()
 
 _TICK = 0.2
+
+
+def _wake(connection: BlockingConnection) -> None:
+    """End the connection's current ``process_data_events`` wait now (called from the SMTP thread)."""
+    with contextlib.suppress(AMQPError, OSError):  # closed meanwhile: nothing is waiting on it any more
+        connection.add_callback_threadsafe(lambda: None)
 
 
 def retry_queue(settings: Settings) -> str:
@@ -234,8 +241,15 @@ class NotifierWorker(amqp.Session):
         log.info("notifier.handled", command_id=outcome.command_id, **about, message_id=outcome.message_id or None)
 
     def _await(self, coroutine: Any) -> Any:
-        """Run a coroutine on the SMTP loop; keep the AMQP connection serviced while it runs."""
+        """Run a coroutine on the SMTP loop; keep the AMQP connection serviced while it runs.
+
+        The connection is serviced in ticks of :data:`_TICK`, and the coroutine's end wakes the tick it falls in (a
+        callback through the connection's thread-safe queue), so a command costs its own work, never a whole tick.
+        """
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        connection = self._connection
+        if connection is not None:
+            future.add_done_callback(lambda _: _wake(connection))
         while not future.done():
             if self._connection is not None and self._connection.is_open:
                 try:

@@ -294,6 +294,26 @@ def test_reminders_of_several_customers_arrive_once_each_over_starttls_with_auth
     assert rig.depth(dead_queue(rig.settings)) == 0
 
 
+def test_a_command_costs_its_own_send_not_a_tick_of_the_broker_connection(
+    make_rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a worker whose broker connection is serviced in ticks of 5 s, far longer than a send on loopback
+    from services.notifier import worker as notifier_worker
+
+    monkeypatch.setattr(notifier_worker, "_TICK", 5.0)
+    rig = make_rig()
+    rig.customers("C-1", "C-2", "C-3")
+    commands = rig.decide(REMIND, "C-1", "C-2", "C-3")
+    rig.start()
+    # When the three reminders are published
+    assert rig.relay() == 3
+    # Then all three are sent well within one tick: the end of each send wakes the connection's wait, where it used
+    # to sit out the rest of the tick (200 ms a command with the shipped tick, whatever the send took)
+    rig.wait(lambda: rig.done(commands), "an outcome for each reminder, before a single tick is over", timeout=3)
+    assert [rig.outcome(c) for c in commands] == [["reminder.sent"]] * 3
+    rig.stop()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_every_command_published_twice_sends_one_message_each(make_rig: Callable[..., Rig], workers: int) -> None:
     rig = make_rig()
