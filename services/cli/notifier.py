@@ -23,7 +23,13 @@ def add_preview(commands: Commands) -> None:
     )
     preview.add_argument("--tenant", required=True)
     preview.add_argument("--customer", required=True)
-    preview.add_argument("--level", required=True, help="a written level of the customer's policy, e.g. reminder_1")
+    which = preview.add_mutually_exclusive_group(required=True)
+    which.add_argument("--level", help="a written level of the customer's policy, e.g. reminder_1: as it would be now")
+    which.add_argument(
+        "--reminder",
+        help="a reminder the engine decided (its reminder_id, as a send_letter task names it): the letter to print "
+        "and post, as recorded, less what was paid or disputed since",
+    )
     preview.add_argument("--lang", help="language (fr, en); default: the customer's, else the policy's")
     preview.add_argument("--date", type=day, help="the day to compute days late at (default: today, UTC)")
     preview.add_argument("--out", type=Path, default=Path("preview"), help="folder for the files (default ./preview)")
@@ -52,7 +58,7 @@ def preview_reminder(args: argparse.Namespace, settings: Settings) -> int:
     from services.escalation.policy import PolicyLibrary
     from services.notifier.delivery import MailSettings
     from services.notifier.mime import MimeError
-    from services.notifier.preview import PreviewError, compose, reminder_data, write_parts
+    from services.notifier.preview import PreviewError, compose, recorded_reminder, reminder_data, write_parts
     from services.notifier.render import RenderSettings, load_templates
     from services.notifier.sender import load_sender
 
@@ -64,18 +70,27 @@ def preview_reminder(args: argparse.Namespace, settings: Settings) -> int:
             print(f"relance: no customer {args.customer!r} in tenant {args.tenant!r}", file=sys.stderr)
             return 1
         state = ledger.state(args.tenant, args.customer)
-    policy = PolicyLibrary.load(settings.policy_dir).for_tenant(args.tenant).for_customer(state.profile)
-    try:
-        reminders = reminder_data(state, preview_ladder(policy), args.level, args.date or datetime.now(UTC).date())
-    except PreviewError as exc:
-        print(f"relance: {exc}", file=sys.stderr)
-        return 1
+        stream = ledger.read_stream(args.tenant, args.customer) if args.reminder else []
+    if args.reminder:
+        try:
+            reminders = [recorded_reminder(stream, state, args.reminder)]
+        except PreviewError as exc:
+            print(f"relance: {exc}", file=sys.stderr)
+            return 1
+    else:
+        policy = PolicyLibrary.load(settings.policy_dir).for_tenant(args.tenant).for_customer(state.profile)
+        try:
+            reminders = reminder_data(state, preview_ladder(policy), args.level, args.date or datetime.now(UTC).date())
+        except PreviewError as exc:
+            print(f"relance: {exc}", file=sys.stderr)
+            return 1
     mail = MailSettings.from_settings(settings)
     for data in reminders:
         try:
             preview = compose(data, state.profile, sender, args.lang or data["language"], templates, mail)
             rendered = preview.rendered
-            folder = args.out / f"{args.customer}-{args.level}-{rendered.language}-{data['currency']}"
+            name = args.reminder or args.level
+            folder = args.out / f"{args.customer}-{name}-{rendered.language}-{data['currency']}"
             write_parts(preview, folder)
         except MimeError as exc:  # the ledger holds text that must not reach an e-mail header
             print(f"relance: cannot preview this reminder: {exc}", file=sys.stderr)

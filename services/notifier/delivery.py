@@ -378,7 +378,8 @@ def record_letter(ledger: Ledger, command: Mapping[str, Any], data: Mapping[str,
     level = str(command["level"])
     note = (
         f"print and post the {level} letter ({len(data['lines'])} invoice(s)); "
-        f"`relance preview --customer {command['customer_id']} --level {level}` writes it"
+        f"`relance preview --tenant {command['tenant']} --customer {command['customer_id']} "
+        f"--reminder {command['reminder_id']}` writes it"
     )
     task = task_data(command, "send_letter", note, at, key="letter")
     facts = {**_about(command), "lines": len(data["lines"])}

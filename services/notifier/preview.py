@@ -18,7 +18,7 @@ preview prints its own ``preview:…`` id there. Given a command's id, its remin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -30,8 +30,10 @@ from services.notifier.delivery import MailSettings, build_message
 from services.notifier.errors import NotifierError
 from services.notifier.render import RenderedReminder, TemplateSet, render
 from services.notifier.sender import Sender
-from services.notifier.service import recipients_of
+from services.notifier.service import recipients_of, still_due
+from shared.contracts import events
 from shared.ledger.claims import INDEMNITY, INTEREST
+from shared.ledger.records import RecordedEvent
 from shared.ledger.state import ZERO, CustomerState
 
 
@@ -139,6 +141,23 @@ def reminder_data(state: CustomerState, policy: Ladder, level_key: str, today: d
     if not reminders:
         raise PreviewError(f"customer {state.customer_id!r} has no open invoice to remind at level {level.key!r}")
     return reminders
+
+
+def recorded_reminder(stream: Sequence[RecordedEvent], state: CustomerState, reminder_id: str) -> dict[str, Any]:
+    """The ``reminder.requested`` the engine recorded as ``reminder_id``, as the notifier renders it: reduced to what
+    the ledger still shows as due (:func:`~services.notifier.service.still_due`), so a letter printed later demands
+    nothing paid or disputed since. Raises :class:`PreviewError` when there is no such reminder or nothing is left."""
+    found = [
+        e for e in stream if e.event_type == events.ReminderRequested.TYPE and e.data["reminder_id"] == reminder_id
+    ]
+    if not found:
+        raise PreviewError(f"customer {state.customer_id} has no reminder {reminder_id!r} (see relance agenda)")
+    data = {**found[0].data, "customer_id": state.customer_id, "tenant": state.tenant}
+    reduced, dropped = still_due(data, state)
+    if not reduced["lines"] and not reduced.get("claims"):
+        reasons = ", ".join(f"{d['invoice_id']} {d['reason']}" for d in dropped) or "nothing listed"
+        raise PreviewError(f"reminder {reminder_id} has nothing left to demand ({reasons}): do not post it")
+    return reduced
 
 
 def compose(

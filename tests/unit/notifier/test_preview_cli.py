@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from services.cli import main
 from shared.ledger.db import make_engine
 from shared.ledger.store import Ledger
-from tests.factories import CUSTOMER, TENANT, customer, incoming, invoice
+from tests.factories import CUSTOMER, TENANT, customer, incoming, invoice, payment
 
 NNBSP, NBSP = "\u202f", "\xa0"
 
@@ -92,3 +93,53 @@ def test_preview_of_a_name_that_could_forge_headers_says_why_and_writes_nothing(
     err = capsys.readouterr().err
     assert "cannot preview this reminder: the customer's name" in err and "encoded word" in err
     assert not out.exists()
+
+
+def test_preview_of_a_recorded_reminder_is_the_letter_to_post_less_what_was_paid_since(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.escalation.policy import PolicyLibrary
+    from services.escalation.service import evaluate
+    from services.escalation.worker import real_rules
+    from shared.config import load_settings
+
+    # Given a customer's formal notice for L-1 (due 2 March, 32 days late), a younger invoice listed apart
+    engine = make_engine(database_url)
+    ledger = Ledger(engine)
+    who = "C-LETTER"
+    history = [
+        customer("Boulangeries Martin"),
+        invoice("L-1", "1234.56", issue_date="2026-02-01", due_date="2026-03-02", number="F-0001"),
+        invoice("L-3", "80.00", issue_date="2026-02-20", due_date="2026-03-20", number="F-0003"),
+    ]
+    ledger.record([incoming(ev, customer_id=who) for ev in history])
+    at = datetime(2026, 4, 3, 9, tzinfo=UTC)
+    evaluate(ledger, PolicyLibrary.load(None).for_tenant(TENANT), TENANT, who, at, rules=real_rules(load_settings()))
+    stream = ledger.read_stream(TENANT, who)
+    [notice] = [e.data for e in stream if e.event_type == "reminder.requested" and e.data["level"] == "formal_notice"]
+    assert [line["invoice_id"] for line in notice["lines"]] == ["L-1"]
+    assert [line["invoice_id"] for line in notice["also"]] == ["L-3"]
+    # When it is previewed by its reminder id, as the send_letter task says
+    args = ["preview", "--tenant", TENANT, "--customer", who, "--reminder", notice["reminder_id"]]
+    assert main([*args, "--out", str(tmp_path), "--database-url", database_url]) == 0
+    text = (tmp_path / f"{who}-{notice['reminder_id']}-fr-EUR" / "body.txt").read_text(encoding="utf-8")
+    # Then it is that letter: registered, its reference, what it demands, the rate, and L-3 listed apart
+    assert text.startswith("Lettre recommandée avec accusé de réception")
+    assert f"Réf. : {notice['reminder_id']}" in text and "Taux appliqué" in text
+    demanded, apart = text.split("Par ailleurs")
+    assert "F-0001" in demanded and "F-0003" not in demanded and "F-0003" in apart
+    # And once L-1 is paid, there is nothing left to post
+    paid = payment("P-1", "1234.56", received_on="2026-04-04", allocations={"L-1": "1234.56"})
+    ledger.record([incoming(paid, customer_id=who)])
+    engine.dispose()
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "again"), "--database-url", database_url]) == 1
+    assert "has nothing left to demand (L-1 paid): do not post it" in capsys.readouterr().err
+
+
+def test_preview_of_an_unknown_reminder_says_so(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["preview", "--tenant", TENANT, "--customer", CUSTOMER, "--reminder", "esc-nope"]
+    assert main([*args, "--out", str(tmp_path), "--database-url", database_url]) == 1
+    assert f"customer {CUSTOMER} has no reminder 'esc-nope'" in capsys.readouterr().err
