@@ -131,10 +131,7 @@ class Claims:
             if claim.void:
                 continue
             figures = result.setdefault(claim.currency, Figures())
-            figures.charged += claim.charged
-            figures.paid += claim.allocated
-            figures.waived += claim.waived
-            figures.owed += claim.owed
+            figures += Figures(charged=claim.charged, paid=claim.allocated, waived=claim.waived, owed=claim.owed)
         return result
 
     @property
