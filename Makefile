@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+BENCH_STAGES := ingest escalation notifier publish e2e replay verify
 
-.PHONY: demo test unit lint format bench-ingest contract clean
+.PHONY: demo test unit lint format contract clean bench $(addprefix bench-,$(BENCH_STAGES))
 
 $(BIN)/relance: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,13 +35,20 @@ format: $(BIN)/relance
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## Ingest throughput on real RabbitMQ + PostgreSQL, next to a raw pika + batched INSERT baseline.
-bench-ingest: $(BIN)/relance
-	$(BIN)/python -m tests.benchmarks.bench_ingest
+# Arguments for every stage, e.g. make bench BENCH_ARGS="--customers 20000 --invoices 100000".
+BENCH_ARGS ?=
+
+## Every stage's benchmark on real PostgreSQL + RabbitMQ, each next to a baseline measured in the same run.
+bench: $(BIN)/relance
+	$(BIN)/python -m tests.benchmarks.suite -- $(BENCH_ARGS)
+
+## One stage's benchmark: bench-ingest, bench-escalation, bench-notifier, bench-publish, bench-e2e, bench-replay, bench-verify.
+$(addprefix bench-,$(BENCH_STAGES)): bench-%: $(BIN)/relance
+	$(BIN)/python -m tests.benchmarks.bench_$* $(BENCH_ARGS)
 
 ## Regenerate the published contract (JSON Schema + AsyncAPI) from the models.
 contract: $(BIN)/relance
 	$(BIN)/relance contract export
 
 clean:
-	rm -rf demo-output .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf demo-output bench-results.jsonl .pytest_cache .mypy_cache .ruff_cache .hypothesis
