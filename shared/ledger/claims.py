@@ -32,6 +32,10 @@ the next invoice. ``ledger show`` lists, for every claim, the credits that settl
 A claim whose figure falls below what was allocated to it (a payment dated back lowers the interest) gives the excess
 back to the credits it came from, newest first, which then settle again; a cancelled invoice's claims are void and
 give back all their money.
+
+The claims money may go to are found through an index of the claimed claims that may be owed, per currency (built
+again when a state is loaded, never saved; a claim is added whenever it changes, dropped once it is owed nothing),
+so settling costs the same however many claims the customer's history holds.
 """
 
 from __future__ import annotations
@@ -104,6 +108,22 @@ class Figures:
 class Claims:
     claims: dict[str, dict[str, Claim]] = field(default_factory=dict)  # invoice_id -> kind -> claim
     allocation: str = PRINCIPAL_FIRST  # the rule the latest claim event carried
+    # currency -> (invoice_id, kind) of the claimed claims that may be owed (see the module's doc)
+    _may_be_owed: dict[str, set[tuple[str, str]]] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Build the index again from the claims (after they were set other than by :meth:`apply`)."""
+        self._may_be_owed = {}
+        for by_kind in self.claims.values():
+            for claim in by_kind.values():
+                self._may_be_payable(claim)
+
+    def _may_be_payable(self, claim: Claim) -> None:
+        if claim.claimed and claim.owed > 0:
+            self._may_be_owed.setdefault(claim.currency, set()).add((claim.invoice_id, claim.kind))
 
     # ----------------------------------------------------------------------------------------------- reading
     def get(self, invoice_id: str, kind: str) -> Claim | None:
@@ -204,10 +224,10 @@ class Claims:
             claim.settled[key] -= back
             if claim.settled[key] == 0:
                 del claim.settled[key]
-            credit = receivables.credits[key]
-            credit.free += back
+            receivables.give_back(receivables.credits[key], back)
             touched.credits.add(key)
             excess -= back
+        self._may_be_payable(claim)
         receivables.settle(claim.currency, touched)
 
     # ----------------------------------------------------------------------------------------------- allocation
@@ -235,13 +255,18 @@ class Claims:
 
     def _payable(self, receivables: Receivables, currency: str) -> list[Claim]:
         """The claims money may settle, oldest invoice first, interest before indemnity."""
+        keys = self._may_be_owed.get(currency)
+        if not keys:
+            return []
         found: list[tuple[tuple[date, date, str], int, Claim]] = []
-        for invoice_id, by_kind in self.claims.items():
+        for key in list(keys):
+            invoice_id, kind = key
+            claim = self.get(invoice_id, kind)
+            if claim is None or kind not in KINDS or claim.currency != currency or not claim.claimed or claim.owed <= 0:
+                keys.discard(key)  # owed nothing (until it changes, which adds it again)
+                continue
             invoice = receivables.invoices.get(invoice_id)
             if invoice is None or invoice.status == "cancelled" or invoice_id in receivables.disputes:
                 continue
-            for rank, kind in enumerate(KINDS):
-                claim = by_kind.get(kind)
-                if claim is not None and claim.currency == currency and claim.claimed and claim.owed > 0:
-                    found.append(((invoice.due_date, invoice.issue_date, invoice_id), rank, claim))
+            found.append(((invoice.due_date, invoice.issue_date, invoice_id), KINDS.index(kind), claim))
         return [claim for _, _, claim in sorted(found, key=lambda item: (item[0], item[1]))]

@@ -14,11 +14,19 @@ the latest statement wins (the profile, an invoice's dispute), "latest" is the c
 Free credit also settles the claims owed besides principal (late interest, indemnities): :meth:`Receivables.settle`
 hands it to the claims part the state composes (:mod:`shared.ledger.claims`), before principal or after it as the
 policy's rule says.
+
+Folding one event costs the same however long the stream is: the fold keeps three indexes beside its fields, the
+open invoices of each currency in allocation order (due date, issue date, id), the credits of each currency that may
+hold free money, and the credits earmarked for each invoice not yet known. They are derived from the fields (built
+again when a state is loaded from its snapshot, never saved), kept up to date where the fields change, and give
+exactly what sorting every open invoice and scanning every credit gave.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -31,6 +39,7 @@ from shared.contracts import erp
 from shared.contracts.events import Event, data_of
 
 ZERO = Decimal(0)
+Age = tuple[date, date, str]  # an invoice's place in the allocation order: due date, issue date, id
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +122,20 @@ class Receivables:
     promise_recorded: dict[str, str] = field(default_factory=dict)  # promise_id -> occurred_at of its record
     # The claims owed besides principal, set by the state that composes both; not part of this part's own state.
     claims: ClaimsSink | None = field(default=None, compare=False, repr=False)
+    # The indexes (see the module's doc): currency -> ages of its open invoices, sorted; currency -> keys of the
+    # credits that may hold free money (checked, and dropped if not, when read); invoice id -> credits earmarked.
+    _open: dict[str, list[Age]] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _may_be_free: dict[str, set[str]] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _earmarked: dict[str, list[str]] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for invoice in self.invoices.values():
+            if invoice.is_open:
+                self._opened(invoice)
+        for credit in self.credits.values():
+            self._may_hold_free(credit)
+            for invoice_id in credit.earmarks:
+                self._earmarked.setdefault(invoice_id, []).append(credit.key)
 
     # ----------------------------------------------------------------------------------------------- deciding
     def check(self, event: Event) -> Check:
@@ -204,7 +227,10 @@ class Receivables:
         return result
 
     def open_invoices(self) -> list[Invoice]:
-        return sorted((i for i in self.invoices.values() if i.is_open), key=_age)
+        """The open invoices, oldest first (due date, issue date, id): the order money is allocated in."""
+        lists = [ages for ages in self._open.values() if ages]
+        ages = lists[0] if len(lists) == 1 else heapq.merge(*lists)
+        return [self.invoices[age[2]] for age in ages]
 
     def overdue(self, as_of: date) -> dict[str, Decimal]:
         result: dict[str, Decimal] = {}
@@ -224,7 +250,41 @@ class Receivables:
             credit.applied[invoice.invoice_id] = credit.applied.get(invoice.invoice_id, ZERO) + applied
             if invoice.outstanding == 0:
                 invoice.status = "paid"
-        credit.free += wanted - applied
+                self._closed(invoice)
+        self.give_back(credit, wanted - applied)
+
+    def give_back(self, credit: Credit, amount: Decimal) -> None:
+        """Make ``amount`` of the credit free again (every increase of free money goes through here)."""
+        credit.free += amount
+        self._may_hold_free(credit)
+
+    def _may_hold_free(self, credit: Credit) -> None:
+        if credit.free > 0:
+            self._may_be_free.setdefault(credit.currency, set()).add(credit.key)
+
+    def _opened(self, invoice: Invoice) -> None:
+        bisect.insort(self._open.setdefault(invoice.currency, []), _age(invoice))
+
+    def _closed(self, invoice: Invoice) -> None:
+        """The invoice is no longer open (paid, cancelled, or replaced): out of the open index."""
+        ages, age = self._open.get(invoice.currency, []), _age(invoice)
+        at = bisect.bisect_left(ages, age)
+        if at < len(ages) and ages[at] == age:
+            del ages[at]
+
+    def _free_credits(self, currency: str) -> list[Credit]:
+        """The credits of the currency holding free money, oldest first."""
+        keys = self._may_be_free.get(currency)
+        if not keys:
+            return []
+        found = []
+        for key in list(keys):
+            credit = self.credits.get(key)
+            if credit is not None and credit.currency == currency and credit.free > 0:
+                found.append(credit)
+            else:
+                keys.discard(key)
+        return sorted(found, key=_credit_age)
 
     def settle(self, currency: str, touched: Touched) -> None:
         """Apply free credit, oldest first, to the oldest open undisputed invoices of the currency, and to the claims
@@ -232,7 +292,7 @@ class Receivables:
         self._settle(currency, touched)
 
     def _settle(self, currency: str, touched: Touched) -> None:
-        credits = sorted((c for c in self.credits.values() if c.currency == currency and c.free > 0), key=_credit_age)
+        credits = self._free_credits(currency)
         if not credits:
             return
         if self.claims is not None:
@@ -241,13 +301,19 @@ class Receivables:
             self.claims.absorb(self, credits, currency, touched, own=True)
             if self.claims.claims_first:
                 self.claims.absorb(self, credits, currency, touched)
-        invoices = [
-            i
-            for i in self.open_invoices()
-            if i.currency == currency and i.invoice_id not in self.disputes and i.outstanding > 0
-        ]
-        for invoice in invoices:
-            for credit in credits:
+        # The open invoices of the currency, oldest first; paying one takes it out of the index at this position.
+        ages = self._open.get(currency, [])
+        position = first = 0  # first: the oldest credit with free money left (free money only decreases here)
+        while position < len(ages):
+            while first < len(credits) and credits[first].free <= 0:
+                first += 1
+            if first == len(credits):
+                break
+            invoice = self.invoices[ages[position][2]]
+            if invoice.invoice_id in self.disputes or invoice.outstanding <= 0:
+                position += 1
+                continue
+            for credit in credits[first:]:
                 if credit.free <= 0:
                     continue
                 take = min(credit.free, invoice.outstanding)
@@ -256,6 +322,8 @@ class Receivables:
                 touched.invoices.add(invoice.invoice_id)
                 if not invoice.is_open:
                     break
+            if invoice.is_open:
+                position += 1
         if self.claims is not None:
             self.claims.absorb(self, credits, currency, touched)
 
@@ -294,19 +362,25 @@ def _on_invoice(r: Receivables, event: erp.InvoiceIssued, occurred_at: str, touc
         amount=event.amount,
         outstanding=event.amount,
     )
+    replaced = r.invoices.get(invoice.invoice_id)
+    if replaced is not None:
+        r._closed(replaced)
     r.invoices[invoice.invoice_id] = invoice
     touched.invoices.add(invoice.invoice_id)
     if invoice.invoice_id in r.cancelled:
         invoice.status = "cancelled"
         invoice.outstanding = ZERO
-    waiting = (c for c in r.credits.values() if invoice.invoice_id in c.earmarks)
-    for credit in sorted(waiting, key=_credit_age):
+    else:
+        r._opened(invoice)
+    keys = r._earmarked.pop(invoice.invoice_id, [])
+    waiting = {key: r.credits[key] for key in keys if invoice.invoice_id in r.credits[key].earmarks}
+    for credit in sorted(waiting.values(), key=_credit_age):
         earmarked = credit.earmarks.pop(invoice.invoice_id)
         touched.credits.add(credit.key)
         if invoice.is_open and credit.currency == invoice.currency:
             r._allocate(credit, invoice, earmarked, touched)
         else:
-            credit.free += earmarked
+            r.give_back(credit, earmarked)
     r._settle(invoice.currency, touched)
 
 
@@ -332,17 +406,20 @@ def _credit(
     """Money on the customer's side: to the invoices it names (earmarked while unknown), the rest to the oldest."""
     credit = Credit(key=key, currency=currency, amount=amount, on=on, free=amount)
     r.credits[credit.key] = credit
+    r._may_hold_free(credit)
     touched.credits.add(credit.key)
     for invoice_id, wanted in targets:
         credit.free -= wanted
         invoice = r.invoices.get(invoice_id)
         if invoice is None and invoice_id not in r.cancelled:
+            if invoice_id not in credit.earmarks:
+                r._earmarked.setdefault(invoice_id, []).append(credit.key)
             credit.earmarks[invoice_id] = credit.earmarks.get(invoice_id, ZERO) + wanted
         elif invoice is not None and invoice.is_open and invoice.currency == credit.currency:
             r._allocate(credit, invoice, wanted, touched)
             touched.invoices.add(invoice_id)
         else:
-            credit.free += wanted
+            r.give_back(credit, wanted)
     r._settle(credit.currency, touched)
 
 
@@ -356,9 +433,11 @@ def _on_cancelled(r: Receivables, event: erp.InvoiceCancelled, occurred_at: str,
         credit = r.credits[credit_key]
         touched.credits.add(credit_key)
         credit.applied.pop(invoice_id, None)
-        credit.free += amount
+        r.give_back(credit, amount)
     invoice.allocations = {}
     invoice.outstanding = ZERO
+    if invoice.is_open:
+        r._closed(invoice)
     invoice.status = "cancelled"
     touched.invoices.add(invoice_id)
     r._settle(invoice.currency, touched)
@@ -417,7 +496,7 @@ _HANDLERS: dict[type, _Handler] = {
 }
 
 
-def _age(invoice: Invoice) -> tuple[date, date, str]:
+def _age(invoice: Invoice) -> Age:
     return (invoice.due_date, invoice.issue_date, invoice.invoice_id)
 
 

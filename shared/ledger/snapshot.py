@@ -8,6 +8,10 @@ Except what the customer was told (an invoice's ``notices`` and ``told``, the cu
 written before they existed folded reminders without keeping them, so the events after it cannot make up for their
 absence. :func:`predates_contacts` says whether a snapshot lacks them; the ledger folds such a stream from its first
 event (:func:`shared.ledger.reader.load_states`).
+
+The fold's indexes (open invoices in allocation order, credits with free money, earmarks by invoice, claims that may
+be owed) are not part of the snapshot: they are derived from what it holds and built again as it loads, so every
+snapshot written before they existed loads as it always did, and the format did not change.
 """
 
 from __future__ import annotations
@@ -206,6 +210,7 @@ def _from_escalations(escalations: dict[str, Escalation]) -> Claims:
         for action, kind in CLAIMING_ACTIONS.items():
             if action in record.actions:
                 claims.entry(record.invoice_id, kind, record.currency).claimed = True
+    claims.reindex()
     return claims
 
 
