@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from services.cli import checkpoints, claims, contract, demo_command, escalation, ledger, notifier, workers
+from services.cli import checkpoints, claims, contract, demo_command, escalation, ledger, notifier, replay, workers
 from services.cli.options import Handler
 from shared.config import ConfigurationError, Settings, hide_password, load_settings, with_application_name
 from shared.ledger.store import LedgerUnavailable
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_ledger(commands)
     checkpoints.add_verify(commands)
     checkpoints.add_checkpoint(commands)
+    replay.add_replay(commands)
     workers.add_worker(commands)
     ledger.add_outbox(commands)
     escalation.add_clock(commands)

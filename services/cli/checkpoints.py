@@ -87,7 +87,7 @@ def verify_ledger(args: argparse.Namespace, settings: Settings) -> int:
         print("relance: --customer needs --tenant (customer ids are per tenant)", file=sys.stderr)
         return 2
     sources = _checkpoint_sources(args.checkpoints, args.public_key, settings)
-    progress = _Progress() if sys.stderr.isatty() else None
+    progress = TerminalProgress("verify") if sys.stderr.isatty() else None
     engine = migrated_engine(settings)
     try:
         report = verify(engine, args.tenant, args.customer, sources=sources, progress=progress)
@@ -109,10 +109,12 @@ def verify_ledger(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
-class _Progress:
-    """How far a long verify is, on one line of the terminal's stderr, at most four times a second."""
+class TerminalProgress:
+    """How far a long pass over the log is (verify, replay), on one line of the terminal's stderr, at most four times
+    a second."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: str) -> None:
+        self.command = command
         self._shown = 0.0
 
     def __call__(self, phase: str, done: int, total: int) -> None:
@@ -121,9 +123,8 @@ class _Progress:
             return
         self._shown = now
         percent = 100 * done // total if total else 100
-        print(
-            f"\r\033[Kverify: {phase}, {done:,} of {total:,} events ({percent}%)", end="", file=sys.stderr, flush=True
-        )
+        line = f"{self.command}: {phase}, {done:,} of {total:,} events ({percent}%)"
+        print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
 
     def clear(self) -> None:
         if self._shown:

@@ -2,10 +2,18 @@
 
 A decision is a pure function of (ledger state, policy, as-of instant), and every evaluation that decided anything,
 or that a timer fired, left an ``escalation.clock_ticked`` event right after the state it read. So a log can be
-checked without trusting anything relance did at the time: copy each stream's ERP events (and the facts other
-services recorded, such as the notifier's evidence) into a fresh ledger, and at
-each recorded tick evaluate the customer at the recorded ``as_of`` (never the wall clock). The decisions this
-produces must be the recorded ones, event for event: same ids, same data, same metadata, same versions.
+checked without trusting anything relance did at the time: take each stream's ERP events (and the facts other
+services recorded, such as the notifier's evidence), and at each recorded tick let the engine decide at the recorded
+``as_of`` (never the wall clock) on the state they fold into. The decisions this produces must be the recorded ones,
+event for event: same ids, same data, same metadata, same versions.
+
+By default (``target=None``) this happens in memory, in one streamed pass over the log in stream order on one
+snapshot (:mod:`shared.ledger.scan`): each stream is folded as the ledger folds it (the same checks, each copied event
+capped at the instant the source recorded it, as the original fold was), the engine's decisions at a tick are
+chained after it exactly as :func:`services.escalation.service.evaluate` records them (the tick when one is due,
+decisions the stream already holds skipped), and the stream is compared as it ends. Nothing is written. With a
+``target`` ledger (an empty database), the streams are written into it through the ledger's own write path instead,
+one evaluation at a time, for whoever wants the replayed log itself.
 
 What is compared: every event's version, id, type, data, metadata and ``occurred_at``. Not compared: the time of
 the append (``recorded_at``) and so the hash chain, which covers it; ``relance verify`` checks the chain itself.
@@ -15,25 +23,40 @@ decisions' metadata replays without divergence under today's ``Z``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
 import structlog
 from pydantic import ValidationError
+from sqlalchemy import func, select
 
-from services.escalation.service import CLOCK_TICKED, PolicySource, Rules, Trigger, evaluate
+from services.escalation.service import (
+    CLOCK_TICKED,
+    PolicySource,
+    Rules,
+    Trigger,
+    decision_items,
+    evaluate,
+    tick_event_id,
+)
 from shared.contracts import events
 from shared.contracts.erp import EVENT_TYPES
-from shared.contracts.events import instant_text
+from shared.contracts.events import instant_text, parse
 from shared.ledger.hashing import utc
+from shared.ledger.scan import STREAMED, read_only, scoped
+from shared.ledger.schema import events as log_table
+from shared.ledger.state import CustomerState
 from shared.ledger.store import Incoming, Ledger, RecordedEvent
 
 log = structlog.get_logger()
 
 PolicyBooks = Callable[[str], PolicySource]
+Progress = Callable[[int, int], None]  # (events read, events in all)
 ERP_EVENTS = frozenset(EVENT_TYPES)
+PROGRESS_SECONDS = 10.0  # between two replay.progress log lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,17 +89,154 @@ class ReplayReport:
 
 def replay(
     source: Ledger,
-    target: Ledger,
+    target: Ledger | None,
     policies: PolicyBooks,
     rules: Rules,
     *,
     tenant: str | None = None,
+    progress: Progress | None = None,
 ) -> ReplayReport:
-    """Replay every stream of ``source`` (or one tenant's) into the empty ``target`` and compare the two.
+    """Replay every stream of ``source`` (or one tenant's) and compare it with the recorded one.
 
+    ``target`` None: in memory, one streamed pass (see the module's doc). A ledger: into that empty ledger.
     ``policies`` and ``rules`` must be the ones in force when the decisions were taken: a different policy shows up
-    as a divergence (the decisions name the policy version they followed).
+    as a divergence (the decisions name the policy version they followed). ``progress`` is told, now and then, how
+    many events were read of how many.
     """
+    if target is None:
+        report = _replay_in_memory(source, policies, rules, tenant, progress)
+    else:
+        report = _replay_into(source, target, policies, rules, tenant)
+    log.info(
+        "replay.done",
+        streams=report.streams,
+        erp_events=report.erp_events,
+        ticks=report.ticks,
+        decisions=report.decisions,
+        divergences=len(report.divergences),
+    )
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------- in memory
+def _replay_in_memory(
+    source: Ledger, policies: PolicyBooks, rules: Rules, tenant: str | None, progress: Progress | None
+) -> ReplayReport:
+    report = ReplayReport()
+    books: dict[str, PolicySource] = {}
+    with read_only(source.engine) as conn:
+        scope = (tenant, None)
+        total = conn.execute(scoped(select(func.count()).select_from(log_table), log_table, scope)).scalar_one()
+        query = scoped(select(log_table), log_table, scope).order_by(
+            log_table.c.tenant, log_table.c.customer_id, log_table.c.version
+        )
+        rows = conn.execute(query, execution_options=STREAMED).mappings()
+        read = 0
+        shown = time.monotonic()
+        for recorded in _streams(_recorded(row) for row in rows):
+            first = recorded[0]
+            book = books.get(first.tenant)
+            if book is None:
+                book = books[first.tenant] = policies(first.tenant)
+            divergence = _replay_stream_in_memory(recorded, book, rules, report)
+            if divergence is not None:
+                report.divergences.append(divergence)
+                log.warning("replay.diverged", divergence=str(divergence))
+            report.streams += 1
+            read += len(recorded)
+            now = time.monotonic()
+            if now - shown >= PROGRESS_SECONDS:
+                shown = now
+                log.info("replay.progress", streams=report.streams, events=read, of=total)
+            if progress is not None:
+                progress(read, total)
+    return report
+
+
+def _streams(rows: Iterator[RecordedEvent]) -> Iterator[list[RecordedEvent]]:
+    """The rows of a pass in stream order, one stream at a time."""
+    stream: list[RecordedEvent] = []
+    for event in rows:
+        if stream and (event.tenant, event.customer_id) != (stream[0].tenant, stream[0].customer_id):
+            yield stream
+            stream = []
+        stream.append(event)
+    if stream:
+        yield stream
+
+
+@dataclass
+class _Replayed:
+    """One stream as the replay writes it, in memory: its state, the ids it holds, and its events so far."""
+
+    state: CustomerState
+    event_ids: set[str] = field(default_factory=set)
+    events: list[RecordedEvent] = field(default_factory=list)
+
+    def append(self, item: Incoming, recorded_at: datetime) -> bool:
+        """What the ledger does with one item: skip a known id or an event the state refuses, else fold it in."""
+        if item.event_id in self.event_ids:
+            return False
+        typed = item.typed()
+        if self.state.check(typed).verdict != "new":
+            return False
+        state = self.state
+        self.state.apply(typed, item.occurred_at, item.event_id, recorded_at=recorded_at)
+        state.version += 1
+        self.event_ids.add(item.event_id)
+        self.events.append(
+            RecordedEvent(
+                position=0,
+                tx_id=None,
+                tenant=item.tenant,
+                customer_id=item.customer_id,
+                version=state.version,
+                event_id=item.event_id,
+                event_type=item.event_type,
+                data=item.data,
+                metadata=item.metadata,
+                occurred_at=utc(item.occurred_at),
+                recorded_at=recorded_at,
+                prev_hash="",
+                hash="",
+            )
+        )
+        return True
+
+
+def _replay_stream_in_memory(
+    recorded: list[RecordedEvent], policies: PolicySource, rules: Rules, report: ReplayReport
+) -> Divergence | None:
+    first = recorded[0]
+    stream = _Replayed(CustomerState(tenant=first.tenant, customer_id=first.customer_id))
+    for event in recorded:
+        if event.event_type in ERP_EVENTS or is_service_fact(event):
+            stream.append(_copy(event, typed=True), event.recorded_at)
+            report.erp_events += 1
+            continue
+        if event.event_type != CLOCK_TICKED:
+            continue  # a decision: the tick before it reproduces it
+        tick = events.ClockTicked.model_validate(event.data)
+        as_of = utc(tick.as_of)
+        trigger = cast(Trigger, tick.trigger)
+        state = stream.state
+        policy = policies.for_customer(state.profile)
+        decisions = list(rules.decide(state, policy, as_of, rules.rates))
+        tick_id = tick_event_id(state.tenant, state.customer_id, as_of, state.version)
+        fresh = [d for d in decisions if d.event_id not in stream.event_ids]
+        with_tick = bool(fresh or trigger == "timer") and tick_id not in stream.event_ids
+        items = decision_items(state, policy, fresh, as_of, trigger, tick_id if with_tick else None)
+        for item in items:
+            if stream.append(item, as_of) and item.event_id != tick_id:
+                report.decisions += 1
+        report.ticks += 1
+    return first_divergence(recorded, stream.events)
+
+
+# ---------------------------------------------------------------------------------------------------- into a ledger
+def _replay_into(
+    source: Ledger, target: Ledger, policies: PolicyBooks, rules: Rules, tenant: str | None
+) -> ReplayReport:
     report = ReplayReport()
     for key_tenant, customer_id in source.streams(tenant):
         recorded = source.read_stream(key_tenant, customer_id)
@@ -86,14 +246,6 @@ def replay(
             report.divergences.append(divergence)
             log.warning("replay.diverged", divergence=str(divergence))
         report.streams += 1
-    log.info(
-        "replay.done",
-        streams=report.streams,
-        erp_events=report.erp_events,
-        ticks=report.ticks,
-        decisions=report.decisions,
-        divergences=len(report.divergences),
-    )
     return report
 
 
@@ -132,7 +284,7 @@ def _flush(target: Ledger, pending: list[Incoming], report: ReplayReport) -> Non
         pending.clear()
 
 
-def _copy(event: RecordedEvent) -> Incoming:
+def _copy(event: RecordedEvent, *, typed: bool = False) -> Incoming:
     return Incoming(
         tenant=event.tenant,
         customer_id=event.customer_id,
@@ -141,6 +293,25 @@ def _copy(event: RecordedEvent) -> Incoming:
         data=event.data,
         occurred_at=event.occurred_at,
         metadata=event.metadata,
+        event=parse(event.event_type, event.data) if typed else None,
+    )
+
+
+def _recorded(row: Any) -> RecordedEvent:
+    return RecordedEvent(
+        position=row["position"],
+        tx_id=row["tx_id"],
+        tenant=row["tenant"],
+        customer_id=row["customer_id"],
+        version=row["version"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        data=row["data"],
+        metadata=row["metadata"],
+        occurred_at=utc(row["occurred_at"]),
+        recorded_at=utc(row["recorded_at"]),
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
     )
 
 
@@ -173,12 +344,21 @@ def _metadata(event: RecordedEvent) -> dict[str, Any]:
     return metadata
 
 
+def _as_written(event: RecordedEvent) -> tuple[Any, ...]:
+    """What :func:`signature` reads, as it is written: the same written form is the same signature."""
+    return (event.version, event.event_id, event.event_type, event.data, event.metadata, event.occurred_at)
+
+
+def _same(left: RecordedEvent, right: RecordedEvent) -> bool:
+    return signature(left) == signature(right)
+
+
 def first_divergence(recorded: list[RecordedEvent], replayed: list[RecordedEvent]) -> Divergence | None:
     """The first version at which the two streams differ, None when they are the same."""
     for n in range(max(len(recorded), len(replayed))):
         left = recorded[n] if n < len(recorded) else None
         right = replayed[n] if n < len(replayed) else None
-        if left is not None and right is not None and signature(left) == signature(right):
+        if left is not None and right is not None and (_as_written(left) == _as_written(right) or _same(left, right)):
             continue
         some = left or right
         assert some is not None

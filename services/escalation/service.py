@@ -208,3 +208,16 @@ def _finish(
         policy_version=policy.version,
         rejected=rejected,
     )
+
+
+def decision_items(
+    state: CustomerState,
+    policy: Policy,
+    decisions: list[Decision],
+    as_of: datetime,
+    trigger: Trigger,
+    tick_id: str | None,
+) -> list[Incoming]:
+    """The events :func:`evaluate` records for these decisions (the tick first, when given): what a replay that
+    records nothing (:mod:`services.escalation.replay`) chains after a recorded tick."""
+    return _items(state, policy, decisions, as_of, trigger, tick_id)

@@ -8,6 +8,9 @@ knows the ERP's events and the instants of the ``escalation.clock_ticked`` event
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -129,6 +132,11 @@ def test_a_replay_into_a_fresh_database_takes_exactly_the_recorded_decisions(
     assert target.verify().ok
     # And a second replay of the replayed log gives the same again
     assert replay(target, fresh(), policy_books(settings), real_rules(settings)).ok
+    # And the replay in memory, which writes nothing, counts and finds the same
+    seen: list[tuple[int, int]] = []
+    in_memory = replay(original, None, policy_books(settings), real_rules(settings), progress=lambda *n: seen.append(n))
+    assert in_memory == report
+    assert seen[-1] == (sum(len(events) for events in recorded.values()),) * 2
 
 
 def test_a_replay_under_other_rules_shows_where_the_decisions_part(
@@ -140,8 +148,9 @@ def test_a_replay_under_other_rules_shows_where_the_decisions_part(
     corrected.write_text("semester_start,rate\n2026-01-01,3.15\n")
     rules = replace(real_rules(settings), rates=RateTable.default(corrected))
     report = replay(original, fresh(), policy_books(settings), rules)
-    # Then the replay says which streams differ, from the first interest computed (or fixed) on
+    # Then the replay says which streams differ, from the first interest computed (or fixed) on, in memory alike
     assert not report.ok
+    assert replay(original, None, policy_books(settings), rules).divergences == report.divergences
     first = report.divergences[0]
     assert ("interest.computed" in first.recorded or "claim.fixed" in first.recorded) and "data" in first.replayed
     interest_customers = {
@@ -182,5 +191,41 @@ def test_a_log_written_when_relance_spelt_utc_as_an_offset_replays_without_diver
     assert original.verify().ok
     # When it is replayed with today's code
     report = replay(original, fresh(), policy_books(settings), real_rules(settings))
-    # Then the instants compare as instants: no divergence
+    # Then the instants compare as instants: no divergence, in memory alike
     assert report.ok, [str(d) for d in report.divergences]
+    assert replay(original, None, policy_books(settings), real_rules(settings)).ok
+
+
+def test_the_replay_command_replays_in_memory_and_names_a_forged_decision(
+    settings: Settings, source: Engine, pg_url: str
+) -> None:
+    # Given a log written as production writes it
+    original = record_history(settings, source)
+    env = {
+        **os.environ,
+        "RELANCE_DATABASE_URL": pg_url,
+        "RELANCE_POLICY_DIR": str(settings.policy_dir),
+        "RELANCE_LOG_LEVEL": "warning",
+    }
+
+    def relance(*argv: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "services.cli", *argv]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    # When `relance replay` runs over it
+    clean = relance("replay", "--tenant", TENANT)
+    # Then it finds every decision as recorded, and writes nothing
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert clean.stdout.splitlines()[-1].endswith("decision(s) replayed: as recorded")
+    assert f"{len(SCENARIOS)} stream(s)" in clean.stdout
+    # And when a decision of one stream is rewritten, with a recomputed chain that verify alone cannot see
+    key = original.streams(TENANT)[0]
+    forged = next(e for e in original.read_stream(*key) if e.event_type == "escalation.level_reached")
+    with attacker(source) as conn:
+        rechain(conn, *key, {forged.version: {"data": {**forged.data, "level": "forged"}}})
+        recompute_projections(original, conn, *key)
+    caught = relance("replay")
+    # Then the replay names the stream, the version and what differs, and exits 1
+    assert caught.returncode == 1, caught.stdout + caught.stderr
+    assert f"DIVERGES  {key[0]}/{key[1]} v{forged.version}: recorded escalation.level_reached" in caught.stdout
+    assert caught.stdout.splitlines()[-1].endswith("1 stream(s) diverge")
