@@ -20,10 +20,12 @@ Instants compare as instants, whatever spelling of UTC they were written with.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.contracts.events import Event
 from shared.ledger import snapshot
@@ -83,6 +85,25 @@ class CustomerState:
 
     def __post_init__(self) -> None:
         self.receivables.claims = self.claims  # free credit settles claims too (see shared.ledger.claims)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CustomerState:
+        """A copy sharing nothing that changes (the engine folds decisions into one to read them back).
+
+        Field by field, through the parts' dataclasses, dicts, lists and sets, the immutable values shared: the
+        same result as :func:`copy.deepcopy`'s generic walk (no part of a state is referenced twice), several times
+        faster.
+        """
+        copied = CustomerState(
+            tenant=self.tenant,
+            customer_id=self.customer_id,
+            version=self.version,
+            head_hash=self.head_hash,
+            receivables=_copied(self.receivables),
+            dunning=_copied(self.dunning),
+            claims=_copied(self.claims),
+        )
+        copied.snapshot_version = self.snapshot_version
+        return copied
 
     # ----------------------------------------------------------------------------------------------- deciding
     def check(self, event: Event) -> Check:
@@ -230,3 +251,32 @@ class CustomerState:
             dunning=dunning,
             claims=claims,
         )
+
+
+_Part = TypeVar("_Part")
+_IMMUTABLE = (str, int, float, bool, Decimal, date, datetime, type(None))
+
+
+def _copied(part: _Part) -> _Part:
+    """A dataclass of the state, copied field by field (the receivables' link to the claims is set by the state)."""
+    new = object.__new__(type(part))
+    for each in dataclasses.fields(part):  # type: ignore[arg-type]  # every part of a state is a dataclass
+        value = None if each.name == "claims" and isinstance(part, Receivables) else getattr(part, each.name)
+        object.__setattr__(new, each.name, _value(value))
+    return new
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, _IMMUTABLE):
+        return value
+    if isinstance(value, dict):
+        return {key: _value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_value(item) for item in value]
+    if isinstance(value, set):
+        return {_value(item) for item in value}
+    if isinstance(value, tuple):
+        return tuple(_value(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _copied(value)
+    return copy.deepcopy(value)

@@ -9,6 +9,7 @@ fold into byte-identical snapshots (same open items, same allocations in the sam
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import date
 from decimal import Decimal
@@ -204,3 +205,22 @@ def test_a_long_history_of_paid_invoices_leaves_only_the_open_ones_in_the_alloca
     # Then the two folds agree, and what is open is what was neither named by a payment nor reached by the free money
     assert figures(indexed) == figures(reference)
     assert len(indexed.open_invoices()) == 30 - 2
+
+
+@PROPERTY
+@given(streams(), st.data())
+def test_a_copy_of_a_state_is_equal_and_folds_on_apart_from_it(history: list[Ev], data: st.DataObject) -> None:
+    # Given a state folded up to some event, and a copy of it (what the engine folds its own decisions into)
+    cut = data.draw(st.integers(min_value=0, max_value=len(history)), label="cut")
+    original = Feed(CustomerState(tenant=TENANT, customer_id=CUSTOMER))
+    original.deliver(history[:cut])
+    before = figures(original.state)
+    copied = copy.deepcopy(original.state)
+    # Then the copy is the same state, indexes included
+    assert copied == original.state and figures(copied) == before
+    assert copied.receivables.claims is copied.claims
+    # And folding the rest into the copy gives the fold of the whole stream, and leaves the original as it was
+    rest = Feed(copied, seen=set(original.seen))
+    rest.deliver(history[cut:])
+    assert figures(rest.state) == figures(fold(history))
+    assert figures(original.state) == before
