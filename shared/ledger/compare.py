@@ -17,7 +17,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Column, Connection, String, Table, any_, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from shared.ledger.db import by_tenant, is_postgres
 from shared.ledger.outbox import command_rows
@@ -131,10 +132,18 @@ def compare_chunk(conn: Connection, chunk: list[Rebuild], report: VerifyReport) 
         _compare_evidence(stream, messages.get(stream.key, {}), report)
 
 
+def _among(conn: Connection, column: Column[str], values: list[str]) -> Any:
+    """``column IN values``: on PostgreSQL one array parameter (``= ANY``), which a chunk of a verify sends as one
+    value instead of as many parameters as streams (parsing those was a large part of a chunk's time)."""
+    if is_postgres(conn):
+        return column == any_(bindparam(None, values, type_=ARRAY(String)))
+    return column.in_(values)
+
+
 def _rows(conn: Connection, table: Table, keys: Sequence[StreamKey]) -> dict[StreamKey, list[Mapping[str, Any]]]:
     found: dict[StreamKey, list[Mapping[str, Any]]] = {}
     for tenant, customers in by_tenant(keys):
-        query = select(table).where(table.c.tenant == tenant, table.c.customer_id.in_(customers))
+        query = select(table).where(table.c.tenant == tenant, _among(conn, table.c.customer_id, customers))
         for row in conn.execute(query).mappings():
             found.setdefault((row["tenant"], row["customer_id"]), []).append(dict(row))
     return found
@@ -152,7 +161,7 @@ def _messages(conn: Connection, keys: Sequence[StreamKey]) -> dict[StreamKey, di
             sent_messages.c.message_id,
             sent_messages.c.sha256,
             content,
-        ).where(sent_messages.c.tenant == tenant, sent_messages.c.customer_id.in_(customers))
+        ).where(sent_messages.c.tenant == tenant, _among(conn, sent_messages.c.customer_id, customers))
         for customer_id, command_id, message_id, recorded, now in conn.execute(query):
             digest = now if postgres else hashlib.sha256(bytes(now)).hexdigest()
             found.setdefault((tenant, customer_id), {})[command_id] = (message_id, recorded, digest)

@@ -22,24 +22,21 @@ than a chunk of streams in memory. Projection rows are fetched a chunk of stream
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from psycopg.types.json import set_json_loads
 from sqlalchemy import Connection, Engine, Table, and_, exists, func, select
 
 from shared.contracts.events import parse
 from shared.ledger import checkpoints as cp
 from shared.ledger.compare import Difference, Rebuild, VerifyReport, compare_chunk
-from shared.ledger.db import is_postgres
 from shared.ledger.hashing import GENESIS, HASHED_FIELDS, event_hash, utc
 from shared.ledger.outbox import COMMANDS
+from shared.ledger.scan import STREAMED, Scope, read_only, scoped
 from shared.ledger.schema import (
     credits,
     customer_balances,
@@ -53,10 +50,9 @@ from shared.ledger.state import CustomerState
 
 __all__ = ["CheckpointSources", "Difference", "VerifyReport", "verify"]
 
-Scope = tuple[str | None, str | None]
 Progress = Callable[[str, int, int], None]  # (phase, events done, events in all)
 
-CHUNK_STREAMS = 500  # streams whose projections are fetched and compared together
+CHUNK_STREAMS = 2000  # streams whose projections are fetched and compared together
 # An event that a checkpoint does not cover cannot have been recorded this long before the newest event it covers:
 # its transaction got its id after theirs (that is what "not covered" means), and takes its append time just before.
 # Such an event was inserted afterwards with a backdated time. The slack covers clock skew between the workers and
@@ -84,39 +80,12 @@ def verify(
     """Check the log, the state stored beside it and the checkpoints; see the module docstring."""
     scope: Scope = (tenant, customer_id)
     report = VerifyReport()
-    with _snapshot(engine) as conn:
-        total = conn.execute(_scoped(select(func.count()).select_from(events), events, scope)).scalar_one()
+    with read_only(engine) as conn:
+        total = conn.execute(scoped(select(func.count()).select_from(events), events, scope)).scalar_one()
         _check_streams(conn, scope, report, total, progress)
         _check_orphans(conn, scope, report)
         _check_checkpoints(conn, scope, sources, report, total, progress)
     return report
-
-
-@contextmanager
-def _snapshot(engine: Engine) -> Iterator[Connection]:
-    """One read transaction that sees one instant of the log and of everything written with it."""
-    with engine.connect() as conn:
-        if not is_postgres(engine):
-            with conn.begin():
-                yield conn
-            return
-        conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        driver = conn.connection.driver_connection
-        set_json_loads(orjson.loads, driver)  # JSON decoding is a large part of reading the log; orjson is 4x faster
-        try:
-            with conn.begin():
-                yield conn
-        finally:
-            set_json_loads(json.loads, driver)
-
-
-def _scoped(query: Any, table: Table, scope: Scope) -> Any:
-    tenant, customer_id = scope
-    if tenant is not None:
-        query = query.where(table.c.tenant == tenant)
-    if customer_id is not None:
-        query = query.where(table.c.customer_id == customer_id)
-    return query
 
 
 # ---------------------------------------------------------------------------------------------------- streams
@@ -126,10 +95,10 @@ def _check_streams(conn: Connection, scope: Scope, report: VerifyReport, total: 
         and_(customer_state.c.tenant == events.c.tenant, customer_state.c.customer_id == events.c.customer_id),
     )
     query = select(*[events.c[name] for name in _EVENT_COLUMNS], customer_state.c.snapshot_version).select_from(joined)
-    query = _scoped(query, events, scope).order_by(events.c.tenant, events.c.customer_id, events.c.version)
+    query = scoped(query, events, scope).order_by(events.c.tenant, events.c.customer_id, events.c.version)
     chunk: list[Rebuild] = []
     current: Rebuild | None = None
-    result = conn.execute(query, execution_options={"stream_results": True, "yield_per": 2000})
+    result = conn.execute(query, execution_options=STREAMED)
     for row in result:
         key = (row[2], row[3])
         if current is None or current.key != key:
@@ -212,7 +181,7 @@ def _check_orphans(conn: Connection, scope: Scope, report: VerifyReport) -> None
         customer_state.c.state,
     ).where(without_events(customer_state))
     for tenant, customer_id, version, head_hash, snapshot_version, state in conn.execute(
-        _scoped(heads, customer_state, scope).order_by(customer_state.c.tenant, customer_state.c.customer_id)
+        scoped(heads, customer_state, scope).order_by(customer_state.c.tenant, customer_state.c.customer_id)
     ):
         if (version, head_hash, snapshot_version, state) == (0, GENESIS, 0, {}):
             continue  # a stream whose first events were all refused: its row was locked, nothing appended
@@ -227,7 +196,7 @@ def _check_orphans(conn: Connection, scope: Scope, report: VerifyReport) -> None
             .group_by(table.c.tenant, table.c.customer_id)
         )
         for tenant, customer_id, count in conn.execute(
-            _scoped(query, table, scope).order_by(table.c.tenant, table.c.customer_id)
+            scoped(query, table, scope).order_by(table.c.tenant, table.c.customer_id)
         ):
             report.problems.append(
                 f"{table.name} {tenant}/{customer_id}: {count} row(s) for a stream of which the log holds no event"
