@@ -15,11 +15,11 @@ Free credit also settles the claims owed besides principal (late interest, indem
 hands it to the claims part the state composes (:mod:`shared.ledger.claims`), before principal or after it as the
 policy's rule says.
 
-Folding one event costs the same however long the stream is: the fold keeps three indexes beside its fields, the
-open invoices of each currency in allocation order (due date, issue date, id), the credits of each currency that may
-hold free money, and the credits earmarked for each invoice not yet known. They are derived from the fields (built
-again when a state is loaded from its snapshot, never saved), kept up to date where the fields change, and give
-exactly what sorting every open invoice and scanning every credit gave.
+Folding one event costs the same however long the stream is: the fold keeps indexes beside its fields, the open
+invoices of each currency in allocation order (due date, issue date, id; all of them, and those not disputed), the
+credits of each currency that may hold free money, and the credits earmarked for each invoice not yet known. They
+are derived from the fields (built again when a state is loaded from its snapshot, never saved), kept up to date
+where the fields change, and give exactly what sorting every open invoice and scanning every credit gave.
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ class Receivables:
     # The indexes (see the module's doc): currency -> ages of its open invoices, sorted; currency -> keys of the
     # credits that may hold free money (checked, and dropped if not, when read); invoice id -> credits earmarked.
     _open: dict[str, list[Age]] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _undisputed: dict[str, list[Age]] = field(default_factory=dict, init=False, compare=False, repr=False)  # of those
     _may_be_free: dict[str, set[str]] = field(default_factory=dict, init=False, compare=False, repr=False)
     _earmarked: dict[str, list[str]] = field(default_factory=dict, init=False, compare=False, repr=False)
 
@@ -264,13 +265,26 @@ class Receivables:
 
     def _opened(self, invoice: Invoice) -> None:
         bisect.insort(self._open.setdefault(invoice.currency, []), _age(invoice))
+        if invoice.invoice_id not in self.disputes:
+            bisect.insort(self._undisputed.setdefault(invoice.currency, []), _age(invoice))
 
     def _closed(self, invoice: Invoice) -> None:
-        """The invoice is no longer open (paid, cancelled, or replaced): out of the open index."""
-        ages, age = self._open.get(invoice.currency, []), _age(invoice)
-        at = bisect.bisect_left(ages, age)
-        if at < len(ages) and ages[at] == age:
-            del ages[at]
+        """The invoice is no longer open (paid, cancelled, or replaced): out of the open indexes."""
+        _take_out(self._open, invoice)
+        _take_out(self._undisputed, invoice)
+
+    def _disputed(self, invoice_id: str, reason: str) -> None:
+        self.disputes[invoice_id] = reason
+        invoice = self.invoices.get(invoice_id)
+        if invoice is not None:
+            _take_out(self._undisputed, invoice)
+
+    def _undisputed_again(self, invoice_id: str) -> None:
+        if self.disputes.pop(invoice_id, None) is None:
+            return
+        invoice = self.invoices.get(invoice_id)
+        if invoice is not None and invoice.is_open:
+            bisect.insort(self._undisputed.setdefault(invoice.currency, []), _age(invoice))
 
     def _free_credits(self, currency: str) -> list[Credit]:
         """The credits of the currency holding free money, oldest first."""
@@ -301,8 +315,8 @@ class Receivables:
             self.claims.absorb(self, credits, currency, touched, own=True)
             if self.claims.claims_first:
                 self.claims.absorb(self, credits, currency, touched)
-        # The open invoices of the currency, oldest first; paying one takes it out of the index at this position.
-        ages = self._open.get(currency, [])
+        # The open undisputed invoices of the currency, oldest first; paying one takes it out at this position.
+        ages = self._undisputed.get(currency, [])
         position = first = 0  # first: the oldest credit with free money left (free money only decreases here)
         while position < len(ages):
             while first < len(credits) and credits[first].free <= 0:
@@ -310,7 +324,7 @@ class Receivables:
             if first == len(credits):
                 break
             invoice = self.invoices[ages[position][2]]
-            if invoice.invoice_id in self.disputes or invoice.outstanding <= 0:
+            if invoice.outstanding <= 0:
                 position += 1
                 continue
             for credit in credits[first:]:
@@ -454,14 +468,14 @@ def _latest_dispute_event(r: Receivables, invoice_id: str, occurred_at: str, kin
 
 def _on_disputed(r: Receivables, event: erp.InvoiceDisputed, occurred_at: str, touched: Touched) -> None:
     if _latest_dispute_event(r, event.invoice_id, occurred_at, "disputed"):
-        r.disputes[event.invoice_id] = event.reason
+        r._disputed(event.invoice_id, event.reason)
         touched.invoices.add(event.invoice_id)
 
 
 def _on_dispute_resolved(r: Receivables, event: erp.InvoiceDisputeResolved, occurred_at: str, touched: Touched) -> None:
     if not _latest_dispute_event(r, event.invoice_id, occurred_at, "resolved"):
         return
-    r.disputes.pop(event.invoice_id, None)
+    r._undisputed_again(event.invoice_id)
     touched.invoices.add(event.invoice_id)
     invoice = r.invoices.get(event.invoice_id)
     if invoice is not None:
@@ -494,6 +508,13 @@ _HANDLERS: dict[type, _Handler] = {
     erp.PromiseToPayRecorded: _on_promise,
     erp.PaymentPlanAgreed: _on_plan,
 }
+
+
+def _take_out(index: dict[str, list[Age]], invoice: Invoice) -> None:
+    ages, age = index.get(invoice.currency, []), _age(invoice)
+    at = bisect.bisect_left(ages, age)
+    if at < len(ages) and ages[at] == age:
+        del ages[at]
 
 
 def _age(invoice: Invoice) -> Age:
