@@ -22,7 +22,7 @@ import argparse
 import gc
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import select
 
@@ -176,4 +176,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(cast(int, main()))
+    raise SystemExit(main())

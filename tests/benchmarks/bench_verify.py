@@ -12,7 +12,7 @@ alternating, ``--rounds`` times each on the same database:
 - **relance**: :func:`shared.ledger.verify.verify` with the checkpoint and its public key: chains, every projection
   rebuilt and compared, the checkpoint's signature, Merkle root and global order.
 
-The figure is events per second; ``≤ 2×`` the floor's time means a ratio (verify's rate over the floor's) ``≥ 0.5``.
+The figure is events per second; ``<= 2x`` the floor's time means a ratio (verify's rate over the floor's) ``>= 0.5``.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 "events": count,
                 "verify_seconds": round(min(verify_seconds), 2),
                 "floor_seconds": round(min(floor_seconds), 2),
-            },  # fmt: skip
+            },
         )
     )
     return 0

@@ -56,7 +56,7 @@ def _customer(rng: random.Random, customer_id: str, invoices: int) -> Iterator[F
         invoice_id = f"{customer_id}-I{i}"
         amount = rng.randrange(50, 5000)
         n += 1
-        data = {"invoice_id": invoice_id, "number": f"F-{invoice_id}", "issue_date": issued.isoformat(),
+        data: dict[str, Any] = {"invoice_id": invoice_id, "number": f"F-{invoice_id}", "issue_date": issued.isoformat(),
                 "due_date": due.isoformat(), "currency": "EUR", "amount": f"{amount}.00"}  # fmt: skip
         yield fact(issued, n, "invoice.issued", data)
         roll = rng.random()
