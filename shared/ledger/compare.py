@@ -1,30 +1,39 @@
 """``relance verify``, part 3: each stream's projections rebuilt from its log and compared with the stored rows; and
 the report every part of verify writes to.
 
-:mod:`shared.ledger.verify` walks the log and folds each stream again into a :class:`Rebuild`; for a chunk of
-streams at a time, :func:`compare_chunk` fetches what is stored beside the log (head row and snapshot,
-``invoice_balances``, ``credits``, ``customer_balances``, the outbox, the stored reminder bytes) and names every
-difference: table, key, column, stored value and rebuilt value. The rebuilt rows are made by the same builders as
-the stored ones (:mod:`shared.ledger.projections`, :func:`shared.ledger.outbox.command_rows`).
+:mod:`shared.ledger.verify` walks the log and folds each stream again into a :class:`Rebuild`; what is stored
+beside the log (head row and snapshot, ``invoice_balances``, ``credits``, ``customer_balances``, the outbox, the
+stored reminder bytes) is read alongside, one streamed query per table in the same stream order (:class:`Stored`),
+and as each stream ends :func:`compare_stream` names every difference: table, key, column, stored value and rebuilt
+value. No query is sent per stream, and no more than one stream is held in memory. The rebuilt rows are made by
+the same builders as the stored ones (:mod:`shared.ledger.projections`, :func:`shared.ledger.outbox.command_rows`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, Connection, String, Table, any_, bindparam, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Connection, RowMapping, Table, exists, func, select
 
-from shared.ledger.db import by_tenant, is_postgres
+from shared.ledger.db import is_postgres
 from shared.ledger.outbox import command_rows
 from shared.ledger.projections import credit_row, customer_balance_rows, invoice_balance_row
 from shared.ledger.records import StreamKey
-from shared.ledger.schema import credits, customer_balances, customer_state, invoice_balances, outbox, sent_messages
+from shared.ledger.scan import STREAMED, Scope, scoped
+from shared.ledger.schema import (
+    credits,
+    customer_balances,
+    customer_state,
+    events,
+    invoice_balances,
+    outbox,
+    sent_messages,
+)
 from shared.ledger.state import CustomerState
 
 SHOWN_DIFFERENCES = 20  # differences of one snapshot listed by path
@@ -69,7 +78,7 @@ class Rebuild:
     """One stream being read: its chain checked and its state folded again, event by event."""
 
     key: StreamKey
-    snapshot_version: int | None  # of the stream's head row, if it has one
+    head: dict[str, Any] | None  # the stream's head row, if it has one
     state: CustomerState
     events: int = 0
     position: int = -1  # of the previous event
@@ -78,94 +87,110 @@ class Rebuild:
     evidence: dict[str, list[tuple[int, str, str]]] = field(default_factory=dict)  # command_id -> (v, msg id, sha)
 
     @property
+    def snapshot_version(self) -> int | None:
+        return None if self.head is None else int(self.head["snapshot_version"])
+
+    @property
     def where(self) -> str:
         return f"{self.key[0]}/{self.key[1]}"
 
 
-def compare_chunk(conn: Connection, chunk: list[Rebuild], report: VerifyReport) -> None:
-    """Compare each stream of the chunk, folded to its last event, with every row stored for it."""
-    keys = [s.key for s in chunk]
-    heads = _rows(conn, customer_state, keys)
-    invoices = _rows(conn, invoice_balances, keys)
-    credit_rows = _rows(conn, credits, keys)
-    balances = _rows(conn, customer_balances, keys)
-    commands = _rows(conn, outbox, keys)
-    messages = _messages(conn, keys)
-    for stream in chunk:
-        _compare_head(stream, heads.get(stream.key, []), report)
-        state, where = stream.state, stream.where
-        _compare_rows(
-            report,
-            "invoice_balances",
-            where,
-            "invoice",
-            {r["invoice_id"]: r for r in invoices.get(stream.key, [])},
-            {i.invoice_id: invoice_balance_row(state, i) for i in state.invoices.values()},
+class _Merged:
+    """One table's rows in stream order, taken stream by stream as the log's pass reaches each stream.
+
+    The rows are those of streams the log holds (the query says so), in the order the log is read in, so the rows
+    ahead always belong to the current stream or a later one: equality alone tells which (no ordering is compared in
+    Python, whatever the database's collation). Rows of a stream the log does not hold are the orphans verify checks
+    apart.
+    """
+
+    def __init__(self, rows: Iterator[RowMapping]) -> None:
+        self._rows = rows
+        self._ahead = next(rows, None)
+
+    def take(self, key: StreamKey) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        while self._ahead is not None and (self._ahead["tenant"], self._ahead["customer_id"]) == key:
+            found.append(dict(self._ahead))
+            self._ahead = next(self._rows, None)
+        return found
+
+
+class Stored:
+    """What is stored beside the log, read alongside it: one streamed query per table, in stream order."""
+
+    def __init__(self, conn: Connection, scope: Scope) -> None:
+        def rows(query: Any, table: Table) -> _Merged:
+            in_log = exists().where(events.c.tenant == table.c.tenant, events.c.customer_id == table.c.customer_id)
+            query = scoped(query.where(in_log), table, scope).order_by(table.c.tenant, table.c.customer_id)
+            return _Merged(iter(conn.execute(query, execution_options=STREAMED).mappings()))
+
+        self.postgres = is_postgres(conn)
+        self.heads = rows(select(customer_state), customer_state)
+        self.invoices = rows(select(invoice_balances), invoice_balances)
+        self.credits = rows(select(credits), credits)
+        self.balances = rows(select(customer_balances), customer_balances)
+        self.commands = rows(select(outbox), outbox)
+        m = sent_messages.c
+        content = func.encode(func.sha256(m.mime), "hex") if self.postgres else m.mime
+        self.messages = rows(
+            select(m.tenant, m.customer_id, m.command_id, m.message_id, m.sha256, content.label("now")), sent_messages
         )
-        _compare_rows(
-            report,
-            "credits",
-            where,
-            "credit",
-            {r["credit_key"]: r for r in credit_rows.get(stream.key, [])},
-            {c.key: credit_row(c) for c in state.credits.values()},
+
+    def head(self, key: StreamKey) -> dict[str, Any] | None:
+        """The stream's head row (taken as the stream starts: its snapshot version is needed while folding)."""
+        found = self.heads.take(key)
+        return found[0] if found else None
+
+
+def compare_stream(stored: Stored, stream: Rebuild, report: VerifyReport) -> None:
+    """Compare the stream, folded to its last event, with every row stored for it."""
+    key, state, where = stream.key, stream.state, stream.where
+    _compare_head(stream, [] if stream.head is None else [stream.head], report)
+    _compare_rows(
+        report,
+        "invoice_balances",
+        where,
+        "invoice",
+        {r["invoice_id"]: r for r in stored.invoices.take(key)},
+        {i.invoice_id: invoice_balance_row(state, i) for i in state.invoices.values()},
+    )
+    _compare_rows(
+        report,
+        "credits",
+        where,
+        "credit",
+        {r["credit_key"]: r for r in stored.credits.take(key)},
+        {c.key: credit_row(c) for c in state.credits.values()},
+    )
+    _compare_rows(
+        report,
+        "customer_balances",
+        where,
+        "currency",
+        {r["currency"]: r for r in stored.balances.take(key)},
+        {r["currency"]: {**r, "version": state.version} for r in customer_balance_rows(state)},
+    )
+    rebuilt_commands = {r["command_id"]: r for r in command_rows(stream.commands, datetime.now(UTC))}
+    for row in rebuilt_commands.values():
+        del row["created_at"], row["attempts"], row["tenant"]  # delivery bookkeeping, not the log's
+    _compare_rows(
+        report,
+        "outbox",
+        where,
+        "command",
+        {r["command_id"]: r for r in stored.commands.take(key)},
+        rebuilt_commands,
+    )
+    messages = {
+        r["command_id"]: (
+            r["message_id"],
+            r["sha256"],
+            r["now"] if stored.postgres else hashlib.sha256(bytes(r["now"])).hexdigest(),
         )
-        _compare_rows(
-            report,
-            "customer_balances",
-            where,
-            "currency",
-            {r["currency"]: r for r in balances.get(stream.key, [])},
-            {r["currency"]: {**r, "version": state.version} for r in customer_balance_rows(state)},
-        )
-        rebuilt_commands = {r["command_id"]: r for r in command_rows(stream.commands, datetime.now(UTC))}
-        for row in rebuilt_commands.values():
-            del row["created_at"], row["attempts"], row["tenant"]  # delivery bookkeeping, not the log's
-        _compare_rows(
-            report,
-            "outbox",
-            where,
-            "command",
-            {r["command_id"]: r for r in commands.get(stream.key, [])},
-            rebuilt_commands,
-        )
-        _compare_evidence(stream, messages.get(stream.key, {}), report)
-
-
-def _among(conn: Connection, column: Column[str], values: list[str]) -> Any:
-    """``column IN values``: on PostgreSQL one array parameter (``= ANY``), which a chunk of a verify sends as one
-    value instead of as many parameters as streams (parsing those was a large part of a chunk's time)."""
-    if is_postgres(conn):
-        return column == any_(bindparam(None, values, type_=ARRAY(String)))
-    return column.in_(values)
-
-
-def _rows(conn: Connection, table: Table, keys: Sequence[StreamKey]) -> dict[StreamKey, list[Mapping[str, Any]]]:
-    found: dict[StreamKey, list[Mapping[str, Any]]] = {}
-    for tenant, customers in by_tenant(keys):
-        query = select(table).where(table.c.tenant == tenant, _among(conn, table.c.customer_id, customers))
-        for row in conn.execute(query).mappings():
-            found.setdefault((row["tenant"], row["customer_id"]), []).append(dict(row))
-    return found
-
-
-def _messages(conn: Connection, keys: Sequence[StreamKey]) -> dict[StreamKey, dict[str, tuple[str, str, str]]]:
-    """Stored reminder bytes by stream and command: (Message-ID, recorded SHA-256, SHA-256 of the bytes now)."""
-    postgres = is_postgres(conn)
-    content = func.encode(func.sha256(sent_messages.c.mime), "hex") if postgres else sent_messages.c.mime
-    found: dict[StreamKey, dict[str, tuple[str, str, str]]] = {}
-    for tenant, customers in by_tenant(keys):
-        query = select(
-            sent_messages.c.customer_id,
-            sent_messages.c.command_id,
-            sent_messages.c.message_id,
-            sent_messages.c.sha256,
-            content,
-        ).where(sent_messages.c.tenant == tenant, _among(conn, sent_messages.c.customer_id, customers))
-        for customer_id, command_id, message_id, recorded, now in conn.execute(query):
-            digest = now if postgres else hashlib.sha256(bytes(now)).hexdigest()
-            found.setdefault((tenant, customer_id), {})[command_id] = (message_id, recorded, digest)
-    return found
+        for r in stored.messages.take(key)
+    }
+    _compare_evidence(stream, messages, report)
 
 
 def _compare_head(stream: Rebuild, rows: list[Mapping[str, Any]], report: VerifyReport) -> None:

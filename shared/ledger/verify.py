@@ -15,9 +15,10 @@ What is checked, and why each part is needed:
    signature, its Merkle root, and whether the history it covers is still the same (every stream's head at the
    checkpointed version, the global order hash, the counts); then what was appended since the newest one.
 
-The log is read in one streamed, ordered SELECT (plus a light one for the checkpoints), in one repeatable-read
-snapshot on PostgreSQL, so a verify running beside busy workers sees one consistent instant and never holds more
-than a chunk of streams in memory. Projection rows are fetched a chunk of streams at a time.
+The log is read in one streamed SELECT in stream order (plus a light one in commit order for the checkpoints), in
+one repeatable-read snapshot on PostgreSQL, so a verify running beside busy workers sees one consistent instant.
+What is stored beside the log is read alongside it in the same order, one streamed query per table, and compared as
+each stream ends: no query per stream, and one stream in memory at a time.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Engine, Table, and_, exists, func, select
+from sqlalchemy import Connection, Engine, Table, exists, func, select
 
 from shared.contracts.events import parse
 from shared.ledger import checkpoints as cp
-from shared.ledger.compare import Difference, Rebuild, VerifyReport, compare_chunk
+from shared.ledger.compare import Difference, Rebuild, Stored, VerifyReport, compare_stream
 from shared.ledger.hashing import GENESIS, HASHED_FIELDS, event_hash, utc
 from shared.ledger.outbox import COMMANDS
 from shared.ledger.scan import STREAMED, Scope, read_only, scoped
@@ -52,7 +53,6 @@ __all__ = ["CheckpointSources", "Difference", "VerifyReport", "verify"]
 
 Progress = Callable[[str, int, int], None]  # (phase, events done, events in all)
 
-CHUNK_STREAMS = 2000  # streams whose projections are fetched and compared together
 # An event that a checkpoint does not cover cannot have been recorded this long before the newest event it covers:
 # its transaction got its id after theirs (that is what "not covered" means), and takes its append time just before.
 # Such an event was inserted afterwards with a backdated time. The slack covers clock skew between the workers and
@@ -90,33 +90,23 @@ def verify(
 
 # ---------------------------------------------------------------------------------------------------- streams
 def _check_streams(conn: Connection, scope: Scope, report: VerifyReport, total: int, progress: Progress | None) -> None:
-    joined = events.outerjoin(
-        customer_state,
-        and_(customer_state.c.tenant == events.c.tenant, customer_state.c.customer_id == events.c.customer_id),
-    )
-    query = select(*[events.c[name] for name in _EVENT_COLUMNS], customer_state.c.snapshot_version).select_from(joined)
-    query = scoped(query, events, scope).order_by(events.c.tenant, events.c.customer_id, events.c.version)
-    chunk: list[Rebuild] = []
+    query = scoped(select(*[events.c[name] for name in _EVENT_COLUMNS]), events, scope)
+    query = query.order_by(events.c.tenant, events.c.customer_id, events.c.version)
+    stored = Stored(conn, scope)
     current: Rebuild | None = None
-    result = conn.execute(query, execution_options=STREAMED)
-    for row in result:
+    for row in conn.execute(query, execution_options=STREAMED):
         key = (row[2], row[3])
         if current is None or current.key != key:
             if current is not None:
-                chunk.append(current)
-                if len(chunk) >= CHUNK_STREAMS:
-                    compare_chunk(conn, chunk, report)
-                    chunk = []
-            current = Rebuild(key, row[-1], CustomerState(tenant=key[0], customer_id=key[1]))
+                compare_stream(stored, current, report)
+            current = Rebuild(key, stored.head(key), CustomerState(tenant=key[0], customer_id=key[1]))
             report.streams += 1
         _fold(current, row, report)
         report.events += 1
         if progress is not None and report.events % 5000 == 0:
             progress("streams", report.events, total)
     if current is not None:
-        chunk.append(current)
-    if chunk:
-        compare_chunk(conn, chunk, report)
+        compare_stream(stored, current, report)
     if progress is not None:
         progress("streams", report.events, total)
 
