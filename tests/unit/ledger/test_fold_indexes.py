@@ -33,7 +33,7 @@ from shared.ledger.receivables import (
 )
 from shared.ledger.state import CustomerState
 from tests.factories import CUSTOMER, TENANT, Ev, Feed, assert_consistent, fold, invoice, payment
-from tests.unit.ledger.test_claims import with_claims
+from tests.unit.ledger.test_claims import claiming, fee, interest, with_claims
 
 PROPERTY = settings(max_examples=400, deadline=None)
 
@@ -224,3 +224,25 @@ def test_a_copy_of_a_state_is_equal_and_folds_on_apart_from_it(history: list[Ev]
     rest.deliver(history[cut:])
     assert figures(rest.state) == figures(fold(history))
     assert figures(original.state) == before
+
+
+def test_a_snapshot_written_before_claims_existed_loads_with_its_claims_payable() -> None:
+    # Given a snapshot written before relance kept claims: its claims come from its escalations, indexed as they load
+    history = [
+        invoice("INV-1", "1000.00", issue_date="2026-02-01", due_date="2026-03-02"),
+        fee("INV-1"),
+        interest("INV-1", "6.66"),
+        claiming("INV-1"),
+    ]
+    raw = json.loads(json.dumps(fold(history).to_json()))
+    old = {k: v for k, v in raw.items() if k not in ("claims", "claims_allocation")}
+    loaded = Feed(CustomerState.from_json(old), seen={ev.event_id for ev in history})
+    # When a payment names the invoice and pays its claims too
+    paid = payment("P1", "1046.66", received_on="2026-03-25", allocations={"INV-1": "1000.00"})
+    loaded.deliver([paid])
+    # Then the surplus settles the claims, as in a fold of the whole stream (the derived claims in their own order)
+    whole = fold([*history, paid])
+    assert {k: v for k, v in figures(loaded.state).items() if k != "snapshot"} == {
+        k: v for k, v in figures(whole).items() if k != "snapshot"
+    }
+    assert loaded.state.to_json() == whole.to_json() and loaded.state.claims_owed() == {}
