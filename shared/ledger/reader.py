@@ -47,6 +47,26 @@ class Reader:
             loaded = load_states(conn, [key]) if version else {}
         return loaded.get(key) or CustomerState(tenant=tenant, customer_id=customer_id)
 
+    def states(self, keys: Sequence[StreamKey]) -> dict[StreamKey, CustomerState]:
+        """Many customers' states as :meth:`state` gives each, in one connection and three queries whatever their
+        number: the head versions, then the snapshots and the events after them (:func:`load_states`)."""
+        states: dict[StreamKey, CustomerState] = {}
+        with self.engine.connect() as conn:
+            versions = heads(conn, keys)
+            missing: list[StreamKey] = []
+            for key in dict.fromkeys(keys):
+                version = versions.get(key, 0)
+                cached = self._cache.pop(key, None)
+                if cached is not None and cached.version == version:
+                    states[key] = cached
+                elif version:
+                    missing.append(key)
+                else:
+                    states[key] = CustomerState(tenant=key[0], customer_id=key[1])
+            if missing:
+                states.update(load_states(conn, missing))
+        return states
+
     def known_event_ids(self, tenant: str, event_ids: Iterable[str]) -> set[str]:
         """Which of these event ids the tenant's log already holds."""
         probe = [Incoming(tenant, "", event_id, "", {}, datetime.min) for event_id in event_ids]

@@ -55,6 +55,10 @@ class Ledger:
         """The customer's projected state as committed; see :meth:`Reader.state`."""
         return self.reader.state(tenant, customer_id)
 
+    def states(self, keys: Sequence[StreamKey]) -> dict[StreamKey, CustomerState]:
+        """Many customers' states in one round trip of three queries; see :meth:`Reader.states`."""
+        return self.reader.states(keys)
+
     def known_event_ids(self, tenant: str, event_ids: Iterable[str]) -> set[str]:
         """Which of these event ids the tenant's log already holds."""
         return self.reader.known_event_ids(tenant, event_ids)
