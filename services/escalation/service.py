@@ -227,9 +227,14 @@ def rules_basis(rates: RateTable | None) -> str:
 
 @dataclass
 class _Plan:
-    """One customer's evaluation in a batch: the state it read, the policy, what the engine decided, what to append."""
+    """One customer's evaluation in a batch: the state it read, the policy, what the engine decided, what to append.
+
+    ``state`` is shared with the ledger's writer (:meth:`Ledger.states`), which folds the appended events into it:
+    once the items are recorded, only ``version`` (the one read) still says what the decisions were taken from.
+    """
 
     state: CustomerState
+    version: int
     policy: Policy
     decisions: list[Decision]
     fresh: list[Decision]
@@ -316,7 +321,7 @@ class _Batch:
             self._fail(key)
             return None
         tick_id = tick_event_id(key[0], key[1], self.as_of, state.version)
-        return _Plan(state, policy, decisions, [], tick_id, [], attempt)
+        return _Plan(state, state.version, policy, decisions, [], tick_id, [], attempt)
 
     def _known(self, plans: list[_Plan]) -> None:
         """Which decisions (and ticks) the log already holds, one query per tenant; then what each plan appends."""
@@ -382,7 +387,7 @@ class _Batch:
             rejected=rejected,
         )
         appended = sum(1 for outcome in outcomes if outcome.status == "applied")
-        self.done[(tenant, customer_id)] = (plan, state.version + appended)
+        self.done[(tenant, customer_id)] = (plan, plan.version + appended)
 
     def _fail(self, key: StreamKey) -> None:
         """The exception being handled is this customer's failure."""

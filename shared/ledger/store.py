@@ -45,7 +45,7 @@ class Ledger:
         self.engine = engine
         cache: OrderedDict[StreamKey, CustomerState] = OrderedDict()  # committed states by stream
         self.writer = Writer(engine, cache, max_attempts=max_attempts, cache_size=cache_size)
-        self.reader = Reader(engine, cache)
+        self.reader = Reader(engine, cache, cache_size=cache_size)
 
     def record(self, items: Sequence[Incoming], *, conn: Connection | None = None) -> list[Outcome]:
         """Apply the items in one transaction (or in ``conn``'s); see :meth:`Writer.record`."""
