@@ -10,7 +10,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, or_, select, text, tuple_
+from sqlalchemy import Connection, Engine, String, any_, bindparam, or_, select, text, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from shared.contracts.events import parse
 from shared.ledger import snapshot
@@ -83,8 +84,13 @@ class Reader:
         known: set[str] = set()
         with self.engine.connect() as conn:
             for _, chunk in by_tenant((tenant, event_id) for event_id in set(event_ids)):
-                query = select(events.c.event_id).where(events.c.tenant == tenant, events.c.event_id.in_(chunk))
-                known.update(conn.execute(query).scalars())
+                # PostgreSQL: the ids as one array parameter, not one placeholder each (thousands in a batch)
+                among = (
+                    events.c.event_id == any_(bindparam("ids", chunk, type_=ARRAY(String)))
+                    if is_postgres(conn)
+                    else events.c.event_id.in_(chunk)
+                )
+                known.update(conn.execute(select(events.c.event_id).where(events.c.tenant == tenant, among)).scalars())
         return known
 
     def read_stream(self, tenant: str, customer_id: str, from_version: int = 1) -> list[RecordedEvent]:
