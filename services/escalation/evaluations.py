@@ -59,9 +59,7 @@ class Evaluations:
         insert = dialect_insert(engine, evaluations)
         self._upsert = insert.on_conflict_do_update(
             index_elements=["tenant", "customer_id"],
-            set_={
-                name: insert.excluded[name] for name in ("version", "as_of", "next_due", "basis", "updated_at")
-            },
+            set_={name: insert.excluded[name] for name in ("version", "as_of", "next_due", "basis", "updated_at")},
             where=evaluations.c.version <= insert.excluded.version,
         )
         self._forget = delete(evaluations).where(

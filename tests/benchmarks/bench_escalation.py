@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {} if args.batch_size is None else {"escalation_batch_size": args.batch_size}
         settings = load_settings(database_url=common.sqlalchemy_url(url), **overrides)
         batch_size = settings.escalation_batch_size
-        engine = make_engine(settings.database_url)
+        engine = make_engine(common.sqlalchemy_url(url))
         books, rules = policy_books(settings), real_rules(settings)
         print(f"workload: {args.customers:,} customers, {args.invoices:,} invoices; batches of {batch_size} customers")
         events, _ = timed("fill through Ledger.record", lambda: fill(Ledger(engine), args.customers, args.invoices))
