@@ -11,6 +11,7 @@ hand-over); about one invoice in six is paid and one in ten disputed. Then, on t
 * the baseline: one SQL query listing every overdue invoice with its days late;
 * a first sweep a week before (:func:`services.escalation.worker.tick`, the code ``relance clock tick`` runs): the
   catch-up of every level reached since the due dates, shown but not judged;
+* the floor of that sweep, shown but not judged: every state loaded and decided in memory, nothing recorded;
 * ``escalation.sweep``: the sweep at the month-end instant, a week later, when most open invoices reach their next
   level (the reminders, calls, formal notices, blocks and hand-overs of the week), as a daily or weekly run meets it;
 * ``escalation.sweep_unchanged``: the same sweep again, with nothing new to decide (the ratio to the one before);
@@ -38,6 +39,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, text
 
+from services.escalation.service import PolicyBooks, Rules
 from services.escalation.worker import EscalationWorker, Summary, policy_books, real_rules, tick
 from shared.config import load_settings
 from shared.ledger.db import make_engine
@@ -101,6 +103,16 @@ def fill(ledger: Ledger, customers: int, invoices: int) -> int:
 
 def _morning(day: date) -> datetime:
     return datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=9)
+
+
+def decide_only(engine: Engine, keys: list[tuple[str, str]], books: PolicyBooks, rules: Rules) -> int:
+    """What the sweep cannot do without: every state loaded (snapshot and tail) and decided at ``AT``, in batches
+    as the sweep reads them; nothing is recorded. Shown beside the sweep to say where its time goes."""
+    ledger, decided = Ledger(engine), 0
+    for start in range(0, len(keys), 200):
+        for state in ledger.states(keys[start : start + 200]).values():
+            decided += len(rules.decide(state, books(state.tenant).for_customer(state.profile), AT, rules.rates))
+    return decided
 
 
 def overdue_query(engine: Engine) -> int:
@@ -167,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
 
         catch_up, _ = timed(f"first sweep, {WEEK_BEFORE:%Y-%m-%d %H:%M}Z: catch-up", sweep(WEEK_BEFORE))
         print(f"  ({describe(catch_up)})")
+        keys = Ledger(engine).streams(TENANT)
+        decided, floor = timed(
+            "floor: load every state, decide in memory, record nothing", lambda: decide_only(engine, keys, books, rules)
+        )
+        print(f"  ({decided:,} decisions)")
         first, swept = timed(f"sweep at {AT:%Y-%m-%d %H:%M}Z (clock tick)", sweep(AT))
         print(f"  ({describe(first)})")
         again, unchanged = timed("the same sweep again, nothing new", sweep(AT))
@@ -198,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
             detail={
                 "customers": args.customers,
                 "invoices": args.invoices,
+                "decisions": sum(first.decisions.values()),
                 "per_customer_ms": 1000 * swept / args.customers,
+                "load_and_decide_seconds": floor,
             },
         )
     )
