@@ -42,6 +42,7 @@ from sqlalchemy.exc import DBAPIError
 from services.escalation.errors import EscalationError as EscalationError  # the service's root, importable here
 from services.escalation.evaluations import Evaluations, Seen
 from services.escalation.model import Decision, Policy
+from services.escalation.policy import PolicyBook
 from services.escalation.timers import Due, Timers
 from shared.contracts import events
 from shared.contracts.events import instant_text
@@ -201,8 +202,6 @@ def basis_of(rules: Rules, policies: PolicySource) -> str | None:
     name and version (the hash of its content), the default and the segments. A policy source that is not a
     :class:`~services.escalation.policy.PolicyBook` (a test's fake) has no basis: its customers are never skipped.
     """
-    from services.escalation.policy import PolicyBook
-
     if rules.basis is None or not isinstance(policies, PolicyBook):
         return None
     book = [
