@@ -121,7 +121,11 @@ class Settings(BaseSettings):
         default=500, ge=10, le=60000, description="Pause (ms) of the relay when the outbox has nothing to publish."
     )
     escalation_batch_size: int = Field(
-        default=200, ge=1, le=10000, description="Due timers, or log events, an escalation worker takes per round."
+        default=200,
+        ge=1,
+        le=10000,
+        description="Due timers, or log events, an escalation worker takes per round; also the customers evaluated "
+        "together (their decisions in one transaction, their timers in another), by the workers and `clock tick`.",
     )
     escalation_poll_ms: int = Field(
         default=1000, ge=10, le=600000, description="Pause (ms) of an escalation worker when nothing is due."

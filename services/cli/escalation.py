@@ -16,7 +16,9 @@ def add_clock(commands: Commands) -> None:
     clock = commands.add_parser("clock", help="drive escalation's clock by hand (backfills, tests)")
     clock_commands = clock.add_subparsers(title="clock commands", metavar="ACTION")
     tick = clock_commands.add_parser(
-        "tick", help="evaluate every customer at an instant, record the decisions, set the timers, print a summary"
+        "tick",
+        help="evaluate every customer at an instant (skipping those for whom nothing changed since their last "
+        "evaluation), record the decisions, set the timers, print a summary",
     )
     tick.add_argument("--at", required=True, type=instant, help="ISO 8601 instant, e.g. 2026-12-01T08:00:00Z")
     tick.add_argument("--tenant", help="only this tenant's customers")
@@ -64,9 +66,16 @@ def clock_tick(args: argparse.Namespace, settings: Settings) -> int:
 
     with open_ledger(settings) as ledger:
         summary = tick(
-            ledger, policy_books(settings), real_rules(settings), args.at, tenant=args.tenant, due_only=args.due_only
+            ledger,
+            policy_books(settings),
+            real_rules(settings),
+            args.at,
+            tenant=args.tenant,
+            due_only=args.due_only,
+            batch_size=settings.escalation_batch_size,
         )
-    print(f"clock tick at {args.at.isoformat()}: {summary.customers} customer(s) evaluated")
+    unchanged = f" ({summary.unchanged} unchanged since their last evaluation)" if summary.unchanged else ""
+    print(f"clock tick at {args.at.isoformat()}: {summary.customers} customer(s) evaluated{unchanged}")
     for event_type, count in sorted(summary.decisions.items()):
         print(f"  {event_type:<28} {count}")
     total = sum(summary.decisions.values())

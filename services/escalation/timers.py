@@ -15,10 +15,11 @@ The worker's other durable state, where it stands in the event log, is :mod:`ser
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, case, delete, select, tuple_, update
+from sqlalchemy import Connection, Engine, bindparam, case, delete, select, tuple_, update
 
 from shared.ledger.db import dialect_insert
 from shared.ledger.hashing import utc
@@ -33,9 +34,34 @@ class Timer:
     version: int
 
 
+Due = tuple[str, str, "datetime | None", int]  # (tenant, customer_id, next due instant or None, stream version)
+
+
 class Timers:
+    """The timers table; the statements that set timers are built once and run for many customers at a time."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        insert = dialect_insert(engine, timers)
+        self._set = insert.on_conflict_do_update(
+            index_elements=["tenant", "customer_id"],
+            set_={
+                "due_at": insert.excluded.due_at,
+                "version": insert.excluded.version,
+                "updated_at": insert.excluded.updated_at,
+            },
+            where=timers.c.version <= insert.excluded.version,
+        )
+        self._clear = delete(timers).where(
+            timers.c.tenant == bindparam("k_tenant"),
+            timers.c.customer_id == bindparam("k_customer"),
+            timers.c.version <= bindparam("k_version"),
+        )
+        earliest = case((timers.c.due_at < insert.excluded.due_at, timers.c.due_at), else_=insert.excluded.due_at)
+        self._retry = insert.on_conflict_do_update(
+            index_elements=["tenant", "customer_id"],
+            set_={"due_at": earliest, "updated_at": insert.excluded.updated_at},
+        )
 
     def set(self, tenant: str, customer_id: str, due_at: datetime | None, version: int, now: datetime) -> None:
         """The customer's next due instant as computed from stream ``version`` (None: nothing is due, no timer).
@@ -43,42 +69,35 @@ class Timers:
         Ignored if the row holds a due time computed from a later version.
         """
         with self.engine.begin() as conn:
-            if due_at is None:
-                conn.execute(
-                    delete(timers).where(
-                        timers.c.tenant == tenant, timers.c.customer_id == customer_id, timers.c.version <= version
-                    )
-                )
-                return
-            statement = dialect_insert(conn, timers).values(
-                tenant=tenant, customer_id=customer_id, due_at=utc(due_at), version=version, updated_at=now
-            )
-            conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["tenant", "customer_id"],
-                    set_={
-                        "due_at": statement.excluded.due_at,
-                        "version": statement.excluded.version,
-                        "updated_at": now,
-                    },
-                    where=timers.c.version <= statement.excluded.version,
-                )
-            )
+            self.set_many(conn, [(tenant, customer_id, due_at, version)], now)
+
+    def set_many(self, conn: Connection, due: Sequence[Due], now: datetime) -> None:
+        """:meth:`set` for many customers, in the caller's transaction: one statement per kind, in key order."""
+        ordered = sorted(due, key=lambda d: (d[0], d[1]))
+        rows = [
+            {"tenant": t, "customer_id": c, "due_at": utc(at), "version": v, "updated_at": now}
+            for t, c, at, v in ordered
+            if at is not None
+        ]
+        cleared = [{"k_tenant": t, "k_customer": c, "k_version": v} for t, c, at, v in ordered if at is None]
+        if rows:
+            conn.execute(self._set, rows)
+        if cleared:
+            conn.execute(self._clear, cleared)
 
     def retry_at(self, tenant: str, customer_id: str, at: datetime, now: datetime) -> None:
         """Make sure the customer is looked at again by ``at`` (an earlier timer stays as it is)."""
         with self.engine.begin() as conn:
-            statement = dialect_insert(conn, timers).values(
-                tenant=tenant, customer_id=customer_id, due_at=utc(at), version=-1, updated_at=now
-            )
-            earliest = case(
-                (timers.c.due_at < statement.excluded.due_at, timers.c.due_at), else_=statement.excluded.due_at
-            )
-            conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["tenant", "customer_id"], set_={"due_at": earliest, "updated_at": now}
-                )
-            )
+            self.retry_many(conn, [(tenant, customer_id)], at, now)
+
+    def retry_many(self, conn: Connection, keys: Sequence[tuple[str, str]], at: datetime, now: datetime) -> None:
+        """:meth:`retry_at` for many customers, in the caller's transaction."""
+        if keys:
+            rows = [
+                {"tenant": t, "customer_id": c, "due_at": utc(at), "version": -1, "updated_at": now}
+                for t, c in sorted(keys)
+            ]
+            conn.execute(self._retry, rows)
 
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[Timer]:
         """Take up to ``limit`` timers due at ``now``, earliest first; each is pushed to ``now + lease`` meanwhile."""

@@ -3,23 +3,25 @@
 Each round:
 
 1. **Timers.** Claim the timers due now (``FOR UPDATE SKIP LOCKED``, a batch at a time; see
-   :mod:`services.escalation.timers`) and evaluate each customer at the current instant, with trigger ``timer``: the
-   firing is recorded as an ``escalation.clock_ticked`` event, then the decisions, then the next timer is set.
+   :mod:`services.escalation.timers`) and evaluate those customers together at the current instant, with trigger
+   ``timer`` (:func:`~services.escalation.service.evaluate_many`): each firing is recorded as an
+   ``escalation.clock_ticked`` event, then that customer's decisions, then the next timers are set.
 2. **Ledger changes.** Follow the event log with :meth:`Ledger.read_all` (the transaction-id scheme: no event is
    ever skipped) from a cursor kept in the ``cursors`` table, and evaluate each customer an ERP event touched
-   (invoice, payment, credit note, cancellation, dispute, promise, plan, customer update). One worker follows the
+   (invoice, payment, credit note, cancellation, dispute, promise, plan, customer update), the customers of a batch
+   of events together. One worker follows the
    log at a time under a lease; the cursor is saved after the customers were evaluated, so a crash re-evaluates
    rather than misses (evaluation is idempotent).
 
 Any number of workers may run: they take different timers, and the deterministic decision ids plus the expected
 version on every append mean a decision is recorded once whoever takes it. No broker is involved: the trigger is the
 log itself, and timers live in the database. A database outage is retried with backoff; SIGTERM or SIGINT ends the
-worker after the customer it is evaluating.
+worker after the batch of customers it is evaluating.
 
-One customer's failure is that customer's alone (:func:`evaluate_guarded`): it is logged with the customer and the
-reason, counted, and the others are evaluated; the worker looks at the failing customer again after a lease, and
-``relance clock tick`` says which customers failed and exits 1. An outage is not a customer's failure: the round is
-retried (worker) or the command stops (``clock tick``).
+One customer's failure is that customer's alone (:func:`evaluate_guarded`), in a batch too: it is logged with the
+customer and the reason, counted, and the others are evaluated; the worker looks at the failing customer again after
+a lease, and ``relance clock tick`` says which customers failed and exits 1. An outage is not a customer's failure:
+the round is retried (worker) or the command stops (``clock tick``).
 
 At start-up and then once a day the worker checks the reference rate table and logs ``rates.missing_soon`` for a
 semester beginning within :data:`~services.escalation.interest.RATES_WARNING_DAYS` days that has no rate, and
@@ -42,11 +44,19 @@ from sqlalchemy.exc import DBAPIError
 
 from services.escalation.cursor import CursorLease
 from services.escalation.interest import RateTable, warn_missing_rates
-from services.escalation.service import EvaluationResult, PolicySource, Rules, Trigger, evaluate
+from services.escalation.service import (
+    EvaluationResult,
+    Failure,
+    PolicyBooks,
+    Rules,
+    Trigger,
+    evaluate_many,
+    rules_basis,
+)
 from services.escalation.timers import Timers
 from shared.config import Settings
 from shared.contracts.erp import EVENT_TYPES
-from shared.ledger.store import Ledger, LedgerConflict, LedgerUnavailable
+from shared.ledger.store import Ledger, LedgerConflict, LedgerUnavailable, StreamKey
 from shared.runtime import Backoff, run_worker
 
 log = structlog.get_logger()
@@ -54,20 +64,11 @@ log = structlog.get_logger()
 CURSOR_NAME = "escalation"
 TRIGGERS = frozenset(EVENT_TYPES)  # what the ERP tells us; the engine's own events never trigger an evaluation
 Clock = Callable[[], datetime]
-PolicyBooks = Callable[[str], PolicySource]
+__all__ = ["EscalationWorker", "Failure", "PolicyBooks", "Summary", "evaluate_guarded", "tick"]
 
 
 def system_clock() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """A customer whose evaluation failed, and why (the exception's type and message)."""
-
-    tenant: str
-    customer_id: str
-    reason: str
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Summary:
     """What a round, a worker or ``relance clock tick`` did."""
 
     customers: int = 0
+    unchanged: int = 0  # of the customers, those a sweep skipped (nothing changed since their last evaluation)
     decisions: dict[str, int] = field(default_factory=dict)  # event type -> appended
     duplicates: int = 0
     ticks: int = 0
@@ -84,6 +86,9 @@ class Summary:
 
     def add(self, result: EvaluationResult) -> None:
         self.customers += 1
+        if result.unchanged:
+            self.unchanged += 1
+            return
         for decision in result.applied:
             self.decisions[decision.event_type] = self.decisions.get(decision.event_type, 0) + 1
         self.duplicates += result.duplicates
@@ -163,10 +168,8 @@ class EscalationWorker:
     def fire_due_timers(self) -> int:
         now = self.clock()
         due = self.timers.claim_due(now, self.settings.escalation_batch_size, self.lease)
-        for timer in due:
-            if self.stop.is_set():
-                break  # the claimed rest fire again when their lease ends
-            self._evaluate(timer.tenant, timer.customer_id, now, "timer")
+        if due and not self.stop.is_set():  # else the claimed timers fire again when their lease ends
+            self._evaluate([(timer.tenant, timer.customer_id) for timer in due], now, "timer")
         return len(due)
 
     def follow_log(self) -> int:
@@ -177,68 +180,70 @@ class EscalationWorker:
         if not batch:
             return 0
         touched = list(dict.fromkeys((e.tenant, e.customer_id) for e in batch if e.event_type in TRIGGERS))
-        for tenant, customer_id in touched:
-            if self.stop.is_set():
-                return len(batch)  # cursor not advanced: the next holder evaluates this batch again
-            self._evaluate(tenant, customer_id, self.clock(), "ledger")
+        if self.stop.is_set():
+            return len(batch)  # cursor not advanced: the next holder evaluates this batch again
+        if touched:
+            self._evaluate(touched, self.clock(), "ledger")
         if not self.cursor.advance(after, self.clock()):
             log.warning("escalation.cursor_lost", holder=self.holder)
         return len(batch)
 
-    def _evaluate(self, tenant: str, customer_id: str, as_of: datetime, trigger: Trigger) -> None:
-        rules, timers = self.rules, self.timers
-        result = evaluate_guarded(
-            self.ledger, self.policies, tenant, customer_id, as_of, rules=rules, timers=timers, trigger=trigger
+    def _evaluate(self, keys: list[StreamKey], as_of: datetime, trigger: Trigger) -> None:
+        results = evaluate_guarded(
+            self.ledger, self.policies, keys, as_of, rules=self.rules, timers=self.timers, trigger=trigger
         )
-        if isinstance(result, Failure):
-            # Look at the customer again after a lease: the cause may be gone by then (a fixed configuration).
-            self.timers.retry_at(tenant, customer_id, self.clock() + self.lease, self.clock())
-            self.totals.failures += 1
-            return
-        self.totals.add(result)
-        log.debug(
-            "escalation.evaluated",
-            tenant=tenant,
-            customer=customer_id,
-            trigger=trigger,
-            applied=len(result.applied),
-            next_due=result.next_due.isoformat() if result.next_due else None,
-        )
+        failed = [(r.tenant, r.customer_id) for r in results if isinstance(r, Failure)]
+        if failed:
+            # Look at the customers again after a lease: the cause may be gone by then (a fixed configuration).
+            now = self.clock()
+            with self.ledger.engine.begin() as conn:
+                self.timers.retry_many(conn, failed, now + self.lease, now)
+            self.totals.failures += len(failed)
+        for result in results:
+            if isinstance(result, Failure):
+                continue
+            self.totals.add(result)
+            log.debug(
+                "escalation.evaluated",
+                tenant=result.tenant,
+                customer=result.customer_id,
+                trigger=trigger,
+                applied=len(result.applied),
+                next_due=result.next_due.isoformat() if result.next_due else None,
+            )
 
 
 def evaluate_guarded(
     ledger: Ledger,
     policies: PolicyBooks,
-    tenant: str,
-    customer_id: str,
+    keys: list[StreamKey],
     as_of: datetime,
     *,
     rules: Rules,
     timers: Timers,
     trigger: Trigger,
-) -> EvaluationResult | Failure:
-    """:func:`evaluate`, with one customer's failure kept to that customer: logged and returned, never raised.
+    skip_unchanged: bool = False,
+) -> list[EvaluationResult | Failure]:
+    """:func:`evaluate_many`, with each customer's failure logged (tenant, customer, reason) and returned, never raised.
 
     An outage (the database down, a stream that kept moving) is no customer's fault and is raised as it is.
     """
-    try:
-        return evaluate(
-            ledger, policies(tenant), tenant, customer_id, as_of, rules=rules, timers=timers, trigger=trigger
-        )
-    except (LedgerUnavailable, LedgerConflict, DBAPIError):
-        raise
-    except Exception as exc:
-        # One customer's problem (corrupt data, a bug) must not stop everyone else's reminders.
-        failure = Failure(tenant, customer_id, f"{type(exc).__name__}: {exc}")
-        log.exception(
-            "escalation.evaluation_failed",
-            tenant=tenant,
-            customer=customer_id,
-            trigger=trigger,
-            as_of=as_of.isoformat(),
-            error=failure.reason,
-        )
-        return failure
+    results = evaluate_many(
+        ledger, policies, keys, as_of, rules=rules, timers=timers, trigger=trigger, skip_unchanged=skip_unchanged
+    )
+    for failure in results:
+        if isinstance(failure, Failure):
+            # One customer's problem (corrupt data, a bug) must not stop everyone else's reminders.
+            log.error(
+                "escalation.evaluation_failed",
+                tenant=failure.tenant,
+                customer=failure.customer_id,
+                trigger=trigger,
+                as_of=as_of.isoformat(),
+                error=failure.reason,
+                exc_info=failure.error,
+            )
+    return results
 
 
 def tick(
@@ -249,10 +254,14 @@ def tick(
     *,
     tenant: str | None = None,
     due_only: bool = False,
+    batch_size: int = 200,
 ) -> Summary:
     """Evaluate every customer (or those whose timer is due) at ``at``: backfills, tests, ``relance clock tick``.
 
-    A customer whose evaluation fails is listed in ``Summary.failed`` and the others are evaluated all the same.
+    Customers are evaluated ``batch_size`` at a time (:func:`evaluate_many`). A sweep of every customer skips those
+    for whom nothing changed since their last evaluation (the rule: :mod:`services.escalation.evaluations`); they
+    count in ``Summary.unchanged``. A customer whose evaluation fails is listed in ``Summary.failed`` and the others
+    are evaluated all the same.
     """
     timers = Timers(ledger.engine)
     summary = Summary()
@@ -261,15 +270,17 @@ def tick(
     else:
         keys = ledger.streams(tenant)
     trigger: Trigger = "timer" if due_only else "manual"
-    for key_tenant, customer_id in keys:
-        result = evaluate_guarded(
-            ledger, policies, key_tenant, customer_id, at, rules=rules, timers=timers, trigger=trigger
+    for start in range(0, len(keys), batch_size):
+        chunk = keys[start : start + batch_size]
+        results = evaluate_guarded(
+            ledger, policies, chunk, at, rules=rules, timers=timers, trigger=trigger, skip_unchanged=not due_only
         )
-        if isinstance(result, Failure):
-            summary.failures += 1
-            summary.failed.append(result)
-        else:
-            summary.add(result)
+        for result in results:
+            if isinstance(result, Failure):
+                summary.failures += 1
+                summary.failed.append(result)
+            else:
+                summary.add(result)
     return summary
 
 
@@ -295,4 +306,4 @@ def real_rules(settings: Settings, rates: RateTable | None = None) -> Rules:
     from services.escalation import engine
 
     table = RateTable.default(settings.rates_file) if rates is None else rates
-    return Rules(decide=engine.decide, next_due=engine.next_due, rates=table)
+    return Rules(decide=engine.decide, next_due=engine.next_due, rates=table, basis=rules_basis(table))

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, or_, select, text, tuple_
+from sqlalchemy import Connection, Engine, String, any_, bindparam, or_, select, text, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from shared.contracts.events import parse
 from shared.ledger import snapshot
@@ -27,10 +27,13 @@ Known = dict[EventKey, str | None]  # event ids in the log (or applied earlier i
 class Reader:
     """Reads what is committed; never writes, never locks."""
 
-    def __init__(self, engine: Engine, cache: OrderedDict[StreamKey, CustomerState]) -> None:
+    def __init__(
+        self, engine: Engine, cache: OrderedDict[StreamKey, CustomerState], *, cache_size: int = 20000
+    ) -> None:
         self.engine = engine
-        # Committed states by stream, shared with the writer that fills it: see state().
+        # Committed states by stream, shared with the writer that fills it: see state() and states().
         self._cache = cache
+        self._cache_size = cache_size
 
     def state(self, tenant: str, customer_id: str) -> CustomerState:
         """The customer's projected state as committed: the last snapshot and the events after it.
@@ -47,11 +50,48 @@ class Reader:
             loaded = load_states(conn, [key]) if version else {}
         return loaded.get(key) or CustomerState(tenant=tenant, customer_id=customer_id)
 
+    def states(self, keys: Sequence[StreamKey]) -> dict[StreamKey, CustomerState]:
+        """Many customers' committed states, in one connection and three queries whatever their number: the head
+        versions, then the snapshots and the events after them (:func:`load_states`) of those not in the cache.
+
+        Unlike :meth:`state`, the states stay in the process's cache, shared with the writer, so that recording
+        decisions taken from them does not load them again: the caller only reads them, and a state whose stream is
+        recorded to afterwards is the writer's to change (read it again after recording).
+        """
+        states: dict[StreamKey, CustomerState] = {}
+        with self.engine.connect() as conn:
+            versions = heads(conn, keys)
+            missing: list[StreamKey] = []
+            for key in dict.fromkeys(keys):
+                version = versions.get(key, 0)
+                cached = self._cache.get(key)
+                if cached is not None and cached.version == version:
+                    states[key] = cached
+                elif version:
+                    missing.append(key)
+                else:
+                    states[key] = CustomerState(tenant=key[0], customer_id=key[1])
+            loaded = load_states(conn, missing) if missing else {}
+        for key, state in loaded.items():
+            self._cache[key] = state
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        states.update(loaded)
+        return states
+
     def known_event_ids(self, tenant: str, event_ids: Iterable[str]) -> set[str]:
         """Which of these event ids the tenant's log already holds."""
-        probe = [Incoming(tenant, "", event_id, "", {}, datetime.min) for event_id in event_ids]
+        known: set[str] = set()
         with self.engine.connect() as conn:
-            return {event_id for _, event_id in known_in_log(conn, probe)}
+            for _, chunk in by_tenant((tenant, event_id) for event_id in set(event_ids)):
+                # PostgreSQL: the ids as one array parameter, not one placeholder each (thousands in a batch)
+                among = (
+                    events.c.event_id == any_(bindparam("ids", chunk, type_=ARRAY(String)))
+                    if is_postgres(conn)
+                    else events.c.event_id.in_(chunk)
+                )
+                known.update(conn.execute(select(events.c.event_id).where(events.c.tenant == tenant, among)).scalars())
+        return known
 
     def read_stream(self, tenant: str, customer_id: str, from_version: int = 1) -> list[RecordedEvent]:
         with self.engine.connect() as conn:

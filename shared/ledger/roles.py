@@ -48,6 +48,8 @@ RUNTIME_GRANTS: dict[str, tuple[str, ...]] = {
     "timers": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "cursors": ("SELECT", "INSERT", "UPDATE"),
     "send_budget": ("SELECT", "INSERT", "UPDATE"),
+    # What each customer's last evaluation saw (escalation's sweeps skip the unchanged), replaced or forgotten.
+    "evaluations": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     # The schema revision, which every worker checks at start-up.
     "alembic_version": ("SELECT",),
 }

@@ -220,3 +220,18 @@ checkpoints = Table(
     Column("key_id", String(64), nullable=False),
     Column("document", Json, nullable=False),  # the whole checkpoint, as exported: signed part, signature, leaves
 )
+
+# What each customer's last complete evaluation saw (services/escalation/evaluations.py): the stream version its next
+# due instant was computed from, the instant, and a digest of what else the decisions depend on (the tenant's policy
+# book, the rate table, the engine's code). A sweep skips the customers for whom none of it changed.
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("customer_id", String(128), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("as_of", DateTime(timezone=True), nullable=False),
+    Column("next_due", DateTime(timezone=True), nullable=True),
+    Column("basis", String(64), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

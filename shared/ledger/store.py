@@ -45,7 +45,7 @@ class Ledger:
         self.engine = engine
         cache: OrderedDict[StreamKey, CustomerState] = OrderedDict()  # committed states by stream
         self.writer = Writer(engine, cache, max_attempts=max_attempts, cache_size=cache_size)
-        self.reader = Reader(engine, cache)
+        self.reader = Reader(engine, cache, cache_size=cache_size)
 
     def record(self, items: Sequence[Incoming], *, conn: Connection | None = None) -> list[Outcome]:
         """Apply the items in one transaction (or in ``conn``'s); see :meth:`Writer.record`."""
@@ -54,6 +54,10 @@ class Ledger:
     def state(self, tenant: str, customer_id: str) -> CustomerState:
         """The customer's projected state as committed; see :meth:`Reader.state`."""
         return self.reader.state(tenant, customer_id)
+
+    def states(self, keys: Sequence[StreamKey]) -> dict[StreamKey, CustomerState]:
+        """Many customers' states in one round trip of three queries; see :meth:`Reader.states`."""
+        return self.reader.states(keys)
 
     def known_event_ids(self, tenant: str, event_ids: Iterable[str]) -> set[str]:
         """Which of these event ids the tenant's log already holds."""
