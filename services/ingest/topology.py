@@ -8,7 +8,8 @@ With ``settings.ingest_partitions`` = N > 1 (default 1: the three above are the 
 
 - ``<ingest_queue>.p0`` … ``<ingest_queue>.p<N-1>``: durable partition queues, each consumed by one worker at a
   time as an *exclusive* consumer (the broker refuses a second one; RabbitMQ refuses exclusive consumers on a
-  ``x-single-active-consumer`` queue, so the partitions have no arguments). The router (:mod:`services.ingest.router`) moves each message of the ingest queue, unchanged, to the partition of its
+  ``x-single-active-consumer`` queue, so the partitions have no arguments). The router
+  (:mod:`services.ingest.router`) moves each message of the ingest queue, unchanged, to the partition of its
   customer (:func:`~services.ingest.partitions.partition_of`); each worker consumes the partitions it holds.
 - ``<ingest_queue>.workers``: a durable queue that never holds a message; every worker consumes it, so its consumer
   count is the number of live workers, which sets each one's fair share of the partitions.
