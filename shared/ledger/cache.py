@@ -7,9 +7,10 @@ hold pass ``max_bytes``.
 
 Measuring a state means walking its objects, which costs what the state weighs; doing it at every commit would
 make a batch cost the size of its customers. So a state is measured when it enters the cache for the first time and
-again whenever its version has doubled since its last measure; in between, its size is that measure scaled by the
-events it gained. The walk is thereby amortised to a constant per event, and the estimate stays within a factor of
-two of the real size, whatever the fold's data structures are.
+again whenever ``version + GRACE`` has doubled since its last measure; in between, its size is that measure scaled
+by the same ratio. The walk is thereby amortised to a constant per event (a customer with a handful of events is
+measured once), and the estimate stays within a factor of two of the real size as long as a state grows at most in
+proportion to its events, whatever the fold's data structures are.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from shared.ledger.records import StreamKey
 from shared.ledger.state import CustomerState
 
 _SHARED = (type, ModuleType, FunctionType)  # reached from every state, owned by none
+_LEAVES = frozenset({str, int, float, bool, bytes, type(None)})  # hold no references: no need to ask the collector
+GRACE = 50  # events: a state is measured again once version + GRACE has doubled
 
 
 def footprint(root: object) -> int:
@@ -37,7 +40,8 @@ def footprint(root: object) -> int:
             continue
         seen.add(id(item))
         total += sys.getsizeof(item)
-        stack.extend(gc.get_referents(item))
+        if type(item) not in _LEAVES:
+            stack.extend(gc.get_referents(item))
     return total
 
 
@@ -53,7 +57,7 @@ class StateCache(OrderedDict[StreamKey, CustomerState]):
         self.max_bytes = max_bytes
         self.bytes = 0
         self._charged: dict[StreamKey, int] = {}  # what each cached state counts for
-        self._measured: dict[StreamKey, tuple[int, int]] = {}  # stream -> (version, bytes) of its last measure
+        self._measured: dict[StreamKey, tuple[int, int]] = {}  # stream -> (version, bytes) at its last measure
 
     def remember(self, state: CustomerState) -> None:
         """Put a committed state in (as the most recent), then evict the oldest while over the bound."""
@@ -75,9 +79,9 @@ class StateCache(OrderedDict[StreamKey, CustomerState]):
         return super().pop(key, *default)
 
     def _size(self, key: StreamKey, state: CustomerState) -> int:
-        version, measured = self._measured.get(key, (0, 0))
-        if version == 0 or state.version >= 2 * version:
+        version, measured = self._measured.get(key, (-1, 0))
+        if version < 0 or state.version + GRACE >= 2 * (version + GRACE):
             size = footprint(state)
-            self._measured[key] = (max(1, state.version), size)
+            self._measured[key] = (state.version, size)
             return size
-        return measured * state.version // version
+        return measured * (state.version + GRACE) // (version + GRACE)

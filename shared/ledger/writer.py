@@ -30,9 +30,10 @@ from shared.ledger.cache import StateCache
 from shared.ledger.db import dialect_insert
 from shared.ledger.errors import LedgerConflict, LedgerNeedsAttention, LedgerRefused, LedgerUnavailable
 from shared.ledger.hashing import GENESIS, event_hash, utc
+from shared.ledger.lookup import heads, known_in_log
 from shared.ledger.outbox import command_rows
 from shared.ledger.projections import save_projections
-from shared.ledger.reader import Known, heads, known_in_log, load_states
+from shared.ledger.reader import Known, load_states
 from shared.ledger.records import EventKey, Incoming, Outcome, StreamKey
 from shared.ledger.refusal import classify
 from shared.ledger.schema import customer_state, event_fingerprints, events, outbox
