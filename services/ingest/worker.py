@@ -176,8 +176,8 @@ class IngestWorker(amqp.Session):
         channel.basic_consume(workers_queue(self.settings), on_message_callback=self._on_message)
         self._probe_channel = connection.channel()
         self._held = {}
-        self._rebalance_at = 0.0
-        self._rebalance()
+        # The first look waits a round, so that workers started together are counted before any takes a share.
+        self._rebalance_at = time.monotonic() + REBALANCE_SECONDS
 
     def disconnect(self) -> None:
         connection, self._connection = self._connection, None

@@ -16,8 +16,8 @@ messages (default: 4/3 of ``--invoices``) over ``--customers`` customers.
 - **relance, 1 worker** (``ingest``): one ``relance worker ingest`` process, as deployed by default (one queue),
   drains the same messages into a fresh ledger; its peak resident memory is ``ingest.memory``.
 - **scaling** (``ingest.scaling``): 1, 2 and 4 workers over ``--partitions`` customer partitions, on the spread
-  workload and on a hot one (the same number of events over ``--hot`` customers). The workers are started and
-  share the partitions before the messages are published, the same way for every count.
+  workload and on a hot one (the same number of events over ``--hot`` customers). As for one worker, the messages
+  are published first and the workers started together; the router moves them to the partitions meanwhile.
 
 The rate is *sustained*: events committed between the first and the last batch / time between them, read from the
 rows' ``recorded_at`` (each batch stamps its rows when its transaction starts writing). This leaves start-up out.
@@ -64,7 +64,6 @@ from tests.e2e.erp_simulator import Message, generate, publish
 
 TARGET = 5000
 MEMORY_TARGET_MB = 300
-STARTUP_SECONDS = 120  # longest wait for workers to be ready
 
 
 @dataclass
@@ -228,8 +227,7 @@ class Run:
 
 
 def run_relance(messages: list[Message], db_url: str, names: Names, run: Run) -> Result:
-    """Drain the messages with ``run.workers`` processes. One queue: published first, then drained. Partitions: the
-    workers start first and share the partitions, then the messages are published (the same for every count)."""
+    """Publish the messages, then drain them with ``run.workers`` processes started together."""
     from services.ingest.topology import declare_topology, partition_queue, workers_queue
     from shared.broker.amqp import connect
     from shared.config import load_settings
@@ -255,8 +253,7 @@ def run_relance(messages: list[Message], db_url: str, names: Names, run: Run) ->
     names.queues += [settings.ingest_queue, settings.dead_letter_queue, *partition_queues]
     names.queues += [workers_queue(settings)] if run.partitions > 1 else []
     names.exchanges.append(settings.events_exchange)
-    if run.partitions == 1:
-        publish(messages, names.amqp_url, settings.events_exchange)
+    publish(messages, names.amqp_url, settings.events_exchange)
 
     env = {
         **os.environ,
@@ -279,9 +276,6 @@ def run_relance(messages: list[Message], db_url: str, names: Names, run: Run) ->
     total = len(messages)
     with psycopg.connect(db_url, autocommit=True) as conn:
         try:
-            if run.partitions > 1:
-                _wait_for_spread(processes, logs, names, workers_queue(settings), run)
-                publish(messages, names.amqp_url, settings.events_exchange)
             started = time.monotonic()
             while True:
                 count = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])  # type: ignore[index]
@@ -304,30 +298,6 @@ def run_relance(messages: list[Message], db_url: str, names: Names, run: Run) ->
     if left or dead:
         raise SystemExit(f"{label} left {left} messages in the queues and dead-lettered {dead}")
     return Result(label, total, sustained, batches, peak)
-
-
-def _wait_for_spread(
-    processes: list[subprocess.Popen[bytes]], logs: list[Path], names: Names, members: str, run: Run
-) -> None:
-    """Until every worker is counted and the partitions are held by as many workers as can hold some."""
-    deadline = time.monotonic() + STARTUP_SECONDS
-    holders = min(run.workers, run.partitions)
-    while time.monotonic() < deadline:
-        _check_alive(processes, logs)
-        if names.consumers(members) == run.workers:
-            held = [_held(path) for path in logs]
-            if sum(len(h) for h in held) == run.partitions and sum(1 for h in held if h) == holders:
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"the workers did not share the partitions within {STARTUP_SECONDS} s; logs in {run.log_dir}")
-
-
-def _held(log: Path) -> list[int]:
-    held: list[int] = []
-    for line in log.read_text(errors="replace").splitlines():
-        if '"ingest.partition_' in line:
-            held = list(json.loads(line).get("held", []))
-    return held
 
 
 def _check_alive(processes: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
@@ -378,7 +348,7 @@ _PHASES = [  # cumulative time of the functions that make up a batch
     ("    parse + validate messages", "shared/contracts/erp.py", "parse_event"),
     ("    Ledger.record (one transaction per batch)", "shared/ledger/writer.py", "record"),
     ("      lock streams + load snapshots", "shared/ledger/writer.py", "_lock_streams"),
-    ("      look up known event ids", "shared/ledger/reader.py", "known_in_log"),
+    ("      look up known event ids", "shared/ledger/lookup.py", "known_in_log"),
     ("      fold events into state", "shared/ledger/state.py", "apply"),
     ("      hash chain (canonical JSON + sha256)", "shared/ledger/hashing.py", "event_hash"),
     ("      save projections (snapshots, invoices)", "shared/ledger/projections.py", "save_projections"),
