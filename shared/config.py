@@ -115,7 +115,7 @@ class Settings(BaseSettings):
         description="Partition queues the ingest work is spread over by customer (1: the single ingest queue).",
     )
     state_cache_mb: int = Field(
-        default=96, ge=1, description="Memory (MB) a process may hold in recently committed customer states."
+        default=96, ge=1, description="Memory (MB) an ingest worker may hold in recently committed customer states."
     )
     max_message_bytes: int = Field(default=262144, ge=1024, description="Larger messages are dead-lettered.")
     retry_max_seconds: float = Field(
