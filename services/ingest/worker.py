@@ -247,13 +247,13 @@ class IngestWorker(amqp.Session):
         while not self.stop.is_set():
             if self._cancelled:
                 raise amqp.ConsumerCancelled(f"consumer of {self.settings.ingest_queue} cancelled by the broker")
+            self._rebalance()  # also between two full batches: a busy worker makes room for one that joins
             if self.batcher.ready():
                 self._apply(self.batcher.take())
                 continue
             wait = self.batcher.wait_time()
             connection.process_data_events(time_limit=_TICK if wait is None else min(wait, _TICK))
             self._maybe_log_progress()
-            self._rebalance()
         # Graceful stop: no new deliveries, apply and ack what we already hold, then close.
         for channel in [self._consume_channel, *self._held.values()]:
             for tag in list(channel.consumer_tags):

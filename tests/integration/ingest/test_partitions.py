@@ -65,6 +65,12 @@ def assert_in_publish_order(database_url: str, customers: int) -> None:
         ledger.engine.dispose()
 
 
+def drained(rabbit: Rabbit) -> bool:
+    """Nothing waits in the ingest queue or in a partition."""
+    queues = [rabbit.names.queue, *(f"{rabbit.names.queue}.p{n}" for n in range(PARTITIONS))]
+    return all(rabbit.ready(queue) == 0 for queue in queues)
+
+
 def holding(worker: Worker) -> list[int]:
     """The partitions the worker said it held last."""
     moves = [
@@ -118,6 +124,7 @@ def test_a_worker_killed_mid_batch_with_partitions_on_loses_and_doubles_nothing_
     router.kill()
     survivors = [w for w in workers if w is not router]
     wait_until(lambda: event_count(pg_url) == 3000, "all events applied", survivors, timeout=120)
+    wait_until(lambda: drained(rabbit), "the duplicates consumed too", survivors)
     for worker in survivors:
         assert worker.stop() == 0
 
@@ -127,3 +134,28 @@ def test_a_worker_killed_mid_batch_with_partitions_on_loses_and_doubles_nothing_
     assert_in_publish_order(pg_url, 25)
     assert rabbit.ready(rabbit.names.queue) == 0
     assert rabbit.ready(rabbit.names.dead_letter_queue) == 0
+
+
+def test_a_worker_that_joins_a_busy_one_gets_its_share_and_the_handover_keeps_each_customer_in_order(
+    pg_url: str, rabbit: Rabbit, start_worker: Callable[..., Worker], partition_names: None
+) -> None:
+    # Given one worker busy with a long queue, holding all four partitions
+    settings = {"ingest_partitions": PARTITIONS, "ingest_batch_size": 20, "ingest_prefetch": 40}
+    first = start_worker(pg_url, **settings)
+    rabbit.publish(workload(4000, 12))
+    wait_until(lambda: event_count(pg_url) >= 300, "work under way", [first])
+    assert len(holding(first)) == PARTITIONS
+
+    # When a second worker joins while the first is busy
+    second = start_worker(pg_url, **settings)
+    wait_until(lambda: len(holding(second)) == PARTITIONS // 2, "the newcomer to get its share", [first, second])
+    taken_at = event_count(pg_url)
+    wait_until(lambda: event_count(pg_url) == 4000, "all events applied", [first, second], timeout=120)
+    for worker in (first, second):
+        assert worker.stop() == 0
+
+    # Then the first gave two partitions back before the end, and no customer's events were applied out of order
+    assert taken_at < 4000
+    assert first.logged("ingest.partition_released")
+    assert_in_publish_order(pg_url, 12)
+    assert not any(w.logged("ledger.replan") for w in (first, second))
