@@ -108,6 +108,15 @@ class Settings(BaseSettings):
     ingest_batch_ms: int = Field(
         default=100, ge=1, le=60000, description="Longest wait (ms) to fill a batch before applying it."
     )
+    ingest_partitions: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Partition queues the ingest work is spread over by customer (1: the single ingest queue).",
+    )
+    state_cache_mb: int = Field(
+        default=96, ge=1, description="Memory (MB) an ingest worker may hold in recently committed customer states."
+    )
     max_message_bytes: int = Field(default=262144, ge=1024, description="Larger messages are dead-lettered.")
     retry_max_seconds: float = Field(
         default=30.0, gt=0, description="Ceiling of the backoff between retries of a transient failure."

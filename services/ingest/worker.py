@@ -14,10 +14,20 @@ event ids it already holds: at-least-once in, exactly-once effect. That also mak
 side safe. A database outage keeps the batch unacked and retries it with backoff while the AMQP connection stays
 alive; a lost broker connection is re-opened with backoff. SIGTERM or SIGINT finishes the current batch, acks it and
 closes.
+
+With ``ingest_partitions`` > 1 the worker consumes partition queues instead (:mod:`services.ingest.partitions`): each
+on a channel of its own, as the queue's only consumer (an exclusive consumer: the broker refuses any other), so no
+other worker applies that partition's customers meanwhile. Every ``REBALANCE_SECONDS`` it counts
+the live workers and takes free partitions up to its fair share, or gives back those above it: it first applies and
+acks everything it holds, then closes the partition's channel, so whatever the broker still sent it is requeued, in
+order, before the next worker can consume the partition. A killed worker's partitions come back the same way (the
+broker requeues what was unacked when the connection drops) and are taken by the others at their next rebalance.
+Beside the worker runs a :class:`~services.ingest.router.Router`, which fills the partitions from the ingest queue.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -27,14 +37,17 @@ from typing import Any
 import pika
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.exceptions import ChannelClosedByBroker
 from pika.spec import Basic, BasicProperties
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from services.ingest.batching import Batcher
 from services.ingest.errors import IngestError
+from services.ingest.partitions import fair_share
+from services.ingest.router import Router
 from services.ingest.service import BatchResult, Delivery, Ingestor, Rejection
-from services.ingest.topology import declare_topology
+from services.ingest.topology import ROUTING_KEY_HEADER, declare_topology, partition_queue, workers_queue
 from shared.broker import amqp
 from shared.config import Settings
 from shared.ledger.store import Ledger, LedgerConflict, LedgerNeedsAttention, LedgerUnavailable
@@ -43,8 +56,12 @@ from shared.runtime import Backoff, run_worker
 log = structlog.get_logger()
 
 PROGRESS_EVERY_SECONDS = 10.0
+REBALANCE_SECONDS = 1.0  # how often a worker of partitions compares what it holds with its fair share
 _TICK = 0.5  # longest time between two looks at the stop flag
 _MAX_HEADER_CHARS = 4000
+_ACCESS_REFUSED = 403  # another worker consumes the partition
+
+Tag = tuple[BlockingChannel, int]  # a delivery's channel and its delivery tag there
 
 
 class _Stopping(IngestError):
@@ -67,8 +84,17 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
     """Run one ingest worker until SIGTERM/SIGINT (or until ``stop`` is set); returns the exit status."""
 
     def start(engine: Engine, stop: threading.Event) -> int:
-        ingestor = Ingestor(Ledger(engine), max_message_bytes=settings.max_message_bytes)
-        return IngestWorker(settings, ingestor, stop).run()
+        ledger = Ledger(engine, cache_bytes=settings.state_cache_mb * 1024 * 1024)
+        ingestor = Ingestor(ledger, max_message_bytes=settings.max_message_bytes)
+        if settings.ingest_partitions == 1:
+            return IngestWorker(settings, ingestor, stop).run()
+        router = threading.Thread(target=amqp.stay_connected, args=(Router(settings, stop),), name="ingest-router")
+        router.start()
+        try:
+            return IngestWorker(settings, ingestor, stop).run()
+        finally:
+            stop.set()
+            router.join()
 
     return run_worker(settings, "ingest", stop, start)
 
@@ -90,7 +116,10 @@ class IngestWorker(amqp.Session):
         self._connection: BlockingConnection | None = None
         self._consume_channel: BlockingChannel | None = None
         self._publish_channel: BlockingChannel | None = None
-        self._properties: dict[int, BasicProperties] = {}
+        self._probe_channel: BlockingChannel | None = None
+        self._held: dict[int, BlockingChannel] = {}  # partitions this worker consumes, by number
+        self._rebalance_at = 0.0
+        self._properties: dict[Tag, BasicProperties] = {}
         self._cancelled = False
         self._ledger_backoff = Backoff(settings.retry_max_seconds)
         self._progress_at = time.monotonic()
@@ -105,6 +134,7 @@ class IngestWorker(amqp.Session):
             prefetch=self.settings.ingest_prefetch,
             batch_size=self.batcher.max_size,
             batch_ms=self.settings.ingest_batch_ms,
+            partitions=self.settings.ingest_partitions,
         )
         amqp.stay_connected(self)
         log.info("ingest.worker_stopped", **vars(self.totals))  # batches, applied, duplicates, rejected
@@ -124,6 +154,7 @@ class IngestWorker(amqp.Session):
         # Whatever was delivered but not acked goes back to the queue when the connection goes away.
         dropped = len(self.batcher.clear())
         self._properties.clear()
+        self._held.clear()
         return {"unacked_dropped": dropped}
 
     def connect(self) -> None:
@@ -134,16 +165,80 @@ class IngestWorker(amqp.Session):
         self._publish_channel = connection.channel()
         self._publish_channel.confirm_delivery()
         channel = connection.channel()
-        channel.basic_qos(prefetch_count=self.settings.ingest_prefetch)
         channel.add_on_cancel_callback(self._on_cancel)
-        channel.basic_consume(self.settings.ingest_queue, on_message_callback=self._on_message)
         self._consume_channel = channel
-        log.info("ingest.consuming", queue=self.settings.ingest_queue)
+        if self.settings.ingest_partitions == 1:
+            channel.basic_qos(prefetch_count=self.settings.ingest_prefetch)
+            channel.basic_consume(self.settings.ingest_queue, on_message_callback=self._on_message)
+            log.info("ingest.consuming", queue=self.settings.ingest_queue)
+            return
+        # Partitions: this channel only says "one more worker" (its queue never holds a message).
+        channel.basic_consume(workers_queue(self.settings), on_message_callback=self._on_message)
+        self._probe_channel = connection.channel()
+        self._held = {}
+        # The first look waits a round, so that workers started together are counted before any takes a share.
+        self._rebalance_at = time.monotonic() + REBALANCE_SECONDS
 
     def disconnect(self) -> None:
         connection, self._connection = self._connection, None
-        self._consume_channel = self._publish_channel = None
+        self._consume_channel = self._publish_channel = self._probe_channel = None
+        self._held = {}
         amqp.close_connection("ingest", connection)
+
+    # ------------------------------------------------------------------------------------------------ partitions
+    def _rebalance(self) -> None:
+        """Hold a fair share of the partitions: take free ones up to it, give back those above it."""
+        now = time.monotonic()
+        if self.settings.ingest_partitions == 1 or now < self._rebalance_at:
+            return
+        self._rebalance_at = now + REBALANCE_SECONDS
+        probe = self._probe_channel
+        assert probe is not None
+        workers = probe.queue_declare(workers_queue(self.settings), passive=True).method.consumer_count
+        share = fair_share(self.settings.ingest_partitions, workers)
+        if len(self._held) > share:
+            self._release(sorted(self._held)[share:])
+            return
+        count = self.settings.ingest_partitions
+        start = random.randrange(count)  # workers starting together look at the partitions in different orders
+        for partition in [(start + n) % count for n in range(count)]:
+            if len(self._held) >= share:
+                break
+            if partition in self._held:
+                continue
+            name = partition_queue(self.settings, partition)
+            if probe.queue_declare(name, passive=True).method.consumer_count == 0:
+                self._claim(partition)
+
+    def _claim(self, partition: int) -> None:
+        assert self._connection is not None
+        channel = self._connection.channel()
+        channel.basic_qos(prefetch_count=self.settings.ingest_prefetch)
+        channel.add_on_cancel_callback(self._on_cancel)
+        name = partition_queue(self.settings, partition)
+        try:
+            channel.basic_consume(name, on_message_callback=self._on_message, exclusive=True)
+        except ChannelClosedByBroker as exc:
+            if exc.reply_code != _ACCESS_REFUSED:
+                raise
+            return  # another worker took it first
+        self._held[partition] = channel
+        log.info("ingest.partition_taken", partition=partition, queue=name, held=sorted(self._held))
+
+    def _release(self, partitions: list[int]) -> None:
+        """Give partitions back: apply and ack all that is held first, so the next worker starts after it."""
+        while len(self.batcher):
+            self._apply(self.batcher.take())
+        closed = set()
+        for partition in partitions:
+            channel = self._held.pop(partition)
+            closed.add(channel)
+            channel.close()  # what it delivered since is unacked: the broker requeues it, in order
+            log.info("ingest.partition_released", partition=partition, held=sorted(self._held))
+        kept = [d for d in self.batcher.clear() if d.tag[0] not in closed]
+        for delivery in kept:
+            self.batcher.add(delivery)
+        self._properties = {tag: p for tag, p in self._properties.items() if tag[0] not in closed}
 
     # ------------------------------------------------------------------------------------------------ consuming
     def _consume(self) -> None:
@@ -152,6 +247,7 @@ class IngestWorker(amqp.Session):
         while not self.stop.is_set():
             if self._cancelled:
                 raise amqp.ConsumerCancelled(f"consumer of {self.settings.ingest_queue} cancelled by the broker")
+            self._rebalance()  # also between two full batches: a busy worker makes room for one that joins
             if self.batcher.ready():
                 self._apply(self.batcher.take())
                 continue
@@ -159,23 +255,26 @@ class IngestWorker(amqp.Session):
             connection.process_data_events(time_limit=_TICK if wait is None else min(wait, _TICK))
             self._maybe_log_progress()
         # Graceful stop: no new deliveries, apply and ack what we already hold, then close.
-        for tag in list(self._consume_channel.consumer_tags):
-            self._consume_channel.basic_cancel(tag)
+        for channel in [self._consume_channel, *self._held.values()]:
+            for tag in list(channel.consumer_tags):
+                channel.basic_cancel(tag)
         while len(self.batcher):
             self._apply(self.batcher.take())
 
     def _on_message(
         self, channel: BlockingChannel, method: Basic.Deliver, properties: BasicProperties, body: bytes
     ) -> None:
-        tag = method.delivery_tag
+        tag = (channel, method.delivery_tag)
         self._properties[tag] = properties
+        headers = properties.headers or {}
+        routing_key = headers.get(ROUTING_KEY_HEADER) if self.settings.ingest_partitions > 1 else None
         self.batcher.add(
             Delivery(
                 body=body,
-                routing_key=method.routing_key or "",
+                routing_key=routing_key if isinstance(routing_key, str) else method.routing_key or "",
                 message_id=properties.message_id,
                 correlation_id=properties.correlation_id,
-                headers=properties.headers or {},
+                headers=headers,
                 received_at=datetime.now(UTC),
                 tag=tag,
             )
@@ -189,9 +288,13 @@ class IngestWorker(amqp.Session):
         started = time.monotonic()
         result = self._process_until_committed(batch)
         self._dead_letter(result.rejections)
-        assert self._consume_channel is not None
-        # Every earlier tag was acked with an earlier batch: one ack covers exactly this batch.
-        self._consume_channel.basic_ack(delivery_tag=batch[-1].tag, multiple=True)
+        # Every earlier tag of a channel was acked with an earlier batch: one ack per channel covers this batch.
+        last: dict[BlockingChannel, int] = {}
+        for delivery in batch:
+            channel, tag = delivery.tag
+            last[channel] = tag
+        for channel, tag in last.items():
+            channel.basic_ack(delivery_tag=tag, multiple=True)
         for delivery in batch:
             self._properties.pop(delivery.tag, None)
         self.batcher.restart_window()

@@ -43,15 +43,14 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
 
 def _copy(conn: Connection, target: str, columns: Sequence[Any], rows: Sequence[dict[str, Any]]) -> None:
     names = ", ".join(f'"{c.name}"' for c in columns)
-    json_columns = {c.name for c in columns if _is_json(c)}
+    fields = [(c.name, _is_json(c)) for c in columns]
     statement = f"COPY {target} ({names}) FROM STDIN"
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    dumps = orjson.dumps
     try:
         with cursor.copy(statement) as copy:
             for row in rows:
-                copy.write_row(
-                    [orjson.dumps(row[c.name]).decode() if c.name in json_columns else row[c.name] for c in columns]
-                )
+                copy.write_row([dumps(row[name]).decode() if is_json else row[name] for name, is_json in fields])
     except psycopg.Error as exc:
         # COPY runs on the driver's cursor, outside SQLAlchemy: wrap its errors as SQLAlchemy would (IntegrityError,
         # OperationalError, ...), so that callers tell a lost race or an outage from a bad row the same way.

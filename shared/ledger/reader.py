@@ -6,7 +6,6 @@ so that every SELECT the store sends on the log and its head rows is found in on
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -15,6 +14,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from shared.contracts.events import parse
 from shared.ledger import snapshot
+from shared.ledger.cache import StateCache
 from shared.ledger.db import by_tenant, has_row_locks, is_postgres
 from shared.ledger.hashing import utc
 from shared.ledger.records import LOG_START, Cursor, EventKey, Incoming, RecordedEvent, StreamKey
@@ -27,13 +27,10 @@ Known = dict[EventKey, str | None]  # event ids in the log (or applied earlier i
 class Reader:
     """Reads what is committed; never writes, never locks."""
 
-    def __init__(
-        self, engine: Engine, cache: OrderedDict[StreamKey, CustomerState], *, cache_size: int = 20000
-    ) -> None:
+    def __init__(self, engine: Engine, cache: StateCache) -> None:
         self.engine = engine
         # Committed states by stream, shared with the writer that fills it: see state() and states().
         self._cache = cache
-        self._cache_size = cache_size
 
     def state(self, tenant: str, customer_id: str) -> CustomerState:
         """The customer's projected state as committed: the last snapshot and the events after it.
@@ -44,7 +41,7 @@ class Reader:
         key = (tenant, customer_id)
         with self.engine.connect() as conn:
             version = heads(conn, [key]).get(key, 0)
-            cached = self._cache.pop(key, None)
+            cached: CustomerState | None = self._cache.pop(key, None)
             if cached is not None and cached.version == version:
                 return cached
             loaded = load_states(conn, [key]) if version else {}
@@ -72,10 +69,8 @@ class Reader:
                 else:
                     states[key] = CustomerState(tenant=key[0], customer_id=key[1])
             loaded = load_states(conn, missing) if missing else {}
-        for key, state in loaded.items():
-            self._cache[key] = state
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        for state in loaded.values():
+            self._cache.remember(state)
         states.update(loaded)
         return states
 

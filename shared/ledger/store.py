@@ -2,18 +2,19 @@
 
 :class:`Ledger` is what a process holds: a :class:`~shared.ledger.writer.Writer` that records events (how a batch is
 appended, locked and retried is told there) and a :class:`~shared.ledger.reader.Reader` for states, streams and the
-whole log in commit order, over one engine and sharing the states this process committed; and ``verify``
+whole log in commit order, over one engine and sharing the states this process committed (within a bound in bytes,
+:mod:`shared.ledger.cache`); and ``verify``
 (:mod:`shared.ledger.verify`). The projection rows are written by :mod:`shared.ledger.projections`. What goes in and
 comes out (:mod:`shared.ledger.records`) and the errors (:mod:`shared.ledger.errors`) are importable from here too.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 
 from sqlalchemy import Connection, Engine
 
+from shared.ledger.cache import StateCache
 from shared.ledger.errors import LedgerConflict, LedgerError, LedgerNeedsAttention, LedgerRefused, LedgerUnavailable
 from shared.ledger.reader import Reader
 from shared.ledger.records import LOG_START, Cursor, EventKey, Incoming, Outcome, RecordedEvent, Status, StreamKey
@@ -38,14 +39,17 @@ __all__ = [
 ]
 
 
+DEFAULT_CACHE_BYTES = 96 * 1024 * 1024  # the default of ``RELANCE_STATE_CACHE_MB``
+
+
 class Ledger:
     """One process's event store (a Ledger belongs to one thread: one per worker process)."""
 
-    def __init__(self, engine: Engine, *, max_attempts: int = 50, cache_size: int = 20000) -> None:
+    def __init__(self, engine: Engine, *, max_attempts: int = 50, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.engine = engine
-        cache: OrderedDict[StreamKey, CustomerState] = OrderedDict()  # committed states by stream
-        self.writer = Writer(engine, cache, max_attempts=max_attempts, cache_size=cache_size)
-        self.reader = Reader(engine, cache, cache_size=cache_size)
+        cache = StateCache(cache_bytes)  # committed states by stream, within cache_bytes
+        self.writer = Writer(engine, cache, max_attempts=max_attempts)
+        self.reader = Reader(engine, cache)
 
     def record(self, items: Sequence[Incoming], *, conn: Connection | None = None) -> list[Outcome]:
         """Apply the items in one transaction (or in ``conn``'s); see :meth:`Writer.record`."""

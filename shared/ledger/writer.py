@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,12 +26,14 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError
 
 from shared.ledger.bulk import insert_rows
+from shared.ledger.cache import StateCache
 from shared.ledger.db import dialect_insert
 from shared.ledger.errors import LedgerConflict, LedgerNeedsAttention, LedgerRefused, LedgerUnavailable
 from shared.ledger.hashing import GENESIS, event_hash, utc
+from shared.ledger.lookup import heads, known_in_log
 from shared.ledger.outbox import command_rows
 from shared.ledger.projections import save_projections
-from shared.ledger.reader import Known, heads, known_in_log, load_states
+from shared.ledger.reader import Known, load_states
 from shared.ledger.records import EventKey, Incoming, Outcome, StreamKey
 from shared.ledger.refusal import classify
 from shared.ledger.schema import customer_state, event_fingerprints, events, outbox
@@ -67,14 +68,12 @@ class Writer:
     def __init__(
         self,
         engine: Engine,
-        cache: OrderedDict[StreamKey, CustomerState],
+        cache: StateCache,
         *,
         max_attempts: int = 50,
-        cache_size: int = 20000,
     ) -> None:
         self.engine = engine
         self.max_attempts = max_attempts
-        self.cache_size = cache_size
         # Committed states by stream, shared with the reader: a Ledger belongs to one thread (one per worker process).
         self._cache = cache
 
@@ -134,7 +133,7 @@ class Writer:
         moved = [key for key in keys if locked[key] != plan.streams[key].before]
         if moved:
             # Another writer appended to these streams meanwhile: work them out again, now that they are locked.
-            log.debug("ledger.replan", streams=len(moved))
+            log.info("ledger.replan", streams=len(moved))
             fresh = load_states(conn, [k for k in moved if locked[k] > 0])
             fresh.update({k: CustomerState(tenant=k[0], customer_id=k[1]) for k in moved if locked[k] == 0})
             moved_items = [items[i] for k in moved for i in by_stream[k]]
@@ -254,9 +253,7 @@ class Writer:
 
     def _remember(self, states: Iterable[CustomerState]) -> None:
         for state in states:
-            self._cache[(state.tenant, state.customer_id)] = state
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+            self._cache.remember(state)
 
 
 _REUSED = "event_id reused for another event"  # placeholder reason, replaced by _reuse_reason's

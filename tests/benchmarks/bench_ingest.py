@@ -1,33 +1,34 @@
 """Ingest throughput on real RabbitMQ + PostgreSQL, next to a baseline measured in the same run.
 
-    python -m tests.benchmarks.bench_ingest [--events 20000] [--workers 1,2] [--profile]
+    python -m tests.benchmarks.bench_ingest [--customers 1000] [--invoices 15000] [--events N] [--workers 1,2,4]
+                                            [--partitions 8] [--hot 20] [--profile]
 
 Every durability setting is on: durable queues, persistent messages published with publisher confirms, consumers
-acking only after their transaction committed, PostgreSQL with ``synchronous_commit = on`` (checked, printed, and set
-on the benchmark's databases). Each run creates its own databases and queue names and removes them afterwards.
+acking only after their transaction committed, PostgreSQL with ``synchronous_commit = on`` and ``fsync = on``
+(checked; the benchmark refuses to measure otherwise). Each run creates its own databases and queue names and
+removes them afterwards. The workload is the ERP simulator's mix (invoices, payments, credit notes, ...): ``--events``
+messages (default: 4/3 of ``--invoices``) over ``--customers`` customers.
 
 - **baseline**: plain pika consumes with the same prefetch, parses each body as JSON and INSERTs the same rows
   (the columns of relance's ``events`` table, into a copy of it with the same indexes) with one ``executemany`` per
   batch of the same size, commits, then acks the batch with ``multiple=True``. No validation, no projection, no
   dedupe: the cost of moving the bytes durably.
-- **relance(n)**: n ``relance worker ingest`` processes drain the same messages into a fresh ledger.
+- **relance, 1 worker** (``ingest``): one ``relance worker ingest`` process, as deployed by default (one queue),
+  drains the same messages into a fresh ledger; its peak resident memory is ``ingest.memory``.
+- **scaling** (``ingest.scaling``): 1, 2 and 4 workers over ``--partitions`` customer partitions, on the spread
+  workload and on a hot one (the same number of events over ``--hot`` customers). As for one worker, the messages
+  are published first and the workers started together; the router moves them to the partitions meanwhile.
 
-Two figures per run, both explicit:
-- *drain*: events / wall time from the consumer's start (process spawn for relance, so Python start-up counts) until
-  the last event is committed (polled every 50 ms);
-- *sustained*: events committed between the first and the last batch / time between them, read from the rows'
-  ``recorded_at`` (each batch stamps its rows when its transaction starts writing). This leaves start-up out and is
-  the figure compared with the 5,000 events/s target.
+The rate is *sustained*: events committed between the first and the last batch / time between them, read from the
+rows' ``recorded_at`` (each batch stamps its rows when its transaction starts writing). This leaves start-up out.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
-import platform
 import pstats
 import shutil
 import signal
@@ -35,10 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,124 +45,52 @@ import pika
 import psycopg
 from psycopg.types.json import Jsonb
 
+from tests.benchmarks.common import (
+    Figure,
+    bench_names,
+    broker_server,
+    database_server,
+    delete_broker_names,
+    load_average,
+    machine_facts,
+    on_broker,
+    print_machine,
+    report,
+    sizing,
+    sqlalchemy_url,
+    temp_database,
+)
 from tests.e2e.erp_simulator import Message, generate, publish
 
 TARGET = 5000
-LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
-LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+MEMORY_TARGET_MB = 300
 
 
 @dataclass
 class Result:
     name: str
     events: int
-    drain_seconds: float
     sustained: float  # events/s between the first and the last batch
     batches: int
-
-    @property
-    def drain_rate(self) -> float:
-        return self.events / self.drain_seconds if self.drain_seconds else 0.0
+    peak_rss_mb: float = 0.0
 
 
-# ---------------------------------------------------------------------------------------------------- servers
-def _plain(url: str) -> str:
-    """psycopg wants postgresql://; relance's settings take either form."""
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+@dataclass
+class Names:
+    """The exchanges and queues of this run; deleted at the end."""
 
-
-def _with_database(url: str, name: str) -> str:
-    base, _, _ = _plain(url).rpartition("/")
-    return f"{base}/{name}"
-
-
-@contextlib.contextmanager
-def temp_database(admin_url: str, label: str) -> Iterator[str]:
-    """A fresh database migrated to relance's schema, synchronous_commit forced on; dropped afterwards."""
-    from shared.ledger.migrate import upgrade
-
-    name = f"relance_bench_{uuid.uuid4().hex[:8]}_{label}"
-    with psycopg.connect(_plain(admin_url), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = on')
-    url = _with_database(admin_url, name)
-    try:
-        upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1))
-        yield url
-    finally:
-        with psycopg.connect(_plain(admin_url), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def machine_facts(admin_url: str, amqp_url: str) -> dict[str, str]:
-    with psycopg.connect(_plain(admin_url)) as conn:
-        pg_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-        sync = str(conn.execute("SHOW synchronous_commit").fetchone()[0])  # type: ignore[index]
-        fsync = str(conn.execute("SHOW fsync").fetchone()[0])  # type: ignore[index]
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        server = connection._impl.server_properties or {}
-        rabbit = server.get("version", "?")
-        rabbit = rabbit.decode() if isinstance(rabbit, bytes) else str(rabbit)
-    finally:
-        connection.close()
-    return {
-        "cores": str(os.cpu_count()),
-        "cpu": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "postgresql": pg_version,
-        "synchronous_commit (server default)": sync,
-        "fsync": fsync,
-        "rabbitmq": rabbit,
-        "load average (1, 5, 15 min)": _load(),
-    }
-
-
-class Queues:
-    """An exchange and queues of this run alone, declared durable; deleted at the end."""
-
-    def __init__(self, amqp_url: str) -> None:
-        self.amqp_url = amqp_url
-        self.names: list[str] = []
-        self.exchanges: list[str] = []
-
-    def base(self) -> str:
-        return f"relance.bench.{uuid.uuid4().hex[:8]}"
-
-    def baseline(self) -> tuple[str, str]:
-        base = self.base()
-        exchange, queue = f"{base}.events", f"{base}.baseline"
-        self._run(lambda ch: _declare(ch, exchange, queue))
-        self.exchanges.append(exchange)
-        self.names.append(queue)
-        return exchange, queue
+    amqp_url: str
+    queues: list[str] = field(default_factory=list)
+    exchanges: list[str] = field(default_factory=list)
 
     def depth(self, queue: str) -> int:
-        counts: list[int] = []
-        self._run(lambda ch: counts.append(ch.queue_declare(queue, passive=True).method.message_count))
-        return counts[0]
+        return int(on_broker(self.amqp_url, lambda ch: ch.queue_declare(queue, passive=True).method.message_count))
+
+    def consumers(self, queue: str) -> int:
+        return int(on_broker(self.amqp_url, lambda ch: ch.queue_declare(queue, passive=True).method.consumer_count))
 
     def cleanup(self) -> None:
-        def delete(channel: Any) -> None:
-            for name in self.names:
-                channel.queue_delete(name)
-            for name in self.exchanges:
-                channel.exchange_delete(name)
-
-        self._run(delete)
-
-    def _run(self, action: Any) -> None:
-        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
-        try:
-            action(connection.channel())
-        finally:
-            connection.close()
-
-
-def _declare(channel: Any, exchange: str, queue: str) -> None:
-    channel.exchange_declare(exchange, exchange_type="topic", durable=True)
-    channel.queue_declare(queue, durable=True)
-    channel.queue_bind(queue, exchange, routing_key="#")
+        delete_broker_names(self.amqp_url, self.queues, self.exchanges)
 
 
 # ---------------------------------------------------------------------------------------------------- workload
@@ -179,14 +106,29 @@ def workload(events: int, customers: int) -> list[Message]:
             chosen.append(message)
     if len(chosen) < events:
         raise SystemExit(f"the generator produced only {len(chosen)} valid messages, {events} wanted")
-    return chosen[:events]
+    # The simulator's clock starts on 2026-01-05 and moves about 20 minutes per event: events past tomorrow would be
+    # refused as more than 24 hours ahead, and the run would time dead-lettering. They are left out, and said so.
+    horizon = (datetime.now(UTC) + timedelta(hours=23)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    kept = [m for m in chosen[:events] if json.loads(m.body)["occurred_at"] <= horizon]
+    if len(kept) < events:
+        print(f"note: {events - len(kept)} of the {events} events would occur more than a day from now; left out")
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------------- baseline
-def run_baseline(
-    messages: list[Message], db_url: str, amqp_url: str, queues: Queues, batch_size: int, prefetch: int
-) -> Result:
-    exchange, queue = queues.baseline()
+def run_baseline(messages: list[Message], db_url: str, names: Names, batch_size: int, prefetch: int) -> Result:
+    base = bench_names()
+    exchange, queue = f"{base}.events", f"{base}.baseline"
+
+    def declare(channel: Any) -> None:
+        channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+        channel.queue_declare(queue, durable=True)
+        channel.queue_bind(queue, exchange, routing_key="#")
+
+    on_broker(names.amqp_url, declare)
+    names.exchanges.append(exchange)
+    names.queues.append(queue)
+    amqp_url = names.amqp_url
     publish(messages, amqp_url, exchange)
     with psycopg.connect(db_url) as conn:
         conn.execute("CREATE TABLE baseline_events (LIKE events INCLUDING ALL)")
@@ -200,7 +142,6 @@ def run_baseline(
     done = 0
     batches = 0
     batch_ms = 0.1
-    started = time.monotonic()
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     pending: list[tuple[int, str | None, bytes]] = []
     with psycopg.connect(db_url) as conn:
@@ -251,10 +192,9 @@ def run_baseline(
             channel.basic_ack(delivery_tag=batch[-1][0], multiple=True)
             done += len(batch)
             batches += 1
-        elapsed = time.monotonic() - started
         sustained = _sustained(conn, "baseline_events")
     connection.close()
-    return Result("baseline (pika + executemany)", done, elapsed, sustained, batches)
+    return Result("baseline (pika + executemany)", done, sustained, batches)
 
 
 def _sustained(conn: psycopg.Connection[Any], table: str) -> float:
@@ -280,30 +220,34 @@ def _relance() -> str:
     return which
 
 
-def run_relance(
-    messages: list[Message],
-    db_url: str,
-    amqp_url: str,
-    queues: Queues,
-    workers: int,
-    batch_size: int,
-    prefetch: int,
-    log_dir: Path,
-    profile: Path | None = None,
-) -> Result:
-    from services.ingest.topology import declare_topology
+@dataclass
+class Run:
+    """One relance measurement: its workers' settings and where they log."""
+
+    workers: int
+    partitions: int
+    batch_size: int
+    prefetch: int
+    log_dir: Path
+    profile: Path | None = None
+
+
+def run_relance(messages: list[Message], db_url: str, names: Names, run: Run) -> Result:
+    """Publish the messages, then drain them with ``run.workers`` processes started together."""
+    from services.ingest.topology import declare_topology, partition_queue, workers_queue
     from shared.broker.amqp import connect
     from shared.config import load_settings
 
-    base = queues.base()
+    base = bench_names()
     overrides = {
-        "database_url": db_url,
-        "amqp_url": amqp_url,
+        "database_url": sqlalchemy_url(db_url),
+        "amqp_url": names.amqp_url,
         "events_exchange": f"{base}.events",
         "ingest_queue": f"{base}.ingest",
         "dead_letter_queue": f"{base}.dead",
-        "ingest_batch_size": batch_size,
-        "ingest_prefetch": prefetch,
+        "ingest_batch_size": run.batch_size,
+        "ingest_prefetch": run.prefetch,
+        "ingest_partitions": run.partitions,
     }
     settings = load_settings(**overrides)
     connection = connect(settings, "bench")
@@ -311,62 +255,85 @@ def run_relance(
         declare_topology(connection, settings)  # what the worker does at start-up, done before publishing
     finally:
         connection.close()
-    queues.names += [settings.ingest_queue, settings.dead_letter_queue]
-    queues.exchanges.append(settings.events_exchange)
-    publish(messages, amqp_url, settings.events_exchange)
-    assert queues.depth(settings.ingest_queue) == len(messages)
+    partition_queues = [partition_queue(settings, p) for p in range(run.partitions)] if run.partitions > 1 else []
+    names.queues += [settings.ingest_queue, settings.dead_letter_queue, *partition_queues]
+    names.queues += [workers_queue(settings)] if run.partitions > 1 else []
+    names.exchanges.append(settings.events_exchange)
+    publish(messages, names.amqp_url, settings.events_exchange)
 
     env = {
         **os.environ,
         **{f"RELANCE_{key.upper()}": str(value) for key, value in overrides.items()},
-        "RELANCE_DATABASE_URL": db_url.replace("postgresql://", "postgresql+psycopg://", 1),
         "RELANCE_LOG_FORMAT": "json",
     }
     command = [_relance(), "worker", "ingest"]
-    if profile is not None:
-        command = [sys.executable, "-m", "cProfile", "-o", str(profile), *command]
-    processes = []
-    logs = []
-    started = time.monotonic()
-    for index in range(workers):
-        path = log_dir / f"relance-{workers}-{index}.log"
+    if run.profile is not None:
+        command = [sys.executable, "-m", "cProfile", "-o", str(run.profile), *command]
+    label = f"relance ({run.workers} worker{'s' if run.workers > 1 else ''}"
+    label += f", {run.partitions} partitions)" if run.partitions > 1 else ")"
+    processes: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
+    for index in range(run.workers):
+        path = run.log_dir / f"relance-{base}-{index}.log"
         logs.append(path)
         with path.open("wb") as out:
             processes.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT))
+    peak = 0.0
     total = len(messages)
     with psycopg.connect(db_url, autocommit=True) as conn:
         try:
+            started = time.monotonic()
             while True:
                 count = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])  # type: ignore[index]
+                peak = max([peak, *(_peak_rss_mb(p.pid) for p in processes)])
                 if count >= total:
                     break
-                for index, process in enumerate(processes):
-                    if process.poll() is not None:
-                        tail = logs[index].read_text(errors="replace")[-3000:]
-                        raise SystemExit(f"relance worker {index} exited with {process.returncode}:\n{tail}")
+                _check_alive(processes, logs)
                 if time.monotonic() - started > 600:
-                    raise SystemExit(f"relance({workers}) did not drain in 600 s: {count}/{total} events")
+                    raise SystemExit(f"{label} did not drain in 600 s: {count}/{total} events")
                 time.sleep(0.05)
-            elapsed = time.monotonic() - started
         finally:
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            _stop(processes)
         sustained = _sustained(conn, "events")
         batches = int(conn.execute("SELECT count(DISTINCT recorded_at) FROM events").fetchone()[0])  # type: ignore[index]
     codes = [p.returncode for p in processes]
     if any(codes):
-        raise SystemExit(f"relance workers exited with {codes} after SIGTERM; logs in {log_dir}")
-    left = queues.depth(settings.ingest_queue)
-    dead = queues.depth(settings.dead_letter_queue)
+        raise SystemExit(f"relance workers exited with {codes} after SIGTERM; logs in {run.log_dir}")
+    left = sum(names.depth(q) for q in [settings.ingest_queue, *partition_queues])
+    dead = names.depth(settings.dead_letter_queue)
     if left or dead:
-        raise SystemExit(f"relance({workers}) left {left} messages in the queue and dead-lettered {dead}")
-    return Result(f"relance ({workers} worker{'s' if workers > 1 else ''})", total, elapsed, sustained, batches)
+        raise SystemExit(f"{label} left {left} messages in the queues and dead-lettered {dead}")
+    return Result(label, total, sustained, batches, peak)
+
+
+def _check_alive(processes: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+    for index, process in enumerate(processes):
+        if process.poll() is not None:
+            tail = logs[index].read_text(errors="replace")[-3000:]
+            raise SystemExit(f"relance worker {index} exited with {process.returncode}:\n{tail}")
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MB; 0 once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 # ---------------------------------------------------------------------------------------------------- profile
@@ -387,7 +354,7 @@ _PHASES = [  # cumulative time of the functions that make up a batch
     ("    parse + validate messages", "shared/contracts/erp.py", "parse_event"),
     ("    Ledger.record (one transaction per batch)", "shared/ledger/writer.py", "record"),
     ("      lock streams + load snapshots", "shared/ledger/writer.py", "_lock_streams"),
-    ("      look up known event ids", "shared/ledger/reader.py", "known_in_log"),
+    ("      look up known event ids", "shared/ledger/lookup.py", "known_in_log"),
     ("      fold events into state", "shared/ledger/state.py", "apply"),
     ("      hash chain (canonical JSON + sha256)", "shared/ledger/hashing.py", "event_hash"),
     ("      save projections (snapshots, invoices)", "shared/ledger/projections.py", "save_projections"),
@@ -425,103 +392,116 @@ def main(argv: list[str] | None = None) -> int:
 
     defaults = Settings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--events", type=int, default=20000, help="messages per run (default 20000)")
-    parser.add_argument("--customers", type=int, default=1000, help="customers the events spread over")
-    parser.add_argument("--workers", default="1,2", help="relance process counts to run, comma separated")
+    sizing(parser, customers=1000, invoices=15000)
+    parser.add_argument("--events", type=int, default=None, help="messages per run (default: 4/3 of --invoices)")
+    parser.add_argument("--workers", default="1,2,4", help="worker counts of the scaling curve, comma separated")
+    parser.add_argument("--partitions", type=int, default=8, help="customer partitions of the scaling runs (8)")
+    parser.add_argument("--hot", type=int, default=20, help="customers of the hot workload (20)")
     parser.add_argument("--batch-size", type=int, default=defaults.ingest_batch_size)
     parser.add_argument("--prefetch", type=int, default=defaults.ingest_prefetch)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("RELANCE_BENCH_DATABASE_URL") or os.environ.get("RELANCE_TEST_DATABASE_URL") or LOCAL_PG,
-        help="PostgreSQL server where the benchmark may create and drop databases",
-    )
-    parser.add_argument(
-        "--amqp-url",
-        default=os.environ.get("RELANCE_BENCH_AMQP_URL") or os.environ.get("RELANCE_TEST_AMQP_URL") or LOCAL_AMQP,
-    )
     parser.add_argument("--profile", action="store_true", help="also profile one relance worker (cProfile)")
-    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--skip-scaling", action="store_true", help="only the 1-worker figure, its baseline, memory")
     args = parser.parse_args(argv)
-    counts = [int(n) for n in args.workers.split(",") if n.strip()]
+    events = args.events or args.invoices * 4 // 3
+    counts = sorted({1, *(int(n) for n in args.workers.split(",") if n.strip())})
+    admin, amqp_url = database_server(), broker_server()
 
-    facts = machine_facts(args.database_url, args.amqp_url)
-    print("machine:")
-    for key, value in facts.items():
-        print(f"  {key:38} {value}")
+    print_machine(machine_facts(admin, amqp_url))
     print(
         f"durability: durable queues, persistent messages, publisher confirms, ack after commit, "
-        f"synchronous_commit=on on the benchmark databases; batch {args.batch_size}, prefetch {args.prefetch}"
+        f"synchronous_commit=on and fsync=on on the benchmark databases; batch {args.batch_size}, "
+        f"prefetch {args.prefetch}"
     )
-    messages = workload(args.events, args.customers)
-    print(f"workload: {len(messages)} valid v1 messages over {args.customers} customers\n")
+    spread = workload(events, args.customers)
+    print(f"workload: {len(spread)} valid v1 messages over {args.customers} customers\n")
 
-    results: list[Result] = []
-    queues = Queues(args.amqp_url)
+    names = Names(amqp_url)
     log_dir = Path(tempfile.mkdtemp(prefix="relance-bench-"))
+
+    def measure(messages: list[Message], run: Run) -> Result:
+        with temp_database(admin, f"r{run.workers}p{run.partitions}") as url:
+            result = run_relance(messages, url, names, run)
+        _line(result)
+        return result
+
     try:
-        if not args.skip_baseline:
-            with temp_database(args.database_url, "baseline") as url:
-                _check_sync(url)
-                results.append(run_baseline(messages, url, args.amqp_url, queues, args.batch_size, args.prefetch))
-                _report_line(results[-1])
-        for workers in counts:
-            with temp_database(args.database_url, f"r{workers}") as url:
-                _check_sync(url)
-                result = run_relance(
-                    messages, url, args.amqp_url, queues, workers, args.batch_size, args.prefetch, log_dir
-                )
-                results.append(result)
-                _report_line(result)
+        with temp_database(admin, "baseline") as url:
+            baseline = run_baseline(spread, url, names, args.batch_size, args.prefetch)
+        _line(baseline)
+        single = measure(spread, Run(1, 1, args.batch_size, args.prefetch, log_dir))
+        curves: dict[str, dict[int, float]] = {}
+        if not args.skip_scaling:
+            hot = workload(events, args.hot)
+            for shape, messages in (("spread", spread), (f"hot ({args.hot} customers)", hot)):
+                curves[shape] = {
+                    n: measure(messages, Run(n, args.partitions, args.batch_size, args.prefetch, log_dir)).sustained
+                    for n in counts
+                }
         if args.profile:
             profile = log_dir / "relance.prof"
-            with temp_database(args.database_url, "profile") as url:
-                run_relance(messages, url, args.amqp_url, queues, 1, args.batch_size, args.prefetch, log_dir, profile)
+            measure(spread, Run(1, 1, args.batch_size, args.prefetch, log_dir, profile))
             summarize_profile(profile)
     finally:
-        queues.cleanup()
-    _report(results)
+        names.cleanup()
+
+    ratio = single.sustained / baseline.sustained if baseline.sustained else 0.0
+    report(
+        Figure(
+            stage="ingest",
+            value=single.sustained,
+            unit="events/s",
+            baseline=baseline.sustained,
+            target=f">= {TARGET:,} events/s and >= 0.5 of baseline",
+            met=single.sustained >= TARGET and ratio >= 0.5,
+            detail={"events": single.events, "customers": args.customers, "batches": single.batches},
+        )
+    )
+    if curves:
+        _scaling(curves, args.partitions)
+    report(
+        Figure(
+            stage="ingest.memory",
+            value=single.peak_rss_mb,
+            unit="MB",
+            baseline=None,
+            target=f"< {MEMORY_TARGET_MB} MB",
+            met=0 < single.peak_rss_mb < MEMORY_TARGET_MB,
+            detail={"customers": args.customers, "events": single.events, "state_cache_mb": Settings().state_cache_mb},
+        )
+    )
     print(f"\nworker logs: {log_dir}")
     return 0
 
 
-def _check_sync(url: str) -> None:
-    with psycopg.connect(url) as conn:
-        value = conn.execute("SHOW synchronous_commit").fetchone()[0]  # type: ignore[index]
-    if value != "on":
-        raise SystemExit(f"synchronous_commit is {value!r} on the benchmark database; refusing to measure")
-
-
-def _report_line(result: Result) -> None:
-    print(
-        f"  {result.name}: {result.events} events, drain {result.drain_seconds:.2f}s "
-        f"({result.drain_rate:,.0f}/s), sustained {result.sustained:,.0f}/s over {result.batches} batches; "
-        f"load average {_load()} (other processes on the machine skew the figures)"
+def _scaling(curves: dict[str, dict[int, float]], partitions: int) -> None:
+    """One figure: the smallest gain of more than one worker over one, every curve in the detail."""
+    print(f"\nscaling over {partitions} partitions, sustained events/s (relative to 1 worker):")
+    relative: dict[str, dict[str, float]] = {}
+    for shape, curve in curves.items():
+        one = curve[1] or 1.0
+        relative[shape] = {f"{n} workers": round(rate / one, 3) for n, rate in curve.items() if n > 1}
+        cells = ", ".join(f"{n}: {rate:,.0f} ({rate / one:.2f}x)" for n, rate in curve.items())
+        print(f"  {shape:24} {cells}")
+    worst = min(value for gains in relative.values() for value in gains.values())
+    report(
+        Figure(
+            stage="ingest.scaling",
+            value=worst,
+            unit="x of 1 worker (worst of 2 and 4 workers, spread and hot)",
+            baseline=None,
+            target="more than 1 worker adds throughput",
+            met=worst > 1.0,
+            detail={"partitions": partitions, "relative": relative, "events_per_second": curves},
+        )
     )
 
 
-def _load() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
-def _report(results: list[Result]) -> None:
-    if not results:
-        return
-    baseline = next((r for r in results if r.name.startswith("baseline")), None)
-    header = f"{'run':32} {'events':>7} {'drain s':>8} {'drain ev/s':>11} {'sustained ev/s':>15} {'vs baseline':>12}"
-    print("\n" + header)
-    print("-" * len(header))
-    for result in results:
-        ratio = f"{result.sustained / baseline.sustained:.2f}" if baseline and baseline.sustained else "-"
-        print(
-            f"{result.name:32} {result.events:>7} {result.drain_seconds:>8.2f} {result.drain_rate:>11,.0f} "
-            f"{result.sustained:>15,.0f} {ratio:>12}"
-        )
-    relance = [r for r in results if not r.name.startswith("baseline")]
-    if relance:
-        best = max(r.sustained for r in relance)
-        verdict = "meets" if best >= TARGET else "is below"
-        print(f"\nbest relance sustained rate {best:,.0f} events/s {verdict} the {TARGET:,} events/s target")
-    print("ratio = sustained relance / sustained baseline")
+def _line(result: Result) -> None:
+    memory = f", peak RSS {result.peak_rss_mb:,.0f} MB" if result.peak_rss_mb else ""
+    print(
+        f"  {result.name}: {result.events} events, sustained {result.sustained:,.0f}/s over {result.batches} "
+        f"batches{memory}; load average {load_average()} (other processes on the machine skew the figures)"
+    )
 
 
 if __name__ == "__main__":
