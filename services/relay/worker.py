@@ -4,15 +4,22 @@ One round, in one database transaction:
 
 1. lock a batch of pending commands (``FOR UPDATE SKIP LOCKED``: relays running side by side take different rows;
    only the oldest pending command of a customer per family is eligible, so a customer's commands leave in order);
-2. publish each to ``settings.commands_exchange``, routing key = the command kind, persistent, JSON, ``message_id`` =
-   ``command_id``, ``mandatory`` set, and wait for the broker's confirm;
+2. publish them all to ``settings.commands_exchange``, routing key = the command kind, persistent, JSON,
+   ``message_id`` = ``command_id``, ``mandatory`` set, with their confirms pipelined (:mod:`shared.broker.confirms`:
+   up to ``RELANCE_PUBLISH_WINDOW`` in flight), and wait until the broker answered each;
 3. mark the confirmed ones published and commit.
 
 At-least-once: a crash or a lost connection after a confirm but before the commit leaves the row pending and it is
 published again, with the same ``message_id``; receivers deduplicate by ``command_id``. Nothing is lost: a row is
-marked only after RabbitMQ confirmed it, and a command nobody's queue is bound for (RabbitMQ returns it as
-unroutable) stays pending, its family paused with backoff, until a queue is bound. While RabbitMQ or the database is
-down the relay retries with backoff. SIGTERM or SIGINT ends after the current round.
+marked only after RabbitMQ confirmed it. When the connection is lost mid-batch, the rows confirmed before are marked
+and committed, the others stay pending and are published again once reconnected (the broker may already hold some:
+a duplicate, never a loss). A command nacked by the broker, or that nobody's queue is bound for (RabbitMQ returns it
+as unroutable), stays pending, its family paused with backoff, and is published again after the pause.
+
+Order per customer holds with a window in flight: a batch holds at most one command of a customer per family (the
+oldest pending one), and the customer's next command becomes eligible only once that one is marked published, so
+whatever is nacked, returned or lost is published again before anything later of the same customer. While RabbitMQ
+or the database is down the relay retries with backoff. SIGTERM or SIGINT ends after the current round.
 
 With ``RELANCE_ERP_TRANSPORT=webhook`` the relay publishes only the ``notifier`` family and leaves the ``erp.*``
 commands to ``relance worker webhook`` (:mod:`services.webhook.worker`), so no command is ever delivered both ways.
@@ -31,11 +38,11 @@ import orjson
 import pika
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.exceptions import NackError, UnroutableError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from shared.broker import amqp
+from shared.broker.confirms import ConfirmingPublisher, Outcome, Outgoing, open_publisher
 from shared.config import Settings
 from shared.ledger.outbox import Command, claim, count_attempt, families, mark_published
 from shared.runtime import Backoff, run_worker, wait_out_database
@@ -64,6 +71,7 @@ class RelayTotals:
     rounds: int = 0
     published: int = 0
     unroutable: int = 0
+    nacked: int = 0
 
 
 @dataclass
@@ -96,8 +104,7 @@ class Relay(amqp.Session):
         self.totals = RelayTotals()
         self._connect = connect or (lambda settings: amqp.connect(settings, "relay"))
         self._database_backoff = Backoff(settings.retry_max_seconds)
-        self._connection: BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
+        self._publisher: ConfirmingPublisher | None = None
         # With RELANCE_ERP_TRANSPORT=webhook the ERP's commands are the webhook worker's alone (services/webhook/)
         self._families = {
             family: kinds
@@ -111,6 +118,7 @@ class Relay(amqp.Session):
             "relay.started",
             exchange=self.settings.commands_exchange,
             batch_size=self.settings.relay_batch_size,
+            window=self.settings.publish_window,
             families=sorted(self._families),
         )
         amqp.stay_connected(self)
@@ -149,65 +157,77 @@ class Relay(amqp.Session):
             pause = self._paused[family]
             if pause.until > now:
                 continue
-            confirmed, unroutable = self._publish_batch(kinds)
+            confirmed, returned, nacked = self._publish_batch(kinds)
             published += confirmed
-            if unroutable:
+            if returned or nacked:
                 delay = pause.backoff.next()
                 pause.until = time.monotonic() + delay
-                log.warning(
-                    "relay.unroutable",
-                    family=family,
-                    commands=unroutable,
-                    exchange=self.settings.commands_exchange,
-                    hint="no queue is bound for these routing keys; they stay in the outbox until one is",
-                    retry_in=round(delay, 2),
-                )
+                if returned:
+                    log.warning(
+                        "relay.unroutable",
+                        family=family,
+                        commands=returned,
+                        exchange=self.settings.commands_exchange,
+                        hint="no queue is bound for these routing keys; they stay in the outbox until one is",
+                        retry_in=round(delay, 2),
+                    )
+                if nacked:
+                    log.warning("relay.nacked", family=family, commands=nacked, retry_in=round(delay, 2))
             elif confirmed:
                 pause.backoff.reset()
         self.totals.rounds += 1
         return published
 
-    def _publish_batch(self, kinds: tuple[str, ...]) -> tuple[int, int]:
-        channel = self._channel
-        assert channel is not None
-        confirmed: list[int] = []
-        failed: list[int] = []
-        # If the broker connection fails mid-batch the exception ends the transaction with a rollback: every claimed
-        # row stays pending, including any already confirmed, and is published again (at-least-once).
+    def _publish_batch(self, kinds: tuple[str, ...]) -> tuple[int, int, int]:
+        """Claim, publish, wait for the answers, mark the confirmed; (confirmed, returned, nacked) counts."""
+        publisher = self._publisher
+        assert publisher is not None
+        lost: BaseException | None = None
         with self.engine.begin() as conn:
-            commands = claim(conn, self.settings.relay_batch_size, kinds)
-            for command in commands:
-                try:
-                    channel.basic_publish(
-                        self.settings.commands_exchange,
-                        routing_key=command.kind,
-                        body=orjson.dumps(command.payload),
-                        properties=message_properties(command),
-                        mandatory=True,
+            commands = {command.id: command for command in claim(conn, self.settings.relay_batch_size, kinds)}
+            try:
+                for command in commands.values():
+                    publisher.publish(
+                        Outgoing(
+                            command.id,
+                            self.settings.commands_exchange,
+                            command.kind,
+                            orjson.dumps(command.payload),
+                            message_properties(command),
+                        )
                     )
-                except (UnroutableError, NackError) as exc:
-                    failed.append(command.id)
-                    log.debug("relay.not_confirmed", command_id=command.command_id, error=type(exc).__name__)
-                    continue
-                confirmed.append(command.id)
+                publisher.flush()
+            except amqp.BROKER_LOST as exc:
+                lost = exc  # mark what was confirmed before the loss; the rest stays pending
+            outcomes: dict[Outcome, list[int]] = {outcome: [] for outcome in Outcome}
+            for item in publisher.settled():
+                outcomes[item.outcome].append(item.message.key)
+            confirmed = outcomes[Outcome.CONFIRMED]
             mark_published(conn, confirmed, datetime.now(UTC))
-            count_attempt(conn, failed)
-        for command in commands:
-            if command.id in confirmed:
-                about = {"kind": command.kind, "tenant": command.tenant, "customer": command.customer_id}
-                log.info("relay.published", command_id=command.command_id, **about)
+            count_attempt(conn, outcomes[Outcome.RETURNED] + outcomes[Outcome.NACKED])
+        for id_ in confirmed:
+            command = commands[id_]
+            about = {"kind": command.kind, "tenant": command.tenant, "customer": command.customer_id}
+            log.info("relay.published", command_id=command.command_id, **about)
+        for outcome in (Outcome.RETURNED, Outcome.NACKED):
+            for id_ in outcomes[outcome]:
+                log.debug("relay.not_confirmed", command_id=commands[id_].command_id, outcome=outcome.value)
         self.totals.published += len(confirmed)
-        self.totals.unroutable += len(failed)
-        return len(confirmed), len(failed)
+        self.totals.unroutable += len(outcomes[Outcome.RETURNED])
+        self.totals.nacked += len(outcomes[Outcome.NACKED])
+        if lost is not None:
+            raise lost
+        return len(confirmed), len(outcomes[Outcome.RETURNED]), len(outcomes[Outcome.NACKED])
 
     # ------------------------------------------------------------------------------------------------ connection
     def connect(self) -> None:
+        """Declare the commands exchange on a blocking connection (``connect``), then open the pipelined publisher."""
         connection = self._connect(self.settings)
-        self._connection = connection
-        channel = connection.channel()
-        declare_commands_exchange(channel, self.settings)
-        channel.confirm_delivery()
-        self._channel = channel
+        try:
+            declare_commands_exchange(connection.channel(), self.settings)
+        finally:
+            amqp.close_connection("relay", connection)
+        self._publisher = open_publisher(self.settings, "relay")
         log.info("relay.connected", exchange=self.settings.commands_exchange)
 
     def _idle(self, seconds: float) -> None:
@@ -217,11 +237,12 @@ class Relay(amqp.Session):
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            if self._connection is not None:
-                self._connection.process_data_events(time_limit=min(left, 0.5))
+            if self._publisher is not None:
+                self._publisher.wait(min(left, 0.5))
             else:
                 self.stop.wait(min(left, 0.5))
 
     def disconnect(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        amqp.close_connection("relay", connection)
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            publisher.close()
