@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +39,7 @@ import orjson
 import pika
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError
 
 from shared.broker import amqp
@@ -48,6 +49,9 @@ from shared.ledger.outbox import Command, claim, count_attempt, families, mark_p
 from shared.runtime import Backoff, run_worker, wait_out_database
 
 log = structlog.get_logger()
+
+PIPELINE_DEPTH = 2  # batches in flight: one confirmed by the broker while the next is claimed and published
+BATCHES_PER_ROUND = 10  # per family, so a round (and a stop request) comes round regularly
 
 
 def message_properties(command: Command) -> pika.BasicProperties:
@@ -72,6 +76,37 @@ class RelayTotals:
     published: int = 0
     unroutable: int = 0
     nacked: int = 0
+
+
+@dataclass
+class _Batch:
+    """Commands claimed in one open transaction, and the broker's answer to each so far."""
+
+    connection: Connection
+    transaction: RootTransaction
+    commands: dict[int, Command]
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+
+    @property
+    def answered(self) -> bool:
+        return len(self.outcomes) == len(self.commands)
+
+    def end(self) -> None:
+        """Commit and release the connection."""
+        try:
+            self.transaction.commit()
+        finally:
+            self.connection.close()
+
+    def abandon(self) -> None:
+        """Roll back (the rows stay pending, their locks released) and release the connection."""
+        if not self.connection.closed:
+            self.connection.close()
+
+
+def _outgoing(command: Command, exchange: str) -> Outgoing:
+    body = orjson.dumps(command.payload)
+    return Outgoing(command.id, exchange, command.kind, body, message_properties(command))
 
 
 @dataclass
@@ -150,14 +185,14 @@ class Relay(amqp.Session):
 
     # ------------------------------------------------------------------------------------------------ one round
     def publish_round(self) -> int:
-        """Publish what is pending, one batch per family; returns how many commands were confirmed."""
+        """Publish what is pending, a few batches per family; returns how many commands were confirmed."""
         published = 0
         now = time.monotonic()
         for family, kinds in self._families.items():
             pause = self._paused[family]
             if pause.until > now:
                 continue
-            confirmed, returned, nacked = self._publish_batch(kinds)
+            confirmed, returned, nacked = self._publish_family(kinds)
             published += confirmed
             if returned or nacked:
                 delay = pause.backoff.next()
@@ -178,46 +213,97 @@ class Relay(amqp.Session):
         self.totals.rounds += 1
         return published
 
-    def _publish_batch(self, kinds: tuple[str, ...]) -> tuple[int, int, int]:
-        """Claim, publish, wait for the answers, mark the confirmed; (confirmed, returned, nacked) counts."""
+    def _publish_family(self, kinds: tuple[str, ...]) -> tuple[int, int, int]:
+        """Batches of ``kinds``, :data:`PIPELINE_DEPTH` in flight: while the broker confirms one, the next is claimed
+        and published; each is marked and committed once the broker answered all of its commands. Ends when nothing
+        more is eligible, after :data:`BATCHES_PER_ROUND` batches, or at the first refused command (the family
+        pauses). Returns the (confirmed, returned, nacked) counts.
+
+        A batch claimed while an earlier one is still uncommitted skips the customers of that one (their commands
+        are still pending, so nothing later of theirs is eligible): two batches in flight never hold two commands of
+        one customer and family.
+        """
         publisher = self._publisher
         assert publisher is not None
-        lost: BaseException | None = None
-        with self.engine.begin() as conn:
-            commands = {command.id: command for command in claim(conn, self.settings.relay_batch_size, kinds)}
-            try:
-                for command in commands.values():
-                    publisher.publish(
-                        Outgoing(
-                            command.id,
-                            self.settings.commands_exchange,
-                            command.kind,
-                            orjson.dumps(command.payload),
-                            message_properties(command),
-                        )
-                    )
-                publisher.flush()
-            except amqp.BROKER_LOST as exc:
-                lost = exc  # mark what was confirmed before the loss; the rest stays pending
-            outcomes: dict[Outcome, list[int]] = {outcome: [] for outcome in Outcome}
-            for item in publisher.settled():
-                outcomes[item.outcome].append(item.message.key)
-            confirmed = outcomes[Outcome.CONFIRMED]
-            mark_published(conn, confirmed, datetime.now(UTC))
-            count_attempt(conn, outcomes[Outcome.RETURNED] + outcomes[Outcome.NACKED])
+        publisher.flush()
+        publisher.settled()  # answers for a round a failure interrupted: those rows are pending again
+        open_batches: deque[_Batch] = deque()
+        counts = [0, 0, 0]
+        claiming, claimed = True, 0
+        try:
+            while claiming or open_batches:
+                if claiming and len(open_batches) < PIPELINE_DEPTH:
+                    batch = self._claim(kinds)
+                    claimed += 1
+                    claiming = len(batch.commands) == self.settings.relay_batch_size and claimed < BATCHES_PER_ROUND
+                    if not batch.commands:
+                        batch.end()
+                        continue
+                    open_batches.append(batch)
+                    for command in batch.commands.values():
+                        publisher.publish(_outgoing(command, self.settings.commands_exchange))
+                    continue
+                oldest = open_batches[0]
+                publisher.wait_until(lambda: self._collect(open_batches) or open_batches[0].answered)
+                open_batches.popleft()
+                confirmed, returned, nacked = self._finish(oldest)
+                counts = [counts[0] + confirmed, counts[1] + returned, counts[2] + nacked]
+                if returned or nacked:
+                    claiming = False
+        except amqp.BROKER_LOST:
+            # What the broker confirmed before the loss is marked; the rest stays pending, published again later
+            self._collect(open_batches)
+            while open_batches:
+                self._finish(open_batches.popleft())
+            raise
+        finally:
+            for batch in open_batches:
+                batch.abandon()
+        return counts[0], counts[1], counts[2]
+
+    def _claim(self, kinds: tuple[str, ...]) -> _Batch:
+        connection = self.engine.connect()
+        try:
+            transaction = connection.begin()
+            commands = claim(connection, self.settings.relay_batch_size, kinds)
+        except BaseException:
+            connection.close()
+            raise
+        return _Batch(connection, transaction, {command.id: command for command in commands})
+
+    def _collect(self, batches: deque[_Batch]) -> bool:
+        """Hand the broker's answers to the batches they belong to; False, so it can lead a wait's condition."""
+        publisher = self._publisher
+        assert publisher is not None
+        for item in publisher.settled():
+            for batch in batches:
+                if item.message.key in batch.commands:
+                    batch.outcomes[item.message.key] = item.outcome
+                    break
+        return False
+
+    def _finish(self, batch: _Batch) -> tuple[int, int, int]:
+        """Mark the batch's confirmed commands published, count an attempt for the refused ones, commit."""
+        ids = {outcome: [i for i, o in batch.outcomes.items() if o is outcome] for outcome in Outcome}
+        confirmed, refused = ids[Outcome.CONFIRMED], ids[Outcome.RETURNED] + ids[Outcome.NACKED]
+        try:
+            mark_published(batch.connection, confirmed, datetime.now(UTC))
+            count_attempt(batch.connection, refused)
+            batch.end()
+        except BaseException:
+            batch.abandon()
+            raise
         for id_ in confirmed:
-            command = commands[id_]
+            command = batch.commands[id_]
             about = {"kind": command.kind, "tenant": command.tenant, "customer": command.customer_id}
             log.info("relay.published", command_id=command.command_id, **about)
-        for outcome in (Outcome.RETURNED, Outcome.NACKED):
-            for id_ in outcomes[outcome]:
-                log.debug("relay.not_confirmed", command_id=commands[id_].command_id, outcome=outcome.value)
+        for id_ in refused:
+            outcome = batch.outcomes[id_].value
+            log.debug("relay.not_confirmed", command_id=batch.commands[id_].command_id, outcome=outcome)
         self.totals.published += len(confirmed)
-        self.totals.unroutable += len(outcomes[Outcome.RETURNED])
-        self.totals.nacked += len(outcomes[Outcome.NACKED])
-        if lost is not None:
-            raise lost
-        return len(confirmed), len(outcomes[Outcome.RETURNED]), len(outcomes[Outcome.NACKED])
+        self.totals.unroutable += len(ids[Outcome.RETURNED])
+        self.totals.nacked += len(ids[Outcome.NACKED])
+        return len(confirmed), len(ids[Outcome.RETURNED]), len(ids[Outcome.NACKED])
 
     # ------------------------------------------------------------------------------------------------ connection
     def connect(self) -> None:

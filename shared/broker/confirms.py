@@ -188,6 +188,10 @@ class ConfirmingPublisher:
         """Wait until the broker answered every message published."""
         self._run_until(lambda: not self._in_flight)
 
+    def wait_until(self, done: Callable[[], bool]) -> None:
+        """Serve the connection until ``done()`` (checked after each burst of I/O), e.g. some messages answered."""
+        self._run_until(done)
+
     def settled(self) -> list[Settled]:
         """Every message answered since the last call, in the order the answers came."""
         return self._in_flight.take_settled()
