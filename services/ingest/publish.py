@@ -262,10 +262,11 @@ def _summarise(report: PublishReport, exchange: str, out: IO[str], err: IO[str])
             file=err,
         )
     if report.resent:
+        lines = sorted(set(report.resent))
         print(
-            f"relance: {report.connections_lost} lost connection(s): {len(report.resent)} messages that were not "
-            f"confirmed when it was lost were published again (lines {_list(sorted(set(report.resent)))}): each is "
-            "in the queue at least once, possibly twice, and relance's ingest deduplicates them by event_id",
+            f"relance: {report.connections_lost} lost connection(s): {len(lines)} lines that were not confirmed when "
+            f"the connection was lost were published again (lines {_list(lines)}): each is in the queue at least "
+            "once, possibly twice, and relance's ingest deduplicates them by event_id",
             file=err,
         )
     if report.renacked:
