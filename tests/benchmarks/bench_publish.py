@@ -108,6 +108,12 @@ def median_rate(count: int, seconds: list[float]) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------- publish
+def run_checked(command: list[str], env: dict[str, str]) -> None:
+    completed = subprocess.run(command, env=env, capture_output=True, timeout=600)
+    if completed.returncode != 0:
+        raise SystemExit(f"relance publish failed: {completed.stderr.decode()[-2000:]}")
+
+
 def erp_lines(count: int, customers: int) -> list[Message]:
     scenario = generate(count + count // 5 + 50, customers=customers, prefix="bench")
     invalid = {item.key for item in scenario.invalid}
@@ -141,14 +147,9 @@ def bench_publish(args: argparse.Namespace, amqp_url: str) -> None:
                     lambda: publish(messages, amqp_url, settings.events_exchange, window=settings.publish_window),
                 )
                 baseline.append(seconds)
-                completed: list[subprocess.CompletedProcess[bytes]] = []
                 seconds, total = timed_from_first_message(
-                    amqp_url,
-                    settings.ingest_queue,
-                    lambda: completed.append(subprocess.run(command, env=env, capture_output=True, timeout=600)),
+                    amqp_url, settings.ingest_queue, lambda: run_checked(command, env)
                 )
-                if completed[0].returncode != 0:
-                    raise SystemExit(f"relance publish failed: {completed[0].stderr.decode()[-2000:]}")
                 queued = depth(amqp_url, settings.ingest_queue)
                 if queued < len(messages):
                     raise SystemExit(f"relance publish left {queued} of {len(messages)} messages in the queue")
@@ -263,7 +264,9 @@ def bench_relay(args: argparse.Namespace, amqp_url: str, admin_url: str) -> None
             engine.dispose()
     value, base = median_rate(len(messages), relance), median_rate(len(messages), baseline)
     detail = {"commands": len(messages), "batch_size": settings.relay_batch_size, "window": settings.publish_window}
-    common.report(common.Figure("relay", value, "commands/s", base, TARGET, value >= TARGET_RATIO * base, detail=detail))
+    common.report(
+        common.Figure("relay", value, "commands/s", base, TARGET, value >= TARGET_RATIO * base, detail=detail)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
