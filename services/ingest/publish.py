@@ -235,10 +235,11 @@ def describe_line(line: bytes) -> tuple[str, str | None, str | None]:
     """
     problem = None
     try:
-        jsonio.loads(line)
+        value = jsonio.loads(line)
+        raw = value if isinstance(value, dict) else {}  # decoded: no key appears twice
     except jsonio.JsonRefused as exc:
         problem = f"not valid JSON ({exc.reason})" if exc.kind == "not_json" else exc.reason
-    raw = jsonio.fields_once(line)
+        raw = jsonio.fields_once(line)
     event_type, event_id = raw.get("event_type"), raw.get("event_id")
     routing_key = event_type if isinstance(event_type, str) and 0 < len(event_type.encode()) <= 255 else None
     message_id = event_id if isinstance(event_id, str) and 0 < len(event_id.encode()) <= 255 else None

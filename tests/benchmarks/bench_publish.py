@@ -9,8 +9,9 @@ routing keys to the same exchange. Rounds alternate baseline and relance; each f
 
 - **publish**: a file of ``--invoices`` valid v1 ERP lines (the ERP simulator's, invalid ones left out), published
   by ``relance publish FILE`` as a subprocess. Its rate is timed from its first message in the queue (a probe polls
-  the queue's depth) to the process's exit, so Python's start-up and the connection are left out; the baseline is
-  timed the same way. The whole command's wall time is printed too.
+  the queue's depth) to its summary line (printed once every message is confirmed), so Python's start-up and exit
+  and the connection are left out; the baseline is timed from its first message to its last confirm. The whole
+  command's wall time is printed too.
 - **relay**: ``--invoices`` outbox rows written through the ledger (a credit block and its unblock for
   ``--invoices / 2`` customers, the unblock eligible only once the block is published), published by the relay's own
   rounds in this process, with its JSON logging on, until every row is marked published; the baseline publishes the
@@ -92,15 +93,17 @@ def depth(amqp_url: str, queue: str) -> int:
     return int(common.on_broker(amqp_url, lambda ch: ch.queue_declare(queue, passive=True).method.message_count))
 
 
-def timed_from_first_message(amqp_url: str, queue: str, action: Callable[[], object]) -> tuple[float, float]:
-    """(seconds from the first message in ``queue`` to the end of ``action``, seconds of the whole action)."""
+def timed_from_first_message(amqp_url: str, queue: str, action: Callable[[], float | None]) -> tuple[float, float]:
+    """(seconds from the first message in ``queue`` to the last confirm, seconds of the whole action).
+
+    ``action`` returns when its last confirm came (None: when it returns)."""
     purge(amqp_url, queue)
     began = time.perf_counter()
     with DepthProbe(amqp_url, queue) as probe:
-        action()
+        confirmed = action()
         ended = time.perf_counter()
     first = probe.first if probe.first is not None else began
-    return ended - first, ended - began
+    return (confirmed or ended) - first, ended - began
 
 
 def median_rate(count: int, seconds: list[float]) -> float:
@@ -108,10 +111,19 @@ def median_rate(count: int, seconds: list[float]) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------- publish
-def run_checked(command: list[str], env: dict[str, str]) -> None:
-    completed = subprocess.run(command, env=env, capture_output=True, timeout=600)
-    if completed.returncode != 0:
-        raise SystemExit(f"relance publish failed: {completed.stderr.decode()[-2000:]}")
+def run_publish(command: list[str], env: dict[str, str]) -> float:
+    """Run ``relance publish``; when its summary (printed once every message is confirmed) came out."""
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors)
+        assert process.stdout is not None
+        confirmed = 0.0
+        for line in process.stdout:
+            if line.startswith(b"published "):
+                confirmed = time.perf_counter()
+        if process.wait(timeout=600) != 0 or not confirmed:
+            errors.seek(0)
+            raise SystemExit(f"relance publish failed: {errors.read().decode()[-2000:]}")
+    return confirmed
 
 
 def erp_lines(count: int, customers: int) -> list[Message]:
@@ -144,11 +156,13 @@ def bench_publish(args: argparse.Namespace, amqp_url: str) -> None:
                 seconds, _ = timed_from_first_message(
                     amqp_url,
                     settings.ingest_queue,
-                    lambda: publish(messages, amqp_url, settings.events_exchange, window=settings.publish_window),
+                    lambda: (
+                        publish(messages, amqp_url, settings.events_exchange, window=settings.publish_window) and None
+                    ),
                 )
                 baseline.append(seconds)
                 seconds, total = timed_from_first_message(
-                    amqp_url, settings.ingest_queue, lambda: run_checked(command, env)
+                    amqp_url, settings.ingest_queue, lambda: run_publish(command, env)
                 )
                 queued = depth(amqp_url, settings.ingest_queue)
                 if queued < len(messages):
