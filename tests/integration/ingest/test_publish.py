@@ -19,6 +19,7 @@ from services.ingest.publish import EX_NOINPUT, EX_UNAVAILABLE, describe_line, p
 from shared.config import load_settings
 from shared.ledger.db import make_engine
 from shared.ledger.store import Ledger
+from tests.servers import PrivateRabbitMQ
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -247,3 +248,47 @@ def test_a_line_the_broker_refuses_is_published_again_until_it_is_taken(
     assert status == 0, err.getvalue()
     assert "refused" in err.getvalue() and "they were published again" in err.getvalue()
     assert sorted(got) == ids
+
+
+def test_a_broker_killed_and_restarted_mid_publish_loses_no_line(
+    tmp_path: Path, private_rabbitmq: PrivateRabbitMQ, amqp_names: Any
+) -> None:
+    # Given 6,000 lines being published to a RabbitMQ of this test alone
+    path = tmp_path / "events.jsonl"
+    ids = write_invoices(path, 6000)
+    broker = private_rabbitmq
+    settings = load_settings(amqp_url=broker.url, retry_max_seconds=0.5, **amqp_names.settings())
+    err = io.StringIO()
+    result: list[int] = []
+    publishing = threading.Thread(
+        target=lambda: result.append(publish_file(settings, path, out=io.StringIO(), err=err))
+    )
+    publishing.start()
+
+    def depth() -> int:
+        try:
+            connection = pika.BlockingConnection(pika.URLParameters(broker.url))
+        except pika.exceptions.AMQPError:
+            return 0
+        try:
+            return int(connection.channel().queue_declare(amqp_names.queue, passive=True).method.message_count)
+        except pika.exceptions.AMQPError:
+            return 0
+        finally:
+            if connection.is_open:
+                connection.close()
+
+    # When the broker is killed (SIGKILL) once some of them are in the queue, and started again on the same data
+    deadline = time.monotonic() + 60
+    while depth() < 500 and time.monotonic() < deadline and publishing.is_alive():
+        time.sleep(0.02)
+    assert publishing.is_alive(), "the publish ended before the broker could be killed"
+    broker.kill()
+    broker.start()
+    publishing.join(180)
+    # Then the publish succeeds, and every line is in the durable queue, once or (if it was in flight) twice
+    assert result == [0], err.getvalue()
+    assert "1 lost connection(s)" in err.getvalue()
+    delivered = [properties.message_id for _, properties, _ in queued(broker.url, amqp_names.queue)]
+    assert set(delivered) == set(ids)
+    assert len(delivered) - len(ids) <= settings.publish_window

@@ -6,6 +6,7 @@ and queues, bound the way an ERP would bind them, and removes them afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -24,7 +25,7 @@ from shared.ledger import outbox as outbox_module
 from shared.ledger.db import make_engine
 from shared.ledger.schema import events, outbox
 from shared.ledger.store import Incoming, Ledger, LedgerRefused
-from tests.servers import RUN_ID, CommandQueues
+from tests.servers import RUN_ID, CommandQueues, PrivateRabbitMQ
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -446,3 +447,44 @@ def test_each_customers_commands_keep_their_order_when_the_connection_is_cut_mid
     for _, _, body in messages:
         sequences.setdefault(body["customer_id"], []).append(body["sequence"])
     assert all(seq == sorted(seq) and len(set(seq)) == 4 for seq in sequences.values())
+
+
+def test_a_broker_killed_and_restarted_mid_relay_loses_no_command_and_keeps_each_customers_order(
+    pg_engine: Engine, private_rabbitmq: PrivateRabbitMQ
+) -> None:
+    # Given 1,500 customers each blocked then unblocked, and a RabbitMQ of this test alone
+    ledger = Ledger(pg_engine)
+    customers = [f"C-{n:04d}" for n in range(1500)]
+    ledger.record([blocked(c) for c in customers])
+    ledger.record([unblocked(c) for c in customers])
+    expected = {f"{kind}-{c}-1" for c in customers for kind in ("block", "unblock")}
+    broker = private_rabbitmq
+    with Broker.declared(broker.url, f"relance.t.{RUN_ID}.cmd{next(_names)}") as names:
+        settings = names.settings(pg_engine.url.render_as_string(hide_password=False), relay_batch_size=50)
+        _, stop, thread = run_relay(settings, pg_engine)
+
+        # When the broker is killed (SIGKILL) while the relay publishes, and started again on the same data
+        def queued() -> int:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                connection = pika.BlockingConnection(pika.URLParameters(broker.url))
+                try:
+                    return int(connection.channel().queue_declare(names.erp_queue, passive=True).method.message_count)
+                finally:
+                    connection.close()
+            return 0
+
+        wait_until(lambda: queued() >= 300)
+        assert not all_published(pg_engine), "the relay finished before the broker could be killed"
+        broker.kill()
+        broker.start()
+        wait_until(lambda: all_published(pg_engine), seconds=120)
+        stop.set()
+        thread.join(10)
+        messages = names.drain(names.erp_queue)
+    # Then every command is in the ERP's durable queue (what was in flight at the kill, possibly twice)
+    assert {p.message_id for _, p, _ in messages} == expected
+    # And no customer's unblock is ahead of its block, not even a copy published again after the restart
+    sequences: dict[str, list[int]] = {}
+    for _, _, body in messages:
+        sequences.setdefault(body["customer_id"], []).append(body["sequence"])
+    assert all(seq == sorted(seq) for seq in sequences.values())
