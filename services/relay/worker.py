@@ -1,6 +1,6 @@
 """``relance worker relay``: publish the outbox's commands to RabbitMQ with publisher confirms.
 
-One round, in one database transaction:
+A batch of commands, in one database transaction:
 
 1. lock a batch of pending commands (``FOR UPDATE SKIP LOCKED``: relays running side by side take different rows;
    only the oldest pending command of a customer per family is eligible, so a customer's commands leave in order);
@@ -8,6 +8,9 @@ One round, in one database transaction:
    ``message_id`` = ``command_id``, ``mandatory`` set, with their confirms pipelined (:mod:`shared.broker.confirms`:
    up to ``RELANCE_PUBLISH_WINDOW`` in flight), and wait until the broker answered each;
 3. mark the confirmed ones published and commit.
+
+Batches overlap (:meth:`Relay._publish_family`): on PostgreSQL a helper thread claims the next batch and commits the
+answered ones while the relay's own thread, which alone touches the AMQP connection, publishes and takes confirms in.
 
 At-least-once: a crash or a lost connection after a confirm but before the commit leaves the row pending and it is
 published again, with the same ``message_id``; receivers deduplicate by ``command_id``. Nothing is lost: a row is
@@ -32,8 +35,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import ParamSpec, TypeVar
 
 import orjson
 import pika
@@ -49,8 +54,10 @@ from shared.ledger.outbox import Command, claim, count_attempt, families, mark_p
 from shared.runtime import Backoff, run_worker, wait_out_database
 
 log = structlog.get_logger()
+P = ParamSpec("P")
+T = TypeVar("T")
 
-PIPELINE_DEPTH = 2  # batches in flight: one confirmed by the broker while the next is claimed and published
+PIPELINE_DEPTH = 2  # batches in flight (PostgreSQL), besides the next one being claimed
 BATCHES_PER_ROUND = 10  # per family, so a round (and a stop request) comes round regularly
 
 
@@ -91,6 +98,10 @@ class _Batch:
     def answered(self) -> bool:
         return len(self.outcomes) == len(self.commands)
 
+    @property
+    def refused(self) -> bool:
+        return any(outcome is not Outcome.CONFIRMED for outcome in self.outcomes.values())
+
     def end(self) -> None:
         """Commit and release the connection."""
         try:
@@ -102,6 +113,18 @@ class _Batch:
         """Roll back (the rows stay pending, their locks released) and release the connection."""
         if not self.connection.closed:
             self.connection.close()
+
+
+class _Inline(Executor):
+    """Runs each call at once, in the caller's thread (SQLite, which has one writer)."""
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to whoever reads the result, as a thread pool does
+            future.set_exception(exc)
+        return future
 
 
 def _outgoing(command: Command, exchange: str) -> Outgoing:
@@ -214,52 +237,79 @@ class Relay(amqp.Session):
         return published
 
     def _publish_family(self, kinds: tuple[str, ...]) -> tuple[int, int, int]:
-        """Batches of ``kinds``, :data:`PIPELINE_DEPTH` in flight: while the broker confirms one, the next is claimed
-        and published; each is marked and committed once the broker answered all of its commands. Ends when nothing
-        more is eligible, after :data:`BATCHES_PER_ROUND` batches, or at the first refused command (the family
-        pauses). Returns the (confirmed, returned, nacked) counts.
+        """Batches of ``kinds``, published with their confirms pipelined; each batch is marked and committed once the
+        broker answered all of its commands. Ends when nothing more is eligible, after :data:`BATCHES_PER_ROUND`
+        batches, or at the first refused command (the family pauses). Returns the (confirmed, returned, nacked)
+        counts.
 
-        A batch claimed while an earlier one is still uncommitted skips the customers of that one (their commands
-        are still pending, so nothing later of theirs is eligible): two batches in flight never hold two commands of
-        one customer and family.
+        On PostgreSQL the database work overlaps the broker's: a helper thread claims the next batch and marks and
+        commits the answered ones while this thread publishes and takes the confirms in, with up to
+        :data:`PIPELINE_DEPTH` batches in flight. A batch claimed while an earlier one is uncommitted skips that
+        one's customers (their commands are still pending, so nothing later of theirs is eligible): the batches in
+        flight never hold two commands of one customer and family, and a customer's next command is claimed only
+        once the previous one is confirmed and marked. SQLite has one writer: one batch at a time, in this thread.
         """
         publisher = self._publisher
         assert publisher is not None
         publisher.flush()
         publisher.settled()  # answers for a round a failure interrupted: those rows are pending again
+        overlap = self.engine.dialect.name == "postgresql"
+        depth = PIPELINE_DEPTH if overlap else 1
+        database: Executor = ThreadPoolExecutor(1, thread_name_prefix="relay-database") if overlap else _Inline()
         open_batches: deque[_Batch] = deque()
-        counts = [0, 0, 0]
-        claiming, claimed = True, 0
+        finishing: list[Future[tuple[int, int, int]]] = []
+        next_claim: Future[_Batch] | None = None
+        more, claimed = True, 0
+        lost: BaseException | None = None
         try:
-            while claiming or open_batches:
-                if claiming and len(open_batches) < PIPELINE_DEPTH:
-                    batch = self._claim(kinds)
+            while more or open_batches:
+                if more and len(open_batches) < depth:
+                    claiming = next_claim or self._submit(database, self._claim, kinds)
+                    publisher.wait_until(lambda: self._collect(open_batches) or claiming.done())  # noqa: B023 (used at once)
+                    batch, next_claim = claiming.result(), None
                     claimed += 1
-                    claiming = len(batch.commands) == self.settings.relay_batch_size and claimed < BATCHES_PER_ROUND
+                    more = len(batch.commands) == self.settings.relay_batch_size and claimed < BATCHES_PER_ROUND
+                    if more and overlap:
+                        next_claim = self._submit(database, self._claim, kinds)  # while these are confirmed
                     if not batch.commands:
-                        batch.end()
+                        finishing.append(database.submit(self._finish, batch))
                         continue
                     open_batches.append(batch)
                     for command in batch.commands.values():
                         publisher.publish(_outgoing(command, self.settings.commands_exchange))
                     continue
-                oldest = open_batches[0]
                 publisher.wait_until(lambda: self._collect(open_batches) or open_batches[0].answered)
-                open_batches.popleft()
-                confirmed, returned, nacked = self._finish(oldest)
-                counts = [counts[0] + confirmed, counts[1] + returned, counts[2] + nacked]
-                if returned or nacked:
-                    claiming = False
-        except amqp.BROKER_LOST:
+                oldest = open_batches.popleft()
+                more = more and not oldest.refused
+                finishing.append(database.submit(self._finish, oldest))
+        except amqp.BROKER_LOST as exc:
             # What the broker confirmed before the loss is marked; the rest stays pending, published again later
+            lost = exc
             self._collect(open_batches)
             while open_batches:
-                self._finish(open_batches.popleft())
-            raise
+                finishing.append(database.submit(self._finish, open_batches.popleft()))
         finally:
             for batch in open_batches:
                 batch.abandon()
+            database.shutdown(wait=True)
+            if next_claim is not None and next_claim.exception() is None:
+                next_claim.result().abandon()  # claimed ahead, not needed: its rows stay pending
+        counts = [0, 0, 0]
+        for finished in finishing:
+            counts = [total + count for total, count in zip(counts, finished.result(), strict=True)]
+        if lost is not None:
+            raise lost
         return counts[0], counts[1], counts[2]
+
+    def _submit(
+        self, database: Executor, claim_batch: Callable[[tuple[str, ...]], _Batch], kinds: tuple[str, ...]
+    ) -> Future[_Batch]:
+        """Claim on the database thread; its end wakes this thread's wait for the broker."""
+        publisher = self._publisher
+        assert publisher is not None
+        future = database.submit(claim_batch, kinds)
+        future.add_done_callback(lambda _: publisher.wake())
+        return future
 
     def _claim(self, kinds: tuple[str, ...]) -> _Batch:
         connection = self.engine.connect()

@@ -205,6 +205,11 @@ class ConfirmingPublisher:
         """Serve the connection (heartbeats, confirms) for ``seconds``."""
         self._run_until(lambda: False, seconds)
 
+    def wake(self) -> None:
+        """Make a wait check its condition again now: the one method another thread may call."""
+        with contextlib.suppress(Exception):  # a publisher closed meanwhile has nobody waiting
+            self._ioloop.add_callback_threadsafe(_nothing)
+
     @property
     def is_open(self) -> bool:
         return self._lost is None and self._connection.is_open

@@ -488,3 +488,25 @@ def test_a_broker_killed_and_restarted_mid_relay_loses_no_command_and_keeps_each
     for _, _, body in messages:
         sequences.setdefault(body["customer_id"], []).append(body["sequence"])
     assert all(seq == sorted(seq) for seq in sequences.values())
+
+
+def test_the_relay_publishes_batch_after_batch_on_either_database(any_engine: Engine, broker: Broker) -> None:
+    # Given 5 customers blocked then unblocked, relayed in batches of 2 (SQLite has one writer: one batch at a time)
+    ledger = Ledger(any_engine)
+    customers = [f"C-{n}" for n in range(5)]
+    ledger.record([blocked(c) for c in customers])
+    ledger.record([unblocked(c) for c in customers])
+    settings = broker.settings(any_engine.url.render_as_string(hide_password=False), relay_batch_size=2)
+    relay = Relay(settings, any_engine, threading.Event())
+    # When the relay runs rounds until nothing is left
+    with relay.connected():
+        while relay.publish_round():
+            pass
+    # Then every command went out once, each customer's block before its unblock
+    messages = broker.drain(broker.erp_queue)
+    assert sorted(p.message_id for _, p, _ in messages) == sorted(
+        f"{kind}-{c}-1" for c in customers for kind in ("block", "unblock")
+    )
+    first_seen = [body["customer_id"] + body["command"] for _, _, body in messages]
+    assert all(first_seen.index(f"{c}erp.credit_block") < first_seen.index(f"{c}erp.credit_unblock") for c in customers)
+    assert all_published(any_engine)
