@@ -9,7 +9,7 @@ A batch of commands, in one database transaction:
    up to ``RELANCE_PUBLISH_WINDOW`` in flight), and wait until the broker answered each;
 3. mark the confirmed ones published and commit.
 
-Batches overlap (:meth:`Relay._publish_family`): on PostgreSQL a helper thread claims the next batch and commits the
+Batches overlap (:meth:`Relay._publish_family`): on PostgreSQL helper threads claim the next batch and commit the
 answered ones while the relay's own thread, which alone touches the AMQP connection, publishes and takes confirms in.
 
 At-least-once: a crash or a lost connection after a confirm but before the commit leaves the row pending and it is
@@ -242,12 +242,13 @@ class Relay(amqp.Session):
         batches, or at the first refused command (the family pauses). Returns the (confirmed, returned, nacked)
         counts.
 
-        On PostgreSQL the database work overlaps the broker's: a helper thread claims the next batch and marks and
-        commits the answered ones while this thread publishes and takes the confirms in, with up to
-        :data:`PIPELINE_DEPTH` batches in flight. A batch claimed while an earlier one is uncommitted skips that
-        one's customers (their commands are still pending, so nothing later of theirs is eligible): the batches in
-        flight never hold two commands of one customer and family, and a customer's next command is claimed only
-        once the previous one is confirmed and marked. SQLite has one writer: one batch at a time, in this thread.
+        On PostgreSQL the database work overlaps the broker's: two helper threads claim the next batch and mark and
+        commit the answered ones (a claim and a commit at the same time) while this thread publishes and takes the
+        confirms in, with up to :data:`PIPELINE_DEPTH` batches in flight. A batch claimed while an earlier one is
+        uncommitted skips that one's customers (their commands are still pending, so nothing later of theirs is
+        eligible): the batches in flight never hold two commands of one customer and family, and a customer's next
+        command is claimed only once the previous one is confirmed and marked. SQLite has one writer: one batch at
+        a time, in this thread.
         """
         publisher = self._publisher
         assert publisher is not None
@@ -255,7 +256,7 @@ class Relay(amqp.Session):
         publisher.settled()  # answers for a round a failure interrupted: those rows are pending again
         overlap = self.engine.dialect.name == "postgresql"
         depth = PIPELINE_DEPTH if overlap else 1
-        database: Executor = ThreadPoolExecutor(1, thread_name_prefix="relay-database") if overlap else _Inline()
+        database: Executor = ThreadPoolExecutor(2, thread_name_prefix="relay-database") if overlap else _Inline()
         open_batches: deque[_Batch] = deque()
         finishing: list[Future[tuple[int, int, int]]] = []
         next_claim: Future[_Batch] | None = None
@@ -297,6 +298,9 @@ class Relay(amqp.Session):
         counts = [0, 0, 0]
         for finished in finishing:
             counts = [total + count for total, count in zip(counts, finished.result(), strict=True)]
+        self.totals.published += counts[0]  # here, not on the helper threads: one writer of the totals
+        self.totals.unroutable += counts[1]
+        self.totals.nacked += counts[2]
         if lost is not None:
             raise lost
         return counts[0], counts[1], counts[2]
@@ -350,9 +354,6 @@ class Relay(amqp.Session):
         for id_ in refused:
             outcome = batch.outcomes[id_].value
             log.debug("relay.not_confirmed", command_id=batch.commands[id_].command_id, outcome=outcome)
-        self.totals.published += len(confirmed)
-        self.totals.unroutable += len(ids[Outcome.RETURNED])
-        self.totals.nacked += len(ids[Outcome.NACKED])
         return len(confirmed), len(ids[Outcome.RETURNED]), len(ids[Outcome.NACKED])
 
     # ------------------------------------------------------------------------------------------------ connection
