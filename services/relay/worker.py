@@ -36,9 +36,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
 import pika
@@ -163,6 +164,7 @@ class Relay(amqp.Session):
         self._connect = connect or (lambda settings: amqp.connect(settings, "relay"))
         self._database_backoff = Backoff(settings.retry_max_seconds)
         self._publisher: ConfirmingPublisher | None = None
+        self._database: ThreadPoolExecutor | None = None
         # With RELANCE_ERP_TRANSPORT=webhook the ERP's commands are the webhook worker's alone (services/webhook/)
         self._families = {
             family: kinds
@@ -256,7 +258,7 @@ class Relay(amqp.Session):
         publisher.settled()  # answers for a round a failure interrupted: those rows are pending again
         overlap = self.engine.dialect.name == "postgresql"
         depth = PIPELINE_DEPTH if overlap else 1
-        database: Executor = ThreadPoolExecutor(2, thread_name_prefix="relay-database") if overlap else _Inline()
+        database = self._database_threads() if overlap else _Inline()
         open_batches: deque[_Batch] = deque()
         finishing: list[Future[tuple[int, int, int]]] = []
         next_claim: Future[_Batch] | None = None
@@ -292,7 +294,8 @@ class Relay(amqp.Session):
         finally:
             for batch in open_batches:
                 batch.abandon()
-            database.shutdown(wait=True)
+            outstanding: list[Future[Any]] = [*finishing, *([next_claim] if next_claim is not None else [])]
+            wait_for(outstanding)  # nothing of this pass is left running on the helper threads
             if next_claim is not None and next_claim.exception() is None:
                 next_claim.result().abandon()  # claimed ahead, not needed: its rows stay pending
         counts = [0, 0, 0]
@@ -304,6 +307,13 @@ class Relay(amqp.Session):
         if lost is not None:
             raise lost
         return counts[0], counts[1], counts[2]
+
+    def _database_threads(self) -> Executor:
+        """The helper threads of the database work (two: a claim and a commit at the same time), kept while
+        connected."""
+        if self._database is None:
+            self._database = ThreadPoolExecutor(2, thread_name_prefix="relay-database")
+        return self._database
 
     def _submit(
         self, database: Executor, claim_batch: Callable[[tuple[str, ...]], _Batch], kinds: tuple[str, ...]
@@ -383,3 +393,6 @@ class Relay(amqp.Session):
         publisher, self._publisher = self._publisher, None
         if publisher is not None:
             publisher.close()
+        database, self._database = self._database, None
+        if database is not None:
+            database.shutdown(wait=True)
