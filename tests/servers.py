@@ -306,8 +306,12 @@ class PrivateRabbitMQ:
     def kill(self) -> None:
         """Kill the node at once (SIGKILL to its process group), as a crash would; its data directory stays."""
         import signal
+        import time
 
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(30)
+        deadline = time.monotonic() + 30
+        while answers("127.0.0.1", self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the node's processes are gone once nothing listens on its port any more
