@@ -125,7 +125,20 @@ class Settings(BaseSettings):
         default="relance.commands",
         description="Topic exchange relance publishes commands to (routing key = command kind, e.g. erp.credit_block).",
     )
-    relay_batch_size: int = Field(default=100, ge=1, le=10000, description="Outbox commands published per round.")
+    publish_window: int = Field(
+        default=1000,
+        ge=1,
+        le=65535,
+        description="Messages `relance publish` and the relay have in flight awaiting RabbitMQ's confirm; the next "
+        "waits for a confirm when the window is full.",
+    )
+    relay_batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=10000,
+        description="Outbox commands a relay claims per transaction (two such batches in flight), a webhook worker "
+        "per round.",
+    )
     relay_poll_ms: int = Field(
         default=500, ge=10, le=60000, description="Pause (ms) of the relay when the outbox has nothing to publish."
     )

@@ -30,6 +30,7 @@ from tests.servers import (
     AmqpNames,
     PgDatabase,
     PrivatePostgres,
+    PrivateRabbitMQ,
     answers,
     docker_answers,
     next_number,
@@ -230,3 +231,29 @@ def amqp_names(amqp_url: str) -> Iterator[AmqpNames]:
             channel.exchange_delete(exchange)
     finally:
         connection.close()
+
+
+@pytest.fixture
+def private_rabbitmq(request: pytest.FixtureRequest) -> Iterator[PrivateRabbitMQ]:
+    """A throw-away RabbitMQ node (its own node name, free ports, data directory) for tests that restart the broker.
+
+    Never the shared server: restarting that one would break every other test running on the machine.
+    """
+    require_server_marker(request.node, "a RabbitMQ server of its own", request.fixturename)
+    found = next((p for p in (Path("/usr/lib/rabbitmq/bin/rabbitmq-server"),) if p.exists()), None)
+    found = found or (Path(which) if (which := shutil.which("rabbitmq-server")) else None)
+    if found is None:
+        pytest.fail("these tests need RabbitMQ's server (rabbitmq-server) installed", pytrace=False)
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    base = Path(tempfile.mkdtemp(prefix=f"relance-rabbitmq-{RUN_ID}-"))
+    server = PrivateRabbitMQ(found, base, ports[0], ports[1])
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+        shutil.rmtree(base, ignore_errors=True)

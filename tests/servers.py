@@ -59,6 +59,7 @@ SERVER_FIXTURES = {
     "pg_databases": "PostgreSQL",
     "private_postgres": "a PostgreSQL server of its own",
     "amqp_server_url": "RabbitMQ",
+    "private_rabbitmq": "a RabbitMQ server of its own",
 }
 
 
@@ -243,3 +244,74 @@ def publish_outbox(settings: Settings, engine: Engine) -> int:
         while relay.publish_round():
             pass
     return relay.totals.published
+
+
+@dataclass
+class PrivateRabbitMQ:
+    """A RabbitMQ node of one test alone (its own node name, ports and data directory), which it may kill and start
+    again on the same data: what a broker restart does to durable queues and persistent messages."""
+
+    server: Path  # the rabbitmq-server script
+    base_dir: Path
+    port: int
+    dist_port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    def _env(self) -> dict[str, str]:
+        config = self.base_dir / "rabbitmq.conf"
+        config.write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n")
+        plugins = self.base_dir / "enabled_plugins"
+        plugins.write_text("[].\n")
+        return {
+            **os.environ,
+            "HOME": str(self.base_dir),  # its own Erlang cookie
+            "RABBITMQ_NODENAME": f"relance-t-{RUN_ID}-{self.port}@localhost",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_CONFIG_FILE": str(config),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
+            "RABBITMQ_MNESIA_BASE": str(self.base_dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.base_dir / "log"),
+            "RABBITMQ_PID_FILE": str(self.base_dir / "pid"),
+        }
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start the node and wait until it accepts an AMQP connection."""
+        import time
+
+        import pika
+
+        with (self.base_dir / "server.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(self.server)], env=self._env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = (self.base_dir / "server.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the private RabbitMQ exited with {self.process.returncode}:\n{tail}")
+            if answers("127.0.0.1", self.port):
+                try:
+                    pika.BlockingConnection(pika.URLParameters(self.url)).close()
+                    return
+                except pika.exceptions.AMQPError:
+                    pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the private RabbitMQ did not answer on port {self.port} in {timeout:.0f} s")
+
+    def kill(self) -> None:
+        """Kill the node at once (SIGKILL to its process group), as a crash would; its data directory stays."""
+        import signal
+        import time
+
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
+        deadline = time.monotonic() + 30
+        while answers("127.0.0.1", self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the node's processes are gone once nothing listens on its port any more

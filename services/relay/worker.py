@@ -1,18 +1,28 @@
 """``relance worker relay``: publish the outbox's commands to RabbitMQ with publisher confirms.
 
-One round, in one database transaction:
+A batch of commands, in one database transaction:
 
 1. lock a batch of pending commands (``FOR UPDATE SKIP LOCKED``: relays running side by side take different rows;
    only the oldest pending command of a customer per family is eligible, so a customer's commands leave in order);
-2. publish each to ``settings.commands_exchange``, routing key = the command kind, persistent, JSON, ``message_id`` =
-   ``command_id``, ``mandatory`` set, and wait for the broker's confirm;
+2. publish them all to ``settings.commands_exchange``, routing key = the command kind, persistent, JSON,
+   ``message_id`` = ``command_id``, ``mandatory`` set, with their confirms pipelined (:mod:`shared.broker.confirms`:
+   up to ``RELANCE_PUBLISH_WINDOW`` in flight), and wait until the broker answered each;
 3. mark the confirmed ones published and commit.
+
+Batches overlap (:meth:`Relay._publish_family`): on PostgreSQL helper threads claim the next batch and commit the
+answered ones while the relay's own thread, which alone touches the AMQP connection, publishes and takes confirms in.
 
 At-least-once: a crash or a lost connection after a confirm but before the commit leaves the row pending and it is
 published again, with the same ``message_id``; receivers deduplicate by ``command_id``. Nothing is lost: a row is
-marked only after RabbitMQ confirmed it, and a command nobody's queue is bound for (RabbitMQ returns it as
-unroutable) stays pending, its family paused with backoff, until a queue is bound. While RabbitMQ or the database is
-down the relay retries with backoff. SIGTERM or SIGINT ends after the current round.
+marked only after RabbitMQ confirmed it. When the connection is lost mid-batch, the rows confirmed before are marked
+and committed, the others stay pending and are published again once reconnected (the broker may already hold some:
+a duplicate, never a loss). A command nacked by the broker, or that nobody's queue is bound for (RabbitMQ returns it
+as unroutable), stays pending, its family paused with backoff, and is published again after the pause.
+
+Order per customer holds with a window in flight: a batch holds at most one command of a customer per family (the
+oldest pending one), and the customer's next command becomes eligible only once that one is marked published, so
+whatever is nacked, returned or lost is published again before anything later of the same customer. While RabbitMQ
+or the database is down the relay retries with backoff. SIGTERM or SIGINT ends after the current round.
 
 With ``RELANCE_ERP_TRANSPORT=webhook`` the relay publishes only the ``notifier`` family and leaves the ``erp.*``
 commands to ``relance worker webhook`` (:mod:`services.webhook.worker`), so no command is ever delivered both ways.
@@ -23,24 +33,33 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
 import pika
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.exceptions import NackError, UnroutableError
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError
 
 from shared.broker import amqp
+from shared.broker.confirms import ConfirmingPublisher, Outcome, Outgoing, open_publisher
 from shared.config import Settings
 from shared.ledger.outbox import Command, claim, count_attempt, families, mark_published
 from shared.runtime import Backoff, run_worker, wait_out_database
 
 log = structlog.get_logger()
+P = ParamSpec("P")
+T = TypeVar("T")
+
+PIPELINE_DEPTH = 2  # batches in flight (PostgreSQL), besides the next one being claimed
+BATCHES_PER_ROUND = 10  # per family, so a round (and a stop request) comes round regularly
 
 
 def message_properties(command: Command) -> pika.BasicProperties:
@@ -64,6 +83,54 @@ class RelayTotals:
     rounds: int = 0
     published: int = 0
     unroutable: int = 0
+    nacked: int = 0
+
+
+@dataclass
+class _Batch:
+    """Commands claimed in one open transaction, and the broker's answer to each so far."""
+
+    connection: Connection
+    transaction: RootTransaction
+    commands: dict[int, Command]
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+
+    @property
+    def answered(self) -> bool:
+        return len(self.outcomes) == len(self.commands)
+
+    @property
+    def refused(self) -> bool:
+        return any(outcome is not Outcome.CONFIRMED for outcome in self.outcomes.values())
+
+    def end(self) -> None:
+        """Commit and release the connection."""
+        try:
+            self.transaction.commit()
+        finally:
+            self.connection.close()
+
+    def abandon(self) -> None:
+        """Roll back (the rows stay pending, their locks released) and release the connection."""
+        if not self.connection.closed:
+            self.connection.close()
+
+
+class _Inline(Executor):
+    """Runs each call at once, in the caller's thread (SQLite, which has one writer)."""
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to whoever reads the result, as a thread pool does
+            future.set_exception(exc)
+        return future
+
+
+def _outgoing(command: Command, exchange: str) -> Outgoing:
+    body = orjson.dumps(command.payload)
+    return Outgoing(command.id, exchange, command.kind, body, message_properties(command))
 
 
 @dataclass
@@ -96,8 +163,8 @@ class Relay(amqp.Session):
         self.totals = RelayTotals()
         self._connect = connect or (lambda settings: amqp.connect(settings, "relay"))
         self._database_backoff = Backoff(settings.retry_max_seconds)
-        self._connection: BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
+        self._publisher: ConfirmingPublisher | None = None
+        self._database: ThreadPoolExecutor | None = None
         # With RELANCE_ERP_TRANSPORT=webhook the ERP's commands are the webhook worker's alone (services/webhook/)
         self._families = {
             family: kinds
@@ -111,6 +178,7 @@ class Relay(amqp.Session):
             "relay.started",
             exchange=self.settings.commands_exchange,
             batch_size=self.settings.relay_batch_size,
+            window=self.settings.publish_window,
             families=sorted(self._families),
         )
         amqp.stay_connected(self)
@@ -142,72 +210,171 @@ class Relay(amqp.Session):
 
     # ------------------------------------------------------------------------------------------------ one round
     def publish_round(self) -> int:
-        """Publish what is pending, one batch per family; returns how many commands were confirmed."""
+        """Publish what is pending, a few batches per family; returns how many commands were confirmed."""
         published = 0
         now = time.monotonic()
         for family, kinds in self._families.items():
             pause = self._paused[family]
             if pause.until > now:
                 continue
-            confirmed, unroutable = self._publish_batch(kinds)
+            confirmed, returned, nacked = self._publish_family(kinds)
             published += confirmed
-            if unroutable:
+            if returned or nacked:
                 delay = pause.backoff.next()
                 pause.until = time.monotonic() + delay
-                log.warning(
-                    "relay.unroutable",
-                    family=family,
-                    commands=unroutable,
-                    exchange=self.settings.commands_exchange,
-                    hint="no queue is bound for these routing keys; they stay in the outbox until one is",
-                    retry_in=round(delay, 2),
-                )
+                if returned:
+                    log.warning(
+                        "relay.unroutable",
+                        family=family,
+                        commands=returned,
+                        exchange=self.settings.commands_exchange,
+                        hint="no queue is bound for these routing keys; they stay in the outbox until one is",
+                        retry_in=round(delay, 2),
+                    )
+                if nacked:
+                    log.warning("relay.nacked", family=family, commands=nacked, retry_in=round(delay, 2))
             elif confirmed:
                 pause.backoff.reset()
         self.totals.rounds += 1
         return published
 
-    def _publish_batch(self, kinds: tuple[str, ...]) -> tuple[int, int]:
-        channel = self._channel
-        assert channel is not None
-        confirmed: list[int] = []
-        failed: list[int] = []
-        # If the broker connection fails mid-batch the exception ends the transaction with a rollback: every claimed
-        # row stays pending, including any already confirmed, and is published again (at-least-once).
-        with self.engine.begin() as conn:
-            commands = claim(conn, self.settings.relay_batch_size, kinds)
-            for command in commands:
-                try:
-                    channel.basic_publish(
-                        self.settings.commands_exchange,
-                        routing_key=command.kind,
-                        body=orjson.dumps(command.payload),
-                        properties=message_properties(command),
-                        mandatory=True,
-                    )
-                except (UnroutableError, NackError) as exc:
-                    failed.append(command.id)
-                    log.debug("relay.not_confirmed", command_id=command.command_id, error=type(exc).__name__)
+    def _publish_family(self, kinds: tuple[str, ...]) -> tuple[int, int, int]:
+        """Batches of ``kinds``, published with their confirms pipelined; each batch is marked and committed once the
+        broker answered all of its commands. Ends when nothing more is eligible, after :data:`BATCHES_PER_ROUND`
+        batches, or at the first refused command (the family pauses). Returns the (confirmed, returned, nacked)
+        counts.
+
+        On PostgreSQL the database work overlaps the broker's: two helper threads claim the next batch and mark and
+        commit the answered ones (a claim and a commit at the same time) while this thread publishes and takes the
+        confirms in, with up to :data:`PIPELINE_DEPTH` batches in flight. A batch claimed while an earlier one is
+        uncommitted skips that one's customers (their commands are still pending, so nothing later of theirs is
+        eligible): the batches in flight never hold two commands of one customer and family, and a customer's next
+        command is claimed only once the previous one is confirmed and marked. SQLite has one writer: one batch at
+        a time, in this thread.
+        """
+        publisher = self._publisher
+        assert publisher is not None
+        publisher.flush()
+        publisher.settled()  # answers for a round a failure interrupted: those rows are pending again
+        overlap = self.engine.dialect.name == "postgresql"
+        depth = PIPELINE_DEPTH if overlap else 1
+        database = self._database_threads() if overlap else _Inline()
+        open_batches: deque[_Batch] = deque()
+        finishing: list[Future[tuple[int, int, int]]] = []
+        next_claim: Future[_Batch] | None = None
+        more, claimed = True, 0
+        lost: BaseException | None = None
+        try:
+            while more or open_batches:
+                if more and len(open_batches) < depth:
+                    claiming = next_claim or self._submit(database, self._claim, kinds)
+                    publisher.wait_until(lambda: self._collect(open_batches) or claiming.done())  # noqa: B023 (used at once)
+                    batch, next_claim = claiming.result(), None
+                    claimed += 1
+                    more = len(batch.commands) == self.settings.relay_batch_size and claimed < BATCHES_PER_ROUND
+                    if more and overlap:
+                        next_claim = self._submit(database, self._claim, kinds)  # while these are confirmed
+                    if not batch.commands:
+                        finishing.append(database.submit(self._finish, batch))
+                        continue
+                    open_batches.append(batch)
+                    for command in batch.commands.values():
+                        publisher.publish(_outgoing(command, self.settings.commands_exchange))
                     continue
-                confirmed.append(command.id)
-            mark_published(conn, confirmed, datetime.now(UTC))
-            count_attempt(conn, failed)
-        for command in commands:
-            if command.id in confirmed:
-                about = {"kind": command.kind, "tenant": command.tenant, "customer": command.customer_id}
-                log.info("relay.published", command_id=command.command_id, **about)
-        self.totals.published += len(confirmed)
-        self.totals.unroutable += len(failed)
-        return len(confirmed), len(failed)
+                publisher.wait_until(lambda: self._collect(open_batches) or open_batches[0].answered)
+                oldest = open_batches.popleft()
+                more = more and not oldest.refused
+                finishing.append(database.submit(self._finish, oldest))
+        except amqp.BROKER_LOST as exc:
+            # What the broker confirmed before the loss is marked; the rest stays pending, published again later
+            lost = exc
+            self._collect(open_batches)
+            while open_batches:
+                finishing.append(database.submit(self._finish, open_batches.popleft()))
+        finally:
+            for batch in open_batches:
+                batch.abandon()
+            outstanding: list[Future[Any]] = [*finishing, *([next_claim] if next_claim is not None else [])]
+            wait_for(outstanding)  # nothing of this pass is left running on the helper threads
+            if next_claim is not None and next_claim.exception() is None:
+                next_claim.result().abandon()  # claimed ahead, not needed: its rows stay pending
+        counts = [0, 0, 0]
+        for finished in finishing:
+            counts = [total + count for total, count in zip(counts, finished.result(), strict=True)]
+        self.totals.published += counts[0]  # here, not on the helper threads: one writer of the totals
+        self.totals.unroutable += counts[1]
+        self.totals.nacked += counts[2]
+        if lost is not None:
+            raise lost
+        return counts[0], counts[1], counts[2]
+
+    def _database_threads(self) -> Executor:
+        """The helper threads of the database work (two: a claim and a commit at the same time), kept while
+        connected."""
+        if self._database is None:
+            self._database = ThreadPoolExecutor(2, thread_name_prefix="relay-database")
+        return self._database
+
+    def _submit(
+        self, database: Executor, claim_batch: Callable[[tuple[str, ...]], _Batch], kinds: tuple[str, ...]
+    ) -> Future[_Batch]:
+        """Claim on the database thread; its end wakes this thread's wait for the broker."""
+        publisher = self._publisher
+        assert publisher is not None
+        future = database.submit(claim_batch, kinds)
+        future.add_done_callback(lambda _: publisher.wake())
+        return future
+
+    def _claim(self, kinds: tuple[str, ...]) -> _Batch:
+        connection = self.engine.connect()
+        try:
+            transaction = connection.begin()
+            commands = claim(connection, self.settings.relay_batch_size, kinds)
+        except BaseException:
+            connection.close()
+            raise
+        return _Batch(connection, transaction, {command.id: command for command in commands})
+
+    def _collect(self, batches: deque[_Batch]) -> bool:
+        """Hand the broker's answers to the batches they belong to; False, so it can lead a wait's condition."""
+        publisher = self._publisher
+        assert publisher is not None
+        for item in publisher.settled():
+            for batch in batches:
+                if item.message.key in batch.commands:
+                    batch.outcomes[item.message.key] = item.outcome
+                    break
+        return False
+
+    def _finish(self, batch: _Batch) -> tuple[int, int, int]:
+        """Mark the batch's confirmed commands published, count an attempt for the refused ones, commit."""
+        ids = {outcome: [i for i, o in batch.outcomes.items() if o is outcome] for outcome in Outcome}
+        confirmed, refused = ids[Outcome.CONFIRMED], ids[Outcome.RETURNED] + ids[Outcome.NACKED]
+        try:
+            mark_published(batch.connection, confirmed, datetime.now(UTC))
+            count_attempt(batch.connection, refused)
+            batch.end()
+        except BaseException:
+            batch.abandon()
+            raise
+        for id_ in confirmed:
+            command = batch.commands[id_]
+            about = {"kind": command.kind, "tenant": command.tenant, "customer": command.customer_id}
+            log.info("relay.published", command_id=command.command_id, **about)
+        for id_ in refused:
+            outcome = batch.outcomes[id_].value
+            log.debug("relay.not_confirmed", command_id=batch.commands[id_].command_id, outcome=outcome)
+        return len(confirmed), len(ids[Outcome.RETURNED]), len(ids[Outcome.NACKED])
 
     # ------------------------------------------------------------------------------------------------ connection
     def connect(self) -> None:
+        """Declare the commands exchange on a blocking connection (``connect``), then open the pipelined publisher."""
         connection = self._connect(self.settings)
-        self._connection = connection
-        channel = connection.channel()
-        declare_commands_exchange(channel, self.settings)
-        channel.confirm_delivery()
-        self._channel = channel
+        try:
+            declare_commands_exchange(connection.channel(), self.settings)
+        finally:
+            amqp.close_connection("relay", connection)
+        self._publisher = open_publisher(self.settings, "relay")
         log.info("relay.connected", exchange=self.settings.commands_exchange)
 
     def _idle(self, seconds: float) -> None:
@@ -217,11 +384,15 @@ class Relay(amqp.Session):
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            if self._connection is not None:
-                self._connection.process_data_events(time_limit=min(left, 0.5))
+            if self._publisher is not None:
+                self._publisher.wait(min(left, 0.5))
             else:
                 self.stop.wait(min(left, 0.5))
 
     def disconnect(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        amqp.close_connection("relay", connection)
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            publisher.close()
+        database, self._database = self._database, None
+        if database is not None:
+            database.shutdown(wait=True)

@@ -1,6 +1,7 @@
 """RabbitMQ for relance's workers: one way to connect, to tell its failures apart, and to stay connected.
 
-- :func:`connect` opens one blocking pika connection from ``RELANCE_AMQP_URL``. Everything pika reads from an AMQP
+- :func:`connect` opens one blocking pika connection (:mod:`shared.broker.confirms` an asynchronous one, for
+  publishers that pipeline their confirms) from ``RELANCE_AMQP_URL``. Everything pika reads from an AMQP
   URL applies as written there (``heartbeat``, ``blocked_connection_timeout``, ``connection_attempts``, TLS options
   of ``amqps://``); the connection is named ``relance-<role> <host>:<pid>`` so it can be told apart in the
   management UI.
@@ -46,9 +47,14 @@ BROKER_LOST = (AMQPError, OSError, ConsumerCancelled)
 
 def connect(settings: Settings, role: str) -> BlockingConnection:
     """One blocking connection, named after the process so it can be told apart in the management UI."""
-    parameters = pika.URLParameters(settings.amqp_url)
-    parameters.client_properties = {"connection_name": f"relance-{role} {socket.gethostname()}:{os.getpid()}"}
-    return BlockingConnection(parameters)
+    return BlockingConnection(parameters(settings, role))
+
+
+def parameters(settings: Settings, role: str) -> pika.URLParameters:
+    """``RELANCE_AMQP_URL`` as pika reads it, with the connection named ``relance-<role> <host>:<pid>``."""
+    url = pika.URLParameters(settings.amqp_url)
+    url.client_properties = {"connection_name": f"relance-{role} {socket.gethostname()}:{os.getpid()}"}
+    return url
 
 
 def broker_refused(exc: BaseException) -> ConfigurationError:

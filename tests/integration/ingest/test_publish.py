@@ -19,6 +19,8 @@ from services.ingest.publish import EX_NOINPUT, EX_UNAVAILABLE, describe_line, p
 from shared.config import load_settings
 from shared.ledger.db import make_engine
 from shared.ledger.store import Ledger
+from tests.servers import PrivateRabbitMQ
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
@@ -175,3 +177,118 @@ def test_describe_line_reports_a_duplicated_key_and_never_routes_on_either_value
     # And nesting beyond relance's limit is reported as not JSON, without a recursion error
     routing_key, message_id, problem = describe_line(b"[" * 100_000 + b"]" * 100_000)
     assert problem and problem.startswith("not valid JSON (JSON nested deeper")
+
+
+# ---------------------------------------------------------------------------------------------------- confirms
+def write_invoices(path: Path, count: int) -> list[str]:
+    ids = [f"E-{n:05d}" for n in range(count)]
+    path.write_text(
+        "".join(json.dumps(invoice(event_id, customer=f"C-{n % 50}")) + "\n" for n, event_id in enumerate(ids))
+    )
+    return ids
+
+
+def test_a_connection_cut_mid_publish_loses_no_line_and_the_report_names_what_was_published_again(
+    tmp_path: Path, amqp_url: str, amqp_names: Any
+) -> None:
+    # Given 3,000 lines, and a network between relance and RabbitMQ that breaks twice in the middle of the stream
+    path = tmp_path / "events.jsonl"
+    ids = write_invoices(path, 3000)
+    host, port = pika.URLParameters(amqp_url).host, pika.URLParameters(amqp_url).port
+    with TcpProxy(host, port, cut_every_bytes=250_000, cuts=2) as proxy:
+        settings = load_settings(amqp_url=proxy.url(amqp_url), retry_max_seconds=0.2, **amqp_names.settings())
+        out, err = io.StringIO(), io.StringIO()
+        # When the file is published
+        status = publish_file(settings, path, out=out, err=err)
+        assert proxy.cuts_done == 2
+    # Then every line reached the queue at least once, and the command succeeded saying all were confirmed
+    assert status == 0, err.getvalue()
+    assert "published 3000 messages (confirmed)" in out.getvalue()
+    delivered = [properties.message_id for _, properties, _ in queued(amqp_url, amqp_names.queue)]
+    assert set(delivered) == set(ids)
+    # And the lines published again are said, as what may now be in the queue twice (never more than a window)
+    assert "2 lost connection(s)" in err.getvalue()
+    assert "published again" in err.getvalue() and "deduplicates them by event_id" in err.getvalue()
+    assert len(delivered) - len(ids) <= 2 * settings.publish_window
+
+
+def test_a_line_the_broker_refuses_is_published_again_until_it_is_taken(
+    tmp_path: Path, amqp_url: str, amqp_names: Any
+) -> None:
+    # Given an ingest queue that refuses publishes (nack) while it holds 2 messages, drained only after a while
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    arguments = {"x-max-length": 2, "x-overflow": "reject-publish"}
+    connection.channel().queue_declare(amqp_names.queue, durable=True, arguments=arguments)
+    connection.close()
+    path = tmp_path / "events.jsonl"
+    ids = write_invoices(path, 30)
+    got: list[str] = []
+
+    def consume() -> None:
+        time.sleep(0.5)
+        consumer = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        channel = consumer.channel()
+        deadline = time.monotonic() + 60
+        while len(got) < len(ids) and time.monotonic() < deadline:
+            method, properties, _ = channel.basic_get(amqp_names.queue, auto_ack=True)
+            if method is None:
+                time.sleep(0.01)
+            else:
+                got.append(properties.message_id)
+        consumer.close()
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    settings = load_settings(amqp_url=amqp_url, publish_window=5, retry_max_seconds=0.5, **amqp_names.settings())
+    err = io.StringIO()
+    # When the file is published
+    status = publish_file(settings, path, out=io.StringIO(), err=err)
+    consumer.join(70)
+    # Then the refused lines were published again, and every line was taken exactly once (a nacked one never was)
+    assert status == 0, err.getvalue()
+    assert "refused" in err.getvalue() and "they were published again" in err.getvalue()
+    assert sorted(got) == ids
+
+
+def test_a_broker_killed_and_restarted_mid_publish_loses_no_line(
+    tmp_path: Path, private_rabbitmq: PrivateRabbitMQ, amqp_names: Any
+) -> None:
+    # Given 6,000 lines being published to a RabbitMQ of this test alone
+    path = tmp_path / "events.jsonl"
+    ids = write_invoices(path, 6000)
+    broker = private_rabbitmq
+    settings = load_settings(amqp_url=broker.url, retry_max_seconds=0.5, **amqp_names.settings())
+    err = io.StringIO()
+    result: list[int] = []
+    publishing = threading.Thread(
+        target=lambda: result.append(publish_file(settings, path, out=io.StringIO(), err=err))
+    )
+    publishing.start()
+
+    def depth() -> int:
+        try:
+            connection = pika.BlockingConnection(pika.URLParameters(broker.url))
+        except pika.exceptions.AMQPError:
+            return 0
+        try:
+            return int(connection.channel().queue_declare(amqp_names.queue, passive=True).method.message_count)
+        except pika.exceptions.AMQPError:
+            return 0
+        finally:
+            if connection.is_open:
+                connection.close()
+
+    # When the broker is killed (SIGKILL) once some of them are in the queue, and started again on the same data
+    deadline = time.monotonic() + 60
+    while depth() < 500 and time.monotonic() < deadline and publishing.is_alive():
+        time.sleep(0.02)
+    assert publishing.is_alive(), "the publish ended before the broker could be killed"
+    broker.kill()
+    broker.start()
+    publishing.join(180)
+    # Then the publish succeeds, and every line is in the durable queue, once or (if it was in flight) twice
+    assert result == [0], err.getvalue()
+    assert "1 lost connection(s)" in err.getvalue()
+    delivered = [properties.message_id for _, properties, _ in queued(broker.url, amqp_names.queue)]
+    assert set(delivered) == set(ids)
+    assert len(delivered) - len(ids) <= settings.publish_window

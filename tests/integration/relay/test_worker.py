@@ -6,6 +6,7 @@ and queues, bound the way an ERP would bind them, and removes them afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -24,7 +25,8 @@ from shared.ledger import outbox as outbox_module
 from shared.ledger.db import make_engine
 from shared.ledger.schema import events, outbox
 from shared.ledger.store import Incoming, Ledger, LedgerRefused
-from tests.servers import RUN_ID, CommandQueues
+from tests.servers import RUN_ID, CommandQueues, PrivateRabbitMQ
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -357,3 +359,154 @@ def test_the_relay_process_starts_from_settings_and_stops_on_request(pg_url: str
     assert result == [0]
     assert [p.message_id for _, p, _ in broker.drain(broker.erp_queue)] == ["block-C-1-1"]
     engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------------- confirms
+@pytest.fixture
+def refusing_broker(amqp_url: str) -> Iterator[Broker]:
+    """Commands queues as ``broker``'s, except that the ERP's queue refuses publishes (nack) while it holds 3."""
+    base = f"relance.t.{RUN_ID}.cmd{next(_names)}"
+    names = Broker(amqp_url, f"{base}.commands", f"{base}.erp", f"{base}.notifier")
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    channel.exchange_declare(names.exchange, exchange_type="topic", durable=True)
+    refusing = {"x-max-length": 3, "x-overflow": "reject-publish"}
+    channel.queue_declare(names.erp_queue, durable=True, arguments=refusing)
+    channel.queue_bind(names.erp_queue, names.exchange, routing_key="erp.#")
+    channel.queue_declare(names.notifier_queue, durable=True)
+    channel.queue_bind(names.notifier_queue, names.exchange, routing_key="notifier.#")
+    yield names
+    for queue in (names.erp_queue, names.notifier_queue):
+        channel.queue_delete(queue)
+    channel.exchange_delete(names.exchange)
+    connection.close()
+
+
+def test_the_relay_marks_published_only_what_the_broker_confirmed_and_publishes_the_nacked_again(
+    pg_engine: Engine, refusing_broker: Broker
+) -> None:
+    broker = refusing_broker
+    settings = broker.settings(pg_engine.url.render_as_string(hide_password=False))
+    customers = [f"C-{n:02d}" for n in range(10)]
+    Ledger(pg_engine).record([blocked(c) for c in customers])
+    relay = Relay(settings, pg_engine, threading.Event())
+    with relay.connected():
+        # When the relay publishes the ten blocks at once into a queue that takes three
+        assert relay.publish_round() == 3
+        # Then exactly the three the broker confirmed are marked published; the seven it nacked are pending
+        rows = outbox_rows(pg_engine)
+        marked = {r["command_id"] for r in rows if r["published_at"] is not None}
+        assert len(marked) == 3
+        assert all(r["attempts"] == 1 for r in rows)
+        assert {p.message_id for _, p, _ in broker.drain(broker.erp_queue)} == marked
+        assert relay.totals.nacked == 7
+        # And once the queue has room again, the nacked ones are published, each exactly once
+        delivered = set(marked)
+        deadline = time.monotonic() + 30
+        while not all_published(pg_engine) and time.monotonic() < deadline:
+            relay.publish_round()
+            delivered |= {p.message_id for _, p, _ in broker.drain(broker.erp_queue)}
+            time.sleep(0.05)
+    assert all_published(pg_engine)
+    assert delivered == {f"block-{c}-1" for c in customers}
+
+
+def test_each_customers_commands_keep_their_order_when_the_connection_is_cut_mid_batch(
+    pg_engine: Engine, broker: Broker
+) -> None:
+    # Given 30 customers blocked, unblocked, blocked and unblocked again
+    ledger = Ledger(pg_engine)
+    customers = [f"C-{n:02d}" for n in range(30)]
+    for round_ in (1, 2):
+        ledger.record([blocked(c, round_) for c in customers])
+        ledger.record([unblocked(c, round_) for c in customers])
+    expected = {f"{kind}-{c}-{r}" for c in customers for r in (1, 2) for kind in ("block", "unblock")}
+    # And a network to RabbitMQ that breaks three times while the relay publishes batches of 7
+    parameters = pika.URLParameters(broker.url)
+    with TcpProxy(parameters.host, parameters.port, cut_every_bytes=15_000, cuts=3) as proxy:
+        settings = load_settings(
+            database_url=pg_engine.url.render_as_string(hide_password=False),
+            amqp_url=proxy.url(broker.url),
+            commands_exchange=broker.exchange,
+            relay_poll_ms=20,
+            relay_batch_size=7,
+            retry_max_seconds=0.2,
+        )
+        # When a relay runs until everything is published
+        relay, stop, thread = run_relay(settings, pg_engine)
+        wait_until(lambda: all_published(pg_engine), seconds=60)
+        stop.set()
+        thread.join(10)
+        assert proxy.cuts_done == 3
+    # Then every command reached the ERP's queue (what was in flight at a cut, possibly twice)
+    messages = broker.drain(broker.erp_queue)
+    assert {p.message_id for _, p, _ in messages} == expected
+    assert relay.totals.published == len(expected)
+    # And no command of a customer overtook an earlier one, not even a copy published again after a cut
+    sequences: dict[str, list[int]] = {}
+    for _, _, body in messages:
+        sequences.setdefault(body["customer_id"], []).append(body["sequence"])
+    assert all(seq == sorted(seq) and len(set(seq)) == 4 for seq in sequences.values())
+
+
+def test_a_broker_killed_and_restarted_mid_relay_loses_no_command_and_keeps_each_customers_order(
+    pg_engine: Engine, private_rabbitmq: PrivateRabbitMQ
+) -> None:
+    # Given 1,500 customers each blocked then unblocked, and a RabbitMQ of this test alone
+    ledger = Ledger(pg_engine)
+    customers = [f"C-{n:04d}" for n in range(1500)]
+    ledger.record([blocked(c) for c in customers])
+    ledger.record([unblocked(c) for c in customers])
+    expected = {f"{kind}-{c}-1" for c in customers for kind in ("block", "unblock")}
+    broker = private_rabbitmq
+    with Broker.declared(broker.url, f"relance.t.{RUN_ID}.cmd{next(_names)}") as names:
+        settings = names.settings(pg_engine.url.render_as_string(hide_password=False), relay_batch_size=50)
+        _, stop, thread = run_relay(settings, pg_engine)
+
+        # When the broker is killed (SIGKILL) while the relay publishes, and started again on the same data
+        def queued() -> int:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                connection = pika.BlockingConnection(pika.URLParameters(broker.url))
+                try:
+                    return int(connection.channel().queue_declare(names.erp_queue, passive=True).method.message_count)
+                finally:
+                    connection.close()
+            return 0
+
+        wait_until(lambda: queued() >= 300)
+        assert not all_published(pg_engine), "the relay finished before the broker could be killed"
+        broker.kill()
+        broker.start()
+        wait_until(lambda: all_published(pg_engine), seconds=120)
+        stop.set()
+        thread.join(10)
+        messages = names.drain(names.erp_queue)
+    # Then every command is in the ERP's durable queue (what was in flight at the kill, possibly twice)
+    assert {p.message_id for _, p, _ in messages} == expected
+    # And no customer's unblock is ahead of its block, not even a copy published again after the restart
+    sequences: dict[str, list[int]] = {}
+    for _, _, body in messages:
+        sequences.setdefault(body["customer_id"], []).append(body["sequence"])
+    assert all(seq == sorted(seq) for seq in sequences.values())
+
+
+def test_the_relay_publishes_batch_after_batch_on_either_database(any_engine: Engine, broker: Broker) -> None:
+    # Given 5 customers blocked then unblocked, relayed in batches of 2 (SQLite has one writer: one batch at a time)
+    ledger = Ledger(any_engine)
+    customers = [f"C-{n}" for n in range(5)]
+    ledger.record([blocked(c) for c in customers])
+    ledger.record([unblocked(c) for c in customers])
+    settings = broker.settings(any_engine.url.render_as_string(hide_password=False), relay_batch_size=2)
+    relay = Relay(settings, any_engine, threading.Event())
+    # When the relay runs rounds until nothing is left
+    with relay.connected():
+        while relay.publish_round():
+            pass
+    # Then every command went out once, each customer's block before its unblock
+    messages = broker.drain(broker.erp_queue)
+    assert sorted(p.message_id for _, p, _ in messages) == sorted(
+        f"{kind}-{c}-1" for c in customers for kind in ("block", "unblock")
+    )
+    first_seen = [body["customer_id"] + body["command"] for _, _, body in messages]
+    assert all(first_seen.index(f"{c}erp.credit_block") < first_seen.index(f"{c}erp.credit_unblock") for c in customers)
+    assert all_published(any_engine)
