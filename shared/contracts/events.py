@@ -18,12 +18,14 @@ The whole vocabulary is one module (under 500 lines), as the ERP's is :mod:`shar
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from functools import cache
+from functools import cache, partial
 from types import UnionType
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, cast, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, create_model
 
@@ -480,9 +482,36 @@ def _plain(annotation: Any) -> Any:
 
 
 def _as_recorded(model: type[BaseModel], reading: BaseModel) -> BaseModel:
-    """The model built from its recorded reading without running its rules again."""
-    values = {name: _value(getattr(reading, name)) for name in reading.model_fields_set}
-    return model.model_construct(_fields_set=set(reading.model_fields_set), **values)
+    """The model built from its recorded reading without running its rules again.
+
+    Every field is given, the absent ones their defaults as :meth:`~pydantic.BaseModel.model_construct` would fill
+    them (:func:`_defaults`), so that it never works them out itself: the same object, at a fraction of the cost.
+    """
+    given = reading.model_fields_set
+    values = {name: _value(getattr(reading, name)) for name in given}
+    for name, default in _defaults(model):
+        if name not in given:
+            values[name] = default()
+    return model.model_construct(_fields_set=set(given), **values)
+
+
+@cache
+def _defaults(model: type[BaseModel]) -> tuple[tuple[str, Callable[[], Any]], ...]:
+    """The model's optional fields, each with what gives its value when absent: its factory, or a copy of its default.
+
+    Worked out once per model: for every absent field, pydantic's ``model_construct`` asks ``inspect.signature``
+    whether the field's factory takes the validated data (none of relance's does), which cost more than the rest of
+    reading a recorded event.
+    """
+    defaults: list[tuple[str, Callable[[], Any]]] = []
+    for name, info in model.model_fields.items():
+        if info.is_required():
+            continue
+        if info.default_factory_takes_validated_data:
+            raise TypeError(f"{model.__name__}.{name}: a default factory of a recorded event takes no argument")
+        factory = cast("Callable[[], Any] | None", info.default_factory)
+        defaults.append((name, factory if factory is not None else partial(deepcopy, info.default)))
+    return tuple(defaults)
 
 
 def _value(value: Any) -> Any:
