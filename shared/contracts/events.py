@@ -18,14 +18,17 @@ The whole vocabulary is one module (under 500 lines), as the ERP's is :mod:`shar
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from functools import cache
+from functools import cache, partial
 from types import UnionType
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, cast, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, create_model
+from pydantic_core import PydanticUndefined
 
 from shared.contracts.erp import DATA_MODELS as ERP_MODELS
 
@@ -480,9 +483,86 @@ def _plain(annotation: Any) -> Any:
 
 
 def _as_recorded(model: type[BaseModel], reading: BaseModel) -> BaseModel:
-    """The model built from its recorded reading without running its rules again."""
-    values = {name: _value(getattr(reading, name)) for name in reading.model_fields_set}
-    return model.model_construct(_fields_set=set(reading.model_fields_set), **values)
+    """The model built from its recorded reading without running its rules again.
+
+    Exactly what :meth:`~pydantic.BaseModel.model_construct` of the given fields builds (the fields in their order,
+    an absent one its default, a required one absent left out, the given ones as the fields set), put together
+    from the model's :class:`_Shape` instead: ``model_construct`` works out every field's default, aliases and
+    factory again on every call, which cost more than the rest of reading a recorded event.
+    """
+    shape = _shape(model, type(reading))
+    if shape.fields is None:
+        return model.model_construct(
+            _fields_set=set(reading.model_fields_set),
+            **{name: _value(getattr(reading, name)) for name in reading.model_fields_set},
+        )
+    given = reading.model_fields_set
+    values: dict[str, Any] = {}
+    for name, nested, default, factory in shape.fields:
+        if name in given:
+            value = getattr(reading, name)
+            values[name] = _value(value) if nested else value
+        elif factory is not None:
+            values[name] = factory()
+        elif default is not PydanticUndefined:
+            values[name] = default
+    built = model.__new__(model)
+    _set = object.__setattr__
+    _set(built, "__dict__", values)
+    _set(built, "__pydantic_fields_set__", set(given))
+    _set(built, "__pydantic_extra__", None)
+    _set(built, "__pydantic_private__", None)
+    return built
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """How a model is put together from its recorded reading, worked out once per model.
+
+    ``fields``, in the model's order: each field's name, whether its type names a model (the only values walked for
+    recorded readings), its default when immutable (``None``, a string, a number, ...; else ``PydanticUndefined``),
+    and otherwise what makes its value (its factory, or a copy of its default; ``None`` for a required field).
+    ``None`` for a model that ``model_construct`` builds otherwise (aliases, private attributes, a post-init hook,
+    extra fields kept): none of relance's, which is then left to build it.
+    """
+
+    fields: tuple[tuple[str, bool, Any, Callable[[], Any] | None], ...] | None
+
+
+_IMMUTABLE = (type(None), str, int, float, bool, Decimal, date)
+
+
+@cache
+def _shape(model: type[BaseModel], recorded: type[BaseModel]) -> _Shape:
+    infos = model.model_fields
+    if (
+        model.__pydantic_post_init__
+        or model.__private_attributes__
+        or model.__pydantic_root_model__
+        or model.model_config.get("extra") == "allow"
+        or any(info.alias is not None or info.validation_alias is not None for info in infos.values())
+    ):
+        return _Shape(None)
+    nested = {name for name, info in recorded.model_fields.items() if _names_model(info.annotation)}
+    fields: list[tuple[str, bool, Any, Callable[[], Any] | None]] = []
+    for name, info in infos.items():
+        default: Any = PydanticUndefined
+        factory = cast("Callable[[], Any] | None", info.default_factory)
+        if factory is not None and info.default_factory_takes_validated_data:
+            return _Shape(None)
+        if factory is None and not info.is_required():
+            if isinstance(info.default, _IMMUTABLE):
+                default = info.default
+            else:
+                factory = partial(deepcopy, info.default)
+        fields.append((name, name in nested, default, factory))
+    return _Shape(tuple(fields))
+
+
+def _names_model(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_names_model(arg) for arg in get_args(annotation))
 
 
 def _value(value: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ def _is_json(column: Any) -> bool:
 
 def _in_key_order(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """The rows sorted by key (so concurrent writers lock in the same order), and the non-key columns."""
-    ordered = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
+    ordered = sorted(rows, key=itemgetter(*keys))  # a tuple of the key's values, one value for a one-column key
     return ordered, [n for n in ordered[0] if n not in keys]
 
 

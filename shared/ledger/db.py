@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -45,6 +46,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # No server-side prepared statements: a plan prepared while a table was nearly empty (a sequential scan) would
     # be kept as the table grows, and ledger queries are cheap to plan.
     connect_args = {"prepare_threshold": None, **kwargs.pop("connect_args", {})}
+    # JSON columns read with orjson, not the standard library: it decodes what PostgreSQL returns as json.loads does
+    # but for integers past 64 bits, which the ledger never holds (its rows are written with orjson, which refuses
+    # them, :mod:`shared.ledger.bulk`). Loading 2,000 escalated states: 3.1-3.9 s before, 2.7-2.9 s after.
+    kwargs.setdefault("json_deserializer", orjson.loads)
     return create_engine(url, connect_args=connect_args, **kwargs)
 
 
