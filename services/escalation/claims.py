@@ -316,12 +316,17 @@ def _folded(state: CustomerState, decided: Iterable[Decision]) -> CustomerState:
 
 
 def _settled(state: CustomerState, currency: str) -> list[Invoice]:
-    """The invoices of ``currency`` whose principal is settled, undisputed, oldest first."""
+    """The invoices of ``currency`` whose principal is settled, undisputed, with claims, oldest first (the others
+    have no claim to list or to pursue)."""
+    invoices = state.invoices
     return sorted(
         (
             i
-            for i in state.invoices.values()
-            if i.currency == currency and i.status == "paid" and i.invoice_id not in state.disputes
+            for invoice_id in state.claims.claims
+            if (i := invoices.get(invoice_id)) is not None
+            and i.currency == currency
+            and i.status == "paid"
+            and invoice_id not in state.disputes
         ),
         key=lambda i: (i.due_date, i.issue_date, i.invoice_id),
     )

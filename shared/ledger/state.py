@@ -255,6 +255,7 @@ class CustomerState:
 
 _Part = TypeVar("_Part")
 _IMMUTABLE = (str, int, float, bool, Decimal, date, datetime, type(None))
+_ATOMS = frozenset(_IMMUTABLE)
 
 
 def _copied(part: _Part) -> _Part:
@@ -269,14 +270,15 @@ def _copied(part: _Part) -> _Part:
 def _value(value: Any) -> Any:
     if isinstance(value, _IMMUTABLE):
         return value
+    # An immutable item is shared without a call (the type test is exact, anything else goes through _value)
     if isinstance(value, dict):
-        return {key: _value(item) for key, item in value.items()}
+        return {key: item if type(item) in _ATOMS else _value(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_value(item) for item in value]
+        return [item if type(item) in _ATOMS else _value(item) for item in value]
     if isinstance(value, set):
-        return {_value(item) for item in value}
+        return {item if type(item) in _ATOMS else _value(item) for item in value}
     if isinstance(value, tuple):
-        return tuple(_value(item) for item in value)
+        return tuple(item if type(item) in _ATOMS else _value(item) for item in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _copied(value)
     return copy.deepcopy(value)
