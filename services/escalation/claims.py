@@ -92,7 +92,8 @@ class ClaimsView:
     decided: list[Decision] = field(default_factory=list)  # the evaluation's decisions so far (the engine's list)
     fees: dict[str, tuple[Decimal, str]] = field(default_factory=dict)  # invoice_id -> fee charged now
     settled_charged: set[str] = field(default_factory=set)  # settled invoices this evaluation charged claims on
-    _folded: CustomerState | None = None
+    _folded: CustomerState | None = None  # the state with the evaluation's first decisions folded in ...
+    _folded_count: int = 0  # ... this many of them
 
     # ----------------------------------------------------------------------------------------------- charging
     def charges(self, late: Iterable[Invoice]) -> list[Charge]:
@@ -190,7 +191,20 @@ class ClaimsView:
             return self.state
         if self._folded is None:
             self._folded = _folded(self.state, self.decided)
+            self._folded_count = len(self.decided)
         return self._folded
+
+    def _all_folded(self, decided: list[Decision]) -> CustomerState:
+        """The state with every one of ``decided`` folded in, for :meth:`tasks`, the last reader: the copy
+        :meth:`settled_state` made of the evaluation's first decisions takes the ones decided since (folding the
+        rest after the first ones is folding them all), and is its no more."""
+        folded = self._folded
+        if folded is None or decided is not self.decided:
+            return _folded(self.state, decided)
+        for decision in decided[self._folded_count :]:
+            folded.apply(decision.event, None, decision.event_id, recorded_at=None)
+        self._folded, self._folded_count = None, 0
+        return folded
 
     def claim_lines(self, currency: str, unasked: bool = False) -> list[events.ClaimLine]:
         """The claims a message in ``currency`` carries: claimed and still owed, on invoices of that currency whose
@@ -267,11 +281,11 @@ class ClaimsView:
         return {"claims": lines}, with_claims
 
     # ----------------------------------------------------------------------------------------------- tasks
-    def tasks(self, decided: Iterable[Decision]) -> list[Charge]:
+    def tasks(self, decided: list[Decision]) -> list[Charge]:
         """One ``claim_owed`` task per settled invoice left owing claimed claims, after the evaluation's own
         decisions (``decided``): when it charged claims on a settled invoice, they are folded into a copy of the
         state first, so that free credit the fold would let settle them counts."""
-        state = _folded(self.state, decided) if self.settled_charged else self.state
+        state = self._all_folded(decided) if self.settled_charged else self.state
         found = []
         for invoice, owed in self._untasked(state):
             what = " and ".join(f"{c.kind} {c.owed} {c.currency}" for c in owed)

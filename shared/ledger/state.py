@@ -256,14 +256,21 @@ class CustomerState:
 _Part = TypeVar("_Part")
 _IMMUTABLE = (str, int, float, bool, Decimal, date, datetime, type(None))
 _ATOMS = frozenset(_IMMUTABLE)
+_FIELDS: dict[type, tuple[str, ...]] = {}  # a dataclass of the state -> its fields' names, looked up once
 
 
 def _copied(part: _Part) -> _Part:
     """A dataclass of the state, copied field by field (the receivables' link to the claims is set by the state)."""
-    new = object.__new__(type(part))
-    for each in dataclasses.fields(part):  # type: ignore[arg-type]  # every part of a state is a dataclass
-        value = None if each.name == "claims" and isinstance(part, Receivables) else getattr(part, each.name)
-        object.__setattr__(new, each.name, _value(value))
+    kind = type(part)
+    names = _FIELDS.get(kind)
+    if names is None:
+        fields = dataclasses.fields(kind)  # type: ignore[arg-type]  # every part of a state is a dataclass
+        names = _FIELDS[kind] = tuple(each.name for each in fields)
+    new = object.__new__(kind)
+    receivables = isinstance(part, Receivables)
+    for name in names:
+        value = None if receivables and name == "claims" else getattr(part, name)
+        object.__setattr__(new, name, value if type(value) in _ATOMS else _value(value))
     return new
 
 

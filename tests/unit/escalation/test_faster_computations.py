@@ -25,9 +25,9 @@ from services.escalation.interest import (
     InterestResult,
     RateTable,
     late_interest,
-    minor_units,
 )
 from services.escalation.model import InterestRule, Level, Policy
+from shared.contracts.erp import minor_units
 from shared.contracts.events import parse
 from shared.ledger.state import CustomerState
 
