@@ -890,7 +890,7 @@ class _Evaluation:
             days.append(_plus(track.due, 1))
         for promise in self.promises:
             days += [promise.promised, _plus(promise.deadline, 1)]
-        moments = [local_instant(day, 0, self.zone) for day in days]
+        moments = [local_instant(day, 0, self.zone) for day in dict.fromkeys(days)]  # each day once
         waiting = self._waiting()
         if waiting or self.claims.unasked():
             moments.append(self._next_contact(waiting))
