@@ -24,7 +24,6 @@ The fixed indemnity's amount and currency come from :func:`fee_for` alone: the l
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -322,8 +321,8 @@ class ClaimsView:
 
 
 def _folded(state: CustomerState, decided: Iterable[Decision]) -> CustomerState:
-    """A copy of the state with the decisions folded in."""
-    folded = copy.deepcopy(state)
+    """A copy of the state with the decisions folded in (sharing what only the ERP's events change)."""
+    folded = state.decisions_copy()
     for decision in decided:
         folded.apply(decision.event, None, decision.event_id, recorded_at=None)
     return folded

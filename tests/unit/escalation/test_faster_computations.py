@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
@@ -27,9 +27,13 @@ from services.escalation.interest import (
     late_interest,
 )
 from services.escalation.model import InterestRule, Level, Policy
+from services.escalation.worker import policy_books, real_rules
+from shared.config import load_settings
 from shared.contracts.erp import minor_units
 from shared.contracts.events import parse
 from shared.ledger.state import CustomerState
+from shared.ledger.store import Incoming
+from tests.benchmarks.ledgers import FIRST_DAY, receivables
 
 PROPERTY = settings(max_examples=300, deadline=None)
 HOLIDAYS = french_holidays(2025) | french_holidays(2026) | french_holidays(2027)
@@ -141,3 +145,29 @@ def test_a_copy_of_a_state_shares_nothing_that_folding_changes() -> None:
     )
     assert state == before and copied != state
     assert state.invoices["I-1"].outstanding == Decimal("100.00")
+
+
+def test_folding_decisions_into_a_decisions_copy_is_folding_them_into_a_deep_copy() -> None:
+    settings = load_settings(database_url="postgresql://localhost/unused")
+    books, rules = policy_books(settings), real_rules(settings)
+    by_customer: dict[str, list[Incoming]] = {}
+    for fact in receivables(12, 90, seed=3):
+        by_customer.setdefault(fact.item.customer_id, []).append(fact.item)
+    folded = 0
+    for items in by_customer.values():
+        state = CustomerState(tenant="t", customer_id=items[0].customer_id)
+        for item in items:
+            state.apply(parse(item.event_type, item.data), item.occurred_at, item.event_id, recorded_at=None)
+        for days in (40, 80, 130, 170):
+            as_of = datetime.combine(FIRST_DAY + timedelta(days=days), datetime.min.time(), tzinfo=UTC)
+            decided = rules.decide(state, books("t").for_customer(state.profile), as_of, rules.rates)
+            before, deep, sharing = copy.deepcopy(state), copy.deepcopy(state), state.decisions_copy()
+            for decision in decided:
+                for into in (deep, sharing):
+                    into.apply(decision.event, None, decision.event_id, recorded_at=None)
+            assert sharing == deep  # the same fold as into a copy sharing nothing ...
+            assert state == before  # ... and the state it was copied from left as it was
+            for decision in decided:
+                state.apply(decision.event, None, decision.event_id, recorded_at=None)
+            folded += len(decided)
+    assert folded > 100
