@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import date, timedelta
+from functools import lru_cache
 
 from services.escalation.model import Level, Policy
 
 CALENDAR_YEARS = range(2000, 2100)  # years a named calendar is expanded over when a policy is loaded
 
 _SATURDAY = 5
+LADDERS_KEPT = 65536  # ladders remembered by :func:`ladder` (an anchor day and a policy's steps each)
 
 
 def easter_sunday(year: int) -> date:
@@ -92,3 +94,22 @@ def step_date(due_date: date, level: Level, policy: Policy) -> date:
     offset = level.offset_days + (policy.grace_days if level.offset_days > 0 else 0)
     day = due_date + timedelta(days=offset)
     return business_day_on_or_after(day, policy.holidays) if policy.business_days else day
+
+
+def ladder(anchor: date, policy: Policy) -> tuple[date, ...]:
+    """The day each level of the policy's ladder falls due for an invoice anchored on ``anchor``: the
+    :func:`step_date` of every level, computed once per anchor and ladder (raises OverflowError as it does).
+
+    The result depends only on the anchor, the levels' offsets, the grace days and the business-day calendar, so a
+    ladder is remembered under those values: the customers of a sweep share a few hundred anchor days.
+    """
+    offsets = tuple(level.offset_days for level in policy.levels)
+    return _ladder(anchor, offsets, policy.grace_days, policy.business_days, policy.holidays)
+
+
+@lru_cache(maxsize=LADDERS_KEPT)
+def _ladder(
+    anchor: date, offsets: tuple[int, ...], grace_days: int, business_days: bool, holidays: frozenset[date]
+) -> tuple[date, ...]:
+    days = (anchor + timedelta(days=offset + (grace_days if offset > 0 else 0)) for offset in offsets)
+    return tuple(business_day_on_or_after(day, holidays) if business_days else day for day in days)

@@ -24,7 +24,6 @@ The fixed indemnity's amount and currency come from :func:`fee_for` alone: the l
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -92,7 +91,8 @@ class ClaimsView:
     decided: list[Decision] = field(default_factory=list)  # the evaluation's decisions so far (the engine's list)
     fees: dict[str, tuple[Decimal, str]] = field(default_factory=dict)  # invoice_id -> fee charged now
     settled_charged: set[str] = field(default_factory=set)  # settled invoices this evaluation charged claims on
-    _folded: CustomerState | None = None
+    _folded: CustomerState | None = None  # the state with the evaluation's first decisions folded in ...
+    _folded_count: int = 0  # ... this many of them
 
     # ----------------------------------------------------------------------------------------------- charging
     def charges(self, late: Iterable[Invoice]) -> list[Charge]:
@@ -190,7 +190,20 @@ class ClaimsView:
             return self.state
         if self._folded is None:
             self._folded = _folded(self.state, self.decided)
+            self._folded_count = len(self.decided)
         return self._folded
+
+    def _all_folded(self, decided: list[Decision]) -> CustomerState:
+        """The state with every one of ``decided`` folded in, for :meth:`tasks`, the last reader: the copy
+        :meth:`settled_state` made of the evaluation's first decisions takes the ones decided since (folding the
+        rest after the first ones is folding them all), and is its no more."""
+        folded = self._folded
+        if folded is None or decided is not self.decided:
+            return _folded(self.state, decided)
+        for decision in decided[self._folded_count :]:
+            folded.apply(decision.event, None, decision.event_id, recorded_at=None)
+        self._folded, self._folded_count = None, 0
+        return folded
 
     def claim_lines(self, currency: str, unasked: bool = False) -> list[events.ClaimLine]:
         """The claims a message in ``currency`` carries: claimed and still owed, on invoices of that currency whose
@@ -267,11 +280,11 @@ class ClaimsView:
         return {"claims": lines}, with_claims
 
     # ----------------------------------------------------------------------------------------------- tasks
-    def tasks(self, decided: Iterable[Decision]) -> list[Charge]:
+    def tasks(self, decided: list[Decision]) -> list[Charge]:
         """One ``claim_owed`` task per settled invoice left owing claimed claims, after the evaluation's own
         decisions (``decided``): when it charged claims on a settled invoice, they are folded into a copy of the
         state first, so that free credit the fold would let settle them counts."""
-        state = _folded(self.state, decided) if self.settled_charged else self.state
+        state = self._all_folded(decided) if self.settled_charged else self.state
         found = []
         for invoice, owed in self._untasked(state):
             what = " and ".join(f"{c.kind} {c.owed} {c.currency}" for c in owed)
@@ -308,20 +321,25 @@ class ClaimsView:
 
 
 def _folded(state: CustomerState, decided: Iterable[Decision]) -> CustomerState:
-    """A copy of the state with the decisions folded in."""
-    folded = copy.deepcopy(state)
+    """A copy of the state with the decisions folded in (sharing what only the ERP's events change)."""
+    folded = state.decisions_copy()
     for decision in decided:
         folded.apply(decision.event, None, decision.event_id, recorded_at=None)
     return folded
 
 
 def _settled(state: CustomerState, currency: str) -> list[Invoice]:
-    """The invoices of ``currency`` whose principal is settled, undisputed, oldest first."""
+    """The invoices of ``currency`` whose principal is settled, undisputed, with claims, oldest first (the others
+    have no claim to list or to pursue)."""
+    invoices = state.invoices
     return sorted(
         (
             i
-            for i in state.invoices.values()
-            if i.currency == currency and i.status == "paid" and i.invoice_id not in state.disputes
+            for invoice_id in state.claims.claims
+            if (i := invoices.get(invoice_id)) is not None
+            and i.currency == currency
+            and i.status == "paid"
+            and invoice_id not in state.disputes
         ),
         key=lambda i: (i.due_date, i.issue_date, i.invoice_id),
     )

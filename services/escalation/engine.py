@@ -112,7 +112,7 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from services.escalation.calendar import step_date
+from services.escalation.calendar import ladder
 from services.escalation.claims import ClaimsView
 from services.escalation.claims import allocation as claim_allocation
 from services.escalation.contacts import ContactDays, Telling, local_day, local_instant, notices, told_index
@@ -695,7 +695,7 @@ class _Evaluation:
             paused = "promise"
         try:
             track = _Track(invoice, due, paused, current, self._anchor(invoice, due, current, record))
-            track.steps = [step_date(track.anchor, level, self.policy) for level in self.levels]
+            track.steps = list(ladder(track.anchor, self.policy))
         except OverflowError:
             return self._held(invoice, due, current, record, self._dates_hold(invoice, due))
         if record is not None:
@@ -890,7 +890,7 @@ class _Evaluation:
             days.append(_plus(track.due, 1))
         for promise in self.promises:
             days += [promise.promised, _plus(promise.deadline, 1)]
-        moments = [local_instant(day, 0, self.zone) for day in days]
+        moments = [local_instant(day, 0, self.zone) for day in dict.fromkeys(days)]  # each day once
         waiting = self._waiting()
         if waiting or self.claims.unasked():
             moments.append(self._next_contact(waiting))

@@ -443,14 +443,16 @@ def late_interest(
         day = end + timedelta(days=1)
 
     periods: list[InterestPeriod] = []
-    exact = Fraction(0)
+    total, over = 0, 1  # the exact total, total / over, in integers (a Fraction per span costs more than the rest)
     for start, end, base, rate in spans:
         days = (end - start).days + 1
-        accrued = Fraction(base) * Fraction(rate.rate) * days / (100 * DAYS_IN_YEAR)
-        exact += accrued
-        periods.append(
-            InterestPeriod(start, end, days, base, rate.rate, _display(accrued), rate.reference, rate.margin)
-        )
+        base_n, base_d = base.as_integer_ratio()
+        rate_n, rate_d = rate.rate.as_integer_ratio()
+        accrued, under = base_n * rate_n * days, base_d * rate_d * 100 * DAYS_IN_YEAR  # exactly accrued / under
+        total, over = (total + accrued, over) if under == over else (total * under + accrued * over, over * under)
+        raw = _quantize(accrued, under, _DISPLAY)
+        periods.append(InterestPeriod(start, end, days, base, rate.rate, raw, rate.reference, rate.margin))
+    exact = Fraction(total, over)
     return InterestResult(currency=currency, amount=round_half_up(exact, currency), periods=tuple(periods), exact=exact)
 
 
@@ -487,21 +489,20 @@ def _semester_end(day: date) -> date:
     return date(day.year, 6, 30) if day.month <= 6 else date(day.year, 12, 31)
 
 
-def _display(value: Fraction) -> Decimal:
-    return _quantize(value, _DISPLAY)
-
-
 def round_half_up(value: Fraction | Decimal, currency: str) -> Decimal:
     """``value`` rounded half-up (away from zero on a tie) to the currency's minor unit: EUR 0.01, JPY 1."""
-    return _quantize(Fraction(value), Decimal(1).scaleb(-minor_units(currency)))
+    numerator, denominator = value.as_integer_ratio()
+    return _quantize(numerator, denominator, Decimal(1).scaleb(-minor_units(currency)))
 
 
-def _quantize(value: Fraction, unit: Decimal) -> Decimal:
-    steps = value / Fraction(unit)
-    sign = -1 if steps < 0 else 1
-    whole, remainder = divmod(abs(steps.numerator), steps.denominator)
-    if 2 * remainder >= steps.denominator:
+def _quantize(numerator: int, denominator: int, unit: Decimal) -> Decimal:
+    """``numerator / denominator`` (``denominator`` > 0, the ratio in any terms) rounded half-up to ``unit``."""
+    unit_n, unit_d = unit.as_integer_ratio()
+    steps, per = numerator * unit_d, denominator * unit_n  # the value in units: steps / per, per > 0
+    whole, remainder = divmod(abs(steps), per)
+    if 2 * remainder >= per:
         whole += 1
+    sign = -1 if steps < 0 else 1
     return (Decimal(sign * whole) * unit).quantize(unit)
 
 

@@ -93,17 +93,29 @@ class CustomerState:
         same result as :func:`copy.deepcopy`'s generic walk (no part of a state is referenced twice), several times
         faster.
         """
+        return self._copy(frozenset())
+
+    def _copy(self, shared: frozenset[str]) -> CustomerState:
         copied = CustomerState(
             tenant=self.tenant,
             customer_id=self.customer_id,
             version=self.version,
             head_hash=self.head_hash,
-            receivables=_copied(self.receivables),
+            receivables=_copied(self.receivables, shared),
             dunning=_copied(self.dunning),
             claims=_copied(self.claims),
         )
         copied.snapshot_version = self.snapshot_version
         return copied
+
+    def decisions_copy(self) -> CustomerState:
+        """A copy to fold relance's own decisions into and read them back (the engine's claims): a deep copy but
+        for the receivables' parts only the ERP's events change (:data:`ERP_ONLY`), shared with this state.
+
+        The fold of a decision changes the dunning and claims parts, and through free credit the invoices, credits
+        and their indexes, never those parts; an ERP event must not be folded into such a copy.
+        """
+        return self._copy(ERP_ONLY)
 
     # ----------------------------------------------------------------------------------------------- deciding
     def check(self, event: Event) -> Check:
@@ -255,28 +267,55 @@ class CustomerState:
 
 _Part = TypeVar("_Part")
 _IMMUTABLE = (str, int, float, bool, Decimal, date, datetime, type(None))
+_ATOMS = frozenset(_IMMUTABLE)
+_FIELDS: dict[type, tuple[str, ...]] = {}  # a dataclass of the state -> its fields' names, looked up once
 
 
-def _copied(part: _Part) -> _Part:
-    """A dataclass of the state, copied field by field (the receivables' link to the claims is set by the state)."""
-    new = object.__new__(type(part))
-    for each in dataclasses.fields(part):  # type: ignore[arg-type]  # every part of a state is a dataclass
-        value = None if each.name == "claims" and isinstance(part, Receivables) else getattr(part, each.name)
-        object.__setattr__(new, each.name, _value(value))
+# The receivables' parts only the ERP's events change (see CustomerState.decisions_copy)
+ERP_ONLY = frozenset(
+    {
+        "profile",
+        "profile_at",
+        "cancelled",
+        "disputes",
+        "dispute_latest",
+        "due_date_passed",
+        "promises",
+        "plans",
+        "fingerprints",
+        "promise_recorded",
+    }
+)
+
+
+def _copied(part: _Part, shared: frozenset[str] = frozenset()) -> _Part:
+    """A dataclass of the state, copied field by field (the receivables' link to the claims is set by the state),
+    the fields named in ``shared`` shared with it."""
+    kind = type(part)
+    names = _FIELDS.get(kind)
+    if names is None:
+        fields = dataclasses.fields(kind)  # type: ignore[arg-type]  # every part of a state is a dataclass
+        names = _FIELDS[kind] = tuple(each.name for each in fields)
+    new = object.__new__(kind)
+    receivables = isinstance(part, Receivables)
+    for name in names:
+        value = None if receivables and name == "claims" else getattr(part, name)
+        object.__setattr__(new, name, value if type(value) in _ATOMS or name in shared else _value(value))
     return new
 
 
 def _value(value: Any) -> Any:
     if isinstance(value, _IMMUTABLE):
         return value
+    # An immutable item is shared without a call (the type test is exact, anything else goes through _value)
     if isinstance(value, dict):
-        return {key: _value(item) for key, item in value.items()}
+        return {key: item if type(item) in _ATOMS else _value(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_value(item) for item in value]
+        return [item if type(item) in _ATOMS else _value(item) for item in value]
     if isinstance(value, set):
-        return {_value(item) for item in value}
+        return {item if type(item) in _ATOMS else _value(item) for item in value}
     if isinstance(value, tuple):
-        return tuple(_value(item) for item in value)
+        return tuple(item if type(item) in _ATOMS else _value(item) for item in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _copied(value)
     return copy.deepcopy(value)
