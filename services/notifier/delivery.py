@@ -44,7 +44,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import structlog
 from sqlalchemy import Engine
@@ -60,13 +60,14 @@ from services.notifier.smtp import (
 )
 from shared.config import Settings
 from shared.contracts import events
-from shared.ledger.store import Incoming, Ledger
+from shared.ledger.store import Incoming, Ledger, Outcome
 
 log = structlog.get_logger()
 
 MAX_ROUNDS = 20  # a command deferred this many times is given up (reminder.failed + task)
 FINAL = ("sent", "failed", "unconfirmed", "skipped", "letter")  # the facts a command ends with
 BY_EMAIL = ("sent", "failed", "unconfirmed")  # those an e-mail ends with
+T = TypeVar("T")
 
 
 class SendDeferred(SendError):
@@ -135,11 +136,99 @@ class Progress:
 
 def look(engine: Engine, command: Mapping[str, Any]) -> Progress:
     """Every fact about the command that decides what to do with it, read in one query."""
-    command_id: str = command["command_id"]
+    return look_all(engine, [command])[command["tenant"], command["command_id"]]
+
+
+def look_all(engine: Engine, commands: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], Progress]:
+    """:func:`look` for many commands, in one query per tenant; by (tenant, command_id)."""
+    wanted: dict[str, list[str]] = {}
+    for command in commands:
+        wanted.setdefault(command["tenant"], []).extend(_fact_ids(command["command_id"]))
+    known = {tenant: evidence.facts(engine, tenant, ids) for tenant, ids in wanted.items()}
+    return {(c["tenant"], c["command_id"]): Progress(c["command_id"], known[c["tenant"]]) for c in commands}
+
+
+def _fact_ids(command_id: str) -> list[str]:
     rounds = range(1, MAX_ROUNDS + 1)
-    wanted = [fact_id(command_id, f) for f in FINAL]
-    wanted += [fact_id(command_id, f"{f}/{n}") for n in rounds for f in ("sending", "deferred")]
-    return Progress(command_id, evidence.facts(engine, command["tenant"], wanted))
+    return [fact_id(command_id, f) for f in FINAL] + [
+        fact_id(command_id, f"{f}/{n}") for n in rounds for f in ("sending", "deferred")
+    ]
+
+
+class Journal:
+    """Facts about many commands, appended to their streams in one transaction (one :meth:`Ledger.record` call).
+
+    :meth:`add` queues a fact (and its task) and gives it a ticket; after :meth:`commit`, :meth:`status` says whether
+    the fact was ``applied`` or was there already (``duplicate``), and :meth:`settle` turns a result that depended on
+    the fact into the error saying why it could not be recorded, if it could not.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[Incoming] = []
+        self._facts: list[tuple[int, str, str]] = []  # each fact's index in _items, command id, event type
+        self._outcomes: list[Outcome] = []
+
+    def add(
+        self,
+        command: Mapping[str, Any],
+        fact: str,
+        event: events.RelanceEvent,
+        at: datetime,
+        task: dict[str, Any] | None = None,
+    ) -> int:
+        metadata = {"source": "notifier", "command_id": command["command_id"]}
+        stream = (command["tenant"], command["customer_id"])
+        self._facts.append((len(self._items), command["command_id"], event.TYPE))
+        self._items.append(
+            Incoming.of(event, stream=stream, event_id=fact_id(command["command_id"], fact), occurred_at=at,
+                        metadata=metadata)
+        )  # fmt: skip
+        if task is not None:
+            self._items.append(
+                Incoming.of(events.TaskCreated(**task), stream=stream, event_id=task["task_id"], occurred_at=at,
+                            metadata=metadata)
+            )  # fmt: skip
+        return len(self._facts) - 1
+
+    def commit(self, ledger: Ledger) -> None:
+        """Append every fact queued, in one transaction."""
+        self._outcomes = ledger.record(self._items) if self._items else []
+
+    def status(self, ticket: int) -> str:
+        return self._outcomes[self._facts[ticket][0]].status
+
+    def settle(self, ticket: int, result: T) -> T | RuntimeError:
+        """``result``, if its fact is in the stream now; else the error that says why the fact was not recorded."""
+        index, command_id, event_type = self._facts[ticket]
+        outcome = self._outcomes[index]
+        if outcome.status in ("applied", "duplicate"):
+            return result
+        return RuntimeError(f"cannot record {event_type} for {command_id}: {outcome.reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One reminder for :func:`deliver_all`: its command, rendering and recipients, and what :func:`look` read."""
+
+    command: Mapping[str, Any]
+    rendered: mime.Rendered
+    recipients: Sequence[str]
+    progress: Progress | None = None
+
+
+Result = SendResult | Exception  # SendDeferred / SendInProgress: redeliver later; anything else: relance's own failure
+Planned = tuple[int, SendResult]  # a result that holds once the fact with this ticket in a Journal is recorded
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    index: int
+    ticket: int
+    command: Mapping[str, Any]
+    built: mime.Built
+    stored: evidence.StoredMessage
+    facts: dict[str, Any]
+    round: int
 
 
 async def deliver(
@@ -160,58 +249,151 @@ async def deliver(
     the command is looked at here, and one that already ended by e-mail ends again the same way. Raises
     :class:`SendDeferred` or :class:`SendInProgress` when the command must be redelivered later.
     """
-    command_id: str = command["command_id"]
-    tenant: str = command["tenant"]
-    if progress is None:
-        progress = look(ledger.engine, command)
-        ended = progress.ended(BY_EMAIL)
-        if ended is not None:
-            found = progress.known[fact_id(command_id, ended)]
-            log.info("notifier.duplicate_command", command_id=command_id, outcome=ended)
-            return SendResult(f"already_{ended}", found.data.get("message_id", ""), found.data.get("sha256", ""))  # type: ignore[arg-type]
-    last = progress.last_round
-    if last and progress.fact(f"deferred/{last}") is None:
-        opened = progress.known[fact_id(command_id, f"sending/{last}")]
-        if now() - opened.recorded_at < timedelta(seconds=mail.lease_seconds):
-            raise SendInProgress(f"command {command_id} is being sent by another worker (round {last})")
-        reason = "a worker died between sending and recording; the server may have accepted the message"
-        return _unconfirmed(ledger, command, opened.data, reason, "", now())
-    if last >= MAX_ROUNDS:
-        return record_failed(ledger, command, {}, f"still deferred after {MAX_ROUNDS} rounds", "", now())
+    outgoing = Outgoing(command, rendered, recipients, progress)
+    [result] = await deliver_all(ledger, [outgoing], transport, mail, now=now, sleep=sleep)
+    if isinstance(result, Exception):
+        raise result
+    return result
 
-    try:
-        built = build_message(rendered, recipients, mail, command_id, now())
-    except mime.MimeError as exc:
-        return refuse_before_sending(ledger, command, {"recipients": list(recipients)}, exc, now())
-    stored = evidence.store(
-        ledger.engine,
-        tenant=tenant,
-        customer_id=command["customer_id"],
-        command_id=command_id,
-        message_id=built.message_id,
-        mime=built.data,
-    )
-    facts = {
-        "command_id": command_id,
-        "reminder_id": command.get("reminder_id", ""),
-        "level": command.get("level", ""),
-        "message_id": stored.message_id,
-        "sha256": stored.sha256,
-        "recipients": list(built.recipients),
-        "subject": built.subject,
-        "template": rendered.template_name,
-        "template_version": rendered.template_version,
-    }
-    if stored.mime != built.data:  # an earlier round's bytes: they are what goes out, so they are what is checked
+
+async def deliver_all(
+    ledger: Ledger,
+    outgoing: Sequence[Outgoing],
+    transport: Transport,
+    mail: MailSettings,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    journal: Journal | None = None,
+) -> list[Result]:
+    """:func:`deliver` for many commands at once, in as few transactions as the guarantee allows; results in order.
+
+    One look at the commands that come without their progress; every message built and checked; their bytes stored
+    in one transaction; their ``reminder.sending`` claims appended in one more, with the facts the caller queued in
+    ``journal`` (skips, letters); only then the claimed messages sent, concurrently (as many at once as the transport
+    takes); and their outcomes appended in one last transaction. A claim commits before its message is handed to the
+    server, so a worker dying at any point leaves at most an open ``reminder.sending``: ``reminder.unconfirmed``
+    after the lease, never a second send.
+    """
+    journal = journal if journal is not None else Journal()
+    results: list[Result | None] = [None] * len(outgoing)
+    planned: list[tuple[int, Planned]] = []  # results that hold once their fact in journal is recorded, by index
+    looked = look_all(ledger.engine, [out.command for out in outgoing if out.progress is None])
+    building: list[tuple[int, mime.Built, int]] = []
+    for index, out in enumerate(outgoing):
+        command = out.command
+        command_id: str = command["command_id"]
+        progress = out.progress
+        if progress is None:
+            progress = looked[command["tenant"], command_id]
+            ended = progress.ended(BY_EMAIL)
+            if ended is not None:
+                found = progress.known[fact_id(command_id, ended)]
+                log.info("notifier.duplicate_command", command_id=command_id, outcome=ended)
+                status: Status = f"already_{ended}"  # type: ignore[assignment]  # one of BY_EMAIL
+                results[index] = SendResult(status, found.data.get("message_id", ""), found.data.get("sha256", ""))
+                continue
+        last = progress.last_round
+        if last and progress.fact(f"deferred/{last}") is None:
+            opened = progress.known[fact_id(command_id, f"sending/{last}")]
+            if now() - opened.recorded_at < timedelta(seconds=mail.lease_seconds):
+                results[index] = SendInProgress(f"command {command_id} is being sent by another worker (round {last})")
+                continue
+            reason = "a worker died between sending and recording; the server may have accepted the message"
+            planned.append((index, _unconfirmed(journal, command, opened.data, reason, "", now())))
+            continue
+        if last >= MAX_ROUNDS:
+            reason = f"still deferred after {MAX_ROUNDS} rounds"
+            planned.append((index, record_failed(journal, command, {}, reason, "", now())))
+            continue
         try:
-            facts["subject"] = mime.verify(stored.mime, built, earlier=True)  # the subject those bytes carry
-        except mime.RefusedMessage as exc:
-            return refuse_before_sending(ledger, command, facts, exc, now())
-    round_ = last + 1
-    claim = record_fact(ledger, command, f"sending/{round_}", events.ReminderSending(**facts, round=round_), now())
-    if claim != "applied":
-        raise SendInProgress(f"command {command_id} round {round_} was claimed by another worker")
+            building.append((index, build_message(out.rendered, out.recipients, mail, command_id, now()), last + 1))
+        except mime.MimeError as exc:
+            about = {"recipients": list(out.recipients)}
+            planned.append((index, refuse_before_sending(journal, command, about, exc, now())))
+    claims = _claims(ledger, outgoing, building, journal, results, planned, now)
+    journal.commit(ledger)  # the claims: committed before anything is sent
+    for index, (ticket, result) in planned:
+        results[index] = journal.settle(ticket, result)
+    sending: list[_Claim] = []
+    for claim in claims:
+        status_ = journal.status(claim.ticket)
+        if status_ == "applied":
+            sending.append(claim)
+        elif status_ == "duplicate":
+            command_id = claim.command["command_id"]
+            results[claim.index] = SendInProgress(
+                f"command {command_id} round {claim.round} was claimed by another worker"
+            )
+        else:
+            results[claim.index] = journal.settle(claim.ticket, None)
+    outcomes = Journal()
+    sent = await asyncio.gather(*(_send(claim, transport, mail, outcomes, now, sleep) for claim in sending),
+                                return_exceptions=True)  # fmt: skip
+    outcomes.commit(ledger)
+    for claim, done in zip(sending, sent, strict=True):
+        if isinstance(done, BaseException):  # relance's own failure on this one send: its claim stays open
+            results[claim.index] = done if isinstance(done, Exception) else RuntimeError(repr(done))
+        else:
+            results[claim.index] = outcomes.settle(*done)
+    assert all(result is not None for result in results)
+    return results  # type: ignore[return-value]  # every index was filled above
 
+
+def _claims(
+    ledger: Ledger,
+    outgoing: Sequence[Outgoing],
+    building: list[tuple[int, mime.Built, int]],
+    journal: Journal,
+    results: list[Result | None],
+    planned: list[tuple[int, Planned]],
+    now: Callable[[], datetime],
+) -> list[_Claim]:
+    """Store the built messages' bytes (one transaction) and queue a ``reminder.sending`` claim for each in journal."""
+    stored = evidence.store_all(
+        ledger.engine,
+        [(outgoing[index].command, built.message_id, built.data) for index, built, _ in building],
+    )
+    claims: list[_Claim] = []
+    for (index, built, round_), kept in zip(building, stored, strict=True):
+        command = outgoing[index].command
+        if isinstance(kept, Exception):
+            results[index] = kept
+            continue
+        facts = {
+            "command_id": command["command_id"],
+            "reminder_id": command.get("reminder_id", ""),
+            "level": command.get("level", ""),
+            "message_id": kept.message_id,
+            "sha256": kept.sha256,
+            "recipients": list(built.recipients),
+            "subject": built.subject,
+            "template": outgoing[index].rendered.template_name,
+            "template_version": outgoing[index].rendered.template_version,
+        }
+        if kept.mime != built.data:  # an earlier round's bytes: they are what goes out, so they are what is checked
+            try:
+                facts["subject"] = mime.verify(kept.mime, built, earlier=True)  # the subject those bytes carry
+            except mime.RefusedMessage as exc:
+                planned.append((index, refuse_before_sending(journal, command, facts, exc, now())))
+                continue
+        ticket = journal.add(command, f"sending/{round_}", events.ReminderSending(**facts, round=round_), now())
+        claims.append(_Claim(index, ticket, command, built, kept, facts, round_))
+    return claims
+
+
+async def _send(
+    claim: _Claim,
+    transport: Transport,
+    mail: MailSettings,
+    journal: Journal,
+    now: Callable[[], datetime],
+    sleep: Callable[[float], Awaitable[None]],
+) -> tuple[int, Result]:
+    """Hand a claimed message to the server (retrying what is certain not to have been accepted); its outcome's
+    fact queued in journal, and the result that holds once it is recorded."""
+    command, built, stored, facts = claim.command, claim.built, claim.stored, claim.facts
+    command_id: str = command["command_id"]
     for attempt in range(1, mail.attempts + 1):
         try:
             # The envelope is the checked message's own From and To: what verify() read back is where it goes.
@@ -219,17 +401,19 @@ async def deliver(
         except TemporaryFailure as exc:
             log.warning("notifier.send_deferred", command_id=command_id, attempt=attempt, reason=exc.reason)
             if attempt == mail.attempts:
-                data = {**facts, "round": round_, "reason": exc.reason, "smtp_reply": exc.reply}
-                record_fact(ledger, command, f"deferred/{round_}", events.ReminderDeferred(**data), now())
-                raise SendDeferred(exc.reason, exc.reply) from exc
+                data = {**facts, "round": claim.round, "reason": exc.reason, "smtp_reply": exc.reply}
+                ticket = journal.add(command, f"deferred/{claim.round}", events.ReminderDeferred(**data), now())
+                deferred = SendDeferred(exc.reason, exc.reply)
+                deferred.__cause__ = exc
+                return ticket, deferred
             await sleep(min(mail.backoff_max, mail.backoff_seconds * 2 ** (attempt - 1)))
             continue
         except PermanentFailure as exc:
             log.warning("notifier.send_refused", command_id=command_id, reason=exc.reason)
-            return record_failed(ledger, command, facts, exc.reason, exc.reply, now())
+            return record_failed(journal, command, facts, exc.reason, exc.reply, now())
         except UnknownOutcome as exc:
             log.error("notifier.send_unknown", command_id=command_id, reason=exc.reason)
-            return _unconfirmed(ledger, command, facts, exc.reason, exc.reply, now())
+            return _unconfirmed(journal, command, facts, exc.reason, exc.reply, now())
         refused = {r.address for r in delivery.refused}
         accepted = [r for r in built.recipients if r not in refused]
         data = {
@@ -239,11 +423,11 @@ async def deliver(
             "smtp_reply": delivery.reply,
         }
         task = _contact_task(command, delivery.refused, accepted, stored.message_id, now())
-        record_fact(ledger, command, "sent", events.ReminderSent(**data), now(), task)
+        ticket = journal.add(command, "sent", events.ReminderSent(**data), now(), task)
         if delivery.refused:
             log.warning("notifier.recipients_refused", command_id=command_id, refused=data["refused"])
         log.info("notifier.sent", command_id=command_id, message_id=stored.message_id, sha256=stored.sha256)
-        return SendResult("sent", stored.message_id, stored.sha256, delivery.reply)
+        return ticket, SendResult("sent", stored.message_id, stored.sha256, delivery.reply)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -278,7 +462,7 @@ def _contact_task(
 
 
 def record_failed(
-    ledger: Ledger,
+    journal: Journal,
     command: Mapping[str, Any],
     facts: Mapping[str, Any],
     reason: str,
@@ -286,17 +470,22 @@ def record_failed(
     at: datetime,
     *,
     note: str | None = None,
-) -> SendResult:
+) -> Planned:
+    """Queue ``reminder.failed`` and a ``send_letter`` task in journal; the fact's ticket and the result it makes."""
     data = {**facts, "command_id": command["command_id"], "reason": reason, "smtp_reply": reply}
     note = note or f"email refused ({reason}): send the reminder by letter or call"
     task = task_data(command, "send_letter", note, at)
-    record_fact(ledger, command, "failed", events.ReminderFailed(**data), at, task)
-    return SendResult("failed", str(facts.get("message_id", "")), str(facts.get("sha256", "")), reply)
+    ticket = journal.add(command, "failed", events.ReminderFailed(**data), at, task)
+    return ticket, SendResult("failed", str(facts.get("message_id", "")), str(facts.get("sha256", "")), reply)
 
 
 def refuse_before_sending(
-    ledger: Ledger, command: Mapping[str, Any], facts: Mapping[str, Any], exc: mime.MimeError, at: datetime
-) -> SendResult:
+    journal: Journal,
+    command: Mapping[str, Any],
+    facts: Mapping[str, Any],
+    exc: mime.MimeError,
+    at: datetime,
+) -> Planned:
     """Record a reminder that relance itself refuses to send (``reminder.failed`` with its ``refusal``, a task).
 
     An unsafe text or a message that does not parse back as intended is someone's data to correct, maybe an attack:
@@ -312,18 +501,24 @@ def refuse_before_sending(
     if refusal in ("unsafe_header_text", "message_mismatch"):
         note += "; correct the customer's details in the ERP (this may be an attempt to forge e-mail headers)"
     note += ": send the reminder by letter or call"
-    return record_failed(ledger, command, {**facts, "refusal": refusal}, str(exc), "", at, note=note)
+    about = {**facts, "refusal": refusal}
+    return record_failed(journal, command, about, str(exc), "", at, note=note)
 
 
 def _unconfirmed(
-    ledger: Ledger, command: Mapping[str, Any], facts: Mapping[str, Any], reason: str, reply: str, at: datetime
-) -> SendResult:
+    journal: Journal,
+    command: Mapping[str, Any],
+    facts: Mapping[str, Any],
+    reason: str,
+    reply: str,
+    at: datetime,
+) -> Planned:
     message_id = str(facts.get("message_id", ""))
     data = {**facts, "command_id": command["command_id"], "reason": reason, "smtp_reply": reply}
     note = f"check the mail server's log for {message_id}; resend by hand only if it is not there ({reason})"
     task = task_data(command, "check_delivery", note, at)
-    record_fact(ledger, command, "unconfirmed", events.ReminderUnconfirmed(**data), at, task)
-    return SendResult("unconfirmed", message_id, str(facts.get("sha256", "")), reply)
+    ticket = journal.add(command, "unconfirmed", events.ReminderUnconfirmed(**data), at, task)
+    return ticket, SendResult("unconfirmed", message_id, str(facts.get("sha256", "")), reply)
 
 
 def task_data(
@@ -344,36 +539,12 @@ def task_data(
     }
 
 
-def record_fact(
-    ledger: Ledger,
-    command: Mapping[str, Any],
-    fact: str,
-    event: events.RelanceEvent,
-    at: datetime,
-    task: dict[str, Any] | None = None,
-) -> str:
-    """Append the fact (and its task, in the same transaction); the fact's outcome status."""
-
-    def incoming(event_id: str, event: events.RelanceEvent) -> Incoming:
-        metadata = {"source": "notifier", "command_id": command["command_id"]}
-        stream = (command["tenant"], command["customer_id"])
-        return Incoming.of(event, stream=stream, event_id=event_id, occurred_at=at, metadata=metadata)
-
-    items = [incoming(fact_id(command["command_id"], fact), event)]
-    if task is not None:
-        items.append(incoming(task["task_id"], events.TaskCreated(**task)))
-    outcomes = ledger.record(items)
-    if outcomes[0].status not in ("applied", "duplicate"):
-        raise RuntimeError(f"cannot record {event.TYPE} for {command['command_id']}: {outcomes[0].reason}")
-    return outcomes[0].status
-
-
-def record_skipped(ledger: Ledger, command: Mapping[str, Any], reasons: list[dict[str, str]], at: datetime) -> None:
+def record_skipped(journal: Journal, command: Mapping[str, Any], reasons: list[dict[str, str]], at: datetime) -> int:
     """Nothing left to remind (every invoice paid, cancelled, disputed, or the reminder superseded): say why."""
-    record_fact(ledger, command, "skipped", events.ReminderSkipped(**_about(command), dropped=reasons), at)
+    return journal.add(command, "skipped", events.ReminderSkipped(**_about(command), dropped=reasons), at)
 
 
-def record_letter(ledger: Ledger, command: Mapping[str, Any], data: Mapping[str, Any], at: datetime) -> None:
+def record_letter(journal: Journal, command: Mapping[str, Any], data: Mapping[str, Any], at: datetime) -> int:
     """A letter is for a person to print and post: a ``send_letter`` task saying how to get it."""
     level = str(command["level"])
     note = (
@@ -383,7 +554,7 @@ def record_letter(ledger: Ledger, command: Mapping[str, Any], data: Mapping[str,
     )
     task = task_data(command, "send_letter", note, at, key="letter")
     facts = {**_about(command), "lines": len(data["lines"])}
-    record_fact(ledger, command, "letter", events.ReminderLetterRequested(**facts), at, task)
+    return journal.add(command, "letter", events.ReminderLetterRequested(**facts), at, task)
 
 
 def _about(command: Mapping[str, Any]) -> dict[str, Any]:
