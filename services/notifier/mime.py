@@ -44,10 +44,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy as email_policy
 from email.header import decode_header, make_header
+from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage, Message
 from email.policy import SMTP
 from email.utils import format_datetime, getaddresses
-from typing import Protocol
+from typing import Any, Protocol
 
 import idna
 
@@ -271,7 +272,7 @@ def verify(data: bytes, built: Built, *, earlier: bool = False) -> str:
     problems = _raw_problems(data)
     subjects: list[str] = []
     if not problems:
-        for policy in (email_policy.compat32, email_policy.default):
+        for policy in (email_policy.compat32, _default_once()):
             found, subject = _parsed_problems(data, built, policy, earlier)
             problems += [f"{_policy_name(policy)}: {p}" for p in found]
             subjects.append(subject)
@@ -342,6 +343,28 @@ def _addresses(parsed: Message, name: str) -> list[str]:
 def _decoded(part: Message) -> str:
     payload = part.get_payload(decode=True)
     return payload.decode(part.get_content_charset() or "ascii") if isinstance(payload, bytes) else ""
+
+
+class _ParsedOnce(HeaderRegistry):
+    """The default policy's headers, each distinct field parsed once: the parser and the checks fetch a message's
+    fields again and again (Content-Type a dozen times per message), and each fetch would parse the field anew into
+    an equal header object."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parsed: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, name: str, value: str) -> Any:
+        key = (name.lower(), value)
+        found = self._parsed.get(key)
+        if found is None:
+            found = self._parsed[key] = super().__call__(name, value)
+        return found
+
+
+def _default_once() -> email_policy.Policy:
+    """The ``default`` policy for reading one message (its parsed fields are kept for that message only)."""
+    return email_policy.default.clone(header_factory=_ParsedOnce())
 
 
 def _policy_name(policy: email_policy.Policy) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import ssl
@@ -35,7 +36,6 @@ import tempfile
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -109,7 +109,7 @@ def serve_sink(port: int, cert: str, key: str) -> None:
         ok = isinstance(data, LoginPassword) and data.login == USER.encode() and data.password == PASSWORD.encode()
         return AuthResult(success=ok)
 
-    warnings.simplefilter("ignore")  # aiosmtpd warns of its own deprecated login_data once per session
+    logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd warns of its own login_data once per session
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     controller = Controller(
@@ -244,7 +244,6 @@ def overrides(url: str, amqp_url: str, names: str, port: int, cert: Path) -> dic
         "smtp_ca_file": str(cert),
         "allow_placeholder_sender": "true",
         "log_format": "json",
-        "log_level": "warning",
     }
 
 
