@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
@@ -271,9 +271,11 @@ async def deliver_all(
     One look at the commands that come without their progress; every message built and checked; their bytes stored
     in one transaction; their ``reminder.sending`` claims appended in one more, with the facts the caller queued in
     ``journal`` (skips, letters); only then the claimed messages sent, concurrently (as many at once as the transport
-    takes); and their outcomes appended in one last transaction. A claim commits before its message is handed to the
-    server, so a worker dying at any point leaves at most an open ``reminder.sending``: ``reminder.unconfirmed``
-    after the lease, never a second send.
+    takes); and their outcomes appended as they come, each transaction taking every outcome known by then (a few
+    transactions per batch, and no outcome waits for a slower send). A claim commits before its message is handed to
+    the server, so a worker dying at any point leaves at most an open ``reminder.sending``: ``reminder.unconfirmed``
+    after the lease, never a second send. A worker killed during a batch leaves open the claims of the messages in
+    flight and of those not yet sent (up to the batch size): a person checks those, as for any unknown outcome.
     """
     journal = journal if journal is not None else Journal()
     results: list[Result | None] = [None] * len(outgoing)
@@ -327,15 +329,19 @@ async def deliver_all(
             )
         else:
             results[claim.index] = journal.settle(claim.ticket, None)
-    outcomes = Journal()
-    sent = await asyncio.gather(*(_send(claim, transport, mail, outcomes, now, sleep) for claim in sending),
-                                return_exceptions=True)  # fmt: skip
-    outcomes.commit(ledger)
-    for claim, done in zip(sending, sent, strict=True):
-        if isinstance(done, BaseException):  # relance's own failure on this one send: its claim stays open
-            results[claim.index] = done if isinstance(done, Exception) else RuntimeError(repr(done))
-        else:
-            results[claim.index] = outcomes.settle(*done)
+    ending = _Ending()
+    tasks = {asyncio.ensure_future(_send(claim, transport, mail, ending, now, sleep)): claim for claim in sending}
+    waiting = set(tasks)
+    while waiting:
+        done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        journal, ending.journal = ending.journal, Journal()
+        journal.commit(ledger)  # the outcomes of every send that ended meanwhile, in one transaction
+        for task in done:
+            failure = task.exception()
+            if failure is None:
+                results[tasks[task].index] = journal.settle(*task.result())
+            else:  # relance's own failure on this one send: its claim stays open
+                results[tasks[task].index] = failure if isinstance(failure, Exception) else RuntimeError(repr(failure))
     assert all(result is not None for result in results)
     return results  # type: ignore[return-value]  # every index was filled above
 
@@ -382,16 +388,24 @@ def _claims(
     return claims
 
 
+@dataclass
+class _Ending:
+    """Where the sends in flight queue their outcomes: the journal of the next outcome transaction."""
+
+    journal: Journal = field(default_factory=Journal)
+
+
 async def _send(
     claim: _Claim,
     transport: Transport,
     mail: MailSettings,
-    journal: Journal,
+    ending: _Ending,
     now: Callable[[], datetime],
     sleep: Callable[[float], Awaitable[None]],
-) -> tuple[int, Result]:
+) -> Planned | tuple[int, Result]:
     """Hand a claimed message to the server (retrying what is certain not to have been accepted); its outcome's
-    fact queued in journal, and the result that holds once it is recorded."""
+    fact is queued in the journal of the next outcome transaction as soon as it is known (without awaiting
+    anything in between, so the fact is in that journal exactly when the send is done), with the result it makes."""
     command, built, stored, facts = claim.command, claim.built, claim.stored, claim.facts
     command_id: str = command["command_id"]
     for attempt in range(1, mail.attempts + 1):
@@ -402,7 +416,7 @@ async def _send(
             log.warning("notifier.send_deferred", command_id=command_id, attempt=attempt, reason=exc.reason)
             if attempt == mail.attempts:
                 data = {**facts, "round": claim.round, "reason": exc.reason, "smtp_reply": exc.reply}
-                ticket = journal.add(command, f"deferred/{claim.round}", events.ReminderDeferred(**data), now())
+                ticket = ending.journal.add(command, f"deferred/{claim.round}", events.ReminderDeferred(**data), now())
                 deferred = SendDeferred(exc.reason, exc.reply)
                 deferred.__cause__ = exc
                 return ticket, deferred
@@ -410,10 +424,10 @@ async def _send(
             continue
         except PermanentFailure as exc:
             log.warning("notifier.send_refused", command_id=command_id, reason=exc.reason)
-            return record_failed(journal, command, facts, exc.reason, exc.reply, now())
+            return record_failed(ending.journal, command, facts, exc.reason, exc.reply, now())
         except UnknownOutcome as exc:
             log.error("notifier.send_unknown", command_id=command_id, reason=exc.reason)
-            return _unconfirmed(journal, command, facts, exc.reason, exc.reply, now())
+            return _unconfirmed(ending.journal, command, facts, exc.reason, exc.reply, now())
         refused = {r.address for r in delivery.refused}
         accepted = [r for r in built.recipients if r not in refused]
         data = {
@@ -423,7 +437,7 @@ async def _send(
             "smtp_reply": delivery.reply,
         }
         task = _contact_task(command, delivery.refused, accepted, stored.message_id, now())
-        ticket = journal.add(command, "sent", events.ReminderSent(**data), now(), task)
+        ticket = ending.journal.add(command, "sent", events.ReminderSent(**data), now(), task)
         if delivery.refused:
             log.warning("notifier.recipients_refused", command_id=command_id, refused=data["refused"])
         log.info("notifier.sent", command_id=command_id, message_id=stored.message_id, sha256=stored.sha256)

@@ -1,0 +1,113 @@
+"""Many commands handled at once (:meth:`Notifier.handle_all`): each ends as if it had been handled alone.
+
+The commands are the escalation engine's, as in test_service.py; the transport is in memory, or slowed down to show
+how many sends are in flight at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email import policy as email_policy
+from typing import Any
+
+from services.notifier.command import BadCommand
+from services.notifier.delivery import SendDeferred
+from services.notifier.service import Notifier, NotNow
+from services.notifier.smtp import Delivery, MemoryTransport, TemporaryFailure
+from shared.config import load_settings
+from tests.factories import customer, invoice, payment
+from tests.unit.notifier import test_service
+from tests.unit.notifier.test_service import DUE, REMIND, Desk
+
+desk = test_service.desk  # the fixture: a ledger (SQLite and PostgreSQL), the engine on a clock, a notifier
+
+
+def client(desk: Desk, n: int, *, emails: Sequence[str] | None = None, amount: str = "100.00") -> dict[str, Any]:
+    """Customer C-n with one invoice due on DUE; the reminder command the engine decides for it on REMIND."""
+    addresses = list(emails) if emails is not None else [f"ap@client{n}.example"]
+    desk.erp(customer(f"Client {n}", emails=addresses), invoice(f"INV-{n}", amount, due_date=DUE), customer_id=f"C-{n}")
+    return desk.escalate(REMIND, customer_id=f"C-{n}")[-1]
+
+
+def handle_all(desk: Desk, commands: list[dict[str, Any]]) -> list[Any]:
+    return asyncio.run(desk.notifier.handle_all(commands))
+
+
+def sent_ids(desk: Desk) -> list[str]:
+    return [
+        str(email.message_from_bytes(data, policy=email_policy.default)["Message-ID"])
+        for _, _, data in desk.transport.sent
+    ]
+
+
+def test_a_batch_where_one_is_no_longer_due_one_is_refused_and_one_comes_twice_ends_each_as_alone(desk: Desk) -> None:
+    # Given four reminders: C-1 paid since, C-2 to an address the server refuses for good, C-3 and C-4 due
+    paid, refused, due, other = (client(desk, n) for n in (1, 2, 3, 4))
+    desk.erp(payment("PAY-1", "100.00", allocations={"INV-1": "100.00"}), customer_id="C-1")
+    desk.transport.refuse = {"ap@client2.example": (550, "5.1.1 no such mailbox")}
+    desk.clock.now = datetime(2026, 11, 2, 9, 5, tzinfo=UTC)
+    # When they come in one batch, C-3's twice (the relay published it again), with a body that is no command
+    results = handle_all(desk, [paid, refused, due, {"command": "nonsense"}, due, other])
+    # Then each ends as it would alone, in the batch's order
+    statuses = [getattr(r, "status", type(r).__name__) for r in results]
+    assert statuses == ["skipped", "failed", "sent", "BadCommand", "already_sent", "sent"]
+    assert isinstance(results[3], BadCommand)
+    assert results[0].dropped == ("INV-1",)
+    # C-3 and C-4 got one message each, C-1 and C-2 none
+    assert sorted(sent_ids(desk)) == sorted(f"<{c['command_id']}@relance.invalid>" for c in (due, other))
+    assert desk.types("C-1")[-1] == "reminder.skipped"
+    assert desk.types("C-2")[-3:] == ["reminder.sending", "reminder.failed", "task.created"]
+    assert [t["kind"] for t in desk.data("task.created", "C-2")] == ["send_letter"]
+    assert desk.types("C-3").count("reminder.sent") == 1 and desk.types("C-3").count("reminder.sending") == 1
+    # And the batch again (every copy redelivered) changes nothing
+    again = handle_all(desk, [paid, refused, due, other])
+    assert [r.status for r in again] == ["already_skipped", "already_failed", "already_sent", "already_sent"]
+    assert len(desk.transport.sent) == 2
+
+
+class Slow(MemoryTransport):
+    """A server that takes a while to answer, and counts the sends it has in hand at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.most = 0
+
+    async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.02)
+            return await super().send(sender, recipients, data)
+        finally:
+            self.in_flight -= 1
+
+
+def test_the_sends_of_a_batch_are_in_flight_together_and_each_goes_out_once(desk: Desk) -> None:
+    commands = [client(desk, n) for n in range(8)]
+    desk.transport = slow = Slow()
+    desk.notifier = Notifier(desk.settings, desk.engine, slow, now=desk.clock, sleep=desk.slept)
+    results = handle_all(desk, commands)
+    assert [r.status for r in results] == ["sent"] * 8
+    assert slow.most == 8  # MemoryTransport has no pool: every claimed message was in the server's hands at once
+    assert sorted(sent_ids(desk)) == sorted(f"<{c['command_id']}@relance.invalid>" for c in commands)
+
+
+def test_quiet_hours_and_a_deferring_server_hold_back_only_their_own_commands(desk: Desk) -> None:
+    commands = [client(desk, n) for n in range(3)]
+    desk.transport.script = [TemporaryFailure("421 busy", "421 4.3.2 busy")] * 5  # the first send's five tries
+    results = handle_all(desk, commands)
+    assert [type(r).__name__ if isinstance(r, Exception) else r.status for r in results].count("SendDeferred") == 1
+    assert sum(1 for r in results if not isinstance(r, Exception) and r.status == "sent") == 2
+    deferred = next(c for c, r in zip(commands, results, strict=True) if isinstance(r, SendDeferred))
+    assert [r.status for r in handle_all(desk, commands)].count("sent") == 1  # the deferred one, in a new round
+    assert desk.types(deferred["customer_id"]).count("reminder.deferred") == 1
+    quiet = load_settings(database_url=desk.settings.database_url, quiet_hours="00:00-23:59", timezone="UTC")
+    desk.notifier = Notifier(quiet, desk.engine, desk.transport, now=desk.clock, sleep=desk.slept)
+    later = client(desk, 9)
+    [held] = handle_all(desk, [later])
+    assert isinstance(held, NotNow)
+    assert len(desk.transport.sent) == 3
