@@ -40,6 +40,7 @@ lost silently. How:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,10 @@ log = structlog.get_logger()
 MAX_ROUNDS = 20  # a command deferred this many times is given up (reminder.failed + task)
 FINAL = ("sent", "failed", "unconfirmed", "skipped", "letter")  # the facts a command ends with
 BY_EMAIL = ("sent", "failed", "unconfirmed")  # those an e-mail ends with
+# The longest an outcome known waits for others to share its transaction: sends end one by one, and a transaction
+# per outcome would cost a commit each, while holding all of them until the slowest ends would leave a whole batch
+# in doubt if the worker died meanwhile.
+OUTCOME_LINGER_SECONDS = 0.05
 T = TypeVar("T")
 
 
@@ -105,6 +110,7 @@ class SendResult:
     reply: str = ""
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def fact_id(command_id: str, fact: str) -> str:
     """Deterministic event id of a fact about a command (``sent``, ``failed``, ``sending/2``, ...)."""
     return "ntf-" + hashlib.sha256(f"{command_id}\x1f{fact}".encode()).hexdigest()[:40]
@@ -334,6 +340,9 @@ async def deliver_all(
     waiting = set(tasks)
     while waiting:
         done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if waiting:  # more are about to end: let them share the transaction, a moment at most
+            more, waiting = await asyncio.wait(waiting, timeout=OUTCOME_LINGER_SECONDS)
+            done |= more
         journal, ending.journal = ending.journal, Journal()
         journal.commit(ledger)  # the outcomes of every send that ended meanwhile, in one transaction
         for task in done:

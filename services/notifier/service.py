@@ -43,7 +43,15 @@ from services.notifier.delivery import MailSettings
 from services.notifier.errors import NotifierError
 from services.notifier.evidence import take_slot
 from services.notifier.mime import UnsafeHeaderText
-from services.notifier.render import DEFAULT_LANGUAGE, LANGUAGES, RenderSettings, TemplateSet, load_templates, render
+from services.notifier.render import (
+    DEFAULT_LANGUAGE,
+    LANGUAGES,
+    RenderSettings,
+    TemplateSet,
+    load_templates,
+    render,
+    template_dirs,
+)
 from services.notifier.rules import SendingRules, load_rules
 from services.notifier.sender import Sender, load_sender
 from services.notifier.smtp import Transport
@@ -96,6 +104,7 @@ class Notifier:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     shared_ledger: Ledger | None = None  # the process's ledger (and its cache of states); default: a new one
     _tenants: dict[str, TenantSetup] = field(default_factory=dict)
+    _template_sets: dict[tuple[Path, ...], TemplateSet] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.ledger = self.shared_ledger or Ledger(self.engine)
@@ -115,8 +124,14 @@ class Notifier:
         if found is None:
             name = tenant or None
             sender_file: Path | None = self.render_settings.sender_file
+            # A tenant without a template folder of its own renders with the same set as the others: loaded (and
+            # tried on every sample) once per process, not once per tenant.
+            folders = tuple(template_dirs(self.render_settings.template_dir, name))
+            templates = self._template_sets.get(folders)
+            if templates is None:
+                templates = self._template_sets[folders] = load_templates(self.render_settings.template_dir, name)
             found = TenantSetup(
-                templates=load_templates(self.render_settings.template_dir, name),
+                templates=templates,
                 sender=load_sender(sender_file, name),
                 rules=load_rules(self.settings, sender_file, name),
             )
