@@ -384,7 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         serve_sink(int(args.sink[0]), args.sink[1], args.sink[2])
         return 0
     from shared.config import load_settings
+    from shared.logging import configure_logging
 
+    configure_logging("warning")  # the engine's and the relay's lines while the workload is built: not the figures
     admin, amqp_url = common.database_server(), common.broker_server()
     common.print_machine(common.machine_facts(admin, amqp_url))
     connections = load_settings().notifier_smtp_connections
