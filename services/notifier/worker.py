@@ -13,11 +13,11 @@ Topology (declared by the worker, idempotently):
 Commands are handled in batches of up to ``RELANCE_NOTIFIER_BATCH_SIZE`` of those the worker holds
 (``RELANCE_NOTIFIER_PREFETCH``): their claims are recorded in one transaction, their messages sent concurrently over
 ``RELANCE_NOTIFIER_SMTP_CONNECTIONS`` reused connections, their outcomes recorded as they come, a few transactions
-per batch (:meth:`services.notifier.service.Notifier.handle_all`). A delivery is acked only after its outcome is recorded in
-the ledger, or after its copy is confirmed by RabbitMQ in the retry or dead-letter queue; a crash in between
-redelivers it, which the notifier's idempotence makes harmless. The SMTP work runs on an asyncio loop in a second
-thread while this thread keeps the AMQP connection serviced (heartbeats), so a slow SMTP server never costs the
-broker connection. SIGTERM/SIGINT: the batch in hand is finished, the others go back to the queue.
+per batch (:meth:`services.notifier.service.Notifier.handle_all`). A delivery is acked only after its outcome is
+recorded in the ledger, or after its copy is confirmed by RabbitMQ in the retry or dead-letter queue; a crash in
+between redelivers it, which the notifier's idempotence makes harmless. The SMTP work runs on an asyncio loop in a
+second thread while this thread keeps the AMQP connection serviced (heartbeats), so a slow SMTP server never costs
+the broker connection. SIGTERM/SIGINT: the batch in hand is finished, the others go back to the queue.
 """
 
 from __future__ import annotations
