@@ -35,6 +35,10 @@ lost silently. How:
    ``reminder.unconfirmed`` and a ``check_delivery`` task naming the Message-ID, for a person to check the mail
    server's log and resend by hand if the message is not there. The lease must outlast a round
    (attempts * (timeout + backoff)); a redelivery within the lease raises :class:`SendInProgress` (retry later).
+6. Many commands at once (:func:`deliver_all`, as the worker does): the claims of a batch are committed together
+   before any of its messages is sent, the messages then go out concurrently, and the outcomes are recorded as they
+   come. A message whose turn comes when its claim is half past the lease (a batch slowed by a failing server) is
+   not sent in that round: the round closes as deferred, so a claim never expires while its message waits its turn.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from sqlalchemy import Engine
 
 from services.notifier import evidence, mime
 from services.notifier.smtp import (
+    Delivery,
     PermanentFailure,
     Refusal,
     SendError,
@@ -182,18 +187,17 @@ class Journal:
         at: datetime,
         task: dict[str, Any] | None = None,
     ) -> int:
+        """Queue the fact (and its task, in the same transaction); its ticket."""
         metadata = {"source": "notifier", "command_id": command["command_id"]}
         stream = (command["tenant"], command["customer_id"])
+
+        def incoming(event_id: str, event: events.RelanceEvent) -> Incoming:
+            return Incoming.of(event, stream=stream, event_id=event_id, occurred_at=at, metadata=metadata)
+
         self._facts.append((len(self._items), command["command_id"], event.TYPE))
-        self._items.append(
-            Incoming.of(event, stream=stream, event_id=fact_id(command["command_id"], fact), occurred_at=at,
-                        metadata=metadata)
-        )  # fmt: skip
+        self._items.append(incoming(fact_id(command["command_id"], fact), event))
         if task is not None:
-            self._items.append(
-                Incoming.of(events.TaskCreated(**task), stream=stream, event_id=task["task_id"], occurred_at=at,
-                            metadata=metadata)
-            )  # fmt: skip
+            self._items.append(incoming(task["task_id"], events.TaskCreated(**task)))
         return len(self._facts) - 1
 
     def commit(self, ledger: Ledger) -> None:
@@ -335,7 +339,7 @@ async def deliver_all(
             )
         else:
             results[claim.index] = journal.settle(claim.ticket, None)
-    ending = _Ending()
+    ending = _Ending(claimed_at=now(), gate=asyncio.Semaphore(max(1, transport.capacity)))
     tasks = {asyncio.ensure_future(_send(claim, transport, mail, ending, now, sleep)): claim for claim in sending}
     waiting = set(tasks)
     while waiting:
@@ -401,6 +405,8 @@ def _claims(
 class _Ending:
     """Where the sends in flight queue their outcomes: the journal of the next outcome transaction."""
 
+    claimed_at: datetime
+    gate: asyncio.Semaphore  # as many sends at once as the transport takes
     journal: Journal = field(default_factory=Journal)
 
 
@@ -418,40 +424,55 @@ async def _send(
     command, built, stored, facts = claim.command, claim.built, claim.stored, claim.facts
     command_id: str = command["command_id"]
     for attempt in range(1, mail.attempts + 1):
-        try:
-            # The envelope is the checked message's own From and To: what verify() read back is where it goes.
-            delivery = await transport.send(built.sender, built.recipients, stored.mime)
-        except TemporaryFailure as exc:
-            log.warning("notifier.send_deferred", command_id=command_id, attempt=attempt, reason=exc.reason)
-            if attempt == mail.attempts:
-                data = {**facts, "round": claim.round, "reason": exc.reason, "smtp_reply": exc.reply}
+        async with ending.gate:  # a send waits for its turn here, before the age of its claim is looked at
+            if attempt == 1 and now() - ending.claimed_at > timedelta(seconds=mail.lease_seconds / 2):
+                # The batch took so long before this message's turn that its claim could expire while it is sent,
+                # and another worker record it unconfirmed: nothing went out, so the round closes as deferred.
+                reason = "the claim was half past its lease when the message's turn in the batch came"
+                data = {**facts, "round": claim.round, "reason": reason, "smtp_reply": ""}
                 ticket = ending.journal.add(command, f"deferred/{claim.round}", events.ReminderDeferred(**data), now())
-                deferred = SendDeferred(exc.reason, exc.reply)
-                deferred.__cause__ = exc
-                return ticket, deferred
-            await sleep(min(mail.backoff_max, mail.backoff_seconds * 2 ** (attempt - 1)))
-            continue
-        except PermanentFailure as exc:
-            log.warning("notifier.send_refused", command_id=command_id, reason=exc.reason)
-            return record_failed(ending.journal, command, facts, exc.reason, exc.reply, now())
-        except UnknownOutcome as exc:
-            log.error("notifier.send_unknown", command_id=command_id, reason=exc.reason)
-            return _unconfirmed(ending.journal, command, facts, exc.reason, exc.reply, now())
-        refused = {r.address for r in delivery.refused}
-        accepted = [r for r in built.recipients if r not in refused]
-        data = {
-            **facts,
-            "accepted": accepted,
-            "refused": [r.to_json() for r in delivery.refused],
-            "smtp_reply": delivery.reply,
-        }
-        task = _contact_task(command, delivery.refused, accepted, stored.message_id, now())
-        ticket = ending.journal.add(command, "sent", events.ReminderSent(**data), now(), task)
-        if delivery.refused:
-            log.warning("notifier.recipients_refused", command_id=command_id, refused=data["refused"])
-        log.info("notifier.sent", command_id=command_id, message_id=stored.message_id, sha256=stored.sha256)
-        return ticket, SendResult("sent", stored.message_id, stored.sha256, delivery.reply)
+                return ticket, SendDeferred(reason)
+            try:
+                # The envelope is the checked message's own From and To: what verify() read back is where it goes.
+                delivery = await transport.send(built.sender, built.recipients, stored.mime)
+            except TemporaryFailure as exc:
+                failure = exc
+            except PermanentFailure as exc:
+                log.warning("notifier.send_refused", command_id=command_id, reason=exc.reason)
+                return record_failed(ending.journal, command, facts, exc.reason, exc.reply, now())
+            except UnknownOutcome as exc:
+                log.error("notifier.send_unknown", command_id=command_id, reason=exc.reason)
+                return _unconfirmed(ending.journal, command, facts, exc.reason, exc.reply, now())
+            else:
+                return _sent(claim, delivery, ending.journal, now())
+        log.warning("notifier.send_deferred", command_id=command_id, attempt=attempt, reason=failure.reason)
+        if attempt == mail.attempts:
+            data = {**facts, "round": claim.round, "reason": failure.reason, "smtp_reply": failure.reply}
+            ticket = ending.journal.add(command, f"deferred/{claim.round}", events.ReminderDeferred(**data), now())
+            deferred = SendDeferred(failure.reason, failure.reply)
+            deferred.__cause__ = failure
+            return ticket, deferred
+        await sleep(min(mail.backoff_max, mail.backoff_seconds * 2 ** (attempt - 1)))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sent(claim: _Claim, delivery: Delivery, journal: Journal, at: datetime) -> Planned:
+    """Queue ``reminder.sent`` (and the ``fix_contact`` task for addresses the server refused)."""
+    command, built, stored = claim.command, claim.built, claim.stored
+    refused = {r.address for r in delivery.refused}
+    accepted = [r for r in built.recipients if r not in refused]
+    data = {
+        **claim.facts,
+        "accepted": accepted,
+        "refused": [r.to_json() for r in delivery.refused],
+        "smtp_reply": delivery.reply,
+    }
+    task = _contact_task(command, delivery.refused, accepted, stored.message_id, at)
+    ticket = journal.add(command, "sent", events.ReminderSent(**data), at, task)
+    if delivery.refused:
+        log.warning("notifier.recipients_refused", command_id=command["command_id"], refused=data["refused"])
+    log.info("notifier.sent", command_id=command["command_id"], message_id=stored.message_id, sha256=stored.sha256)
+    return ticket, SendResult("sent", stored.message_id, stored.sha256, delivery.reply)
 
 
 def build_message(

@@ -88,6 +88,11 @@ class Delivery:
 
 
 class Transport(Protocol):
+    @property
+    def capacity(self) -> int:
+        """How many sends it takes at once (more wait for their turn)."""
+        ...
+
     async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
         """Hand the bytes to the server; the server's final reply and the refused recipients, or a SendError.
 
@@ -134,6 +139,10 @@ class SmtpTransport:
         self._made = 0  # connections handed out or idle (at most config.connections)
         self._waiting: deque[asyncio.Future[None]] = deque()
         self.connections = 0  # how many times a connection was opened (reuse is observable)
+
+    @property
+    def capacity(self) -> int:
+        return self.config.connections
 
     async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
         connection = await self._take()
@@ -291,6 +300,7 @@ class MemoryTransport:
     script: list[SendError] = field(default_factory=list)
     sent: list[tuple[str, tuple[str, ...], bytes]] = field(default_factory=list)
     refuse: dict[str, tuple[int, str]] = field(default_factory=dict)
+    capacity: int = 1000
 
     async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
         if self.script:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import email
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import policy as email_policy
 from typing import Any
 
@@ -111,3 +111,27 @@ def test_quiet_hours_and_a_deferring_server_hold_back_only_their_own_commands(de
     [held] = handle_all(desk, [later])
     assert isinstance(held, NotNow)
     assert len(desk.transport.sent) == 3
+
+
+def test_a_message_whose_turn_comes_past_half_its_claim_s_lease_is_deferred_unsent_and_goes_in_the_next_round(
+    desk: Desk,
+) -> None:
+    # Given a server that takes one message at a time, and slowly: each send takes eight minutes of the clock
+    class Sluggish(MemoryTransport):
+        async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
+            desk.clock.now += timedelta(minutes=8)
+            return await super().send(sender, recipients, data)
+
+    first, second = client(desk, 1), client(desk, 2)
+    desk.transport = sluggish = Sluggish(capacity=1)
+    desk.notifier = Notifier(desk.settings, desk.engine, sluggish, now=desk.clock, sleep=desk.slept)
+    # When both come in one batch (claims leased for RELANCE_SMTP_LEASE_SECONDS, 15 minutes)
+    sent, late = handle_all(desk, [first, second])
+    # Then the second's turn came 8 minutes after its claim, past half the lease: it was not sent, its round closed
+    assert sent.status == "sent" and isinstance(late, SendDeferred)
+    assert sent_ids(desk) == [f"<{first['command_id']}@relance.invalid>"]
+    assert desk.types("C-2")[-2:] == ["reminder.sending", "reminder.deferred"]
+    # and the redelivery sends it in a new round, once
+    [again] = handle_all(desk, [second])
+    assert again.status == "sent" and len(desk.transport.sent) == 2
+    assert desk.types("C-2").count("reminder.sending") == 2 and desk.types("C-2").count("reminder.sent") == 1
