@@ -13,11 +13,13 @@ from datetime import UTC, datetime, timedelta
 from email import policy as email_policy
 from typing import Any
 
+import pytest
+
 from services.notifier.command import BadCommand
 from services.notifier.delivery import SendDeferred
 from services.notifier.service import Notifier, NotNow
 from services.notifier.smtp import Delivery, MemoryTransport, TemporaryFailure
-from shared.config import load_settings
+from shared.config import ConfigurationError, load_settings
 from tests.factories import customer, invoice, payment
 from tests.unit.notifier import test_service
 from tests.unit.notifier.test_service import DUE, REMIND, Desk
@@ -135,3 +137,14 @@ def test_a_message_whose_turn_comes_past_half_its_claim_s_lease_is_deferred_unse
     [again] = handle_all(desk, [second])
     assert again.status == "sent" and len(desk.transport.sent) == 2
     assert desk.types("C-2").count("reminder.sending") == 2 and desk.types("C-2").count("reminder.sent") == 1
+
+
+def test_a_batch_larger_than_the_prefetch_or_no_smtp_connection_stops_start_up_saying_what_to_fix() -> None:
+    with pytest.raises(ConfigurationError) as bigger:
+        load_settings(notifier_prefetch=50, notifier_batch_size=100)
+    assert "RELANCE_NOTIFIER_BATCH_SIZE: must be at most RELANCE_NOTIFIER_PREFETCH (50)" in str(bigger.value)
+    with pytest.raises(ConfigurationError) as none:
+        load_settings(notifier_smtp_connections=0)
+    assert "RELANCE_NOTIFIER_SMTP_CONNECTIONS" in str(none.value)
+    settings = load_settings(notifier_prefetch=50, notifier_batch_size=50, notifier_smtp_connections=2)
+    assert (settings.notifier_batch_size, settings.notifier_smtp_connections) == (50, 2)
