@@ -12,11 +12,14 @@ What is built here is exactly what goes over SMTP and what the evidence hashes, 
   inside). Nothing is cleaned up into something else: a reminder whose text is unsafe is not sent.
 - The top-level header lines are written here, not by :mod:`email.policy`: the subject is plain folded ASCII or
   RFC 2047 ``Q`` encoded words this module encodes itself, From and To are bare checked addresses, Date and
-  Message-ID are generated. The stdlib only generates the MIME body (fixed part headers, quoted-printable content).
-- :func:`verify` re-reads the bytes before anything is sent, with the stdlib parser under both ``compat32`` and
-  ``default`` policies: exactly the seven intended header fields, each once, From/To/Subject/Message-ID parsing
-  back to the intended values, the header section ending where it was written, and both parts decoding to the
-  rendered text. Any difference is :class:`RefusedMessage` and the message is never handed to SMTP.
+  Message-ID are generated.
+- :func:`verify` re-reads the bytes before anything is sent, with the stdlib parser: the whole message under
+  ``compat32``, its header section again under ``default``. Both must read exactly the seven intended header fields,
+  each once, From/To/Subject/Message-ID parsing back to the intended values and the same multipart boundary; the
+  header section must end where it was written, the parts carry exactly the part headers relance writes and decode
+  to the rendered text. Any difference is :class:`RefusedMessage` and the message is never handed to SMTP.
+- The top-level MIME fields and the body are assembled here too (:func:`mime_body`), byte for byte as the email
+  package writes them, with its quoted-printable encoder: no message object is built and generated per reminder.
 - The Message-ID is derived from the command id alone (:func:`message_id`): every attempt to send one reminder
   carries the same id, so a duplicate that slips through can be recognised by the receiving side.
 - :func:`build` is a pure function of its inputs (the Date is an input too), and its bytes end with CRLF and
@@ -43,10 +46,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy as email_policy
+from email import quoprimime
 from email.header import decode_header, make_header
 from email.headerregistry import HeaderRegistry
-from email.message import EmailMessage, Message
-from email.policy import SMTP
+from email.message import Message
+from email.parser import BytesHeaderParser
 from email.utils import format_datetime, getaddresses
 from typing import Any, Protocol
 
@@ -65,6 +69,11 @@ _ENCODED_WORD = re.compile(r"=\?[^?]*\?[bq]\?", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 _UNFOLD = re.compile(r"\r\n(?=[ \t])")
 HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type")
+# The header of each part, as the email package writes them (and as relance has always sent them).
+PART_HEADERS = {
+    subtype: f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable'
+    for subtype in ("plain", "html")
+}
 _LINE = 78  # folding width for header lines (RFC 5322 recommends 78, requires at most 998)
 _Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _Q_PAYLOAD = 76 - len("Subject: ") - len("=?utf-8?q??=")  # every line of encoded words stays within 76
@@ -203,24 +212,32 @@ def build(
         "Date: " + format_datetime((date or datetime.now(UTC)).astimezone(UTC)),
         f"Message-ID: {ident}",
     ]
-    body = EmailMessage(policy=SMTP)
+    # Derived from the content, so the content cannot contain it (it would need its own hash in it).
     try:
-        body.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
-        body.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
-        for part in body.iter_parts():
-            del part["MIME-Version"]  # the stdlib repeats it on a part moved under multipart/alternative
-        # Derived from the content, so the content cannot contain it (it would need its own hash in it).
         content = "\x1f".join((command_id, rendered.text, rendered.html)).encode("utf-8")
-        body.set_boundary("=_" + hashlib.sha256(content).hexdigest()[:40])
-        mime_part = body.as_bytes(policy=SMTP)  # MIME-Version, Content-Type, then the parts
+        body = mime_body("=_" + hashlib.sha256(content).hexdigest()[:40], rendered.text, rendered.html)
     except (ValueError, TypeError) as exc:  # e.g. lone surrogates in the body
         raise MimeError(f"cannot build the message: {exc}") from exc
-    data = "\r\n".join(head).encode("ascii") + b"\r\n" + mime_part
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
+    data = "\r\n".join(head).encode("ascii") + b"\r\n" + body
     built = Built(ident, sender, checked, subject, data, rendered.text, rendered.html)
     verify(data, built)
     return built
+
+
+def mime_body(boundary: str, text: str, html: str) -> bytes:
+    """The MIME-Version and Content-Type fields, a blank line, then the multipart/alternative body: the plain text
+    and the HTML, each quoted-printable UTF-8 under its fixed part header (:data:`PART_HEADERS`).
+
+    Byte for byte what ``EmailMessage(policy=SMTP)`` writes for ``set_content(text, cte="quoted-printable")`` then
+    ``add_alternative(html, ...)`` (tests/unit/notifier/test_mime.py holds the two side by side), with the encoding
+    done by the email package's own quoted-printable encoder, without building and generating a message object.
+    """
+    lines = [f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n']
+    for subtype, content in (("plain", text), ("html", html)):
+        encoded = quoprimime.body_encode(b"\n".join(content.encode("utf-8").splitlines()).decode("latin-1") + "\n", 78)
+        lines += [f"--{boundary}", PART_HEADERS[subtype], "", encoded.replace("\n", "\r\n")]
+    lines.append(f"--{boundary}--\r\n")
+    return "\r\n".join(lines).encode("ascii")
 
 
 def encode_subject(subject: str) -> str:
@@ -260,9 +277,14 @@ def _fold(name: str, words: Sequence[str]) -> str:
 def verify(data: bytes, built: Built, *, earlier: bool = False) -> str:
     """The subject ``data`` reads back; :class:`RefusedMessage` unless it says exactly what ``built`` meant to say.
 
-    Checked on the raw bytes (7-bit, CRLF only, the header section's field names) and again through the stdlib
-    parser under the ``compat32`` and ``default`` policies, so a message that any of them would read differently
-    (an extra header, another recipient, a body starting early) is refused before SMTP sees it.
+    Checked on the raw bytes (7-bit, CRLF only, the header section's field names), then through the stdlib parser:
+    the whole message under ``compat32`` (headers, the MIME structure, both parts decoded), and its header section
+    again under the ``default`` policy (the one whose header parsing and folding CVE-2024-6923 was about). Both must
+    read exactly the intended header fields, From, To, Subject and Message-ID, and the same multipart boundary, so
+    both split the body at the same lines; the parts must carry exactly the part headers relance writes
+    (:data:`PART_HEADERS`, which read the same under any policy) and decode to the rendered text. A message that
+    either policy would read differently (an extra header, another recipient, a body starting early) is refused
+    before SMTP sees it.
 
     ``earlier``: ``data`` was built by an earlier attempt (stored, and the bytes every attempt sends), possibly with
     templates or a customer name since changed: its subject must then read the same under both policies and be safe
@@ -272,10 +294,13 @@ def verify(data: bytes, built: Built, *, earlier: bool = False) -> str:
     problems = _raw_problems(data)
     subjects: list[str] = []
     if not problems:
-        for policy in (email_policy.compat32, _default_once()):
-            found, subject = _parsed_problems(data, built, policy, earlier)
-            problems += [f"{_policy_name(policy)}: {p}" for p in found]
+        whole = email.message_from_bytes(data, policy=email_policy.compat32)
+        head = BytesHeaderParser(policy=_default_once()).parsebytes(data[: data.index(b"\r\n\r\n") + 4])
+        for name, parsed in (("compat32", whole), ("default policy", head)):
+            found, subject = _header_problems(parsed, built, earlier)
+            problems += [f"{name}: {p}" for p in found]
             subjects.append(subject)
+        problems += _body_problems(whole, head, built, earlier)
     if earlier and not problems:
         if len(set(subjects)) > 1:
             problems.append(f"its Subject reads differently under the two policies: {subjects}")
@@ -303,9 +328,8 @@ def _raw_problems(data: bytes) -> list[str]:
     return []
 
 
-def _parsed_problems(data: bytes, built: Built, policy: email_policy.Policy, earlier: bool) -> tuple[list[str], str]:
-    """What differs from the intent when ``policy`` reads ``data``, and the subject it read."""
-    parsed = email.message_from_bytes(data, policy=policy)
+def _header_problems(parsed: Message, built: Built, earlier: bool) -> tuple[list[str], str]:
+    """What differs from the intent in the header fields as ``parsed`` reads them, and the subject it read."""
     problems: list[str] = []
     if tuple(parsed.keys()) != HEADERS:
         problems.append(f"header fields {parsed.keys()}, expected {list(HEADERS)}")
@@ -316,22 +340,32 @@ def _parsed_problems(data: bytes, built: Built, policy: email_policy.Policy, ear
     if _addresses(parsed, "To") != list(built.recipients):
         problems.append(f"To reads {_addresses(parsed, 'To')}, expected {list(built.recipients)}")
     subject = str(parsed["Subject"])  # the default policy unfolds and decodes; compat32 gives the raw field body
-    if policy is email_policy.compat32:
+    if parsed.policy is email_policy.compat32:
         subject = str(make_header(decode_header(_UNFOLD.sub("", subject))))
     if subject != built.subject and not earlier:
         problems.append(f"Subject reads {subject!r}, expected {built.subject!r}")
     if str(parsed["Message-ID"]).strip() != built.message_id:
         problems.append(f"Message-ID reads {parsed['Message-ID']!r}, expected {built.message_id!r}")
-    payload = parsed.get_payload() if parsed.is_multipart() else []
+    return problems, subject
+
+
+def _body_problems(whole: Message, head: Message, built: Built, earlier: bool) -> list[str]:
+    """What differs from the intent in the body of ``whole`` (compat32), whose header section ``head`` is the
+    default policy's reading."""
+    if head.get_content_type() != "multipart/alternative" or head.get_boundary() != whole.get_boundary():
+        return [f"the two policies read the body differently: {head.get_content_type()}, {whole.get_content_type()}"]
+    payload = whole.get_payload() if whole.is_multipart() else []
     parts = [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
     types = [p.get_content_type() for p in parts]
-    if parsed.get_content_type() != "multipart/alternative" or types != ["text/plain", "text/html"]:
-        problems.append(f"body is {parsed.get_content_type()} of {types}, expected text/plain and text/html")
-    elif not earlier:
-        for part, intended in zip(parts, (built.text, built.html), strict=True):
-            if _decoded(part).splitlines() != intended.splitlines():
-                problems.append(f"the {part.get_content_type()} part does not decode to the rendered text")
-    return problems, subject
+    if whole.get_content_type() != "multipart/alternative" or types != ["text/plain", "text/html"]:
+        return [f"body is {whole.get_content_type()} of {types}, expected text/plain and text/html"]
+    problems: list[str] = []
+    for part, subtype, intended in zip(parts, ("plain", "html"), (built.text, built.html), strict=True):
+        if part.defects or "\r\n".join(f"{k}: {v}" for k, v in part.items()) != PART_HEADERS[subtype]:
+            problems.append(f"the text/{subtype} part has the header fields {part.items()}, expected its own")
+        elif not earlier and _decoded(part).splitlines() != intended.splitlines():
+            problems.append(f"the text/{subtype} part does not decode to the rendered text")
+    return problems
 
 
 def _addresses(parsed: Message, name: str) -> list[str]:
@@ -365,7 +399,3 @@ class _ParsedOnce(HeaderRegistry):
 def _default_once() -> email_policy.Policy:
     """The ``default`` policy for reading one message (its parsed fields are kept for that message only)."""
     return email_policy.default.clone(header_factory=_ParsedOnce())
-
-
-def _policy_name(policy: email_policy.Policy) -> str:
-    return "compat32" if policy is email_policy.compat32 else "default policy"
