@@ -35,10 +35,13 @@ lost silently. How:
    ``reminder.unconfirmed`` and a ``check_delivery`` task naming the Message-ID, for a person to check the mail
    server's log and resend by hand if the message is not there. The lease must outlast a round
    (attempts * (timeout + backoff)); a redelivery within the lease raises :class:`SendInProgress` (retry later).
-6. Many commands at once (:func:`deliver_all`, as the worker does): the claims of a batch are committed together
-   before any of its messages is sent, the messages then go out concurrently, and the outcomes are recorded as they
-   come. A message whose turn comes when its claim is half past the lease (a batch slowed by a failing server) is
-   not sent in that round: the round closes as deferred, so a claim never expires while its message waits its turn.
+6. Many commands at once (:func:`deliver_all`, as the worker does): the messages of a batch are claimed in waves
+   of a few more than the SMTP connections, each wave's claims committed before any of its messages is sent and
+   while the previous wave's last messages are in flight; the messages go out concurrently and the outcomes are
+   recorded as they come. A worker killed mid-batch leaves unconfirmed at most the messages in flight and one wave,
+   never the whole batch. A message whose turn comes when its claim is half past the lease (a batch slowed by a
+   failing server) is not sent in that round: the round closes as deferred, so a claim never expires while its
+   message waits its turn.
 """
 
 from __future__ import annotations
@@ -230,15 +233,16 @@ Result = SendResult | Exception  # SendDeferred / SendInProgress: redeliver late
 Planned = tuple[int, SendResult]  # a result that holds once the fact with this ticket in a Journal is recorded
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Claim:
     index: int
-    ticket: int
     command: Mapping[str, Any]
     built: mime.Built
     stored: evidence.StoredMessage
     facts: dict[str, Any]
     round: int
+    event: events.ReminderSending
+    ticket: int = -1  # in the journal of its wave's claims
 
 
 async def deliver(
@@ -279,13 +283,17 @@ async def deliver_all(
     """:func:`deliver` for many commands at once, in as few transactions as the guarantee allows; results in order.
 
     One look at the commands that come without their progress; every message built and checked; their bytes stored
-    in one transaction; their ``reminder.sending`` claims appended in one more, with the facts the caller queued in
-    ``journal`` (skips, letters); only then the claimed messages sent, concurrently (as many at once as the transport
-    takes); and their outcomes appended as they come, each transaction taking every outcome known by then (a few
-    transactions per batch, and no outcome waits for a slower send). A claim commits before its message is handed to
-    the server, so a worker dying at any point leaves at most an open ``reminder.sending``: ``reminder.unconfirmed``
-    after the lease, never a second send. A worker killed during a batch leaves open the claims of the messages in
-    flight and of those not yet sent (up to the batch size): a person checks those, as for any unknown outcome.
+    in one transaction; then their ``reminder.sending`` claims appended wave by wave (:func:`wave_size`: a few more
+    than the transport's connections), the first wave with the facts the caller queued in ``journal`` (skips,
+    letters). A wave's messages are sent only once its claims are committed, concurrently (as many at once as the
+    transport takes); the next wave is claimed as soon as every message claimed before has had its turn at a
+    connection, so its claims commit while those are in flight; the outcomes are appended as they come, each
+    transaction taking every outcome known by then (no outcome waits for a slower send). A claim commits before its
+    message is handed to the server, so a worker dying at any point leaves at most an open ``reminder.sending``:
+    ``reminder.unconfirmed`` after the lease, never a second send; and a worker killed during a batch leaves open
+    only the claims of the messages in flight and of one wave claimed but not yet sent, whatever the batch size:
+    a person checks those, as for any unknown outcome. The rest of the batch was never claimed and is sent by the
+    next worker.
     """
     journal = journal if journal is not None else Journal()
     results: list[Result | None] = [None] * len(outgoing)
@@ -323,43 +331,102 @@ async def deliver_all(
         except mime.MimeError as exc:
             about = {"recipients": list(out.recipients)}
             planned.append((index, refuse_before_sending(journal, command, about, exc, now())))
-    claims = _claims(ledger, outgoing, building, journal, results, planned, now)
-    journal.commit(ledger)  # the claims: committed before anything is sent
+    prepared = _prepared(ledger, outgoing, building, journal, results, planned, now)
+    size = wave_size(transport.capacity)
+    waves = [prepared[start : start + size] for start in range(0, len(prepared), size)] or [[]]
+    ending = _Ending(gate=asyncio.Semaphore(max(1, transport.capacity)))
+    sends: dict[asyncio.Future[Planned | tuple[int, Result]], _Claim] = {}
+
+    def claim(wave: list[_Claim], claims: Journal) -> None:
+        """Commit the wave's claims (with what else ``claims`` holds), then hand the messages claimed to the sends."""
+        for item in wave:
+            item.ticket = claims.add(item.command, f"sending/{item.round}", item.event, now())
+        claims.commit(ledger)  # before any of the wave's messages is sent
+        _settle_ended(claims, sends, results)
+        claimed_at = now()
+        for item in wave:
+            status_ = claims.status(item.ticket)
+            if status_ == "applied":
+                ending.claimed += 1
+                task = asyncio.ensure_future(_send(item, transport, mail, ending, claimed_at, now, sleep))
+                sends[task] = item
+            elif status_ == "duplicate":
+                command_id = item.command["command_id"]
+                results[item.index] = SendInProgress(
+                    f"command {command_id} round {item.round} was claimed by another worker"
+                )
+            else:
+                results[item.index] = claims.settle(item.ticket, None)
+        if ending.started < ending.claimed:
+            ending.turned.clear()
+
+    claim(waves[0], journal)  # the first wave's claims, with the skips, letters and refusals queued before
     for index, (ticket, result) in planned:
         results[index] = journal.settle(ticket, result)
-    sending: list[_Claim] = []
-    for claim in claims:
-        status_ = journal.status(claim.ticket)
-        if status_ == "applied":
-            sending.append(claim)
-        elif status_ == "duplicate":
-            command_id = claim.command["command_id"]
-            results[claim.index] = SendInProgress(
-                f"command {command_id} round {claim.round} was claimed by another worker"
-            )
-        else:
-            results[claim.index] = journal.settle(claim.ticket, None)
-    ending = _Ending(claimed_at=now(), gate=asyncio.Semaphore(max(1, transport.capacity)))
-    tasks = {asyncio.ensure_future(_send(claim, transport, mail, ending, now, sleep)): claim for claim in sending}
-    waiting = set(tasks)
-    while waiting:
-        done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if waiting:  # more are about to end: let them share the transaction, a moment at most
-            more, waiting = await asyncio.wait(waiting, timeout=OUTCOME_LINGER_SECONDS)
-            done |= more
-        journal, ending.journal = ending.journal, Journal()
-        journal.commit(ledger)  # the outcomes of every send that ended meanwhile, in one transaction
-        for task in done:
-            failure = task.exception()
-            if failure is None:
-                results[tasks[task].index] = journal.settle(*task.result())
-            else:  # relance's own failure on this one send: its claim stays open
-                results[tasks[task].index] = failure if isinstance(failure, Exception) else RuntimeError(repr(failure))
+    for wave in waves[1:]:
+        # The next wave is claimed once every message claimed so far has had its turn at a connection: its claims
+        # commit while the messages in flight are sent, and no more than one wave waits claimed but not sent.
+        while ending.started < ending.claimed:
+            await _record_outcomes(ledger, ending, sends, results, until_turn=True)
+        claim(wave, ending.take())  # with the outcomes known by now: one transaction for both
+    while sends:
+        await _record_outcomes(ledger, ending, sends, results, until_turn=False)
     assert all(result is not None for result in results)
     return results  # type: ignore[return-value]  # every index was filled above
 
 
-def _claims(
+def wave_size(connections: int) -> int:
+    """How many messages are claimed together: the connections' worth, and a few more, so that a connection freed
+    finds a message claimed and ready while the next wave's claims commit. A worker killed mid-batch leaves at most
+    the messages in flight and one wave claimed but not sent (``reminder.unconfirmed`` after the lease)."""
+    return max(1, connections) + max(2, connections // 4)
+
+
+async def _record_outcomes(
+    ledger: Ledger,
+    ending: _Ending,
+    sends: dict[asyncio.Future[Planned | tuple[int, Result]], _Claim],
+    results: list[Result | None],
+    *,
+    until_turn: bool,
+) -> None:
+    """Wait for sends to end (or, ``until_turn``, for every claimed message to have its turn at a connection), and
+    record the outcomes of every send that ended by then in one transaction."""
+    watch: set[asyncio.Future[Any]] = set(sends)
+    turned = asyncio.ensure_future(ending.turned.wait()) if until_turn else None
+    if turned is not None:
+        watch.add(turned)
+    done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
+    turn = turned is not None and turned in done  # the next wave is to be claimed now: nothing lingers
+    if turned is not None:
+        turned.cancel()
+        done.discard(turned)
+    rest = set(sends) - done
+    if done and rest and not turn:  # more are about to end: let them share the transaction, a moment at most
+        more, _ = await asyncio.wait(rest, timeout=OUTCOME_LINGER_SECONDS)
+        done |= more
+    if done:
+        journal = ending.take()
+        journal.commit(ledger)  # the outcomes of every send that ended meanwhile, in one transaction
+        _settle_ended(journal, sends, results)
+
+
+def _settle_ended(
+    journal: Journal, sends: dict[asyncio.Future[Planned | tuple[int, Result]], _Claim], results: list[Result | None]
+) -> None:
+    """The results of the sends that ended, whose outcomes ``journal`` (committed) holds: a send queues its outcome
+    in the journal of the next transaction and ends without awaiting anything, so every outcome taken with that
+    journal is that of a send done by then, and every send done by then had its outcome in it."""
+    for task in [task for task in sends if task.done()]:
+        item = sends.pop(task)
+        failure = task.exception()
+        if failure is None:
+            results[item.index] = journal.settle(*task.result())
+        else:  # relance's own failure on this one send: its claim stays open
+            results[item.index] = failure if isinstance(failure, Exception) else RuntimeError(repr(failure))
+
+
+def _prepared(
     ledger: Ledger,
     outgoing: Sequence[Outgoing],
     building: list[tuple[int, mime.Built, int]],
@@ -368,7 +435,7 @@ def _claims(
     planned: list[tuple[int, Planned]],
     now: Callable[[], datetime],
 ) -> list[_Claim]:
-    """Store the built messages' bytes (one transaction) and queue a ``reminder.sending`` claim for each in journal."""
+    """Store the built messages' bytes (one transaction); the ``reminder.sending`` claim each is to be sent under."""
     stored = evidence.store_all(
         ledger.engine,
         [(outgoing[index].command, built.message_id, built.data) for index, built, _ in building],
@@ -396,18 +463,31 @@ def _claims(
             except mime.RefusedMessage as exc:
                 planned.append((index, refuse_before_sending(journal, command, facts, exc, now())))
                 continue
-        ticket = journal.add(command, f"sending/{round_}", events.ReminderSending(**facts, round=round_), now())
-        claims.append(_Claim(index, ticket, command, built, kept, facts, round_))
+        event = events.ReminderSending(**facts, round=round_)
+        claims.append(_Claim(index, command, built, kept, facts, round_, event))
     return claims
 
 
 @dataclass
 class _Ending:
-    """Where the sends in flight queue their outcomes: the journal of the next outcome transaction."""
+    """Where the sends in flight queue their outcomes (the journal of the next outcome transaction), and how many
+    of the messages claimed have had their turn at a connection."""
 
-    claimed_at: datetime
     gate: asyncio.Semaphore  # as many sends at once as the transport takes
     journal: Journal = field(default_factory=Journal)
+    claimed: int = 0
+    started: int = 0
+    turned: asyncio.Event = field(default_factory=asyncio.Event)  # set while every message claimed had its turn
+
+    def take(self) -> Journal:
+        """The outcomes queued so far, for a transaction; the sends ending from now on queue theirs anew."""
+        journal, self.journal = self.journal, Journal()
+        return journal
+
+    def took_turn(self) -> None:
+        self.started += 1
+        if self.started >= self.claimed:
+            self.turned.set()
 
 
 async def _send(
@@ -415,6 +495,7 @@ async def _send(
     transport: Transport,
     mail: MailSettings,
     ending: _Ending,
+    claimed_at: datetime,
     now: Callable[[], datetime],
     sleep: Callable[[float], Awaitable[None]],
 ) -> Planned | tuple[int, Result]:
@@ -425,7 +506,9 @@ async def _send(
     command_id: str = command["command_id"]
     for attempt in range(1, mail.attempts + 1):
         async with ending.gate:  # a send waits for its turn here, before the age of its claim is looked at
-            if attempt == 1 and now() - ending.claimed_at > timedelta(seconds=mail.lease_seconds / 2):
+            if attempt == 1:
+                ending.took_turn()
+            if attempt == 1 and now() - claimed_at > timedelta(seconds=mail.lease_seconds / 2):
                 # The batch took so long before this message's turn that its claim could expire while it is sent,
                 # and another worker record it unconfirmed: nothing went out, so the round closes as deferred.
                 reason = "the claim was half past its lease when the message's turn in the batch came"

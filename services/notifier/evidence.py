@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, case, or_, select, update
+from sqlalchemy import Engine, String, any_, bindparam, case, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
-from shared.ledger.db import dialect_insert
+from shared.ledger.db import dialect_insert, is_postgres
 from shared.ledger.hashing import utc
 from shared.ledger.reader import load_states
 from shared.ledger.records import StreamKey
@@ -120,8 +121,11 @@ def with_message_id(engine: Engine, message_id: str, tenant: str | None = None) 
 def facts(engine: Engine, tenant: str, event_ids: Iterable[str]) -> dict[str, Fact]:
     """Which of these events the tenant's log holds, by event id."""
     wanted = list(event_ids)
+    # PostgreSQL: the ids as one array parameter (a batch looks for thousands; as many parameters, the statement
+    # would take longer to write and parse than to run).
+    among = events.c.event_id == any_(bindparam("ids", wanted, type_=ARRAY(String)))
     query = select(events.c.event_id, events.c.event_type, events.c.data, events.c.recorded_at).where(
-        events.c.tenant == tenant, events.c.event_id.in_(wanted)
+        events.c.tenant == tenant, among if is_postgres(engine) else events.c.event_id.in_(wanted)
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()

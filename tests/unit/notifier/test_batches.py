@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from services.notifier.command import BadCommand
-from services.notifier.delivery import SendDeferred
+from services.notifier.delivery import SendDeferred, wave_size
 from services.notifier.service import Notifier, NotNow
 from services.notifier.smtp import Delivery, MemoryTransport, TemporaryFailure
 from shared.config import ConfigurationError, load_settings
@@ -148,3 +148,44 @@ def test_a_batch_larger_than_the_prefetch_or_no_smtp_connection_stops_start_up_s
     assert "RELANCE_NOTIFIER_SMTP_CONNECTIONS" in str(none.value)
     settings = load_settings(notifier_prefetch=50, notifier_batch_size=50, notifier_smtp_connections=2)
     assert (settings.notifier_batch_size, settings.notifier_smtp_connections) == (50, 2)
+
+
+class Hung(MemoryTransport):
+    """A server that answers its first ``answered`` messages, then holds every message it gets without answering
+    (a worker killed now has these in flight)."""
+
+    def __init__(self, answered: int, capacity: int) -> None:
+        super().__init__(capacity=capacity)
+        self.answered = answered
+        self.held = 0
+
+    async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
+        if len(self.sent) >= self.answered:
+            self.held += 1
+            await asyncio.Event().wait()  # never answered
+        return await super().send(sender, recipients, data)
+
+
+def test_a_worker_killed_mid_batch_leaves_open_only_the_claims_in_flight_and_one_wave_not_the_batch(
+    desk: Desk,
+) -> None:
+    # Given a batch of 30 reminders and a server over two connections that stops answering after five messages
+    commands = [client(desk, n) for n in range(30)]
+    desk.transport = hung = Hung(answered=5, capacity=2)
+    desk.notifier = Notifier(desk.settings, desk.engine, hung, now=desk.clock, sleep=desk.slept)
+
+    async def killed_once_both_connections_hang() -> None:
+        batch = asyncio.ensure_future(desk.notifier.handle_all(commands))
+        while hung.held < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # whatever the worker would claim meanwhile, it claims now
+        batch.cancel()  # the worker dies here: nothing more is recorded
+
+    asyncio.run(killed_once_both_connections_hang())
+    # Then the claims left open (unconfirmed after the lease) are the two in flight and at most one wave besides
+    claimed = [c for c in commands if "reminder.sending" in desk.types(c["customer_id"])]
+    ended = [c for c in claimed if "reminder.sent" in desk.types(c["customer_id"])]
+    assert len(ended) == 5 == len(desk.transport.sent)
+    assert 2 <= len(claimed) - len(ended) <= 2 + wave_size(2)
+    # and the rest of the batch was never claimed: the next worker sends it
+    assert len(commands) - len(claimed) >= 30 - 5 - 2 - wave_size(2)
