@@ -13,11 +13,12 @@ What is built here is exactly what goes over SMTP and what the evidence hashes, 
 - The top-level header lines are written here, not by :mod:`email.policy`: the subject is plain folded ASCII or
   RFC 2047 ``Q`` encoded words this module encodes itself, From and To are bare checked addresses, Date and
   Message-ID are generated.
-- :func:`verify` re-reads the bytes before anything is sent, with the stdlib parser: the whole message under
-  ``compat32``, its header section again under ``default``. Both must read exactly the seven intended header fields,
-  each once, From/To/Subject/Message-ID parsing back to the intended values and the same multipart boundary; the
-  header section must end where it was written, the parts carry exactly the part headers relance writes and decode
-  to the rendered text. Any difference is :class:`RefusedMessage` and the message is never handed to SMTP.
+- :func:`verify` re-reads the bytes before anything is sent: the header section with the stdlib parser under both
+  ``compat32`` and ``default`` policies, which must read exactly the seven intended header fields, each once,
+  From/To/Subject/Message-ID parsing back to the intended values, and the same multipart boundary; the body split at
+  that boundary must be exactly the two parts relance writes, with their fixed part headers, decoding (by
+  :mod:`binascii`) to the rendered text. Any difference is :class:`RefusedMessage` and the message is never handed
+  to SMTP.
 - The top-level MIME fields and the body are assembled here too (:func:`mime_body`), byte for byte as the email
   package writes them, with its quoted-printable encoder: no message object is built and generated per reminder.
 - The Message-ID is derived from the command id alone (:func:`message_id`): every attempt to send one reminder
@@ -39,7 +40,7 @@ whatever the patch level).
 
 from __future__ import annotations
 
-import email
+import binascii
 import hashlib
 import re
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ from email.header import decode_header, make_header
 from email.headerregistry import HeaderRegistry
 from email.message import Message
 from email.parser import BytesHeaderParser
+from email.policy import compat32
 from email.utils import format_datetime, getaddresses
 from typing import Any, Protocol
 
@@ -277,14 +279,15 @@ def _fold(name: str, words: Sequence[str]) -> str:
 def verify(data: bytes, built: Built, *, earlier: bool = False) -> str:
     """The subject ``data`` reads back; :class:`RefusedMessage` unless it says exactly what ``built`` meant to say.
 
-    Checked on the raw bytes (7-bit, CRLF only, the header section's field names), then through the stdlib parser:
-    the whole message under ``compat32`` (headers, the MIME structure, both parts decoded), and its header section
-    again under the ``default`` policy (the one whose header parsing and folding CVE-2024-6923 was about). Both must
-    read exactly the intended header fields, From, To, Subject and Message-ID, and the same multipart boundary, so
-    both split the body at the same lines; the parts must carry exactly the part headers relance writes
-    (:data:`PART_HEADERS`, which read the same under any policy) and decode to the rendered text. A message that
-    either policy would read differently (an extra header, another recipient, a body starting early) is refused
-    before SMTP sees it.
+    Checked on the raw bytes (7-bit, CRLF only, the header section's field names), then the header section through
+    the stdlib parser under ``compat32`` and under ``default`` (the policy whose header parsing and folding
+    CVE-2024-6923 was about): both must read exactly the intended header fields, From, To, Subject and Message-ID,
+    and the same multipart boundary. The body is split at that boundary as any MIME parser splits it (a line opening
+    with it), and must be exactly the text/plain then the text/html part, with the part headers relance writes
+    (:data:`PART_HEADERS`, which read the same under any policy) and content decoding to the rendered text. A
+    message that either policy would read differently (an extra header, another recipient, a body starting early),
+    or whose body is not exactly that, is refused before SMTP sees it; the body is not run through the stdlib's
+    parser, which compiles a pattern per boundary, that is per message.
 
     ``earlier``: ``data`` was built by an earlier attempt (stored, and the bytes every attempt sends), possibly with
     templates or a customer name since changed: its subject must then read the same under both policies and be safe
@@ -294,13 +297,16 @@ def verify(data: bytes, built: Built, *, earlier: bool = False) -> str:
     problems = _raw_problems(data)
     subjects: list[str] = []
     if not problems:
-        whole = email.message_from_bytes(data, policy=email_policy.compat32)
-        head = BytesHeaderParser(policy=_default_once()).parsebytes(data[: data.index(b"\r\n\r\n") + 4])
-        for name, parsed in (("compat32", whole), ("default policy", head)):
+        end = data.index(b"\r\n\r\n") + 4
+        heads = [BytesHeaderParser(policy=policy).parsebytes(data[:end]) for policy in (compat32, _default_once())]
+        for name, parsed in zip(("compat32", "default policy"), heads, strict=True):
             found, subject = _header_problems(parsed, built, earlier)
             problems += [f"{name}: {p}" for p in found]
             subjects.append(subject)
-        problems += _body_problems(whole, head, built, earlier)
+        boundaries = {(parsed.get_content_type(), parsed.get_boundary()) for parsed in heads}
+        if len(boundaries) > 1:
+            problems.append(f"the two policies read the body differently: {boundaries}")
+        problems += _body_problems(data[end:], *boundaries.pop(), built, earlier)
     if earlier and not problems:
         if len(set(subjects)) > 1:
             problems.append(f"its Subject reads differently under the two policies: {subjects}")
@@ -340,7 +346,7 @@ def _header_problems(parsed: Message, built: Built, earlier: bool) -> tuple[list
     if _addresses(parsed, "To") != list(built.recipients):
         problems.append(f"To reads {_addresses(parsed, 'To')}, expected {list(built.recipients)}")
     subject = str(parsed["Subject"])  # the default policy unfolds and decodes; compat32 gives the raw field body
-    if parsed.policy is email_policy.compat32:
+    if parsed.policy is compat32:
         subject = str(make_header(decode_header(_UNFOLD.sub("", subject))))
     if subject != built.subject and not earlier:
         problems.append(f"Subject reads {subject!r}, expected {built.subject!r}")
@@ -349,21 +355,29 @@ def _header_problems(parsed: Message, built: Built, earlier: bool) -> tuple[list
     return problems, subject
 
 
-def _body_problems(whole: Message, head: Message, built: Built, earlier: bool) -> list[str]:
-    """What differs from the intent in the body of ``whole`` (compat32), whose header section ``head`` is the
-    default policy's reading."""
-    if head.get_content_type() != "multipart/alternative" or head.get_boundary() != whole.get_boundary():
-        return [f"the two policies read the body differently: {head.get_content_type()}, {whole.get_content_type()}"]
-    payload = whole.get_payload() if whole.is_multipart() else []
-    parts = [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
-    types = [p.get_content_type() for p in parts]
-    if whole.get_content_type() != "multipart/alternative" or types != ["text/plain", "text/html"]:
-        return [f"body is {whole.get_content_type()} of {types}, expected text/plain and text/html"]
+def _body_problems(body: bytes, content_type: str, boundary: str | None, built: Built, earlier: bool) -> list[str]:
+    """What differs from the intent in ``body``, split at the boundary both policies read: exactly the text/plain
+    then the text/html part, each with its fixed part header (:data:`PART_HEADERS`) and no other line opening with
+    the boundary (which any MIME parser would take for one), decoding to the rendered text."""
+    marker = f"--{boundary}".encode("ascii")
+    opening, closing, between = marker + b"\r\n", b"\r\n" + marker + b"--\r\n", b"\r\n" + marker + b"\r\n"
+    inner = body[len(opening) : -len(closing)]
+    parts = inner.split(between)
+    if (
+        content_type != "multipart/alternative"
+        or not boundary
+        or not body.startswith(opening)
+        or not body.endswith(closing)
+        or len(parts) != 2
+        or any(line.startswith(marker) for part in parts for line in part.split(b"\r\n"))
+    ):
+        return [f"body is not multipart/alternative of text/plain and text/html alone ({content_type})"]
     problems: list[str] = []
     for part, subtype, intended in zip(parts, ("plain", "html"), (built.text, built.html), strict=True):
-        if part.defects or "\r\n".join(f"{k}: {v}" for k, v in part.items()) != PART_HEADERS[subtype]:
-            problems.append(f"the text/{subtype} part has the header fields {part.items()}, expected its own")
-        elif not earlier and _decoded(part).splitlines() != intended.splitlines():
+        header, _, content = part.partition(b"\r\n\r\n")
+        if header != PART_HEADERS[subtype].encode("ascii"):
+            problems.append(f"the text/{subtype} part has the header fields {header!r}, expected its own")
+        elif not earlier and (_decoded(content) or "").splitlines() != intended.splitlines():
             problems.append(f"the text/{subtype} part does not decode to the rendered text")
     return problems
 
@@ -374,9 +388,13 @@ def _addresses(parsed: Message, name: str) -> list[str]:
     return [address if not display else f"{display} <{address}>" for display, address in getaddresses(values)]
 
 
-def _decoded(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    return payload.decode(part.get_content_charset() or "ascii") if isinstance(payload, bytes) else ""
+def _decoded(content: bytes) -> str | None:
+    """A part's quoted-printable UTF-8 content as text (decoded by :mod:`binascii`, not by the encoder that wrote
+    it); None if it is not UTF-8."""
+    try:
+        return binascii.a2b_qp(content).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 class _ParsedOnce(HeaderRegistry):

@@ -66,7 +66,7 @@ def _boundary(data: bytes) -> bytes:
         # a boundary line smuggled into the text ends its part early: an extra part, or a part that decodes otherwise
         (lambda d: d.replace(b"Montant", b"--" + _boundary(d) + b"--\r\nMontant", 1), "body is|does not decode"),
         # a body that never closes, or a boundary the two policies would read otherwise
-        (lambda d: d.replace(b"--" + _boundary(d) + b"--", b"", 1), "defects"),
+        (lambda d: d.replace(b"--" + _boundary(d) + b"--", b"", 1), "body is"),
         (lambda d: d.replace(b' boundary="', b' boundary*0="x"; boundary="', 1), "defects|differently|body is"),
         # the HTML part changed (a link replaced) while the text part is intact
         (lambda d: d.replace(b"<p>", b"<p><a href=3D\"https://attacker.example\">", 1), "text/html part does not"),
