@@ -24,6 +24,7 @@ Everything the customer reads comes from here, and a judge may read it later, so
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import traceback
 from collections.abc import Mapping
@@ -69,6 +70,7 @@ LANGUAGES = ("fr", "en")
 DEFAULT_LANGUAGE = "en"
 LOCALES = {"fr": "fr_FR", "en": "en_GB"}
 _LOCALES = {language: Locale.parse(code) for language, code in LOCALES.items()}  # parsed once, not per amount
+_BY_CODE = {str(locale): locale for locale in _LOCALES.values()}
 LEVEL_TEMPLATES = ("courtesy", "reminder_1", "reminder_2", "formal_notice", "credit_block", "hand_over")
 TEMPLATES = (*LEVEL_TEMPLATES, CLAIMS_STATEMENT)  # and the claims statement's, which demands no invoice
 PARTS = ("subject.txt", "txt", "html")
@@ -292,7 +294,12 @@ OTHER_LEVEL_NAME = {"fr": "courrier", "en": "letter"}  # a tenant's own level: n
 
 def format_day(value: Any, language: str) -> str:
     """A date as a letter writes it: "1er octobre 2026" (the first of a month is "1er" in French), "1 October 2026"."""
-    day = value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+    return _format_day(value if isinstance(value, date) else date.fromisoformat(str(value)[:10]), language)
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_day(day: date, language: str) -> str:
+    """:func:`format_day`, kept: a batch's reminders write the same few dates again and again."""
     pattern = "d'er' MMMM y" if language == "fr" and day.day == 1 else "d MMMM y"
     return str(format_date(day, pattern, locale=_LOCALES[language]))
 
@@ -320,7 +327,14 @@ def _number(value: Any) -> Decimal | None:
 
 
 def _money(value: Any, currency: str, locale: Locale) -> str:
-    return str(format_currency(Decimal(str(value)), currency, locale=locale))
+    return _money_text(str(value), currency, str(locale))
+
+
+@functools.lru_cache(maxsize=8192)
+def _money_text(value: str, currency: str, locale: str) -> str:
+    """An amount (its exact decimal text) in a currency as the locale writes it, kept: Babel parses its pattern
+    anew at each call, and a batch's reminders show many equal amounts (fees, totals, the same invoice's lines)."""
+    return str(format_currency(Decimal(value), currency, locale=_BY_CODE[locale]))
 
 
 def _context(data: Mapping[str, Any], profile: Mapping[str, Any], sender: Sender, language: str) -> dict[str, Any]:

@@ -59,7 +59,7 @@ from shared.config import ConfigurationError, Settings
 from shared.contracts.commands import SendReminder
 from shared.contracts.events import CLAIMS_STATEMENT
 from shared.ledger.state import ZERO, CustomerState
-from shared.ledger.store import Ledger
+from shared.ledger.store import Ledger, remember
 
 log = structlog.get_logger()
 
@@ -198,6 +198,9 @@ class Notifier:
             else:
                 todo.append((index, command, reminder, looked))
         states = evidence.states(self.engine, [(reminder.tenant, reminder.customer_id) for _, _, reminder, _ in todo])
+        # The ledger's writer takes them as they are when it records the batch's facts (not read a second time);
+        # nothing below looks at a state once the first of those transactions began.
+        remember(self.ledger, states.values())
         for index, command, reminder, looked in todo:
             try:
                 step = await self._prepare(
