@@ -391,24 +391,29 @@ async def _record_outcomes(
     until_turn: bool,
 ) -> None:
     """Wait for sends to end (or, ``until_turn``, for every claimed message to have its turn at a connection), and
-    record the outcomes of every send that ended by then in one transaction."""
+    record the outcomes of every send that ended by then in one transaction. While a wave is to be claimed, the
+    outcomes known wait a moment for its turn and go with its claims, in the same transaction."""
     watch: set[asyncio.Future[Any]] = set(sends)
     turned = asyncio.ensure_future(ending.turned.wait()) if until_turn else None
-    if turned is not None:
-        watch.add(turned)
-    done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
-    turn = turned is not None and turned in done  # the next wave is to be claimed now: nothing lingers
-    if turned is not None:
-        turned.cancel()
-        done.discard(turned)
-    rest = set(sends) - done
-    if done and rest and not turn:  # more are about to end: let them share the transaction, a moment at most
-        more, _ = await asyncio.wait(rest, timeout=OUTCOME_LINGER_SECONDS)
-        done |= more
-    if done:
-        journal = ending.take()
-        journal.commit(ledger)  # the outcomes of every send that ended meanwhile, in one transaction
-        _settle_ended(journal, sends, results)
+    try:
+        if turned is not None:
+            watch.add(turned)
+        done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
+        if turned is not None:
+            if turned in done:
+                return  # the next wave is claimed now, with the outcomes known
+            await asyncio.wait({turned}, timeout=OUTCOME_LINGER_SECONDS)
+            if turned.done():
+                return
+        rest = set(sends) - done
+        if rest and turned is None:  # more are about to end: let them share the transaction, a moment at most
+            await asyncio.wait(rest, timeout=OUTCOME_LINGER_SECONDS)
+    finally:
+        if turned is not None:
+            turned.cancel()
+    journal = ending.take()
+    journal.commit(ledger)  # the outcomes of every send that ended meanwhile, in one transaction
+    _settle_ended(journal, sends, results)
 
 
 def _settle_ended(
