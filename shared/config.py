@@ -185,8 +185,8 @@ class Settings(BaseSettings):
         default=100,
         ge=1,
         le=1000,
-        description="Commands a notifier worker reserves in one transaction, sends concurrently and records in one "
-        "more; at most RELANCE_NOTIFIER_PREFETCH.",
+        description="Commands a notifier worker takes at once: read together, their sends claimed in waves of a few "
+        "more than RELANCE_NOTIFIER_SMTP_CONNECTIONS and sent concurrently; at most RELANCE_NOTIFIER_PREFETCH.",
     )
     notifier_smtp_connections: int = Field(
         default=8,
