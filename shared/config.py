@@ -206,7 +206,20 @@ class Settings(BaseSettings):
         default="relance.notifier",
         description="Durable queue of notifier.send_reminder commands; <name>.retry and <name>.dead go with it.",
     )
-    notifier_prefetch: int = Field(default=10, ge=1, le=1000, description="Unacked commands per notifier worker.")
+    notifier_prefetch: int = Field(default=200, ge=1, le=1000, description="Unacked commands per notifier worker.")
+    notifier_batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Commands a notifier worker takes at once: read together, their sends claimed in waves of a few "
+        "more than RELANCE_NOTIFIER_SMTP_CONNECTIONS and sent concurrently; at most RELANCE_NOTIFIER_PREFETCH.",
+    )
+    notifier_smtp_connections: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="SMTP connections a notifier worker keeps open and reuses: its sends in flight at once.",
+    )
     notifier_retry_seconds: int = Field(
         default=60, ge=1, le=86400, description="How long a deferred reminder waits in <queue>.retry before retrying."
     )
@@ -296,6 +309,17 @@ class Settings(BaseSettings):
         base = info.data.get("webhook_backoff_seconds")
         if base is not None and value < base:
             raise ValueError(f"must be at least RELANCE_WEBHOOK_BACKOFF_SECONDS ({base})")
+        return value
+
+    @field_validator("notifier_batch_size")
+    @classmethod
+    def _notifier_batch_size(cls, value: int, info: ValidationInfo) -> int:
+        prefetch = info.data.get("notifier_prefetch")
+        if prefetch is not None and value > prefetch:
+            raise ValueError(
+                f"must be at most RELANCE_NOTIFIER_PREFETCH ({prefetch}): a batch is made of the commands a worker "
+                "holds; lower the batch size or raise the prefetch"
+            )
         return value
 
     @field_validator("mail_domain")

@@ -12,16 +12,20 @@ conditional statements, so two workers can never both take the last slot.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, case, or_, select, update
+from sqlalchemy import Engine, String, any_, bindparam, case, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
-from shared.ledger.db import dialect_insert
+from shared.ledger.db import dialect_insert, is_postgres
 from shared.ledger.hashing import utc
+from shared.ledger.reader import load_states
+from shared.ledger.records import StreamKey
 from shared.ledger.schema import events, send_budget, sent_messages
+from shared.ledger.state import CustomerState
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,21 +55,47 @@ def store(
     The first bytes stored for a command win: a later attempt sends those, never a rebuild (whose Date would differ),
     so every attempt of one reminder carries the same bytes and the same hash.
     """
-    row = {
-        "tenant": tenant,
-        "message_id": message_id,
-        "customer_id": customer_id,
-        "command_id": command_id,
-        "sha256": hashlib.sha256(mime).hexdigest(),
-        "mime": mime,
-        "created_at": datetime.now(UTC),
-    }
-    with engine.begin() as conn:
-        conn.execute(dialect_insert(conn, sent_messages).values(**row).on_conflict_do_nothing())
-    kept = by_command(engine, tenant, command_id)
-    if kept is None:  # a different command already holds this Message-ID: should never happen
-        raise RuntimeError(f"Message-ID {message_id} is stored for another command than {command_id}")
+    command = {"tenant": tenant, "customer_id": customer_id, "command_id": command_id}
+    [kept] = store_all(engine, [(command, message_id, mime)])
+    if isinstance(kept, RuntimeError):
+        raise kept
     return kept
+
+
+def store_all(
+    engine: Engine, messages: Sequence[tuple[Mapping[str, Any], str, bytes]]
+) -> list[StoredMessage | RuntimeError]:
+    """:func:`store` for many commands' (command, Message-ID, bytes) in one transaction; what is kept, in order.
+
+    A Message-ID already kept for another command (which should never happen) is a RuntimeError in its place.
+    """
+    if not messages:
+        return []
+    at = datetime.now(UTC)
+    rows = [
+        {
+            "tenant": command["tenant"],
+            "message_id": message_id,
+            "customer_id": command["customer_id"],
+            "command_id": command["command_id"],
+            "sha256": hashlib.sha256(mime).hexdigest(),
+            "mime": mime,
+            "created_at": at,
+        }
+        for command, message_id, mime in messages
+    ]
+    kept: dict[tuple[str, str], StoredMessage] = {}
+    with engine.begin() as conn:
+        conn.execute(dialect_insert(conn, sent_messages).on_conflict_do_nothing(), rows)
+        for tenant in sorted({row["tenant"] for row in rows}):
+            ids = [row["command_id"] for row in rows if row["tenant"] == tenant]
+            query = select(sent_messages).where(sent_messages.c.tenant == tenant, sent_messages.c.command_id.in_(ids))
+            kept.update(((tenant, found.command_id), found) for found in map(_stored, conn.execute(query).mappings()))
+    return [
+        kept.get((row["tenant"], row["command_id"]))
+        or RuntimeError(f"Message-ID {row['message_id']} is stored for another command than {row['command_id']}")
+        for row in rows
+    ]
 
 
 def by_command(engine: Engine, tenant: str, command_id: str) -> StoredMessage | None:
@@ -91,12 +121,23 @@ def with_message_id(engine: Engine, message_id: str, tenant: str | None = None) 
 def facts(engine: Engine, tenant: str, event_ids: Iterable[str]) -> dict[str, Fact]:
     """Which of these events the tenant's log holds, by event id."""
     wanted = list(event_ids)
+    # PostgreSQL: the ids as one array parameter (a batch looks for thousands; as many parameters, the statement
+    # would take longer to write and parse than to run).
+    among = events.c.event_id == any_(bindparam("ids", wanted, type_=ARRAY(String)))
     query = select(events.c.event_id, events.c.event_type, events.c.data, events.c.recorded_at).where(
-        events.c.tenant == tenant, events.c.event_id.in_(wanted)
+        events.c.tenant == tenant, among if is_postgres(engine) else events.c.event_id.in_(wanted)
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     return {row.event_id: Fact(row.event_id, row.event_type, row.data, utc(row.recorded_at)) for row in rows}
+
+
+def states(engine: Engine, keys: Iterable[StreamKey]) -> dict[StreamKey, CustomerState]:
+    """The customers' states as committed now, read together (a customer unknown to the ledger: an empty state)."""
+    wanted = sorted(set(keys))
+    with engine.connect() as conn:
+        loaded = load_states(conn, wanted) if wanted else {}
+    return {key: loaded.get(key) or CustomerState(tenant=key[0], customer_id=key[1]) for key in wanted}
 
 
 def verify(stored: StoredMessage, recorded_sha256: str) -> bool:

@@ -12,11 +12,15 @@ What is built here is exactly what goes over SMTP and what the evidence hashes, 
   inside). Nothing is cleaned up into something else: a reminder whose text is unsafe is not sent.
 - The top-level header lines are written here, not by :mod:`email.policy`: the subject is plain folded ASCII or
   RFC 2047 ``Q`` encoded words this module encodes itself, From and To are bare checked addresses, Date and
-  Message-ID are generated. The stdlib only generates the MIME body (fixed part headers, quoted-printable content).
-- :func:`verify` re-reads the bytes before anything is sent, with the stdlib parser under both ``compat32`` and
-  ``default`` policies: exactly the seven intended header fields, each once, From/To/Subject/Message-ID parsing
-  back to the intended values, the header section ending where it was written, and both parts decoding to the
-  rendered text. Any difference is :class:`RefusedMessage` and the message is never handed to SMTP.
+  Message-ID are generated.
+- :func:`verify` re-reads the bytes before anything is sent: the header section with the stdlib parser under both
+  ``compat32`` and ``default`` policies, which must read exactly the seven intended header fields, each once,
+  From/To/Subject/Message-ID parsing back to the intended values, and the same multipart boundary; the body split at
+  that boundary must be exactly the two parts relance writes, with their fixed part headers, decoding (by
+  :mod:`binascii`) to the rendered text. Any difference is :class:`RefusedMessage` and the message is never handed
+  to SMTP.
+- The top-level MIME fields and the body are assembled here too (:func:`mime_body`), byte for byte as the email
+  package writes them, with its quoted-printable encoder: no message object is built and generated per reminder.
 - The Message-ID is derived from the command id alone (:func:`message_id`): every attempt to send one reminder
   carries the same id, so a duplicate that slips through can be recognised by the receiving side.
 - :func:`build` is a pure function of its inputs (the Date is an input too), and its bytes end with CRLF and
@@ -36,18 +40,21 @@ whatever the patch level).
 
 from __future__ import annotations
 
-import email
+import binascii
 import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy as email_policy
+from email import quoprimime
 from email.header import decode_header, make_header
-from email.message import EmailMessage, Message
-from email.policy import SMTP
+from email.headerregistry import HeaderRegistry
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from email.utils import format_datetime, getaddresses
-from typing import Protocol
+from typing import Any, Protocol
 
 import idna
 
@@ -64,6 +71,11 @@ _ENCODED_WORD = re.compile(r"=\?[^?]*\?[bq]\?", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 _UNFOLD = re.compile(r"\r\n(?=[ \t])")
 HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type")
+# The header of each part, as the email package writes them (and as relance has always sent them).
+PART_HEADERS = {
+    subtype: f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable'
+    for subtype in ("plain", "html")
+}
 _LINE = 78  # folding width for header lines (RFC 5322 recommends 78, requires at most 998)
 _Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _Q_PAYLOAD = 76 - len("Subject: ") - len("=?utf-8?q??=")  # every line of encoded words stays within 76
@@ -202,24 +214,32 @@ def build(
         "Date: " + format_datetime((date or datetime.now(UTC)).astimezone(UTC)),
         f"Message-ID: {ident}",
     ]
-    body = EmailMessage(policy=SMTP)
+    # Derived from the content, so the content cannot contain it (it would need its own hash in it).
     try:
-        body.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
-        body.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
-        for part in body.iter_parts():
-            del part["MIME-Version"]  # the stdlib repeats it on a part moved under multipart/alternative
-        # Derived from the content, so the content cannot contain it (it would need its own hash in it).
         content = "\x1f".join((command_id, rendered.text, rendered.html)).encode("utf-8")
-        body.set_boundary("=_" + hashlib.sha256(content).hexdigest()[:40])
-        mime_part = body.as_bytes(policy=SMTP)  # MIME-Version, Content-Type, then the parts
+        body = mime_body("=_" + hashlib.sha256(content).hexdigest()[:40], rendered.text, rendered.html)
     except (ValueError, TypeError) as exc:  # e.g. lone surrogates in the body
         raise MimeError(f"cannot build the message: {exc}") from exc
-    data = "\r\n".join(head).encode("ascii") + b"\r\n" + mime_part
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
+    data = "\r\n".join(head).encode("ascii") + b"\r\n" + body
     built = Built(ident, sender, checked, subject, data, rendered.text, rendered.html)
     verify(data, built)
     return built
+
+
+def mime_body(boundary: str, text: str, html: str) -> bytes:
+    """The MIME-Version and Content-Type fields, a blank line, then the multipart/alternative body: the plain text
+    and the HTML, each quoted-printable UTF-8 under its fixed part header (:data:`PART_HEADERS`).
+
+    Byte for byte what ``EmailMessage(policy=SMTP)`` writes for ``set_content(text, cte="quoted-printable")`` then
+    ``add_alternative(html, ...)`` (tests/unit/notifier/test_mime.py holds the two side by side), with the encoding
+    done by the email package's own quoted-printable encoder, without building and generating a message object.
+    """
+    lines = [f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n']
+    for subtype, content in (("plain", text), ("html", html)):
+        encoded = quoprimime.body_encode(b"\n".join(content.encode("utf-8").splitlines()).decode("latin-1") + "\n", 78)
+        lines += [f"--{boundary}", PART_HEADERS[subtype], "", encoded.replace("\n", "\r\n")]
+    lines.append(f"--{boundary}--\r\n")
+    return "\r\n".join(lines).encode("ascii")
 
 
 def encode_subject(subject: str) -> str:
@@ -259,9 +279,15 @@ def _fold(name: str, words: Sequence[str]) -> str:
 def verify(data: bytes, built: Built, *, earlier: bool = False) -> str:
     """The subject ``data`` reads back; :class:`RefusedMessage` unless it says exactly what ``built`` meant to say.
 
-    Checked on the raw bytes (7-bit, CRLF only, the header section's field names) and again through the stdlib
-    parser under the ``compat32`` and ``default`` policies, so a message that any of them would read differently
-    (an extra header, another recipient, a body starting early) is refused before SMTP sees it.
+    Checked on the raw bytes (7-bit, CRLF only, the header section's field names), then the header section through
+    the stdlib parser under ``compat32`` and under ``default`` (the policy whose header parsing and folding
+    CVE-2024-6923 was about): both must read exactly the intended header fields, From, To, Subject and Message-ID,
+    and the same multipart boundary. The body is split at that boundary as any MIME parser splits it (a line opening
+    with it), and must be exactly the text/plain then the text/html part, with the part headers relance writes
+    (:data:`PART_HEADERS`, which read the same under any policy) and content decoding to the rendered text. A
+    message that either policy would read differently (an extra header, another recipient, a body starting early),
+    or whose body is not exactly that, is refused before SMTP sees it; the body is not run through the stdlib's
+    parser, which compiles a pattern per boundary, that is per message.
 
     ``earlier``: ``data`` was built by an earlier attempt (stored, and the bytes every attempt sends), possibly with
     templates or a customer name since changed: its subject must then read the same under both policies and be safe
@@ -271,10 +297,16 @@ def verify(data: bytes, built: Built, *, earlier: bool = False) -> str:
     problems = _raw_problems(data)
     subjects: list[str] = []
     if not problems:
-        for policy in (email_policy.compat32, email_policy.default):
-            found, subject = _parsed_problems(data, built, policy, earlier)
-            problems += [f"{_policy_name(policy)}: {p}" for p in found]
+        end = data.index(b"\r\n\r\n") + 4
+        heads = [BytesHeaderParser(policy=policy).parsebytes(data[:end]) for policy in (compat32, _default_once())]
+        for name, parsed in zip(("compat32", "default policy"), heads, strict=True):
+            found, subject = _header_problems(parsed, built, earlier)
+            problems += [f"{name}: {p}" for p in found]
             subjects.append(subject)
+        boundaries = {(parsed.get_content_type(), parsed.get_boundary()) for parsed in heads}
+        if len(boundaries) > 1:
+            problems.append(f"the two policies read the body differently: {boundaries}")
+        problems += _body_problems(data[end:], *boundaries.pop(), built, earlier)
     if earlier and not problems:
         if len(set(subjects)) > 1:
             problems.append(f"its Subject reads differently under the two policies: {subjects}")
@@ -302,9 +334,8 @@ def _raw_problems(data: bytes) -> list[str]:
     return []
 
 
-def _parsed_problems(data: bytes, built: Built, policy: email_policy.Policy, earlier: bool) -> tuple[list[str], str]:
-    """What differs from the intent when ``policy`` reads ``data``, and the subject it read."""
-    parsed = email.message_from_bytes(data, policy=policy)
+def _header_problems(parsed: Message, built: Built, earlier: bool) -> tuple[list[str], str]:
+    """What differs from the intent in the header fields as ``parsed`` reads them, and the subject it read."""
     problems: list[str] = []
     if tuple(parsed.keys()) != HEADERS:
         problems.append(f"header fields {parsed.keys()}, expected {list(HEADERS)}")
@@ -315,22 +346,40 @@ def _parsed_problems(data: bytes, built: Built, policy: email_policy.Policy, ear
     if _addresses(parsed, "To") != list(built.recipients):
         problems.append(f"To reads {_addresses(parsed, 'To')}, expected {list(built.recipients)}")
     subject = str(parsed["Subject"])  # the default policy unfolds and decodes; compat32 gives the raw field body
-    if policy is email_policy.compat32:
+    if parsed.policy is compat32:
         subject = str(make_header(decode_header(_UNFOLD.sub("", subject))))
     if subject != built.subject and not earlier:
         problems.append(f"Subject reads {subject!r}, expected {built.subject!r}")
     if str(parsed["Message-ID"]).strip() != built.message_id:
         problems.append(f"Message-ID reads {parsed['Message-ID']!r}, expected {built.message_id!r}")
-    payload = parsed.get_payload() if parsed.is_multipart() else []
-    parts = [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
-    types = [p.get_content_type() for p in parts]
-    if parsed.get_content_type() != "multipart/alternative" or types != ["text/plain", "text/html"]:
-        problems.append(f"body is {parsed.get_content_type()} of {types}, expected text/plain and text/html")
-    elif not earlier:
-        for part, intended in zip(parts, (built.text, built.html), strict=True):
-            if _decoded(part).splitlines() != intended.splitlines():
-                problems.append(f"the {part.get_content_type()} part does not decode to the rendered text")
     return problems, subject
+
+
+def _body_problems(body: bytes, content_type: str, boundary: str | None, built: Built, earlier: bool) -> list[str]:
+    """What differs from the intent in ``body``, split at the boundary both policies read: exactly the text/plain
+    then the text/html part, each with its fixed part header (:data:`PART_HEADERS`) and no other line opening with
+    the boundary (which any MIME parser would take for one), decoding to the rendered text."""
+    marker = f"--{boundary}".encode("ascii")
+    opening, closing, between = marker + b"\r\n", b"\r\n" + marker + b"--\r\n", b"\r\n" + marker + b"\r\n"
+    inner = body[len(opening) : -len(closing)]
+    parts = inner.split(between)
+    if (
+        content_type != "multipart/alternative"
+        or not boundary
+        or not body.startswith(opening)
+        or not body.endswith(closing)
+        or len(parts) != 2
+        or any(line.startswith(marker) for part in parts for line in part.split(b"\r\n"))
+    ):
+        return [f"body is not multipart/alternative of text/plain and text/html alone ({content_type})"]
+    problems: list[str] = []
+    for part, subtype, intended in zip(parts, ("plain", "html"), (built.text, built.html), strict=True):
+        header, _, content = part.partition(b"\r\n\r\n")
+        if header != PART_HEADERS[subtype].encode("ascii"):
+            problems.append(f"the text/{subtype} part has the header fields {header!r}, expected its own")
+        elif not earlier and (_decoded(content) or "").splitlines() != intended.splitlines():
+            problems.append(f"the text/{subtype} part does not decode to the rendered text")
+    return problems
 
 
 def _addresses(parsed: Message, name: str) -> list[str]:
@@ -339,10 +388,32 @@ def _addresses(parsed: Message, name: str) -> list[str]:
     return [address if not display else f"{display} <{address}>" for display, address in getaddresses(values)]
 
 
-def _decoded(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    return payload.decode(part.get_content_charset() or "ascii") if isinstance(payload, bytes) else ""
+def _decoded(content: bytes) -> str | None:
+    """A part's quoted-printable UTF-8 content as text (decoded by :mod:`binascii`, not by the encoder that wrote
+    it); None if it is not UTF-8."""
+    try:
+        return binascii.a2b_qp(content).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
-def _policy_name(policy: email_policy.Policy) -> str:
-    return "compat32" if policy is email_policy.compat32 else "default policy"
+class _ParsedOnce(HeaderRegistry):
+    """The default policy's headers, each distinct field parsed once: the parser and the checks fetch a message's
+    fields again and again (Content-Type a dozen times per message), and each fetch would parse the field anew into
+    an equal header object."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parsed: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, name: str, value: str) -> Any:
+        key = (name.lower(), value)
+        found = self._parsed.get(key)
+        if found is None:
+            found = self._parsed[key] = super().__call__(name, value)
+        return found
+
+
+def _default_once() -> email_policy.Policy:
+    """The ``default`` policy for reading one message (its parsed fields are kept for that message only)."""
+    return email_policy.default.clone(header_factory=_ParsedOnce())

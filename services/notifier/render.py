@@ -24,6 +24,7 @@ Everything the customer reads comes from here, and a judge may read it later, so
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import traceback
 from collections.abc import Mapping
@@ -68,6 +69,8 @@ SHIPPED_DIR = Path(__file__).parent / "templates"
 LANGUAGES = ("fr", "en")
 DEFAULT_LANGUAGE = "en"
 LOCALES = {"fr": "fr_FR", "en": "en_GB"}
+_LOCALES = {language: Locale.parse(code) for language, code in LOCALES.items()}  # parsed once, not per amount
+_BY_CODE = {str(locale): locale for locale in _LOCALES.values()}
 LEVEL_TEMPLATES = ("courtesy", "reminder_1", "reminder_2", "formal_notice", "credit_block", "hand_over")
 TEMPLATES = (*LEVEL_TEMPLATES, CLAIMS_STATEMENT)  # and the claims statement's, which demands no invoice
 PARTS = ("subject.txt", "txt", "html")
@@ -291,41 +294,53 @@ OTHER_LEVEL_NAME = {"fr": "courrier", "en": "letter"}  # a tenant's own level: n
 
 def format_day(value: Any, language: str) -> str:
     """A date as a letter writes it: "1er octobre 2026" (the first of a month is "1er" in French), "1 October 2026"."""
-    day = value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+    return _format_day(value if isinstance(value, date) else date.fromisoformat(str(value)[:10]), language)
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_day(day: date, language: str) -> str:
+    """:func:`format_day`, kept: a batch's reminders write the same few dates again and again."""
     pattern = "d'er' MMMM y" if language == "fr" and day.day == 1 else "d MMMM y"
-    return str(format_date(day, pattern, locale=LOCALES[language]))
+    return str(format_date(day, pattern, locale=_LOCALES[language]))
 
 
 def format_days(count: int, language: str) -> str:
     """A number of days with its plural from Babel's CLDR data: "0 jour", "1 jour", "2 jours"; "1 day", "2 days"."""
-    return str(format_unit(count, "duration-day", length="long", locale=LOCALES[language]))
+    return str(format_unit(count, "duration-day", length="long", locale=_LOCALES[language]))
 
 
 def format_rate(value: Any, language: str) -> str:
     """An annual rate given in percent, with the digits it has: "12,15 %", "12.15%"."""
     fraction = (Decimal(str(value)) / 100).normalize()
-    return str(format_percent(fraction, locale=LOCALES[language], decimal_quantization=False))
+    return str(format_percent(fraction, locale=_LOCALES[language], decimal_quantization=False))
 
 
 def format_points(value: Any, language: str) -> str:
     """Percentage points, singular or plural by the language's CLDR rule: "1 point", "10 points"."""
     number = Decimal(str(value)).normalize()
-    one = Locale.parse(LOCALES[language]).plural_form(number) == "one"
-    return f"{format_decimal(number, locale=LOCALES[language])} {'point' if one else 'points'}"
+    one = _LOCALES[language].plural_form(number) == "one"
+    return f"{format_decimal(number, locale=_LOCALES[language])} {'point' if one else 'points'}"
 
 
 def _number(value: Any) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
-def _money(value: Any, currency: str, locale: str) -> str:
-    return str(format_currency(Decimal(str(value)), currency, locale=locale))
+def _money(value: Any, currency: str, locale: Locale) -> str:
+    return _money_text(str(value), currency, str(locale))
+
+
+@functools.lru_cache(maxsize=8192)
+def _money_text(value: str, currency: str, locale: str) -> str:
+    """An amount (its exact decimal text) in a currency as the locale writes it, kept: Babel parses its pattern
+    anew at each call, and a batch's reminders show many equal amounts (fees, totals, the same invoice's lines)."""
+    return str(format_currency(Decimal(value), currency, locale=_BY_CODE[locale]))
 
 
 def _context(data: Mapping[str, Any], profile: Mapping[str, Any], sender: Sender, language: str) -> dict[str, Any]:
     """What the templates see. Every field the ``reminder.requested`` event gained is optional: a reminder written
     before them renders as a French-law reminder with only its demanded lines, as it always did."""
-    locale = LOCALES[language]
+    locale = _LOCALES[language]
     currency = str(data["currency"])
     law = str(data.get("law") or "fr")
     if law not in LAWS:

@@ -27,8 +27,8 @@ For each command, in this order:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -37,20 +37,29 @@ from typing import Any
 import structlog
 from sqlalchemy import Engine
 
-from services.notifier import delivery
-from services.notifier.command import parse
-from services.notifier.delivery import MailSettings, SendResult
+from services.notifier import delivery, evidence
+from services.notifier.command import BadCommand, parse
+from services.notifier.delivery import MailSettings
 from services.notifier.errors import NotifierError
 from services.notifier.evidence import take_slot
 from services.notifier.mime import UnsafeHeaderText
-from services.notifier.render import DEFAULT_LANGUAGE, LANGUAGES, RenderSettings, TemplateSet, load_templates, render
+from services.notifier.render import (
+    DEFAULT_LANGUAGE,
+    LANGUAGES,
+    RenderSettings,
+    TemplateSet,
+    load_templates,
+    render,
+    template_dirs,
+)
 from services.notifier.rules import SendingRules, load_rules
 from services.notifier.sender import Sender, load_sender
 from services.notifier.smtp import Transport
 from shared.config import ConfigurationError, Settings
+from shared.contracts.commands import SendReminder
 from shared.contracts.events import CLAIMS_STATEMENT
 from shared.ledger.state import ZERO, CustomerState
-from shared.ledger.store import Ledger
+from shared.ledger.store import Ledger, remember
 
 log = structlog.get_logger()
 
@@ -85,7 +94,7 @@ class TenantSetup:
 
 @dataclass
 class Notifier:
-    """Checks, renders and sends reminders; one per process, shared by the commands it handles one at a time."""
+    """Checks, renders and sends reminders; one per process, shared by the commands it handles (many at a time)."""
 
     settings: Settings
     engine: Engine
@@ -95,6 +104,7 @@ class Notifier:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     shared_ledger: Ledger | None = None  # the process's ledger (and its cache of states); default: a new one
     _tenants: dict[str, TenantSetup] = field(default_factory=dict)
+    _template_sets: dict[tuple[Path, ...], TemplateSet] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.ledger = self.shared_ledger or Ledger(self.engine)
@@ -114,8 +124,14 @@ class Notifier:
         if found is None:
             name = tenant or None
             sender_file: Path | None = self.render_settings.sender_file
+            # A tenant without a template folder of its own renders with the same set as the others: loaded (and
+            # tried on every sample) once per process, not once per tenant.
+            folders = tuple(template_dirs(self.render_settings.template_dir, name))
+            templates = self._template_sets.get(folders)
+            if templates is None:
+                templates = self._template_sets[folders] = load_templates(self.render_settings.template_dir, name)
             found = TenantSetup(
-                templates=load_templates(self.render_settings.template_dir, name),
+                templates=templates,
                 sender=load_sender(sender_file, name),
                 rules=load_rules(self.settings, sender_file, name),
             )
@@ -127,33 +143,123 @@ class Notifier:
 
         Raises :class:`~services.notifier.command.BadCommand` for a body that is not a command of the contract.
         """
-        reminder = parse(command)  # the typed reading decides; the command's JSON is what templates and facts get
+        [result] = await self.handle_all([command])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def handle_all(self, commands: Sequence[Mapping[str, Any]]) -> list[Outcome | Exception]:
+        """:meth:`handle` for many commands at once; for each, in order, its outcome or what :meth:`handle` raises.
+
+        The commands are looked at, checked and rendered together, their facts and claims recorded in one
+        transaction and their outcomes in one more (:func:`services.notifier.delivery.deliver_all`). Two copies of
+        one command in the same call are not handled side by side: the later one is handled once the first ended,
+        and ends the same way (``already_...``).
+        """
+        results: list[Outcome | Exception | None] = [None] * len(commands)
+        unique: dict[tuple[str, str], tuple[int, SendReminder]] = {}
+        copies: list[int] = []
+        for index, command in enumerate(commands):
+            try:
+                reminder = parse(command)  # the typed reading decides; the command's JSON is what templates get
+            except BadCommand as exc:
+                results[index] = exc
+                continue
+            if (reminder.tenant, reminder.command_id) in unique:
+                copies.append(index)
+            else:
+                unique[reminder.tenant, reminder.command_id] = (index, reminder)
+        handled = await self._handle_unique([(commands[i], reminder) for i, reminder in unique.values()])
+        for (index, _), result in zip(unique.values(), handled, strict=True):
+            results[index] = result
+        if copies:
+            for index, result in zip(copies, await self.handle_all([commands[i] for i in copies]), strict=True):
+                results[index] = result
+        assert all(result is not None for result in results)
+        return results  # type: ignore[return-value]  # every index was filled above
+
+    async def _handle_unique(
+        self, batch: Sequence[tuple[Mapping[str, Any], SendReminder]]
+    ) -> list[Outcome | Exception]:
+        """The commands of :meth:`handle_all`, no two with the same id."""
+        results: list[Outcome | Exception | None] = [None] * len(batch)
+        progress = delivery.look_all(self.engine, [command for command, _ in batch])  # the one look at each command
+        journal = delivery.Journal()  # skips, letters and failures before sending: committed with the claims
+        planned: list[tuple[int, int, Outcome]] = []  # (index, ticket in journal, the outcome once it is recorded)
+        sending: list[tuple[int, int, delivery.Outgoing, Outcome]] = []  # (index, letter ticket or -1, ...)
+        todo: list[tuple[int, Mapping[str, Any], SendReminder, delivery.Progress]] = []
+        for index, (command, reminder) in enumerate(batch):
+            looked = progress[reminder.tenant, reminder.command_id]
+            email = reminder.channel != "letter" or "email" in reminder.copy_channels
+            ended = looked.ended(delivery.FINAL if not email else tuple(f for f in delivery.FINAL if f != "letter"))
+            if ended is not None:
+                log.info("notifier.duplicate_command", command_id=reminder.command_id, outcome=ended)
+                results[index] = Outcome(f"already_{ended}", reminder.command_id, reminder.tenant, reminder.level)
+            else:
+                todo.append((index, command, reminder, looked))
+        states = evidence.states(self.engine, [(reminder.tenant, reminder.customer_id) for _, _, reminder, _ in todo])
+        # The ledger's writer takes them as they are when it records the batch's facts (not read a second time);
+        # nothing below looks at a state once the first of those transactions began.
+        remember(self.ledger, states.values())
+        for index, command, reminder, looked in todo:
+            try:
+                step = await self._prepare(
+                    command, reminder, looked, states[reminder.tenant, reminder.customer_id], journal
+                )
+            except NotNow as exc:
+                results[index] = exc
+                continue
+            ticket, out, outcome = step
+            if out is not None:
+                sending.append((index, ticket, out, outcome))
+            else:
+                planned.append((index, ticket, outcome))
+        now = self.now
+        outgoing = [out for _, _, out, _ in sending]
+        sent = await delivery.deliver_all(
+            self.ledger, outgoing, self.transport, self.mail, now=now, sleep=self.sleep, journal=journal
+        )
+        for index, ticket, outcome in planned:
+            results[index] = journal.settle(ticket, outcome)
+        for (index, letter, _, about), result in zip(sending, sent, strict=True):
+            if isinstance(result, Exception):
+                results[index] = result
+            else:
+                done = replace(about, status=result.status, message_id=result.message_id)
+                results[index] = done if letter < 0 else journal.settle(letter, done)
+        assert all(result is not None for result in results)
+        return results  # type: ignore[return-value]  # every index was filled above
+
+    async def _prepare(
+        self,
+        command: Mapping[str, Any],
+        reminder: SendReminder,
+        progress: delivery.Progress,
+        state: CustomerState,
+        journal: delivery.Journal,
+    ) -> tuple[int, delivery.Outgoing | None, Outcome]:
+        """Steps 2-5 of one command: what to send (an Outgoing, and the outcome it makes), or nothing and the outcome
+        that holds once the fact with the ticket in journal is recorded. Raises :class:`NotNow`."""
         command_id, tenant, level = reminder.command_id, reminder.tenant, reminder.level
         letter = reminder.channel == "letter"
         email = not letter or "email" in reminder.copy_channels
-        final = delivery.FINAL if not email else tuple(f for f in delivery.FINAL if f != "letter")
-        progress = delivery.look(self.engine, command)  # the one look at what became of the command so far
-        ended = progress.ended(final)
-        if ended is not None:
-            log.info("notifier.duplicate_command", command_id=command_id, outcome=ended)
-            return Outcome(f"already_{ended}", command_id, tenant, level)
-        state = self.ledger.state(tenant, reminder.customer_id)
         data = dict(command)
         dropped: tuple[str, ...] = ()  # ids of the invoices no longer due
         if not progress.started:  # nothing went out yet: remind only what is still due
             data, reasons = still_due(command, state)
             dropped = tuple(reason["invoice_id"] for reason in reasons)
             if not data["lines"] and not data.get("claims"):
-                delivery.record_skipped(self.ledger, command, reasons, self.now())
+                ticket = delivery.record_skipped(journal, command, reasons, self.now())
                 log.info("notifier.skipped", command_id=command_id, reasons=reasons)
-                return Outcome("skipped", command_id, tenant, level, dropped=dropped)
+                return ticket, None, Outcome("skipped", command_id, tenant, level, dropped=dropped)
         setup = self.setup(tenant)
         profile = state.profile or {}
         language = str(data.get("language") or profile.get("language") or DEFAULT_LANGUAGE)
+        ticket = -1  # the ticket of a fact in journal the outcome depends on (the letter's, with an e-mail copy)
         if letter:
-            delivery.record_letter(self.ledger, command, data, self.now())
+            ticket = delivery.record_letter(journal, command, data, self.now())
             if not email:
-                return Outcome("letter", command_id, tenant, level, letter=True)
+                return ticket, None, Outcome("letter", command_id, tenant, level, letter=True)
         now = self.now()
         if setup.rules.quiet.is_quiet(now):
             opens = setup.rules.quiet.next_open(now)
@@ -166,25 +272,14 @@ class Notifier:
         try:
             rendered = render(data, profile, setup.sender, language, setup.templates)
         except ConfigurationError as exc:  # the templates passed their start-up trial; this data broke them
-            failed = delivery.record_failed(self.ledger, command, {}, f"cannot render the reminder: {exc}", "", now)
-            return Outcome(failed.status, command_id, tenant, level, language, letter=letter)
+            reason = f"cannot render the reminder: {exc}"
+            ticket, failed = delivery.record_failed(journal, command, {}, reason, "", now)
+            return ticket, None, Outcome(failed.status, command_id, tenant, level, language, letter=letter)
         except UnsafeHeaderText as exc:  # ledger text (a name, an invoice number) that must not reach a header
-            failed = delivery.refuse_before_sending(self.ledger, command, {"recipients": recipients}, exc, now)
-            return Outcome(failed.status, command_id, tenant, level, language, letter=letter)
-        result: SendResult = await delivery.deliver(
-            self.ledger,
-            command,
-            rendered,
-            recipients,
-            self.transport,
-            self.mail,
-            now=self.now,
-            sleep=self.sleep,
-            progress=progress,
-        )
-        return Outcome(
-            result.status, command_id, tenant, level, rendered.language, result.message_id, dropped, letter=letter
-        )
+            ticket, failed = delivery.refuse_before_sending(journal, command, {"recipients": recipients}, exc, now)
+            return ticket, None, Outcome(failed.status, command_id, tenant, level, language, letter=letter)
+        about = Outcome("", command_id, tenant, level, rendered.language, dropped=dropped, letter=letter)
+        return ticket, delivery.Outgoing(command, rendered, recipients, progress), about
 
 
 def still_due(command: Mapping[str, Any], state: CustomerState) -> tuple[dict[str, Any], list[dict[str, str]]]:

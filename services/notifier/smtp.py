@@ -13,14 +13,19 @@ DATA, once) and :class:`Delivery` names the refused ones with the server's code 
 ``temporary`` (4xx). When every address is refused, the send fails: permanently if every refusal is, temporarily
 otherwise, since that address may accept it later. A 421 at RCPT TO ends the whole send (the server is closing).
 
-One connection is reused for message after message and checked with NOOP after it was idle for a while; it is
-reopened when lost. What is sent, once, and what is recorded about it is :mod:`services.notifier.delivery`'s.
+Up to ``RELANCE_NOTIFIER_SMTP_CONNECTIONS`` connections are open at once, one send on each at a time; each is
+authenticated once and reused for message after message (a transaction the server refused is ended with RSET; one
+it accepted ends by itself), checked with NOOP after it was idle for a while, and reopened when lost. What is sent,
+once, and what is recorded about it is :mod:`services.notifier.delivery`'s.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +88,11 @@ class Delivery:
 
 
 class Transport(Protocol):
+    @property
+    def capacity(self) -> int:
+        """How many sends it takes at once (more wait for their turn)."""
+        ...
+
     async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
         """Hand the bytes to the server; the server's final reply and the refused recipients, or a SendError.
 
@@ -103,6 +113,7 @@ class SmtpConfig:
     password: str | None = None
     ca_file: Path | None = None
     timeout: float = 30.0
+    connections: int = 1  # opened at most at once, each reused: the sends in flight
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpConfig:
@@ -114,17 +125,68 @@ class SmtpConfig:
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
             ca_file=settings.smtp_ca_file,
             timeout=settings.smtp_timeout,
+            connections=settings.notifier_smtp_connections,
         )
 
 
 class SmtpTransport:
-    """aiosmtplib behind :class:`Transport`: one connection, reused for message after message, reopened if lost."""
+    """aiosmtplib behind :class:`Transport`: up to ``config.connections`` connections, each reused message after
+    message and reopened if lost; a send waits for a free one when all are busy."""
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
+        self._idle: list[_Connection] = []
+        self._made = 0  # connections handed out or idle (at most config.connections)
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self.connections = 0  # how many times a connection was opened (reuse is observable)
+
+    @property
+    def capacity(self) -> int:
+        return self.config.connections
+
+    async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
+        connection = await self._take()
+        try:
+            return await connection.send(sender, recipients, data)
+        finally:
+            self._give_back(connection)
+
+    async def close(self) -> None:
+        idle, self._idle, self._made = self._idle, [], 0
+        for connection in idle:
+            await connection.close()
+
+    async def _take(self) -> _Connection:
+        while True:
+            if self._idle:
+                return self._idle.pop()  # the one used last: the likeliest to be still open
+            if self._made < self.config.connections:
+                self._made += 1
+                return _Connection(self)
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(waiter)
+
+    def _give_back(self, connection: _Connection) -> None:
+        self._idle.append(connection)
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
+class _Connection:
+    """One SMTP connection of a :class:`SmtpTransport`, used by one send at a time."""
+
+    def __init__(self, transport: SmtpTransport) -> None:
+        self.transport = transport
         self._client: aiosmtplib.SMTP | None = None
         self._used_at = 0.0
-        self.connections = 0  # how many times a connection was opened (reuse is observable)
 
     async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
         client = await self._connected()
@@ -176,7 +238,7 @@ class SmtpTransport:
                 return self._client
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 self._drop()
-        config = self.config
+        config = self.transport.config
         context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
         client = aiosmtplib.SMTP(
             hostname=config.host,
@@ -196,7 +258,7 @@ class SmtpTransport:
             raise TemporaryFailure(f"cannot connect to {config.host}:{config.port}: {exc}", reply) from exc
         self._client = client
         self._used_at = time.monotonic()
-        self.connections += 1
+        self.transport.connections += 1
         return client
 
     async def _reset(self) -> None:
@@ -238,6 +300,7 @@ class MemoryTransport:
     script: list[SendError] = field(default_factory=list)
     sent: list[tuple[str, tuple[str, ...], bytes]] = field(default_factory=list)
     refuse: dict[str, tuple[int, str]] = field(default_factory=dict)
+    capacity: int = 1000
 
     async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
         if self.script:

@@ -10,11 +10,14 @@ Topology (declared by the worker, idempotently):
 - ``<queue>.dead`` (durable): messages that are not usable commands, with ``x-relance-reason`` saying why
   (``x-relance-kind``: ``invalid_command``, or ``internal_error`` when handling it failed in relance itself).
 
-A delivery is acked only after its outcome is recorded in the ledger, or after its copy is confirmed by RabbitMQ in
-the retry or dead-letter queue; a crash in between redelivers it, which the notifier's idempotence makes harmless.
-The SMTP work runs on an asyncio loop in a second thread while this thread keeps the AMQP connection serviced
-(heartbeats), so a slow SMTP server never costs the broker connection. SIGTERM/SIGINT: the command in hand is
-finished, the others go back to the queue.
+Commands are handled in batches of up to ``RELANCE_NOTIFIER_BATCH_SIZE`` of those the worker holds
+(``RELANCE_NOTIFIER_PREFETCH``): their claims are recorded in one transaction, their messages sent concurrently over
+``RELANCE_NOTIFIER_SMTP_CONNECTIONS`` reused connections, their outcomes recorded as they come, a few transactions
+per batch (:meth:`services.notifier.service.Notifier.handle_all`). A delivery is acked only after its outcome is
+recorded in the ledger, or after its copy is confirmed by RabbitMQ in the retry or dead-letter queue; a crash in
+between redelivers it, which the notifier's idempotence makes harmless. The SMTP work runs on an asyncio loop in a
+second thread while this thread keeps the AMQP connection serviced (heartbeats), so a slow SMTP server never costs
+the broker connection. SIGTERM/SIGINT: the batch in hand is finished, the others go back to the queue.
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ from services.notifier.command import KIND, BadCommand
 from services.notifier.delivery import SendDeferred, SendInProgress
 from services.notifier.render import RenderSettings
 from services.notifier.sender import refuse_placeholder
-from services.notifier.service import Notifier, NotNow
+from services.notifier.service import Notifier, NotNow, Outcome
 from services.notifier.smtp import SmtpConfig, SmtpTransport
 from shared.broker import amqp
 from shared.config import Settings
 from shared.contracts import jsonio
+from shared.ledger.errors import LedgerUnavailable
 from shared.runtime import Backoff, run_worker
 
 log = structlog.get_logger()
@@ -58,6 +62,11 @@ def _wake(connection: BlockingConnection) -> None:
     """End the connection's current ``process_data_events`` wait now (called from the SMTP thread)."""
     with contextlib.suppress(AMQPError, OSError):  # closed meanwhile: nothing is waiting on it any more
         connection.add_callback_threadsafe(lambda: None)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def retry_queue(settings: Settings) -> str:
@@ -187,18 +196,20 @@ class NotifierWorker(amqp.Session):
             if not self._inbox:
                 connection.process_data_events(time_limit=_TICK)
                 continue
-            delivery = self._inbox.popleft()
+            batch = [self._inbox.popleft() for _ in range(min(len(self._inbox), self.settings.notifier_batch_size))]
+            commands = self._decoded(batch)
             try:
-                self._handle(delivery)
+                self._handle(commands)
                 database_backoff.reset()
-            except DBAPIError as exc:
+            except (DBAPIError, LedgerUnavailable) as exc:
                 delay = database_backoff.next()
                 log.warning(
                     "notifier.database_unavailable",
-                    error=str(exc.orig or exc).splitlines()[0],
+                    error=_first_line(exc),
                     retry_in=round(delay, 2),
                 )
-                self._retry(delivery, "the ledger database is unavailable")
+                for delivery, _ in commands:
+                    self._retry(delivery, "the ledger database is unavailable")
                 self._wait(delay)
         for tag in list(channel.consumer_tags):
             channel.basic_cancel(tag)
@@ -208,37 +219,66 @@ class NotifierWorker(amqp.Session):
     ) -> None:
         self._inbox.append(_Delivery(method.delivery_tag, body, properties))
 
-    def _handle(self, delivery: _Delivery) -> None:
-        try:
-            command = jsonio.loads(delivery.body)
-        except jsonio.JsonRefused as exc:  # duplicate keys too: two readers could see two different commands
-            self._dead_letter(delivery, exc.reason if exc.kind == "schema" else f"not JSON: {exc.reason}")
+    def _decoded(self, batch: list[_Delivery]) -> list[tuple[_Delivery, Any]]:
+        """The batch's bodies as JSON; one that is not JSON is dead-lettered here."""
+        commands = []
+        for delivery in batch:
+            try:
+                commands.append((delivery, jsonio.loads(delivery.body)))
+            except jsonio.JsonRefused as exc:  # duplicate keys too: two readers could see two different commands
+                self._dead_letter(delivery, exc.reason if exc.kind == "schema" else f"not JSON: {exc.reason}")
+        return commands
+
+    def _handle(self, commands: list[tuple[_Delivery, Any]]) -> None:
+        """Handle the batch's commands together, then settle each delivery by its own result.
+
+        A batch that fails as a whole for a reason of relance's own (not the database being away: the caller retries
+        those) is handled again one command at a time, so such a failure costs only the command that causes it.
+        Nothing is sent twice meanwhile: a command whose send was claimed waits out its lease, then ends unconfirmed.
+        """
+        if not commands:
             return
         try:
-            outcome = self._await(self.notifier.handle(command))
-        except BadCommand as exc:
-            self._dead_letter(delivery, str(exc))
-            return
-        except NotNow as exc:
-            self._retry(delivery, exc.reason)
-            return
-        except (SendDeferred, SendInProgress) as exc:
-            self._retry(delivery, exc.reason)
-            return
-        except (DBAPIError, AMQPError, OSError):
+            results = self._await(self.notifier.handle_all([command for _, command in commands]))
+        except (DBAPIError, LedgerUnavailable, AMQPError, OSError):
             raise  # the database or the broker is away: retried by the callers, with backoff
         except Exception as exc:
+            if len(commands) == 1:
+                results = [exc]
+            else:
+                log.exception("notifier.batch_failed", commands=len(commands))
+                for one in commands:
+                    self._handle([one])
+                return
+        for (delivery, _), result in zip(commands, results, strict=True):
+            self._settle(delivery, result)
+
+    def _settle(self, delivery: _Delivery, result: Outcome | BaseException) -> None:
+        """Ack, retry or dead-letter a delivery by what became of its command."""
+        if isinstance(result, BadCommand):
+            self._dead_letter(delivery, str(result))
+        elif isinstance(result, NotNow | SendDeferred | SendInProgress):
+            self._retry(delivery, result.reason)
+        elif isinstance(result, DBAPIError | LedgerUnavailable):
+            log.warning("notifier.database_unavailable", error=_first_line(result))
+            self._retry(delivery, "the ledger database is unavailable")
+        elif isinstance(result, BaseException):
             # A failure of relance itself on this one command must not stop the worker (it would meet the same
             # message again after a restart). What was recorded before it stays: a send already claimed is never
             # repeated, so the command can be published again once the cause is fixed.
-            log.exception("notifier.internal_error", message_id=delivery.properties.message_id)
-            self._dead_letter(delivery, f"{type(exc).__name__}: {exc}", kind="internal_error")
-            return
-        self._ack(delivery)
-        self.totals.handled += 1
-        self.totals.by_status[outcome.status] = self.totals.by_status.get(outcome.status, 0) + 1
-        about = {"tenant": outcome.tenant, "status": outcome.status, "level": outcome.level}
-        log.info("notifier.handled", command_id=outcome.command_id, **about, message_id=outcome.message_id or None)
+            log.error(
+                "notifier.internal_error",
+                message_id=delivery.properties.message_id,
+                exc_info=(type(result), result, result.__traceback__),
+            )
+            self._dead_letter(delivery, f"{type(result).__name__}: {result}", kind="internal_error")
+        else:
+            self._ack(delivery)
+            self.totals.handled += 1
+            self.totals.by_status[result.status] = self.totals.by_status.get(result.status, 0) + 1
+            about = {"tenant": result.tenant, "status": result.status, "level": result.level}
+            message_id = result.message_id or None
+            log.info("notifier.handled", command_id=result.command_id, **about, message_id=message_id)
 
     def _await(self, coroutine: Any) -> Any:
         """Run a coroutine on the SMTP loop; keep the AMQP connection serviced while it runs.

@@ -87,3 +87,11 @@ class Ledger:
     def verify(self, tenant: str | None = None, customer_id: str | None = None) -> VerifyReport:
         """Check the log, the projections and the checkpoints (see :mod:`shared.ledger.verify`)."""
         return verify(self.engine, tenant, customer_id)
+
+
+def remember(ledger: Ledger, states: Iterable[CustomerState]) -> None:
+    """Keep states the caller just read as committed in ``ledger``'s cache, so its next append to their streams
+    does not load them again (the writer still compares each one's version with the stream's under its lock, and
+    loads a state anew if anyone appended since). The caller must not use them once it appends to their streams:
+    the writer folds the new events into them."""
+    ledger.writer._remember(states)
