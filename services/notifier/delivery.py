@@ -79,7 +79,7 @@ BY_EMAIL = ("sent", "failed", "unconfirmed")  # those an e-mail ends with
 # The longest an outcome known waits for others to share its transaction: sends end one by one, and a transaction
 # per outcome would cost a commit each, while holding all of them until the slowest ends would leave a whole batch
 # in doubt if the worker died meanwhile.
-OUTCOME_LINGER_SECONDS = 0.05
+OUTCOME_LINGER_SECONDS = 0.01
 T = TypeVar("T")
 
 

@@ -136,13 +136,17 @@ def test_a_worker_killed_mid_batch_with_partitions_on_loses_and_doubles_nothing_
     assert rabbit.ready(rabbit.names.dead_letter_queue) == 0
 
 
+TOTAL = 8000
+
+
 def test_a_worker_that_joins_a_busy_one_gets_its_share_and_the_handover_keeps_each_customer_in_order(
     pg_url: str, rabbit: Rabbit, start_worker: Callable[..., Worker], partition_names: None
 ) -> None:
-    # Given one worker busy with a long queue, holding all four partitions
-    settings = {"ingest_partitions": PARTITIONS, "ingest_batch_size": 20, "ingest_prefetch": 40}
+    # Given one worker busy with a long queue, holding all four partitions (small batches, one commit each: the
+    # queue lasts long enough for a newcomer to start and join, however fast the machine)
+    settings = {"ingest_partitions": PARTITIONS, "ingest_batch_size": 5, "ingest_prefetch": 10}
     first = start_worker(pg_url, **settings)
-    rabbit.publish(workload(4000, 12))
+    rabbit.publish(workload(TOTAL, 12))
     wait_until(lambda: event_count(pg_url) >= 300, "work under way", [first])
     assert len(holding(first)) == PARTITIONS
 
@@ -150,12 +154,12 @@ def test_a_worker_that_joins_a_busy_one_gets_its_share_and_the_handover_keeps_ea
     second = start_worker(pg_url, **settings)
     wait_until(lambda: len(holding(second)) == PARTITIONS // 2, "the newcomer to get its share", [first, second])
     taken_at = event_count(pg_url)
-    wait_until(lambda: event_count(pg_url) == 4000, "all events applied", [first, second], timeout=120)
+    wait_until(lambda: event_count(pg_url) == TOTAL, "all events applied", [first, second], timeout=180)
     for worker in (first, second):
         assert worker.stop() == 0
 
     # Then the first gave two partitions back before the end, and no customer's events were applied out of order
-    assert taken_at < 4000
+    assert taken_at < TOTAL
     assert first.logged("ingest.partition_released")
     assert_in_publish_order(pg_url, 12)
     assert not any(w.logged("ledger.replan") for w in (first, second))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from shared.ledger import cache as cache_module
 from shared.ledger.cache import StateCache, footprint
 from shared.ledger.state import CustomerState
 from tests.factories import TENANT, fold, invoice
@@ -49,3 +52,22 @@ def test_a_state_handed_out_no_longer_counts_and_counts_again_when_it_comes_back
     assert cache.bytes == 0
     cache.remember(state)
     assert cache.bytes == held
+
+
+def test_after_the_first_states_most_new_ones_are_estimated_from_the_measured_bytes_per_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = StateCache(max_bytes=10**9)
+    states = [customer(f"c{n}", 20) for n in range(cache_module.EXACT_FIRST + 4 * cache_module.SAMPLE_EVERY)]
+    walked: list[object] = []
+
+    def counting(root: object) -> int:
+        walked.append(root)
+        return footprint(root)
+
+    monkeypatch.setattr(cache_module, "footprint", counting)
+    for state in states:
+        cache.remember(state)
+    assert len(walked) == cache_module.EXACT_FIRST + 4  # the first ones, then one in SAMPLE_EVERY
+    exact = sum(footprint(state) for state in states)
+    assert 0.8 * exact <= cache.bytes <= 1.25 * exact  # same-shaped customers: the estimate is close to the walk
