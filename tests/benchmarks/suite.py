@@ -56,14 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             failed.append(stage)
     Path(args.out).write_text("".join(json.dumps(f) + "\n" for f in figures))
-    print(f"\n{'stage':34} {'value':>14} {'baseline':>12} {'ratio':>7}  met  target")
+    print(f"\n{'stage':22} {'value':>12} {'baseline':>12} {'ratio':>7}  met  unit; target")
     for f in figures:
         ratio = "-" if f.get("ratio") is None else f"{f['ratio']:.2f}"
         baseline = "-" if f.get("baseline") is None else f"{f['baseline']:,.1f}"
-        print(
-            f"{f['stage']:34} {f['value']:>10,.1f} {f.get('unit', ''):<3} {baseline:>12} {ratio:>7}  "
-            f"{'yes' if f['met'] else 'NO ':3}  {f['target']}"
-        )
+        met, what = ("yes" if f["met"] else "NO "), f"{f.get('unit', '')}; {f['target']}"
+        print(f"{f['stage']:22} {f['value']:>12,.1f} {baseline:>12} {ratio:>7}  {met}  {what}")
     print(f"\n{sum(1 for f in figures if f['met'])} of {len(figures)} targets met; JSON lines in {args.out}")
     if failed:
         print(f"stages that did not finish: {', '.join(failed)}", file=sys.stderr)
