@@ -46,6 +46,7 @@ from shared.contracts import events
 from shared.contracts.erp import EVENT_TYPES
 from shared.contracts.events import instant_text, parse
 from shared.ledger.hashing import utc
+from shared.ledger.reader import recorded_event
 from shared.ledger.scan import STREAMED, read_only, scoped
 from shared.ledger.schema import events as log_table
 from shared.ledger.state import CustomerState
@@ -133,7 +134,7 @@ def _replay_in_memory(
         rows = conn.execute(query, execution_options=STREAMED).mappings()
         read = 0
         shown = time.monotonic()
-        for recorded in _streams(_recorded(row) for row in rows):
+        for recorded in _streams(recorded_event(row) for row in rows):
             first = recorded[0]
             book = books.get(first.tenant)
             if book is None:
@@ -294,24 +295,6 @@ def _copy(event: RecordedEvent, *, typed: bool = False) -> Incoming:
         occurred_at=event.occurred_at,
         metadata=event.metadata,
         event=parse(event.event_type, event.data) if typed else None,
-    )
-
-
-def _recorded(row: Any) -> RecordedEvent:
-    return RecordedEvent(
-        position=row["position"],
-        tx_id=row["tx_id"],
-        tenant=row["tenant"],
-        customer_id=row["customer_id"],
-        version=row["version"],
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        data=row["data"],
-        metadata=row["metadata"],
-        occurred_at=utc(row["occurred_at"]),
-        recorded_at=utc(row["recorded_at"]),
-        prev_hash=row["prev_hash"],
-        hash=row["hash"],
     )
 
 

@@ -99,7 +99,7 @@ class Reader:
                 )
                 .order_by(events.c.version)
             )
-            return [_recorded(row) for row in result.mappings()]
+            return [recorded_event(row) for row in result.mappings()]
 
     def fold(self, tenant: str, customer_id: str) -> CustomerState:
         """Rebuild a customer's state from the log alone (what an auditor's replay computes)."""
@@ -133,7 +133,7 @@ class Reader:
             else:
                 query = select(events).where(events.c.position > after.position).order_by(events.c.position)
                 query = query.limit(limit)
-            batch = [_recorded(row) for row in conn.execute(query).mappings()]
+            batch = [recorded_event(row) for row in conn.execute(query).mappings()]
         if not batch:
             return batch, after
         last = batch[-1]
@@ -232,7 +232,8 @@ def load_states(conn: Connection, keys: Sequence[StreamKey]) -> dict[StreamKey, 
     return states
 
 
-def _recorded(row: Any) -> RecordedEvent:
+def recorded_event(row: Any) -> RecordedEvent:
+    """A row of the ``events`` table (as a mapping) as the event it records, its instants in UTC."""
     return RecordedEvent(
         position=row["position"],
         tx_id=row["tx_id"],
