@@ -31,7 +31,6 @@ import json
 import os
 import pstats
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -58,6 +57,7 @@ from tests.benchmarks.common import (
     report,
     sizing,
     sqlalchemy_url,
+    stop_processes,
     temp_database,
 )
 from tests.e2e.erp_simulator import Message, generate, publish
@@ -293,7 +293,7 @@ def run_relance(messages: list[Message], db_url: str, names: Names, run: Run) ->
                     raise SystemExit(f"{label} did not drain in 600 s: {count}/{total} events")
                 time.sleep(0.05)
         finally:
-            _stop(processes)
+            stop_processes(processes)
         sustained = _sustained(conn, "events")
         batches = int(conn.execute("SELECT count(DISTINCT recorded_at) FROM events").fetchone()[0])  # type: ignore[index]
     codes = [p.returncode for p in processes]
@@ -311,17 +311,6 @@ def _check_alive(processes: list[subprocess.Popen[bytes]], logs: list[Path]) -> 
         if process.poll() is not None:
             tail = logs[index].read_text(errors="replace")[-3000:]
             raise SystemExit(f"relance worker {index} exited with {process.returncode}:\n{tail}")
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _peak_rss_mb(pid: int) -> float:

@@ -300,14 +300,7 @@ def run_relance(
         try:
             stamps.wait_for(since + expected, timeout=600, alive=alive)
         finally:
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            common.stop_processes(processes)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
         codes = [process.returncode for process in processes]

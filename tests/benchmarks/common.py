@@ -14,6 +14,8 @@ import contextlib
 import json
 import os
 import platform
+import signal
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -186,3 +188,15 @@ def sizing(parser: Any, *, customers: int, invoices: int) -> None:
     sizes them all. A stage adds its own options beside these; unknown ones are refused by argparse as usual."""
     parser.add_argument("--customers", type=int, default=customers, help=f"customers in the workload ({customers:,})")
     parser.add_argument("--invoices", type=int, default=invoices, help=f"invoices in the workload ({invoices:,})")
+
+
+def stop_processes(processes: list[subprocess.Popen[Any]]) -> None:
+    """SIGTERM every worker, then wait for each (a minute at most, then kill): they stop gracefully together."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
