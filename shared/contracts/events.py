@@ -370,6 +370,128 @@ class CommandDeadLettered(RelanceEvent):
     last_error: str
 
 
+# People's actions: what a collector, a credit manager or an administrator records in the workspace, the API or the
+# CLI. Each names its ``author`` (the user's login); the event's metadata says where it came from
+# (:data:`PEOPLE_SOURCES`) and carries the client's request id. A promise, a dispute or a plan a person records is
+# the ERP's own event type (:mod:`shared.contracts.erp`) with that metadata, so the engine treats it exactly as the
+# ERP's; :data:`ACTION_COMMANDS` tells the ERP about it.
+
+CallOutcome = Literal["reached", "no_answer", "wrong_contact", "promised", "disputed", "in_difficulty"]
+CALL_OUTCOMES: tuple[str, ...] = get_args(CallOutcome)
+
+
+class _Action(RelanceEvent):
+    author: str
+
+
+class TaskCompleted(_Action):
+    """A collector did the task (``outcome``: what came of it, in a few words)."""
+
+    TYPE: ClassVar[str] = "task.completed"
+    task_id: str
+    outcome: str
+    note: str | None = None
+
+
+class TaskSnoozed(_Action):
+    """The task waits until ``until`` (a day of the tenant); it comes back on the agenda then."""
+
+    TYPE: ClassVar[str] = "task.snoozed"
+    task_id: str
+    until: date
+    note: str | None = None
+
+
+class TaskAssigned(_Action):
+    """The task is ``assignee``'s (a user's login)."""
+
+    TYPE: ClassVar[str] = "task.assigned"
+    task_id: str
+    assignee: str
+
+
+class CallLogged(_Action):
+    """A phone call with the customer, its outcome and what comes next (``next_action_on``: a follow-up task)."""
+
+    TYPE: ClassVar[str] = "call.logged"
+    call_id: str
+    outcome: CallOutcome
+    note: str
+    contact: str | None = None
+    next_action_on: date | None = None
+    task_id: str | None = None  # the task the call answers
+
+
+class NoteAdded(_Action):
+    """A note on the customer's account."""
+
+    TYPE: ClassVar[str] = "note.added"
+    note_id: str
+    text: str
+
+
+class CustomerPaused(_Action):
+    """No reminder, level, fee, block or hand-over for the customer until ``until`` (inclusive) or until resumed."""
+
+    TYPE: ClassVar[str] = "customer.paused"
+    pause_id: str
+    reason: str
+    until: date
+
+
+class CustomerResumed(_Action):
+    """The pause ``pause_id`` ends before its end date."""
+
+    TYPE: ClassVar[str] = "customer.resumed"
+    pause_id: str
+    reason: str | None = None
+
+
+class CreditLimitProposed(_Action):
+    """A new credit limit proposed for a credit manager's decision."""
+
+    TYPE: ClassVar[str] = "credit_limit.proposed"
+    proposal_id: str
+    currency: str
+    amount: Decimal
+    reason: str
+
+
+class CreditLimitApproved(_Action):
+    """A credit manager approved the proposal: the ERP is asked to change the limit (``erp.credit_limit_change``);
+    the limit relance applies changes when the ERP's ``customer.upserted`` says so."""
+
+    TYPE: ClassVar[str] = "credit_limit.approved"
+    proposal_id: str
+    currency: str
+    amount: Decimal
+    note: str | None = None
+
+
+class CreditLimitRejected(_Action):
+    TYPE: ClassVar[str] = "credit_limit.rejected"
+    proposal_id: str
+    note: str | None = None
+
+
+class PlanInstalment(RelanceEvent):
+    due_date: date
+    amount: Decimal
+
+
+class PlanConfirmationRequested(_Action):
+    """The customer is sent the written confirmation of the plan ``plan_id`` (``notifier.send_confirmation``), kept
+    as evidence like a reminder."""
+
+    TYPE: ClassVar[str] = "payment_plan.confirmation_requested"
+    confirmation_id: str
+    plan_id: str
+    language: str
+    currency: str
+    invoice_ids: list[str]
+    instalments: list[PlanInstalment]
+
+
 MODELS: dict[str, type[RelanceEvent]] = {
     model.TYPE: model
     for model in (
@@ -392,6 +514,17 @@ MODELS: dict[str, type[RelanceEvent]] = {
         ReminderSkipped,
         ReminderLetterRequested,
         CommandDeadLettered,
+        TaskCompleted,
+        TaskSnoozed,
+        TaskAssigned,
+        CallLogged,
+        NoteAdded,
+        CustomerPaused,
+        CustomerResumed,
+        CreditLimitProposed,
+        CreditLimitApproved,
+        CreditLimitRejected,
+        PlanConfirmationRequested,
     )
 }
 """Every event type relance writes, and its model."""
@@ -409,13 +542,29 @@ CREDIT_BLOCK = "erp.credit_block"
 CREDIT_UNBLOCK = "erp.credit_unblock"
 COLLECTION_HANDOVER = "erp.collection_handover"
 SEND_REMINDER = "notifier.send_reminder"
+SEND_CONFIRMATION = "notifier.send_confirmation"
+CREDIT_LIMIT_CHANGE = "erp.credit_limit_change"
 COMMANDS: dict[str, str] = {
     CreditBlocked.TYPE: CREDIT_BLOCK,
     CreditUnblocked.TYPE: CREDIT_UNBLOCK,
     CollectionHandedOver.TYPE: COLLECTION_HANDOVER,
     ReminderRequested.TYPE: SEND_REMINDER,
+    CreditLimitApproved.TYPE: CREDIT_LIMIT_CHANGE,
+    PlanConfirmationRequested.TYPE: SEND_CONFIRMATION,
 }
 """Event type appended to the ledger -> the command the outbox writes for it (its AMQP routing key)."""
+
+PEOPLE_SOURCES = ("workspace", "api", "cli")
+"""The ``source`` in the metadata of an event a person recorded (with ``author`` and ``request_id``)."""
+
+ACTION_COMMANDS: dict[str, str] = {
+    "promise_to_pay.recorded": "erp.promise_to_pay",
+    "invoice.disputed": "erp.dispute_opened",
+    "invoice.dispute_resolved": "erp.dispute_resolved",
+    "payment_plan.agreed": "erp.payment_plan",
+}
+"""The ERP's event types a person may record in relance, and the command that tells the ERP about it: written to the
+outbox only when the event's metadata ``source`` is one of :data:`PEOPLE_SOURCES` (never an echo of the ERP's own)."""
 
 
 @dataclass(frozen=True, slots=True)

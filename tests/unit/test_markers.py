@@ -50,7 +50,7 @@ def test_an_unmarked_test_asking_for_a_server_fails_saying_which_marker_it_lacks
             assert amqp_url.endswith(":1/")
         """
     )
-    result = project.runpytest()
+    result = project.runpytest("-p", "no:playwright")  # its soft assertions refuse a run nested in ours
     result.assert_outcomes(passed=1, errors=3, failed=1)
     output = result.stdout.str()
     for test in ("test_database", "test_broker", "test_own_server", "test_database_asked_for_late"):
@@ -65,6 +65,6 @@ def test_only_the_postgresql_side_of_a_ledger_test_is_an_integration_test(projec
             assert ledger_url.startswith("sqlite")
         """
     )
-    result = project.runpytest("-m", "not integration and not e2e", "-v")
+    result = project.runpytest("-p", "no:playwright", "-m", "not integration and not e2e", "-v")
     result.assert_outcomes(passed=1, deselected=1)
     result.stdout.fnmatch_lines(["*test_ledger?sqlite? PASSED*"])

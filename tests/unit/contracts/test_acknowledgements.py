@@ -116,9 +116,10 @@ def test_the_json_schema_also_requires_a_reason_for_a_rejection() -> None:
 
 # ---------------------------------------------------------------------------------------------------- fold
 def test_the_fold_knows_the_credit_commands_the_outbox_sends_the_erp() -> None:
-    # every command to the ERP but the hand-over, which no block episode follows
+    # every command to the ERP but the hand-over and the credit-limit change, which no block episode follows
     erp = {event: kind for event, kind in COMMANDS.items() if kind.startswith("erp.")}
-    assert {event: kind for event, kind in erp.items() if kind != "erp.collection_handover"} == CREDIT_COMMANDS
+    others = ("erp.collection_handover", "erp.credit_limit_change")
+    assert {event: kind for event, kind in erp.items() if kind not in others} == CREDIT_COMMANDS
 
 
 def test_the_current_block_shows_the_erps_acknowledgement() -> None:
