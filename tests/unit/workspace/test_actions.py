@@ -471,3 +471,13 @@ def test_the_waiver_figures_are_the_claims_rules(ledger: Ledger) -> None:
     assert result.summary == "waived 15.00 EUR of indemnity on invoice F-INV-1; still owed 25.00 EUR"
     claim = ledger.state(TENANT, CUSTOMER).claims.get("INV-1", "indemnity")
     assert claim is not None and claim.owed == Decimal("25.00")
+
+
+def test_ledger_show_says_who_did_a_task_and_the_pause_in_force(ledger: Ledger) -> None:
+    from shared.ledger.show import render_stream
+
+    act(ledger, "complete_task", "r-1", task_id="T-1", outcome="reached")
+    act(ledger, "pause", "r-2", reason="insolvency talks", until="2026-04-30")
+    text = render_stream(ledger.read_stream(TENANT, CUSTOMER), ledger.state(TENANT, CUSTOMER))
+    assert "phone call INV-1 (done by claire: reached)" in text
+    assert "paused through 2026-04-30 by claire: insolvency talks" in text
