@@ -481,3 +481,11 @@ def test_ledger_show_says_who_did_a_task_and_the_pause_in_force(ledger: Ledger) 
     text = render_stream(ledger.read_stream(TENANT, CUSTOMER), ledger.state(TENANT, CUSTOMER))
     assert "phone call INV-1 (done by claire: reached)" in text
     assert "paused through 2026-04-30 by claire: insolvency talks" in text
+
+
+def test_a_refused_request_names_each_field_for_a_form(ledger: Ledger) -> None:
+    with pytest.raises(ActionRefused) as refused:
+        act(ledger, "log_call", outcome="promised", note="", promise={**PROMISE, "amount": "1.001"})
+    assert refused.value.kind == "invalid"
+    assert set(refused.value.fields) == {"note", "promise"}
+    assert "more decimals than EUR" in refused.value.fields["promise"]
