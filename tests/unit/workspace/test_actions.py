@@ -4,6 +4,7 @@ engine seeing the effect as it sees the ERP's own events."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -489,3 +490,33 @@ def test_a_refused_request_names_each_field_for_a_form(ledger: Ledger) -> None:
     assert refused.value.kind == "invalid"
     assert set(refused.value.fields) == {"note", "promise"}
     assert "more decimals than EUR" in refused.value.fields["promise"]
+
+
+def test_the_erp_publishing_back_a_persons_promise_is_a_duplicate(ledger: Ledger) -> None:
+    from shared.contracts.erp import parse_event
+
+    act(ledger, "record_promise", **PROMISE)
+    [(_, command)] = commands(ledger)
+    fields = ("promise_id", "promised_date", "amount", "currency", "invoice_ids")
+    echo = {
+        "event_id": "erp-echo-1",
+        "event_type": "promise_to_pay.recorded",
+        "tenant": TENANT,
+        "customer_id": CUSTOMER,
+        "occurred_at": "2026-03-20T10:00:00Z",
+        "data": {k: command[k] for k in fields},
+    }
+    parsed = parse_event(json.dumps(echo).encode())
+    item = Incoming(
+        TENANT,
+        CUSTOMER,
+        parsed.event_id,
+        parsed.event_type,
+        parsed.data_json(),
+        parsed.occurred_at,
+        metadata={"source": "erp"},
+        dedupe="content",
+        event=parsed.data,
+    )
+    [outcome] = ledger.record([item])
+    assert outcome.status == "duplicate", outcome.reason
