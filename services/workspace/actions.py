@@ -370,7 +370,8 @@ def perform(
     """Validate and record one action on the customer's account; :class:`ActionRefused` saying why when it cannot.
 
     ``now`` is the instant of the action (timezone-aware); the tenant's day, against which dates are checked, is
-    ``now`` in ``zone`` (the tenant's time zone, its policy's) or, without it, in ``now``'s own zone.
+    ``now`` in ``zone`` (the tenant's time zone, its policy's) or, without it, in ``now``'s own zone. The ledger's
+    own errors (:class:`~shared.ledger.errors.LedgerUnavailable` during an outage...) pass through.
     """
     model = ACTIONS.get(action)
     if model is None:
