@@ -96,8 +96,10 @@ def test_calls_asked_at_several_levels_make_one_item_naming_the_invoices_still_o
     )
     # When the agenda is built
     (call,) = build_agenda([state], DAY)
-    # Then one call, due since the first was asked, about the invoices still open
-    assert (call.kind, call.due_on.isoformat(), call.invoices) == ("phone_call", "2026-10-21", ("I-2", "I-3"))
+    # Then one call, the later one (it names every invoice the first still names: the first is superseded), about
+    # the invoices still open
+    assert (call.kind, call.due_on.isoformat(), call.invoices) == ("phone_call", "2026-11-09", ("I-2", "I-3"))
+    assert call.task_ids == ("t2",)
     assert str(call.at_risk) == "500.00"
 
 
