@@ -68,22 +68,16 @@ class TaskView:
 
 
 def paused_on(state: CustomerState, day: date) -> bool:
-    """Whether the customer's pause holds on ``day``: recorded on or before it, ``until`` (inclusive) not passed,
-    not resumed (a resumed pause is no longer the state's)."""
-    pause = _pause(state)
-    if pause is None:
-        return False
-    until = _day(pause.get("until"))
-    if until is None or day > until:
-        return False
-    since = _day(pause.get("at"))
-    return since is None or since <= day
+    """Whether the customer is paused on ``day`` (a day of the tenant): a pause holds through its ``until``,
+    inclusive, unless resumed (a resumed pause is no longer the state's)."""
+    pause = state.pause
+    return pause is not None and day <= date.fromisoformat(pause["until"])
 
 
 def pause_until(state: CustomerState) -> date | None:
     """The last day of the customer's pause as folded (past or not), None without one."""
-    pause = _pause(state)
-    return None if pause is None else _day(pause.get("until"))
+    pause = state.pause
+    return None if pause is None else date.fromisoformat(pause["until"])
 
 
 def task_views(state: CustomerState, on: date) -> list[TaskView]:
@@ -257,10 +251,9 @@ def _letter_superseded(state: CustomerState, task: Any, created_on: date) -> str
 
 
 def _call_gone(state: CustomerState, task_id: str, task: Any, created_on: date) -> str | None:
-    for call in _calls(state):
-        day = _day(call.get("at")) or _day(call.get("on"))
-        if day is not None and day >= created_on:
-            return "call logged"
+    called = _day(state.dunning.last_call_at)
+    if called is not None and called >= created_on:
+        return "call logged"
     live = {i for i in task.get("invoice_ids") or () if i in state.invoices and state.invoices[i].is_open}
     due_on = _day(task.get("due_on")) or created_on
     for other_id, other in state.tasks.items():
@@ -270,20 +263,6 @@ def _call_gone(state: CustomerState, task_id: str, task: Any, created_on: date) 
         if other_due > due_on and live <= set(other.get("invoice_ids") or ()):
             return "superseded"
     return None
-
-
-def _calls(state: CustomerState) -> list[dict[str, Any]]:
-    """The calls logged with the customer, as the fold keeps them (each with its instant ``at``)."""
-    calls = getattr(state, "calls", None) or getattr(state.dunning, "calls", None) or {}
-    values = calls.values() if isinstance(calls, dict) else calls
-    return [c for c in values if isinstance(c, dict)]
-
-
-def _pause(state: CustomerState) -> dict[str, Any] | None:
-    pause = getattr(state, "pause", None)
-    if pause is None:
-        pause = getattr(state.dunning, "pause", None)
-    return pause if isinstance(pause, dict) else None
 
 
 def _day(value: Any) -> date | None:
