@@ -809,9 +809,9 @@ class _Evaluation:
                 and invoice.invoice_id in self._covered(promise)
             ):
                 found.append((end, "payment" if promise.kept else "pause"))
-        paused_until = pause_until(self.state)
-        if paused_until is not None and not self.paused and invoice.issue_date <= paused_until:
-            found.append((_plus(paused_until, 1), "pause"))
+        ended = self._pause_ended()
+        if ended is not None and invoice.issue_date < ended:
+            found.append((ended, "pause"))
         if current >= 0:
             for key in invoice.allocations:
                 on = self.state.credits[key].on
@@ -872,6 +872,17 @@ class _Evaluation:
             kept = paid >= amount or not covered_open
             promises.append(_Promise(promise_id, currency, amount, promised, deadline, recorded, invoice_ids, kept))
         return promises
+
+    def _pause_ended(self) -> date | None:
+        """The day the ladder resumed after the customer's last pause: the day after its ``until``, or the day it
+        was resumed; None while paused or never paused."""
+        if self.paused:
+            return None
+        until = pause_until(self.state)
+        if until is not None:
+            return _plus(until, 1)
+        resumed = self.state.dunning.resumed_at
+        return local_day(resumed, self.zone) if resumed else None
 
     def _covered(self, promise: _Promise) -> set[str]:
         if promise.invoice_ids:
