@@ -13,7 +13,8 @@ snoozed, assigned). Whether a task is still work to do is read here, from the st
   - ``promise kept`` — a ``check_promise`` task whose promise the payments since its record cover, or whose
     invoices are all settled;
   - ``block lifted`` — a task about a credit block (``erp_command_failed`` / ``erp_command_rejected`` for a block)
-    once the block is no longer in force; ``blocked again`` for one about an unblock once a new block is in force;
+    once relance lifted the block since (an unblock decided after it, no block in force); ``blocked again`` for one
+    about an unblock once relance blocked the customer again since;
   - ``superseded by a later reminder`` — a ``send_letter`` task once a later reminder of its currency was decided;
   - ``handed over`` — a ``phone_call`` or ``send_letter`` task whose open invoices were all handed over to
     collection after it was created;
@@ -150,7 +151,7 @@ def _gone(state: CustomerState, task_id: str, task: Any, created_on: date) -> st
     if kind == "check_promise" and _promise_kept(state, task):
         return "promise kept"
     if kind in ("erp_command_failed", "erp_command_rejected"):
-        return _block_gone(state, task)
+        return _block_gone(state, task, created_on)
     if kind in (PHONE, "send_letter") and _handed_over_since(state, task, created_on):
         return "handed over"
     if kind == "send_letter":
@@ -221,19 +222,18 @@ def promise_kept(state: CustomerState, promise_id: str) -> bool:
     return paid >= Decimal(str(raw["amount"]))
 
 
-def _block_gone(state: CustomerState, task: Any) -> str | None:
+def _block_gone(state: CustomerState, task: Any, created_on: date) -> str | None:
+    """A task about a block closes once relance lifted the block after it (an unblock decided since, none in force);
+    one about an unblock once relance blocked the customer again since."""
     command = task.get("command")
     if command is None and task.get("command_id"):
         known = state.credit_commands.get(str(task["command_id"]))
         command = None if known is None else known["command"]
+    since = [c["command"] for c in state.credit_commands.values() if (_day(c["on"]) or date.min) >= created_on]
     block = state.credit_block
-    if command == BLOCK_COMMAND:
-        if block is None:
-            return "block lifted"
-        about = task.get("command_id")
-        if about and block.get("command_id") and block.get("command_id") != about:
-            return "block lifted"  # the block it was about ended; the one in force has a command of its own
-    if command == UNBLOCK_COMMAND and block is not None:
+    if command == BLOCK_COMMAND and block is None and UNBLOCK_COMMAND in since:
+        return "block lifted"
+    if command == UNBLOCK_COMMAND and block is not None and BLOCK_COMMAND in since:
         return "blocked again"
     return None
 
