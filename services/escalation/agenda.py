@@ -46,6 +46,7 @@ _TASK_TITLES = {
     "interest_unavailable": "interest cannot be computed: add the missing reference rate (relance rates check)",
     "invoice_dates_invalid": "invoice dates outside the calendar: correct the invoice in the ERP",
     TASK: "claims still owed on a settled invoice: pursue them or waive them (relance claims waive)",
+    "follow_up": "follow up a call",
 }
 RATE_MISSING = "reference_rate_missing"  # an item for the credit team, not for one customer
 # erp_command_failed tasks name the command the webhook gave up on (services/webhook/worker.py)
