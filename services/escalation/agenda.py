@@ -53,6 +53,12 @@ RATE_MISSING = "reference_rate_missing"  # an item for the credit team, not for 
 _COMMAND_TITLES = {
     events.CREDIT_BLOCK: "ERP did not receive credit block: block by hand",
     events.CREDIT_UNBLOCK: "ERP did not receive credit unblock: unblock by hand",
+    events.COLLECTION_HANDOVER: "ERP did not receive the hand-over: hand the invoices over by hand",
+    events.CREDIT_LIMIT_CHANGE: "ERP did not receive the credit limit change: change it by hand",
+    "erp.promise_to_pay": "ERP did not receive the promise: record it by hand",
+    "erp.dispute_opened": "ERP did not receive the dispute: record it by hand",
+    "erp.dispute_resolved": "ERP did not receive the dispute's resolution: record it by hand",
+    "erp.payment_plan": "ERP did not receive the payment plan: record it by hand",
 }
 
 
