@@ -83,6 +83,7 @@ def test_asyncapi_document_describes_the_commands_relance_sends() -> None:
         "erp.credit_unblock",
         "erp.collection_handover",
         "notifier.send_reminder",
+        "notifier.send_confirmation",
     }
     for kind, message in messages.items():
         assert message["payload"] == {"$ref": f"./{kind}.json"} and (SCHEMA_DIR / f"{kind}.json").exists()
@@ -102,7 +103,7 @@ def test_asyncapi_document_describes_the_commands_relance_sends() -> None:
     }
     assert sent == {
         "sendErpCommand": {"ErpCreditBlock", "ErpCreditUnblock", "ErpCollectionHandover"},
-        "sendNotifierCommand": {"NotifierSendReminder"},
+        "sendNotifierCommand": {"NotifierSendReminder", "NotifierSendConfirmation"},
     }
     for name in sent:
         assert operations[name]["action"] == "send"
