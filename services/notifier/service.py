@@ -68,6 +68,7 @@ from shared.contracts.commands import SendConfirmation, SendReminder
 from shared.contracts.events import CLAIMS_STATEMENT
 from shared.ledger.state import ZERO, CustomerState
 from shared.ledger.store import Ledger, remember
+from shared.ledger.tasks import paused_on
 
 Parsed = SendReminder | SendConfirmation
 CONFIRMATION_FINAL = (*delivery.BY_EMAIL, "skipped")  # the facts a confirmation ends with (it is never a letter)
@@ -363,19 +364,14 @@ class Notifier:
 
 
 def pause_reason(state: CustomerState, day: date) -> str | None:
-    """Why the customer gets no reminder on ``day`` (its local sending day), or None: a pause in force.
-
-    The pause is the one the fold keeps (``state.pause``: pause_id, reason, until, author, at), cleared by the
-    ``customer.resumed`` naming it; one past its ``until`` no longer holds.
-    """
-    pause = getattr(state, "pause", None)
-    if not pause:
+    """Why the customer gets no reminder on ``day`` (its local sending day), or None: a pause in force
+    (:func:`shared.ledger.tasks.paused_on`: through its ``until``, inclusive, unless resumed)."""
+    if not paused_on(state, day):
         return None
-    until = date.fromisoformat(str(pause["until"])[:10])
-    if day > until:
-        return None
-    reason = str(pause.get("reason") or "").strip()
-    return f"customer paused until {until.isoformat()}" + (f" ({reason})" if reason else "")
+    pause = state.pause
+    assert pause is not None
+    reason = " ".join(str(pause.get("reason") or "").split())
+    return f"customer paused until {pause['until']}" + (f" ({reason})" if reason else "")
 
 
 def confirmation_data(command: Mapping[str, Any], state: CustomerState) -> dict[str, Any]:
