@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
+from services.cli import main
 from services.escalation.policy import PolicyLibrary
 from services.escalation.service import evaluate
 from services.escalation.worker import real_rules
@@ -297,3 +298,23 @@ def test_a_reminder_handled_the_day_after_the_pause_ends_goes_out(desk: Desk) ->
     desk.record(Ev("customer.paused", pause, "act-pause", metadata=PEOPLE_META))
     desk.now = datetime(2026, 11, 2, 23, 30, tzinfo=UTC)  # 3 November in Paris: the pause is over
     assert desk.handle(command).status == "sent"
+
+
+def test_preview_writes_the_confirmation_letter_as_it_is_sent(tmp_path: Path) -> None:
+    # Given a SQLite ledger where a plan was agreed and its confirmation requested
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert main(["db", "upgrade", "--database-url", url]) == 0
+    engine = make_engine(url)
+    Ledger(engine).record([incoming(ev.at(AGREED)) for ev in (customer(), *invoices(), *agreed())])
+    engine.dispose()
+    # When previewing it by its confirmation id, in English
+    args = ["preview", "--tenant", TENANT, "--customer", CUSTOMER, "--confirmation", "act-P-1-1", "--lang", "en"]
+    assert main([*args, "--out", str(tmp_path / "out"), "--database-url", url]) == 0
+    # Then the letter and the message are written, with the ledger's invoices and the plan's instalments
+    folder = tmp_path / "out" / f"{CUSTOMER}-{CONFIRMATION}-en-EUR"
+    text = (folder / "body.txt").read_text(encoding="utf-8")
+    assert "Invoice F-2026-0101 dated 15 September 2026" in text and "3. 15 March 2027: €1,234.56" in text
+    message = email.message_from_bytes((folder / "message.eml").read_bytes(), policy=email_policy.default)
+    assert message["Message-ID"].startswith("<act-P-1-1@") and message["To"] == "compta@martin.fr"
+    # And a confirmation the stream does not hold is refused
+    assert main([*args[:5], "--confirmation", "nope", "--out", str(tmp_path), "--database-url", url]) == 1
