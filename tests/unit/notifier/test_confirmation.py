@@ -318,3 +318,15 @@ def test_preview_writes_the_confirmation_letter_as_it_is_sent(tmp_path: Path) ->
     assert message["Message-ID"].startswith("<act-P-1-1@") and message["To"] == "compta@martin.fr"
     # And a confirmation the stream does not hold is refused
     assert main([*args[:5], "--confirmation", "nope", "--out", str(tmp_path), "--database-url", url]) == 1
+
+
+def test_a_confirmation_the_mail_server_refuses_asks_a_person_to_post_it(desk: Desk) -> None:
+    desk.record(customer(), *invoices(), *agreed())
+    [command] = desk.commands()
+    desk.transport.refuse["compta@martin.fr"] = (550, "no such user")
+    assert desk.handle(command).status == "failed" and desk.transport.sent == []
+    [task] = desk.data("task.created")
+    assert task["kind"] == "send_letter" and task["note"].endswith(
+        "send the payment plan confirmation by letter or call"
+    )
+    assert task["amount_at_risk"] == "3634.56" and task["invoice_ids"] == ["INV-1", "INV-2"]
