@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
+from services.cli import main
 from services.notifier import evidence
 from shared.ledger.schema import outbox
 from tests.factories import TENANT, Ev, customer, invoice, plan
@@ -61,7 +62,7 @@ def agree_plan(rig: Rig, customer_id: str) -> dict[str, Any]:
 
 
 def test_a_confirmation_published_twice_reaches_the_customer_once_with_its_evidence(
-    make_rig: Callable[..., Rig],
+    make_rig: Callable[..., Rig], capsys: pytest.CaptureFixture[str]
 ) -> None:
     rig = make_rig()
     command = agree_plan(rig, "C-1")
@@ -96,6 +97,11 @@ def test_a_confirmation_published_twice_reaches_the_customer_once_with_its_evide
     assert stored is not None and stored.mime == raw and stored.command_id == command["command_id"]
     assert sent["sha256"] == hashlib.sha256(raw).hexdigest() and evidence.verify(stored, sent["sha256"])
     assert rig.depth(rig.settings.notifier_queue) == 0
+    # And an auditor finds it with relance evidence show, verified against the log
+    args = ["evidence", "show", "--message-id", sent["message_id"], "--tenant", TENANT]
+    assert main([*args, "--database-url", str(rig.settings.database_url)]) == 0
+    shown = capsys.readouterr().out
+    assert sent["sha256"] in shown and "payment_plan_confirmation" in shown, shown
 
 
 def test_the_reminder_of_a_customer_paused_since_it_was_decided_is_skipped(make_rig: Callable[..., Rig]) -> None:
