@@ -227,6 +227,9 @@ class Dunning:
         _keep(self.credit_commands, command_id, record)
         for task_id, task in list(self.tasks.items()):
             if task["kind"] == REJECTED_TASK and task.get("command_id") != command_id:
+                known = self.acknowledgements.get(task.get("command_id", ""))
+                if known is not None and known["command"] not in CREDIT_COMMANDS.values():
+                    continue  # a refusal of another command (a promise, a plan) stays until the ERP applies it
                 del self.tasks[task_id]
         block = self.credit_block
         if kind == events.CREDIT_BLOCK and block is not None and block["block_id"] == event.block_id:
