@@ -269,6 +269,7 @@ ACTION_COMMAND_MODELS: dict[str, type[_Envelope]] = {
 }
 # ------------------------------------------------------------------------------------ end of people's actions
 
+
 # --- notifier.send_confirmation: the written confirmation of a payment plan a person agreed with the customer ------
 class SendConfirmation(_Envelope):
     """Internal: send the customer the written confirmation of the payment plan ``plan_id`` a person agreed with it
