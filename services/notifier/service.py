@@ -7,7 +7,7 @@ the reminder's facts, keyed by its command id, with ``reminder_id`` = its ``conf
 
 For each command, in this order:
 
-0. The body is read with the contract's model (:func:`services.notifier.command.parse`); one that is not a command
+0. The body is read with the contract's model (:func:`services.notifier.command.read`); one that is not a command
    of the contract raises ``BadCommand`` naming the first problem, and the worker dead-letters it.
 1. A command that already ended (``reminder.sent`` / ``failed`` / ``unconfirmed`` / ``skipped``) ends again the same
    way without doing anything: redeliveries are harmless. What became of the command is read once
