@@ -35,7 +35,7 @@ from services.notifier.render import (
     sample_confirmation,
 )
 from services.notifier.sender import Sender, Signatory
-from services.notifier.service import Notifier, confirmation_data, confirmation_still_due
+from services.notifier.service import Notifier, NotNow, confirmation_data, confirmation_still_due
 from services.notifier.smtp import MemoryTransport
 from shared.config import Settings, load_settings
 from shared.contracts.commands import SendConfirmation
@@ -330,3 +330,21 @@ def test_a_confirmation_the_mail_server_refuses_asks_a_person_to_post_it(desk: D
         "send the payment plan confirmation by letter or call"
     )
     assert task["amount_at_risk"] == "3634.56" and task["invoice_ids"] == ["INV-1", "INV-2"]
+
+
+def test_a_confirmation_waits_out_the_quiet_hours_like_a_reminder(ledger_url: str) -> None:
+    # Given a tenant that sends nothing between 20:00 and 08:00 in Paris, and a plan agreed at 22:00 Paris time
+    engine = make_engine(ledger_url)
+    settings = load_settings(database_url=ledger_url, mail_from="ar@example.com", quiet_hours="20:00-08:00")
+    late = datetime(2026, 12, 1, 21, tzinfo=UTC)
+    transport = MemoryTransport()
+    notifier = Notifier(settings, engine, transport, now=lambda: late)
+    Ledger(engine).record([incoming(ev.at(late)) for ev in (customer(), *invoices(), *agreed())])
+    with engine.connect() as conn:
+        query = select(outbox.c.payload).where(outbox.c.kind == "notifier.send_confirmation")
+        [command] = [dict(payload) for payload in conn.execute(query).scalars()]
+    # When the notifier gets it, it is held back until 08:00, and nothing is sent
+    with pytest.raises(NotNow, match="quiet hours"):
+        asyncio.run(notifier.handle(command))
+    assert transport.sent == []
+    engine.dispose()
