@@ -348,3 +348,16 @@ def test_a_confirmation_waits_out_the_quiet_hours_like_a_reminder(ledger_url: st
         asyncio.run(notifier.handle(command))
     assert transport.sent == []
     engine.dispose()
+
+
+def test_a_hostile_name_reaches_the_subject_header_as_inert_text(desk: Desk) -> None:
+    name = 'Martin "<script>alert(1)</script>" {{ 7*7 }} SAS'
+    desk.record(customer(name), *invoices(), *agreed())
+    [command] = desk.commands()
+    assert desk.handle(command).status == "sent"
+    [(_, _, raw)] = desk.transport.sent
+    message = email.message_from_bytes(raw, policy=email_policy.default)  # type: ignore[arg-type]
+    assert message["Subject"] == f"Confirmation de l'échéancier de paiement convenu — {name}"
+    assert message["Bcc"] is None and len(message.keys()) == len(set(message.keys()))
+    html = message.get_body(("html",))
+    assert html is not None and "&lt;script&gt;" in html.get_content() and "<script>" not in html.get_content()
