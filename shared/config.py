@@ -204,7 +204,10 @@ class Settings(BaseSettings):
     mail_from: str = Field(default="relance@relance.invalid", description="From address of the reminders.")
     notifier_queue: str = Field(
         default="relance.notifier",
-        description="Durable queue of notifier.send_reminder commands; <name>.retry and <name>.dead go with it.",
+        description=(
+            "Durable queue of the notifier's commands (reminders, plan confirmations); <name>.retry and <name>.dead"
+            " go with it."
+        ),
     )
     notifier_prefetch: int = Field(default=200, ge=1, le=1000, description="Unacked commands per notifier worker.")
     notifier_batch_size: int = Field(

@@ -13,8 +13,14 @@ from shared.config import Settings
 from shared.runtime import open_ledger
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from services.escalation.model import Policy
     from services.notifier.preview import Ladder
+    from services.notifier.render import TemplateSet
+    from services.notifier.sender import Sender
+    from shared.ledger.records import RecordedEvent
+    from shared.ledger.state import CustomerState
 
 
 def add_preview(commands: Commands) -> None:
@@ -29,6 +35,11 @@ def add_preview(commands: Commands) -> None:
         "--reminder",
         help="a reminder the engine decided (its reminder_id, as a send_letter task names it): the letter to print "
         "and post, as recorded, less what was paid or disputed since",
+    )
+    which.add_argument(
+        "--confirmation",
+        help="a payment plan confirmation (its command id or confirmation id, as its send_letter task names it): "
+        "the letter confirming the plan, with its invoices as the ledger shows them now",
     )
     preview.add_argument("--lang", help="language (fr, en); default: the customer's, else the policy's")
     preview.add_argument("--date", type=day, help="the day to compute days late at (default: today, UTC)")
@@ -70,7 +81,9 @@ def preview_reminder(args: argparse.Namespace, settings: Settings) -> int:
             print(f"relance: no customer {args.customer!r} in tenant {args.tenant!r}", file=sys.stderr)
             return 1
         state = ledger.state(args.tenant, args.customer)
-        stream = ledger.read_stream(args.tenant, args.customer) if args.reminder else []
+        stream = ledger.read_stream(args.tenant, args.customer) if args.reminder or args.confirmation else []
+    if args.confirmation:
+        return _preview_confirmation(args, settings, stream, state, templates, sender)
     if args.reminder:
         try:
             reminders = [recorded_reminder(stream, state, args.reminder)]
@@ -97,6 +110,37 @@ def preview_reminder(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         print(f"{folder}/  subject: {rendered.subject}")
         print(f"  template {rendered.template_name} ({rendered.language}), version {rendered.template_version[:12]}")
+    return 0
+
+
+def _preview_confirmation(
+    args: argparse.Namespace,
+    settings: Settings,
+    stream: Sequence[RecordedEvent],
+    state: CustomerState,
+    templates: TemplateSet,
+    sender: Sender,
+) -> int:
+    from services.notifier.delivery import MailSettings
+    from services.notifier.mime import MimeError
+    from services.notifier.preview import PreviewError, compose_confirmation, recorded_confirmation, write_parts
+
+    try:
+        data = recorded_confirmation(stream, state, args.confirmation)
+        language = args.lang or data.get("language")
+        mail = MailSettings.from_settings(settings)
+        preview = compose_confirmation(data, state.profile, sender, language, templates, mail)
+    except PreviewError as exc:
+        print(f"relance: {exc}", file=sys.stderr)
+        return 1
+    except MimeError as exc:
+        print(f"relance: cannot preview this confirmation: {exc}", file=sys.stderr)
+        return 1
+    rendered = preview.rendered
+    folder = args.out / f"{args.customer}-{rendered.template_name}-{rendered.language}-{data['currency']}"
+    write_parts(preview, folder)
+    print(f"{folder}/  subject: {rendered.subject}")
+    print(f"  template {rendered.template_name} ({rendered.language}), version {rendered.template_version[:12]}")
     return 0
 
 

@@ -1,4 +1,7 @@
-"""Reading a ``notifier.send_reminder`` command: the contract's model decides, the refusal says why in plain words.
+"""Reading the notifier's commands: the contract's model decides, the refusal says why in plain words.
+
+:func:`read` takes either command the notifier's queue is bound to: ``notifier.send_confirmation`` (the written
+confirmation of a payment plan, :func:`parse_confirmation`) or ``notifier.send_reminder`` (:func:`parse`).
 
 :func:`parse` validates the body with :class:`shared.contracts.commands.SendReminder`, the model the published
 schema is written from, so the notifier accepts exactly the contract. A body it refuses raises :class:`BadCommand`
@@ -18,9 +21,13 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from services.notifier.errors import NotifierError
-from shared.contracts.commands import SendReminder
+from shared.contracts.commands import SendConfirmation, SendReminder
+from shared.contracts.events import SEND_CONFIRMATION, SEND_REMINDER
 
-KIND = "notifier.send_reminder"
+KIND = SEND_REMINDER
+CONFIRMATION_KIND = SEND_CONFIRMATION
+KINDS = (KIND, CONFIRMATION_KIND)  # the routing keys the notifier's queue is bound to
+CONFIRMATION_REQUIRED = ("command_id", "tenant", "customer_id", "confirmation_id", "plan_id", "currency")
 REQUIRED = ("command_id", "tenant", "customer_id", "reminder_id", "level", "template", "currency", "lines", "totals")
 LINE_FIELDS = ("number", "issue_date", "due_date", "amount", "outstanding", "days_late", "interest", "fee")
 _LINE_MONEY = ("amount", "outstanding", "interest", "fee")
@@ -40,6 +47,43 @@ def parse(body: object) -> SendReminder:
         return SendReminder.model_validate(dict(body) if isinstance(body, Mapping) else body)
     except ValidationError as exc:
         raise BadCommand(reason(body, exc.errors())) from None
+
+
+def read(body: object) -> SendReminder | SendConfirmation:
+    """Either command of the notifier's queue, by its ``command`` (a body without one is a reminder command)."""
+    if isinstance(body, Mapping) and body.get("command") == CONFIRMATION_KIND:
+        return parse_confirmation(body)
+    return parse(body)
+
+
+def parse_confirmation(body: Mapping[str, Any]) -> SendConfirmation:
+    """The ``notifier.send_confirmation`` command as the contract's model, or :class:`BadCommand` saying why not."""
+    try:
+        return SendConfirmation.model_validate(dict(body))
+    except ValidationError as exc:
+        raise BadCommand(confirmation_reason(exc.errors())) from None
+
+
+def confirmation_reason(errors: Sequence[ErrorDetails]) -> str:
+    """The first problem of a confirmation command: missing fields, then the invoices, then each instalment."""
+    at = {tuple(error["loc"]): error for error in errors}
+    missing = [key for key in CONFIRMATION_REQUIRED if _empty(at.get((key,)))]
+    if missing:
+        return f"missing field(s): {', '.join(missing)}"
+    if ("invoice_ids",) in at:
+        return "`invoice_ids` must be a non-empty list of invoice ids"
+    if ("instalments",) in at:
+        return "`instalments` must be a non-empty list of objects with a due_date and an amount"
+    for loc, error in at.items():
+        if loc[:1] == ("instalments",) and len(loc) == 3 and isinstance(loc[1], int):
+            n, key = loc[1], loc[2]
+            if key == "amount":
+                return f'instalments[{n}].amount must be a decimal string such as "1234.56", got {_value(error)!r}'
+            if key == "due_date":
+                return f"instalments[{n}].due_date must be an ISO 8601 date, got {_value(error)!r}"
+    first = errors[0]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+    return f"{where}: {first['msg']}"
 
 
 def reason(body: object, errors: Sequence[ErrorDetails]) -> str:

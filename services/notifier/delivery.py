@@ -58,6 +58,7 @@ import structlog
 from sqlalchemy import Engine
 
 from services.notifier import evidence, mime
+from services.notifier.render import CONFIRMATION
 from services.notifier.smtp import (
     Delivery,
     PermanentFailure,
@@ -585,11 +586,12 @@ def _contact_task(
             notes.append(f"{refusal.address} refused ({refusal.code} {refusal.text}): correct the address in the ERP")
         else:
             notes.append(
-                f"{refusal.address} deferred ({refusal.code} {refusal.text}): it did not get the reminder; forward "
-                f"it (`relance evidence show --message-id {message_id.strip('<>')} --output reminder.eml`) "
+                f"{refusal.address} deferred ({refusal.code} {refusal.text}): it did not get the {_what(command)}; "
+                f"forward it (`relance evidence show --message-id {message_id.strip('<>')} --output reminder.eml`) "
                 "or check the address"
             )
-    note = f"address refused by the mail server, the reminder went to {', '.join(accepted)} only: " + "; ".join(notes)
+    went = f"address refused by the mail server, the {_what(command)} went to {', '.join(accepted)} only: "
+    note = went + "; ".join(notes)
     return task_data(command, "fix_contact", note, at)
 
 
@@ -605,7 +607,7 @@ def record_failed(
 ) -> Planned:
     """Queue ``reminder.failed`` and a ``send_letter`` task in journal; the fact's ticket and the result it makes."""
     data = {**facts, "command_id": command["command_id"], "reason": reason, "smtp_reply": reply}
-    note = note or f"email refused ({reason}): send the reminder by letter or call"
+    note = note or f"email refused ({reason}): send the {_what(command)} by letter or call"
     task = task_data(command, "send_letter", note, at)
     ticket = journal.add(command, "failed", events.ReminderFailed(**data), at, task)
     return ticket, SendResult("failed", str(facts.get("message_id", "")), str(facts.get("sha256", "")), reply)
@@ -632,7 +634,7 @@ def refuse_before_sending(
     note = f"email not sent ({exc})"
     if refusal in ("unsafe_header_text", "message_mismatch"):
         note += "; correct the customer's details in the ERP (this may be an attempt to forge e-mail headers)"
-    note += ": send the reminder by letter or call"
+    note += f": send the {_what(command)} by letter or call"
     about = {**facts, "refusal": refusal}
     return record_failed(journal, command, about, str(exc), "", at, note=note)
 
@@ -651,6 +653,11 @@ def _unconfirmed(
     task = task_data(command, "check_delivery", note, at)
     ticket = journal.add(command, "unconfirmed", events.ReminderUnconfirmed(**data), at, task)
     return ticket, SendResult("unconfirmed", message_id, str(facts.get("sha256", "")), reply)
+
+
+def _what(command: Mapping[str, Any]) -> str:
+    """What the message is, in a collector's words: a reminder, or a payment plan's confirmation."""
+    return "payment plan confirmation" if command.get("level") == CONFIRMATION else "reminder"
 
 
 def task_data(

@@ -28,9 +28,9 @@ from typing import Any
 from services.notifier import mime
 from services.notifier.delivery import MailSettings, build_message
 from services.notifier.errors import NotifierError
-from services.notifier.render import RenderedReminder, TemplateSet, render
+from services.notifier.render import RenderedReminder, TemplateSet, render, render_confirmation
 from services.notifier.sender import Sender
-from services.notifier.service import recipients_of, still_due
+from services.notifier.service import confirmation_data, recipients_of, still_due
 from shared.contracts import events
 from shared.ledger.claims import INDEMNITY, INTEREST
 from shared.ledger.records import RecordedEvent
@@ -158,6 +158,48 @@ def recorded_reminder(stream: Sequence[RecordedEvent], state: CustomerState, rem
         reasons = ", ".join(f"{d['invoice_id']} {d['reason']}" for d in dropped) or "nothing listed"
         raise PreviewError(f"reminder {reminder_id} has nothing left to demand ({reasons}): do not post it")
     return reduced
+
+
+def recorded_confirmation(stream: Sequence[RecordedEvent], state: CustomerState, wanted: str) -> dict[str, Any]:
+    """The ``notifier.send_confirmation`` command a recorded ``payment_plan.confirmation_requested`` wrote (named by
+    its command id or its confirmation id), with the plan's invoices as the ledger shows them now: the letter to print
+    and post when the e-mail could not go. Raises :class:`PreviewError` when there is no such request."""
+    found = [
+        e
+        for e in stream
+        if e.event_type == events.PlanConfirmationRequested.TYPE
+        and wanted in (e.event_id, e.data.get("confirmation_id"))
+    ]
+    if not found:
+        raise PreviewError(f"customer {state.customer_id} has no payment plan confirmation {wanted!r}")
+    event = found[0]
+    command = {
+        **event.data,
+        "command_id": event.event_id,
+        "command": events.SEND_CONFIRMATION,
+        "tenant": state.tenant,
+        "customer_id": state.customer_id,
+        "occurred_at": event.occurred_at.isoformat(),
+    }
+    return confirmation_data(command, state)
+
+
+def compose_confirmation(
+    data: Mapping[str, Any],
+    profile: Mapping[str, Any] | None,
+    sender: Sender,
+    language: str | None,
+    templates: TemplateSet,
+    mail: MailSettings,
+    *,
+    at: datetime | None = None,
+) -> Preview:
+    """A payment plan's confirmation rendered and built as the notifier sends it (Message-ID from its command id)."""
+    rendered = render_confirmation(data, profile, sender, language, templates)
+    recipients = recipients_of(profile or {})
+    if not recipients:
+        return Preview(rendered, None)
+    return Preview(rendered, build_message(rendered, recipients, mail, str(data["command_id"]), at))
 
 
 def compose(

@@ -73,6 +73,7 @@ _LOCALES = {language: Locale.parse(code) for language, code in LOCALES.items()} 
 _BY_CODE = {str(locale): locale for locale in _LOCALES.values()}
 LEVEL_TEMPLATES = ("courtesy", "reminder_1", "reminder_2", "formal_notice", "credit_block", "hand_over")
 TEMPLATES = (*LEVEL_TEMPLATES, CLAIMS_STATEMENT)  # and the claims statement's, which demands no invoice
+CONFIRMATION = "payment_plan_confirmation"  # the written confirmation of a payment plan (notifier.send_confirmation)
 PARTS = ("subject.txt", "txt", "html")
 
 
@@ -184,6 +185,11 @@ def load_templates(template_dir: Path | None = None, tenant: str | None = None) 
                     render(data, SAMPLE_PROFILE, sample_sender, language, templates)
                 except mime.MimeError as exc:  # the sample data is safe: the template itself makes the subject unsafe
                     raise ConfigurationError(f"template {language}/{name}.subject.txt: {exc}") from None
+        for sample_sender in (team, signed):
+            try:
+                render_confirmation(sample_confirmation(), SAMPLE_PROFILE, sample_sender, language, templates)
+            except mime.MimeError as exc:
+                raise ConfigurationError(f"template {language}/{CONFIRMATION}.subject.txt: {exc}") from None
     return templates
 
 
@@ -217,6 +223,92 @@ def render(
         template_version=templates.version(names),
         language=language,
     )
+
+
+def render_confirmation(
+    data: Mapping[str, Any],
+    profile: Mapping[str, Any] | None,
+    sender: Sender,
+    language: str | None = None,
+    templates: TemplateSet | None = None,
+) -> RenderedReminder:
+    """Render the written confirmation of a payment plan (:data:`CONFIRMATION`) for a customer in a language.
+
+    ``data`` is the ``notifier.send_confirmation`` command with ``invoices``: the invoices the plan covers as the
+    ledger shows them (invoice_id, number, issue_date, due_date, amount, outstanding), added by the notifier. The
+    same sandbox, checks and Babel formatting as a reminder's; the letter states the invoices, each instalment with
+    its date and amount, their total, and what happens if an instalment is missed.
+    """
+    templates = templates or _shipped()
+    language = _language(language or data.get("language"))
+    names = [f"{language}/{CONFIRMATION}.{part}" for part in PARTS]
+    context = _confirmation_context(data, profile or {}, sender, language)
+    parts: list[str] = []
+    for template_name in names:
+        template = _get(templates, template_name)
+        try:
+            parts.append(template.render(context))
+        except TemplateError as exc:
+            raise ConfigurationError(_where(exc, template_name, templates)) from None
+    subject, text, html = parts
+    return RenderedReminder(
+        subject=one_line(subject, "the subject"),
+        text=text,
+        html=html,
+        template_name=CONFIRMATION,
+        template_version=templates.version(names),
+        language=language,
+    )
+
+
+def _confirmation_context(
+    data: Mapping[str, Any], profile: Mapping[str, Any], sender: Sender, language: str
+) -> dict[str, Any]:
+    locale = _LOCALES[language]
+    currency = str(data["currency"])
+
+    def money(value: Any) -> str:
+        return _money(value, currency, locale)
+
+    invoices = []
+    owed = ZERO
+    for invoice in data["invoices"]:
+        outstanding = Decimal(str(invoice["outstanding"]))
+        owed += outstanding
+        invoices.append(
+            {
+                "number": _text(invoice["number"], f"the number of invoice {invoice.get('invoice_id', '?')}"),
+                "issue_date": format_day(invoice["issue_date"], language),
+                "due_date": format_day(invoice["due_date"], language),
+                "amount": money(invoice["amount"]),
+                "outstanding": money(outstanding),
+            }
+        )
+    instalments = []
+    total = ZERO
+    for number, instalment in enumerate(data["instalments"], start=1):
+        amount = Decimal(str(instalment["amount"]))
+        total += amount
+        instalments.append(
+            {"number": number, "due_date": format_day(instalment["due_date"], language), "amount": money(amount)}
+        )
+    customer_id = _text(data.get("customer_id") or profile.get("customer_id") or "", "the customer id")
+    return {
+        "reference": _text(data.get("plan_id"), "the plan's reference"),
+        "confirmation_id": str(data.get("confirmation_id", "")),
+        "agreed_on": format_day(str(data["occurred_at"])[:10], language) if data.get("occurred_at") else "",
+        "customer": {
+            "name": _text(profile.get("name"), "the customer's name") or customer_id,
+            "contact_name": _text(profile.get("contact_name"), "the customer's contact name"),
+        },
+        "currency": currency,
+        "invoices": invoices,
+        "owed": money(owed),
+        "instalments": instalments,
+        "count": len(instalments),
+        "total": money(total),
+        "sender": sender.to_context(language),
+    }
 
 
 def one_line(value: str, what: str) -> str:
@@ -507,6 +599,46 @@ def _context(data: Mapping[str, Any], profile: Mapping[str, Any], sender: Sender
 
 # ------------------------------------------------------------------------------------------------- samples
 SAMPLE_PROFILE: dict[str, Any] = {"name": "Exemple SARL", "contact_name": "Claire Martin", "language": "fr"}
+
+
+def sample_confirmation() -> dict[str, Any]:
+    """A plausible ``notifier.send_confirmation`` command with its invoices, to try the templates."""
+    return {
+        "command_id": "act-sample-1",
+        "command": "notifier.send_confirmation",
+        "tenant": "sample",
+        "customer_id": "C-0001",
+        "occurred_at": "2026-12-20T10:30:00+00:00",
+        "sequence": 1,
+        "confirmation_id": "act-sample-1",
+        "plan_id": "plan-sample",
+        "language": "fr",
+        "currency": "EUR",
+        "invoice_ids": ["INV-1", "INV-2"],
+        "invoices": [
+            {
+                "invoice_id": "INV-1",
+                "number": "F-2026-0001",
+                "issue_date": "2026-09-15",
+                "due_date": "2026-10-15",
+                "amount": "2400.00",
+                "outstanding": "2400.00",
+            },
+            {
+                "invoice_id": "INV-2",
+                "number": "F-2026-0002",
+                "issue_date": "2026-10-01",
+                "due_date": "2026-10-31",
+                "amount": "1200.00",
+                "outstanding": "1200.00",
+            },
+        ],
+        "instalments": [
+            {"due_date": "2027-01-15", "amount": "1200.00"},
+            {"due_date": "2027-02-15", "amount": "1200.00"},
+            {"due_date": "2027-03-15", "amount": "1200.00"},
+        ],
+    }
 
 
 def sample_reminder(

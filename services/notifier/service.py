@@ -1,8 +1,13 @@
 """The notifier's work on one ``notifier.send_reminder`` command, whatever carries it (RabbitMQ, the demo's queue).
 
+A ``notifier.send_confirmation`` command (the written confirmation of a payment plan a person agreed) goes the same
+way, with its own checks (:func:`confirmation_still_due`) and letter (``payment_plan_confirmation``); its evidence is
+the reminder's facts, keyed by its command id, with ``reminder_id`` = its ``confirmation_id`` and ``level`` =
+``payment_plan_confirmation``, so ``relance evidence show`` and the customer's timeline read it like any e-mail.
+
 For each command, in this order:
 
-0. The body is read with the contract's model (:func:`services.notifier.command.parse`); one that is not a command
+0. The body is read with the contract's model (:func:`services.notifier.command.read`); one that is not a command
    of the contract raises ``BadCommand`` naming the first problem, and the worker dead-letters it.
 1. A command that already ended (``reminder.sent`` / ``failed`` / ``unconfirmed`` / ``skipped``) ends again the same
    way without doing anything: redeliveries are harmless. What became of the command is read once
@@ -12,7 +17,8 @@ For each command, in this order:
    today's, claims paid or waived since are dropped, and a reminder overtaken by a newer one for the same currency is
    not sent. With nothing left to remind,
    ``reminder.skipped`` records why. relance never reminds a customer of an invoice the ledger knows is settled or
-   disputed.
+   disputed, nor a customer paused on the sending day (``customer.paused``: skipped as "customer paused until D
+   (reason)"; the engine decides nothing during a pause, this catches a reminder decided before it).
 3. A letter (``channel: letter``) becomes a ``send_letter`` task for a person to print and post; an e-mail copy, when
    the level asks for one, goes out like any e-mail.
 4. Quiet hours hold the command back (:class:`NotNow`; the worker retries it later); the tenant's rate limit makes
@@ -29,7 +35,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -38,28 +44,34 @@ import structlog
 from sqlalchemy import Engine
 
 from services.notifier import delivery, evidence
-from services.notifier.command import BadCommand, parse
+from services.notifier.command import BadCommand, read
 from services.notifier.delivery import MailSettings
 from services.notifier.errors import NotifierError
 from services.notifier.evidence import take_slot
 from services.notifier.mime import UnsafeHeaderText
 from services.notifier.render import (
+    CONFIRMATION,
     DEFAULT_LANGUAGE,
     LANGUAGES,
     RenderSettings,
     TemplateSet,
     load_templates,
     render,
+    render_confirmation,
     template_dirs,
 )
 from services.notifier.rules import SendingRules, load_rules
 from services.notifier.sender import Sender, load_sender
 from services.notifier.smtp import Transport
 from shared.config import ConfigurationError, Settings
-from shared.contracts.commands import SendReminder
+from shared.contracts.commands import SendConfirmation, SendReminder
 from shared.contracts.events import CLAIMS_STATEMENT
 from shared.ledger.state import ZERO, CustomerState
 from shared.ledger.store import Ledger, remember
+from shared.ledger.tasks import paused_on
+
+Parsed = SendReminder | SendConfirmation
+CONFIRMATION_FINAL = (*delivery.BY_EMAIL, "skipped")  # the facts a confirmation ends with (it is never a letter)
 
 log = structlog.get_logger()
 
@@ -157,11 +169,11 @@ class Notifier:
         and ends the same way (``already_...``).
         """
         results: list[Outcome | Exception | None] = [None] * len(commands)
-        unique: dict[tuple[str, str], tuple[int, SendReminder]] = {}
+        unique: dict[tuple[str, str], tuple[int, Parsed]] = {}
         copies: list[int] = []
         for index, command in enumerate(commands):
             try:
-                reminder = parse(command)  # the typed reading decides; the command's JSON is what templates get
+                reminder = read(command)  # the typed reading decides; the command's JSON is what templates get
             except BadCommand as exc:
                 results[index] = exc
                 continue
@@ -178,23 +190,25 @@ class Notifier:
         assert all(result is not None for result in results)
         return results  # type: ignore[return-value]  # every index was filled above
 
-    async def _handle_unique(
-        self, batch: Sequence[tuple[Mapping[str, Any], SendReminder]]
-    ) -> list[Outcome | Exception]:
+    async def _handle_unique(self, batch: Sequence[tuple[Mapping[str, Any], Parsed]]) -> list[Outcome | Exception]:
         """The commands of :meth:`handle_all`, no two with the same id."""
         results: list[Outcome | Exception | None] = [None] * len(batch)
         progress = delivery.look_all(self.engine, [command for command, _ in batch])  # the one look at each command
         journal = delivery.Journal()  # skips, letters and failures before sending: committed with the claims
         planned: list[tuple[int, int, Outcome]] = []  # (index, ticket in journal, the outcome once it is recorded)
         sending: list[tuple[int, int, delivery.Outgoing, Outcome]] = []  # (index, letter ticket or -1, ...)
-        todo: list[tuple[int, Mapping[str, Any], SendReminder, delivery.Progress]] = []
+        todo: list[tuple[int, Mapping[str, Any], Parsed, delivery.Progress]] = []
         for index, (command, reminder) in enumerate(batch):
             looked = progress[reminder.tenant, reminder.command_id]
-            email = reminder.channel != "letter" or "email" in reminder.copy_channels
-            ended = looked.ended(delivery.FINAL if not email else tuple(f for f in delivery.FINAL if f != "letter"))
+            if isinstance(reminder, SendConfirmation):
+                ended, level = looked.ended(CONFIRMATION_FINAL), CONFIRMATION
+            else:
+                email = reminder.channel != "letter" or "email" in reminder.copy_channels
+                final = delivery.FINAL if not email else tuple(f for f in delivery.FINAL if f != "letter")
+                ended, level = looked.ended(final), reminder.level
             if ended is not None:
                 log.info("notifier.duplicate_command", command_id=reminder.command_id, outcome=ended)
-                results[index] = Outcome(f"already_{ended}", reminder.command_id, reminder.tenant, reminder.level)
+                results[index] = Outcome(f"already_{ended}", reminder.command_id, reminder.tenant, level)
             else:
                 todo.append((index, command, reminder, looked))
         states = evidence.states(self.engine, [(reminder.tenant, reminder.customer_id) for _, _, reminder, _ in todo])
@@ -202,10 +216,12 @@ class Notifier:
         # nothing below looks at a state once the first of those transactions began.
         remember(self.ledger, states.values())
         for index, command, reminder, looked in todo:
+            state = states[reminder.tenant, reminder.customer_id]
             try:
-                step = await self._prepare(
-                    command, reminder, looked, states[reminder.tenant, reminder.customer_id], journal
-                )
+                if isinstance(reminder, SendConfirmation):
+                    step = await self._prepare_confirmation(command, reminder, looked, state, journal)
+                else:
+                    step = await self._prepare(command, reminder, looked, state, journal)
             except NotNow as exc:
                 results[index] = exc
                 continue
@@ -246,6 +262,12 @@ class Notifier:
         data = dict(command)
         dropped: tuple[str, ...] = ()  # ids of the invoices no longer due
         if not progress.started:  # nothing went out yet: remind only what is still due
+            paused = pause_reason(state, self.now().astimezone(self.setup(tenant).rules.quiet.zone).date())
+            if paused is not None:
+                reasons = [{"invoice_id": "*", "reason": paused}]
+                ticket = delivery.record_skipped(journal, command, reasons, self.now())
+                log.info("notifier.skipped", command_id=command_id, reasons=reasons)
+                return ticket, None, Outcome("skipped", command_id, tenant, level, dropped=("*",))
             data, reasons = still_due(command, state)
             dropped = tuple(reason["invoice_id"] for reason in reasons)
             if not data["lines"] and not data.get("claims"):
@@ -280,6 +302,136 @@ class Notifier:
             return ticket, None, Outcome(failed.status, command_id, tenant, level, language, letter=letter)
         about = Outcome("", command_id, tenant, level, rendered.language, dropped=dropped, letter=letter)
         return ticket, delivery.Outgoing(command, rendered, recipients, progress), about
+
+    async def _prepare_confirmation(
+        self,
+        command: Mapping[str, Any],
+        confirmation: SendConfirmation,
+        progress: delivery.Progress,
+        state: CustomerState,
+        journal: delivery.Journal,
+    ) -> tuple[int, delivery.Outgoing | None, Outcome]:
+        """A plan's confirmation: checked against the ledger as it is now, then sent like a reminder's e-mail.
+
+        Before the first round: a plan the ledger no longer shows as agreed (changed since: its new terms have their
+        own confirmation) or whose invoices are all settled is skipped with the reason; a customer with no e-mail
+        address ends in ``reminder.failed`` (``refusal: no_address``) with a ``send_letter`` task to post it. A pause
+        does not hold it back: the customer is told what was agreed with it, whatever the reminders do meanwhile.
+        Quiet hours and the tenant's rate limit apply as to reminders.
+        """
+        command_id, tenant = confirmation.command_id, confirmation.tenant
+        data = confirmation_data(command, state)
+        facts = as_reminder(data)  # what the reminder's facts and tasks read: reminder_id, level, totals
+        if not progress.started:
+            reasons = confirmation_still_due(confirmation, state)
+            if reasons:
+                ticket = delivery.record_skipped(journal, facts, reasons, self.now())
+                log.info("notifier.skipped", command_id=command_id, reasons=reasons)
+                return ticket, None, Outcome("skipped", command_id, tenant, CONFIRMATION)
+        setup = self.setup(tenant)
+        profile = state.profile or {}
+        language = str(confirmation.language or profile.get("language") or DEFAULT_LANGUAGE)
+        recipients = recipients_of(profile)
+        now = self.now()
+        if not recipients and not progress.started:
+            reason = "the customer has no e-mail address"
+            note = (
+                f"{reason}: print and post the payment plan confirmation "
+                f"(`relance preview --tenant {tenant} --customer {confirmation.customer_id} "
+                f"--confirmation {command_id}` writes it), and add the address in the ERP"
+            )
+            refusal = {"refusal": "no_address"}
+            ticket, failed = delivery.record_failed(journal, facts, refusal, reason, "", now, note=note)
+            return ticket, None, Outcome(failed.status, command_id, tenant, CONFIRMATION, language)
+        if setup.rules.quiet.is_quiet(now):
+            opens = setup.rules.quiet.next_open(now)
+            raise NotNow(f"quiet hours for tenant {tenant} until {opens.isoformat()}", (opens - now).total_seconds())
+        while (wait := take_slot(self.engine, tenant, setup.rules.rate_per_minute, now)) > 0:
+            log.info("notifier.rate_limited", tenant=tenant, wait_seconds=round(wait, 2))
+            await self.sleep(wait)
+            now = self.now()
+        try:
+            rendered = render_confirmation(data, profile, setup.sender, language, setup.templates)
+        except ConfigurationError as exc:
+            reason = f"cannot render the payment plan confirmation: {exc}"
+            ticket, failed = delivery.record_failed(journal, facts, {}, reason, "", now)
+            return ticket, None, Outcome(failed.status, command_id, tenant, CONFIRMATION, language)
+        except UnsafeHeaderText as exc:
+            ticket, failed = delivery.refuse_before_sending(journal, facts, {"recipients": recipients}, exc, now)
+            return ticket, None, Outcome(failed.status, command_id, tenant, CONFIRMATION, language)
+        about = Outcome("", command_id, tenant, CONFIRMATION, rendered.language)
+        return -1, delivery.Outgoing(facts, rendered, recipients, progress), about
+
+
+def pause_reason(state: CustomerState, day: date) -> str | None:
+    """Why the customer gets no reminder on ``day`` (its local sending day), or None: a pause in force
+    (:func:`shared.ledger.tasks.paused_on`: through its ``until``, inclusive, unless resumed)."""
+    if not paused_on(state, day):
+        return None
+    pause = state.pause
+    assert pause is not None
+    reason = " ".join(str(pause.get("reason") or "").split())
+    return f"customer paused until {pause['until']}" + (f" ({reason})" if reason else "")
+
+
+def confirmation_data(command: Mapping[str, Any], state: CustomerState) -> dict[str, Any]:
+    """The command with ``invoices``: the invoices the plan covers as the ledger shows them now (number, dates,
+    amount, outstanding), for the letter; an invoice the ledger does not know is left out (the rules skip a plan
+    none of whose invoices is known)."""
+    invoices = []
+    for invoice_id in command["invoice_ids"]:
+        invoice = state.invoices.get(str(invoice_id))
+        if invoice is None:
+            continue
+        invoices.append(
+            {
+                "invoice_id": invoice.invoice_id,
+                "number": invoice.number,
+                "issue_date": invoice.issue_date.isoformat(),
+                "due_date": invoice.due_date.isoformat(),
+                "amount": str(invoice.amount),
+                "outstanding": str(invoice.outstanding if invoice.is_open else ZERO),
+            }
+        )
+    return {**command, "invoices": invoices}
+
+
+def as_reminder(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A confirmation's command as the reminder's facts and tasks read one (its evidence is the same facts)."""
+    total = sum((Decimal(str(i["amount"])) for i in data["instalments"]), ZERO)
+    return {
+        **data,
+        "reminder_id": data["confirmation_id"],
+        "level": CONFIRMATION,
+        "template": CONFIRMATION,
+        "totals": {"outstanding": str(total)},
+    }
+
+
+def confirmation_still_due(confirmation: SendConfirmation, state: CustomerState) -> list[dict[str, str]]:
+    """Why the confirmation is not to be sent any more (empty: send it): the plan still stands as agreed, and some
+    invoice it covers is still open."""
+    plan = state.plans.get(confirmation.plan_id)
+    if plan is None:
+        return [{"invoice_id": "*", "reason": f"payment plan {confirmation.plan_id} unknown to the ledger"}]
+    agreed = [(str(i["due_date"])[:10], Decimal(str(i["amount"]))) for i in plan.get("instalments", [])]
+    asked = [(i.due_date.isoformat(), i.amount) for i in confirmation.instalments]
+    if agreed != asked or sorted(plan.get("invoice_ids", [])) != sorted(confirmation.invoice_ids):
+        reason = f"payment plan {confirmation.plan_id} changed since (its new terms are confirmed apart)"
+        return [{"invoice_id": "*", "reason": reason}]
+    reasons = [{"invoice_id": i, "reason": why} for i in confirmation.invoice_ids if (why := _settled(state, i))]
+    return reasons if len(reasons) == len(confirmation.invoice_ids) else []
+
+
+def _settled(state: CustomerState, invoice_id: str) -> str | None:
+    invoice = state.invoices.get(invoice_id)
+    if invoice is None:
+        return "unknown to the ledger"
+    if invoice.status == "cancelled":
+        return "cancelled"
+    if not invoice.is_open or invoice.outstanding <= ZERO:
+        return "paid"
+    return None
 
 
 def still_due(command: Mapping[str, Any], state: CustomerState) -> tuple[dict[str, Any], list[dict[str, str]]]:

@@ -1,9 +1,10 @@
-"""``relance worker notifier``: consume ``notifier.send_reminder`` commands from RabbitMQ and send the reminders.
+"""``relance worker notifier``: consume the notifier's commands from RabbitMQ and send the reminders and letters.
 
 Topology (declared by the worker, idempotently):
 
-- ``settings.notifier_queue`` (durable), bound to ``settings.commands_exchange`` with the routing key
-  ``notifier.send_reminder``: the relay publishes the outbox's reminder commands there.
+- ``settings.notifier_queue`` (durable), bound to ``settings.commands_exchange`` with the routing keys
+  ``notifier.send_reminder`` and ``notifier.send_confirmation`` (the written confirmation of a payment plan): the
+  relay publishes the outbox's notifier commands there.
 - ``<queue>.retry`` (durable): a command that must wait (quiet hours, SMTP deferring, another worker holding it, the
   database away) is republished here with an expiry of ``RELANCE_NOTIFIER_RETRY_SECONDS``; RabbitMQ dead-letters it
   back to the queue when it expires. Nothing is held in memory, so a restart loses nothing.
@@ -41,7 +42,7 @@ from pika.spec import Basic, BasicProperties
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from services.notifier.command import KIND, BadCommand
+from services.notifier.command import KINDS, BadCommand
 from services.notifier.delivery import SendDeferred, SendInProgress
 from services.notifier.render import RenderSettings
 from services.notifier.sender import refuse_placeholder
@@ -81,7 +82,8 @@ def declare_notifier_topology(channel: BlockingChannel, settings: Settings) -> N
     queue = settings.notifier_queue
     channel.exchange_declare(settings.commands_exchange, exchange_type="topic", durable=True)
     channel.queue_declare(queue, durable=True)
-    channel.queue_bind(queue, settings.commands_exchange, routing_key=KIND)
+    for kind in KINDS:
+        channel.queue_bind(queue, settings.commands_exchange, routing_key=kind)
     channel.queue_declare(
         retry_queue(settings),
         durable=True,

@@ -6,7 +6,7 @@ relance can add some without a new contract version) and deduplicate on ``comman
 ``erp.credit_block``, ``erp.credit_unblock`` and ``erp.collection_handover`` are for the ERP (which answers with
 ``erp.command_acknowledged``), and so are the commands of people's actions the ERP must know (a promise, a dispute
 opened or resolved, a payment plan recorded by a person in relance; a credit limit a credit manager approved);
-``notifier.send_reminder`` is internal, for relance's own notifier workers.
+``notifier.send_reminder`` and ``notifier.send_confirmation`` are internal, for relance's own notifier workers.
 """
 
 from __future__ import annotations
@@ -269,6 +269,24 @@ ACTION_COMMAND_MODELS: dict[str, type[_Envelope]] = {
 }
 # ------------------------------------------------------------------------------------ end of people's actions
 
+
+# --- notifier.send_confirmation: the written confirmation of a payment plan a person agreed with the customer ------
+class SendConfirmation(_Envelope):
+    """Internal: send the customer the written confirmation of the payment plan ``plan_id`` a person agreed with it
+    (its payment_plan.confirmation_requested event); delivered at most once and kept as evidence like a reminder."""
+
+    command: Literal["notifier.send_confirmation"]
+    confirmation_id: Id = Field(description="Deterministic id of the confirmation (its reference in the letter).")
+    plan_id: Id = Field(description="The plan confirmed (payment_plan.agreed in the customer's stream).")
+    language: str = Field(description="Language of the customer (else of the policy), e.g. fr.")
+    currency: Currency
+    invoice_ids: list[Id] = Field(min_length=1, description="The invoices the plan covers.")
+    instalments: list[PlanInstalment] = Field(
+        min_length=1, description="The instalments agreed, due dates increasing; they add up to what is owed."
+    )
+    author: str | None = Field(default=None, description="The login of the person who agreed the plan.")
+
+
 COMMAND_MODELS: dict[str, type[_Envelope]] = {
     "erp.credit_block": CreditBlock,
     "erp.credit_unblock": CreditUnblock,
@@ -276,7 +294,10 @@ COMMAND_MODELS: dict[str, type[_Envelope]] = {
     **ACTION_COMMAND_MODELS,
 }
 # Commands for relance's own services, published on the same exchange; not part of what the ERP receives.
-INTERNAL_COMMAND_MODELS: dict[str, type[_Envelope]] = {"notifier.send_reminder": SendReminder}
+INTERNAL_COMMAND_MODELS: dict[str, type[_Envelope]] = {
+    "notifier.send_reminder": SendReminder,
+    "notifier.send_confirmation": SendConfirmation,
+}
 
 
 def command_json_schemas() -> dict[str, dict[str, Any]]:

@@ -309,4 +309,21 @@ COMMAND_EXAMPLES: dict[str, dict[str, Any]] = {
             ],
         },
     ),
+    "notifier.send_confirmation": {
+        "command_id": "act-4f3e2d1c0b9a88776655443322110fed-1",
+        "command": "notifier.send_confirmation",
+        **_BASE,
+        "occurred_at": "2026-12-20T10:30:00+00:00",
+        "sequence": 12,
+        "author": "claire.martin",
+        "confirmation_id": "act-4f3e2d1c0b9a88776655443322110fed-1",
+        "plan_id": "plan-2026-0042",
+        "language": "fr",
+        "currency": "EUR",
+        "invoice_ids": ["INV-2026-1187"],
+        "instalments": [
+            {"due_date": "2027-01-15", "amount": "617.28"},
+            {"due_date": "2027-02-15", "amount": "617.28"},
+        ],
+    },
 }

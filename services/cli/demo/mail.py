@@ -1,6 +1,7 @@
 """The demo's e-mail: a real SMTP server in-process that files what it receives, and the notifier sending to it.
 
-Each simulated day, after the escalation worker decided, the day's ``notifier.send_reminder`` commands are taken
+Each simulated day, after the escalation worker decided, the day's notifier commands (``notifier.send_reminder``, and
+``notifier.send_confirmation`` for the payment plans people agreed) are taken
 from the outbox (as `relance worker relay` would publish them) and handed to the real
 :class:`~services.notifier.service.Notifier` on the simulated clock, so a reminder is checked against the ledger of
 that day, rendered, sent over SMTP (aiosmtplib to aiosmtpd on loopback) and recorded as evidence exactly as in
@@ -34,7 +35,7 @@ from shared.contracts import events
 from shared.ledger.outbox import claim, mark_published
 from shared.ledger.store import Ledger
 
-KIND = events.SEND_REMINDER
+KINDS = (events.SEND_REMINDER, events.SEND_CONFIRMATION)  # the notifier's commands: reminders, plan confirmations
 DEMO_SENDER_FILE = Path(__file__).parent / "sender.yaml"  # a French and a British sender, one per demo tenant
 
 
@@ -111,7 +112,7 @@ class DemoMailer:
         handled = 0
         while True:
             with self.engine.begin() as conn:
-                commands = claim(conn, 500, (KIND,))
+                commands = claim(conn, 500, KINDS)
                 mark_published(conn, [c.id for c in commands])
             if not commands:
                 return handled

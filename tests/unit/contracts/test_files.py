@@ -88,6 +88,7 @@ def test_asyncapi_document_describes_the_commands_relance_sends() -> None:
         "erp.payment_plan",
         "erp.credit_limit_change",
         "notifier.send_reminder",
+        "notifier.send_confirmation",
     }
     for kind, message in messages.items():
         assert message["payload"] == {"$ref": f"./{kind}.json"} and (SCHEMA_DIR / f"{kind}.json").exists()
@@ -116,7 +117,7 @@ def test_asyncapi_document_describes_the_commands_relance_sends() -> None:
             "ErpPaymentPlan",
             "ErpCreditLimitChange",
         },
-        "sendNotifierCommand": {"NotifierSendReminder"},
+        "sendNotifierCommand": {"NotifierSendReminder", "NotifierSendConfirmation"},
     }
     for name in sent:
         assert operations[name]["action"] == "send"
