@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+import yaml
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -250,6 +251,18 @@ class Settings(BaseSettings):
         "`relance verify` reads them back; unset, none.",
     )
 
+    ingest_secrets: Path | None = Field(
+        default=None,
+        description="YAML file of `tenant: secret` lines (secrets of 16+ characters, one per tenant) that "
+        "authenticate POST /api/v1/ingest (Bearer token or X-Relance-Signature HMAC); unset, HTTP ingest is off.",
+    )
+    ingest_max_body_bytes: int = Field(
+        default=16_777_216,
+        ge=1024,
+        le=1_073_741_824,
+        description="Largest request body POST /api/v1/ingest reads (a larger one is answered 413).",
+    )
+
     allow_placeholder_sender: bool = Field(
         default=False,
         description="Let the notifier sign real e-mails with the shipped placeholder sender company (trials only).",
@@ -354,12 +367,62 @@ class Settings(BaseSettings):
         quiet.parse_zone(value)
         return value
 
+    @field_validator("ingest_secrets")
+    @classmethod
+    def _ingest_secrets(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_ingest_secrets(value)  # at start-up: a process never serves with a file it cannot use
+        return value
+
     @field_validator("smtp_host")
     @classmethod
     def _smtp_host(cls, value: str) -> str:
         if not value or any(c.isspace() for c in value):
             raise ValueError("must be a host name or IP address")
         return value
+
+
+INGEST_SECRET_CHARS = 16
+_TENANT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # the contract's tenant (shared/contracts/erp.py, Envelope)
+
+
+def read_ingest_secrets(path: Path) -> dict[str, SecretStr]:
+    """The tenants' HTTP ingest secrets from ``RELANCE_INGEST_SECRETS``: a YAML mapping ``tenant: secret``.
+
+    Raises :class:`ValueError` saying what to fix: a missing or unreadable file, something other than a mapping of
+    tenants to strings, a secret shorter than 16 characters, or one secret given to two tenants (a request is
+    attributed to the tenant whose secret it carries, so each must be its own). Secrets never appear in a message.
+    """
+    hint = "e.g. a line `acme-fr: <secret>` per tenant, each secret from `openssl rand -hex 32`"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 text ({exc.reason})"
+        raise ValueError(f"cannot read {path}: {reason}; it must be a YAML file, {hint}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ValueError(f"{path} is not valid YAML{line}; {hint}") from None
+    if not isinstance(document, dict) or not document:
+        raise ValueError(f"{path} must be a YAML mapping of tenants to secrets, {hint}")
+    secrets: dict[str, SecretStr] = {}
+    owners: dict[str, str] = {}
+    for tenant, secret in document.items():
+        if not isinstance(tenant, str) or not _TENANT.match(tenant):
+            raise ValueError(
+                f"{path}: {str(tenant)[:64]!r} is not a tenant (lowercase letters, digits, '.', '_', '-'; up to 64)"
+            )
+        if not isinstance(secret, str):
+            raise ValueError(f"{path}: the secret of {tenant} must be a string (quote it), {hint}")
+        if len(secret) < INGEST_SECRET_CHARS:
+            raise ValueError(f"{path}: the secret of {tenant} is shorter than {INGEST_SECRET_CHARS} characters; {hint}")
+        if secret in owners:
+            raise ValueError(f"{path}: {owners[secret]} and {tenant} have the same secret; give each its own")
+        owners[secret] = tenant
+        secrets[tenant] = SecretStr(secret)
+    return secrets
 
 
 def database_url(value: str) -> str:
