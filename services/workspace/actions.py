@@ -182,7 +182,8 @@ def perform(
     event_id = "act-" + hashlib.sha256(key.encode()).hexdigest()[:32]
     data = {"note_id": event_id, "text": request.text, "author": author}
     meta = {"source": source, "author": author, "request_id": request.request_id}
-    [outcome] = ledger.record([Incoming(tenant, customer_id, event_id, "note.added", data, now, meta)])
+    incoming = Incoming(tenant, customer_id, event_id, "note.added", data, now, meta, dedupe="content")
+    [outcome] = ledger.record([incoming])
     if outcome.status == "rejected":
         raise ActionRefused(409, "this request id was used for another action")
     status: Literal["applied", "duplicate"] = "duplicate" if outcome.status == "duplicate" else "applied"
