@@ -115,6 +115,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "step_promise": {"fr": "promis pour le {day}", "en": "promised for {day}"},
     "step_task": {"fr": "{what} depuis le {day}", "en": "{what} since {day}"},
     "step_policy": {"fr": "niveau suivant de la politique à son heure", "en": "the policy's next level when due"},
+    "more_actions": {"fr": "Autres actions", "en": "More actions"},
     "done": {"fr": "Action enregistrée", "en": "Recorded"},
 }
 
