@@ -28,6 +28,7 @@ import structlog
 from sqlalchemy import Engine, event, func, select
 
 from services.cli.demo import summary
+from services.cli.demo.agenda import agenda_section, check_agenda
 from services.cli.demo.answers import Answers
 from services.cli.demo.cadence import Cadence, measure_ledger
 from services.cli.demo.escalation import (
@@ -182,6 +183,7 @@ def _run(
             seconds = time.perf_counter() - verifying
             say(f"  hash chains of {count(report.streams)} streams recomputed in {seconds:.1f} s")
             book = Book.of((ledger.state(t, c) for t, c in ledger.streams()), as_of)
+            agenda = check_agenda((ledger.state(t, c) for t, c in ledger.streams()), as_of, rates)
             auditing = time.perf_counter()
             escalated = audit(ledger, as_of)
             measured = measure_ledger(ledger, library)
@@ -195,6 +197,7 @@ def _run(
     problems += simulated.answers.problems()
     problems += summary.claims_identity(book)
     problems += [f"hash chain: {p}" for p in report.problems[:10]]
+    problems += agenda.problems
     problems += book.problems()
     problems += [f"escalation: {p}" for p in escalated.problems[:20]]
     if len(escalated.problems) > 20:
@@ -220,6 +223,7 @@ def _run(
     lines += summary.aging_section(book)
     lines += summary.debtors_section(book)
     lines += summary.escalation_section(escalated, simulated, as_of)
+    lines += agenda_section(agenda, as_of)
     lines += summary.mail_section(simulated.mailed, not evidence_problems)
     lines += summary.cadence_section(measured)
     lines += summary.timeline_section(escalated.timeline)
