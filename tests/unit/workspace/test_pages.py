@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.unit.workspace.web import COMMAND, CUSTOMER, HOSTILE, OTHER, TENANT, THEIRS, Web, principal, web
+from tests.unit.workspace.web import COMMAND, CUSTOMER, OTHER, TENANT, THEIRS, Web, principal, web
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def page(app: Web, path: str, status: int = 200) -> str:
     response = app.client.get(path)
     assert response.status_code == status, response.text[:500]
     assert response.headers["content-type"].startswith("text/html")
-    return response.text
+    return str(response.text)
 
 
 def test_home_opens_the_first_tenants_agenda(app: Web) -> None:
