@@ -189,6 +189,7 @@ def _run(
             measured = measure_ledger(ledger, library)
             evidence_problems = check_evidence(ledger, simulated.mailed)
             simulated.audit_seconds = time.perf_counter() - auditing
+            login = demo_login(engine, sorted({tenant for tenant, _ in ledger.streams()}))
         finally:
             engine.dispose()
     _write_dead_letters(out / DEAD_LETTERS_FILE, queue)
@@ -240,10 +241,18 @@ def _run(
     lines += summary.files_section(
         out, url, book, len(simulated.sent.messages), len(queue.dead_letters), simulated.mailed
     )
+    default_url = f"sqlite:///{(Path('demo-output') / DATABASE_FILE)}"
+    lines += summary.workspace_section(url, default_url, login)
     code = exit_code(problems, measured)
     lines += summary.verdict_section(problems, measured.breaches(), code)
     say("\n".join(lines))
     return code
+
+
+def demo_login(engine: Engine, tenants: list[str]) -> tuple[str, str] | None:
+    """The workspace's demo user (collector and credit manager in every tenant) and its new password, if the
+    workspace's users are installed."""
+    return None
 
 
 def exit_code(problems: list[str], measured: Cadence) -> int:
