@@ -148,6 +148,7 @@ def customer_page(request: Request, tenant: str, customer_id: str, user: User) -
         "offered": offered,
         "task_actions": task_actions,
         "done": request.query_params.get("done", ""),
+        "all_events": request.query_params.get("all") == "1",
     }
     return render(request, "customer.html", context, user)
 
