@@ -121,6 +121,32 @@ MESSAGES: dict[str, dict[str, str]] = {
     "done": {"fr": "Action enregistrée", "en": "Recorded"},
 }
 
+FIELD_LABELS: dict[str, dict[str, str]] = {
+    "field_outcome": {"fr": "Résultat", "en": "Outcome"},
+    "field_note": {"fr": "Note", "en": "Note"},
+    "field_text": {"fr": "Texte", "en": "Text"},
+    "field_contact": {"fr": "Interlocuteur", "en": "Contact"},
+    "field_next_action_on": {"fr": "Prochaine action le", "en": "Next action on"},
+    "field_task_id": {"fr": "Tâche concernée", "en": "Task it answers"},
+    "field_promised_date": {"fr": "Date promise", "en": "Promised date"},
+    "field_amount": {"fr": "Montant", "en": "Amount"},
+    "field_currency": {"fr": "Devise", "en": "Currency"},
+    "field_invoice_ids": {"fr": "Factures", "en": "Invoices"},
+    "field_invoice_id": {"fr": "Facture", "en": "Invoice"},
+    "field_reason": {"fr": "Motif", "en": "Reason"},
+    "field_resolution": {"fr": "Solution", "en": "Resolution"},
+    "field_until": {"fr": "Jusqu'au", "en": "Until"},
+    "field_assignee": {"fr": "Attribuer à (identifiant)", "en": "Assign to (login)"},
+    "field_instalments": {
+        "fr": "Échéances (date montant, une par ligne)",
+        "en": "Instalments (date amount, one a line)",
+    },
+    "field_send_confirmation": {"fr": "Envoyer la confirmation au client", "en": "Send the customer a confirmation"},
+    "field_kind": {"fr": "Pénalité", "en": "Claim"},
+    "field_decision": {"fr": "Décision", "en": "Decision"},
+    "field_proposal_id": {"fr": "Proposition", "en": "Proposal"},
+}
+
 ACTION_TITLES: dict[str, dict[str, str]] = {
     "log_call": {"fr": "Noter un appel", "en": "Log a call"},
     "add_note": {"fr": "Ajouter une note", "en": "Add a note"},
@@ -240,7 +266,7 @@ class Translator:
         return "fr_FR" if self.lang == "fr" else "en_GB"
 
     def __call__(self, key: str, **values: object) -> str:
-        text = MESSAGES.get(key, {}).get(self.lang) or key
+        text = (MESSAGES.get(key) or FIELD_LABELS.get(key) or {}).get(self.lang) or key
         return text.format_map(_Blank(values)) if values else text
 
     def action(self, name: str) -> str:
