@@ -117,6 +117,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "step_policy": {"fr": "niveau suivant de la politique à son heure", "en": "the policy's next level when due"},
     "show_all_events": {"fr": "Afficher aussi les passages de l'horloge", "en": "Show the clock ticks too"},
     "more_tasks": {"fr": "{n} autre(s) tâche(s)", "en": "{n} more task(s)"},
+    "mark_done": {"fr": "Fait", "en": "Done"},
+    "open": {"fr": "Ouvrir", "en": "Open"},
     "more_actions": {"fr": "Autres actions", "en": "More actions"},
     "done": {"fr": "Action enregistrée", "en": "Recorded"},
 }
