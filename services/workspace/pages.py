@@ -127,7 +127,8 @@ def customers_page(request: Request, tenant: str, user: User, q: str | None = No
     if q:
         wanted = q.casefold()
         rows = [r for r in rows if wanted in r.name.casefold() or wanted in r.customer_id.casefold()]
-    rows.sort(key=lambda r: (-sum(Decimal(m.amount) for m in r.overdue), r.customer_id))
+    # the largest overdue amount first, each currency's on its own (amounts of two currencies are never added)
+    rows.sort(key=lambda r: (-max((Decimal(m.amount) for m in r.overdue), default=Decimal(0)), r.customer_id))
     return render(request, "customers.html", {"tenant": tenant, "rows": rows, "q": q or ""}, user)
 
 
