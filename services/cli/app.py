@@ -14,7 +14,18 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from services.cli import checkpoints, claims, contract, demo_command, escalation, ledger, notifier, replay, workers
+from services.cli import (
+    checkpoints,
+    claims,
+    contract,
+    demo_command,
+    escalation,
+    ledger,
+    notifier,
+    replay,
+    users,
+    workers,
+)
 from services.cli.options import Handler
 from shared.config import ConfigurationError, Settings, hide_password, load_settings, with_application_name
 from shared.ledger.store import LedgerUnavailable
@@ -121,4 +132,5 @@ def build_parser() -> argparse.ArgumentParser:
     contract.add_publish(commands)
     demo_command.add_demo(commands)
     contract.add_contract(commands)
+    users.add_user(commands)
     return parser
