@@ -50,10 +50,11 @@ def dump(receivables: Receivables, dunning: Dunning, claims: Claims) -> dict[str
         "acknowledgements": d.acknowledgements,
         "contacts": d.contacts,
         "pause": d.pause,
-        "resumed_at": d.resumed_at,
-        "last_call_at": d.last_call_at,
         "limit_proposals": d.limit_proposals,
         **_claims_json(claims),
+        # written once known, so that a snapshot from before they were kept equals its rebuild (ledger verify)
+        **({} if d.resumed_at is None else {"resumed_at": d.resumed_at}),
+        **({} if d.last_call_at is None else {"last_call_at": d.last_call_at}),
     }
 
 

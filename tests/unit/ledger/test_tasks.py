@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
 from typing import Any
 
@@ -230,3 +231,17 @@ def test_a_pause_holds_through_its_end_day_unless_resumed() -> None:
     assert paused_on(state, date(2026, 11, 30)) and not paused_on(state, date(2026, 12, 1))
     resumed = fold([invoice("I-1", "100.00"), pause, act("customer.resumed", "r1", pause_id="PA-1")])
     assert not paused_on(resumed, date(2026, 11, 20))
+
+
+def test_the_latest_call_and_the_last_resumption_are_kept_in_the_snapshot_once_known() -> None:
+    plain = fold([invoice("I-1", "100.00")])
+    assert "last_call_at" not in plain.to_json() and "resumed_at" not in plain.to_json()
+    pause = act("customer.paused", "p1", pause_id="PA-1", reason="takeover talks", until="2026-11-30")
+    call = act("call.logged", "c1", call_id="CALL-1", outcome="no_answer", note="voicemail")
+    state = fold([invoice("I-1", "100.00"), pause, act("customer.resumed", "r1", pause_id="PA-1"), call])
+    assert state.dunning.resumed_at and state.dunning.last_call_at
+    again = CustomerState.from_json(json.loads(json.dumps(state.to_json())))
+    assert (again.dunning.resumed_at, again.dunning.last_call_at) == (
+        state.dunning.resumed_at,
+        state.dunning.last_call_at,
+    )
