@@ -40,14 +40,15 @@ from sqlalchemy.exc import DBAPIError
 
 from shared.config import ConfigurationError, Settings
 from shared.contracts.events import CREDIT_BLOCK, CommandDeadLettered, RelanceEvent, TaskCreated
-from shared.ledger.outbox import COMMANDS, Command, claim, family, mark_dead, mark_published, retry_later
+from shared.ledger.outbox import KINDS as ALL_KINDS
+from shared.ledger.outbox import Command, claim, family, mark_dead, mark_published, retry_later
 from shared.ledger.schema import events
 from shared.ledger.store import Incoming, Ledger
 from shared.runtime import Backoff, run_worker, wait_out_database
 
 log = structlog.get_logger()
 
-KINDS = tuple(kind for kind in COMMANDS.values() if family(kind) == "erp")
+KINDS = tuple(kind for kind in ALL_KINDS if family(kind) == "erp")
 DEAD_LETTERED = CommandDeadLettered.TYPE
 TASK_KIND = "erp_command_failed"
 _ERROR_CHARS = 300  # of a receiver's answer kept in last_error

@@ -4,7 +4,8 @@ The relay (:mod:`services.relay.worker`) publishes each outbox row's payload as 
 ``message_id`` = ``command_id``. Receivers must accept fields they do not know (the models allow extra fields, so
 relance can add some without a new contract version) and deduplicate on ``command_id``: delivery is at least once.
 ``erp.credit_block``, ``erp.credit_unblock`` and ``erp.collection_handover`` are for the ERP (which answers with
-``erp.command_acknowledged``);
+``erp.command_acknowledged``), and so are the commands of people's actions the ERP must know (a promise, a dispute
+opened or resolved, a payment plan recorded by a person in relance; a credit limit a credit manager approved);
 ``notifier.send_reminder`` is internal, for relance's own notifier workers.
 """
 
@@ -192,10 +193,87 @@ class SendReminder(_Envelope):
     )
 
 
+# ---------------------------------------------------------------------------------------- people's actions
+# What a person recorded in relance (the workspace, the API, the CLI) that the ERP must know. The ERP's own event
+# types recorded by a person cause the first four (never the ERP's own events: nothing is echoed back); the fifth
+# comes from a credit manager's approval. Each names the person's login (``author``).
+
+
+class _Action(_Envelope):
+    author: str = Field(min_length=1, description="The login of the person who recorded it in relance.")
+
+
+class PromiseToPay(_Action):
+    """The customer promised a collector to pay by a date: record the promise (relance's reminders wait for it)."""
+
+    command: Literal["erp.promise_to_pay"]
+    promise_id: Id = Field(description="relance's id of the promise (deterministic).")
+    promised_date: IsoDate
+    amount: Amount
+    currency: Currency
+    invoice_ids: list[Id] = Field(description="The invoices the promise covers (empty: the account).")
+    note: str | None = None
+
+
+class DisputeOpened(_Action):
+    """The customer disputes the invoice, a collector recorded it: the invoice is out of the reminders."""
+
+    command: Literal["erp.dispute_opened"]
+    invoice_id: Id
+    reason: str = Field(description="What the customer contests, in the collector's words.")
+    opened_on: IsoDate | None = None
+
+
+class DisputeResolved(_Action):
+    """A collector recorded the dispute of the invoice settled: the invoice returns to the ladder."""
+
+    command: Literal["erp.dispute_resolved"]
+    invoice_id: Id
+    resolution: str | None = None
+    resolved_on: IsoDate | None = None
+
+
+class PlanInstalment(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    due_date: IsoDate
+    amount: Amount
+
+
+class PaymentPlan(_Action):
+    """A collector agreed a payment plan with the customer: these instalments replace the invoices' due dates."""
+
+    command: Literal["erp.payment_plan"]
+    plan_id: Id = Field(description="relance's id of the plan (deterministic).")
+    currency: Currency
+    invoice_ids: list[Id] = Field(min_length=1, description="The invoices the plan covers.")
+    instalments: list[PlanInstalment] = Field(min_length=1, description="Due dates strictly increasing.")
+
+
+class CreditLimitChange(_Action):
+    """A credit manager approved a new credit limit: apply it, then say so with the customer's customer.upserted."""
+
+    command: Literal["erp.credit_limit_change"]
+    proposal_id: Id = Field(description="relance's id of the proposal approved.")
+    currency: Currency
+    amount: Amount = Field(description="The new credit limit.")
+    note: str | None = None
+
+
+ACTION_COMMAND_MODELS: dict[str, type[_Envelope]] = {
+    "erp.promise_to_pay": PromiseToPay,
+    "erp.dispute_opened": DisputeOpened,
+    "erp.dispute_resolved": DisputeResolved,
+    "erp.payment_plan": PaymentPlan,
+    "erp.credit_limit_change": CreditLimitChange,
+}
+# ------------------------------------------------------------------------------------ end of people's actions
+
 COMMAND_MODELS: dict[str, type[_Envelope]] = {
     "erp.credit_block": CreditBlock,
     "erp.credit_unblock": CreditUnblock,
     "erp.collection_handover": CollectionHandover,
+    **ACTION_COMMAND_MODELS,
 }
 # Commands for relance's own services, published on the same exchange; not part of what the ERP receives.
 INTERNAL_COMMAND_MODELS: dict[str, type[_Envelope]] = {"notifier.send_reminder": SendReminder}
@@ -211,7 +289,19 @@ def command_json_schemas() -> dict[str, dict[str, Any]]:
     return schemas
 
 
-def parse_command(payload: dict[str, Any] | bytes) -> CreditBlock | CreditUnblock | CollectionHandover:
+ErpCommand = (
+    CreditBlock
+    | CreditUnblock
+    | CollectionHandover
+    | PromiseToPay
+    | DisputeOpened
+    | DisputeResolved
+    | PaymentPlan
+    | CreditLimitChange
+)
+
+
+def parse_command(payload: dict[str, Any] | bytes) -> ErpCommand:
     """A command body as the ERP receives it, checked (for tests and for ERP-side adapters written in Python).
 
     Given the body's bytes, it is decoded with relance's strict decoder: a duplicated key raises
@@ -224,5 +314,5 @@ def parse_command(payload: dict[str, Any] | bytes) -> CreditBlock | CreditUnbloc
         payload = decoded
     model = COMMAND_MODELS[payload["command"]]
     parsed = model.model_validate(payload)
-    assert isinstance(parsed, CreditBlock | CreditUnblock | CollectionHandover)
+    assert isinstance(parsed, ErpCommand)
     return parsed

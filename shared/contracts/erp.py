@@ -466,7 +466,16 @@ class CommandAcknowledged(_Model):
     )
 
     command_id: Id
-    command: Literal["erp.credit_block", "erp.credit_unblock", "erp.collection_handover"]
+    command: Literal[
+        "erp.credit_block",
+        "erp.credit_unblock",
+        "erp.collection_handover",
+        "erp.promise_to_pay",
+        "erp.dispute_opened",
+        "erp.dispute_resolved",
+        "erp.payment_plan",
+        "erp.credit_limit_change",
+    ]
     status: Literal["applied", "rejected"]
     reason: Text | None = None
     erp_reference: Id | None = None

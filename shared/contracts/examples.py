@@ -147,6 +147,13 @@ _INVOICE_1187 = {  # one invoice as the reminders and the hand-over list it, bef
 }
 _POLICY_VERSION = "9b1c3f0e7d2a4c6b8e1f0a3d5c7b9e2f4a6c8e0b1d3f5a7c9e2b4d6f8a0c1e3b"
 
+
+def _action_command(kind: str, command_id: str, at: str, sequence: int, data: dict[str, Any]) -> dict[str, Any]:
+    """A body of a person's action as the relay publishes it: the envelope, the event's data, its author."""
+    envelope = {"command_id": command_id, "command": kind, **_BASE, "occurred_at": at, "sequence": sequence}
+    return {**envelope, **data, "author": "claire.dupont"}
+
+
 COMMAND_EXAMPLES: dict[str, dict[str, Any]] = {
     "erp.credit_block": _command(
         "erp.credit_block",
@@ -199,6 +206,56 @@ COMMAND_EXAMPLES: dict[str, dict[str, Any]] = {
             ],
             "totals": {"outstanding": "1234.56", "interest": "25.32", "fees": "40.00"},
         },
+    ),
+    "erp.promise_to_pay": _action_command(
+        "erp.promise_to_pay",
+        "act-4b1e0c9d8a7f6e5d4c3b2a1908f7e6d5",
+        "2026-12-20T10:42:00+00:00",
+        12,
+        {
+            "promise_id": "act-4b1e0c9d8a7f6e5d4c3b2a1908f7e6d5",
+            "promised_date": "2027-01-15",
+            "amount": "1234.56",
+            "currency": "EUR",
+            "invoice_ids": ["INV-2026-1187"],
+            "note": "cheque posted on Friday",
+        },
+    ),
+    "erp.dispute_opened": _action_command(
+        "erp.dispute_opened",
+        "act-5c2f1d0e9b8a7f6e5d4c3b2a1908f7e6",
+        "2026-12-20T10:42:00+00:00",
+        13,
+        {"invoice_id": "INV-2026-1187", "reason": "two pallets missing on delivery"},
+    ),
+    "erp.dispute_resolved": _action_command(
+        "erp.dispute_resolved",
+        "act-6d3a2e1f0c9b8a7f6e5d4c3b2a1908f7",
+        "2027-01-05T14:10:00+00:00",
+        15,
+        {"invoice_id": "INV-2026-1187", "resolution": "delivery note signed: the invoice stands"},
+    ),
+    "erp.payment_plan": _action_command(
+        "erp.payment_plan",
+        "act-7e4b3f2a1d0c9b8a7f6e5d4c3b2a1908",
+        "2027-01-06T09:30:00+00:00",
+        16,
+        {
+            "plan_id": "act-7e4b3f2a1d0c9b8a7f6e5d4c3b2a1908",
+            "currency": "EUR",
+            "invoice_ids": ["INV-2026-1187"],
+            "instalments": [
+                {"due_date": "2027-01-31", "amount": "617.28"},
+                {"due_date": "2027-02-28", "amount": "617.28"},
+            ],
+        },
+    ),
+    "erp.credit_limit_change": _action_command(
+        "erp.credit_limit_change",
+        "act-8f5c4a3b2e1d0c9b8a7f6e5d4c3b2a19",
+        "2027-01-10T11:00:00+00:00",
+        18,
+        {"proposal_id": "act-9a6d5b4c3f2e1d0c9b8a7f6e5d4c3b2a", "currency": "EUR", "amount": "15000.00"},
     ),
     "notifier.send_reminder": _command(
         "notifier.send_reminder",

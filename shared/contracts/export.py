@@ -98,8 +98,10 @@ def asyncapi_document() -> dict[str, Any]:
                 "Routing key: the event_type. Publish persistent messages with publisher confirms; event_id makes "
                 "redelivery harmless. Invalid messages are moved to the dead-letter queue with the reason in the "
                 "x-relance-reason header. relance in turn publishes commands to the relance.commands exchange: "
-                "erp.credit_block and erp.credit_unblock for the ERP, which tells relance what it did with each "
-                "with erp.command_acknowledged, and notifier.send_reminder for relance's own notifier."
+                "erp.credit_block, erp.credit_unblock and erp.collection_handover for the ERP, and what people "
+                "recorded in relance that the ERP must know (erp.promise_to_pay, erp.dispute_opened, "
+                "erp.dispute_resolved, erp.payment_plan, erp.credit_limit_change); the ERP tells relance what it did "
+                "with each with erp.command_acknowledged. notifier.* commands are for relance's own notifier."
             ),
         },
         "defaultContentType": "application/json",
@@ -154,7 +156,9 @@ def asyncapi_document() -> dict[str, Any]:
                 "bindings": {"amqp": {"deliveryMode": 2, "bindingVersion": _AMQP}},
             },
             "sendErpCommand": _send_command(
-                "relance tells the ERP to block or unblock a customer's credit.", erp_commands
+                "relance tells the ERP to block or unblock a customer's credit, what it hands over to collection, and "
+                "what people recorded in relance that the ERP must know (promises, disputes, plans, credit limits).",
+                erp_commands,
             ),
             "sendNotifierCommand": _send_command(
                 "Internal: relance asks its notifier workers to send a reminder (not for the ERP).", internal

@@ -6,6 +6,13 @@ state finds nothing new (see :mod:`services.escalation.engine`). Facts recorded 
 ticks, the notifier's ``reminder.sending`` / ``reminder.sent``, ``command.dead_lettered``, whose task comes with it)
 change nothing here.
 
+People's actions (:mod:`shared.contracts.events`, each with its ``author``) fold here too: a task completed,
+snoozed or assigned keeps its ``task.created`` data and gains the keys of :class:`Task` that say so; a call with a
+next-action day adds a ``follow_up`` task; the customer's pause in force (:class:`Pause`) and the credit-limit
+proposals with their decisions (:class:`LimitProposal`). A note, a plan's confirmation and a call without a next
+action change nothing here (the log and the timeline keep them). None of this is read by the engine's ladder but the
+pause (through :func:`shared.ledger.tasks.paused_on`) and the tasks' ids.
+
 The credit commands relance decided and the ERP's acknowledgements of them are remembered per command kind, the
 newest :data:`KEPT_PER_KIND` of each (the log keeps them all). Per command, the acknowledgement that occurred last
 stands, whatever order they arrive in.
@@ -35,6 +42,14 @@ CREDIT_COMMANDS = {
 }
 _ACK_FIELDS = ("command", "status", "reason", "erp_reference")
 _TASK_FIELDS = ("kind", "due_on", "invoice_ids", "currency", "amount_at_risk", "note", "command", "semester")
+FOLLOW_UP_TASK = "follow_up"  # the kind of task a call with a next-action day leaves
+FOLLOW_UP_NOTE = 200  # characters of the call's note a follow-up task keeps
+DONE = "done"  # a task's ``status`` once completed (absent: open)
+
+
+def follow_up_id(call_id: str) -> str:
+    """The id of the follow-up task a call with a next-action day adds."""
+    return f"follow-up-{call_id}"
 
 
 class Task(TypedDict, total=False):
@@ -49,6 +64,38 @@ class Task(TypedDict, total=False):
     command: str  # the command an erp_command_failed task is about
     semester: str  # the semester whose rate an interest_unavailable task waits for
     command_id: str  # the command an erp_command_rejected task is about
+    # What people did with it (task.completed / snoozed / assigned), and where a follow-up came from
+    status: str  # "done" once completed; absent while open
+    outcome: str  # what came of it, in the words of whoever completed it
+    done_at: str  # the instant it was completed (capped occurred_at)
+    done_by: str  # the login of whoever completed it
+    snoozed_until: str  # ISO day: off the agenda until then
+    assignee: str  # the login of whoever it is given to
+    source_id: str  # the call that made a follow-up task
+
+
+class Pause(TypedDict):
+    """The customer's pause in force: no level, reminder, fee, block or hand-over through ``until`` (ISO day)."""
+
+    pause_id: str
+    reason: str
+    until: str
+    author: str
+    at: str  # the instant it was recorded (capped occurred_at)
+
+
+class LimitProposal(TypedDict):
+    """A proposed credit limit and what a credit manager decided (``status``: proposed, approved, rejected)."""
+
+    currency: str
+    amount: str
+    reason: str
+    author: str
+    at: str
+    status: str
+    decided_by: str | None
+    decided_at: str | None
+    note: str | None
 
 
 class Acknowledgement(TypedDict, total=False):
@@ -130,6 +177,8 @@ class Dunning:
     # The instants of the customer's last KEPT_CONTACTS contacts (a reminder in any currency, a phone_call task),
     # oldest first: what the engine's cadence counts, in the tenant's days.
     contacts: list[str] = field(default_factory=list)
+    pause: Pause | None = None  # the customer's pause, until resumed (one past its end day stays: readers compare)
+    limit_proposals: dict[str, LimitProposal] = field(default_factory=dict)  # proposal_id -> proposal, oldest first
 
     def check(self, event: Event) -> Check | None:
         """A duplicate acknowledgement, or None: relance's own events are checked by their deterministic ids."""
@@ -178,6 +227,9 @@ class Dunning:
         _keep(self.credit_commands, command_id, record)
         for task_id, task in list(self.tasks.items()):
             if task["kind"] == REJECTED_TASK and task.get("command_id") != command_id:
+                known = self.acknowledgements.get(task.get("command_id", ""))
+                if known is not None and known["command"] not in CREDIT_COMMANDS.values():
+                    continue  # a refusal of another command (a promise, a plan) stays until the ERP applies it
                 del self.tasks[task_id]
         block = self.credit_block
         if kind == events.CREDIT_BLOCK and block is not None and block["block_id"] == event.block_id:
@@ -287,6 +339,87 @@ def _on_command_acknowledged(d: Dunning, event: erp.CommandAcknowledged, occurre
     }
 
 
+# --------------------------------------------------------------------------------------------------- people
+def _on_task_completed(d: Dunning, event: events.TaskCompleted, occurred_at: str, touched: Touched) -> None:
+    task = d.tasks.get(event.task_id)
+    if task is not None:  # the action layer refuses an unknown task; a fold never refuses the past
+        task["status"], task["outcome"] = DONE, event.outcome
+        task["done_at"], task["done_by"] = occurred_at, event.author
+
+
+def _on_task_snoozed(d: Dunning, event: events.TaskSnoozed, occurred_at: str, touched: Touched) -> None:
+    task = d.tasks.get(event.task_id)
+    if task is not None:
+        task["snoozed_until"] = event.until.isoformat()
+
+
+def _on_task_assigned(d: Dunning, event: events.TaskAssigned, occurred_at: str, touched: Touched) -> None:
+    task = d.tasks.get(event.task_id)
+    if task is not None:
+        task["assignee"] = event.assignee
+
+
+def _on_call(d: Dunning, event: events.CallLogged, occurred_at: str, touched: Touched) -> None:
+    """A call with a next-action day leaves a follow-up task, due that day, given to whoever made the call."""
+    if event.next_action_on is None:
+        return
+    task_id = follow_up_id(event.call_id)
+    if task_id in d.tasks:
+        return
+    d.tasks[task_id] = {
+        "kind": FOLLOW_UP_TASK,
+        "due_on": event.next_action_on.isoformat(),
+        "invoice_ids": [],
+        "currency": "",
+        "note": event.note[:FOLLOW_UP_NOTE],
+        "assignee": event.author,
+        "source_id": event.call_id,
+    }
+
+
+def _on_paused(d: Dunning, event: events.CustomerPaused, occurred_at: str, touched: Touched) -> None:
+    d.pause = {
+        "pause_id": event.pause_id,
+        "reason": event.reason,
+        "until": event.until.isoformat(),
+        "author": event.author,
+        "at": occurred_at,
+    }
+
+
+def _on_resumed(d: Dunning, event: events.CustomerResumed, occurred_at: str, touched: Touched) -> None:
+    if d.pause is not None and d.pause["pause_id"] == event.pause_id:
+        d.pause = None
+
+
+def _on_limit_proposed(d: Dunning, event: events.CreditLimitProposed, occurred_at: str, touched: Touched) -> None:
+    d.limit_proposals[event.proposal_id] = {
+        "currency": event.currency,
+        "amount": str(event.amount),
+        "reason": event.reason,
+        "author": event.author,
+        "at": occurred_at,
+        "status": "proposed",
+        "decided_by": None,
+        "decided_at": None,
+        "note": None,
+    }
+
+
+def _on_limit_decided(
+    d: Dunning, event: events.CreditLimitApproved | events.CreditLimitRejected, occurred_at: str, touched: Touched
+) -> None:
+    proposal = d.limit_proposals.get(event.proposal_id)
+    if proposal is None:
+        return
+    proposal["status"] = "approved" if isinstance(event, events.CreditLimitApproved) else "rejected"
+    proposal["decided_by"] = event.author
+    proposal["decided_at"] = occurred_at
+    proposal["note"] = event.note
+    if isinstance(event, events.CreditLimitApproved):  # what was approved, should it differ from the proposal
+        proposal["currency"], proposal["amount"] = event.currency, str(event.amount)
+
+
 _Kept = TypeVar("_Kept", CreditCommand, Acknowledgement)
 
 
@@ -319,4 +452,13 @@ _HANDLERS: dict[type, _Handler] = {
     events.CreditUnblocked: _on_credit_unblocked,
     events.TaskCreated: _on_task,
     erp.CommandAcknowledged: _on_command_acknowledged,
+    events.TaskCompleted: _on_task_completed,
+    events.TaskSnoozed: _on_task_snoozed,
+    events.TaskAssigned: _on_task_assigned,
+    events.CallLogged: _on_call,
+    events.CustomerPaused: _on_paused,
+    events.CustomerResumed: _on_resumed,
+    events.CreditLimitProposed: _on_limit_proposed,
+    events.CreditLimitApproved: _on_limit_decided,
+    events.CreditLimitRejected: _on_limit_decided,
 }

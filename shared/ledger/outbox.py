@@ -16,7 +16,14 @@ duplicate of an older command (a block redelivered after the unblock) from a new
 The commands (:data:`shared.contracts.events.COMMANDS`): ``erp.credit_block`` / ``erp.credit_unblock`` from
 ``credit.blocked`` / ``credit.unblocked``, ``erp.collection_handover`` from ``collection.handed_over`` (the invoices
 handed over to collection, with the file's figures), all three for the ERP; ``notifier.send_reminder`` from
-``reminder.requested``, for relance's notifier.
+``reminder.requested``, for relance's notifier; ``erp.credit_limit_change`` from ``credit_limit.approved`` and
+``notifier.send_confirmation`` from ``payment_plan.confirmation_requested``.
+
+People's actions the ERP must know (:data:`shared.contracts.events.ACTION_COMMANDS`): a promise, a dispute, its
+resolution or a payment plan recorded by a person is the ERP's own event type, whose metadata ``source`` is one of
+:data:`~shared.contracts.events.PEOPLE_SOURCES`; it causes ``erp.promise_to_pay``, ``erp.dispute_opened``,
+``erp.dispute_resolved`` or ``erp.payment_plan``, with the person's ``author`` in the payload. The same event types
+coming from the ERP itself (``source`` ``erp``) write nothing: the ERP is never told what it said.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ from shared.ledger.schema import outbox
 
 # event type appended to the ledger -> command written to the outbox (its AMQP routing key): one table for relance
 COMMANDS = events.COMMANDS
+# the ERP's event types a person may record -> the command that tells the ERP (only for a person's: see command_kind)
+ACTION_COMMANDS = events.ACTION_COMMANDS
+KINDS: tuple[str, ...] = tuple(dict.fromkeys([*COMMANDS.values(), *ACTION_COMMANDS.values()]))
+"""Every command kind the outbox may hold."""
 ENVELOPE = ("command_id", "command", "tenant", "customer_id", "occurred_at", "sequence")
 
 
@@ -56,11 +67,30 @@ class Command:
     published_at: datetime | None = None
 
 
+def may_cause_command(event_type: str) -> bool:
+    """Whether an event of this type causes a command, at least when a person recorded it."""
+    return event_type in COMMANDS or event_type in ACTION_COMMANDS
+
+
+def command_kind(event_type: str, metadata: dict[str, Any] | None) -> str | None:
+    """The command an appended event causes, if any: relance's own events by type; the ERP's event types only when a
+    person recorded them (``metadata["source"]`` one of :data:`~shared.contracts.events.PEOPLE_SOURCES`)."""
+    kind = COMMANDS.get(event_type)
+    if kind is not None:
+        return kind
+    action = ACTION_COMMANDS.get(event_type)
+    if action is not None and isinstance(metadata, dict) and metadata.get("source") in events.PEOPLE_SOURCES:
+        return action
+    return None
+
+
 def command_rows(event_rows: Sequence[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
-    """Outbox rows for the appended events that cause a command, in the order of the events."""
+    """Outbox rows for the appended events that cause a command, in the order of the events (each row as the writer
+    inserts it: its ``metadata`` says who recorded it, see :func:`command_kind`)."""
     rows = []
     for event in event_rows:
-        kind = COMMANDS.get(event["event_type"])
+        metadata = event.get("metadata")
+        kind = command_kind(event["event_type"], metadata)
         if kind is None:
             continue
         envelope = {
@@ -72,6 +102,8 @@ def command_rows(event_rows: Sequence[dict[str, Any]], now: datetime) -> list[di
             "sequence": event["version"],
         }
         data = {k: v for k, v in event["data"].items() if k not in envelope}
+        if kind in ACTION_COMMANDS.values() and isinstance(metadata, dict) and "author" not in data:
+            data["author"] = metadata.get("author")  # who recorded it in relance (the ERP's event type has no author)
         rows.append(
             {
                 "tenant": event["tenant"],
@@ -157,7 +189,7 @@ def family(kind: str) -> str:
 def families() -> dict[str, tuple[str, ...]]:
     """Command kinds grouped by destination (``erp``, ``notifier``): order is kept, and a stall confined, per family."""
     grouped: dict[str, list[str]] = {}
-    for kind in COMMANDS.values():
+    for kind in KINDS:
         grouped.setdefault(family(kind), []).append(kind)
     return {name: tuple(kinds) for name, kinds in grouped.items()}
 

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from shared.ledger.claims import CLAIMING_ACTIONS, INDEMNITY, INTEREST, PRINCIPAL_FIRST, Claim, Claims
-from shared.ledger.dunning import Dunning, Escalation, Notice
+from shared.ledger.dunning import Dunning, Escalation, LimitProposal, Notice, Pause
 from shared.ledger.receivables import Credit, Invoice, Receivables
 
 
@@ -49,6 +49,8 @@ def dump(receivables: Receivables, dunning: Dunning, claims: Claims) -> dict[str
         "credit_commands": d.credit_commands,
         "acknowledgements": d.acknowledgements,
         "contacts": d.contacts,
+        "pause": d.pause,
+        "limit_proposals": d.limit_proposals,
         **_claims_json(claims),
     }
 
@@ -83,6 +85,8 @@ def load(raw: dict[str, Any]) -> tuple[Receivables, Dunning, Claims]:
         credit_commands=dict(raw.get("credit_commands", {})),
         acknowledgements=dict(raw.get("acknowledgements", {})),
         contacts=list(raw.get("contacts", [])),
+        pause=None if raw.get("pause") is None else cast(Pause, dict(raw["pause"])),
+        limit_proposals={k: cast(LimitProposal, dict(v)) for k, v in raw.get("limit_proposals", {}).items()},
     )
     return receivables, dunning, _claims_from(raw, dunning.escalations)
 

@@ -38,6 +38,8 @@ from shared.ledger.dunning import (
     CreditCommand,
     Dunning,
     Escalation,
+    LimitProposal,
+    Pause,
     Reminded,
     Task,
 )
@@ -240,6 +242,15 @@ class CustomerState:
     @property
     def credit_commands(self) -> dict[str, CreditCommand]:
         return self.dunning.credit_commands
+
+    @property
+    def pause(self) -> Pause | None:
+        """The pause in force as folded (one past its ``until`` stays: see :func:`shared.ledger.tasks.paused_on`)."""
+        return self.dunning.pause
+
+    @property
+    def limit_proposals(self) -> dict[str, LimitProposal]:
+        return self.dunning.limit_proposals
 
     @property
     def acknowledgements(self) -> dict[str, Acknowledgement]:

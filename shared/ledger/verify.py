@@ -36,7 +36,7 @@ from shared.contracts.events import parse
 from shared.ledger import checkpoints as cp
 from shared.ledger.compare import Difference, Rebuild, Stored, VerifyReport, compare_stream
 from shared.ledger.hashing import GENESIS, HASHED_FIELDS, event_hash, utc
-from shared.ledger.outbox import COMMANDS
+from shared.ledger.outbox import may_cause_command
 from shared.ledger.scan import STREAMED, Scope, read_only, scoped
 from shared.ledger.schema import (
     credits,
@@ -144,7 +144,7 @@ def _fold(stream: Rebuild, row: Any, report: VerifyReport) -> None:
     stream.events += 1
     if version == stream.snapshot_version:
         stream.snapshot = orjson.loads(orjson.dumps(state.to_json()))  # a copy: later events change nested dicts
-    if event_type in COMMANDS:
+    if may_cause_command(event_type):
         stream.commands.append(fields)
     if isinstance(data, dict) and data.get("sha256") and data.get("command_id") and event_type.startswith("reminder."):
         stream.evidence.setdefault(str(data["command_id"]), []).append(

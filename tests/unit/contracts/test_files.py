@@ -82,6 +82,11 @@ def test_asyncapi_document_describes_the_commands_relance_sends() -> None:
         "erp.credit_block",
         "erp.credit_unblock",
         "erp.collection_handover",
+        "erp.promise_to_pay",
+        "erp.dispute_opened",
+        "erp.dispute_resolved",
+        "erp.payment_plan",
+        "erp.credit_limit_change",
         "notifier.send_reminder",
     }
     for kind, message in messages.items():
@@ -101,7 +106,16 @@ def test_asyncapi_document_describes_the_commands_relance_sends() -> None:
         if operation["channel"] == {"$ref": "#/channels/relanceCommands"}
     }
     assert sent == {
-        "sendErpCommand": {"ErpCreditBlock", "ErpCreditUnblock", "ErpCollectionHandover"},
+        "sendErpCommand": {
+            "ErpCreditBlock",
+            "ErpCreditUnblock",
+            "ErpCollectionHandover",
+            "ErpPromiseToPay",
+            "ErpDisputeOpened",
+            "ErpDisputeResolved",
+            "ErpPaymentPlan",
+            "ErpCreditLimitChange",
+        },
         "sendNotifierCommand": {"NotifierSendReminder"},
     }
     for name in sent:
