@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def compose(settings: Settings) -> Any:
     """The workspace's ports on the settings' database."""
+    from services.cli.ingest_http import http_ingest_port
     from services.workspace.ports import Ports
     from shared.runtime import migrated_engine
 
@@ -80,7 +81,7 @@ def compose(settings: Settings) -> Any:
         engine=engine,
         ledger=ledger,
         agenda=agenda_of(settings),
-        ingest=ingest,
+        ingest=http_ingest_port(settings.max_message_bytes),
         evidence=evidence,
     )
 
@@ -121,9 +122,3 @@ def evidence(ledger: Ledger, tenant: str, command_id: str) -> Any:
         recomputed_sha256=hashlib.sha256(kept.mime).hexdigest(),
         outcome="" if outcome is None else outcome.event_type,
     )
-
-
-def ingest(ledger: Ledger, bodies: Sequence[bytes], now: datetime) -> Any:
-    from services.ingest.service import Delivery, Ingestor
-
-    return Ingestor(ledger).process([Delivery(body=body, received_at=now) for body in bodies])

@@ -8,10 +8,7 @@ same 404: nobody learns from a URL that another company's data exists.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.workspace import api, auth, pages
+from services.workspace import api, auth, ingest, pages
 from services.workspace.i18n import Translator, choose
 from services.workspace.ports import Ports
 
@@ -50,9 +47,7 @@ def create_app(ports: Ports) -> FastAPI:
     auth.install(app, ports)
     app.include_router(auth.router)
     app.include_router(api.router)
-    if ports.ingest is not None and importlib.util.find_spec("services.workspace.ingest") is not None:
-        ingest: Any = importlib.import_module("services.workspace.ingest")
-        app.include_router(ingest.router, prefix="/api/v1/ingest")
+    app.include_router(ingest.router(ports))  # POST /api/v1/ingest; 503 saying what to set when not configured
     app.include_router(pages.router)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
