@@ -1,8 +1,11 @@
 """``relance claims list`` and ``claims waive``: the late interest and indemnities customers owe, and giving them up.
 
-A waiver is a collector's decision, recorded as ``claim.waived`` in the customer's stream with its reason and its
-author, appended at the stream's version the command read (so it is checked against what is owed at that instant,
-and a waiver racing with a payment is checked again). :func:`waiver` says what a waiver would record, or why not.
+A waiver is a credit manager's decision, recorded as ``claim.waived`` in the customer's stream with its reason and
+its author, appended at the stream's version the command read (so it is checked against what is owed at that
+instant, and a waiver racing with a payment is checked again). ``claims waive`` records it through the workspace's
+action layer (:func:`services.workspace.actions.perform`, action ``waive_claim``, source ``cli``), as the workspace
+and the API do; :func:`waiver` says what a waiver would record, or why not (the action layer's rules, with the
+CLI's words for its options).
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from services.cli.options import Commands, runs
+from services.workspace import actions
 from shared.config import Settings
 from shared.contracts import events
-from shared.contracts.erp import minor_units
 from shared.ledger.claims import KINDS
 from shared.ledger.state import CustomerState
 from shared.runtime import open_ledger
@@ -59,6 +62,11 @@ def add_claims(commands: Commands) -> None:
     waive.add_argument("--reason", required=True, help="why, in words an auditor will read")
     waive.add_argument("--author", required=True, help="who decides the waiver")
     waive.add_argument("--amount", help="part of what is owed, e.g. 12.50 (default: all of it)")
+    waive.add_argument(
+        "--request-id",
+        help="an id of your own for this waiver: the command run again with it records nothing more "
+        "(default: one per invoice, kind and state of the account)",
+    )
     runs(waive, claims_waive, database_url=True)
 
 
@@ -66,38 +74,26 @@ def waiver(
     state: CustomerState, invoice_id: str, kind: str, reason: str, author: str, amount: str | None = None
 ) -> Waiver:
     """The ``claim.waived`` a waiver records on this state, or :class:`WaiverRefused` saying why not."""
+    _check_words(reason, author)
+    value = None if amount is None else _amount(amount)
+    try:
+        found = actions.waiver(state, invoice_id, kind, reason, author, value)
+    except actions.ActionRefused as exc:
+        raise WaiverRefused(exc.reason) from None
+    return Waiver(found.event, found.owed_after)
+
+
+def _check_words(reason: str, author: str) -> None:
     if not reason.strip():
         raise WaiverRefused("give the reason of the waiver (--reason): an auditor will read it")
     if not author.strip():
         raise WaiverRefused("say who decides the waiver (--author)")
     _plain_text(reason, "--reason", REASON_MAX)
     _plain_text(author, "--author", AUTHOR_MAX)
-    invoice = state.invoices.get(invoice_id)
-    if invoice is None:
-        raise WaiverRefused(f"customer {state.customer_id} of {state.tenant} has no invoice {invoice_id!r}")
-    claim = state.claims.get(invoice_id, kind)
-    owed = Decimal(0) if claim is None else claim.owed
-    if claim is None or owed <= 0:
-        raise WaiverRefused(f"nothing is owed in {kind} on invoice {invoice.number} ({invoice_id}): nothing to waive")
-    waived = owed if amount is None else _amount(amount, claim.currency)
-    if waived > owed:
-        raise WaiverRefused(
-            f"{waived} {claim.currency} is more than the {owed} {claim.currency} of {kind} owed on invoice "
-            f"{invoice.number}: waive at most what is owed"
-        )
-    event = events.ClaimWaived(
-        invoice_id=invoice_id,
-        kind=kind,  # type: ignore[arg-type]
-        currency=claim.currency,
-        amount=waived,
-        reason=reason.strip(),
-        author=author.strip(),
-    )
-    return Waiver(event, owed - waived)
 
 
-REASON_MAX = 500  # characters: a sentence or two an auditor reads in `ledger show`
-AUTHOR_MAX = 120
+REASON_MAX = actions.REASON_MAX  # characters: a sentence or two an auditor reads in `ledger show`
+AUTHOR_MAX = actions.AUTHOR_MAX
 
 
 def _plain_text(text: str, option: str, longest: int) -> None:
@@ -108,16 +104,13 @@ def _plain_text(text: str, option: str, longest: int) -> None:
         raise WaiverRefused(f"{option} contains a control character or a line break: write it on one plain line")
 
 
-def _amount(text: str, currency: str) -> Decimal:
+def _amount(text: str) -> Decimal:
     try:
         value = Decimal(text.strip())
     except InvalidOperation:
         raise WaiverRefused(f"--amount {text!r} is not a decimal amount such as 12.50") from None
-    exponent = value.as_tuple().exponent
     if not value.is_finite() or value <= 0:
         raise WaiverRefused(f"--amount {text!r} must be above zero")
-    if isinstance(exponent, int) and -exponent > minor_units(currency):
-        raise WaiverRefused(f"--amount {text} has more decimals than {currency} has ({minor_units(currency)})")
     return value
 
 
@@ -169,19 +162,45 @@ def record_waiver(
 def claims_waive(args: argparse.Namespace, settings: Settings) -> int:
     with open_ledger(settings) as ledger:
         try:
-            found = record_waiver(
-                ledger, args.tenant, args.customer, args.invoice, args.kind, args.reason, args.author, args.amount
+            _check_words(args.reason, args.author)
+            amount = None if args.amount is None else _amount(args.amount)
+            state = ledger.state(args.tenant, args.customer)
+            payload: dict[str, Any] = {
+                "request_id": args.request_id or waiver_id(state, args.invoice, args.kind),
+                "invoice_id": args.invoice,
+                "kind": args.kind,
+                "reason": args.reason,
+            }
+            if amount is not None:
+                payload["amount"] = _amount_text(amount)
+            result = actions.perform(
+                ledger,
+                args.tenant,
+                args.customer,
+                "waive_claim",
+                payload,
+                author=args.author,
+                source="cli",
+                now=datetime.now(UTC),
             )
         except WaiverRefused as exc:
             print(f"relance: {exc}", file=sys.stderr)
             return 1
-    event = found.event
-    print(
-        f"waived {event.amount} {event.currency} of {event.kind} on invoice {args.invoice} of "
-        f"{args.tenant}/{args.customer} ({event.reason}, by {event.author}); still owed "
-        f"{found.owed_after} {event.currency}"
-    )
+        except actions.ActionRefused as exc:
+            print(f"relance: {exc.reason}", file=sys.stderr)
+            return 1
+        claim = ledger.state(args.tenant, args.customer).claims.get(args.invoice, args.kind)
+    line = f"{args.tenant}/{args.customer}: {result.summary} ({args.reason.strip()}, by {args.author.strip()})"
+    if result.status == "duplicate":
+        owed = "" if claim is None else f"; still owed {claim.owed} {claim.currency}"
+        line += f"{owed} — already recorded under this request id: nothing more recorded"
+    print(line)
     return 0
+
+
+def _amount_text(amount: Decimal) -> str:
+    """An amount as the action layer reads it: a plain decimal string (``1E+1`` written ``10``)."""
+    return f"{amount:f}"
 
 
 def claims_list(args: argparse.Namespace, settings: Settings) -> int:
