@@ -8,8 +8,11 @@ same 404: nobody learns from a URL that another company's data exists.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
+import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -21,7 +24,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.workspace import api, auth, ingest, pages
 from services.workspace.i18n import Translator, choose
 from services.workspace.ports import Ports
+from shared.ledger.store import Ledger
 
+log = structlog.get_logger(__name__)
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
@@ -47,10 +52,11 @@ def create_app(ports: Ports) -> FastAPI:
     auth.install(app, ports)
     app.include_router(auth.router)
     app.include_router(api.router)
-    app.include_router(ingest.router(ports))  # POST /api/v1/ingest; 503 saying what to set when not configured
+    app.include_router(ingest.router(ports))  # answers 503 itself while HTTP ingest is not configured
     app.include_router(pages.router)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(Exception, _failed)
     return app
 
 
@@ -76,6 +82,13 @@ async def _invalid(request: Request, exc: Exception) -> Response:
     return error_page(request, 422, "; ".join(str(e.get("msg", "")) for e in exc.errors()), {})
 
 
+async def _failed(request: Request, exc: Exception) -> Response:
+    log.exception("workspace.request_failed", path=request.url.path)
+    if _is_api(request):
+        return JSONResponse({"detail": "relance could not answer this request; see its log"}, status_code=500)
+    return error_page(request, 500, "relance could not show this page; the error is in its log", {})
+
+
 def error_page(request: Request, status: int, detail: str, headers: dict[str, str]) -> HTMLResponse:
     t = Translator(choose(request))
     title = t("not_found") if status == 404 else t("forbidden") if status == 403 else t("error")
@@ -92,3 +105,21 @@ def error_page(request: Request, status: int, detail: str, headers: dict[str, st
 
 def not_found() -> HTTPException:
     return HTTPException(status_code=404, detail="not found")
+
+
+def openapi_document() -> dict[str, Any]:
+    """The API's OpenAPI document, as ``/api/openapi.json`` serves it (built without opening any database)."""
+    from sqlalchemy import create_engine
+
+    from shared.config import Settings
+
+    engine = create_engine("sqlite://")
+    ports = Ports(settings=Settings(), engine=engine, ledger=lambda: Ledger(engine), agenda=lambda states, on: [])
+    document: dict[str, Any] = create_app(ports).openapi()
+    engine.dispose()
+    return document
+
+
+def write_openapi(path: Path) -> Path:
+    path.write_text(json.dumps(openapi_document(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

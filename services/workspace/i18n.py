@@ -60,10 +60,11 @@ MESSAGES: dict[str, dict[str, str]] = {
     "block": {"fr": "Blocage du crédit", "en": "Credit block"},
     "pause": {"fr": "Pause des relances", "en": "Reminders paused"},
     "paused_until": {
-        "fr": "Relances en pause jusqu'au {day} : {reason}",
-        "en": "Reminders paused until {day}: {reason}",
+        "fr": "Relances en pause jusqu'au {day}",
+        "en": "Reminders paused until {day}",
     },
-    "blocked_since": {"fr": "Crédit bloqué depuis le {day} ({reason})", "en": "Credit blocked since {day} ({reason})"},
+    "blocked_since": {"fr": "Crédit bloqué depuis le {day}", "en": "Credit blocked since {day}"},
+    "days_late": {"fr": "{n} j de retard", "en": "{n} days late"},
     "timeline": {"fr": "Historique", "en": "Timeline"},
     "actions": {"fr": "Actions", "en": "Actions"},
     "open_email": {"fr": "Voir l'e-mail", "en": "Open the e-mail"},
@@ -109,6 +110,11 @@ MESSAGES: dict[str, dict[str, str]] = {
     "note": {"fr": "Note", "en": "Note"},
     "next_action_on": {"fr": "Prochaine action le", "en": "Next action on"},
     "contact": {"fr": "Interlocuteur", "en": "Contact"},
+    "step_disputed": {"fr": "en attente : litige", "en": "on hold: disputed"},
+    "step_plan": {"fr": "échéance de {amount} le {day}", "en": "plan instalment of {amount} on {day}"},
+    "step_promise": {"fr": "promis pour le {day}", "en": "promised for {day}"},
+    "step_task": {"fr": "{what} depuis le {day}", "en": "{what} since {day}"},
+    "step_policy": {"fr": "niveau suivant de la politique à son heure", "en": "the policy's next level when due"},
     "done": {"fr": "Action enregistrée", "en": "Recorded"},
 }
 
@@ -173,7 +179,7 @@ class Translator:
 
     def __call__(self, key: str, **values: object) -> str:
         text = MESSAGES.get(key, {}).get(self.lang) or key
-        return text.format(**values) if values else text
+        return text.format_map(_Blank(values)) if values else text
 
     def action(self, name: str) -> str:
         return ACTION_TITLES.get(name, {}).get(self.lang, name.replace("_", " "))
@@ -212,6 +218,13 @@ class Translator:
         if value is None:
             return ""
         return format_datetime(value, format="short", tzinfo=None, locale=self.locale) + " UTC"
+
+
+class _Blank(dict[str, object]):
+    """Values for a message: a placeholder no value was given for is left empty, never an error."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
 
 
 def _decimal(value: object) -> Decimal | None:

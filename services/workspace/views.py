@@ -56,6 +56,25 @@ class ClaimView(BaseModel):
     claimed: bool
 
 
+class NextStep(BaseModel):
+    """What comes next for an invoice: ``kind`` disputed | plan | promise | task | policy, from ``on``."""
+
+    kind: str
+    on: str | None = None
+    detail: str = ""
+
+    def text(self) -> str:
+        if self.kind == "disputed":
+            return "on hold: disputed"
+        if self.kind == "plan":
+            return f"plan instalment of {self.detail} due {self.on}"
+        if self.kind == "promise":
+            return f"promised for {self.on}"
+        if self.kind == "task":
+            return f"{self.detail.replace('_', ' ')} from {self.on}"
+        return "the next level of the policy when due"
+
+
 class InvoiceView(BaseModel):
     invoice_id: str
     number: str
@@ -68,6 +87,7 @@ class InvoiceView(BaseModel):
     level: str | None
     level_reached_on: date | None
     next_step: str
+    next: NextStep
     interest: str | None
     fees: str | None
     disputed: str | None  # the dispute's reason
@@ -229,22 +249,21 @@ def summary(state: CustomerState, today: date) -> list[CurrencySummary]:
     ]
 
 
-def _next_step(state: CustomerState, invoice_id: str, tasks: list[TaskView], today: date) -> str:
+def _next_step(state: CustomerState, invoice_id: str, tasks: list[TaskView], today: date) -> NextStep:
     if invoice_id in state.disputes:
-        return "on hold: disputed"
+        return NextStep(kind="disputed")
     for plan in state.plans.values():
         if invoice_id in plan.get("invoice_ids", []):
             coming = [i for i in plan.get("instalments", []) if str(i.get("due_date", "")) >= today.isoformat()]
             if coming:
-                first = coming[0]
-                return f"plan instalment of {first.get('amount')} due {first.get('due_date')}"
+                return NextStep(kind="plan", on=str(coming[0].get("due_date")), detail=str(coming[0].get("amount")))
     for promise in state.promises.values():
         if invoice_id in promise.get("invoice_ids", []) and str(promise.get("promised_date", "")) >= today.isoformat():
-            return f"promised for {promise.get('promised_date')}"
+            return NextStep(kind="promise", on=str(promise.get("promised_date")))
     for task in tasks:
         if invoice_id in task.invoice_ids:
-            return f"{task.kind.replace('_', ' ')} from {task.due_on}"
-    return "the next level of the policy when due"
+            return NextStep(kind="task", on=task.due_on, detail=task.kind)
+    return NextStep(kind="policy")
 
 
 def invoices(state: CustomerState, today: date) -> list[InvoiceView]:
@@ -252,6 +271,7 @@ def invoices(state: CustomerState, today: date) -> list[InvoiceView]:
     views = []
     for invoice in sorted(state.open_invoices(), key=lambda i: (i.due_date, i.invoice_id)):
         escalation = state.escalations.get(invoice.invoice_id)
+        step = _next_step(state, invoice.invoice_id, tasks, today)
         claims = [
             ClaimView(
                 kind=c.kind,
@@ -276,7 +296,8 @@ def invoices(state: CustomerState, today: date) -> list[InvoiceView]:
                 days_late=max(0, (today - invoice.due_date).days),
                 level=None if escalation is None else escalation.level,
                 level_reached_on=None if escalation is None else escalation.reached_on,
-                next_step=_next_step(state, invoice.invoice_id, tasks, today),
+                next_step=step.text(),
+                next=step,
                 interest=None if escalation is None else _s(escalation.interest),
                 fees=None if escalation is None else _s(escalation.fee),
                 disputed=state.disputes.get(invoice.invoice_id),
@@ -397,7 +418,8 @@ def _invoices_of(data: dict[str, Any], numbers: dict[str, str]) -> list[str]:
     for key in ("invoice_ids",):
         if isinstance(data.get(key), list):
             ids.extend(str(i) for i in data[key])
-    for line in data.get("lines", []) or []:
+    lines = data.get("lines")
+    for line in lines if isinstance(lines, list) else []:
         if isinstance(line, dict) and line.get("invoice_id"):
             ids.append(str(line["invoice_id"]))
     if isinstance(data.get("number"), str) and data.get("invoice_id"):
