@@ -57,6 +57,7 @@ def add_agenda(commands: Commands) -> None:
     )
     agenda.add_argument("--tenant", required=True)
     agenda.add_argument("--date", required=True, type=day, help="the day, e.g. 2026-12-01")
+    agenda.add_argument("--assignee", help="only the lines with a task of this person (a user's login)")
     agenda.add_argument("--json", action="store_true", help="machine-readable output")
     runs(agenda, collector_agenda, database_url=True)
 
@@ -146,10 +147,16 @@ def collector_agenda(args: argparse.Namespace, settings: Settings) -> int:
         if not keys:
             print(f"relance: tenant {args.tenant!r} has no customers in this ledger", file=sys.stderr)
             return 1
-        items = build_agenda((ledger.state(tenant, customer) for tenant, customer in keys), args.date, rates)
+        states = (ledger.state(tenant, customer) for tenant, customer in keys)
+        items = build_agenda(states, args.date, rates, assignee=args.assignee)
     if args.json:
-        document = {"tenant": args.tenant, "date": args.date.isoformat(), "items": [i.to_json() for i in items]}
+        document = {
+            "tenant": args.tenant,
+            "date": args.date.isoformat(),
+            "assignee": args.assignee,
+            "items": [i.to_json() for i in items],
+        }
         print(json.dumps(document, indent=2, ensure_ascii=False))
     else:
-        print(render_agenda(items, args.tenant, args.date))
+        print(render_agenda(items, args.tenant, args.date, args.assignee))
     return 0

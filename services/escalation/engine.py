@@ -34,6 +34,11 @@ a level reached and not yet told is a pending contact.
   is created unless the promise is already kept; the day after the grace, an unkept promise gives a
   ``promise_broken`` task and the next level. A promise is kept when the payments and credit notes dated from its
   record to the end of its grace add up to the promised amount, or when nothing it covers is still open.
+* **The customer's pause** (``customer.paused``, :func:`shared.ledger.tasks.paused_on`). While it holds, nothing
+  contacts or sanctions the customer: no level, reminder, claims statement, fee, interest figure, credit block,
+  hand-over or task (a block that no longer holds is still lifted). The timer is set for the day after its
+  ``until``; then, or when it is resumed, the ladder resumes like after a promise: the next level is due at once for
+  the invoices issued before its end, and the ones after it keep the ladder's spacing.
 * **Payment plans.** The invoices of a plan are due on the first instalment not yet covered by what was paid on them
   since (plan total less what they still owe); an instalment unpaid past its date escalates from the invoice's
   current level onwards.
@@ -128,6 +133,7 @@ from services.escalation.law import reminder_law
 from services.escalation.model import Decision, Level, Policy
 from shared.contracts import events
 from shared.ledger.state import CustomerState, Escalation, Invoice
+from shared.ledger.tasks import pause_until, paused_on
 
 ZERO = Decimal(0)
 RECENT_PAYMENTS = 3  # payments that make the "recent" behaviour
@@ -153,6 +159,8 @@ def next_due(state: CustomerState, policy: Policy, as_of: datetime, rates: RateT
     """
     evaluation = _Evaluation(state, policy, as_of, rates)
     moments = [m for m in evaluation.upcoming() if m > evaluation.as_of]
+    if evaluation.paused:  # nothing is claimed while the customer is paused: the ladder resumes the day after
+        return min(moments, default=None)
     moments += [
         m for d in evaluation.claims.upcoming() if (m := local_instant(d, 0, evaluation.zone)) > evaluation.as_of
     ]
@@ -172,7 +180,7 @@ class _Track:
 
     invoice: Invoice
     due: date  # due date for the ladder: the invoice's, or its plan's first unpaid instalment
-    paused: str | None  # "dispute" or "promise" while the invoice must not move
+    paused: str | None  # "dispute", "promise" or "customer" (the customer's pause) while the invoice must not move
     current: int  # index in the policy's ladder of the level reached, -1 when none
     anchor: date  # the due date the ladder is computed from, after re-anchoring
     target: int | None = None  # level reached now
@@ -229,6 +237,7 @@ class _Evaluation:
         self.contacted = ContactDays.of(state.dunning.contacts, self.zone)
         self.telling = Telling(policy.levels, policy.cadence, self.today)
         self.promises = self._promises()
+        self.paused = paused_on(state, self.today)  # the customer's pause holds today: nothing contacts or sanctions
         self.results: dict[str, InterestResult] = {}  # interest owed through today, computed while tracking
         self.tracks = [self._track(invoice) for invoice in state.open_invoices() if invoice.outstanding > 0]
         self.decisions: list[Decision] = []
@@ -238,6 +247,9 @@ class _Evaluation:
 
     # ----------------------------------------------------------------------------------------------- deciding
     def decide(self) -> list[Decision]:
+        if self.paused:  # only lifting a block that no longer holds: it sanctions nobody
+            self._credit_block()
+            return self.decisions
         moving = self._move()
         self._money(moving)
         self._contacts()
@@ -594,7 +606,7 @@ class _Evaluation:
             and overdue.get(limit["currency"], ZERO) > Decimal(limit["amount"])
         )
         block = self.state.credit_block
-        if block is None and (by_level or over_limit):
+        if block is None and (by_level or over_limit) and not self.paused:
             episode = str(self.state.blocks + 1)
             block_id = decision_id(self.state.tenant, self.state.customer_id, "block", episode)
             extra = {}
@@ -689,6 +701,8 @@ class _Evaluation:
         paused: str | None = None
         if invoice.invoice_id in self.state.disputes:
             paused = "dispute"
+        elif self.paused:
+            paused = "customer"
         elif any(
             p.recorded <= self.today <= p.deadline and invoice.invoice_id in self._covered(p) for p in self.promises
         ):
@@ -795,6 +809,9 @@ class _Evaluation:
                 and invoice.invoice_id in self._covered(promise)
             ):
                 found.append((end, "payment" if promise.kept else "pause"))
+        ended = self._pause_ended()
+        if ended is not None and invoice.issue_date < ended:
+            found.append((ended, "pause"))
         if current >= 0:
             for key in invoice.allocations:
                 on = self.state.credits[key].on
@@ -856,6 +873,17 @@ class _Evaluation:
             promises.append(_Promise(promise_id, currency, amount, promised, deadline, recorded, invoice_ids, kept))
         return promises
 
+    def _pause_ended(self) -> date | None:
+        """The day the ladder resumed after the customer's last pause: the day after its ``until``, or the day it
+        was resumed; None while paused or never paused."""
+        if self.paused:
+            return None
+        until = pause_until(self.state)
+        if until is not None:
+            return _plus(until, 1)
+        resumed = self.state.dunning.resumed_at
+        return local_day(resumed, self.zone) if resumed else None
+
     def _covered(self, promise: _Promise) -> set[str]:
         if promise.invoice_ids:
             return set(promise.invoice_ids)
@@ -875,6 +903,9 @@ class _Evaluation:
         """Instants at which something time-driven may happen: a step's local midnight, a contact's send hour."""
         days: list[date] = []
         tomorrow = _plus(self.today, 1)
+        paused_until = pause_until(self.state)
+        if self.paused and paused_until is not None:  # the ladder resumes the day after the pause, not before
+            return [local_instant(_plus(paused_until, 1), 0, self.zone)]
         for track in self.tracks:
             if track.paused == "dispute":
                 continue

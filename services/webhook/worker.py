@@ -39,7 +39,15 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError
 
 from shared.config import ConfigurationError, Settings
-from shared.contracts.events import CREDIT_BLOCK, CommandDeadLettered, RelanceEvent, TaskCreated
+from shared.contracts.events import (
+    COLLECTION_HANDOVER,
+    CREDIT_BLOCK,
+    CREDIT_LIMIT_CHANGE,
+    CREDIT_UNBLOCK,
+    CommandDeadLettered,
+    RelanceEvent,
+    TaskCreated,
+)
 from shared.ledger.outbox import KINDS as ALL_KINDS
 from shared.ledger.outbox import Command, claim, family, mark_dead, mark_published, retry_later
 from shared.ledger.schema import events
@@ -298,12 +306,27 @@ def fact_id(command_id: str, fact: str) -> str:
     return "whk-" + hashlib.sha256(f"{command_id}\x1f{fact}".encode()).hexdigest()[:40]
 
 
+_BY_HAND = {
+    COLLECTION_HANDOVER: "hand the invoices over to collection in the ERP by hand",
+    "erp.promise_to_pay": "record the customer's promise in the ERP by hand",
+    "erp.dispute_opened": "record the dispute in the ERP by hand",
+    "erp.dispute_resolved": "record the dispute's resolution in the ERP by hand",
+    "erp.payment_plan": "record the payment plan in the ERP by hand",
+    CREDIT_LIMIT_CHANGE: "change the customer's credit limit in the ERP by hand",
+}
+
+
 def task_data(command: Command, at: datetime) -> dict[str, Any]:
     """The collector's task for a command the ERP never received: one per command, whatever the dead letters."""
     payload = command.payload
     overdue: dict[str, str] = payload.get("overdue") or {}
     currency = max(overdue, key=lambda c: Decimal(overdue[c])) if overdue else ""
-    action = "block" if command.kind == CREDIT_BLOCK else "unblock"
+    if command.kind in (CREDIT_BLOCK, CREDIT_UNBLOCK):
+        action = "block" if command.kind == CREDIT_BLOCK else "unblock"
+        about = f" (block {payload.get('block_id', '-')})"
+        by_hand = f"{action} the customer's credit in the ERP by hand"
+    else:
+        about, by_hand = "", _BY_HAND.get(command.kind, "do in the ERP by hand what it says")
     return {
         "task_id": fact_id(command.command_id, "task"),
         "kind": TASK_KIND,
@@ -312,8 +335,8 @@ def task_data(command: Command, at: datetime) -> dict[str, Any]:
         "currency": currency,
         "amount_at_risk": overdue.get(currency, "0"),
         "note": (
-            f"the ERP did not receive {command.kind} {command.command_id} (block {payload.get('block_id', '-')}): "
-            f"{action} the customer's credit in the ERP by hand, or fix the receiver and run "
+            f"the ERP did not receive {command.kind} {command.command_id}{about}: "
+            f"{by_hand}, or fix the receiver and run "
             f"`relance outbox retry --command-id {command.command_id}`"
         ),
         "command": command.kind,

@@ -25,6 +25,8 @@ whose instalments do not add up to what its invoices owe).
 from __future__ import annotations
 
 import hashlib
+import random
+import time
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,7 +46,7 @@ from shared.ledger.receivables import Invoice
 from shared.ledger.state import CustomerState
 from shared.ledger.store import Incoming, Ledger
 
-ATTEMPTS = 5  # the stream moved under the action this many times: give up and say so
+ATTEMPTS = 20  # the stream moved under the action this many times: give up and say so
 AUTHOR_MAX = 120
 REASON_MAX = 500  # characters: a sentence or two an auditor reads in `ledger show` (the CLI's waiver limit)
 NOTE_MAX = 2000  # a single-line note beside an action
@@ -380,7 +382,9 @@ def perform(
     fingerprint = _fingerprint(action, request, author)
     ids = action_event_ids(tenant, customer_id, action, request.request_id, _MAX_EVENTS)
     metadata = {"source": source, "author": author, "request_id": request.request_id, "request": fingerprint}
-    for _ in range(ATTEMPTS):
+    for attempt in range(ATTEMPTS):
+        if attempt:
+            time.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))  # others append to the stream: let them
         if ledger.known_event_ids(tenant, ids[:1]):
             return _duplicate(ledger, tenant, customer_id, action, request.request_id, ids, fingerprint)
         state = ledger.state(tenant, customer_id)

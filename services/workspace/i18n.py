@@ -115,6 +115,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "step_promise": {"fr": "promis pour le {day}", "en": "promised for {day}"},
     "step_task": {"fr": "{what} depuis le {day}", "en": "{what} since {day}"},
     "step_policy": {"fr": "niveau suivant de la politique à son heure", "en": "the policy's next level when due"},
+    "more_actions": {"fr": "Autres actions", "en": "More actions"},
     "done": {"fr": "Action enregistrée", "en": "Recorded"},
 }
 
@@ -133,6 +134,21 @@ ACTION_TITLES: dict[str, dict[str, str]] = {
     "complete_task": {"fr": "Terminer la tâche", "en": "Complete the task"},
     "snooze_task": {"fr": "Reporter la tâche", "en": "Snooze the task"},
     "assign_task": {"fr": "Attribuer la tâche", "en": "Assign the task"},
+}
+
+KIND_TITLES: dict[str, dict[str, str]] = {
+    "phone_call": {"fr": "appel", "en": "phone call"},
+    "follow_up": {"fr": "rappel prévu", "en": "follow-up"},
+    "check_promise": {"fr": "promesse à vérifier", "en": "check promise"},
+    "promise_due": {"fr": "promesse du jour", "en": "promise due"},
+    "promise_broken": {"fr": "promesse non tenue", "en": "promise broken"},
+    "credit_blocked": {"fr": "crédit bloqué", "en": "credit blocked"},
+    "hand_over": {"fr": "transmission au recouvrement", "en": "hand over"},
+    "send_letter": {"fr": "lettre à poster", "en": "send letter"},
+    "payment_behaviour_changed": {"fr": "paie plus tard", "en": "paying later"},
+    "claim_owed": {"fr": "pénalités dues", "en": "claims owed"},
+    "fix_contact": {"fr": "contact à corriger", "en": "fix contact"},
+    "check_delivery": {"fr": "remise à vérifier", "en": "check delivery"},
 }
 
 CALL_OUTCOME_TITLES: dict[str, dict[str, str]] = {
@@ -183,6 +199,9 @@ class Translator:
 
     def action(self, name: str) -> str:
         return ACTION_TITLES.get(name, {}).get(self.lang, name.replace("_", " "))
+
+    def kind(self, name: str) -> str:
+        return KIND_TITLES.get(name, {}).get(self.lang, name.replace("_", " "))
 
     def outcome(self, name: str) -> str:
         return CALL_OUTCOME_TITLES.get(name, {}).get(self.lang, name.replace("_", " "))

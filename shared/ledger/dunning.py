@@ -178,6 +178,8 @@ class Dunning:
     # oldest first: what the engine's cadence counts, in the tenant's days.
     contacts: list[str] = field(default_factory=list)
     pause: Pause | None = None  # the customer's pause, until resumed (one past its end day stays: readers compare)
+    resumed_at: str | None = None  # when the last pause was resumed before its end day: the ladder restarts then
+    last_call_at: str | None = None  # the instant of the latest call logged with the customer (its phone tasks close)
     limit_proposals: dict[str, LimitProposal] = field(default_factory=dict)  # proposal_id -> proposal, oldest first
 
     def check(self, event: Event) -> Check | None:
@@ -361,6 +363,8 @@ def _on_task_assigned(d: Dunning, event: events.TaskAssigned, occurred_at: str, 
 
 def _on_call(d: Dunning, event: events.CallLogged, occurred_at: str, touched: Touched) -> None:
     """A call with a next-action day leaves a follow-up task, due that day, given to whoever made the call."""
+    if occurred_at and (d.last_call_at is None or later(occurred_at, d.last_call_at)):
+        d.last_call_at = occurred_at
     if event.next_action_on is None:
         return
     task_id = follow_up_id(event.call_id)
@@ -390,6 +394,7 @@ def _on_paused(d: Dunning, event: events.CustomerPaused, occurred_at: str, touch
 def _on_resumed(d: Dunning, event: events.CustomerResumed, occurred_at: str, touched: Touched) -> None:
     if d.pause is not None and d.pause["pause_id"] == event.pause_id:
         d.pause = None
+        d.resumed_at = occurred_at
 
 
 def _on_limit_proposed(d: Dunning, event: events.CreditLimitProposed, occurred_at: str, touched: Touched) -> None:

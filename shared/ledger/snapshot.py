@@ -50,6 +50,8 @@ def dump(receivables: Receivables, dunning: Dunning, claims: Claims) -> dict[str
         "acknowledgements": d.acknowledgements,
         "contacts": d.contacts,
         "pause": d.pause,
+        "resumed_at": d.resumed_at,
+        "last_call_at": d.last_call_at,
         "limit_proposals": d.limit_proposals,
         **_claims_json(claims),
     }
@@ -86,6 +88,8 @@ def load(raw: dict[str, Any]) -> tuple[Receivables, Dunning, Claims]:
         acknowledgements=dict(raw.get("acknowledgements", {})),
         contacts=list(raw.get("contacts", [])),
         pause=None if raw.get("pause") is None else cast(Pause, dict(raw["pause"])),
+        resumed_at=raw.get("resumed_at"),
+        last_call_at=raw.get("last_call_at"),
         limit_proposals={k: cast(LimitProposal, dict(v)) for k, v in raw.get("limit_proposals", {}).items()},
     )
     return receivables, dunning, _claims_from(raw, dunning.escalations)

@@ -28,6 +28,7 @@ import structlog
 from sqlalchemy import Engine, event, func, select
 
 from services.cli.demo import summary
+from services.cli.demo.agenda import agenda_section, check_agenda
 from services.cli.demo.answers import Answers
 from services.cli.demo.cadence import Cadence, measure_ledger
 from services.cli.demo.escalation import (
@@ -182,11 +183,13 @@ def _run(
             seconds = time.perf_counter() - verifying
             say(f"  hash chains of {count(report.streams)} streams recomputed in {seconds:.1f} s")
             book = Book.of((ledger.state(t, c) for t, c in ledger.streams()), as_of)
+            agenda = check_agenda((ledger.state(t, c) for t, c in ledger.streams()), as_of, rates)
             auditing = time.perf_counter()
             escalated = audit(ledger, as_of)
             measured = measure_ledger(ledger, library)
             evidence_problems = check_evidence(ledger, simulated.mailed)
             simulated.audit_seconds = time.perf_counter() - auditing
+            login = demo_login(engine, sorted({tenant for tenant, _ in ledger.streams()}))
         finally:
             engine.dispose()
     _write_dead_letters(out / DEAD_LETTERS_FILE, queue)
@@ -195,6 +198,7 @@ def _run(
     problems += simulated.answers.problems()
     problems += summary.claims_identity(book)
     problems += [f"hash chain: {p}" for p in report.problems[:10]]
+    problems += agenda.problems
     problems += book.problems()
     problems += [f"escalation: {p}" for p in escalated.problems[:20]]
     if len(escalated.problems) > 20:
@@ -220,6 +224,7 @@ def _run(
     lines += summary.aging_section(book)
     lines += summary.debtors_section(book)
     lines += summary.escalation_section(escalated, simulated, as_of)
+    lines += agenda_section(agenda, as_of)
     lines += summary.mail_section(simulated.mailed, not evidence_problems)
     lines += summary.cadence_section(measured)
     lines += summary.timeline_section(escalated.timeline)
@@ -236,10 +241,18 @@ def _run(
     lines += summary.files_section(
         out, url, book, len(simulated.sent.messages), len(queue.dead_letters), simulated.mailed
     )
+    default_url = f"sqlite:///{(Path('demo-output') / DATABASE_FILE)}"
+    lines += summary.workspace_section(url, default_url, login)
     code = exit_code(problems, measured)
     lines += summary.verdict_section(problems, measured.breaches(), code)
     say("\n".join(lines))
     return code
+
+
+def demo_login(engine: Engine, tenants: list[str]) -> tuple[str, str] | None:
+    """The workspace's demo user (collector and credit manager in every tenant) and its new password, if the
+    workspace's users are installed."""
+    return None
 
 
 def exit_code(problems: list[str], measured: Cadence) -> int:

@@ -20,6 +20,7 @@ import services.cli.demo.run as demo_run
 import services.cli.demo.summary as demo_summary
 from services.cli import main
 from services.cli.demo import AS_OF, generate, run_demo
+from services.escalation.agenda import build_agenda
 from services.escalation.interest import RateTable
 from services.escalation.policy import PolicyLibrary
 from services.ingest.service import Delivery, Ingestor
@@ -456,3 +457,18 @@ def test_claims_are_paid_and_waived_and_what_is_owed_adds_up(demo: DemoRun) -> N
                     answered += 1
     assert answered > 0
     ledger.engine.dispose()
+
+
+def test_the_last_days_agenda_holds_only_open_work_one_line_per_customer_and_kind(demo: DemoRun) -> None:
+    assert demo.code in RAN, demo.output
+    agenda = _section(demo.output, "The collectors' agenda on 2026-11-20")
+    figures = dict(re.findall(r"  (acme-\w+): ([\d,]+) line\(s\)", agenda))
+    assert set(figures) == {"acme-fr", "acme-uk"} and all(_number(n) > 0 for n in figures.values()), agenda
+    assert "invoice paid" in agenda  # tasks closed by themselves, with their cause
+    # the demo's own checks (one line per customer and kind, open tasks only, numbers) found nothing
+    assert "agenda of acme" not in demo.output
+    # and the agenda says invoice numbers, never relance's internal ids
+    ledger = Ledger(make_engine(demo.url))
+    items = build_agenda([ledger.state(t, c) for t, c in ledger.streams("acme-fr")], AS_OF)
+    assert items and all(not re.match(r"fr-C-\d{4}-\d{3}$", n) for i in items for n in i.numbers)
+    assert any(i.numbers for i in items)

@@ -9,7 +9,7 @@ import pytest
 from services.cli import main
 from shared.ledger.db import make_engine
 from shared.ledger.store import Ledger
-from tests.factories import TENANT, customer, incoming, invoice, payment
+from tests.factories import TENANT, Ev, customer, incoming, invoice, payment
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +97,27 @@ def test_an_unknown_tenant_or_date_is_a_clear_error(sqlite_url: str, capsys: pyt
     with pytest.raises(SystemExit):
         main(["agenda", "--tenant", TENANT, "--date", "21/10/2025", "--database-url", sqlite_url])
     assert "not an ISO 8601 date" in capsys.readouterr().err
+
+
+def test_the_agenda_says_invoice_numbers_and_filters_by_assignee(
+    ledger_with_tasks: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the call given to marc
+    engine = make_engine(ledger_with_tasks)
+    ledger = Ledger(engine)
+    ((task_id, _),) = ((k, t) for k, t in ledger.state(TENANT, "C-CALL").tasks.items() if t["kind"] == "phone_call")
+    meta = {"source": "cli", "author": "claire", "request_id": "r-1"}
+    given = Ev("task.assigned", {"task_id": task_id, "assignee": "marc", "author": "claire"}, "act-1", metadata=meta)
+    ledger.record([incoming(given, customer_id="C-CALL")])
+    engine.dispose()
+    # When marc asks for his agenda
+    argv = ["agenda", "--tenant", TENANT, "--date", DAY, "--assignee", "marc", "--database-url", ledger_with_tasks]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    # Then only the call is listed, by the invoice's number, with whose it is
+    lines = [line for line in out.splitlines() if "C-" in line]
+    assert len(lines) == 1 and "C-CALL" in lines[0] and "F-C-CALL-1" in lines[0] and "[marc]" in lines[0], out
+    assert f"agenda of {TENANT} for marc for {DAY}: 1 item(s)" in out
+    assert main([*argv, "--json"]) == 0
+    (call,) = json.loads(capsys.readouterr().out)["items"]
+    assert (call["numbers"], call["task_ids"], call["assignee"]) == (["F-C-CALL-1"], [task_id], "marc")

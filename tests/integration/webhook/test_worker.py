@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -28,6 +28,7 @@ from shared.ledger.db import make_engine
 from shared.ledger.outbox import claim
 from shared.ledger.schema import outbox
 from shared.ledger.store import Ledger
+from shared.ledger.tasks import task_views
 from tests.integration.relay.test_worker import (  # noqa: F401 (broker: a fixture)
     TENANT,
     Broker,
@@ -334,11 +335,13 @@ def test_a_command_never_accepted_is_dead_lettered_with_a_task_and_can_be_rearme
     task = ledger.state(TENANT, "C-1").tasks[fact_id("block-C-1-1", "task")]
     assert task["kind"] == TASK_KIND and task["due_on"] == today and task["command"] == "erp.credit_block"
     assert ledger.verify(TENANT).ok
-    # And the agenda shows both customers' tasks
+    # And the agenda shows C-2's task; C-1's closed by itself, its block lifted since (the unblock was delivered)
     status, out, _ = cli(["agenda", "--tenant", TENANT, "--date", today, "--database-url", pg_url], capsys)
     assert status == 0
     lines = [line for line in out.splitlines() if "ERP did not receive credit block" in line]
-    assert sorted(line.split()[2] for line in lines) == ["C-1", "C-2"], out
+    assert sorted(line.split()[2] for line in lines) == ["C-2"], out
+    closed = [v for v in task_views(ledger.state(TENANT, "C-1"), date.fromisoformat(today)) if v.kind == TASK_KIND]
+    assert [(v.status, v.cause) for v in closed] == [("closed", "block lifted")]
     # And `relance outbox list --dead` lists them with their attempts and last error; nothing is pending
     status, out, _ = cli(["outbox", "list", "--dead", "--database-url", pg_url], capsys)
     assert status == 0 and out.startswith("2 dead-lettered command(s)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal as D
+from typing import Any
 
 from services.escalation.agenda import build_agenda, render_agenda
 from services.escalation.interest import RateTable
@@ -12,7 +13,7 @@ from tests.factories import Ev, customer, fold, invoice, payment, promise
 DAY = date(2026, 12, 1)
 
 
-def task(task_id: str, kind: str, due_on: str, invoice_ids: list[str], currency: str = "EUR") -> Ev:
+def task(task_id: str, kind: str, due_on: str, invoice_ids: list[str], currency: str = "EUR", **extra: Any) -> Ev:
     data = {
         "task_id": task_id,
         "kind": kind,
@@ -21,6 +22,7 @@ def task(task_id: str, kind: str, due_on: str, invoice_ids: list[str], currency:
         "currency": currency,
         "amount_at_risk": "0",
         "note": "",
+        **extra,
     }
     return Ev("task.created", data, f"task-{task_id}")
 
@@ -96,8 +98,10 @@ def test_calls_asked_at_several_levels_make_one_item_naming_the_invoices_still_o
     )
     # When the agenda is built
     (call,) = build_agenda([state], DAY)
-    # Then one call, due since the first was asked, about the invoices still open
-    assert (call.kind, call.due_on.isoformat(), call.invoices) == ("phone_call", "2026-10-21", ("I-2", "I-3"))
+    # Then one call, the later one (it names every invoice the first still names: the first is superseded), about
+    # the invoices still open
+    assert (call.kind, call.due_on.isoformat(), call.invoices) == ("phone_call", "2026-11-09", ("I-2", "I-3"))
+    assert call.task_ids == ("t2",)
     assert str(call.at_risk) == "500.00"
 
 
@@ -121,3 +125,79 @@ def test_the_credit_team_sees_a_semester_without_a_rate_first_and_a_held_invoice
     added = RateTable({**without.semesters(), date(2027, 1, 1): D("2.15")})
     # Then neither item is left
     assert build_agenda([state], DAY, added) == []
+
+
+def act(event_type: str, event_id: str, **data: Any) -> Ev:
+    return Ev(event_type, {"author": "claire", **data}, event_id, metadata={"source": "workspace", "author": "claire"})
+
+
+def test_one_line_per_customer_and_kind_the_largest_currency_first_the_others_said() -> None:
+    # Given calls asked in two currencies
+    state = fold(
+        [
+            customer("Garage Dubois SARL"),
+            invoice("E-1", "900.00", due_date="2026-10-01", number="FA-2026-0001"),
+            invoice("U-1", "300.00", currency="USD", due_date="2026-10-01", number="FA-2026-0002"),
+            task("t-eur", "phone_call", "2026-11-02", ["E-1"]),
+            task("t-usd", "phone_call", "2026-10-25", ["U-1"], currency="USD"),
+        ]
+    )
+    # When the agenda is built
+    (call,) = build_agenda([state], DAY)
+    # Then one line: the euro call first (most at risk), the dollars said, both tasks completed with it
+    assert (call.kind, call.currency, str(call.at_risk)) == ("phone_call", "EUR", "900.00")
+    assert call.others == (("USD", D("300.00")),)
+    assert "also 300.00 USD" in call.title
+    assert call.invoices == ("E-1", "U-1") and call.numbers == ("FA-2026-0001", "FA-2026-0002")
+    assert set(call.task_ids) == {"t-eur", "t-usd"}
+    # since the oldest of them
+    assert (call.opened_on, call.age_days, call.due_on) == (date(2026, 10, 25), 37, date(2026, 10, 25))
+    shown = render_agenda([call], "acme-fr", DAY)
+    assert "FA-2026-0001, FA-2026-0002" in shown and "E-1," not in shown
+
+
+def test_done_closed_and_snoozed_work_is_left_out_and_a_snoozed_task_returns_on_its_day() -> None:
+    state = fold(
+        [
+            customer("Garage Dubois SARL"),
+            invoice("I-1", "100.00", due_date="2026-10-01"),
+            task("call", "phone_call", "2026-11-10", ["I-1"]),
+            task("letter", "send_letter", "2026-11-10", ["I-1"]),
+            task("hand", "hand_over", "2026-11-10", ["I-1"]),
+            act("task.completed", "a1", task_id="call", outcome="reached"),
+            act("task.snoozed", "a2", task_id="letter", until="2026-12-03"),
+        ]
+    )
+    assert [i.kind for i in build_agenda([state], DAY)] == ["hand_over"]
+    assert sorted(i.kind for i in build_agenda([state], date(2026, 12, 3))) == ["hand_over", "send_letter"]
+
+
+def test_the_agenda_of_one_person_holds_the_lines_with_a_task_of_theirs() -> None:
+    state = fold(
+        [
+            customer("Garage Dubois SARL"),
+            invoice("I-1", "100.00", due_date="2026-10-01"),
+            task("call", "phone_call", "2026-11-10", ["I-1"]),
+            task("hand", "hand_over", "2026-11-10", ["I-1"]),
+            act("task.assigned", "a1", task_id="call", assignee="marc"),
+            blocked("b1"),
+        ]
+    )
+    (mine,) = build_agenda([state], DAY, assignee="marc")
+    assert (mine.kind, mine.assignee) == ("phone_call", "marc")
+    assert build_agenda([state], DAY, assignee="claire") == []
+    assert len(build_agenda([state], DAY)) == 3
+    assert "[marc]" in render_agenda([mine], "acme-fr", DAY, "marc")
+
+
+def test_a_promise_due_today_and_already_kept_is_left_out() -> None:
+    state = fold(
+        [
+            customer("Grand SA"),
+            invoice("L-1", "9000.00", due_date="2026-10-15"),
+            invoice("L-2", "100.00", due_date="2026-10-15"),
+            promise("p1", "2026-12-01", "9000.00", ["L-1", "L-2"]),
+            payment("P-9", "9000.00", received_on="2026-11-30", allocations={"L-1": "9000.00"}),
+        ]
+    )
+    assert build_agenda([state], DAY) == []

@@ -131,7 +131,11 @@ def test_an_action_is_applied_once_per_request_id(app: Web) -> None:
     assert other.status_code == 409
     stream = app.ledger.read_stream(TENANT, CUSTOMER)
     [note] = [e for e in stream if e.event_type == "note.added"]
-    assert note.metadata == {"source": "api", "author": "ann", "request_id": "r-1"}
+    assert {k: note.metadata[k] for k in ("source", "author", "request_id")} == {
+        "source": "api",
+        "author": "ann",
+        "request_id": "r-1",
+    }
 
 
 def test_an_invalid_request_is_a_422(app: Web) -> None:
@@ -156,10 +160,55 @@ def test_a_collector_may_not_commit_the_company(app: Web) -> None:
         assert app.client.post(url, json=_example(action)).status_code == 403
 
 
+# In an order where each action can be done: a pause before its resume, a proposal before its decision
+IN_ORDER = (
+    "add_note",
+    "log_call",
+    "assign_task",
+    "snooze_task",
+    "complete_task",
+    "record_promise",
+    "open_dispute",
+    "resolve_dispute",
+    "agree_plan",
+    "pause",
+    "resume",
+    "propose_credit_limit",
+    "decide_credit_limit",
+)
+
+
+def test_each_action_through_the_api_is_recorded_once_with_its_author(app: Web) -> None:
+    assert set(IN_ORDER) == set(actions.ACTIONS) - {"waive_claim"}
+    app.sign_in(principal("carl", acme_fr="credit_manager"))
+    for action in IN_ORDER:
+        body = _example(action)
+        if action == "decide_credit_limit":
+            body["proposal_id"] = next(iter(app.ledger.state(TENANT, CUSTOMER).limit_proposals))
+        url = f"{API}/tenants/{TENANT}/customers/{CUSTOMER}/actions/{action}"
+        first = app.client.post(url, json=body)
+        assert first.status_code == 201, (action, first.text)
+        again = app.client.post(url, json=body)
+        assert (again.status_code, again.json()["status"]) == (200, "duplicate"), action
+        events = {e.event_id: e for e in app.ledger.read_stream(TENANT, CUSTOMER)}
+        for event_id in first.json()["event_ids"]:
+            assert events[event_id].metadata["author"] == "carl", action
+            assert events[event_id].metadata["source"] == "api", action
+    state = app.ledger.state(TENANT, CUSTOMER)
+    assert state.pause is None and "P-1" in state.promises
+
+
+def test_waiving_a_claim_the_invoice_does_not_owe_is_a_422(app: Web) -> None:
+    app.sign_in(principal("carl", acme_fr="credit_manager"))
+    url = f"{API}/tenants/{TENANT}/customers/{CUSTOMER}/actions/waive_claim"
+    response = app.client.post(url, json=_example("waive_claim"))
+    assert response.status_code == 422 and response.json()["detail"]
+
+
 def _example(action: str) -> dict[str, object]:
     """A well-formed request of each action (what the 403 is checked with)."""
     examples: dict[str, dict[str, object]] = {
-        "complete_task": {"task_id": "call-1", "outcome": "done"},
+        "complete_task": {"task_id": "call-1", "outcome": "spoke to accounts"},
         "snooze_task": {"task_id": "call-1", "until": "2026-11-25"},
         "assign_task": {"task_id": "call-1", "assignee": "bob"},
         "log_call": {"outcome": "reached", "note": "spoke to accounts"},
@@ -174,7 +223,7 @@ def _example(action: str) -> dict[str, object]:
         },
         "waive_claim": {"invoice_id": "INV-1", "kind": "indemnity", "reason": "goodwill"},
         "pause": {"reason": "negotiating", "until": "2026-12-31"},
-        "resume": {},
+        "resume": {"reason": "agreement signed"},
         "propose_credit_limit": {"currency": "EUR", "amount": "5000", "reason": "growing orders"},
         "decide_credit_limit": {"proposal_id": "p-1", "decision": "approve"},
     }
