@@ -56,13 +56,16 @@ from services.escalation.service import (
 from services.escalation.timers import Timers
 from shared.config import Settings
 from shared.contracts.erp import EVENT_TYPES
+from shared.contracts.events import ClaimWaived, CustomerPaused, CustomerResumed
 from shared.ledger.store import Ledger, LedgerConflict, LedgerUnavailable, StreamKey
 from shared.runtime import Backoff, run_worker
 
 log = structlog.get_logger()
 
 CURSOR_NAME = "escalation"
-TRIGGERS = frozenset(EVENT_TYPES)  # what the ERP tells us; the engine's own events never trigger an evaluation
+# What the ERP tells us (a promise, a dispute or a plan a person records is of those types too), and what people
+# record that changes what the engine decides (a pause, its end, a waiver); the engine's own events never trigger one
+TRIGGERS = frozenset({*EVENT_TYPES, CustomerPaused.TYPE, CustomerResumed.TYPE, ClaimWaived.TYPE})
 Clock = Callable[[], datetime]
 __all__ = ["EscalationWorker", "Failure", "PolicyBooks", "Summary", "evaluate_guarded", "tick"]
 

@@ -184,3 +184,16 @@ def test_ledger_show_json_keeps_claims_apart_from_principal_with_what_paid_them(
     interest = next(c for c in state["claims"] if c["invoice_id"] == "INV-1" and c["kind"] == "interest")
     assert interest["settled"] == {"payment:P3": "7.66"} and interest["owed"] == "0.00"
     assert state["claims_owed"] == {"EUR": "40.00"}  # INV-2's indemnity, never claimed, takes no money
+
+
+def test_claims_waive_run_again_with_its_request_id_records_nothing_more(
+    ledger: Ledger, ledger_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--tenant", TENANT, "--customer", CUSTOMER, "--invoice", "INV-1", "--kind", "interest", "--amount", "1.00"]
+    args += ["--reason", "late delivery", "--author", "M. Durand", "--request-id", "ticket-4711"]
+    assert run(ledger_url, "claims", "waive", *args) == 0
+    assert "still owed 6.66 EUR" in capsys.readouterr().out
+    assert run(ledger_url, "claims", "waive", *args) == 0
+    assert "already recorded under this request id" in capsys.readouterr().out
+    waivers = [e for e in ledger.read_stream(TENANT, CUSTOMER) if e.event_type == "claim.waived"]
+    assert len(waivers) == 1 and waivers[0].metadata["source"] == "cli" and waivers[0].event_id.startswith("act-")

@@ -114,3 +114,32 @@ def test_a_snapshot_written_before_people_acted_loads_with_no_pause_nor_proposal
     del raw["pause"], raw["limit_proposals"]
     old = CustomerState.from_json(raw)
     assert old.pause is None and old.limit_proposals == {} and "status" not in old.tasks["T-1"]
+
+
+def test_the_erp_refusing_a_persons_promise_is_a_task_a_new_credit_command_does_not_clear() -> None:
+    refused = Ev(
+        "erp.command_acknowledged",
+        {"command_id": "act-1", "command": "erp.promise_to_pay", "status": "rejected", "reason": "unknown invoice"},
+        "ack-1",
+    )
+    block = Ev(
+        "credit.blocked",
+        {
+            "block_id": "B-1",
+            "reason": "level",
+            "overdue": {"EUR": "100.00"},
+            "policy": "p",
+            "policy_version": "v",
+            "as_of": "2026-11-02T09:00:00Z",
+        },
+        "blk-1",
+    )
+    state = fold([refused, block])
+    assert state.tasks["erp-ack:act-1"]["kind"] == "erp_command_rejected"
+    assert "erp.promise_to_pay" in state.tasks["erp-ack:act-1"]["note"]
+    applied = Ev(
+        "erp.command_acknowledged",
+        {"command_id": "act-1", "command": "erp.promise_to_pay", "status": "applied"},
+        "ack-2",
+    )
+    assert "erp-ack:act-1" not in fold([refused, block, applied.at(refused.occurred_at.replace(hour=10))]).tasks
