@@ -36,7 +36,8 @@ from shared import quiet
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _DOMAIN = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}")
-_SECRETS = frozenset({"smtp_password", "webhook_secret", "runtime_role_password"})  # never echoed in an error message
+# never echoed in an error message
+_SECRETS = frozenset({"smtp_password", "webhook_secret", "runtime_role_password", "oidc_client_secret"})
 _URLS = frozenset({"database_url", "amqp_url"})  # echoed with their password hidden
 PREFIX = "RELANCE_"
 FILE_SUFFIX = "_FILE"
@@ -262,6 +263,21 @@ class Settings(BaseSettings):
         le=1_073_741_824,
         description="Largest request body POST /api/v1/ingest reads (a larger one is answered 413).",
     )
+    # The workspace's sign-in (services/workspace/auth.py): session cookies and the optional OIDC single sign-on.
+    workspace_insecure_cookies: bool = Field(
+        default=False,
+        description="Send the session cookie without Secure, for plain http on loopback (the demo, tests); never in "
+        "production, where the workspace is served over https.",
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OIDC single sign-on: the provider's issuer URL (its /.well-known/openid-configuration is read); "
+        "set with RELANCE_OIDC_CLIENT_ID and RELANCE_OIDC_CLIENT_SECRET, or none of the three.",
+    )
+    oidc_client_id: str | None = Field(default=None, description="OIDC: relance's client id at the provider.")
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, validate_default=True, description="OIDC: relance's client secret at the provider."
+    )
 
     allow_placeholder_sender: bool = Field(
         default=False,
@@ -373,6 +389,38 @@ class Settings(BaseSettings):
         if value is not None:
             read_ingest_secrets(value)  # at start-up: a process never serves with a file it cannot use
         return value
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _oidc_issuer(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("must be the provider's issuer URL, e.g. https://login.example.com/realms/acme")
+        return value.strip().rstrip("/")
+
+    @field_validator("oidc_client_id")
+    @classmethod
+    def _oidc_client_id(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @field_validator("oidc_client_secret")
+    @classmethod
+    def _oidc_client_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        secret = None if value is None or not value.get_secret_value() else value
+        given = {
+            "RELANCE_OIDC_ISSUER": info.data.get("oidc_issuer"),
+            "RELANCE_OIDC_CLIENT_ID": info.data.get("oidc_client_id"),
+            "RELANCE_OIDC_CLIENT_SECRET": secret,
+        }
+        missing = [name for name, found in given.items() if not found]
+        if missing and len(missing) < len(given):
+            raise ValueError(
+                "OIDC sign-in is half-configured: set RELANCE_OIDC_ISSUER, RELANCE_OIDC_CLIENT_ID and "
+                f"RELANCE_OIDC_CLIENT_SECRET together (missing: {', '.join(missing)}), or none of them"
+            )
+        return secret
 
     @field_validator("smtp_host")
     @classmethod
