@@ -313,7 +313,8 @@ class Shots:
 
 @pytest.fixture
 def shot(page: Page, request: pytest.FixtureRequest) -> Shots:
-    return Shots(page, request.node.name.removeprefix("test_")[:60])
+    name = getattr(request.node, "originalname", request.node.name)
+    return Shots(page, "-".join(name.removeprefix("test_").split("_")[:7]))
 
 
 def log_in(page: Page, workspace: Workspace, login: str = COLLECTOR) -> None:

@@ -223,6 +223,7 @@ def test_a_hostile_customer_name_renders_inert(page: Page, workspace: Workspace,
         page.wait_for_load_state("networkidle")
         text = page.locator("body").inner_text()
         where = path.rsplit("/", 1)[-1]
+        shot(f"hostile-{where}")  # before judging it: the picture shows what a reader sees
         if where != "agenda" or HOSTILE in page.content():
             # shown as text, braces and all: not run, not evaluated as a template
             assert "<script>window.__pwned=1</script>" in text, path
@@ -246,7 +247,6 @@ def test_a_hostile_customer_name_renders_inert(page: Page, workspace: Workspace,
             }"""
         )
         assert overridden == [], f"{path}: a bidirectional control reorders the text shown: {overridden}"
-        shot(f"hostile-{where}")
     assert dialogs == []
     assert HOSTILE_NAME in hostile_names(workspace)  # the ledger keeps the name as the ERP sent it
 
