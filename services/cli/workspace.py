@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -51,11 +50,12 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             "no ledger to open: set RELANCE_DATABASE_URL, pass --database-url, or run `make demo` first "
             f"(its ledger is {DEMO_DATABASE})"
         )
-    if url.startswith("sqlite") and (url == demo_url()):
-        os.environ.setdefault("RELANCE_WORKSPACE_INSECURE_COOKIES", "1")  # the demo is plain http on loopback
+    update: dict[str, object] = {"database_url": url}
+    if url == demo_url():
+        update["workspace_insecure_cookies"] = True  # the demo's ledger, served on plain http
     from services.workspace.app import create_app
 
-    app = create_app(compose(settings.model_copy(update={"database_url": url})))
+    app = create_app(compose(settings.model_copy(update=update)))
     print(f"relance workspace on http://{args.host}:{args.port}/ (ledger {url})", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
     return 0

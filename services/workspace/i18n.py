@@ -115,8 +115,38 @@ MESSAGES: dict[str, dict[str, str]] = {
     "step_promise": {"fr": "promis pour le {day}", "en": "promised for {day}"},
     "step_task": {"fr": "{what} depuis le {day}", "en": "{what} since {day}"},
     "step_policy": {"fr": "niveau suivant de la politique à son heure", "en": "the policy's next level when due"},
+    "show_all_events": {"fr": "Afficher aussi les passages de l'horloge", "en": "Show the clock ticks too"},
+    "more_tasks": {"fr": "{n} autre(s) tâche(s)", "en": "{n} more task(s)"},
+    "mark_done": {"fr": "Fait", "en": "Done"},
+    "open": {"fr": "Ouvrir", "en": "Open"},
     "more_actions": {"fr": "Autres actions", "en": "More actions"},
     "done": {"fr": "Action enregistrée", "en": "Recorded"},
+}
+
+FIELD_LABELS: dict[str, dict[str, str]] = {
+    "field_outcome": {"fr": "Résultat", "en": "Outcome"},
+    "field_note": {"fr": "Note", "en": "Note"},
+    "field_text": {"fr": "Texte", "en": "Text"},
+    "field_contact": {"fr": "Interlocuteur", "en": "Contact"},
+    "field_next_action_on": {"fr": "Prochaine action le", "en": "Next action on"},
+    "field_task_id": {"fr": "Tâche concernée", "en": "Task it answers"},
+    "field_promised_date": {"fr": "Date promise", "en": "Promised date"},
+    "field_amount": {"fr": "Montant", "en": "Amount"},
+    "field_currency": {"fr": "Devise", "en": "Currency"},
+    "field_invoice_ids": {"fr": "Factures", "en": "Invoices"},
+    "field_invoice_id": {"fr": "Facture", "en": "Invoice"},
+    "field_reason": {"fr": "Motif", "en": "Reason"},
+    "field_resolution": {"fr": "Solution", "en": "Resolution"},
+    "field_until": {"fr": "Jusqu'au", "en": "Until"},
+    "field_assignee": {"fr": "Attribuer à (identifiant)", "en": "Assign to (login)"},
+    "field_instalments": {
+        "fr": "Échéances (date montant, une par ligne)",
+        "en": "Instalments (date amount, one a line)",
+    },
+    "field_send_confirmation": {"fr": "Envoyer la confirmation au client", "en": "Send the customer a confirmation"},
+    "field_kind": {"fr": "Pénalité", "en": "Claim"},
+    "field_decision": {"fr": "Décision", "en": "Decision"},
+    "field_proposal_id": {"fr": "Proposition", "en": "Proposal"},
 }
 
 ACTION_TITLES: dict[str, dict[str, str]] = {
@@ -149,6 +179,50 @@ KIND_TITLES: dict[str, dict[str, str]] = {
     "claim_owed": {"fr": "pénalités dues", "en": "claims owed"},
     "fix_contact": {"fr": "contact à corriger", "en": "fix contact"},
     "check_delivery": {"fr": "remise à vérifier", "en": "check delivery"},
+}
+
+EVENT_TITLES: dict[str, tuple[str, str]] = {  # event type -> (English, French)
+    "customer.upserted": ("Customer details from the ERP", "Fiche client reçue de l'ERP"),
+    "invoice.issued": ("Invoice issued", "Facture émise"),
+    "payment.received": ("Payment received", "Paiement reçu"),
+    "invoice.due_date_passed": ("Due date passed", "Échéance dépassée"),
+    "credit_note.issued": ("Credit note issued", "Avoir émis"),
+    "invoice.cancelled": ("Invoice cancelled", "Facture annulée"),
+    "invoice.disputed": ("Dispute opened", "Litige ouvert"),
+    "invoice.dispute_resolved": ("Dispute resolved", "Litige clos"),
+    "promise_to_pay.recorded": ("Promise to pay", "Promesse de paiement"),
+    "payment_plan.agreed": ("Payment plan agreed", "Échéancier accordé"),
+    "erp.command_acknowledged": ("The ERP answered a command", "Réponse de l'ERP à une commande"),
+    "escalation.level_reached": ("Level reached", "Niveau atteint"),
+    "interest.computed": ("Late interest computed", "Intérêts de retard calculés"),
+    "fee.charged": ("Recovery fee charged", "Indemnité forfaitaire facturée"),
+    "claim.fixed": ("Claim fixed", "Pénalité arrêtée"),
+    "claim.waived": ("Claim waived", "Renonciation à une pénalité"),
+    "reminder.requested": ("Reminder decided", "Relance décidée"),
+    "collection.handed_over": ("Handed over to collection", "Transmis au recouvrement"),
+    "credit.blocked": ("Credit blocked", "Crédit bloqué"),
+    "credit.unblocked": ("Credit unblocked", "Crédit débloqué"),
+    "task.created": ("Task created", "Tâche créée"),
+    "escalation.clock_ticked": ("Clock tick", "Passage de l'horloge"),
+    "reminder.sending": ("E-mail being sent", "E-mail en cours d'envoi"),
+    "reminder.sent": ("E-mail sent", "E-mail envoyé"),
+    "reminder.deferred": ("E-mail deferred", "E-mail différé"),
+    "reminder.failed": ("E-mail failed", "E-mail en échec"),
+    "reminder.unconfirmed": ("E-mail unconfirmed", "E-mail non confirmé"),
+    "reminder.skipped": ("Reminder skipped", "Relance écartée"),
+    "reminder.letter_requested": ("Letter to post", "Lettre à poster"),
+    "command.dead_lettered": ("Command given up", "Commande abandonnée"),
+    "task.completed": ("Task completed", "Tâche terminée"),
+    "task.snoozed": ("Task snoozed", "Tâche reportée"),
+    "task.assigned": ("Task assigned", "Tâche attribuée"),
+    "call.logged": ("Call", "Appel"),
+    "note.added": ("Note", "Note"),
+    "customer.paused": ("Reminders paused", "Relances suspendues"),
+    "customer.resumed": ("Reminders resumed", "Relances reprises"),
+    "credit_limit.proposed": ("Credit limit proposed", "Encours proposé"),
+    "credit_limit.approved": ("Credit limit approved", "Encours approuvé"),
+    "credit_limit.rejected": ("Credit limit rejected", "Encours refusé"),
+    "payment_plan.confirmation_requested": ("Plan confirmation to send", "Confirmation d'échéancier à envoyer"),
 }
 
 CALL_OUTCOME_TITLES: dict[str, dict[str, str]] = {
@@ -194,11 +268,15 @@ class Translator:
         return "fr_FR" if self.lang == "fr" else "en_GB"
 
     def __call__(self, key: str, **values: object) -> str:
-        text = MESSAGES.get(key, {}).get(self.lang) or key
+        text = (MESSAGES.get(key) or FIELD_LABELS.get(key) or {}).get(self.lang) or key
         return text.format_map(_Blank(values)) if values else text
 
     def action(self, name: str) -> str:
         return ACTION_TITLES.get(name, {}).get(self.lang, name.replace("_", " "))
+
+    def event(self, event_type: str) -> str:
+        titles = EVENT_TITLES.get(event_type)
+        return event_type if titles is None else titles[1 if self.lang == "fr" else 0]
 
     def kind(self, name: str) -> str:
         return KIND_TITLES.get(name, {}).get(self.lang, name.replace("_", " "))

@@ -8,7 +8,6 @@ refuses a post without it) and a request id made when the form was drawn, so tha
 from __future__ import annotations
 
 import secrets
-import typing
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
@@ -34,6 +33,7 @@ from services.workspace.api import (
 )
 from services.workspace.auth import Principal, check_csrf, csrf_field, page_user
 from services.workspace.i18n import COOKIE, LANGUAGES, Translator, choose
+from services.workspace.i18n import FIELD_LABELS as _FIELD_LABELS
 from services.workspace.roles import ADMIN, allowed
 from services.workspace.views import customer_row, customer_view, grouped, known, timeline
 from shared.contracts.events import CALL_OUTCOMES
@@ -148,6 +148,7 @@ def customer_page(request: Request, tenant: str, customer_id: str, user: User) -
         "offered": offered,
         "task_actions": task_actions,
         "done": request.query_params.get("done", ""),
+        "all_events": request.query_params.get("all") == "1",
     }
     return render(request, "customer.html", context, user)
 
@@ -168,52 +169,55 @@ _LONG = {"note", "text", "reason", "resolution"}
 
 
 def _fields(action: str, t: Translator, view: Any, today_: date, values: dict[str, str]) -> list[FormField]:
+    """The form of an action, read from its request model's JSON schema (what the API documents too)."""
     model = actions.ACTIONS[action]
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
     invoices = [(i.invoice_id, f"{i.number} · {t.money(i.outstanding, i.currency)}") for i in view.open_invoices]
-    tasks = [(task.task_id, f"{task.kind.replace('_', ' ')} · {task.due_on}") for task in view.tasks]
+    tasks = [(task.task_id, f"{t.kind(task.kind)} · {t.day(task.due_on)}") for task in view.tasks]
     currencies = [(s.currency, s.currency) for s in view.summary] or [("EUR", "EUR")]
     fields: list[FormField] = []
-    for name, info in model.model_fields.items():
-        if name == "request_id" or name in ("promise", "dispute"):
+    for name, prop in schema.get("properties", {}).items():
+        if name in ("request_id", "promise", "dispute"):
             continue
-        label = t(name) if name in _TRANSLATED else name.replace("_", " ")
-        required = info.is_required()
-        annotation = info.annotation
-        args = typing.get_args(annotation)
+        shape = next((p for p in prop.get("anyOf", [prop]) if p.get("type") != "null"), prop)
+        label = t(f"field_{name}") if f"field_{name}" in _FIELD_LABELS else name.replace("_", " ")
+        need = name in required
         if name == "outcome" and action == "log_call":
-            f = FormField(name, t("outcome"), "select", True, choices=[(o, t.outcome(o)) for o in CALL_OUTCOMES])
+            f = FormField(name, label, "select", True, choices=[(o, t.outcome(o)) for o in CALL_OUTCOMES])
         elif name == "invoice_ids":
-            f = FormField(name, t("invoices"), "invoices", required, choices=invoices)
+            f = FormField(name, label, "invoices", need, choices=invoices)
         elif name == "invoice_id":
-            f = FormField(name, label, "select", required, choices=invoices)
+            f = FormField(name, label, "select", need, choices=invoices)
         elif name == "task_id":
-            f = FormField(name, label, "select", required, choices=tasks)
+            f = FormField(name, label, "select", need, choices=tasks)
         elif name == "currency":
-            f = FormField(name, t("currency"), "select", required, choices=currencies)
+            f = FormField(name, label, "select", need, choices=currencies)
         elif name == "instalments":
-            f = FormField(name, label, "instalments", required, hint="YYYY-MM-DD amount, one per line")
+            f = FormField(name, label, "instalments", need, hint="2026-12-31 500.00")
         elif name == "proposal_id":
-            pending = [(p["proposal_id"], f"{p.get('amount')} {p.get('currency')}") for p in view.limit_proposals]
-            f = FormField(name, label, "select", required, choices=pending)
-        elif annotation is bool:
-            f = FormField(name, label, "checkbox", False, value="on" if info.default else "")
-        elif annotation is date or date in args:
-            f = FormField(name, label, "date", required)
-        elif annotation is Decimal or Decimal in args:
-            f = FormField(name, label, "number", required)
-        elif args and all(isinstance(a, str) for a in args):
-            f = FormField(name, label, "select", required, choices=[(a, a) for a in args])
-        elif name in _LONG:
-            f = FormField(name, label, "textarea", required)
+            pending = [
+                (p["proposal_id"], f"{t.money(p.get('amount'), str(p.get('currency', '')))}")
+                for p in view.limit_proposals
+                if p.get("status", "proposed") == "proposed"
+            ]
+            f = FormField(name, label, "select", need, choices=pending)
+        elif shape.get("type") == "boolean":
+            f = FormField(name, label, "checkbox", False, value="on" if prop.get("default") else "")
+        elif shape.get("format") == "date":
+            f = FormField(name, label, "date", need)
+        elif "enum" in shape:
+            f = FormField(name, label, "select", need, choices=[(str(v), str(v)) for v in shape["enum"]])
+        elif name == "amount":
+            f = FormField(name, label, "number", need)
+        elif name in _LONG or int(shape.get("maxLength", 0)) > 200:
+            f = FormField(name, label, "textarea", need)
         else:
-            f = FormField(name, label, "text", required)
+            f = FormField(name, label, "text", need)
         if name in values:
             f.value = values[name]
         fields.append(f)
     return fields
-
-
-_TRANSLATED = {"outcome", "note", "next_action_on", "contact", "promised_date", "currency", "amount"}
 
 
 def _payload(action: str, form: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from services.workspace.ports import AgendaLine
+from shared.ledger import tasks as work
 from shared.ledger.records import RecordedEvent
 from shared.ledger.state import ZERO, CustomerState
 
@@ -209,24 +210,20 @@ def pause_of(state: CustomerState, today: date) -> PauseView | None:
     )
 
 
-def open_tasks(state: CustomerState) -> list[TaskView]:
-    views = []
-    for task_id, task in sorted(state.tasks.items(), key=lambda t: (str(t[1].get("due_on")), t[0])):
-        raw: dict[str, Any] = dict(task)
-        if raw.get("status", "open") != "open":
-            continue
-        views.append(
-            TaskView(
-                task_id=task_id,
-                kind=str(raw["kind"]),
-                due_on=str(raw["due_on"]),
-                invoice_ids=list(raw.get("invoice_ids", [])),
-                note=str(raw.get("note", "")),
-                assignee=raw.get("assignee"),
-                snoozed_until=raw.get("snoozed_until"),
-            )
+def open_tasks(state: CustomerState, today: date) -> list[TaskView]:
+    """The work still to do for the customer: neither done, closed by its cause, nor snoozed past today."""
+    return [
+        TaskView(
+            task_id=view.task_id,
+            kind=view.kind,
+            due_on=view.due_on.isoformat(),
+            invoice_ids=list(view.invoice_ids),
+            note=view.note,
+            assignee=view.assignee,
+            snoozed_until=(state.tasks.get(view.task_id) or {}).get("snoozed_until"),  # type: ignore[call-overload]
         )
-    return views
+        for view in sorted(work.open_tasks(state, today), key=lambda v: (v.due_on, v.task_id))
+    ]
 
 
 def summary(state: CustomerState, today: date) -> list[CurrencySummary]:
@@ -267,7 +264,7 @@ def _next_step(state: CustomerState, invoice_id: str, tasks: list[TaskView], tod
 
 
 def invoices(state: CustomerState, today: date) -> list[InvoiceView]:
-    tasks = open_tasks(state)
+    tasks = open_tasks(state, today)
     views = []
     for invoice in sorted(state.open_invoices(), key=lambda i: (i.due_date, i.invoice_id)):
         escalation = state.escalations.get(invoice.invoice_id)
@@ -330,7 +327,7 @@ def customer_view(state: CustomerState, today: date) -> CustomerView:
             erp_status=ack.get("status"),
         ),
         pause=pause_of(state, today),
-        tasks=open_tasks(state),
+        tasks=open_tasks(state, today),
         limit_proposals=[{"proposal_id": k, **v} for k, v in sorted(proposals.items())],
     )
 

@@ -249,10 +249,26 @@ def _run(
     return code
 
 
-def demo_login(engine: Engine, tenants: list[str]) -> tuple[str, str] | None:
-    """The workspace's demo user (collector and credit manager in every tenant) and its new password, if the
-    workspace's users are installed."""
-    return None
+DEMO_LOGIN = "demo"
+
+
+def demo_login(engine: Engine, tenants: list[str]) -> tuple[str, str]:
+    """The workspace's demo user, collector and credit manager in every demo tenant, and its new password (the demo
+    ledger is made afresh on each run; a ledger given with --database-url keeps its user, with a new password)."""
+    import secrets
+
+    from services.workspace.users import UserStore
+
+    store = UserStore(engine)
+    password = "-".join(secrets.token_hex(3) for _ in range(3))
+    if store.get(DEMO_LOGIN) is None:
+        store.add(DEMO_LOGIN, "Demo collector", password=password)
+    else:
+        store.set_password(DEMO_LOGIN, password)
+    for tenant in tenants:
+        for role in ("collector", "credit_manager"):
+            store.grant(DEMO_LOGIN, tenant, role)
+    return DEMO_LOGIN, password
 
 
 def exit_code(problems: list[str], measured: Cadence) -> int:

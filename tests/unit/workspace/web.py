@@ -134,11 +134,12 @@ class Web:
         self.user = user
 
 
-def web(url: str) -> Iterator[Web]:
+def web(url: str, *, signed_in_as_test_user: bool = True) -> Iterator[Web]:
+    """The app on a seeded ledger; unless told otherwise, the sign-in and CSRF checks replaced by ``Web.user``."""
     engine = make_engine(url)
     ledger = Ledger(engine)
     seed(ledger)
-    settings = load_settings(database_url=url)
+    settings = load_settings(database_url=url, workspace_insecure_cookies=True)
     ports = Ports(
         settings=settings,
         engine=engine,
@@ -156,9 +157,10 @@ def web(url: str) -> Iterator[Web]:
     async def no_check() -> None:
         return None
 
-    app.dependency_overrides[auth.page_user] = signed_in
-    app.dependency_overrides[auth.api_user] = signed_in
-    app.dependency_overrides[auth.check_csrf] = no_check
+    if signed_in_as_test_user:
+        app.dependency_overrides[auth.page_user] = signed_in
+        app.dependency_overrides[auth.api_user] = signed_in
+        app.dependency_overrides[auth.check_csrf] = no_check
     yield holder
     engine.dispose()
 
