@@ -23,6 +23,7 @@ from services.cli import (
     ledger,
     notifier,
     replay,
+    users,
     workers,
     workspace,
 )
@@ -133,4 +134,5 @@ def build_parser() -> argparse.ArgumentParser:
     demo_command.add_demo(commands)
     workspace.add_workspace(commands)
     contract.add_contract(commands)
+    users.add_user(commands)
     return parser

@@ -79,9 +79,19 @@ def csrf_of(html: str) -> str:
 
 
 def sign_in(client: TestClient, login: str, password: str = PASSWORD, **extra: str) -> object:
+    session = client.cookies.get("relance_session")  # a signed-in browser is sent on from /login
+    client.cookies.delete("relance_session")
     page = client.get("/login")
+    if session is not None:
+        set_session(client, session)  # and sends it with the form: the old session ends
     return client.post(
         "/login",
         data={"login": login, "password": password, "csrf_token": csrf_of(page.text), **extra},
         follow_redirects=False,
     )
+
+
+def set_session(client: TestClient, token: str) -> None:
+    """Put back a session cookie the browser held (as the server set it: same domain and path)."""
+    client.cookies.delete("relance_session")
+    client.cookies.set("relance_session", token, domain="testserver.local", path="/")
