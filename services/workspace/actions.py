@@ -66,12 +66,20 @@ __all__ = [
 
 
 class ActionRefused(Exception):
-    """The action cannot be recorded: ``status`` 404 (not found), 409 (conflict) or 422 (invalid), ``reason`` why."""
+    """The action cannot be recorded: ``status`` 404 (not found), 409 (conflict) or 422 (invalid), ``reason`` why;
+    ``fields``: for a request the model refused, each field's problem (``promise.amount`` -> what is wrong), for a
+    form to show beside its input."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, fields: Mapping[str, str] | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.fields: dict[str, str] = dict(fields or {})
+
+    @property
+    def kind(self) -> str:
+        """``not_found``, ``conflict`` or ``invalid``."""
+        return {404: "not_found", 409: "conflict"}.get(self.status, "invalid")
 
 
 def _not_found(reason: str) -> ActionRefused:
@@ -362,7 +370,8 @@ def perform(
     """Validate and record one action on the customer's account; :class:`ActionRefused` saying why when it cannot.
 
     ``now`` is the instant of the action (timezone-aware); the tenant's day, against which dates are checked, is
-    ``now`` in ``zone`` (the tenant's time zone, its policy's) or, without it, in ``now``'s own zone.
+    ``now`` in ``zone`` (the tenant's time zone, its policy's) or, without it, in ``now``'s own zone. The ledger's
+    own errors (:class:`~shared.ledger.errors.LedgerUnavailable` during an outage...) pass through.
     """
     model = ACTIONS.get(action)
     if model is None:
@@ -423,7 +432,11 @@ def _validated(model: type[ActionRequest], payload: Mapping[str, Any]) -> Action
     try:
         return model.model_validate(dict(payload))
     except ValidationError as exc:
-        raise _invalid(_described(exc)) from None
+        fields: dict[str, str] = {}
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in error["loc"]) or "request"
+            fields.setdefault(where, str(error["msg"]).removeprefix("Value error, "))
+        raise ActionRefused(422, _described(exc), fields) from None
     except (ArithmeticError, TypeError, ValueError) as exc:
         raise _invalid(f"{type(exc).__name__}: {exc}") from None
 

@@ -79,6 +79,8 @@ def stream_document(stream: list[RecordedEvent], state: CustomerState) -> dict[s
             "credit_block": state.credit_block,
             "acknowledgements": state.acknowledgements,
             "tasks": state.tasks,
+            "pause": state.pause,
+            "limit_proposals": state.limit_proposals,
         },
     }
 
@@ -146,7 +148,13 @@ def render_stream(stream: list[RecordedEvent], state: CustomerState) -> str:
             lines.append(f"  {ack['command']:<18} {command_id}{unknown}: {_acknowledged(ack)}")
     for task in sorted(state.tasks.values(), key=lambda t: t["due_on"]):
         invoices = ", ".join(task.get("invoice_ids", []))
-        lines.append(f"task {task['due_on']}: {task['kind'].replace('_', ' ')} {invoices}")
+        done = ""
+        if task.get("status") == "done":
+            done = f" (done by {task.get('done_by', '?')}: {task.get('outcome', '')})"
+        lines.append(f"task {task['due_on']}: {task['kind'].replace('_', ' ')} {invoices}{done}")
+    if state.pause is not None:
+        pause = state.pause
+        lines.append(f"paused through {pause['until']} by {pause['author']}: {pause['reason']}")
     lines.append("")
     balances = state.balances()
     lines.append(

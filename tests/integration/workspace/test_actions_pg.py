@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from services.relay.worker import Relay
 from services.workspace.actions import ActionRefused, ActionResult, perform
+from shared.config import load_settings
 from shared.ledger.db import make_engine
 from shared.ledger.schema import outbox
 from shared.ledger.store import Incoming, Ledger
 from tests.factories import payment
+from tests.servers import RUN_ID, CommandQueues
 from tests.unit.workspace.test_actions import CASES, CUSTOMER, NOW, PLAN, PROMISE, TENANT, act, prepare, seed
 
 pytestmark = pytest.mark.integration
@@ -125,3 +128,25 @@ def test_a_promise_checked_again_after_a_payment_raced_with_it(pg_url: str, ledg
     with pytest.raises(ActionRefused, match="is paid"):
         act(racing, "record_promise", **PROMISE)
     engine.dispose()
+
+
+def test_the_relay_delivers_what_people_recorded_to_the_erps_queue(pg_url: str, amqp_url: str, ledger: Ledger) -> None:
+    # Given a promise, a dispute and a plan recorded by a collector, and the ERP's queue bound with erp.#
+    act(ledger, "open_dispute", "r-1", invoice_id="INV-2", reason="two pallets missing")
+    act(ledger, "record_promise", "r-2", **{**PROMISE, "invoice_ids": ["INV-1"], "amount": "1000.00"})
+    with CommandQueues.declared(amqp_url, f"relance.t.{RUN_ID}.actions") as queues:
+        settings = load_settings(database_url=pg_url, amqp_url=amqp_url, commands_exchange=queues.exchange)
+        relay = Relay(settings, ledger.engine, threading.Event())
+        # When the relay publishes (a customer's commands one at a time, each once confirmed)
+        with relay.connected():
+            while relay.publish_round():
+                pass
+        # Then the ERP receives both, in order, with the person who recorded them
+        received = queues.drain(queues.erp_queue)
+    assert [(m.routing_key, body["author"]) for m, _, body in received] == [
+        ("erp.dispute_opened", "claire"),
+        ("erp.promise_to_pay", "claire"),
+    ]
+    assert received[1][1].message_id == received[1][2]["command_id"] == received[1][2]["promise_id"]
+    with ledger.engine.connect() as conn:
+        assert all(r.published_at is not None for r in conn.execute(select(outbox)))

@@ -4,6 +4,7 @@ engine seeing the effect as it sees the ERP's own events."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -471,3 +472,51 @@ def test_the_waiver_figures_are_the_claims_rules(ledger: Ledger) -> None:
     assert result.summary == "waived 15.00 EUR of indemnity on invoice F-INV-1; still owed 25.00 EUR"
     claim = ledger.state(TENANT, CUSTOMER).claims.get("INV-1", "indemnity")
     assert claim is not None and claim.owed == Decimal("25.00")
+
+
+def test_ledger_show_says_who_did_a_task_and_the_pause_in_force(ledger: Ledger) -> None:
+    from shared.ledger.show import render_stream
+
+    act(ledger, "complete_task", "r-1", task_id="T-1", outcome="reached")
+    act(ledger, "pause", "r-2", reason="insolvency talks", until="2026-04-30")
+    text = render_stream(ledger.read_stream(TENANT, CUSTOMER), ledger.state(TENANT, CUSTOMER))
+    assert "phone call INV-1 (done by claire: reached)" in text
+    assert "paused through 2026-04-30 by claire: insolvency talks" in text
+
+
+def test_a_refused_request_names_each_field_for_a_form(ledger: Ledger) -> None:
+    with pytest.raises(ActionRefused) as refused:
+        act(ledger, "log_call", outcome="promised", note="", promise={**PROMISE, "amount": "1.001"})
+    assert refused.value.kind == "invalid"
+    assert set(refused.value.fields) == {"note", "promise"}
+    assert "more decimals than EUR" in refused.value.fields["promise"]
+
+
+def test_the_erp_publishing_back_a_persons_promise_is_a_duplicate(ledger: Ledger) -> None:
+    from shared.contracts.erp import parse_event
+
+    act(ledger, "record_promise", **PROMISE)
+    [(_, command)] = commands(ledger)
+    fields = ("promise_id", "promised_date", "amount", "currency", "invoice_ids")
+    echo = {
+        "event_id": "erp-echo-1",
+        "event_type": "promise_to_pay.recorded",
+        "tenant": TENANT,
+        "customer_id": CUSTOMER,
+        "occurred_at": "2026-03-20T10:00:00Z",
+        "data": {k: command[k] for k in fields},
+    }
+    parsed = parse_event(json.dumps(echo).encode())
+    item = Incoming(
+        TENANT,
+        CUSTOMER,
+        parsed.event_id,
+        parsed.event_type,
+        parsed.data_json(),
+        parsed.occurred_at,
+        metadata={"source": "erp"},
+        dedupe="content",
+        event=parsed.data,
+    )
+    [outcome] = ledger.record([item])
+    assert outcome.status == "duplicate", outcome.reason
