@@ -121,18 +121,6 @@ def free_port() -> int:
 
 def add_user(env: dict[str, str], login: str, tenant: str, role: str) -> None:
     """``relance user add`` with the password on stdin, then ``relance user grant`` the role in the tenant."""
-    if "invalid choice: 'user'" in relance(env, "user", "--help", check=False).stderr:
-        # a checkout without the users command yet: the same rows through the store it writes with
-        from services.workspace.users import UserStore
-
-        engine = make_engine(env["RELANCE_DATABASE_URL"])
-        try:
-            store = UserStore(engine)
-            store.add(login, login.title(), password=PASSWORD)
-            store.grant(login, tenant, role)
-        finally:
-            engine.dispose()
-        return
     relance(env, "user", "add", login, "--name", login.title(), "--password-stdin", stdin=PASSWORD + "\n")
     relance(env, "user", "grant", login, "--tenant", tenant, "--role", role)
 
