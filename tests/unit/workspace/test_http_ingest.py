@@ -17,7 +17,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from services.cli.ingest_http import http_ingest_port
+from services.cli.workspace import compose
 from services.workspace import ingest
+from services.workspace.app import create_app
 from shared.config import ConfigurationError, Settings, load_settings, read_ingest_secrets
 from shared.ledger.db import make_engine
 from shared.ledger.store import Ledger
@@ -260,3 +262,20 @@ def test_the_answer_is_documented_in_openapi(client: TestClient) -> None:
     operation = app.openapi()["paths"][ingest.PATH]["post"]
     assert set(operation["responses"]) >= {"200", "400", "401", "413", "503"}
     assert json.dumps(operation["requestBody"])
+
+
+def test_the_workspace_serves_http_ingest_with_the_ingestor_its_composer_hands_over(
+    sqlite_url: str, secrets_file: Path
+) -> None:
+    # Given the workspace as `relance workspace` composes it, sign-in and all
+    ports = compose(load_settings(database_url=sqlite_url, ingest_secrets=secrets_file))
+    client = TestClient(create_app(ports))
+    body = raw(invoice("E-1", "C-1", "INV-1", "10.00"))
+    # When an ERP posts with its secret, no session and no CSRF token (it is not a browser)
+    answer = client.post(ingest.PATH, content=body, headers=bearer())
+    # Then the event is applied, and without the secret nothing is
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"applied": ["E-1"], "duplicates": [], "refused": []}
+    assert client.post(ingest.PATH, content=body).status_code == 401
+    assert [e.event_id for e in ports.ledger().read_stream(TENANT, "C-1")] == ["E-1"]
+    assert ingest.PATH in client.get("/api/openapi.json").json()["paths"]
