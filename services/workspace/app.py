@@ -9,6 +9,7 @@ same 404: nobody learns from a URL that another company's data exists.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
+from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.workspace import api, auth, ingest, pages
@@ -32,8 +34,21 @@ TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 
 
+# Bidirectional controls (embeddings, overrides, isolates) in ERP text would reorder what a reader sees ("SARL Evil"
+# shown as "livE LRAS"): every value a template prints shows them as visible code points instead.
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(value: Any) -> Any:
+    """A printed value with its bidirectional controls written out (``[U+202E]``); other values as they are."""
+    if not isinstance(value, str) or not BIDI_CONTROLS.search(value):
+        return value
+    shown = BIDI_CONTROLS.sub(lambda found: f"[U+{ord(found.group()):04X}]", value)
+    return Markup(shown) if isinstance(value, Markup) else shown
+
+
 def templates() -> Jinja2Templates:
-    environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, auto_reload=False)
+    environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, auto_reload=False, finalize=visible)
     return Jinja2Templates(env=environment)
 
 
