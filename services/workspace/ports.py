@@ -8,7 +8,7 @@ escalation's agenda, the notifier's evidence store and the ingest service, and h
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
@@ -83,4 +83,3 @@ class Ports:
     ingest: IngestPort | None = None
     now: Callable[[], datetime] = _utc_now
     evidence: EvidencePort = _no_evidence
-    extra: dict[str, Any] = field(default_factory=dict)
