@@ -51,7 +51,6 @@ with warnings.catch_warnings():  # authlib announces joserfc; its JOSE module st
     warnings.simplefilter("ignore")
     from authlib.integrations.httpx_client import OAuth2Client
     from authlib.jose import JsonWebKey, JsonWebToken
-    from authlib.jose.errors import JoseError
     from authlib.oidc.core import CodeIDToken
 
 COOKIE = "relance_session"
@@ -556,7 +555,7 @@ class OidcClient:
                 )  # fmt: skip
                 claims.validate(leeway=60)
                 return dict(claims)
-            except (JoseError, ValueError) as exc:
+            except Exception as exc:  # authlib's errors, or joserfc's under it: any doubt refuses the token
                 if attempt or "key" not in str(exc).lower():  # a new signing key: read the key set once more
                     raise OidcError(f"the ID token is not valid ({str(exc)[:200]})") from None
         raise OidcError("the ID token is not valid")  # pragma: no cover - the loop returns or raises
