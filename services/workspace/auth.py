@@ -135,7 +135,7 @@ def install(app: FastAPI, ports: AuthPorts) -> None:
         now=ports.now,
         oidc=oidc,
     )
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, hsts=not settings.workspace_insecure_cookies)
 
 
 def _state(request: Request) -> AuthState:
@@ -144,10 +144,12 @@ def _state(request: Request) -> AuthState:
 
 
 class SecurityHeaders:
-    """Adds :data:`SECURITY_HEADERS` to every HTTP answer (and ``Cache-Control: no-store`` outside ``/static``)."""
+    """Adds :data:`SECURITY_HEADERS` to every HTTP answer, ``Cache-Control: no-store`` outside ``/static`` (pages
+    hold customers' data), and ``Strict-Transport-Security`` when the workspace is served over https."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], hsts: bool = True) -> None:
         self.app = app
+        self.extra = ((b"strict-transport-security", b"max-age=31536000"),) if hsts else ()
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -159,7 +161,7 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                headers += [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+                headers += [(name, value) for name, value in SECURITY_HEADERS + self.extra if name not in present]
                 if not static and b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
