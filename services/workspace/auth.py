@@ -35,6 +35,7 @@ from urllib.parse import quote, urlsplit
 
 import authlib.deprecate  # noqa: F401 - first, so that its own warning filter is set before ours
 import httpx
+import structlog
 from fastapi import APIRouter, FastAPI, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -77,6 +78,7 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 TEMPLATES = Path(__file__).parent / "templates"
 
+log = structlog.get_logger()
 router = APIRouter()
 
 
@@ -412,12 +414,14 @@ def login_submit(
         free_at = max(when + WINDOW for when in oldest)
         wait = max(1, math.ceil((free_at - state.now()).total_seconds()))
         message = t("too_many", at=free_at.strftime("%H:%M"), minutes=max(1, math.ceil(wait / 60)))
+        log.warning("workspace.sign_in_throttled", login=login[:254], address=address, retry_after=wait)
         return _login_page(
             request, status=429, error=message, login=login, target=next, headers={"Retry-After": str(wait)}
         )
     user = state.store.authenticate(login, password)
     if user is None:
         state.store.record_failure(login, address)
+        log.info("workspace.sign_in_failed", login=login[:254], address=address)
         return _login_page(request, status=401, error=t("wrong"), login=login, target=next)
     state.store.clear_failures(login)
     return _signed_in(request, user, _local(next))
@@ -430,6 +434,7 @@ def _signed_in(request: Request, user: User, target: str) -> Response:
     if old:
         state.store.revoke_session(old)
     token, _ = state.store.open_session(user.id)
+    log.info("workspace.signed_in", login=user.login, address=request.client.host if request.client else "")
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, token, httponly=True, samesite="lax", secure=state.secure_cookies, path="/")
     response.delete_cookie(LOGIN_COOKIE, path="/login")
@@ -442,6 +447,7 @@ async def logout(request: Request) -> Response:
     if found is not None:
         await check_csrf(request)
         await run_in_threadpool(_state(request).store.revoke_session, request.cookies.get(COOKIE, ""))
+        log.info("workspace.signed_out", login=found.user.login)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -621,9 +627,11 @@ def oidc_callback(
             str(request.url_for("oidc_callback")), request.cookies.get(OIDC_COOKIE, ""), state, code
         )
     except OidcError as exc:
+        log.warning("workspace.oidc_refused", reason=str(exc))
         return _login_page(request, status=401, error=t("oidc_failed", reason=str(exc)))
     user = _oidc_user(store, claims)
     if user is None:
+        log.warning("workspace.oidc_no_account", subject=str(claims.get("sub", ""))[:255])
         return _login_page(request, status=403, error=t("no_account"))
     response = _signed_in(request, user, _local(target))
     response.delete_cookie(OIDC_COOKIE, path="/login/oidc")
