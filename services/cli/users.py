@@ -1,10 +1,11 @@
 """``relance user``: the workspace's users, their roles per tenant and their personal API tokens.
 
-``user add`` creates a user (with a password typed twice at a prompt, or read from standard input with
-``--password-stdin``; without either on a terminal-less run, the user signs in with OIDC only), ``passwd`` sets a
-new one, ``disable`` stops a user at once (its sessions and tokens are revoked), ``grant`` / ``revoke`` change a
-role in a tenant, ``list`` shows who holds what, and ``token add`` prints a new personal API token once (only its
-SHA-256 is kept). Exit status: 0 done, 1 refused (the message says why), 78 configuration.
+``user add`` creates a user with a password typed twice at a prompt, or read from standard input with
+``--password-stdin`` (12 characters at least), or with ``--no-password`` for a user who signs in with OIDC only;
+``passwd`` sets a new password; ``disable`` stops a user at once (its sessions and tokens are revoked) and ``enable``
+lets it back; ``grant`` / ``revoke`` change a role in a tenant; ``list`` shows who holds what; ``token add`` prints a
+new personal API token once (only its SHA-256 is kept). Exit status: 0 done, 1 refused (the message says why), 78
+configuration (e.g. a database without the latest schema).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ def add_user(commands: Commands) -> None:
     )
     disable.add_argument("login", metavar="LOGIN")
     runs(disable, user_disable, database_url=True)
+
+    enable = user_commands.add_parser("enable", help="let a disabled user sign in again (its old sessions stay ended)")
+    enable.add_argument("login", metavar="LOGIN")
+    runs(enable, user_enable, database_url=True)
 
     listing = user_commands.add_parser("list", help="every user, enabled or not, with its roles per tenant")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -162,6 +167,15 @@ def user_disable(args: argparse.Namespace, settings: Settings) -> int:
     def act() -> int:
         user = _store(settings).disable(args.login)
         print(f"{user.login} disabled; its sessions and API tokens are revoked")
+        return 0
+
+    return _run(act)
+
+
+def user_enable(args: argparse.Namespace, settings: Settings) -> int:
+    def act() -> int:
+        _store(settings).enable(args.login)
+        print(f"{args.login.strip().lower()} may sign in again")
         return 0
 
     return _run(act)

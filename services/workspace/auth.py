@@ -35,6 +35,7 @@ from urllib.parse import quote, urlsplit
 
 import authlib.deprecate  # noqa: F401 - first, so that its own warning filter is set before ours
 import httpx
+import structlog
 from fastapi import APIRouter, FastAPI, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -51,7 +52,6 @@ with warnings.catch_warnings():  # authlib announces joserfc; its JOSE module st
     warnings.simplefilter("ignore")
     from authlib.integrations.httpx_client import OAuth2Client
     from authlib.jose import JsonWebKey, JsonWebToken
-    from authlib.jose.errors import JoseError
     from authlib.oidc.core import CodeIDToken
 
 COOKIE = "relance_session"
@@ -78,6 +78,7 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 TEMPLATES = Path(__file__).parent / "templates"
 
+log = structlog.get_logger()
 router = APIRouter()
 
 
@@ -136,7 +137,7 @@ def install(app: FastAPI, ports: AuthPorts) -> None:
         now=ports.now,
         oidc=oidc,
     )
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, hsts=not settings.workspace_insecure_cookies)
 
 
 def _state(request: Request) -> AuthState:
@@ -145,10 +146,12 @@ def _state(request: Request) -> AuthState:
 
 
 class SecurityHeaders:
-    """Adds :data:`SECURITY_HEADERS` to every HTTP answer (and ``Cache-Control: no-store`` outside ``/static``)."""
+    """Adds :data:`SECURITY_HEADERS` to every HTTP answer, ``Cache-Control: no-store`` outside ``/static`` (pages
+    hold customers' data), and ``Strict-Transport-Security`` when the workspace is served over https."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], hsts: bool = True) -> None:
         self.app = app
+        self.extra = ((b"strict-transport-security", b"max-age=31536000"),) if hsts else ()
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -160,7 +163,7 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                headers += [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+                headers += [(name, value) for name, value in SECURITY_HEADERS + self.extra if name not in present]
                 if not static and b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
@@ -411,12 +414,14 @@ def login_submit(
         free_at = max(when + WINDOW for when in oldest)
         wait = max(1, math.ceil((free_at - state.now()).total_seconds()))
         message = t("too_many", at=free_at.strftime("%H:%M"), minutes=max(1, math.ceil(wait / 60)))
+        log.warning("workspace.sign_in_throttled", login=login[:254], address=address, retry_after=wait)
         return _login_page(
             request, status=429, error=message, login=login, target=next, headers={"Retry-After": str(wait)}
         )
     user = state.store.authenticate(login, password)
     if user is None:
         state.store.record_failure(login, address)
+        log.info("workspace.sign_in_failed", login=login[:254], address=address)
         return _login_page(request, status=401, error=t("wrong"), login=login, target=next)
     state.store.clear_failures(login)
     return _signed_in(request, user, _local(next))
@@ -429,6 +434,7 @@ def _signed_in(request: Request, user: User, target: str) -> Response:
     if old:
         state.store.revoke_session(old)
     token, _ = state.store.open_session(user.id)
+    log.info("workspace.signed_in", login=user.login, address=request.client.host if request.client else "")
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, token, httponly=True, samesite="lax", secure=state.secure_cookies, path="/")
     response.delete_cookie(LOGIN_COOKIE, path="/login")
@@ -441,6 +447,7 @@ async def logout(request: Request) -> Response:
     if found is not None:
         await check_csrf(request)
         await run_in_threadpool(_state(request).store.revoke_session, request.cookies.get(COOKIE, ""))
+        log.info("workspace.signed_out", login=found.user.login)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -556,7 +563,7 @@ class OidcClient:
                 )  # fmt: skip
                 claims.validate(leeway=60)
                 return dict(claims)
-            except (JoseError, ValueError) as exc:
+            except Exception as exc:  # authlib's errors, or joserfc's under it: any doubt refuses the token
                 if attempt or "key" not in str(exc).lower():  # a new signing key: read the key set once more
                     raise OidcError(f"the ID token is not valid ({str(exc)[:200]})") from None
         raise OidcError("the ID token is not valid")  # pragma: no cover - the loop returns or raises
@@ -620,9 +627,11 @@ def oidc_callback(
             str(request.url_for("oidc_callback")), request.cookies.get(OIDC_COOKIE, ""), state, code
         )
     except OidcError as exc:
+        log.warning("workspace.oidc_refused", reason=str(exc))
         return _login_page(request, status=401, error=t("oidc_failed", reason=str(exc)))
     user = _oidc_user(store, claims)
     if user is None:
+        log.warning("workspace.oidc_no_account", subject=str(claims.get("sub", ""))[:255])
         return _login_page(request, status=403, error=t("no_account"))
     response = _signed_in(request, user, _local(target))
     response.delete_cookie(OIDC_COOKIE, path="/login/oidc")

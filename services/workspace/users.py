@@ -20,7 +20,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.workspace.roles import ROLES
@@ -317,7 +317,7 @@ class UserStore:
         token, csrf = secrets.token_urlsafe(32), secrets.token_hex(32)
         at = self.now()
         with self.engine.begin() as conn:
-            conn.execute(delete(sessions).where(or_(sessions.c.expires_at < at - SESSION_MAX)))  # long gone
+            conn.execute(delete(sessions).where(sessions.c.expires_at < at - SESSION_MAX))  # ended a day ago
             conn.execute(
                 insert(sessions).values(
                     token_sha256=digest(token),

@@ -87,6 +87,9 @@ def test_a_collector_logs_a_call_with_a_promise_and_the_reminders_stop(
     promise = timeline.locator("[data-testid=timeline-entry][data-type='promise_to_pay.recorded']").first
     expect(promise).to_be_visible()
     expect(promise).to_contain_text(re.compile(r"2[ ,.\u202f\u00a0]?000[.,]00"))
+    expect(promise).to_contain_text(COLLECTOR)  # its author
+    # and the promised invoices' next step is the promise, no longer the next reminder
+    expect(page.locator("[data-testid=open-invoices]")).to_contain_text(re.compile("promised", re.IGNORECASE))
     shot("timeline-with-promise")
     # When the clock moves on a week, past the formal-notice level of both customers
     before = {customer: reminders(workspace, customer) for customer in (PROMISING, CONTROL)}

@@ -62,9 +62,11 @@ def test_the_session_cookie_is_httponly_lax_and_secure_unless_told_otherwise(
     cookie = answer.headers["set-cookie"].split(", relance_login")[0]
     assert cookie.startswith("relance_session=")
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" in cookie
+    assert answer.headers["strict-transport-security"] == "max-age=31536000"
     plain = TestClient(make_app(engine, clock), base_url="http://testserver")
     answer = sign_in(plain, ANA)
     assert "Secure" not in answer.headers["set-cookie"].split(", relance_login")[0]
+    assert "strict-transport-security" not in answer.headers
 
 
 def test_a_wrong_password_an_unknown_login_and_a_disabled_user_get_the_same_answer(

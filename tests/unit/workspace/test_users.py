@@ -166,6 +166,8 @@ def test_user_add_grant_list_passwd_disable(
     assert store.authenticate(ANA, "a new long passphrase") is None
     assert run(sqlite_url, monkeypatch, "list", "--json") == 0
     assert '"disabled_at": "' in capsys.readouterr().out
+    assert run(sqlite_url, monkeypatch, "enable", ANA) == 0
+    assert store.authenticate(ANA, "a new long passphrase") is not None
 
 
 def test_user_add_refuses_a_weak_password_pairs_that_do_not_match_and_an_existing_login(
