@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 BENCH_STAGES := ingest escalation notifier publish e2e replay verify
 
-.PHONY: demo test unit lint format contract clean bench $(addprefix bench-,$(BENCH_STAGES))
+.PHONY: demo test unit browser lint format contract clean bench $(addprefix bench-,$(BENCH_STAGES))
 
 $(BIN)/relance: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,8 @@ $(BIN)/relance: pyproject.toml
 demo: $(BIN)/relance
 	$(BIN)/relance demo
 
-## Unit, integration and end-to-end tests (integration and e2e against real PostgreSQL and RabbitMQ), then lint.
+## Unit, integration, end-to-end and browser tests (integration and e2e against real PostgreSQL and RabbitMQ, the
+## browser tests with Debian's chromium), then lint.
 test: $(BIN)/relance
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory lint
@@ -24,6 +25,11 @@ test: $(BIN)/relance
 ## The unit tests alone: no PostgreSQL, no RabbitMQ, no Docker (a test that needs a server is marked and left out).
 unit: $(BIN)/relance
 	$(BIN)/pytest tests/unit -m "not integration and not e2e"
+
+## The browser tests alone (part of `make test`): Playwright driving Debian's chromium (apt-get install chromium);
+## screenshots in .browser-screenshots/.
+browser: $(BIN)/relance
+	$(BIN)/pytest tests/browser
 
 ## Ruff (check and format) and mypy strict, over the code and the tests.
 lint: $(BIN)/relance
@@ -51,4 +57,4 @@ contract: $(BIN)/relance
 	$(BIN)/relance contract export
 
 clean:
-	rm -rf demo-output bench-results.jsonl .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf demo-output bench-results.jsonl .browser-screenshots .pytest_cache .mypy_cache .ruff_cache .hypothesis

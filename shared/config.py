@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+import yaml
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -35,7 +36,8 @@ from shared import quiet
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _DOMAIN = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}")
-_SECRETS = frozenset({"smtp_password", "webhook_secret", "runtime_role_password"})  # never echoed in an error message
+# never echoed in an error message
+_SECRETS = frozenset({"smtp_password", "webhook_secret", "runtime_role_password", "oidc_client_secret"})
 _URLS = frozenset({"database_url", "amqp_url"})  # echoed with their password hidden
 PREFIX = "RELANCE_"
 FILE_SUFFIX = "_FILE"
@@ -253,6 +255,33 @@ class Settings(BaseSettings):
         "`relance verify` reads them back; unset, none.",
     )
 
+    ingest_secrets: Path | None = Field(
+        default=None,
+        description="YAML file of `tenant: secret` lines (secrets of 16+ characters, one per tenant) that "
+        "authenticate POST /api/v1/ingest (Bearer token or X-Relance-Signature HMAC); unset, HTTP ingest is off.",
+    )
+    ingest_max_body_bytes: int = Field(
+        default=16_777_216,
+        ge=1024,
+        le=1_073_741_824,
+        description="Largest request body POST /api/v1/ingest reads (a larger one is answered 413).",
+    )
+    # The workspace's sign-in (services/workspace/auth.py): session cookies and the optional OIDC single sign-on.
+    workspace_insecure_cookies: bool = Field(
+        default=False,
+        description="Send the session cookie without Secure, for plain http on loopback (the demo, tests); never in "
+        "production, where the workspace is served over https.",
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OIDC single sign-on: the provider's issuer URL (its /.well-known/openid-configuration is read); "
+        "set with RELANCE_OIDC_CLIENT_ID and RELANCE_OIDC_CLIENT_SECRET, or none of the three.",
+    )
+    oidc_client_id: str | None = Field(default=None, description="OIDC: relance's client id at the provider.")
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, validate_default=True, description="OIDC: relance's client secret at the provider."
+    )
+
     allow_placeholder_sender: bool = Field(
         default=False,
         description="Let the notifier sign real e-mails with the shipped placeholder sender company (trials only).",
@@ -357,12 +386,94 @@ class Settings(BaseSettings):
         quiet.parse_zone(value)
         return value
 
+    @field_validator("ingest_secrets")
+    @classmethod
+    def _ingest_secrets(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_ingest_secrets(value)  # at start-up: a process never serves with a file it cannot use
+        return value
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _oidc_issuer(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("must be the provider's issuer URL, e.g. https://login.example.com/realms/acme")
+        return value.strip().rstrip("/")
+
+    @field_validator("oidc_client_id")
+    @classmethod
+    def _oidc_client_id(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @field_validator("oidc_client_secret")
+    @classmethod
+    def _oidc_client_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        secret = None if value is None or not value.get_secret_value() else value
+        given = {
+            "RELANCE_OIDC_ISSUER": info.data.get("oidc_issuer"),
+            "RELANCE_OIDC_CLIENT_ID": info.data.get("oidc_client_id"),
+            "RELANCE_OIDC_CLIENT_SECRET": secret,
+        }
+        missing = [name for name, found in given.items() if not found]
+        if missing and len(missing) < len(given):
+            raise ValueError(
+                "OIDC sign-in is half-configured: set RELANCE_OIDC_ISSUER, RELANCE_OIDC_CLIENT_ID and "
+                f"RELANCE_OIDC_CLIENT_SECRET together (missing: {', '.join(missing)}), or none of them"
+            )
+        return secret
+
     @field_validator("smtp_host")
     @classmethod
     def _smtp_host(cls, value: str) -> str:
         if not value or any(c.isspace() for c in value):
             raise ValueError("must be a host name or IP address")
         return value
+
+
+INGEST_SECRET_CHARS = 16
+_TENANT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # the contract's tenant (shared/contracts/erp.py, Envelope)
+
+
+def read_ingest_secrets(path: Path) -> dict[str, SecretStr]:
+    """The tenants' HTTP ingest secrets from ``RELANCE_INGEST_SECRETS``: a YAML mapping ``tenant: secret``.
+
+    Raises :class:`ValueError` saying what to fix: a missing or unreadable file, something other than a mapping of
+    tenants to strings, a secret shorter than 16 characters, or one secret given to two tenants (a request is
+    attributed to the tenant whose secret it carries, so each must be its own). Secrets never appear in a message.
+    """
+    hint = "e.g. a line `acme-fr: <secret>` per tenant, each secret from `openssl rand -hex 32`"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 text ({exc.reason})"
+        raise ValueError(f"cannot read {path}: {reason}; it must be a YAML file, {hint}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ValueError(f"{path} is not valid YAML{line}; {hint}") from None
+    if not isinstance(document, dict) or not document:
+        raise ValueError(f"{path} must be a YAML mapping of tenants to secrets, {hint}")
+    secrets: dict[str, SecretStr] = {}
+    owners: dict[str, str] = {}
+    for tenant, secret in document.items():
+        if not isinstance(tenant, str) or not _TENANT.match(tenant):
+            raise ValueError(
+                f"{path}: {str(tenant)[:64]!r} is not a tenant (lowercase letters, digits, '.', '_', '-'; up to 64)"
+            )
+        if not isinstance(secret, str):
+            raise ValueError(f"{path}: the secret of {tenant} must be a string (quote it), {hint}")
+        if len(secret) < INGEST_SECRET_CHARS:
+            raise ValueError(f"{path}: the secret of {tenant} is shorter than {INGEST_SECRET_CHARS} characters; {hint}")
+        if secret in owners:
+            raise ValueError(f"{path}: {owners[secret]} and {tenant} have the same secret; give each its own")
+        owners[secret] = tenant
+        secrets[tenant] = SecretStr(secret)
+    return secrets
 
 
 def database_url(value: str) -> str:

@@ -14,7 +14,19 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from services.cli import checkpoints, claims, contract, demo_command, escalation, ledger, notifier, replay, workers
+from services.cli import (
+    checkpoints,
+    claims,
+    contract,
+    demo_command,
+    escalation,
+    ledger,
+    notifier,
+    replay,
+    users,
+    workers,
+    workspace,
+)
 from services.cli.options import Handler
 from shared.config import ConfigurationError, Settings, hide_password, load_settings, with_application_name
 from shared.ledger.store import LedgerUnavailable
@@ -120,5 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     notifier.add_evidence(commands)
     contract.add_publish(commands)
     demo_command.add_demo(commands)
+    workspace.add_workspace(commands)
     contract.add_contract(commands)
+    users.add_user(commands)
     return parser

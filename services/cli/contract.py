@@ -8,6 +8,8 @@ from pathlib import Path
 from services.cli.options import Commands, runs
 from shared.config import Settings
 
+OPENAPI_FILE = "openapi.json"
+
 
 def add_publish(commands: Commands) -> None:
     publish = commands.add_parser(
@@ -20,7 +22,9 @@ def add_publish(commands: Commands) -> None:
 def add_contract(commands: Commands) -> None:
     contract = commands.add_parser("contract", help="the ERP message contract")
     contract_commands = contract.add_subparsers(title="contract commands", metavar="ACTION")
-    export = contract_commands.add_parser("export", help="write the JSON Schema files and the AsyncAPI document")
+    export = contract_commands.add_parser(
+        "export", help="write the JSON Schema files, the AsyncAPI document and the HTTP API's OpenAPI document"
+    )
     export.add_argument("--out", type=Path, default=Path("shared/contracts/schema"))
     runs(export, contract_export)
 
@@ -32,8 +36,10 @@ def publish_events(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def contract_export(args: argparse.Namespace, settings: Settings) -> int:
+    from services.workspace.app import write_openapi
     from shared.contracts.export import write_contract
 
     for path in write_contract(args.out):
         print(path)
+    print(write_openapi(args.out / OPENAPI_FILE))  # the workspace's HTTP API, beside the AsyncAPI document
     return 0

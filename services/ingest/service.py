@@ -49,11 +49,15 @@ class BatchResult:
     applied: int = 0
     duplicates: int = 0
     rejections: list[Rejection] = field(default_factory=list)
+    applied_ids: list[str] = field(default_factory=list)  # event ids, for adapters that answer per message (HTTP)
+    duplicate_ids: list[str] = field(default_factory=list)
 
     def merge(self, other: BatchResult) -> None:
         self.applied += other.applied
         self.duplicates += other.duplicates
         self.rejections.extend(other.rejections)
+        self.applied_ids.extend(other.applied_ids)
+        self.duplicate_ids.extend(other.duplicate_ids)
 
 
 class Ingestor:
@@ -115,9 +119,11 @@ def _tally(parsed: list[tuple[Delivery, ErpEvent]], outcomes: list[Outcome]) -> 
         ids = _ids(event)
         if outcome.status == "applied":
             result.applied += 1
+            result.applied_ids.append(event.event_id)
             log.debug("ingest.applied", event_type=event.event_type, version=outcome.version, **_log_ids(ids))
         elif outcome.status == "duplicate":
             result.duplicates += 1
+            result.duplicate_ids.append(event.event_id)
             log.info("ingest.duplicate", reason=outcome.reason, **_log_ids(ids))
         else:
             result.rejections.append(_rejected(delivery, "business_rule", outcome.reason, ids))

@@ -50,6 +50,14 @@ RUNTIME_GRANTS: dict[str, tuple[str, ...]] = {
     "send_budget": ("SELECT", "INSERT", "UPDATE"),
     # What each customer's last evaluation saw (escalation's sweeps skip the unchanged), replaced or forgotten.
     "evaluations": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    # The workspace's people: users are added, renamed, given a password or disabled, never deleted; a role is
+    # granted or revoked (revoked_at), never deleted; sessions and tokens are revoked, and expired sessions purged;
+    # failed sign-ins are forgotten once out of the rate limit's window or after a successful sign-in.
+    "users": ("SELECT", "INSERT", "UPDATE"),
+    "user_roles": ("SELECT", "INSERT", "UPDATE"),
+    "sessions": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "api_tokens": ("SELECT", "INSERT", "UPDATE"),
+    "login_failures": ("SELECT", "INSERT", "DELETE"),
     # The schema revision, which every worker checks at start-up.
     "alembic_version": ("SELECT",),
 }

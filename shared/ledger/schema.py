@@ -235,3 +235,64 @@ evaluations = Table(
     Column("basis", String(64), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+# The workspace's people (services/workspace/users.py): users are global, their roles are per tenant. Passwords are
+# Argon2 hashes (none for a user who signs in with OIDC only); sessions and personal API tokens are kept as the
+# SHA-256 of the secret the browser or the client holds, so the database never holds a usable credential.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("login", String(254), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False),
+    Column("password_hash", String(512), nullable=True),
+    Column("oidc_subject", String(255), nullable=True, unique=True),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# A role granted, or once granted then revoked (revoked_at): revoking never deletes, so who held what stays known.
+user_roles = Table(
+    "user_roles",
+    metadata,
+    Column("user_id", Integer, primary_key=True),
+    Column("tenant", String(64), primary_key=True),
+    Column("role", String(32), primary_key=True),
+    Column("granted_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("user_id", Integer, nullable=False),
+    Column("csrf_secret", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),  # moves forward with use: the idle timeout
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Index("sessions_user", "user_id"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("user_id", Integer, nullable=False),
+    Column("label", String(100), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Index("api_tokens_user", "user_id"),
+)
+
+# Failed sign-ins, counted per login and per client address over a window to slow guessing down.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("login", String(254), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("login_failures_login", "login", "at"),
+    Index("login_failures_address", "address", "at"),
+)

@@ -189,6 +189,7 @@ def _run(
             measured = measure_ledger(ledger, library)
             evidence_problems = check_evidence(ledger, simulated.mailed)
             simulated.audit_seconds = time.perf_counter() - auditing
+            login = demo_login(engine, sorted({tenant for tenant, _ in ledger.streams()}))
         finally:
             engine.dispose()
     _write_dead_letters(out / DEAD_LETTERS_FILE, queue)
@@ -240,10 +241,34 @@ def _run(
     lines += summary.files_section(
         out, url, book, len(simulated.sent.messages), len(queue.dead_letters), simulated.mailed
     )
+    default_url = f"sqlite:///{(Path('demo-output') / DATABASE_FILE)}"
+    lines += summary.workspace_section(url, default_url, login)
     code = exit_code(problems, measured)
     lines += summary.verdict_section(problems, measured.breaches(), code)
     say("\n".join(lines))
     return code
+
+
+DEMO_LOGIN = "demo"
+
+
+def demo_login(engine: Engine, tenants: list[str]) -> tuple[str, str]:
+    """The workspace's demo user, collector and credit manager in every demo tenant, and its new password (the demo
+    ledger is made afresh on each run; a ledger given with --database-url keeps its user, with a new password)."""
+    import secrets
+
+    from services.workspace.users import UserStore
+
+    store = UserStore(engine)
+    password = "-".join(secrets.token_hex(3) for _ in range(3))
+    if store.get(DEMO_LOGIN) is None:
+        store.add(DEMO_LOGIN, "Demo collector", password=password)
+    else:
+        store.set_password(DEMO_LOGIN, password)
+    for tenant in tenants:
+        for role in ("collector", "credit_manager"):
+            store.grant(DEMO_LOGIN, tenant, role)
+    return DEMO_LOGIN, password
 
 
 def exit_code(problems: list[str], measured: Cadence) -> int:

@@ -430,6 +430,22 @@ def files_section(out: Path, url: str, book: Book, messages: int, dead: int, mai
     ]
 
 
+WORKSPACE_URL = "http://127.0.0.1:8000/"  # where ``relance workspace`` listens by default
+
+
+def workspace_section(url: str, default_url: str, login: tuple[str, str] | None) -> list[str]:
+    """How to open the demo's ledger in the web workspace, and whom to sign in as."""
+    command = "relance workspace" + ("" if url == default_url else f" --database-url {url}")
+    lines = [
+        "",
+        "Workspace (the web pages and the JSON API on this ledger)",
+        f"  {command}   # then open {WORKSPACE_URL}",
+    ]
+    if login is not None:
+        lines.append(f"  sign in as {login[0]}, password {login[1]} (collector and credit manager in each demo tenant)")
+    return lines
+
+
 def verdict_section(problems: list[str], breaches: list[Breach], code: int) -> list[str]:
     """The printout's last lines: what went wrong, or that nothing did."""
     lines: list[str] = []
