@@ -144,7 +144,8 @@ def test_a_form_needs_the_sessions_csrf_token(client: TestClient, engine: Engine
     token = csrf_of(client.get("/form").text)
     assert client.post("/form", data={}).status_code == 403
     assert client.post("/form", data={}).json()["detail"] == auth.CSRF_REFUSED
-    assert client.post("/form", data={"csrf_token": token[:-1] + "0"}).status_code == 403
+    tampered = token[:-1] + ("1" if token[-1] == "0" else "0")
+    assert client.post("/form", data={"csrf_token": tampered}).status_code == 403
     assert client.post("/form", data={"csrf_token": token}).json() == {"posted_by": ANA}
     # another session's token is not this one's
     other = TestClient(make_app(engine, clock), base_url="http://testserver")
@@ -268,3 +269,29 @@ def test_roles_say_what_a_principal_may_do_per_tenant() -> None:
     admin = Principal("root", "Admin", {"acme-fr": frozenset({"administrator"})})
     assert admin.can("acme-fr", "admin") and not admin.can("acme-fr", "log_call")
     assert not admin.can("acme-fr", "no_such_action")
+
+
+def test_htmx_requests_may_carry_the_csrf_token_as_a_header(client: TestClient) -> None:
+    sign_in(client, ANA)
+    token = csrf_of(client.get("/form").text)
+    assert client.post("/form", headers={"X-CSRF-Token": token}).json() == {"posted_by": ANA}
+    assert client.post("/form", headers={"X-CSRF-Token": "forged"}, data={"csrf_token": token}).status_code == 403
+
+
+def test_an_expired_sign_in_form_is_refused_with_a_fresh_one_to_use(client: TestClient) -> None:
+    stale = csrf_of(client.get("/login").text)
+    client.cookies.delete("relance_login")  # the pre-session cookie is gone (an hour later, another browser)
+    refused = client.post("/login", data={"login": ANA, "password": PASSWORD, "csrf_token": stale})
+    assert refused.status_code == 403 and "reload the page" in refused.text
+    fresh = csrf_of(refused.text)
+    answer = client.post(
+        "/login", data={"login": ANA, "password": PASSWORD, "csrf_token": fresh}, follow_redirects=False
+    )
+    assert answer.status_code == 303
+
+
+def test_forged_session_cookies_are_strangers(client: TestClient) -> None:
+    for forged in ("", "x", "a" * 5000, "' OR 1=1 --"):
+        set_session(client, forged)
+        assert client.get("/", follow_redirects=False).status_code == 303
+        assert client.get("/api/v1/me").status_code == 401
