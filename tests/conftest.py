@@ -44,6 +44,15 @@ pytest_plugins = [
 ]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser tests run last: Playwright's sync API keeps an event loop running in the main thread for the rest
+    of the session once its first test started it, and every later ``asyncio.run`` (the notifier, the SMTP tests)
+    would refuse to start under it."""
+    browser = [item for item in items if "tests/browser/" in item.nodeid]
+    if browser:
+        items[:] = [item for item in items if "tests/browser/" not in item.nodeid] + browser
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before any fixture is set up, so that the message is the same whether or not a server answers: a test whose
     fixtures reach a server must be marked ``integration`` or ``e2e``. (The fixtures check it too, for a server asked

@@ -223,17 +223,18 @@ def promise_kept(state: CustomerState, promise_id: str) -> bool:
 
 
 def _block_gone(state: CustomerState, task: Any, created_on: date) -> str | None:
-    """A task about a block closes once relance lifted the block after it (an unblock decided since, none in force);
-    one about an unblock once relance blocked the customer again since."""
+    """A task about a block closes once relance lifted the block (no block in force: the ERP must not block the
+    customer any more, whenever the unblock was decided); one about an unblock once relance blocked the customer
+    again (a failed unblock stays open while no block is in force: the ERP still holds the customer blocked)."""
     command = task.get("command")
     if command is None and task.get("command_id"):
         known = state.credit_commands.get(str(task["command_id"]))
         command = None if known is None else known["command"]
-    since = [c["command"] for c in state.credit_commands.values() if (_day(c["on"]) or date.min) >= created_on]
+    decided = [c["command"] for c in state.credit_commands.values()]
     block = state.credit_block
-    if command == BLOCK_COMMAND and block is None and UNBLOCK_COMMAND in since:
+    if command == BLOCK_COMMAND and block is None and UNBLOCK_COMMAND in decided:
         return "block lifted"
-    if command == UNBLOCK_COMMAND and block is not None and BLOCK_COMMAND in since:
+    if command == UNBLOCK_COMMAND and block is not None and decided and decided[-1] == BLOCK_COMMAND:
         return "blocked again"
     return None
 
