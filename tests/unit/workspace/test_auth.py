@@ -268,3 +268,29 @@ def test_roles_say_what_a_principal_may_do_per_tenant() -> None:
     admin = Principal("root", "Admin", {"acme-fr": frozenset({"administrator"})})
     assert admin.can("acme-fr", "admin") and not admin.can("acme-fr", "log_call")
     assert not admin.can("acme-fr", "no_such_action")
+
+
+def test_htmx_requests_may_carry_the_csrf_token_as_a_header(client: TestClient) -> None:
+    sign_in(client, ANA)
+    token = csrf_of(client.get("/form").text)
+    assert client.post("/form", headers={"X-CSRF-Token": token}).json() == {"posted_by": ANA}
+    assert client.post("/form", headers={"X-CSRF-Token": "forged"}, data={"csrf_token": token}).status_code == 403
+
+
+def test_an_expired_sign_in_form_is_refused_with_a_fresh_one_to_use(client: TestClient) -> None:
+    stale = csrf_of(client.get("/login").text)
+    client.cookies.delete("relance_login")  # the pre-session cookie is gone (an hour later, another browser)
+    refused = client.post("/login", data={"login": ANA, "password": PASSWORD, "csrf_token": stale})
+    assert refused.status_code == 403 and "reload the page" in refused.text
+    fresh = csrf_of(refused.text)
+    answer = client.post(
+        "/login", data={"login": ANA, "password": PASSWORD, "csrf_token": fresh}, follow_redirects=False
+    )
+    assert answer.status_code == 303
+
+
+def test_forged_session_cookies_are_strangers(client: TestClient) -> None:
+    for forged in ("", "x", "a" * 5000, "' OR 1=1 --"):
+        set_session(client, forged)
+        assert client.get("/", follow_redirects=False).status_code == 303
+        assert client.get("/api/v1/me").status_code == 401
