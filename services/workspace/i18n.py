@@ -37,6 +37,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "at_risk": {"fr": "En jeu", "en": "At risk"},
     "since": {"fr": "Depuis", "en": "Since"},
     "what": {"fr": "Quoi", "en": "What"},
+    "invoice": {"fr": "Facture", "en": "Invoice"},
     "invoices": {"fr": "Factures", "en": "Invoices"},
     "customer": {"fr": "Client", "en": "Customer"},
     "balance": {"fr": "Solde", "en": "Balance"},
