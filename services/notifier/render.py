@@ -205,24 +205,7 @@ def render(
     templates = templates or _shipped()
     language = _language(language or reminder_data.get("language"))
     name = str(reminder_data["template"])
-    names = [f"{language}/{name}.{part}" for part in PARTS]
-    context = _context(reminder_data, profile or {}, sender, language)
-    parts: list[str] = []
-    for template_name in names:
-        template = _get(templates, template_name)
-        try:
-            parts.append(template.render(context))
-        except TemplateError as exc:
-            raise ConfigurationError(_where(exc, template_name, templates)) from None
-    subject, text, html = parts
-    return RenderedReminder(
-        subject=one_line(subject, "the subject"),
-        text=text,
-        html=html,
-        template_name=name,
-        template_version=templates.version(names),
-        language=language,
-    )
+    return _rendered(templates, language, name, _context(reminder_data, profile or {}, sender, language))
 
 
 def render_confirmation(
@@ -241,8 +224,12 @@ def render_confirmation(
     """
     templates = templates or _shipped()
     language = _language(language or data.get("language"))
-    names = [f"{language}/{CONFIRMATION}.{part}" for part in PARTS]
-    context = _confirmation_context(data, profile or {}, sender, language)
+    return _rendered(templates, language, CONFIRMATION, _confirmation_context(data, profile or {}, sender, language))
+
+
+def _rendered(templates: TemplateSet, language: str, name: str, context: Mapping[str, Any]) -> RenderedReminder:
+    """The template ``name``'s subject, text and HTML in ``language``, rendered with ``context``."""
+    names = [f"{language}/{name}.{part}" for part in PARTS]
     parts: list[str] = []
     for template_name in names:
         template = _get(templates, template_name)
@@ -255,7 +242,7 @@ def render_confirmation(
         subject=one_line(subject, "the subject"),
         text=text,
         html=html,
-        template_name=CONFIRMATION,
+        template_name=name,
         template_version=templates.version(names),
         language=language,
     )

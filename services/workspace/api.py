@@ -67,6 +67,15 @@ def customer_state(ledger: Ledger, tenant: str, customer_id: str) -> CustomerSta
     return state
 
 
+def customer_rows(ledger: Ledger, tenant: str, on: date, q: str | None = None) -> list[CustomerRow]:
+    """The tenant's customers as listed on ``on``; with ``q``, those whose name or id contains it (any case)."""
+    rows = [customer_row(s, on) for s in tenant_states(ledger, tenant) if known(s)]
+    if q:
+        wanted = q.casefold()
+        rows = [r for r in rows if wanted in r.name.casefold() or wanted in r.customer_id.casefold()]
+    return rows
+
+
 def tenant_states(ledger: Ledger, tenant: str) -> list[CustomerState]:
     keys = ledger.streams(tenant)
     states = ledger.states(keys)
@@ -169,11 +178,7 @@ class CustomerList(BaseModel):
 def customers(request: Request, tenant: str, user: User, q: str | None = None) -> CustomerList:
     require_tenant(user, tenant)
     ports = ports_of(request)
-    rows = [customer_row(s, today(ports)) for s in tenant_states(ports.ledger(), tenant) if known(s)]
-    if q:
-        wanted = q.casefold()
-        rows = [r for r in rows if wanted in r.name.casefold() or wanted in r.customer_id.casefold()]
-    return CustomerList(tenant=tenant, customers=rows)
+    return CustomerList(tenant=tenant, customers=customer_rows(ports.ledger(), tenant, today(ports), q))
 
 
 @router.get("/tenants/{tenant}/customers/{customer_id}", response_model=CustomerView)

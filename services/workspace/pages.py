@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from services.workspace import actions
 from services.workspace.api import (
     agenda_entries,
+    customer_rows,
     customer_state,
     eml_response,
     evidence_of,
@@ -28,14 +29,13 @@ from services.workspace.api import (
     ports_of,
     require_tenant,
     run_action,
-    tenant_states,
     today,
 )
 from services.workspace.auth import Principal, check_csrf, csrf_field, page_user
 from services.workspace.i18n import COOKIE, LANGUAGES, Translator, choose
 from services.workspace.i18n import FIELD_LABELS as _FIELD_LABELS
 from services.workspace.roles import ADMIN, allowed
-from services.workspace.views import customer_row, customer_view, grouped, known, timeline
+from services.workspace.views import customer_view, grouped, timeline
 from shared.contracts.events import CALL_OUTCOMES
 from shared.ledger import outbox
 
@@ -123,10 +123,7 @@ def agenda_page(
 def customers_page(request: Request, tenant: str, user: User, q: str | None = None) -> HTMLResponse:
     require_tenant(user, tenant)
     ports = ports_of(request)
-    rows = [customer_row(s, today(ports)) for s in tenant_states(ports.ledger(), tenant) if known(s)]
-    if q:
-        wanted = q.casefold()
-        rows = [r for r in rows if wanted in r.name.casefold() or wanted in r.customer_id.casefold()]
+    rows = customer_rows(ports.ledger(), tenant, today(ports), q)
     # the largest overdue amount first, each currency's on its own (amounts of two currencies are never added)
     rows.sort(key=lambda r: (-max((Decimal(m.amount) for m in r.overdue), default=Decimal(0)), r.customer_id))
     return render(request, "customers.html", {"tenant": tenant, "rows": rows, "q": q or ""}, user)
