@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 BENCH_STAGES := ingest escalation notifier publish e2e replay verify
 
-.PHONY: demo test unit browser lint format contract clean bench $(addprefix bench-,$(BENCH_STAGES))
+.PHONY: demo workspace test unit browser lint format contract clean bench $(addprefix bench-,$(BENCH_STAGES))
 
 $(BIN)/relance: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(BIN)/relance: pyproject.toml
 ## Run relance end to end on SQLite with an in-process broker and a generated sample.
 demo: $(BIN)/relance
 	$(BIN)/relance demo
+
+## The web workspace and the JSON API on the ledger `make demo` left (http://127.0.0.1:8000/, sign in as demo).
+workspace: $(BIN)/relance
+	$(BIN)/relance workspace
 
 ## Unit, integration, end-to-end and browser tests (integration and e2e against real PostgreSQL and RabbitMQ, the
 ## browser tests with Debian's chromium), then lint.

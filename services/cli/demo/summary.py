@@ -436,10 +436,11 @@ WORKSPACE_URL = "http://127.0.0.1:8000/"  # where ``relance workspace`` listens 
 def workspace_section(url: str, default_url: str, login: tuple[str, str] | None) -> list[str]:
     """How to open the demo's ledger in the web workspace, and whom to sign in as."""
     command = "relance workspace" + ("" if url == default_url else f" --database-url {url}")
+    checkout = " (from a checkout: make workspace)" if url == default_url else ""
     lines = [
         "",
         "Workspace (the web pages and the JSON API on this ledger)",
-        f"  {command}   # then open {WORKSPACE_URL}",
+        f"  {command}   # then open {WORKSPACE_URL}{checkout}",
     ]
     if login is not None:
         lines.append(f"  sign in as {login[0]}, password {login[1]} (collector and credit manager in each demo tenant)")
