@@ -282,14 +282,7 @@ class Notifier:
             ticket = delivery.record_letter(journal, command, data, self.now())
             if not email:
                 return ticket, None, Outcome("letter", command_id, tenant, level, letter=True)
-        now = self.now()
-        if setup.rules.quiet.is_quiet(now):
-            opens = setup.rules.quiet.next_open(now)
-            raise NotNow(f"quiet hours for tenant {tenant} until {opens.isoformat()}", (opens - now).total_seconds())
-        while (wait := take_slot(self.engine, tenant, setup.rules.rate_per_minute, now)) > 0:
-            log.info("notifier.rate_limited", tenant=tenant, wait_seconds=round(wait, 2))
-            await self.sleep(wait)
-            now = self.now()
+        now = await self._sending_slot(setup, tenant)
         recipients = recipients_of(profile)
         try:
             rendered = render(data, profile, setup.sender, language, setup.templates)
@@ -302,6 +295,19 @@ class Notifier:
             return ticket, None, Outcome(failed.status, command_id, tenant, level, language, letter=letter)
         about = Outcome("", command_id, tenant, level, rendered.language, dropped=dropped, letter=letter)
         return ticket, delivery.Outgoing(command, rendered, recipients, progress), about
+
+    async def _sending_slot(self, setup: TenantSetup, tenant: str, now: datetime | None = None) -> datetime:
+        """The instant a message of ``tenant`` may go: :class:`NotNow` in its quiet hours, else once its rate limit
+        gives a slot (waiting for one as long as it takes)."""
+        now = self.now() if now is None else now
+        if setup.rules.quiet.is_quiet(now):
+            opens = setup.rules.quiet.next_open(now)
+            raise NotNow(f"quiet hours for tenant {tenant} until {opens.isoformat()}", (opens - now).total_seconds())
+        while (wait := take_slot(self.engine, tenant, setup.rules.rate_per_minute, now)) > 0:
+            log.info("notifier.rate_limited", tenant=tenant, wait_seconds=round(wait, 2))
+            await self.sleep(wait)
+            now = self.now()
+        return now
 
     async def _prepare_confirmation(
         self,
@@ -343,13 +349,7 @@ class Notifier:
             refusal = {"refusal": "no_address"}
             ticket, failed = delivery.record_failed(journal, facts, refusal, reason, "", now, note=note)
             return ticket, None, Outcome(failed.status, command_id, tenant, CONFIRMATION, language)
-        if setup.rules.quiet.is_quiet(now):
-            opens = setup.rules.quiet.next_open(now)
-            raise NotNow(f"quiet hours for tenant {tenant} until {opens.isoformat()}", (opens - now).total_seconds())
-        while (wait := take_slot(self.engine, tenant, setup.rules.rate_per_minute, now)) > 0:
-            log.info("notifier.rate_limited", tenant=tenant, wait_seconds=round(wait, 2))
-            await self.sleep(wait)
-            now = self.now()
+        now = await self._sending_slot(setup, tenant, now)
         try:
             rendered = render_confirmation(data, profile, setup.sender, language, setup.templates)
         except ConfigurationError as exc:
