@@ -196,7 +196,7 @@ def _s(value: Decimal | None) -> str | None:
 
 
 def pause_of(state: CustomerState, today: date) -> PauseView | None:
-    pause = getattr(state, "pause", None) or getattr(state.dunning, "pause", None)
+    pause = state.pause
     if not pause:
         return None
     until = str(pause.get("until", ""))
@@ -307,7 +307,7 @@ def invoices(state: CustomerState, today: date) -> list[InvoiceView]:
 def customer_view(state: CustomerState, today: date) -> CustomerView:
     block = state.credit_block
     ack: dict[str, Any] = dict((block.get("acknowledgement") if block is not None else None) or {})
-    proposals = getattr(state, "limit_proposals", None) or getattr(state.dunning, "limit_proposals", None) or {}
+    proposals = state.limit_proposals
     return CustomerView(
         tenant=state.tenant,
         customer_id=state.customer_id,
@@ -453,9 +453,7 @@ def timeline(stream: Sequence[RecordedEvent], state: CustomerState) -> list[Time
 
 # ------------------------------------------------------------------------------------------------ agenda
 def agenda_entry(item: AgendaLine, numbers: dict[str, str]) -> AgendaEntry:
-    task_ids = list(getattr(item, "task_ids", ()) or ())
-    shown = getattr(item, "numbers", None)
-    invoices_shown = list(shown) if shown else [numbers.get(i, i) for i in item.invoices]
+    invoices_shown = list(item.numbers) if item.numbers else [numbers.get(i, i) for i in item.invoices]
     return AgendaEntry(
         kind=item.kind,
         title=item.title,
@@ -466,8 +464,8 @@ def agenda_entry(item: AgendaLine, numbers: dict[str, str]) -> AgendaEntry:
         at_risk=str(item.at_risk),
         invoices=invoices_shown,
         note=item.note,
-        task_ids=task_ids,
-        assignee=getattr(item, "assignee", None),
+        task_ids=list(item.task_ids),
+        assignee=item.assignee,
     )
 
 
