@@ -53,6 +53,7 @@ from shared.ledger.outbox import Command, claim, family, mark_dead, mark_publish
 from shared.ledger.schema import events
 from shared.ledger.store import Incoming, Ledger
 from shared.runtime import Backoff, run_worker, wait_out_database
+from shared.signing import signature
 
 log = structlog.get_logger()
 
@@ -63,12 +64,6 @@ _ERROR_CHARS = 300  # of a receiver's answer kept in last_error
 
 
 # ------------------------------------------------------------------------------------------------------ signing
-def signature(secret: str | bytes, timestamp: int | str, body: bytes) -> str:
-    """``sha256=`` + hex HMAC-SHA256 of ``f"{timestamp}."`` followed by the body, keyed with the shared secret."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-
-
 def verify_signature(
     secret: str | bytes,
     timestamp: str | int,

@@ -26,7 +26,6 @@ with its reason to the sender, synchronously (an AMQP publisher never learns it)
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +41,7 @@ from pydantic import BaseModel, SecretStr
 from shared.config import Settings, read_ingest_secrets
 from shared.contracts.erp import InvalidMessage, parse_event
 from shared.ledger.store import Ledger, LedgerUnavailable
+from shared.signing import signature
 
 log = structlog.get_logger()
 
@@ -98,12 +98,6 @@ _HOW = (
     'seconds>` and `X-Relance-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>." followed by the body>`'
 )
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="relance ingest"'}
-
-
-def signature(secret: str | bytes, timestamp: int | str, body: bytes) -> str:
-    """``sha256=`` + hex HMAC-SHA256 of ``f"{timestamp}."`` followed by the body: the webhook's scheme."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
 def router(ports: IngestPorts) -> APIRouter:

@@ -20,6 +20,7 @@ from services.cli.ingest_http import http_ingest_port
 from services.workspace import ingest
 from shared.ledger.db import make_engine
 from shared.ledger.store import Ledger
+from shared.signing import signature
 from tests.integration.ingest.test_worker import Rabbit, Worker, event_count, rabbit, start_worker, wait_until
 from tests.unit.workspace.ingest_cases import MAX_MESSAGE_BYTES, OTHER_TENANT, TENANT, cases, comparable, invoice, raw
 
@@ -122,14 +123,14 @@ def test_a_signed_request_is_applied_and_unauthenticated_ones_change_nothing(
 ) -> None:
     body = raw(invoice("E-1", "C-1", "INV-1", "10.00"))
     now = int(time.time())
-    good = {"X-Relance-Timestamp": str(now), "X-Relance-Signature": ingest.signature(SECRET, now, body)}
+    good = {"X-Relance-Timestamp": str(now), "X-Relance-Signature": signature(SECRET, now, body)}
     refused = [
         {},
         {"Authorization": "Bearer " + "x" * 32},
-        {**good, "X-Relance-Signature": ingest.signature(OTHER_SECRET[::-1], now, body)},
+        {**good, "X-Relance-Signature": signature(OTHER_SECRET[::-1], now, body)},
         {
             "X-Relance-Timestamp": str(now - 600),
-            "X-Relance-Signature": ingest.signature(SECRET, now - 600, body),
+            "X-Relance-Signature": signature(SECRET, now - 600, body),
         },
     ]
     for headers in refused:
@@ -141,7 +142,7 @@ def test_a_signed_request_is_applied_and_unauthenticated_ones_change_nothing(
     assert applied.json()["applied"] == ["E-1"]
     # a message for another tenant, signed with this tenant's secret, is refused and stays out of both
     foreign = raw({**invoice("E-2", "C-1", "INV-2", "10.00"), "tenant": OTHER_TENANT})
-    signed = {"X-Relance-Timestamp": str(now), "X-Relance-Signature": ingest.signature(SECRET, now, foreign)}
+    signed = {"X-Relance-Timestamp": str(now), "X-Relance-Signature": signature(SECRET, now, foreign)}
     answer = client.post(ingest.PATH, content=foreign, headers=signed).json()
     assert [r["kind"] for r in answer["refused"]] == ["wrong_tenant"]
     assert http_ledger.read_stream(OTHER_TENANT, "C-1") == []

@@ -10,9 +10,10 @@ from datetime import UTC, date, datetime
 import pytest
 
 from services.escalation.agenda import build_agenda, render_agenda
-from services.webhook.worker import run, signature, task_data, verify_signature
+from services.webhook.worker import run, task_data, verify_signature
 from shared.config import ConfigurationError, load_settings
 from shared.ledger.outbox import Command
+from shared.signing import signature
 from tests.factories import Ev, customer, fold, invoice
 
 SECRET = "s3cret-0123456789abcdef"

@@ -23,6 +23,7 @@ from services.workspace.app import create_app
 from shared.config import ConfigurationError, Settings, load_settings, read_ingest_secrets
 from shared.ledger.db import make_engine
 from shared.ledger.store import Ledger
+from shared.signing import signature
 from tests.unit.workspace.ingest_cases import MAX_MESSAGE_BYTES, OTHER_TENANT, TENANT, cases, invoice, raw
 
 SECRET = "s3cret-of-acme-fr-0123456789"
@@ -78,7 +79,7 @@ def array(bodies: list[bytes]) -> bytes:
 
 def signed(body: bytes, secret: str = SECRET, at: float | None = None) -> dict[str, str]:
     timestamp = int(time.time() if at is None else at)
-    return {"X-Relance-Timestamp": str(timestamp), "X-Relance-Signature": ingest.signature(secret, timestamp, body)}
+    return {"X-Relance-Timestamp": str(timestamp), "X-Relance-Signature": signature(secret, timestamp, body)}
 
 
 def test_a_batch_answers_what_was_applied_what_was_a_duplicate_and_what_was_refused_and_why(
