@@ -35,6 +35,7 @@ RUNTIME_GRANTS: dict[str, tuple[str, ...]] = {
     "events": ("SELECT", "INSERT"),
     "event_fingerprints": ("SELECT", "INSERT"),
     "sent_messages": ("SELECT", "INSERT"),
+    "letters": ("SELECT", "INSERT"),
     # Signed checkpoints (`relance checkpoint write`): appended, never changed; the signing key is not in the database.
     "checkpoints": ("SELECT", "INSERT"),
     # Projections, written in the appending transaction (upserts; the head rows are locked FOR UPDATE).

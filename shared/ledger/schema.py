@@ -196,6 +196,24 @@ sent_messages = Table(
     UniqueConstraint("tenant", "command_id", name="uq_sent_messages_tenant_command_id"),
 )
 
+# The exact PDF of every letter relance rendered (a reminder letter, a formal notice, a plan's confirmation): the log's
+# letter event carries its SHA-256, this table the bytes. Written once, never changed; posting and delivery are events.
+letters = Table(
+    "letters",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("letter_id", String(128), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("command_id", String(128), nullable=False),
+    Column("kind", String(32), nullable=False),  # reminder | confirmation
+    Column("sha256", String(64), nullable=False),
+    Column("pdf", LargeBinary, nullable=False),
+    Column("pages", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("tenant", "command_id", name="uq_letters_tenant_command_id"),
+    Index("ix_letters_tenant_created_at", "tenant", "created_at"),
+)
+
 # The notifier's rate limit per tenant: messages sent in the current one-minute window, shared by every worker.
 send_budget = Table(
     "send_budget",
