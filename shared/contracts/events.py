@@ -384,6 +384,64 @@ class _Action(RelanceEvent):
     author: str
 
 
+class LetterRendered(RelanceEvent):
+    """A letter's PDF, rendered when its command was handled; the bytes are in ``letters`` under ``letter_id``.
+
+    ``kind``: ``reminder`` (a reminder level with the letter channel, the formal notice among them) or
+    ``confirmation`` (a payment plan's). ``sha256`` is the hash of the stored PDF, as ``reminder.sent``'s is of the
+    e-mail's bytes.
+    """
+
+    TYPE: ClassVar[str] = "letter.rendered"
+    letter_id: str
+    command_id: str
+    kind: str
+    sha256: str
+    pages: int
+    reminder_id: str | None = None
+    level: str | None = None
+    template: str | None = None
+    template_version: str | None = None
+
+
+class LetterHandedToPrint(RelanceEvent):
+    """The letter went into the day's print batch ``batch_id`` (``relance letters --date``)."""
+
+    TYPE: ClassVar[str] = "letter.handed_to_print"
+    letter_id: str
+    batch_id: str
+    printed_on: date
+    batch_sha256: str | None = None
+
+
+class LetterPosted(_Action):
+    """A person posted the letter: the carrier's tracking number (a registered letter's), the day it was posted."""
+
+    TYPE: ClassVar[str] = "letter.posted"
+    letter_id: str
+    posted_on: date
+    tracking_number: str | None = None
+    carrier: str | None = None
+
+
+class LetterDelivered(_Action):
+    """The carrier delivered the letter (a registered letter's acknowledgement of receipt: ``delivered_on``)."""
+
+    TYPE: ClassVar[str] = "letter.delivered"
+    letter_id: str
+    delivered_on: date
+    note: str | None = None
+
+
+class LetterReturned(_Action):
+    """The letter came back undelivered (``reason``: the carrier's, e.g. unknown at this address, not collected)."""
+
+    TYPE: ClassVar[str] = "letter.returned"
+    letter_id: str
+    returned_on: date
+    reason: str
+
+
 class TaskCompleted(_Action):
     """A collector did the task (``outcome``: what came of it, in a few words)."""
 
@@ -513,6 +571,11 @@ MODELS: dict[str, type[RelanceEvent]] = {
         ReminderUnconfirmed,
         ReminderSkipped,
         ReminderLetterRequested,
+        LetterRendered,
+        LetterHandedToPrint,
+        LetterPosted,
+        LetterDelivered,
+        LetterReturned,
         CommandDeadLettered,
         TaskCompleted,
         TaskSnoozed,
