@@ -1,14 +1,23 @@
-"""``relance db``, ``health``, ``ledger show`` and ``outbox``: the ledger database, its schema and its outbox."""
+"""``relance db``, ``health``, ``ledger show`` and ``outbox``: the ledger database, its schema and its outbox.
+
+``ledger show --as-of`` reads the customer's account at an instant in the readings of :mod:`shared.ledger.asof`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from services.cli.options import Commands, add_database_url, json_default, runs
 from shared.config import Settings
 from shared.runtime import migrated_engine, open_ledger
+
+if TYPE_CHECKING:
+    from shared.ledger.asof import Reading
+    from shared.ledger.records import RecordedEvent
 
 
 def add_db(commands: Commands) -> None:
@@ -35,9 +44,31 @@ def add_db(commands: Commands) -> None:
 def add_ledger(commands: Commands) -> None:
     ledger = commands.add_parser("ledger", help="inspect customer ledgers")
     ledger_commands = ledger.add_subparsers(title="ledger commands", metavar="ACTION")
-    show = ledger_commands.add_parser("show", help="print a customer's event stream and projected state")
+    show = ledger_commands.add_parser(
+        "show",
+        help="print a customer's event stream and projected state, or with --as-of its account at an instant",
+        description="Without --as-of: the customer's stream and its state now. With --as-of: the account as it "
+        "stood at that instant (open invoices, days late, levels, claims, promises, disputes, block, pause, open "
+        "tasks) in two readings: 'known', what relance knew then (the events recorded up to the instant), and "
+        "'occurred', the business view then with everything known today (the events that occurred up to it, "
+        "including those recorded later). Without --reading, both, then the events that make them differ.",
+    )
     show.add_argument("--tenant", required=True)
     show.add_argument("--customer", required=True)
+    show.add_argument(
+        "--as-of",
+        type=as_of_instant,
+        metavar="INSTANT",
+        help="an ISO 8601 instant with its offset (2026-09-30T18:00:00Z) or a date, meaning the end of that day "
+        "in UTC (2026-09-30 is 2026-09-30T23:59:59.999999Z)",
+    )
+    show.add_argument(
+        "--reading",
+        choices=("known", "occurred"),
+        help="with --as-of: 'known' = what relance knew at the instant (events recorded up to it); 'occurred' = "
+        "the business view at the instant with everything known today (events that occurred up to it); "
+        "default: both, and their differences",
+    )
     show.add_argument("--json", action="store_true", help="machine-readable output")
     runs(show, ledger_show, database_url=True)
 
@@ -100,19 +131,56 @@ def health_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def as_of_instant(value: str) -> datetime:
+    from shared.ledger.asof import parse_instant
+
+    try:
+        return parse_instant(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def ledger_show(args: argparse.Namespace, settings: Settings) -> int:
     from shared.ledger.show import render_stream, stream_document
 
+    if args.reading is not None and args.as_of is None:
+        print("relance: --reading needs --as-of (the instant to read the account at)", file=sys.stderr)
+        return 2
     with open_ledger(settings, check_schema=False) as ledger:
         stream = ledger.read_stream(args.tenant, args.customer)
         if not stream:
             print(f"relance: no events for customer {args.customer!r} of tenant {args.tenant!r}", file=sys.stderr)
             return 1
+        if args.as_of is not None:
+            return _show_as_of(args, stream)
         state = ledger.state(args.tenant, args.customer)
     if args.json:
         print(json.dumps(stream_document(stream, state), indent=2, default=json_default, ensure_ascii=False))
     else:
         print(render_stream(stream, state))
+    return 0
+
+
+def _show_as_of(args: argparse.Namespace, stream: list[RecordedEvent]) -> int:
+    from shared.ledger.asof import account_as_of, first_instant
+    from shared.ledger.show import as_of_document, render_as_of
+
+    readings: tuple[Reading, ...] = (args.reading,) if args.reading else ("known", "occurred")
+    account = account_as_of(stream, args.as_of, readings, tenant=args.tenant, customer_id=args.customer)
+    if account.empty:
+        first = first_instant(stream) if args.reading != "known" else min(e.recorded_at for e in stream)
+        where = "recorded" if args.reading == "known" else "known"
+        print(
+            f"relance: nothing {where} for customer {args.customer!r} of tenant {args.tenant!r} as of "
+            f"{args.as_of.isoformat()}: its first event is of {first.isoformat() if first else '-'}; "
+            "give a later instant",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print(json.dumps(as_of_document(account), indent=2, default=json_default, ensure_ascii=False))
+    else:
+        print(render_as_of(account))
     return 0
 
 

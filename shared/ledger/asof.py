@@ -9,12 +9,20 @@
 
 Both fold the stream in version order with the ledger's own fold (:meth:`CustomerState.apply`), so a state as of
 "now" in either reading is the current state. The state's ``version`` is that of the last event folded in.
+
+Every event of the known reading is in the occurred one (an event recorded by T happened by T, its instant being
+capped at its recording), so the two readings differ exactly by the **late records**: the events that occurred by
+T and were recorded after it (:func:`late_records`).
+
+An instant given as a date (``2026-09-30``) means the end of that day in UTC (:func:`parse_instant`): "as of the
+30th" includes everything of the 30th.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
 from typing import Literal
 
 from shared.contracts.events import parse
@@ -30,12 +38,44 @@ READINGS: dict[Reading, str] = {
 }
 
 
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 instant with its offset (``Z`` or ``+01:00``), or a date meaning the end of that day in UTC.
+
+    Raises :class:`ValueError` saying what is wrong and what would do.
+    """
+    value = text.strip()
+    if len(value) == 10:
+        try:
+            return end_of_day(date.fromisoformat(value))
+        except ValueError:
+            pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"not an ISO 8601 instant or date: {text!r} (e.g. 2026-09-30 or 2026-09-30T18:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone: add Z or an offset such as +01:00, or give a date alone")
+    return moment.astimezone(UTC)
+
+
+def end_of_day(day: date) -> datetime:
+    """The last instant of ``day`` in UTC: an account "as of the 30th" includes all of the 30th."""
+    return datetime.combine(day, time.max, tzinfo=UTC)
+
+
 def included(event: RecordedEvent, at: datetime, reading: Reading) -> bool:
     """Whether ``event`` is part of the account as of ``at`` in ``reading``."""
     recorded = utc(event.recorded_at)
     if reading == "known":
         return recorded <= at
-    return min(utc(event.occurred_at), recorded) <= at
+    return happened(event) <= at
+
+
+def happened(event: RecordedEvent) -> datetime:
+    """When the event counts as having happened: its ``occurred_at``, capped at its recording (see above)."""
+    return min(utc(event.occurred_at), utc(event.recorded_at))
 
 
 def fold_as_of(
@@ -55,6 +95,45 @@ def fold_as_of(
         state.version = event.version
         state.head_hash = event.hash
     return state
+
+
+def late_records(stream: Sequence[RecordedEvent], at: datetime) -> list[RecordedEvent]:
+    """The events that occurred by ``at`` but were recorded after it: all that the two readings differ by."""
+    at = utc(at)
+    return [e for e in stream if included(e, at, "occurred") and not included(e, at, "known")]
+
+
+def first_instant(stream: Sequence[RecordedEvent]) -> datetime | None:
+    """The earliest instant at which the account holds anything in either reading (None for an empty stream)."""
+    return min((happened(e) for e in stream), default=None)
+
+
+@dataclass(frozen=True)
+class AccountAsOf:
+    """One customer's account at ``at``: its state in each reading asked for, and the late records between them."""
+
+    at: datetime
+    states: dict[Reading, CustomerState]
+    late: list[RecordedEvent]
+
+    @property
+    def empty(self) -> bool:
+        """Nothing in any reading asked for: the instant is before the customer's first event."""
+        return all(state.version == 0 for state in self.states.values())
+
+
+def account_as_of(
+    stream: Sequence[RecordedEvent],
+    at: datetime,
+    readings: Iterable[Reading] = ("known", "occurred"),
+    *,
+    tenant: str,
+    customer_id: str,
+) -> AccountAsOf:
+    """The customer's account as of ``at`` in each of ``readings`` (in that order), from its whole stream."""
+    at = utc(at)
+    states = {r: fold_as_of(stream, at, r, tenant=tenant, customer_id=customer_id) for r in readings}
+    return AccountAsOf(at=at, states=states, late=late_records(stream, at))
 
 
 def states_as_of(

@@ -4,18 +4,25 @@ Claims (late interest, indemnities) are shown per invoice apart from principal: 
 whether the customer was asked for them yet. What paid a claim is a derivation of the fold, not an event: money a
 payment or credit note left unallocated settles the claims by the policy's rule (:mod:`shared.ledger.claims`), and
 each claim lists the credits that settled it ("paid by payment:P-1 12.00"), which the stream above lets anyone redo.
+
+With ``--as-of``, the account as it stood at an instant (:mod:`shared.ledger.asof`), in one reading or both:
+:func:`render_as_of` and :func:`as_of_document`. Each reading is named in its heading; the two are followed by the
+events that make them differ (the late records), each said in one line.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from shared.ledger import snapshot
+from shared.ledger.asof import READINGS, AccountAsOf, Reading, happened
 from shared.ledger.claims import Claim
 from shared.ledger.dunning import Acknowledgement
 from shared.ledger.records import RecordedEvent
 from shared.ledger.state import CustomerState
+from shared.ledger.tasks import open_tasks, paused_on
 from shared.ledger.terms import CAP_NOTE, beyond_french_cap
 
 _SUMMARY_FIELDS = (
@@ -211,3 +218,191 @@ def _acknowledged(ack: Acknowledgement) -> str:
 
 def _money(amount: Decimal, currency: str) -> str:
     return f"{amount:,} {currency}"
+
+
+# ---------------------------------------------------------------------------------------------------- as of
+def render_as_of(account: AccountAsOf) -> str:
+    """Each reading's account at the instant, one after the other, then what makes them differ (if both)."""
+    parts = [_render_reading(state, account.at, reading) for reading, state in account.states.items()]
+    if len(account.states) > 1:
+        lines = ["differences between the two readings"]
+        if account.late:
+            lines.append("  occurred by that instant, recorded after it (in 'occurred', not in 'known'):")
+            lines += [f"  {late_line(event)}" for event in account.late]
+        else:
+            lines.append("  none: everything that had occurred by that instant was already recorded")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _render_reading(state: CustomerState, at: datetime, reading: Reading) -> str:
+    day = at.date()
+    lines = [f"as of {_instant(at)} — reading '{reading}': {READINGS[reading]}"]
+    if not state.version:
+        lines.append("  nothing yet in this reading")
+        return "\n".join(lines)
+    name = (state.profile or {}).get("name", "")
+    lines.append(f"customer {state.customer_id} of {state.tenant}" + (f" — {name}" if name else ""))
+    lines.append(f"stream up to version {state.version}")
+    lines.append("")
+    lines.append("open invoices")
+    lines.append(
+        f"  {'number':<16} {'due':<10} {'amount':>14} {'outstanding':>14} {'days late':>9}  {'level':<16} since"
+    )
+    invoices = sorted(state.open_invoices(), key=lambda i: (i.due_date, i.invoice_id))
+    for invoice in invoices:
+        record = state.escalations.get(invoice.invoice_id)
+        level = (record.level if record and record.level else "-")[:16]
+        since = record.reached_on.isoformat() if record and record.reached_on else "-"
+        disputed = "  disputed" if invoice.invoice_id in state.disputes else ""
+        lines.append(
+            f"  {invoice.number[:16]:<16} {invoice.due_date} {_money(invoice.amount, invoice.currency):>14} "
+            f"{_money(invoice.outstanding, invoice.currency):>14} {max(0, (day - invoice.due_date).days):>9}  "
+            f"{level:<16} {since}{disputed}"
+        )
+    if not invoices:
+        lines.append("  none")
+    lines += _claims_lines(state)
+    numbers = {i.invoice_id: i.number for i in state.invoices.values()}
+    if state.promises:
+        lines.append("")
+        lines.append("promises")
+        for promise_id, promise in sorted(state.promises.items()):
+            what = ", ".join(numbers.get(i, i) for i in promise.get("invoice_ids", []))
+            lines.append(
+                f"  {promise_id}: {promise.get('amount')} {promise.get('currency')} for {promise.get('promised_date')}"
+                + (f" ({what})" if what else "")
+            )
+    if state.disputes:
+        lines.append("")
+        lines.append("disputes")
+        for invoice_id, reason in sorted(state.disputes.items()):
+            lines.append(f"  {numbers.get(invoice_id, invoice_id)}: {reason}")
+    if state.credit_block is not None:
+        block = state.credit_block
+        lines.append(f"credit blocked since {block['blocked_on']} ({block['reason']}, {block['block_id']})")
+    if state.pause is not None:
+        pause = state.pause
+        held = "in force" if paused_on(state, day) else "over by then"
+        lines.append(f"paused through {pause['until']} ({held}) by {pause['author']}: {pause['reason']}")
+    tasks = open_tasks(state, day)
+    lines.append("")
+    lines.append(f"tasks open on {day}" + ("" if tasks else ": none"))
+    for task in tasks:
+        invoices_of = ", ".join(numbers.get(i, i) for i in task.invoice_ids)
+        who = f" (assigned to {task.assignee})" if task.assignee else ""
+        lines.append(f"  {task.due_on}: {task.kind.replace('_', ' ')} {invoices_of}{who}".rstrip())
+    lines.append("")
+    balances = state.balances()
+    lines.append(
+        "balance: " + (", ".join(_money(v, c) for c, v in sorted(balances.items())) if balances else "nothing due")
+    )
+    owed = state.claims_owed()
+    if owed:
+        lines.append("claims owed besides: " + ", ".join(_money(v, c) for c, v in sorted(owed.items())))
+    unallocated = state.unallocated()
+    if unallocated:
+        lines.append("unallocated credit: " + ", ".join(_money(v, c) for c, v in sorted(unallocated.items())))
+    return "\n".join(lines)
+
+
+def as_of_document(account: AccountAsOf) -> dict[str, Any]:
+    """``{"as_of", "readings": {reading: account}, "late_records": [...]}``, JSON-ready (amounts as strings)."""
+    return {
+        "as_of": account.at.isoformat(),
+        "readings": {
+            reading: account_document(state, account.at, reading) for reading, state in account.states.items()
+        },
+        "late_records": [late_document(event) for event in account.late],
+    }
+
+
+def account_document(state: CustomerState, at: datetime, reading: Reading) -> dict[str, Any]:
+    """One reading's account at ``at``: what :func:`_render_reading` prints, as data."""
+    day = at.date()
+    invoices = []
+    for invoice in sorted(state.open_invoices(), key=lambda i: (i.due_date, i.invoice_id)):
+        record = state.escalations.get(invoice.invoice_id)
+        invoices.append(
+            {
+                "invoice_id": invoice.invoice_id,
+                "number": invoice.number,
+                "issue_date": invoice.issue_date.isoformat(),
+                "due_date": invoice.due_date.isoformat(),
+                "currency": invoice.currency,
+                "amount": str(invoice.amount),
+                "outstanding": str(invoice.outstanding),
+                "days_late": max(0, (day - invoice.due_date).days),
+                "level": record.level if record else None,
+                "level_reached_on": record.reached_on.isoformat() if record and record.reached_on else None,
+                "disputed": invoice.invoice_id in state.disputes,
+            }
+        )
+    return {
+        "reading": reading,
+        "meaning": READINGS[reading],
+        "version": state.version,
+        "profile": state.profile,
+        "balances": {c: str(v) for c, v in sorted(state.balances().items())},
+        "claims_owed": {c: str(v) for c, v in sorted(state.claims_owed().items())},
+        "unallocated_credit": {c: str(v) for c, v in sorted(state.unallocated().items())},
+        "open_invoices": invoices,
+        "claims": [_claim_document(claim) for claim in state.claims.all()],
+        "promises": state.promises,
+        "plans": state.plans,
+        "disputes": state.disputes,
+        "credit_block": state.credit_block,
+        "pause": None if state.pause is None else {**state.pause, "in_force": paused_on(state, day)},
+        "tasks_open": [
+            {
+                "task_id": task.task_id,
+                "kind": task.kind,
+                "due_on": task.due_on.isoformat(),
+                "invoice_ids": list(task.invoice_ids),
+                "assignee": task.assignee,
+                "note": task.note,
+            }
+            for task in open_tasks(state, day)
+        ],
+    }
+
+
+def late_document(event: RecordedEvent) -> dict[str, Any]:
+    return {
+        "version": event.version,
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "occurred_at": happened(event).isoformat(),
+        "recorded_at": event.recorded_at.isoformat(),
+        "summary": late_line(event),
+    }
+
+
+_LATE_NAMES = {  # event type -> (what it is called, the data key of its id)
+    "payment.received": ("payment", "payment_id"),
+    "credit_note.issued": ("credit note", "credit_note_id"),
+    "invoice.issued": ("invoice", "number"),
+    "invoice.cancelled": ("cancellation of invoice", "invoice_id"),
+    "invoice.disputed": ("dispute of invoice", "invoice_id"),
+    "invoice.dispute_resolved": ("resolution of the dispute of invoice", "invoice_id"),
+    "promise_to_pay.recorded": ("promise", "promise_id"),
+    "payment_plan.agreed": ("payment plan", "plan_id"),
+}
+
+
+def late_line(event: RecordedEvent) -> str:
+    """One late record in a sentence: "payment PAY-1 of 120.00 EUR occurred on 2026-09-29, recorded 2026-10-02"."""
+    what, key = _LATE_NAMES.get(event.event_type, (event.event_type, ""))
+    ident = str(event.data.get(key) or event.event_id) if key else event.event_id
+    amount = event.data.get("amount")
+    figure = f" of {amount} {event.data.get('currency', '')}".rstrip() if amount is not None else ""
+    return (
+        f"{what} {ident}{figure} occurred on {happened(event):%Y-%m-%d}, recorded {event.recorded_at:%Y-%m-%d} "
+        f"(version {event.version})"
+    )
+
+
+def _instant(at: datetime) -> str:
+    if at.time().replace(tzinfo=None) == datetime.max.time():
+        return f"the end of {at:%Y-%m-%d} (UTC)"
+    return f"{at:%Y-%m-%d %H:%M:%S} UTC"
