@@ -13,16 +13,21 @@ capped at the instant the source recorded it, as the original fold was), the eng
 chained after it exactly as :func:`services.escalation.service.evaluate` records them (the tick when one is due,
 decisions the stream already holds skipped), and the stream is compared as it ends. Nothing is written. With a
 ``target`` ledger (an empty database), the streams are written into it through the ledger's own write path instead,
-one evaluation at a time, for whoever wants the replayed log itself.
+one evaluation at a time, for whoever wants the replayed log itself. Either way a tenant's streams, or one stream
+alone (``customer``), can be replayed; the progress is told to a callback and logged (``replay.progress``) every
+:data:`PROGRESS_SECONDS`.
 
 What is compared: every event's version, id, type, data, metadata and ``occurred_at``. Not compared: the time of
 the append (``recorded_at``) and so the hash chain, which covers it; ``relance verify`` checks the chain itself.
 Instants compare as instants, not as text: a log written when relance spelt UTC ``+00:00`` in a tick and in the
-decisions' metadata replays without divergence under today's ``Z``.
+decisions' metadata replays without divergence under today's ``Z``. A divergence names the stream, its first
+differing version and what differs there, field by field (:class:`Difference`): the type, the event id, each data
+and metadata key with its recorded and replayed values, ``occurred_at``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,7 +36,7 @@ from typing import Any, cast
 
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from services.escalation.service import (
     CLOCK_TICKED,
@@ -47,7 +52,7 @@ from shared.contracts.erp import EVENT_TYPES
 from shared.contracts.events import instant_text, parse
 from shared.ledger.hashing import utc
 from shared.ledger.reader import recorded_event
-from shared.ledger.scan import STREAMED, read_only, scoped
+from shared.ledger.scan import STREAMED, Scope, read_only, scoped
 from shared.ledger.schema import events as log_table
 from shared.ledger.state import CustomerState
 from shared.ledger.store import Incoming, Ledger, RecordedEvent
@@ -60,6 +65,22 @@ ERP_EVENTS = frozenset(EVENT_TYPES)
 PROGRESS_SECONDS = 10.0  # between two replay.progress log lines
 
 
+VALUE_WIDTH = 60  # characters of a value shown in a difference, beyond which it is shortened with "…"
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One field that differs between a recorded event and the replayed one, each value as short JSON text.
+
+    ``field`` is ``event`` (one side has no event at that version), ``event_type``, ``event_id``, ``occurred_at``,
+    ``data.<key>`` or ``metadata.<key>``; a value absent on one side is ``-``.
+    """
+
+    field: str
+    recorded: str
+    replayed: str
+
+
 @dataclass(frozen=True, slots=True)
 class Divergence:
     """The first place where a replayed stream differs from the recorded one."""
@@ -67,16 +88,20 @@ class Divergence:
     tenant: str
     customer_id: str
     version: int
-    recorded: str  # what the log holds at that version ("-" when nothing)
+    recorded: str  # what the log holds at that version: "<type> <event id>" ("-" when nothing)
     replayed: str  # what the replay produced there ("-" when nothing)
+    differences: tuple[Difference, ...] = ()
 
     def __str__(self) -> str:
         where = f"{self.tenant}/{self.customer_id} v{self.version}"
-        return f"{where}: recorded {self.recorded}, replay produced {self.replayed}"
+        text = f"{where}: recorded {self.recorded}, replay produced {self.replayed}"
+        fields = [d.field for d in self.differences if d.field != "event"]
+        return text + (f" (differs in {', '.join(fields)})" if fields else "")
 
 
 @dataclass
 class ReplayReport:
+    events: int = 0  # read from the source log
     streams: int = 0
     erp_events: int = 0  # copied from the source log
     ticks: int = 0  # recorded clock ticks the engine was driven by
@@ -95,21 +120,27 @@ def replay(
     rules: Rules,
     *,
     tenant: str | None = None,
+    customer: str | None = None,
     progress: Progress | None = None,
 ) -> ReplayReport:
-    """Replay every stream of ``source`` (or one tenant's) and compare it with the recorded one.
+    """Replay every stream of ``source`` (or one tenant's, or with ``customer`` one stream) and compare each with the
+    recorded one.
 
     ``target`` None: in memory, one streamed pass (see the module's doc). A ledger: into that empty ledger.
     ``policies`` and ``rules`` must be the ones in force when the decisions were taken: a different policy shows up
-    as a divergence (the decisions name the policy version they followed). ``progress`` is told, now and then, how
-    many events were read of how many.
+    as a divergence (the decisions name the policy version they followed). ``progress`` is told, after each stream,
+    how many events were read of how many.
     """
+    if customer is not None and tenant is None:
+        raise ValueError("a customer's stream is replayed within its tenant: give the tenant too")
+    scope = (tenant, customer)
     if target is None:
-        report = _replay_in_memory(source, policies, rules, tenant, progress)
+        report = _replay_in_memory(source, policies, rules, scope, progress)
     else:
-        report = _replay_into(source, target, policies, rules, tenant)
+        report = _replay_into(source, target, policies, rules, scope, progress)
     log.info(
         "replay.done",
+        events=report.events,
         streams=report.streams,
         erp_events=report.erp_events,
         ticks=report.ticks,
@@ -120,38 +151,62 @@ def replay(
 
 
 # ---------------------------------------------------------------------------------------------------- in memory
+class _Pace:
+    """After each stream: tell the caller how far the pass is, and log it every :data:`PROGRESS_SECONDS`."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total = total
+        self.progress = progress
+        self.started = self.shown = time.monotonic()
+
+    def stream_done(self, report: ReplayReport) -> None:
+        now = time.monotonic()
+        if now - self.shown >= PROGRESS_SECONDS:
+            self.shown = now
+            rate = report.events / (now - self.started) if now > self.started else 0.0
+            log.info(
+                "replay.progress",
+                streams=report.streams,
+                events=report.events,
+                of=self.total,
+                events_per_second=round(rate),
+            )
+        if self.progress is not None:
+            self.progress(report.events, self.total)
+
+
+def _count(conn: Connection, scope: Scope) -> int:
+    return int(conn.execute(scoped(select(func.count()).select_from(log_table), log_table, scope)).scalar_one())
+
+
 def _replay_in_memory(
-    source: Ledger, policies: PolicyBooks, rules: Rules, tenant: str | None, progress: Progress | None
+    source: Ledger, policies: PolicyBooks, rules: Rules, scope: Scope, progress: Progress | None
 ) -> ReplayReport:
     report = ReplayReport()
     books: dict[str, PolicySource] = {}
     with read_only(source.engine) as conn:
-        scope = (tenant, None)
-        total = conn.execute(scoped(select(func.count()).select_from(log_table), log_table, scope)).scalar_one()
+        pace = _Pace(_count(conn, scope), progress)
         query = scoped(select(log_table), log_table, scope).order_by(
             log_table.c.tenant, log_table.c.customer_id, log_table.c.version
         )
         rows = conn.execute(query, execution_options=STREAMED).mappings()
-        read = 0
-        shown = time.monotonic()
         for recorded in _streams(recorded_event(row) for row in rows):
             first = recorded[0]
             book = books.get(first.tenant)
             if book is None:
                 book = books[first.tenant] = policies(first.tenant)
             divergence = _replay_stream_in_memory(recorded, book, rules, report)
-            if divergence is not None:
-                report.divergences.append(divergence)
-                log.warning("replay.diverged", divergence=str(divergence))
-            report.streams += 1
-            read += len(recorded)
-            now = time.monotonic()
-            if now - shown >= PROGRESS_SECONDS:
-                shown = now
-                log.info("replay.progress", streams=report.streams, events=read, of=total)
-            if progress is not None:
-                progress(read, total)
+            _done(report, recorded, divergence)
+            pace.stream_done(report)
     return report
+
+
+def _done(report: ReplayReport, recorded: list[RecordedEvent], divergence: Divergence | None) -> None:
+    if divergence is not None:
+        report.divergences.append(divergence)
+        log.warning("replay.diverged", divergence=str(divergence))
+    report.streams += 1
+    report.events += len(recorded)
 
 
 def _streams(rows: Iterator[RecordedEvent]) -> Iterator[list[RecordedEvent]]:
@@ -236,17 +291,18 @@ def _replay_stream_in_memory(
 
 # ---------------------------------------------------------------------------------------------------- into a ledger
 def _replay_into(
-    source: Ledger, target: Ledger, policies: PolicyBooks, rules: Rules, tenant: str | None
+    source: Ledger, target: Ledger, policies: PolicyBooks, rules: Rules, scope: Scope, progress: Progress | None
 ) -> ReplayReport:
     report = ReplayReport()
-    for key_tenant, customer_id in source.streams(tenant):
+    tenant, customer = scope
+    keys = [k for k in source.streams(tenant) if customer is None or k[1] == customer]
+    with source.engine.connect() as conn:
+        pace = _Pace(_count(conn, scope), progress)
+    for key_tenant, customer_id in keys:
         recorded = source.read_stream(key_tenant, customer_id)
         _replay_stream(recorded, target, policies(key_tenant), rules, report)
-        divergence = first_divergence(recorded, target.read_stream(key_tenant, customer_id))
-        if divergence is not None:
-            report.divergences.append(divergence)
-            log.warning("replay.diverged", divergence=str(divergence))
-        report.streams += 1
+        _done(report, recorded, first_divergence(recorded, target.read_stream(key_tenant, customer_id)))
+        pace.stream_done(report)
     return report
 
 
@@ -345,19 +401,50 @@ def first_divergence(recorded: list[RecordedEvent], replayed: list[RecordedEvent
             continue
         some = left or right
         assert some is not None
-        return Divergence(some.tenant, some.customer_id, n + 1, _describe(left, right), _describe(right, left))
+        return Divergence(
+            some.tenant, some.customer_id, n + 1, _describe(left), _describe(right), differences(left, right)
+        )
     return None
 
 
-def _describe(event: RecordedEvent | None, other: RecordedEvent | None) -> str:
-    if event is None:
+def _describe(event: RecordedEvent | None) -> str:
+    return "-" if event is None else f"{event.event_type} {event.event_id}"
+
+
+def differences(recorded: RecordedEvent | None, replayed: RecordedEvent | None) -> tuple[Difference, ...]:
+    """What differs between two events at one version, field by field, in the order a reader checks them."""
+    if recorded is None or replayed is None:
+        return (Difference("event", _describe(recorded), _describe(replayed)),)
+    found: list[Difference] = []
+    mine = dict(zip(FIELDS, signature(recorded), strict=True))
+    theirs = dict(zip(FIELDS, signature(replayed), strict=True))
+    for name in ("event_type", "event_id"):
+        if mine[name] != theirs[name]:
+            found.append(Difference(name, short(mine[name]), short(theirs[name])))
+    for name in ("data", "metadata"):
+        left, right = mine[name], theirs[name]
+        if left == right:
+            continue
+        if not isinstance(left, dict) or not isinstance(right, dict):
+            found.append(Difference(name, short(left), short(right)))
+            continue
+        for key in sorted(set(left) | set(right)):
+            if left.get(key, _ABSENT) != right.get(key, _ABSENT):
+                found.append(Difference(f"{name}.{key}", short(left.get(key, _ABSENT)), short(right.get(key, _ABSENT))))
+    if mine["occurred_at"] != theirs["occurred_at"]:
+        found.append(Difference("occurred_at", short(mine["occurred_at"]), short(theirs["occurred_at"])))
+    return tuple(found)
+
+
+_ABSENT = object()
+
+
+def short(value: Any, width: int = VALUE_WIDTH) -> str:
+    """A value as compact JSON text ("-" when absent), shortened to ``width`` characters."""
+    if value is _ABSENT:
         return "-"
-    text = f"{event.event_type} {event.event_id}"
-    if other is not None and (event.event_type, event.event_id) == (other.event_type, other.event_id):
-        differing = {
-            name: mine
-            for name, mine, theirs in zip(FIELDS, signature(event), signature(other), strict=True)
-            if mine != theirs
-        }
-        text += f" with {differing}"
-    return text
+    if isinstance(value, datetime):
+        text = instant_text(value)
+    else:
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"

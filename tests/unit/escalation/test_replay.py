@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from services.escalation.replay import Divergence, first_divergence
+from services.escalation.replay import Difference, Divergence, first_divergence, short
 from shared.ledger.store import RecordedEvent
 
 AT = datetime(2026, 3, 22, 9, tzinfo=UTC)
@@ -52,10 +52,40 @@ def test_a_decision_with_other_data_is_named_with_its_version_and_what_differs()
         "acme-fr",
         "C-1",
         3,
-        "reminder.requested esc-1 with {'data': {'level': 'reminder-1'}}",
-        "reminder.requested esc-1 with {'data': {'level': 'formal-notice'}}",
+        "reminder.requested esc-1",
+        "reminder.requested esc-1",
+        (Difference("data.level", '"reminder-1"', '"formal-notice"'),),
     )
-    assert str(divergence).startswith("acme-fr/C-1 v3: recorded reminder.requested esc-1")
+    assert str(divergence) == (
+        "acme-fr/C-1 v3: recorded reminder.requested esc-1, replay produced reminder.requested esc-1 "
+        "(differs in data.level)"
+    )
+
+
+def test_every_differing_field_is_named_with_both_values_and_a_long_value_is_shortened() -> None:
+    # Given a replayed decision of another type and id, other data keys, metadata and instant
+    long = "x" * 200
+    other = replace(
+        event(3, "esc-2", "fee.charged", level="reminder-1", note=long),
+        metadata={"as_of": AT.isoformat(), "policy_version": "v2"},
+        occurred_at=AT + timedelta(days=1),
+    )
+    divergence = first_divergence(RECORDED, [*RECORDED[:2], other])
+    assert divergence is not None
+    fields = {d.field: (d.recorded, d.replayed) for d in divergence.differences}
+    assert list(fields) == [
+        "event_type",
+        "event_id",
+        "data.note",
+        "metadata.policy_version",
+        "occurred_at",
+    ]
+    assert fields["event_type"] == ('"reminder.requested"', '"fee.charged"')
+    assert fields["metadata.policy_version"] == ('"v1"', '"v2"')
+    assert fields["data.note"][0] == "-" and fields["data.note"][1].endswith("…")
+    assert len(fields["data.note"][1]) == 60
+    assert fields["occurred_at"] == ("2026-03-22T09:00:00Z", "2026-03-23T09:00:00Z")
+    assert short({"b": 1, "a": [1, 2]}) == '{"a":[1,2],"b":1}'
 
 
 def test_a_decision_missing_or_extra_in_the_replay_is_a_divergence() -> None:
@@ -65,6 +95,7 @@ def test_a_decision_missing_or_extra_in_the_replay_is_a_divergence() -> None:
         "reminder.requested esc-1",
         "-",
     )
+    assert missing.differences == (Difference("event", "reminder.requested esc-1", "-"),)
     extra = first_divergence(RECORDED, [*RECORDED, event(4, "esc-2")])
     assert extra is not None and (extra.version, extra.recorded, extra.replayed) == (4, "-", "reminder.requested esc-2")
 
@@ -74,7 +105,7 @@ def test_the_same_decisions_in_another_order_or_at_another_instant_are_not_the_s
     assert first_divergence(RECORDED, swapped) is not None
     later = [*RECORDED[:2], replace(RECORDED[2], occurred_at=AT + timedelta(hours=1))]
     divergence = first_divergence(RECORDED, later)
-    assert divergence is not None and "occurred_at" in divergence.replayed
+    assert divergence is not None and [d.field for d in divergence.differences] == ["occurred_at"]
 
 
 def test_instants_written_with_an_offset_compare_equal_to_the_same_instants_written_with_z() -> None:
