@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.workspace import api, auth, ingest, pages
+from services.workspace import api, asof, auth, ingest, pages
 from services.workspace.i18n import Translator, choose
 from services.workspace.ports import Ports
 from shared.ledger.store import Ledger
@@ -63,12 +63,15 @@ def create_app(ports: Ports) -> FastAPI:
     )
     app.state.ports = ports
     app.state.templates = templates()
+    app.state.templates.env.globals["as_of_words"] = asof.words
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     auth.install(app, ports)
     app.include_router(auth.router)
     app.include_router(api.router)
+    app.include_router(asof.router)  # a customer's account at an instant, in the API and on a page
     app.include_router(ingest.router(ports))  # answers 503 itself while HTTP ingest is not configured
     app.include_router(pages.router)
+    app.include_router(asof.pages)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(Exception, _failed)
