@@ -14,8 +14,8 @@ chained after it exactly as :func:`services.escalation.service.evaluate` records
 decisions the stream already holds skipped), and the stream is compared as it ends. Nothing is written. With a
 ``target`` ledger (an empty database), the streams are written into it through the ledger's own write path instead,
 one evaluation at a time, for whoever wants the replayed log itself. Either way a tenant's streams, or one stream
-alone (``customer``), can be replayed; the progress is told to a callback and logged (``replay.progress``) every
-:data:`PROGRESS_SECONDS`.
+alone (``customer``), can be replayed; the progress is told to a callback, or without one logged
+(``replay.progress``) every :data:`PROGRESS_SECONDS`.
 
 What is compared: every event's version, id, type, data, metadata and ``occurred_at``. Not compared: the time of
 the append (``recorded_at``) and so the hash chain, which covers it; ``relance verify`` checks the chain itself.
@@ -129,7 +129,7 @@ def replay(
     ``target`` None: in memory, one streamed pass (see the module's doc). A ledger: into that empty ledger.
     ``policies`` and ``rules`` must be the ones in force when the decisions were taken: a different policy shows up
     as a divergence (the decisions name the policy version they followed). ``progress`` is told, after each stream,
-    how many events were read of how many.
+    how many events were read of how many; without it, that is logged every :data:`PROGRESS_SECONDS`.
     """
     if customer is not None and tenant is None:
         raise ValueError("a customer's stream is replayed within its tenant: give the tenant too")
@@ -152,7 +152,8 @@ def replay(
 
 # ---------------------------------------------------------------------------------------------------- in memory
 class _Pace:
-    """After each stream: tell the caller how far the pass is, and log it every :data:`PROGRESS_SECONDS`."""
+    """After each stream: tell the caller how far the pass is, or if there is none (no terminal to show it on), log
+    it every :data:`PROGRESS_SECONDS` (``replay.progress``)."""
 
     def __init__(self, total: int, progress: Progress | None) -> None:
         self.total = total
@@ -160,6 +161,9 @@ class _Pace:
         self.started = self.shown = time.monotonic()
 
     def stream_done(self, report: ReplayReport) -> None:
+        if self.progress is not None:
+            self.progress(report.events, self.total)
+            return
         now = time.monotonic()
         if now - self.shown >= PROGRESS_SECONDS:
             self.shown = now
@@ -171,8 +175,6 @@ class _Pace:
                 of=self.total,
                 events_per_second=round(rate),
             )
-        if self.progress is not None:
-            self.progress(report.events, self.total)
 
 
 def _count(conn: Connection, scope: Scope) -> int:

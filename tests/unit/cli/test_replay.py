@@ -8,11 +8,13 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from services.cli import main
+from services.cli.replay import TerminalRate
 from services.escalation.replay import signature
 from services.escalation.worker import policy_books, real_rules, tick
 from shared.config import load_settings
@@ -45,6 +47,15 @@ def ledger(ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]
         tick(ledger, books, rules, FIRST_TICK + timedelta(days=7 * week))
     yield ledger
     engine.dispose()
+
+
+class Lines(list[dict[str, Any]]):
+    """A logger that keeps its lines: ``{"event": name, **values}``."""
+
+    def info(self, event: str, **values: Any) -> None:
+        self.append({"event": event, **values})
+
+    warning = info
 
 
 def replay(url: str, *args: str) -> int:
@@ -158,3 +169,40 @@ def test_into_alone_writes_a_new_sqlite_file_in_the_current_directory_and_prints
     finally:
         engine.dispose()
     assert held == len(ledger.read_stream(TENANT, "C-1"))
+
+
+def test_without_a_terminal_the_progress_is_logged_and_on_one_it_is_shown_with_the_rate(
+    ledger: Ledger,
+    ledger_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from services.escalation import replay as module
+    from shared.ledger.migrate import upgrade
+
+    settings = load_settings(database_url=ledger_url)
+    total = sum(len(ledger.read_stream(TENANT, c)) for c in CUSTOMERS)
+    monkeypatch.setattr(module, "PROGRESS_SECONDS", 0.0)  # a line after every stream, rather than every 10 s
+    logs = Lines()
+    monkeypatch.setattr(module, "log", logs)  # the module's logger (cached once the CLI configured logging)
+    upgrade(f"sqlite:///{tmp_path / 'target.db'}")
+    target_engine = make_engine(f"sqlite:///{tmp_path / 'target.db'}")
+    for target in (None, Ledger(target_engine)):
+        logs.clear()
+        module.replay(ledger, target, policy_books(settings), real_rules(settings), tenant=TENANT)
+        lines = [line for line in logs if line["event"] == "replay.progress"]
+        assert [(line["streams"], line["of"]) for line in lines] == [(1, total), (2, total)]
+        assert lines[-1]["events"] == total and "events_per_second" in lines[-1]
+    # And with a callback (the terminal's), the callback is told instead of the log
+    seen: list[tuple[int, int]] = []
+    logs.clear()
+    module.replay(ledger, None, policy_books(settings), real_rules(settings), tenant=TENANT,
+                  progress=lambda *n: seen.append(n))  # fmt: skip
+    target_engine.dispose()
+    assert seen[-1] == (total, total) and not [line for line in logs if line["event"] == "replay.progress"]
+    shown = TerminalRate("replay")
+    shown(total, total)
+    shown.clear()
+    err = capsys.readouterr().err
+    assert f"replay: {total:,} of {total:,} events (100%), " in err and " events/s" in err
