@@ -172,10 +172,7 @@ def _divergence(divergence: Divergence) -> dict[str, Any]:
 def _text(summary: dict[str, Any], report: ReplayReport) -> str:
     lines = []
     for divergence in report.divergences:
-        lines.append(
-            f"DIVERGES  {divergence.tenant}/{divergence.customer_id} v{divergence.version}: recorded "
-            f"{divergence.recorded}, replay produced {divergence.replayed}"
-        )
+        lines.append(f"DIVERGES  {divergence.headline()}")
         width = max((len(d.field) for d in divergence.differences), default=0)
         for d in divergence.differences:
             lines.append(f"  {d.field:<{width}}  recorded {d.recorded}")

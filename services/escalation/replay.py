@@ -92,11 +92,16 @@ class Divergence:
     replayed: str  # what the replay produced there ("-" when nothing)
     differences: tuple[Difference, ...] = ()
 
-    def __str__(self) -> str:
+    def headline(self) -> str:
+        """The stream, the version, and the event recorded and replayed there, in one line."""
         where = f"{self.tenant}/{self.customer_id} v{self.version}"
-        text = f"{where}: recorded {self.recorded}, replay produced {self.replayed}"
+        if self.recorded == self.replayed:
+            return f"{where}: {self.recorded}, recorded and replayed differ"
+        return f"{where}: recorded {self.recorded}, replay produced {self.replayed}"
+
+    def __str__(self) -> str:
         fields = [d.field for d in self.differences if d.field != "event"]
-        return text + (f" (differs in {', '.join(fields)})" if fields else "")
+        return self.headline() + (f" in {', '.join(fields)}" if fields else "")
 
 
 @dataclass

@@ -228,6 +228,6 @@ def test_the_replay_command_replays_in_memory_and_names_a_forged_decision(
     caught = relance("replay", "--tenant", TENANT)
     # Then the replay names the stream, the version and what differs, and exits 1
     assert caught.returncode == 1, caught.stdout + caught.stderr
-    assert f"DIVERGES  {key[0]}/{key[1]} v{forged.version}: recorded escalation.level_reached" in caught.stdout
+    assert f"DIVERGES  {key[0]}/{key[1]} v{forged.version}: escalation.level_reached {forged.event_id}" in caught.stdout
     assert '  data.level  recorded "forged"' in caught.stdout
     assert caught.stdout.splitlines()[-1].endswith("1 stream(s) diverge")
