@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
@@ -127,13 +127,26 @@ def account(request: Request, user: Principal, tenant: str, customer_id: str, at
     )
 
 
+At = Annotated[
+    str,
+    Query(
+        description="an ISO 8601 instant with its offset (2026-09-30T18:00:00Z), or a date: the end of that day in UTC"
+    ),
+]
+AskedReading = Annotated[
+    Reading | None,
+    Query(
+        description="known: the events recorded up to the instant; occurred: those that occurred up to it; default both"
+    ),
+]
+
+
 @router.get("/tenants/{tenant}/customers/{customer_id}/as-of", response_model=AccountAsOf)
 def customer_as_of(
-    request: Request, tenant: str, customer_id: str, at: str, user: User, reading: str = ""
+    request: Request, tenant: str, customer_id: str, at: At, user: User, reading: AskedReading = None
 ) -> AccountAsOf:
-    """The customer's account at ``at`` (an instant, or a date: the end of that day in UTC) in ``reading``:
-    ``known`` (events recorded up to it) or ``occurred`` (events that occurred up to it); both when not given."""
-    return account(request, user, tenant, customer_id, at, reading)
+    """The customer's account at ``at`` in ``reading`` (both when not given), and the late records between them."""
+    return account(request, user, tenant, customer_id, at, reading or "")
 
 
 @pages.get("/t/{tenant}/customers/{customer_id}/as-of")

@@ -16,6 +16,11 @@ T and were recorded after it (:func:`late_records`).
 
 An instant given as a date (``2026-09-30``) means the end of that day in UTC (:func:`parse_instant`): "as of the
 30th" includes everything of the 30th.
+
+A subset of a stream folds without error whatever it leaves out (the fold takes events in any order, as the ERP
+sends them): a payment allocated to an invoice that occurs later waits as unallocated credit, as it did in the ledger.
+In the occurred reading a decision counts as of its ``as_of``; a backfill decided at a past instant may so count
+before an ERP event it was decided with, if that event occurred after the backfill's instant.
 """
 
 from __future__ import annotations

@@ -180,6 +180,13 @@ def test_ledger_show_refuses_a_bad_instant_as_a_usage_error(
     assert "not an ISO 8601 instant or date: 'yesterday'" in capsys.readouterr().err
 
 
+def test_a_reading_without_an_instant_is_a_usage_error(
+    written: Written, ledger_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert show(ledger_url, "--reading", "known") == 2
+    assert "--reading needs --as-of" in capsys.readouterr().err
+
+
 def test_ledger_show_without_as_of_prints_the_stream_and_the_state_as_before(
     written: Written, ledger_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
