@@ -194,3 +194,44 @@ def test_ledger_show_without_as_of_prints_the_stream_and_the_state_as_before(
     out = capsys.readouterr().out
     assert out.startswith("customer C-0042 of acme-fr — Boulangeries Martin SAS\nstream version 5")
     assert "reading" not in out
+
+
+def test_the_occurred_reading_at_a_past_date_has_the_levels_claims_and_tasks_decided_by_then(
+    ledger: Ledger, ledger_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.escalation.worker import policy_books, real_rules, tick
+    from shared.config import load_settings
+
+    # Given an invoice of August due on 1 September, and the escalation's ticks of September and October replayed
+    # today (a backfill: decided at past instants, all recorded now)
+    record(
+        ledger,
+        customer().at(datetime(2026, 8, 1, tzinfo=UTC)),
+        invoice("INV-1", "1000.00", issue_date="2026-08-01", due_date="2026-09-01").at(
+            datetime(2026, 8, 1, tzinfo=UTC)
+        ),
+    )
+    settings = load_settings(database_url=ledger_url)
+    for day in (2, 9, 16, 23, 30):
+        tick(ledger, policy_books(settings), real_rules(settings), datetime(2026, 9, day, 8, tzinfo=UTC))
+    decided = [e for e in ledger.read_stream(TENANT, CUSTOMER) if "policy_version" in e.metadata]
+    first = min(e.occurred_at for e in decided)
+    capsys.readouterr()  # the ticks' log lines
+    # When the account is read as of the end of the day of the first decision, in the business view
+    assert show(ledger_url, "--as-of", first.date().isoformat(), "--reading", "occurred", "--json") == 0
+    document = json.loads(capsys.readouterr().out)["readings"]["occurred"]
+    # Then it has what was decided by then, and nothing decided later
+    by_then = {e.event_type for e in decided if e.occurred_at.date() <= first.date()}
+    later = [e for e in decided if e.occurred_at.date() > first.date()]
+    assert later, "the policy decides again after its first step"
+    assert document["version"] == max(e.version for e in decided if e.occurred_at.date() <= first.date())
+    [open_invoice] = document["open_invoices"]
+    assert open_invoice["days_late"] == (first.date() - date(2026, 9, 1)).days
+    assert {"escalation.level_reached", "fee.charged"} <= by_then  # the shipped policy's first step
+    assert open_invoice["level"] is not None and open_invoice["level_reached_on"] <= first.date().isoformat()
+    assert [(c["kind"], c["owed"]) for c in document["claims"]] == [("indemnity", "40.00")]
+    levels = [e.data["level"] for e in decided if e.event_type == "escalation.level_reached"]
+    assert open_invoice["level"] == levels[0] != levels[-1]
+    # And what relance knew that day was nothing: it was all recorded today
+    assert show(ledger_url, "--as-of", first.date().isoformat(), "--reading", "known") == 1
+    assert "nothing recorded for customer 'C-0042'" in capsys.readouterr().err
