@@ -65,7 +65,11 @@ def replay_log(args: argparse.Namespace, settings: Settings) -> int:
     progress = TerminalRate("replay") if sys.stderr.isatty() else None
     started = time.monotonic()
     with open_ledger(settings) as source:
-        if args.customer is not None and (args.tenant, args.customer) not in source.streams(args.tenant):
+        streams = source.streams(args.tenant)
+        if not streams:  # a mistyped tenant must not read as a log replayed as recorded
+            print(f"relance: the log holds no stream of tenant {args.tenant!r}", file=sys.stderr)
+            return 2
+        if args.customer is not None and (args.tenant, args.customer) not in streams:
             print(f"relance: no stream for customer {args.customer!r} of tenant {args.tenant!r}", file=sys.stderr)
             return 2
         target_url = None if args.into is None else _target_url(args.into, args.tenant)

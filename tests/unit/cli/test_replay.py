@@ -117,7 +117,7 @@ def test_a_decision_rewritten_in_the_database_is_named_by_its_version_and_field(
     assert capsys.readouterr().out.splitlines()[-1].startswith("1 stream(s), 3 ERP event(s), ")
 
 
-def test_one_customer_alone_and_an_unknown_one(
+def test_one_customer_alone_and_an_unknown_customer_or_tenant(
     ledger: Ledger, ledger_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert replay(ledger_url, "--customer", "C-2", "--json") == 0
@@ -126,6 +126,8 @@ def test_one_customer_alone_and_an_unknown_one(
     assert summary["events"] == len(ledger.read_stream(TENANT, "C-2"))
     assert replay(ledger_url, "--customer", "C-404") == 2
     assert "no stream for customer 'C-404' of tenant 'acme-fr'" in capsys.readouterr().err
+    assert main(["replay", "--tenant", "acme-rf", "--database-url", ledger_url]) == 2
+    assert "the log holds no stream of tenant 'acme-rf'" in capsys.readouterr().err
 
 
 def test_the_tenant_is_required(ledger_url: str, capsys: pytest.CaptureFixture[str]) -> None:
