@@ -5,7 +5,8 @@ replay runs in memory and writes nothing; ``--into URL`` writes the replayed log
 ledger's own write path (migrated first, refused unless it holds no event), ``--into`` alone into a new SQLite file
 in the current directory. The summary goes to stdout (``--json``: the same as one JSON document), the progress to
 stderr on a terminal (else a ``replay.progress`` log line every 10 s). Exit status: 0 as recorded, 1 divergence(s),
-2 usage error (a target that already holds events among them), 78 configuration error.
+2 usage error (a tenant or customer the log does not hold, a target that already holds events), 78 configuration
+error.
 """
 
 from __future__ import annotations
