@@ -10,6 +10,7 @@ from pika.exceptions import AMQPConnectionError, ProbableAuthenticationError
 
 from shared.broker import amqp
 from shared.config import ConfigurationError, Settings, load_settings
+from shared.observability.health import Health
 
 
 class Script(amqp.Session):
@@ -20,6 +21,7 @@ class Script(amqp.Session):
     def __init__(self, *steps: BaseException | int) -> None:
         self.settings: Settings = load_settings(retry_max_seconds=0.01)
         self.stop = threading.Event()
+        self.health = Health(self.service, broker=True)
         self.steps = list(steps)
         self.done = 0
         self.calls: list[str] = []
