@@ -41,11 +41,11 @@ class Refresher:
     """Calls each task now, then every ``interval`` seconds, on a daemon thread, until ``stop`` is set."""
 
     def __init__(
-        self, tasks: Sequence[Callable[[], None]], stop: threading.Event, interval: float = REFRESH_SECONDS
+        self, tasks: Sequence[Callable[[], None]], stop: threading.Event, interval: float | None = None
     ) -> None:
         self.tasks = list(tasks)
         self.stop = stop
-        self.interval = interval
+        self.interval = REFRESH_SECONDS if interval is None else interval
         self._thread = threading.Thread(target=self._run, name="metrics-refresh", daemon=True)
 
     def start(self) -> Refresher:

@@ -74,6 +74,8 @@ class DatabaseCheck:
                 revision = MigrationContext.configure(conn).get_current_revision()
         except DBAPIError as exc:
             return "unreachable: " + (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
+        if revision is None:
+            return "no schema yet: run `relance db upgrade`"
         if revision != self.head:
             return f"schema at revision {revision}, this relance needs {self.head}: run `relance db upgrade`"
         return None

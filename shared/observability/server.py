@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from shared.config import ConfigurationError, listen_address
 from shared.observability.health import Health
@@ -40,7 +41,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            self._answer(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
+            # The text format 0.0.4, which every Prometheus reads (relance's names need nothing newer)
+            self._answer(200, generate_latest(self.server.registry), CONTENT_TYPE_PLAIN_0_0_4)
         elif path == "/livez":
             self._json(*self.server.health.live())
         elif path == "/readyz":
