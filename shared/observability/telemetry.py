@@ -40,17 +40,22 @@ class Telemetry(Generic[M]):
 
     @classmethod
     def of(cls, settings: Settings, metrics: M, *, broker: bool) -> Telemetry[M]:
-        """From the settings: readiness checks the settings' database (and the broker if ``broker``)."""
+        """From the settings: readiness checks the settings' database (and the broker if ``broker``).
+
+        Without ``RELANCE_METRICS_ADDRESS`` nothing would read the checks or the gauges: no side engine is made.
+        """
+        if not settings.metrics_address:
+            return cls(metrics, Health(metrics.service, metrics, live_seconds=settings.liveness_seconds))
         url = settings.require_database_url()
         side = side_engine(url)
-        health = Health(
-            metrics.service,
-            metrics,
-            live_seconds=settings.liveness_seconds,
-            database=DatabaseCheck(side, url),
-            broker=broker,
-        )
         try:
+            health = Health(
+                metrics.service,
+                metrics,
+                live_seconds=settings.liveness_seconds,
+                database=DatabaseCheck(side, url),
+                broker=broker,
+            )
             return cls(metrics, health, address=settings.metrics_address, side=side)
         except BaseException:
             side.dispose()
