@@ -282,6 +282,18 @@ class Settings(BaseSettings):
         default=None, validate_default=True, description="OIDC: relance's client secret at the provider."
     )
 
+    metrics_address: str | None = Field(
+        default=None,
+        description="host:port where each worker serves /metrics, /livez and /readyz (e.g. 0.0.0.0:9100; port 0: "
+        "any free port, logged); unset, no HTTP server.",
+    )
+    liveness_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        le=86400,
+        description="/livez answers 503 once the worker's loop has not gone round for this long.",
+    )
+
     allow_placeholder_sender: bool = Field(
         default=False,
         description="Let the notifier sign real e-mails with the shipped placeholder sender company (trials only).",
@@ -425,12 +437,29 @@ class Settings(BaseSettings):
             )
         return secret
 
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        listen_address(value)
+        return value.strip()
+
     @field_validator("smtp_host")
     @classmethod
     def _smtp_host(cls, value: str) -> str:
         if not value or any(c.isspace() for c in value):
             raise ValueError("must be a host name or IP address")
         return value
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::]:9100`` for IPv6) as the (host, port) a server binds; ValueError saying what to write."""
+    host, colon, port = value.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535 or any(c.isspace() for c in host):
+        raise ValueError("must be host:port, e.g. 0.0.0.0:9100, 127.0.0.1:9100 or [::]:9100 (port 0: any free port)")
+    return host, int(port)
 
 
 INGEST_SECRET_CHARS = 16

@@ -11,19 +11,23 @@ import gc
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from shared.config import ConfigurationError, Settings, hide_password
+from shared.logging import DATABASE_UNAVAILABLE, identify
 
 if TYPE_CHECKING:
     from shared.ledger.store import Ledger
+    from shared.observability.health import Health
+    from shared.observability.telemetry import Telemetry
 
 log = structlog.get_logger()
 
@@ -56,11 +60,32 @@ class Backoff:
         self.attempts = 0
 
 
-def wait_out_database(service: str, exc: DBAPIError, backoff: Backoff, stop: threading.Event) -> None:
-    """Log that the database failed a round (``<service>.database_unavailable``) and wait the backoff's next delay."""
+def wait_out_database(
+    service: str, exc: BaseException, backoff: Backoff, stop: threading.Event, health: Health | None = None
+) -> None:
+    """Log that the database failed a round (``database.unavailable``) and wait the backoff's next delay, beating."""
     delay = backoff.next()
-    log.warning(f"{service}.database_unavailable", error=str(exc.orig or exc).splitlines()[0], retry_in=round(delay, 2))
-    stop.wait(delay)
+    log.warning(DATABASE_UNAVAILABLE, service=service, error=first_line(exc), retry_in=round(delay, 2))
+    wait_beating(stop, delay, health)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of what the database (or anything) said: what a log line shows of an error."""
+    text = str(getattr(exc, "orig", None) or exc) if isinstance(exc, DBAPIError) else str(exc)
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def wait_beating(stop: threading.Event, seconds: float, health: Health | None, tick: float = 5.0) -> None:
+    """Wait ``seconds`` (less if stopped), beating every ``tick``: a worker waiting out an outage is alive."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set():
+        if health is not None:
+            health.beat()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        stop.wait(min(left, tick))
 
 
 def install_signal_handlers(stop: threading.Event, service: str) -> Callable[[], None]:
@@ -92,7 +117,14 @@ def install_signal_handlers(stop: threading.Event, service: str) -> Callable[[],
     return restore
 
 
-def wait_for_schema(engine: Engine, url: str, stop: threading.Event, service: str, retry_max_seconds: float) -> bool:
+def wait_for_schema(
+    engine: Engine,
+    url: str,
+    stop: threading.Event,
+    service: str,
+    retry_max_seconds: float,
+    health: Health | None = None,
+) -> bool:
     """Refuse to start on a database without the latest schema; wait (with backoff) while it is unreachable.
 
     Returns False if stopped while waiting. Raises :class:`ConfigurationError` telling the user to run
@@ -110,9 +142,9 @@ def wait_for_schema(engine: Engine, url: str, stop: threading.Event, service: st
                 raise database_refused(url, refused) from None
             delay = backoff.next()
             log.warning(
-                f"{service}.database_unreachable", error=str(exc.orig or exc).splitlines()[0], retry_in=round(delay, 2)
+                DATABASE_UNAVAILABLE, service=service, phase="start-up", error=first_line(exc), retry_in=round(delay, 2)
             )
-            stop.wait(delay)
+            wait_beating(stop, delay, health)
             continue
         if problem:
             log.error(f"{service}.schema_not_ready", problem=problem)
@@ -202,18 +234,29 @@ def run_worker(
     service: str,
     stop: threading.Event | None,
     start: Callable[[Engine, threading.Event], int],
+    telemetry: Telemetry[Any] | None = None,
 ) -> int:
-    """The life of a worker process: signals, an engine, the schema check, then ``start`` until stopped."""
+    """The life of a worker process: signals, an engine, telemetry, the schema check, then ``start`` until stopped.
+
+    The telemetry's server (``RELANCE_METRICS_ADDRESS``) answers from before the schema check: ``/readyz`` says why
+    a worker waiting for its database is not ready, ``/livez`` that it is alive all the same.
+    """
     url = settings.require_database_url()
     stop = stop or threading.Event()
+    identify(service)
     restore = install_signal_handlers(stop, service)
     engine = ledger_engine(settings, worker=True)
     try:
-        if not wait_for_schema(engine, url, stop, service, settings.retry_max_seconds):
+        if telemetry is not None:
+            telemetry.start()
+        health = telemetry.health if telemetry is not None else None
+        if not wait_for_schema(engine, url, stop, service, settings.retry_max_seconds, health):
             return 0
         with long_lived_collector():
             return start(engine, stop)
     finally:
+        if telemetry is not None:
+            telemetry.close()
         engine.dispose()
         restore()
 

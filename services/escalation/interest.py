@@ -282,6 +282,15 @@ def warn_missing_rates(
     return gaps
 
 
+def days_left(rates: RateTable, on: date, series: str = ECB) -> int:
+    """Days from ``on`` to the first semester, ``on``'s own or a later one, the table has no rate for (0 or less:
+    ``on``'s semester has none): how long interest can still be computed without a new line in the table."""
+    semester: date | None = semester_start(on)
+    while semester is not None and rates.has(semester, series):
+        semester = _next_semester(semester)
+    return (semester - on).days if semester is not None else (date.max - on).days
+
+
 def _next_semester(semester: date) -> date | None:
     if semester.month == 1:
         return date(semester.year, 7, 1)

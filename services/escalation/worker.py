@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from services.escalation.cursor import CursorLease
-from services.escalation.interest import RateTable, warn_missing_rates
+from services.escalation.interest import RateTable, days_left, warn_missing_rates
 from services.escalation.service import (
     EvaluationResult,
     Failure,
@@ -58,7 +59,11 @@ from shared.config import Settings
 from shared.contracts.erp import EVENT_TYPES
 from shared.contracts.events import ClaimWaived, CustomerPaused, CustomerResumed
 from shared.ledger.store import Ledger, LedgerConflict, LedgerUnavailable, StreamKey
-from shared.runtime import Backoff, run_worker
+from shared.logging import DATABASE_AVAILABLE, DATABASE_UNAVAILABLE
+from shared.observability.gauges import escalation_gauges
+from shared.observability.metrics import EscalationMetrics
+from shared.observability.telemetry import Telemetry
+from shared.runtime import Backoff, first_line, run_worker, wait_beating
 
 log = structlog.get_logger()
 
@@ -110,6 +115,7 @@ class EscalationWorker:
         *,
         clock: Clock = system_clock,
         holder: str | None = None,
+        telemetry: Telemetry[EscalationMetrics] | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -123,26 +129,38 @@ class EscalationWorker:
         self.cursor = CursorLease(ledger.engine, CURSOR_NAME, self.holder, self.lease)
         self.totals = Summary()
         self.rates_checked_on: date | None = None
+        telemetry = telemetry or Telemetry.offline(EscalationMetrics())
+        self.metrics = telemetry.metrics
+        self.health = telemetry.health
+        self.health.totals = self._heartbeat_totals
+
+    def _heartbeat_totals(self) -> dict[str, int]:
+        totals = self.totals
+        return {
+            "customers": totals.customers,
+            "decisions": sum(totals.decisions.values()),
+            "ticks": totals.ticks,
+            "failures": totals.failures,
+        }
 
     def run(self) -> int:
         log.info("escalation.worker_started", holder=self.holder, batch_size=self.settings.escalation_batch_size)
         backoff = Backoff(self.settings.retry_max_seconds)
         while not self.stop.is_set():
+            self.health.beat()
             self.check_rates()
             try:
                 busy = self.run_once()
+                if backoff.attempts:
+                    log.info(DATABASE_AVAILABLE, service="escalation", retries=backoff.attempts)
                 backoff.reset()
             except (LedgerUnavailable, LedgerConflict, DBAPIError) as exc:
                 delay = backoff.next()
-                log.warning(
-                    "escalation.ledger_unavailable",
-                    error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                    retry_in=round(delay, 2),
-                )
-                self.stop.wait(delay)
+                log.warning(DATABASE_UNAVAILABLE, service="escalation", error=first_line(exc), retry_in=round(delay, 2))
+                wait_beating(self.stop, delay, self.health)
                 continue
             if not busy:
-                self.stop.wait(self.settings.escalation_poll_ms / 1000)
+                wait_beating(self.stop, self.settings.escalation_poll_ms / 1000, self.health)
         try:
             self.cursor.release()
         except DBAPIError as exc:  # the lease lapses by itself
@@ -163,6 +181,8 @@ class EscalationWorker:
         self.rates_checked_on = today
         if isinstance(self.rules.rates, RateTable):
             warn_missing_rates(self.rules.rates, today)
+            for table in self.rules.rates.tables():
+                self.metrics.rate_days_left.labels(table).set(days_left(self.rules.rates, today, table))
 
     def run_once(self) -> int:
         """One round of timers then log; returns how much work it found (0: idle)."""
@@ -192,10 +212,14 @@ class EscalationWorker:
         return len(batch)
 
     def _evaluate(self, keys: list[StreamKey], as_of: datetime, trigger: Trigger) -> None:
+        started = time.monotonic()
         results = evaluate_guarded(
             self.ledger, self.policies, keys, as_of, rules=self.rules, timers=self.timers, trigger=trigger
         )
+        self.metrics.batch(len(keys), time.monotonic() - started)
         failed = [(r.tenant, r.customer_id) for r in results if isinstance(r, Failure)]
+        self.metrics.evaluations["failed"].inc(len(failed))
+        self.metrics.evaluations["ok"].inc(len(results) - len(failed))
         if failed:
             # Look at the customers again after a lease: the cause may be gone by then (a fixed configuration).
             now = self.clock()
@@ -206,6 +230,8 @@ class EscalationWorker:
             if isinstance(result, Failure):
                 continue
             self.totals.add(result)
+            for decision in result.applied:
+                self.metrics.decisions(decision.event_type)
             log.debug(
                 "escalation.evaluated",
                 tenant=result.tenant,
@@ -290,10 +316,15 @@ def tick(
 def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
     """Run one escalation worker until SIGTERM/SIGINT (or until ``stop`` is set); returns the exit status."""
 
-    def start(engine: Engine, stop: threading.Event) -> int:
-        return EscalationWorker(settings, Ledger(engine), policy_books(settings), real_rules(settings), stop).run()
+    telemetry = Telemetry.of(settings, EscalationMetrics(), broker=False)
 
-    return run_worker(settings, "escalation", stop, start)
+    def start(engine: Engine, stop: threading.Event) -> int:
+        if telemetry.side is not None:
+            telemetry.refresh(escalation_gauges(telemetry.side, telemetry.metrics, CURSOR_NAME))
+        books, rules = policy_books(settings), real_rules(settings)
+        return EscalationWorker(settings, Ledger(engine), books, rules, stop, telemetry=telemetry).run()
+
+    return run_worker(settings, "escalation", stop, start, telemetry)
 
 
 # ---------------------------------------------------------------------------------------------------- composition

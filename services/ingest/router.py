@@ -27,6 +27,7 @@ from services.ingest.partitions import partition_of
 from services.ingest.topology import ROUTING_KEY_HEADER, declare_topology, partition_queue
 from shared.broker import amqp
 from shared.config import Settings
+from shared.observability.health import Health
 
 log = structlog.get_logger()
 
@@ -45,6 +46,7 @@ class Router(amqp.Session):
     def __init__(self, settings: Settings, stop: threading.Event) -> None:
         self.settings = settings
         self.stop = stop
+        self.health = Health(self.service)  # the ingest worker's own connection is what its readiness tells
         self.batcher: Batcher[Moved] = Batcher(
             min(settings.ingest_batch_size, settings.ingest_prefetch), settings.ingest_batch_ms / 1000
         )

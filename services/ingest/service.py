@@ -42,6 +42,7 @@ class Rejection:
     event_id: str | None = None
     tenant: str | None = None
     customer_id: str | None = None
+    event_type: str | None = None  # when the message was a valid event (a business rule or the storage refused it)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class BatchResult:
     rejections: list[Rejection] = field(default_factory=list)
     applied_ids: list[str] = field(default_factory=list)  # event ids, for adapters that answer per message (HTTP)
     duplicate_ids: list[str] = field(default_factory=list)
+    kinds: dict[tuple[str, str], int] = field(default_factory=dict)  # (event type, applied | duplicate) -> events
 
     def merge(self, other: BatchResult) -> None:
         self.applied += other.applied
@@ -58,6 +60,11 @@ class BatchResult:
         self.rejections.extend(other.rejections)
         self.applied_ids.extend(other.applied_ids)
         self.duplicate_ids.extend(other.duplicate_ids)
+        for key, count in other.kinds.items():
+            self.kinds[key] = self.kinds.get(key, 0) + count
+
+    def count(self, event_type: str, outcome: str) -> None:
+        self.kinds[(event_type, outcome)] = self.kinds.get((event_type, outcome), 0) + 1
 
 
 class Ingestor:
@@ -105,7 +112,7 @@ class Ingestor:
             if len(parsed) == 1:
                 delivery, event = parsed[0]
                 reason = f"the database refused this message: {exc.refusal.describe()}"
-                return BatchResult(rejections=[_rejected(delivery, "storage", reason, _ids(event))])
+                return BatchResult(rejections=[_rejected(delivery, "storage", reason, _ids(event), event.event_type)])
             middle = len(parsed) // 2
             result = self._append(parsed[:middle])
             result.merge(self._append(parsed[middle:]))
@@ -120,13 +127,15 @@ def _tally(parsed: list[tuple[Delivery, ErpEvent]], outcomes: list[Outcome]) -> 
         if outcome.status == "applied":
             result.applied += 1
             result.applied_ids.append(event.event_id)
+            result.count(event.event_type, "applied")
             log.debug("ingest.applied", event_type=event.event_type, version=outcome.version, **_log_ids(ids))
         elif outcome.status == "duplicate":
             result.duplicates += 1
             result.duplicate_ids.append(event.event_id)
+            result.count(event.event_type, "duplicate")
             log.info("ingest.duplicate", reason=outcome.reason, **_log_ids(ids))
         else:
-            result.rejections.append(_rejected(delivery, "business_rule", outcome.reason, ids))
+            result.rejections.append(_rejected(delivery, "business_rule", outcome.reason, ids, event.event_type))
     return result
 
 
@@ -168,5 +177,11 @@ def _peek(body: bytes) -> tuple[str | None, str | None, str | None]:
     )
 
 
-def _rejected(delivery: Delivery, kind: str, reason: str, ids: tuple[str | None, str | None, str | None]) -> Rejection:
-    return Rejection(delivery, kind, reason, event_id=ids[0], tenant=ids[1], customer_id=ids[2])
+def _rejected(
+    delivery: Delivery,
+    kind: str,
+    reason: str,
+    ids: tuple[str | None, str | None, str | None],
+    event_type: str | None = None,
+) -> Rejection:
+    return Rejection(delivery, kind, reason, event_id=ids[0], tenant=ids[1], customer_id=ids[2], event_type=event_type)

@@ -51,6 +51,10 @@ from services.ingest.topology import ROUTING_KEY_HEADER, declare_topology, parti
 from shared.broker import amqp
 from shared.config import Settings
 from shared.ledger.store import Ledger, LedgerConflict, LedgerNeedsAttention, LedgerUnavailable
+from shared.logging import DATABASE_AVAILABLE, DATABASE_UNAVAILABLE
+from shared.observability.gauges import QueueDepth
+from shared.observability.metrics import IngestMetrics
+from shared.observability.telemetry import Telemetry
 from shared.runtime import Backoff, run_worker
 
 log = structlog.get_logger()
@@ -82,21 +86,26 @@ class Totals:
 
 def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
     """Run one ingest worker until SIGTERM/SIGINT (or until ``stop`` is set); returns the exit status."""
+    telemetry = Telemetry.of(settings, IngestMetrics(), broker=True)
 
     def start(engine: Engine, stop: threading.Event) -> int:
         ledger = Ledger(engine, cache_bytes=settings.state_cache_mb * 1024 * 1024)
         ingestor = Ingestor(ledger, max_message_bytes=settings.max_message_bytes)
+        queues = [settings.ingest_queue]
+        if settings.ingest_partitions > 1:
+            queues += [partition_queue(settings, n) for n in range(settings.ingest_partitions)]
+        telemetry.refresh(QueueDepth(settings, telemetry.metrics, queues))
         if settings.ingest_partitions == 1:
-            return IngestWorker(settings, ingestor, stop).run()
+            return IngestWorker(settings, ingestor, stop, telemetry=telemetry).run()
         router = threading.Thread(target=amqp.stay_connected, args=(Router(settings, stop),), name="ingest-router")
         router.start()
         try:
-            return IngestWorker(settings, ingestor, stop).run()
+            return IngestWorker(settings, ingestor, stop, telemetry=telemetry).run()
         finally:
             stop.set()
             router.join()
 
-    return run_worker(settings, "ingest", stop, start)
+    return run_worker(settings, "ingest", stop, start, telemetry)
 
 
 class IngestWorker(amqp.Session):
@@ -104,10 +113,21 @@ class IngestWorker(amqp.Session):
 
     service = "ingest"
 
-    def __init__(self, settings: Settings, ingestor: Ingestor, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ingestor: Ingestor,
+        stop: threading.Event,
+        *,
+        telemetry: Telemetry[IngestMetrics] | None = None,
+    ) -> None:
         self.settings = settings
         self.ingestor = ingestor
         self.stop = stop
+        telemetry = telemetry or Telemetry.offline(IngestMetrics())
+        self.metrics = telemetry.metrics
+        self.health = telemetry.health
+        self.health.totals = lambda: vars(self.totals)
         # A batch can never hold more than the prefetch window: the broker would not send the rest.
         self.batcher: Batcher[Delivery] = Batcher(
             min(settings.ingest_batch_size, settings.ingest_prefetch), settings.ingest_batch_ms / 1000
@@ -170,7 +190,6 @@ class IngestWorker(amqp.Session):
         if self.settings.ingest_partitions == 1:
             channel.basic_qos(prefetch_count=self.settings.ingest_prefetch)
             channel.basic_consume(self.settings.ingest_queue, on_message_callback=self._on_message)
-            log.info("ingest.consuming", queue=self.settings.ingest_queue)
             return
         # Partitions: this channel only says "one more worker" (its queue never holds a message).
         channel.basic_consume(workers_queue(self.settings), on_message_callback=self._on_message)
@@ -245,6 +264,7 @@ class IngestWorker(amqp.Session):
         connection = self._connection
         assert connection is not None and self._consume_channel is not None
         while not self.stop.is_set():
+            self.health.beat()
             if self._cancelled:
                 raise amqp.ConsumerCancelled(f"consumer of {self.settings.ingest_queue} cancelled by the broker")
             self._rebalance()  # also between two full batches: a busy worker makes room for one that joins
@@ -286,7 +306,7 @@ class IngestWorker(amqp.Session):
     # ------------------------------------------------------------------------------------------------ applying
     def _apply(self, batch: list[Delivery]) -> None:
         started = time.monotonic()
-        result = self._process_until_committed(batch)
+        result, seconds = self._process_until_committed(batch)
         self._dead_letter(result.rejections)
         # Every earlier tag of a channel was acked with an earlier batch: one ack per channel covers this batch.
         last: dict[BlockingChannel, int] = {}
@@ -302,6 +322,7 @@ class IngestWorker(amqp.Session):
         self.totals.applied += result.applied
         self.totals.duplicates += result.duplicates
         self.totals.rejected += len(result.rejections)
+        self._count(batch, result, seconds)
         log.info(
             "ingest.batch_committed",
             size=len(batch),
@@ -311,9 +332,22 @@ class IngestWorker(amqp.Session):
             ms=round((time.monotonic() - started) * 1000, 1),
         )
 
-    def _process_until_committed(self, batch: list[Delivery]) -> BatchResult:
-        """Apply the batch, retrying it whole while the database is unavailable; never returns before a commit."""
+    def _count(self, batch: list[Delivery], result: BatchResult, seconds: float) -> None:
+        metrics = self.metrics
+        metrics.batch(len(batch), seconds)
+        for (kind, outcome), count in result.kinds.items():
+            metrics.events(kind, outcome, count)
+        for rejection in result.rejections:
+            metrics.events(rejection.event_type or "unknown", "rejected")
+            metrics.dead_lettered(rejection.kind)
+
+    def _process_until_committed(self, batch: list[Delivery]) -> tuple[BatchResult, float]:
+        """Apply the batch, retrying it whole while the database is unavailable; never returns before a commit.
+
+        Returns the result and the time of the attempt that committed.
+        """
         while True:
+            started = time.monotonic()
             try:
                 result = self._process_isolating(batch)
             except (LedgerUnavailable, LedgerConflict) as exc:
@@ -333,13 +367,16 @@ class IngestWorker(amqp.Session):
                         retry_in=round(delay, 2),
                     )
                 else:
-                    log.warning("ingest.ledger_unavailable", error=error, batch=len(batch), retry_in=round(delay, 2))
+                    log.warning(
+                        DATABASE_UNAVAILABLE, service="ingest", error=error, batch=len(batch), retry_in=round(delay, 2)
+                    )
                 self._sleep(delay)
                 continue
+            seconds = time.monotonic() - started
             if self._ledger_backoff.attempts:
-                log.info("ingest.ledger_available_again", retries=self._ledger_backoff.attempts)
+                log.info(DATABASE_AVAILABLE, service="ingest", retries=self._ledger_backoff.attempts)
                 self._ledger_backoff.reset()
-            return result
+            return result, seconds
 
     def _process_isolating(self, batch: list[Delivery]) -> BatchResult:
         """Like :meth:`Ingestor.process`, but a message that makes it fail unexpectedly is rejected on its own.
@@ -372,6 +409,7 @@ class IngestWorker(amqp.Session):
         assert self._connection is not None
         deadline = time.monotonic() + seconds
         while not self.stop.is_set():
+            self.health.beat()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return

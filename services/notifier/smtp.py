@@ -26,7 +26,7 @@ import contextlib
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -133,8 +133,9 @@ class SmtpTransport:
     """aiosmtplib behind :class:`Transport`: up to ``config.connections`` connections, each reused message after
     message and reopened if lost; a send waits for a free one when all are busy."""
 
-    def __init__(self, config: SmtpConfig) -> None:
+    def __init__(self, config: SmtpConfig, *, timed: Callable[[float], None] | None = None) -> None:
         self.config = config
+        self._timed = timed  # told the seconds of each SMTP transaction (relance_smtp_seconds)
         self._idle: list[_Connection] = []
         self._made = 0  # connections handed out or idle (at most config.connections)
         self._waiting: deque[asyncio.Future[None]] = deque()
@@ -146,9 +147,12 @@ class SmtpTransport:
 
     async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
         connection = await self._take()
+        started = time.monotonic()
         try:
             return await connection.send(sender, recipients, data)
         finally:
+            if self._timed is not None:
+                self._timed(time.monotonic() - started)
             self._give_back(connection)
 
     async def close(self) -> None:

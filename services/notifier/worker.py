@@ -52,6 +52,10 @@ from shared.broker import amqp
 from shared.config import Settings
 from shared.contracts import jsonio
 from shared.ledger.errors import LedgerUnavailable
+from shared.logging import DATABASE_AVAILABLE, DATABASE_UNAVAILABLE
+from shared.observability.gauges import QueueDepth
+from shared.observability.metrics import NotifierMetrics
+from shared.observability.telemetry import Telemetry
 from shared.runtime import Backoff, run_worker
 
 log = structlog.get_logger()
@@ -112,12 +116,17 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
     if not settings.allow_placeholder_sender:
         refuse_placeholder(RenderSettings().sender_file)  # before anything connects
 
-    def start(engine: Engine, stop: threading.Event) -> int:
-        notifier = Notifier(settings, engine, SmtpTransport(SmtpConfig.from_settings(settings)))
-        notifier.load()  # broken templates, sender file or sending rules stop start-up here
-        return NotifierWorker(settings, notifier, stop).run()
+    telemetry = Telemetry.of(settings, NotifierMetrics(), broker=True)
 
-    return run_worker(settings, "notifier", stop, start)
+    def start(engine: Engine, stop: threading.Event) -> int:
+        transport = SmtpTransport(SmtpConfig.from_settings(settings), timed=telemetry.metrics.smtp_seconds.observe)
+        notifier = Notifier(settings, engine, transport)
+        notifier.load()  # broken templates, sender file or sending rules stop start-up here
+        queues = [settings.notifier_queue, retry_queue(settings)]
+        telemetry.refresh(QueueDepth(settings, telemetry.metrics, queues))
+        return NotifierWorker(settings, notifier, stop, telemetry=telemetry).run()
+
+    return run_worker(settings, "notifier", stop, start, telemetry)
 
 
 class NotifierWorker(amqp.Session):
@@ -132,11 +141,21 @@ class NotifierWorker(amqp.Session):
         stop: threading.Event,
         *,
         connect_to: Callable[[Settings, str], BlockingConnection] = amqp.connect,
+        telemetry: Telemetry[NotifierMetrics] | None = None,
     ) -> None:
         self.settings = settings
         self.notifier = notifier
         self.stop = stop
         self.totals = NotifierTotals()
+        telemetry = telemetry or Telemetry.offline(NotifierMetrics())
+        self.metrics = telemetry.metrics
+        self.health = telemetry.health
+        self.health.totals = lambda: {
+            "handled": self.totals.handled,
+            "retried": self.totals.retried,
+            "dead_lettered": self.totals.dead,
+            **self.totals.by_status,
+        }
         self._connect = connect_to
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
@@ -182,7 +201,6 @@ class NotifierWorker(amqp.Session):
         self._channel = channel
         self._publish = connection.channel()
         self._publish.confirm_delivery()
-        log.info("notifier.consuming", queue=self.settings.notifier_queue)
 
     def disconnect(self) -> None:
         connection, self._connection, self._channel, self._publish = self._connection, None, None, None
@@ -195,21 +213,23 @@ class NotifierWorker(amqp.Session):
         assert connection is not None and channel is not None
         database_backoff = Backoff(self.settings.retry_max_seconds)
         while not self.stop.is_set():
+            self.health.beat()
             if not self._inbox:
                 connection.process_data_events(time_limit=_TICK)
                 continue
             batch = [self._inbox.popleft() for _ in range(min(len(self._inbox), self.settings.notifier_batch_size))]
             commands = self._decoded(batch)
             try:
+                started = time.monotonic()
                 self._handle(commands)
+                if commands:
+                    self.metrics.batch(len(commands), time.monotonic() - started)
+                if database_backoff.attempts:
+                    log.info(DATABASE_AVAILABLE, service="notifier", retries=database_backoff.attempts)
                 database_backoff.reset()
             except (DBAPIError, LedgerUnavailable) as exc:
                 delay = database_backoff.next()
-                log.warning(
-                    "notifier.database_unavailable",
-                    error=_first_line(exc),
-                    retry_in=round(delay, 2),
-                )
+                log.warning(DATABASE_UNAVAILABLE, service="notifier", error=_first_line(exc), retry_in=round(delay, 2))
                 for delivery, _ in commands:
                     self._retry(delivery, "the ledger database is unavailable")
                 self._wait(delay)
@@ -262,7 +282,7 @@ class NotifierWorker(amqp.Session):
         elif isinstance(result, NotNow | SendDeferred | SendInProgress):
             self._retry(delivery, result.reason)
         elif isinstance(result, DBAPIError | LedgerUnavailable):
-            log.warning("notifier.database_unavailable", error=_first_line(result))
+            log.warning(DATABASE_UNAVAILABLE, service="notifier", error=_first_line(result))
             self._retry(delivery, "the ledger database is unavailable")
         elif isinstance(result, BaseException):
             # A failure of relance itself on this one command must not stop the worker (it would meet the same
@@ -276,6 +296,7 @@ class NotifierWorker(amqp.Session):
             self._dead_letter(delivery, f"{type(result).__name__}: {result}", kind="internal_error")
         else:
             self._ack(delivery)
+            self.metrics.reminder(result.status)
             self.totals.handled += 1
             self.totals.by_status[result.status] = self.totals.by_status.get(result.status, 0) + 1
             about = {"tenant": result.tenant, "status": result.status, "level": result.level}
@@ -293,6 +314,7 @@ class NotifierWorker(amqp.Session):
         if connection is not None:
             future.add_done_callback(lambda _: _wake(connection))
         while not future.done():
+            self.health.beat()
             if self._connection is not None and self._connection.is_open:
                 try:
                     self._connection.process_data_events(time_limit=_TICK)
@@ -306,6 +328,7 @@ class NotifierWorker(amqp.Session):
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.health.beat()
             assert self._connection is not None
             self._connection.process_data_events(time_limit=min(left, _TICK))
 
@@ -325,6 +348,7 @@ class NotifierWorker(amqp.Session):
             expiration=str(self.settings.notifier_retry_seconds * 1000),
         )
         self.totals.retried += 1
+        self.metrics.reminders["deferred"].inc()
         log.info(
             "notifier.retry_later",
             message_id=delivery.properties.message_id,
@@ -344,6 +368,7 @@ class NotifierWorker(amqp.Session):
         )
         self._republish(dead_queue(self.settings), delivery, headers)
         self.totals.dead += 1
+        self.metrics.dead_lettered(kind)
         log.error("notifier.dead_lettered", message_id=delivery.properties.message_id, kind=kind, reason=reason)
 
     def _republish(

@@ -52,6 +52,10 @@ from shared.broker import amqp
 from shared.broker.confirms import ConfirmingPublisher, Outcome, Outgoing, open_publisher
 from shared.config import Settings
 from shared.ledger.outbox import Command, claim, count_attempt, families, mark_published
+from shared.logging import DATABASE_AVAILABLE
+from shared.observability.gauges import outbox_gauges
+from shared.observability.metrics import RelayMetrics
+from shared.observability.telemetry import Telemetry
 from shared.runtime import Backoff, run_worker, wait_out_database
 
 log = structlog.get_logger()
@@ -141,7 +145,15 @@ class _Pause:
 
 def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
     """Run one relay until SIGTERM/SIGINT (or until ``stop`` is set); returns the exit status."""
-    return run_worker(settings, "relay", stop, lambda engine, stop: Relay(settings, engine, stop).run())
+    telemetry = Telemetry.of(settings, RelayMetrics(), broker=True)
+
+    def start(engine: Engine, stop: threading.Event) -> int:
+        relay = Relay(settings, engine, stop, telemetry=telemetry)
+        if telemetry.side is not None:
+            telemetry.refresh(outbox_gauges(telemetry.side, telemetry.metrics, relay.kinds))
+        return relay.run()
+
+    return run_worker(settings, "relay", stop, start, telemetry)
 
 
 class Relay(amqp.Session):
@@ -156,11 +168,16 @@ class Relay(amqp.Session):
         stop: threading.Event,
         *,
         connect: Callable[[Settings], BlockingConnection] | None = None,
+        telemetry: Telemetry[RelayMetrics] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.stop = stop
         self.totals = RelayTotals()
+        telemetry = telemetry or Telemetry.offline(RelayMetrics())
+        self.metrics = telemetry.metrics
+        self.health = telemetry.health
+        self.health.totals = lambda: vars(self.totals)
         self._connect = connect or (lambda settings: amqp.connect(settings, "relay"))
         self._database_backoff = Backoff(settings.retry_max_seconds)
         self._publisher: ConfirmingPublisher | None = None
@@ -172,6 +189,7 @@ class Relay(amqp.Session):
             if not (family == "erp" and settings.erp_transport == "webhook")
         }
         self._paused = {family: _Pause() for family in self._families}
+        self.kinds = tuple(kind for kinds in self._families.values() for kind in kinds)  # those it publishes
 
     def run(self) -> int:
         log.info(
@@ -200,13 +218,16 @@ class Relay(amqp.Session):
     def serve(self) -> None:
         """Rounds until stopped; a database outage is waited out here, with the broker connection kept."""
         while not self.stop.is_set():
+            self.health.beat()
             try:
                 published = self.publish_round()
+                if self._database_backoff.attempts:
+                    log.info(DATABASE_AVAILABLE, service="relay", retries=self._database_backoff.attempts)
                 self._database_backoff.reset()
                 if not published:
                     self._idle(self.settings.relay_poll_ms / 1000)
             except DBAPIError as exc:
-                wait_out_database("relay", exc, self._database_backoff, self.stop)
+                wait_out_database("relay", exc, self._database_backoff, self.stop, self.health)
 
     # ------------------------------------------------------------------------------------------------ one round
     def publish_round(self) -> int:
@@ -302,6 +323,7 @@ class Relay(amqp.Session):
         for finished in finishing:
             counts = [total + count for total, count in zip(counts, finished.result(), strict=True)]
         self.totals.published += counts[0]  # here, not on the helper threads: one writer of the totals
+        self.metrics.published.inc(counts[0])
         self.totals.unroutable += counts[1]
         self.totals.nacked += counts[2]
         if lost is not None:
@@ -350,6 +372,7 @@ class Relay(amqp.Session):
         """Mark the batch's confirmed commands published, count an attempt for the refused ones, commit."""
         ids = {outcome: [i for i, o in batch.outcomes.items() if o is outcome] for outcome in Outcome}
         confirmed, refused = ids[Outcome.CONFIRMED], ids[Outcome.RETURNED] + ids[Outcome.NACKED]
+        started = time.monotonic()
         try:
             mark_published(batch.connection, confirmed, datetime.now(UTC))
             count_attempt(batch.connection, refused)
@@ -357,6 +380,8 @@ class Relay(amqp.Session):
         except BaseException:
             batch.abandon()
             raise
+        if batch.commands:
+            self.metrics.batch(len(batch.commands), time.monotonic() - started)
         for id_ in confirmed:
             command = batch.commands[id_]
             about = {"kind": command.kind, "tenant": command.tenant, "customer": command.customer_id}
@@ -375,12 +400,12 @@ class Relay(amqp.Session):
         finally:
             amqp.close_connection("relay", connection)
         self._publisher = open_publisher(self.settings, "relay")
-        log.info("relay.connected", exchange=self.settings.commands_exchange)
 
     def _idle(self, seconds: float) -> None:
         """Wait, keeping the AMQP connection serviced (heartbeats) and the stop flag watched."""
         deadline = time.monotonic() + seconds
         while not self.stop.is_set():
+            self.health.beat()
             left = deadline - time.monotonic()
             if left <= 0:
                 return

@@ -52,7 +52,11 @@ from shared.ledger.outbox import KINDS as ALL_KINDS
 from shared.ledger.outbox import Command, claim, family, mark_dead, mark_published, retry_later
 from shared.ledger.schema import events
 from shared.ledger.store import Incoming, Ledger
-from shared.runtime import Backoff, run_worker, wait_out_database
+from shared.logging import DATABASE_AVAILABLE
+from shared.observability.gauges import outbox_gauges
+from shared.observability.metrics import WebhookMetrics
+from shared.observability.telemetry import Telemetry
+from shared.runtime import Backoff, run_worker, wait_beating, wait_out_database
 from shared.signing import signature
 
 log = structlog.get_logger()
@@ -174,13 +178,27 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> int:
             "RELANCE_ERP_TRANSPORT=webhook (with RELANCE_WEBHOOK_URL and RELANCE_WEBHOOK_SECRET) for every relance "
             "process to deliver them over HTTP instead"
         )
-    return run_worker(settings, "webhook", stop, lambda engine, stop: WebhookWorker(settings, engine, stop).run())
+    telemetry = Telemetry.of(settings, WebhookMetrics(), broker=False)
+
+    def start(engine: Engine, stop: threading.Event) -> int:
+        if telemetry.side is not None:
+            telemetry.refresh(outbox_gauges(telemetry.side, telemetry.metrics, KINDS))
+        return WebhookWorker(settings, engine, stop, telemetry=telemetry).run()
+
+    return run_worker(settings, "webhook", stop, start, telemetry)
 
 
 class WebhookWorker:
     """The claim → POST → mark loop; several may run side by side (they lock different rows)."""
 
-    def __init__(self, settings: Settings, engine: Engine, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        stop: threading.Event,
+        *,
+        telemetry: Telemetry[WebhookMetrics] | None = None,
+    ) -> None:
         if settings.webhook_url is None or settings.webhook_secret is None:
             raise ConfigurationError("RELANCE_WEBHOOK_URL and RELANCE_WEBHOOK_SECRET are required for the webhook")
         self.settings = settings
@@ -190,18 +208,30 @@ class WebhookWorker:
         self.stop = stop
         self.ledger = Ledger(engine)
         self.totals = WebhookTotals()
+        telemetry = telemetry or Telemetry.offline(WebhookMetrics())
+        self.metrics = telemetry.metrics
+        self.health = telemetry.health
+        self.health.totals = lambda: {
+            "rounds": self.totals.rounds,
+            "delivered": self.totals.delivered,
+            "failed": self.totals.failed,
+            "dead_lettered": self.totals.dead_lettered,
+        }
 
     def run(self) -> int:
         log.info("webhook.started", url=self.url, batch_size=self.settings.relay_batch_size)
         database_backoff = Backoff(self.settings.retry_max_seconds)
         while not self.stop.is_set():
+            self.health.beat()
             try:
                 delivered = self.deliver_round()
+                if database_backoff.attempts:
+                    log.info(DATABASE_AVAILABLE, service="webhook", retries=database_backoff.attempts)
                 database_backoff.reset()
                 if not delivered:
-                    self.stop.wait(self.settings.relay_poll_ms / 1000)
+                    wait_beating(self.stop, self.settings.relay_poll_ms / 1000, self.health)
             except DBAPIError as exc:
-                wait_out_database("webhook", exc, database_backoff, self.stop)
+                wait_out_database("webhook", exc, database_backoff, self.stop, self.health)
         log.info("webhook.stopped", delivered=self.totals.delivered, rounds=self.totals.rounds)
         return 0
 
@@ -227,6 +257,7 @@ class WebhookWorker:
         ``relance outbox retry`` waits for it), and no transaction outlasts one POST, so the log's global readers,
         which wait for every transaction older than them, are never held back for more than that.
         """
+        started = time.monotonic()
         with self.engine.begin() as conn:
             claimed = claim(conn, 1, KINDS, datetime.now(UTC))
             if not claimed:
@@ -243,6 +274,7 @@ class WebhookWorker:
             else:
                 delay = retry_delay(self.settings, attempts)
                 retry_later(conn, command.id, attempt.error, now + timedelta(seconds=delay))
+        self.metrics.batch(1, time.monotonic() - started)
         self._log(command, attempt, delay)
         return attempt
 
@@ -274,14 +306,19 @@ class WebhookWorker:
         about |= {"customer": command.customer_id, "attempts": command.attempts + 1}
         if attempt.delivered:
             self.totals.delivered += 1
+            self.metrics.deliveries["delivered"].inc()
+            self.metrics.published.inc()
             log.info("webhook.delivered", **about, status=attempt.status)
         elif delay is None:
             self.totals.dead_lettered += 1
+            self.metrics.deliveries["dead"].inc()
+            self.metrics.dead_lettered("max_attempts")
             log.error(
                 "webhook.dead_lettered", **about, error=attempt.error, hint="a collector's task asks for it by hand"
             )
         else:
             self.totals.failed += 1
+            self.metrics.deliveries["retried"].inc()
             if attempt.refused:
                 log.warning(
                     "webhook.refused",

@@ -10,10 +10,11 @@
   :func:`broker_refused`'s :class:`~shared.config.ConfigurationError`. Once a connection has worked, the same
   refusal is more likely a broker restarting, and it is retried like :data:`BROKER_LOST` (connection refused, reset
   or closed, a channel closed by the broker, a consumer cancelled by it).
-- :func:`stay_connected` is the loop every pika worker (a :class:`Session`) runs: connect, serve until stopped or
-  until the broker is lost, then log ``<service>.broker_unavailable`` and reconnect after a capped, jittered
-  backoff. The backoff starts over once a connection has done some work, so a broker that drops connections now
-  and then is rejoined quickly, while one that is down is not hammered.
+- :func:`stay_connected` is the loop every pika worker (a :class:`Session`) runs: connect (``broker.connected``),
+  serve until stopped or until the broker is lost, then log ``broker.unavailable`` and reconnect after a capped,
+  jittered backoff; the session's :class:`~shared.observability.health.Health` is told either way (readiness).
+  The backoff starts over once a connection has done some work, so a broker that drops connections now and then
+  is rejoined quickly, while one that is down is not hammered.
 
 pika is not thread-safe: a connection and everything done with it belong to the thread that opened it.
 """
@@ -32,7 +33,9 @@ from pika.adapters.blocking_connection import BlockingConnection
 from pika.exceptions import AMQPError, AuthenticationError, ProbableAccessDeniedError, ProbableAuthenticationError
 
 from shared.config import ConfigurationError, Settings
-from shared.runtime import Backoff
+from shared.logging import BROKER_CONNECTED, BROKER_UNAVAILABLE
+from shared.observability.health import Health
+from shared.runtime import Backoff, wait_beating
 
 log = structlog.get_logger()
 
@@ -66,10 +69,10 @@ def broker_refused(exc: BaseException) -> ConfigurationError:
 
 
 def log_broker_lost(service: str, settings: Settings, exc: BaseException, delay: float, **extra: object) -> None:
-    parameters = pika.URLParameters(settings.amqp_url)
     log.warning(
-        f"{service}.broker_unavailable",
-        broker=f"{parameters.host}:{parameters.port}",
+        BROKER_UNAVAILABLE,
+        service=service,
+        broker=broker_address(settings),
         error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
         retry_in=round(delay, 2),
         **extra,
@@ -88,12 +91,14 @@ def close_connection(service: str, connection: BlockingConnection | None) -> Non
 class Session(abc.ABC):
     """One worker's life with RabbitMQ, as :func:`stay_connected` drives it: connect, serve, disconnect, again.
 
-    A worker subclasses it and names itself in ``service`` (the prefix of its log events).
+    A worker subclasses it and names itself in ``service`` (the prefix of its log events); ``health`` is told when
+    the broker is connected and when it is lost.
     """
 
     service: str
     settings: Settings
     stop: threading.Event
+    health: Health
 
     @abc.abstractmethod
     def connect(self) -> None:
@@ -130,6 +135,8 @@ def stay_connected(session: Session) -> None:
             try:
                 session.connect()
                 connected_once = True
+                session.health.broker_connected()
+                log.info(BROKER_CONNECTED, service=session.service, broker=broker_address(session.settings))
                 session.serve()
             except BROKER_REFUSED as exc:
                 if not connected_once:
@@ -146,6 +153,12 @@ def stay_connected(session: Session) -> None:
 def _lost(session: Session, exc: BaseException, backoff: Backoff) -> None:
     extra = session.forget()
     delay = backoff.next()
+    session.health.broker_lost(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     log_broker_lost(session.service, session.settings, exc, delay, **extra)
     session.disconnect()
-    session.stop.wait(delay)
+    wait_beating(session.stop, delay, session.health)
+
+
+def broker_address(settings: Settings) -> str:
+    parameters = pika.URLParameters(settings.amqp_url)
+    return f"{parameters.host}:{parameters.port}"

@@ -233,7 +233,7 @@ def test_a_server_that_is_down_at_start_up_is_waited_for_not_a_configuration_err
     # Given a worker whose database server does not answer (yet)
     worker = start_worker("escalation", RELANCE_DATABASE_URL="postgresql://relance@127.0.0.1:9/relance")  # type: ignore[operator]
     # Then it keeps retrying, and stops cleanly when asked
-    worker.wait_for("escalation.database_unreachable")
+    worker.wait_for("database.unavailable")
     time.sleep(1.5)
     assert worker.process.poll() is None, worker.output()
     assert worker.stop() == 0

@@ -356,7 +356,7 @@ def test_while_the_database_is_down_nothing_is_acked_and_the_batch_is_applied_on
     # When the database becomes unavailable and more events arrive
     pg_switch(False)
     rabbit.publish([invoice(f"E-{n}", "C-1", f"INV-{n}", "10.00") for n in range(2, 12)])
-    wait_until(lambda: len(worker.logged("ingest.ledger_unavailable")) >= 2, "retries with backoff", [worker])
+    wait_until(lambda: len(worker.logged("database.unavailable")) >= 2, "retries with backoff", [worker])
 
     # Then the worker holds them unacked, retrying, and applies them once the database is back
     assert rabbit.ready(rabbit.names.queue) == 0  # delivered to the worker, neither acked nor lost
@@ -366,7 +366,7 @@ def test_while_the_database_is_down_nothing_is_acked_and_the_batch_is_applied_on
     assert rabbit.ready(rabbit.names.queue) == 0
     assert rabbit.ready(rabbit.names.dead_letter_queue) == 0
     assert sorted(event_ids(pg_url)) == sorted(f"E-{n}" for n in range(1, 12))
-    assert worker.logged("ingest.ledger_available_again")
+    assert worker.logged("database.available")
 
 
 def test_messages_held_during_an_outage_were_not_acked(
@@ -374,10 +374,10 @@ def test_messages_held_during_an_outage_were_not_acked(
 ) -> None:
     # Given a worker retrying a batch against an unavailable database
     worker = start_worker(pg_url)
-    wait_until(lambda: bool(worker.logged("ingest.consuming")), "the worker to consume", [worker])
+    wait_until(lambda: bool(worker.logged("broker.connected")), "the worker to consume", [worker])
     pg_switch(False)
     rabbit.publish([invoice(f"E-{n}", "C-1", f"INV-{n}", "10.00") for n in range(10)])
-    wait_until(lambda: bool(worker.logged("ingest.ledger_unavailable")), "a failed attempt", [worker])
+    wait_until(lambda: bool(worker.logged("database.unavailable")), "a failed attempt", [worker])
 
     # When the worker dies without a chance to clean up
     worker.kill()
@@ -396,10 +396,10 @@ def test_sigterm_while_the_database_is_down_stops_promptly_and_leaves_the_batch_
     pg_url: str, rabbit: Rabbit, start_worker: Callable[..., Worker], pg_switch: Callable[[bool], None]
 ) -> None:
     worker = start_worker(pg_url, retry_max_seconds=30)
-    wait_until(lambda: bool(worker.logged("ingest.consuming")), "the worker to consume", [worker])
+    wait_until(lambda: bool(worker.logged("broker.connected")), "the worker to consume", [worker])
     pg_switch(False)
     rabbit.publish([invoice(f"E-{n}", "C-1", f"INV-{n}", "10.00") for n in range(5)])
-    wait_until(lambda: bool(worker.logged("ingest.ledger_unavailable")), "a failed attempt", [worker])
+    wait_until(lambda: bool(worker.logged("database.unavailable")), "a failed attempt", [worker])
 
     started = time.monotonic()
     assert worker.stop(timeout=15) == 0
@@ -416,7 +416,7 @@ def test_three_workers_side_by_side_with_one_killed_midway_lose_and_duplicate_no
     for worker in workers:
 
         def consuming(w: Worker = worker) -> bool:
-            return bool(w.logged("ingest.consuming"))
+            return bool(w.logged("broker.connected"))
 
         wait_until(consuming, "workers to consume", workers)
     expected: dict[str, Decimal] = {}
@@ -514,7 +514,7 @@ def test_a_lost_broker_connection_is_reopened_and_nothing_is_lost_or_applied_twi
         # When the connection is cut while the worker is busy, twice
         wait_until(lambda: event_count(pg_url) >= 300, "work under way", [worker])
         proxy.cut()
-        wait_until(lambda: len(worker.logged("ingest.consuming")) >= 2, "a reconnection", [worker])
+        wait_until(lambda: len(worker.logged("broker.connected")) >= 2, "a reconnection", [worker])
         proxy.cut()
         rabbit.publish([invoice(f"B-{n}", f"C-{n % 7}", f"INV-B-{n}", "10.00") for n in range(100)])
         # Then it reconnects and applies everything exactly once
@@ -522,7 +522,7 @@ def test_a_lost_broker_connection_is_reopened_and_nothing_is_lost_or_applied_twi
         assert worker.stop() == 0
     finally:
         proxy.close()
-    assert worker.logged("ingest.broker_unavailable")
+    assert worker.logged("broker.unavailable")
     ids = event_ids(pg_url)
     assert len(ids) == len(set(ids)) == 2100
     assert rabbit.ready(rabbit.names.queue) == 0
@@ -589,7 +589,7 @@ def test_a_batch_the_database_refuses_for_its_data_is_dead_lettered_and_the_mess
     assert rabbit.ready(rabbit.names.queue) == 0
     assert set(event_ids(pg_url)) >= {f"OK-{n}" for n in range(20)}
     assert len(ledger.read_stream(TENANT, "C-BIG")) == 1000
-    assert not worker.logged("ingest.ledger_unavailable")
+    assert not worker.logged("database.unavailable")
     assert ledger.verify().ok
     ledger.engine.dispose()
 
@@ -599,7 +599,7 @@ def test_a_database_out_of_step_with_the_code_keeps_the_batch_and_says_a_person_
 ) -> None:
     # Given a worker running on a database where a table it writes has gone (a schema out of step)
     worker = start_worker(pg_url)
-    wait_until(lambda: bool(worker.logged("ingest.consuming")), "the worker to consume", [worker])
+    wait_until(lambda: bool(worker.logged("broker.connected")), "the worker to consume", [worker])
     admin = create_engine(pg_url)
     with admin.begin() as conn:
         conn.execute(text("ALTER TABLE customer_balances RENAME TO customer_balances_away"))
@@ -640,7 +640,7 @@ def test_a_database_server_that_goes_down_mid_run_is_waited_for_and_nothing_is_d
     # When the server stops (connections refused) while events keep arriving
     private_postgres.stop()
     rabbit.publish([invoice(f"E-{n}", "C-1", f"INV-{n}", "10.00") for n in range(1, 11)])
-    wait_until(lambda: len(worker.logged("ingest.ledger_unavailable")) >= 2, "retries with backoff", [worker])
+    wait_until(lambda: len(worker.logged("database.unavailable")) >= 2, "retries with backoff", [worker])
 
     # Then it holds them, and applies them once the server is back; nothing is dead-lettered
     assert rabbit.ready(rabbit.names.queue) == 0
