@@ -194,3 +194,39 @@ def jobs_show(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(describe(job))
     return 0
+
+
+class JobsForWorkspace:
+    """The workspace's :class:`~services.workspace.ports.JobsPort` on :mod:`services.jobs` (the composer's adapter)."""
+
+    def __init__(self, settings: Settings, engine: Any) -> None:
+        from services.jobs.broker import open_jobs
+
+        self.runtime = open_jobs(settings, engine)
+        if self.runtime.in_process:  # the embedded default: the workspace's process runs the jobs it starts
+            self.runtime.start_worker(settings.jobs_threads)
+
+    def kinds(self) -> list[tuple[str, str]]:
+        from services.jobs.registry import KINDS
+
+        return [(kind.name, kind.summary) for kind in KINDS.values()]
+
+    def enqueue(self, tenant: str, kind: str, args: dict[str, Any], requested_by: str) -> tuple[Job, bool]:
+        from services.jobs.errors import JobConflict, JobError, JobsUnavailable
+        from services.workspace.ports import JobRequestRefused
+
+        try:
+            enqueued = self.runtime.jobs.enqueue(tenant, kind, args, requested_by)
+        except JobsUnavailable as exc:
+            raise JobRequestRefused(503, str(exc)) from None
+        except JobConflict as exc:
+            raise JobRequestRefused(409, str(exc)) from None
+        except JobError as exc:
+            raise JobRequestRefused(422, str(exc)) from None
+        return enqueued.job, enqueued.created
+
+    def get(self, job_id: str) -> Job | None:
+        return self.runtime.jobs.get(job_id)
+
+    def recent(self, tenants: Any, limit: int) -> list[Job]:
+        return self.runtime.jobs.recent(list(tenants), limit)

@@ -94,6 +94,8 @@ class JobsRuntime:
         if worker is not None:
             worker.stop(timeout=30_000)
         self.broker.close()
+        if self.jobs.quick is not self.jobs.engine:
+            self.jobs.quick.dispose()
 
 
 def open_jobs(

@@ -3,8 +3,9 @@
 Enqueueing (:meth:`Jobs.enqueue`) writes the job's row first, then hands its id to the broker (send after commit).
 The id is the caller's, or a digest of (tenant, kind, arguments, the day it is asked for): asking again the same day
 is the same job. An id that exists returns the existing job and sends nothing while it is queued, running or done;
-a failed job is run again only on request (``rerun``), and so is the message of a job still queued (it may have been
-lost with a broker).
+a failed job is run again only on request (``rerun``), and its message is sent again on request for a job still
+queued, or running with a heartbeat older than the lease (the message was lost with a broker, or with the process
+that ran it in-process).
 
 Running (:meth:`Jobs.execute`, what each actor calls with the job id) claims the row (:func:`store.claim`), runs the
 kind's function with a heartbeat, and records the outcome in one statement. So a duplicate message (Dramatiq's
@@ -32,7 +33,8 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
+from sqlalchemy.exc import OperationalError
 
 from services.jobs import registry, store
 from services.jobs.errors import InvalidJob, JobConflict, JobError, JobsUnavailable, is_transient
@@ -83,6 +85,7 @@ class _Context:
     attempt: int
     now: Callable[[], datetime]
     lost: threading.Event
+    quick: Engine  # where progress and heartbeats are written (see Jobs.quick)
     _reported: float = 0.0
 
     def progress(self, done: int, total: int | None = None, note: str = "") -> None:
@@ -91,9 +94,12 @@ class _Context:
         if moment - self._reported < 0.5 and (total is None or done < total):
             return
         self._reported = moment
-        with self.engine.begin() as conn:
-            if not store.report(conn, self.job_id, self.attempt, done, total, note, self.now()):
-                self._lose()
+        try:
+            with self.quick.begin() as conn:
+                if not store.report(conn, self.job_id, self.attempt, done, total, note, self.now()):
+                    self._lose()
+        except OperationalError as exc:  # progress is for people to see: the job goes on without it
+            log.debug("jobs.progress_not_recorded", job_id=self.job_id, error=_reason(exc))
 
     def _lose(self) -> None:
         if not self.lost.is_set():
@@ -119,6 +125,7 @@ class Jobs:
         self.now = now
         self.interruptions = interruptions  # raised into a job's thread when its time limit is over
         self.lease = timedelta(seconds=settings.jobs_lease_seconds)
+        self.quick = _quick_engine(engine)
 
     # ------------------------------------------------------------------------------------------------ reading
     def get(self, job_id: str) -> Job | None:
@@ -161,7 +168,8 @@ class Jobs:
                 f"job id {job_id} already names another job ({existing.kind} of {existing.tenant} with arguments "
                 f"{orjson.dumps(existing.args).decode()}): choose another id"
             )
-        if not rerun or existing.status not in ("failed", "queued"):
+        orphan = existing.stale(now, self.lease)  # running, but nobody touched it for a lease: its message is gone
+        if not rerun or not (existing.status in ("failed", "queued") or orphan):
             return Enqueued(existing, created=False, sent=False)
         if existing.status == "failed":
             with self.engine.begin() as conn:
@@ -209,7 +217,9 @@ class Jobs:
         self._run(job, attempt)
 
     def _run(self, job: Job, attempt: int) -> None:
-        context = _Context(job.id, job.tenant, self.settings, self.engine, attempt, self.now, threading.Event())
+        context = _Context(
+            job.id, job.tenant, self.settings, self.engine, attempt, self.now, threading.Event(), self.quick
+        )
         stop_beating = threading.Event()
         beating = threading.Thread(
             target=self._beat, args=(context, stop_beating), name=f"job-heartbeat-{job.id}", daemon=True
@@ -274,7 +284,7 @@ class Jobs:
         interval = max(0.5, self.settings.jobs_lease_seconds / 4)
         while not stop.wait(interval):
             try:
-                with self.engine.begin() as conn:
+                with self.quick.begin() as conn:
                     if not store.heartbeat(conn, context.job_id, context.attempt, self.now()):
                         context._lose()
                         return
@@ -285,6 +295,28 @@ class Jobs:
         """Seconds before the next run: 1, 2, 4… with jitter, never more than a lease."""
         ceiling = min(float(self.settings.jobs_lease_seconds), 2.0 ** max(0, attempt - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+QUICK_SQLITE_WAIT_MS = 250
+
+
+def _quick_engine(engine: Engine) -> Engine:
+    """Where a running job's progress and heartbeat are written: ``engine`` itself, but on SQLite an engine that gives
+    up after a moment. SQLite has one writer at a time, and a job's own long transaction (a replay's snapshot) holds
+    it: a progress line must then be skipped, not wait for the job that is waiting for it."""
+    if engine.dialect.name != "sqlite":
+        return engine
+    from shared.ledger.db import make_engine
+
+    quick = make_engine(engine.url.render_as_string(hide_password=False))
+
+    @event.listens_for(quick, "connect")
+    def _short_wait(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={QUICK_SQLITE_WAIT_MS}")
+        cursor.close()
+
+    return quick
 
 
 def _reason(exc: BaseException) -> str:
