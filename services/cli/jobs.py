@@ -211,12 +211,14 @@ class JobsForWorkspace:
 
         return [(kind.name, kind.summary) for kind in KINDS.values()]
 
-    def enqueue(self, tenant: str, kind: str, args: dict[str, Any], requested_by: str) -> tuple[Job, bool]:
+    def enqueue(
+        self, tenant: str, kind: str, args: dict[str, Any], requested_by: str, rerun: bool = False
+    ) -> tuple[Job, bool]:
         from services.jobs.errors import JobConflict, JobError, JobsUnavailable
         from services.workspace.ports import JobRequestRefused
 
         try:
-            enqueued = self.runtime.jobs.enqueue(tenant, kind, args, requested_by)
+            enqueued = self.runtime.jobs.enqueue(tenant, kind, args, requested_by, rerun=rerun)
         except JobsUnavailable as exc:
             raise JobRequestRefused(503, str(exc)) from None
         except JobConflict as exc:

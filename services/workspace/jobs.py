@@ -1,11 +1,12 @@
 """Background jobs in the workspace and the API: start one, follow its progress, read its result or why it failed.
 
-``POST /api/v1/jobs`` ``{tenant, kind, args}`` answers 202 with the job (the same request the same day is the same
-job: 202 with the existing one); ``GET /api/v1/jobs[?tenant=]`` lists the newest jobs of the user's tenants,
-``GET /api/v1/jobs/{id}`` one of them. A tenant the user holds no role in, and another tenant's job, answer 404; a
-kind the user's roles may not start (:func:`services.workspace.roles.may_start`) 403; an unknown kind or arguments
-the kind refuses 422. The page ``/t/{tenant}/jobs`` lists the tenant's jobs, refreshed by htmx every few seconds
-while one is queued or running, and offers the kinds the user may start.
+``POST /api/v1/jobs`` ``{tenant, kind, args, rerun}`` answers 202 with the job (the same request the same day is the
+same job: 202 with the existing one, run again if it failed and ``rerun`` is true); ``GET /api/v1/jobs[?tenant=]``
+lists the newest jobs of the user's tenants, ``GET /api/v1/jobs/{id}`` one of them. A tenant the user holds no role
+in, and another tenant's job, answer 404; a kind the user's roles may not start
+(:func:`services.workspace.roles.may_start`) 403; an unknown kind or arguments the kind refuses 422. The page
+``/t/{tenant}/jobs`` lists the tenant's jobs, refreshed by htmx every few seconds while one is queued or running, and
+offers the kinds the user may start.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class JobRequest(BaseModel):
     tenant: str = Field(max_length=64)
     kind: str = Field(max_length=64, examples=["escalation.replay"])
     args: dict[str, Any] = Field(default_factory=dict, description="the kind's arguments (see `relance jobs`)")
+    rerun: bool = Field(default=False, description="run the job again if it failed (or resend a lost one)")
 
 
 class Progress(BaseModel):
@@ -73,7 +75,9 @@ def jobs_of(request: Request) -> JobsPort:
     return port
 
 
-def start(port: JobsPort, user: Principal, tenant: str, kind: str, args: dict[str, Any]) -> tuple[JobLine, bool]:
+def start(
+    port: JobsPort, user: Principal, tenant: str, kind: str, args: dict[str, Any], rerun: bool = False
+) -> tuple[JobLine, bool]:
     """Check the tenant (404), the kind (422) and the user's roles (403), then enqueue."""
     require_tenant(user, tenant)
     if kind not in {name for name, _ in port.kinds()}:
@@ -81,7 +85,7 @@ def start(port: JobsPort, user: Principal, tenant: str, kind: str, args: dict[st
     if not may_start(user.roles_in(tenant), kind):
         raise HTTPException(status_code=403, detail=f"your roles in {tenant} do not allow starting {kind}")
     try:
-        return port.enqueue(tenant, kind, args, user.login)
+        return port.enqueue(tenant, kind, args, user.login, rerun)
     except JobRequestRefused as refused:
         raise HTTPException(status_code=refused.status, detail=refused.reason) from None
 
@@ -107,7 +111,7 @@ def visible_job(port: JobsPort, user: Principal, job_id: str) -> JobLine:
     },
 )
 def enqueue_job(request: Request, body: JobRequest, user: ApiUser) -> JSONResponse:
-    job, _ = start(jobs_of(request), user, body.tenant, body.kind, body.args)
+    job, _ = start(jobs_of(request), user, body.tenant, body.kind, body.args, body.rerun)
     return JSONResponse(job_view(job).model_dump(mode="json"), status_code=202)
 
 

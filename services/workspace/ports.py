@@ -108,8 +108,10 @@ class JobsPort(Protocol):
         """(kind, summary) of every kind of job."""
         ...
 
-    def enqueue(self, tenant: str, kind: str, args: dict[str, Any], requested_by: str) -> tuple[JobLine, bool]:
-        """The job and whether it is new; raises :class:`JobRequestRefused`."""
+    def enqueue(
+        self, tenant: str, kind: str, args: dict[str, Any], requested_by: str, rerun: bool = False
+    ) -> tuple[JobLine, bool]:
+        """The job and whether it is new (``rerun``: a failed one run again); raises :class:`JobRequestRefused`."""
         ...
 
     def get(self, job_id: str) -> JobLine | None: ...

@@ -99,6 +99,12 @@ def test_a_job_that_failed_for_good_shows_why(app: Web) -> None:
     assert "RELANCE_CHECKPOINT_KEY_FILE" in failed["error"]
     page = app.client.get(f"/t/{TENANT}/jobs")
     assert page.status_code == 200 and "RELANCE_CHECKPOINT_KEY_FILE" in page.text
+    # asked for again: the same failed job, until a rerun is asked for
+    again = json_of(app.client.post(f"{API}/jobs", json={"tenant": TENANT, "kind": "ledger.checkpoint"}))
+    assert (again["id"], again["status"]) == (job["id"], "failed")
+    rerun = app.client.post(f"{API}/jobs", json={"tenant": TENANT, "kind": "ledger.checkpoint", "rerun": True})
+    assert rerun.status_code == 202 and rerun.json()["id"] == job["id"]
+    assert finished(app, job["id"])["attempts"] == 1  # counted afresh: it failed again, once
 
 
 def test_the_jobs_page_shows_progress_and_polls_while_a_job_runs(app: Web, tmp_path: Path) -> None:
