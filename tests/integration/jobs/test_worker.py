@@ -20,6 +20,7 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from sqlalchemy import func, select
 
+from services.cli.app import main
 from services.jobs import registry
 from services.jobs.broker import JobsRuntime, open_jobs
 from services.jobs.store import Job
@@ -194,8 +195,38 @@ def test_a_worker_killed_mid_job_leaves_the_job_to_another_worker_which_finishes
         # and its Dramatiq metrics say so on the port of the settings
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         assert 'dramatiq_messages_total{actor_name="test.effect"' in metrics
+        second.stop()
+        assert second.process.returncode == 0  # SIGTERM: a graceful stop
     finally:
         hold.touch()
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_the_cli_hands_the_job_to_the_workers_and_follows_it(
+    runtime: JobsRuntime, settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime.start_worker(2)  # the jobs worker, here in the test's process
+    for name, value in {"RELANCE_AMQP_URL": settings.amqp_url, "RELANCE_JOBS_QUEUE": settings.jobs_queue}.items():
+        monkeypatch.setenv(name, value)
+    url = settings.require_database_url()
+    args = ["jobs", "enqueue", "escalation.replay", "--tenant", TENANT, "--by", "ops", "--database-url", url]
+    assert main([*args, "--wait"]) == 0
+    captured = capsys.readouterr()
+    job_id = captured.out.split()[0]
+    assert "status   done  attempts 1" in captured.out and "asked by ops" in captured.out
+    assert "queued" in captured.err and "done" in captured.err  # the progress it followed
+    job = runtime.jobs.get(job_id)
+    assert job is not None and job.status == "done" and job.result is not None and job.result["ok"] is True
+
+
+def test_a_broker_that_does_not_answer_leaves_the_job_queued_and_says_to_ask_again(
+    settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELANCE_AMQP_URL", f"amqp://guest:guest@127.0.0.1:{_free_port()}/%2F")
+    url = settings.require_database_url()
+    assert main(["jobs", "enqueue", "escalation.replay", "--tenant", TENANT, "--database-url", url]) == 69
+    assert "did not take job escalation.replay." in capsys.readouterr().err
+    assert main(["jobs", "list", "--database-url", url]) == 0
+    assert " queued " in capsys.readouterr().out
