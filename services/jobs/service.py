@@ -250,7 +250,7 @@ class Jobs:
 
     def _failed(self, job: Job, attempt: int, exc: BaseException, limit: int) -> None:
         if isinstance(exc, self.interruptions):
-            self._finish(job, attempt, error=f"stopped after its time limit of {limit} s; nothing after it was done")
+            self._finish(job, attempt, error=f"stopped: it ran longer than its time limit of {limit} s")
             return
         if isinstance(exc, (KeyboardInterrupt, SystemExit)) or not isinstance(exc, Exception):
             raise exc

@@ -145,7 +145,7 @@ def test_a_result_json_cannot_hold_and_an_overlong_run_fail_with_a_reason(runtim
     sleeper = runtime.jobs.enqueue(TENANT, "test.sleeper", {}, "ann").job
     assert "cannot be kept as JSON" in str(finished(runtime, not_json.id).error)
     slow = finished(runtime, sleeper.id)
-    assert slow.status == "failed" and slow.error == "stopped after its time limit of 1 s; nothing after it was done"
+    assert slow.status == "failed" and slow.error == "stopped: it ran longer than its time limit of 1 s"
 
 
 def test_the_recent_jobs_are_read_per_tenant(runtime: JobsRuntime, tmp_path: Path) -> None:
