@@ -298,7 +298,7 @@ class Settings(BaseSettings):
     jobs_lease_seconds: int = Field(
         default=30,
         ge=2,
-        le=600,
+        le=120,  # also the longest broker delay a job's message waits: seconds, never more
         description="A running job's worker touches its heartbeat every quarter of this; a job whose heartbeat is "
         "older is taken over by the next delivery of its message.",
     )
