@@ -34,6 +34,7 @@ from sqlalchemy.exc import ArgumentError
 from shared import quiet
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+_QUEUE = re.compile(r"[a-zA-Z_][a-zA-Z0-9._-]*")  # a Dramatiq queue name
 _DOMAIN = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}")
 # never echoed in an error message
@@ -294,6 +295,35 @@ class Settings(BaseSettings):
         description="/livez answers 503 once the worker's loop has not gone round for this long.",
     )
 
+    # Background jobs (services/jobs/): Dramatiq actors on RabbitMQ, their rows in the jobs table.
+    jobs_broker: Literal["auto", "rabbitmq", "inprocess"] = Field(
+        default="auto",
+        description="Where background jobs run: rabbitmq (`relance worker jobs` consumes RELANCE_JOBS_QUEUE), "
+        "inprocess (in the process that enqueues them: the embedded default), or auto: inprocess on SQLite, "
+        "rabbitmq on PostgreSQL.",
+    )
+    jobs_queue: str = Field(
+        default="relance.jobs",
+        description="Dramatiq queue of the background jobs on RabbitMQ (with <name>.DQ and <name>.XQ beside it).",
+    )
+    jobs_threads: int = Field(default=2, ge=1, le=64, description="Jobs a `relance worker jobs` runs at once.")
+    jobs_lease_seconds: int = Field(
+        default=30,
+        ge=2,
+        le=120,  # also the longest broker delay a job's message waits: seconds, never more
+        description="A running job's worker touches its heartbeat every quarter of this; a job whose heartbeat is "
+        "older is taken over by the next delivery of its message.",
+    )
+    jobs_max_attempts: int = Field(
+        default=5, ge=1, le=100, description="Runs of a job that failed for a transient reason before it is failed."
+    )
+    jobs_metrics_port: int = Field(
+        default=9191,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus metrics of `relance worker jobs` (Dramatiq's middleware); 0: none.",
+    )
+
     allow_placeholder_sender: bool = Field(
         default=False,
         description="Let the notifier sign real e-mails with the shipped placeholder sender company (trials only).",
@@ -322,6 +352,13 @@ class Settings(BaseSettings):
     def _amqp_name(cls, value: str) -> str:
         if not _NAME.match(value):
             raise ValueError("must be 1-200 characters of letters, digits, '.', '_', ':' or '-'")
+        return value
+
+    @field_validator("jobs_queue")
+    @classmethod
+    def _jobs_queue(cls, value: str) -> str:
+        if not _QUEUE.fullmatch(value) or len(value) > 200:
+            raise ValueError("must start with a letter or '_', then letters, digits, '.', '_' or '-' (Dramatiq's rule)")
         return value
 
     @field_validator("webhook_url")

@@ -147,6 +147,7 @@ class AmqpNames:
     dead_letter_queue: str
     commands_exchange: str
     notifier_queue: str
+    jobs_queue: str
 
     @classmethod
     def of_this_test(cls) -> AmqpNames:
@@ -157,13 +158,24 @@ class AmqpNames:
             dead_letter_queue=f"{base}.dead",
             commands_exchange=f"{base}.commands",
             notifier_queue=f"{base}.notifier",
+            jobs_queue=f"{base}.jobs",
         )
 
     @property
     def queues(self) -> tuple[str, ...]:
-        """Every queue declared under these names, the notifier's retry and dead-letter queues included."""
-        notifier = self.notifier_queue
-        return (self.queue, self.dead_letter_queue, notifier, f"{notifier}.retry", f"{notifier}.dead")
+        """Every queue declared under these names, the notifier's retry and dead-letter queues included, and the
+        jobs' with Dramatiq's delay (``.DQ``) and dead-letter (``.XQ``) queues."""
+        notifier, jobs = self.notifier_queue, self.jobs_queue
+        return (
+            self.queue,
+            self.dead_letter_queue,
+            notifier,
+            f"{notifier}.retry",
+            f"{notifier}.dead",
+            jobs,
+            f"{jobs}.DQ",
+            f"{jobs}.XQ",
+        )
 
     @property
     def exchanges(self) -> tuple[str, ...]:
@@ -177,6 +189,7 @@ class AmqpNames:
             "dead_letter_queue": self.dead_letter_queue,
             "commands_exchange": self.commands_exchange,
             "notifier_queue": self.notifier_queue,
+            "jobs_queue": self.jobs_queue,
         }
 
     def env(self) -> dict[str, str]:

@@ -20,6 +20,7 @@ from services.cli import (
     contract,
     demo_command,
     escalation,
+    jobs,
     ledger,
     notifier,
     replay,
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoints.add_checkpoint(commands)
     replay.add_replay(commands)
     workers.add_worker(commands)
+    jobs.add_jobs(commands)
     ledger.add_outbox(commands)
     escalation.add_clock(commands)
     escalation.add_rates(commands)

@@ -32,6 +32,10 @@ WORKERS = {
         "services.notifier.worker",
         "send the reminders of notifier.send_reminder commands over SMTP, with evidence (any number)",
     ),
+    "jobs": (
+        "services.jobs.worker",
+        "run the background jobs (checkpoints, replays, re-sends…) from RabbitMQ with Dramatiq (any number)",
+    ),
 }
 
 

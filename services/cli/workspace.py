@@ -2,7 +2,8 @@
 
 The composer of :class:`services.workspace.ports.Ports`: one :class:`~shared.ledger.store.Ledger` per thread on the
 settings' database, the agenda of :mod:`services.escalation.agenda`, the sent e-mails of
-:mod:`services.notifier.evidence` and the HTTP ingest on :class:`services.ingest.service.Ingestor`. Without a
+:mod:`services.notifier.evidence`, the HTTP ingest on :class:`services.ingest.service.Ingestor` and the background
+jobs of :mod:`services.jobs` (run in this process on the embedded default). Without a
 database URL it opens the ledger ``relance demo`` left in ``demo-output/`` (run ``make demo`` first).
 """
 
@@ -64,6 +65,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 def compose(settings: Settings) -> Any:
     """The workspace's ports on the settings' database."""
     from services.cli.ingest_http import http_ingest_port
+    from services.cli.jobs import JobsForWorkspace
     from services.workspace.ports import Ports
     from shared.runtime import migrated_engine
 
@@ -83,6 +85,7 @@ def compose(settings: Settings) -> Any:
         agenda=agenda_of(settings),
         ingest=http_ingest_port(settings.max_message_bytes),
         evidence=evidence,
+        jobs=JobsForWorkspace(settings, engine),
     )
 
 

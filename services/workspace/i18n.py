@@ -122,6 +122,17 @@ MESSAGES: dict[str, dict[str, str]] = {
     "open": {"fr": "Ouvrir", "en": "Open"},
     "more_actions": {"fr": "Autres actions", "en": "More actions"},
     "done": {"fr": "Action enregistrée", "en": "Recorded"},
+    "jobs": {"fr": "Tâches de fond", "en": "Jobs"},
+    "start_job": {"fr": "Lancer", "en": "Start a job"},
+    "start": {"fr": "Lancer", "en": "Start"},
+    "status": {"fr": "État", "en": "Status"},
+    "progress": {"fr": "Avancement", "en": "Progress"},
+    "requested_by": {"fr": "Demandée par", "en": "Asked by"},
+    "result": {"fr": "Résultat ou motif", "en": "Result or reason"},
+    "job_queued": {"fr": "en attente", "en": "queued"},
+    "job_running": {"fr": "en cours", "en": "running"},
+    "job_done": {"fr": "terminée", "en": "done"},
+    "job_failed": {"fr": "échouée", "en": "failed"},
 }
 
 FIELD_LABELS: dict[str, dict[str, str]] = {

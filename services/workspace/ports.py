@@ -67,6 +67,58 @@ class Evidence:
         return bool(self.recorded_sha256) and self.recorded_sha256 == self.recomputed_sha256
 
 
+class JobLine(Protocol):
+    """What the workspace reads of a background job (``services.jobs.store.Job``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def progress_done(self) -> int: ...
+    @property
+    def progress_total(self) -> int | None: ...
+    @property
+    def progress_note(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def finished(self) -> bool: ...
+
+    def as_json(self) -> dict[str, Any]: ...
+
+
+class JobRequestRefused(Exception):
+    """A job the jobs service would not enqueue: ``status`` is the HTTP answer (409, 422, 503), the message why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class JobsPort(Protocol):
+    """The background jobs, as :mod:`services.cli.workspace` hands them over from ``services.jobs``."""
+
+    def kinds(self) -> Sequence[tuple[str, str]]:
+        """(kind, summary) of every kind of job."""
+        ...
+
+    def enqueue(
+        self, tenant: str, kind: str, args: dict[str, Any], requested_by: str, rerun: bool = False
+    ) -> tuple[JobLine, bool]:
+        """The job and whether it is new (``rerun``: a failed one run again); raises :class:`JobRequestRefused`."""
+        ...
+
+    def get(self, job_id: str) -> JobLine | None: ...
+
+    def recent(self, tenants: Sequence[str], limit: int) -> Sequence[JobLine]: ...
+
+
 AgendaPort = Callable[[Sequence[CustomerState], date], Sequence[AgendaLine]]
 EvidencePort = Callable[[Ledger, str, str], Evidence | None]  # (ledger, tenant, command_id)
 IngestPort = Callable[[Ledger, Sequence[bytes], datetime], Any]
@@ -89,3 +141,4 @@ class Ports:
     ingest: IngestPort | None = None
     now: Callable[[], datetime] = _utc_now
     evidence: EvidencePort = _no_evidence
+    jobs: JobsPort | None = None  # None: background jobs are not offered (the API answers 503)

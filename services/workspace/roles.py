@@ -17,6 +17,7 @@ ADMIN = "admin"  # users, the outbox and the dead letters
 
 _WORK: frozenset[Role] = frozenset({"collector", "credit_manager"})
 _MANAGE: frozenset[Role] = frozenset({"credit_manager"})
+_REVIEW: frozenset[Role] = frozenset({"credit_manager", "auditor"})
 
 PERMISSIONS: dict[str, frozenset[Role]] = {
     READ: frozenset(ROLES),
@@ -37,8 +38,21 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "pause": _MANAGE,
     "resume": _MANAGE,
     "decide_credit_limit": _MANAGE,
+    # background jobs (services/jobs/registry.py), "job:<kind>": what reads, a credit manager or an auditor may
+    # start; what changes something, a credit manager alone
+    "job:escalation.replay": _REVIEW,
+    "job:audit.export": _REVIEW,
+    "job:reports.committee": _REVIEW,
+    "job:ledger.checkpoint": _MANAGE,
+    "job:relay.retry_dead": _MANAGE,
+    "job:notifier.letters_batch": _MANAGE,
 }
 """Permission (an action's name, or READ / ADMIN) -> the roles that hold it."""
+
+
+def may_start(roles: frozenset[str], kind: str) -> bool:
+    """Whether ``roles`` may start a background job of ``kind`` (a kind no line names: nobody)."""
+    return allowed(roles, f"job:{kind}")
 
 
 def allowed(roles: frozenset[str], permission: str) -> bool:

@@ -59,6 +59,8 @@ RUNTIME_GRANTS: dict[str, tuple[str, ...]] = {
     "sessions": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "api_tokens": ("SELECT", "INSERT", "UPDATE"),
     "login_failures": ("SELECT", "INSERT", "DELETE"),
+    # Background jobs: enqueued, claimed, their progress and outcome recorded; never deleted.
+    "jobs": ("SELECT", "INSERT", "UPDATE"),
     # The schema revision, which every worker checks at start-up.
     "alembic_version": ("SELECT",),
 }

@@ -314,3 +314,28 @@ login_failures = Table(
     Index("login_failures_login", "login", "at"),
     Index("login_failures_address", "address", "at"),
 )
+
+# Background jobs (services/jobs/store.py): who asked for what, how far it is, and what came of it. The id is chosen
+# by whoever enqueues (deterministic, so asking twice is one job); a worker claims the row before running it and
+# touches heartbeat_at while it runs, so a job whose worker died is taken over once the heartbeat is old.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("args", Json, nullable=False),
+    Column("status", String(16), nullable=False),  # queued | running | done | failed
+    Column("progress_done", BigInteger, nullable=False, default=0),
+    Column("progress_total", BigInteger, nullable=True),
+    Column("progress_note", String(500), nullable=False, default=""),
+    Column("result", Json, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("requested_by", String(254), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=True),
+    Index("ix_jobs_tenant_created_at", "tenant", "created_at"),
+)
