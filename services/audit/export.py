@@ -379,6 +379,7 @@ def _manifest(root: Path, facts: report.Facts) -> None:
         "format": FORMAT,
         "tenant": facts.tenant,
         "customers": [stream["customer_id"] for stream in facts.streams],
+        "customer": facts.customer_id,  # None: every customer of the tenant
         "period": facts.period,
         "created_at": facts.created_at,
         "exported_by": facts.exported_by,

@@ -45,7 +45,8 @@ checkpoint's signed part.
 **What is checked.** The manifest (every file listed is there with its size and hash, nothing is there unlisted,
 manifest.sha256 matches); each stream's chain (contiguous versions from 1, each ``prev_hash``, each hash
 recomputed); each checkpoint's signature, Merkle root and link to the previous one, and that every stream of the
-bundle it records is in the bundle at the version and hash it signed; every e-mail's and letter's SHA-256 against
+bundle it records is in the bundle at the version and hash it signed (and, for a whole tenant's bundle up to the
+export, that every stream of the tenant it records is in the bundle); every e-mail's and letter's SHA-256 against
 the hash the log recorded for it, and that every such hash recorded within the period has its file in the bundle.
 The manifest only shows that the bundle is complete as written: anyone can rewrite a manifest. What proves the
 events were not changed is their chain anchored by checkpoints signed with a key the company published.
@@ -329,6 +330,7 @@ class _Check:
         self.streams: dict[str, _Stream] = {}
         self.tenant = ""
         self.period: tuple[datetime | None, datetime | None] = (None, None)
+        self.whole_tenant = False
 
     def add(self, file: str, problem: str) -> None:
         self.verdict.add(file, problem)
@@ -388,6 +390,8 @@ class _Check:
         self.verdict.tenant = self.tenant
         period = manifest.get("period") or {}
         self.period = (_instant(period.get("from")), _instant(period.get("to")))
+        # A whole tenant up to the export: every stream of the tenant a checkpoint signed must be in the bundle.
+        self.whole_tenant = manifest.get("customer") is None and self.period[1] is None
         start, end = self.period
         self.verdict.period = (
             f"events recorded from {start.isoformat() if start else 'the beginning'} "
@@ -600,6 +604,12 @@ class _Check:
         number = document["number"]
         for tenant, customer, version, head in leaves:
             stream = self.streams.get(customer) if tenant == self.tenant else None
+            if stream is None and tenant == self.tenant and self.whole_tenant:
+                self.add(
+                    name,
+                    f"signed customer {customer} of this tenant, whose events are not in the bundle: a customer was "
+                    "left out of it",
+                )
             if stream is None or stream.file not in self.files:
                 continue
             if version > stream.last:

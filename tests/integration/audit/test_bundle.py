@@ -375,3 +375,17 @@ def test_the_period_is_shown_in_the_report(books: Books, tmp_path: Path) -> None
     start = (books.middle - timedelta(days=30)).date().isoformat()
     assert export(books, out, "--from", start) == 0
     assert f"events recorded from {start}T00:00:00.000000+00:00 to the export" in entries(out)["report.txt"].decode()
+
+
+def test_a_customer_left_out_of_a_whole_tenant_s_bundle_is_caught_by_the_checkpoint(
+    bundle: Path, tmp_path: Path
+) -> None:
+    manifest = json.loads(entries(bundle)["manifest.json"])
+    manifest["customers"].remove("C-0043")
+    manifest["streams"] = [s for s in manifest["streams"] if s["customer_id"] != "C-0043"]
+    files = {"events/C-0043.jsonl": None, "manifest.json": json.dumps(manifest).encode()}
+    copy = rewritten(bundle, tmp_path / "partial.zip", files, manifest=True)
+
+    assert named(verify_bundle(copy), "checkpoints/1.json") == [
+        "signed customer C-0043 of this tenant, whose events are not in the bundle: a customer was left out of it"
+    ]
