@@ -60,13 +60,14 @@ import hashlib
 import json
 import re
 import zipfile
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -101,6 +102,8 @@ CHECKPOINT_SIGNED = (
     "previous",
     "key_id",
 )
+# What reading a damaged or hostile archive can raise.
+_UNREADABLE = (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError, EOFError, zlib.error)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
@@ -313,7 +316,7 @@ def verify_bundle(path: Path, trusted_key: bytes | None = None) -> Verdict:
     verdict = Verdict(bundle=path.name)
     try:
         archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as exc:
+    except _UNREADABLE as exc:
         verdict.add(path.name, f"cannot be read as a ZIP archive ({exc})")
         return verdict
     with archive:
@@ -326,7 +329,8 @@ class _Check:
         self.archive = archive
         self.verdict = verdict
         self.trusted_key = trusted_key
-        self.files: dict[str, bytes] = {}
+        self.files: dict[str, zipfile.ZipInfo] = {}
+        self.unreadable: set[str] = set()
         self.streams: dict[str, _Stream] = {}
         self.tenant = ""
         self.period: tuple[datetime | None, datetime | None] = (None, None)
@@ -360,27 +364,63 @@ class _Check:
             if name in self.files:
                 self.add(name, "appears twice in the archive: which copy is the evidence cannot be told")
                 continue
-            try:
-                self.files[name] = self.archive.read(info)
-            except (zipfile.BadZipFile, OSError, ValueError) as exc:
-                self.add(name, f"cannot be read from the archive ({exc}): the archive is damaged")
+            self.files[name] = info
         if MANIFEST not in self.files:
             self.add(MANIFEST, "is missing: without it the bundle cannot be checked")
             return False
         return True
 
+    def _read(self, name: str) -> bytes | None:
+        """A file's bytes (None if it is not in the archive, or cannot be read: then a finding says so)."""
+        info = self.files.get(name)
+        if info is None or name in self.unreadable:
+            return None
+        try:
+            return self.archive.read(info)
+        except _UNREADABLE as exc:
+            self._unreadable(name, exc)
+            return None
+
+    def _lines(self, name: str) -> Iterator[bytes]:
+        """A file's lines without their line feed, read as they come (an events file can be large)."""
+        try:
+            with self.archive.open(self.files[name]) as source:
+                for line in source:
+                    yield line.removesuffix(b"\n")
+        except _UNREADABLE as exc:
+            self._unreadable(name, exc)
+
+    def _digest(self, name: str) -> tuple[str, int] | None:
+        digest, size = hashlib.sha256(), 0
+        try:
+            with self.archive.open(self.files[name]) as source:
+                for block in iter(lambda: source.read(1 << 20), b""):
+                    digest.update(block)
+                    size += len(block)
+        except _UNREADABLE as exc:
+            self._unreadable(name, exc)
+            return None
+        return digest.hexdigest(), size
+
+    def _unreadable(self, name: str, exc: BaseException) -> None:
+        if name not in self.unreadable:
+            self.unreadable.add(name)
+            self.add(name, f"cannot be read from the archive ({exc}): the archive is damaged")
+
     def _manifest(self) -> dict[str, Any] | None:
-        raw = self.files[MANIFEST]
-        recorded = self.files.get(MANIFEST_HASH)
+        raw = self._read(MANIFEST)
+        if raw is None:
+            return None
+        recorded = self._read(MANIFEST_HASH)
         if recorded is None:
             self.add(MANIFEST_HASH, "is missing")
         else:
-            digest = recorded.decode("ascii", "replace").split()[:1]
-            if digest != [hashlib.sha256(raw).hexdigest()]:
+            given = recorded.decode("ascii", "replace").split()[:1]
+            if given != [hashlib.sha256(raw).hexdigest()]:
                 self.add(MANIFEST, f"its SHA-256 differs from the one {MANIFEST_HASH} gives: the manifest was changed")
         try:
             manifest = loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             self.add(MANIFEST, f"is not valid JSON ({exc})")
             return None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -388,7 +428,10 @@ class _Check:
             return None
         self.tenant = str(manifest.get("tenant", ""))
         self.verdict.tenant = self.tenant
-        period = manifest.get("period") or {}
+        period = manifest.get("period")
+        if not isinstance(period, dict):
+            self.add(MANIFEST, "its period is not an object with 'from' and 'to'")
+            period = {}
         self.period = (_instant(period.get("from")), _instant(period.get("to")))
         # A whole tenant up to the export: every stream of the tenant a checkpoint signed must be in the bundle.
         self.whole_tenant = manifest.get("customer") is None and self.period[1] is None
@@ -402,16 +445,19 @@ class _Check:
             self.add(MANIFEST, "lists no files")
             return None
         for name, entry in sorted(listed.items()):
-            content = self.files.get(name)
-            if content is None:
+            if name not in self.files:
                 self.add(name, "is listed in the manifest but missing from the bundle: it was removed")
                 continue
             if not isinstance(entry, dict):
                 self.add(MANIFEST, f"its entry for {name} is not an object")
                 continue
-            if entry.get("size") != len(content):
-                self.add(name, f"has {len(content)} bytes, the manifest says {entry.get('size')}: it was changed")
-            elif entry.get("sha256") != hashlib.sha256(content).hexdigest():
+            found = self._digest(name)
+            if found is None:
+                continue
+            digest, size = found
+            if entry.get("size") != size:
+                self.add(name, f"has {size} bytes, the manifest says {entry.get('size')}: it was changed")
+            elif entry.get("sha256") != digest:
                 self.add(name, "its SHA-256 differs from the one in the manifest: it was changed")
         for name in sorted(self.files):
             if name not in listed and name not in (MANIFEST, MANIFEST_HASH):
@@ -424,6 +470,8 @@ class _Check:
         if not isinstance(declared, list):
             self.add(MANIFEST, "lists no streams")
             return
+        if not declared:
+            self.add(MANIFEST, "names no customer's events: there is nothing to check")
         named = set()
         for entry in declared:
             if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
@@ -432,15 +480,15 @@ class _Check:
             stream = _Stream(str(entry.get("customer_id", "")), entry["file"])
             named.add(stream.file)
             self.streams[stream.customer_id] = stream
-            content = self.files.get(stream.file)
-            if content is not None:
-                self._chain(stream, content)
+            present = stream.file in self.files
+            if present:
+                self._chain(stream)
             versions = entry.get("versions")
-            if content is not None and versions != [1, stream.last]:
+            if present and versions != [1, stream.last]:
                 self.add(stream.file, f"holds events 1 to {stream.last}, the manifest says {versions}")
             in_period = self._in_period(stream)
             expected = [in_period[0], in_period[-1]] if in_period else None
-            if content is not None and entry.get("in_period") != expected:
+            if present and entry.get("in_period") != expected:
                 self.add(
                     MANIFEST,
                     f"says events {entry.get('in_period')} of {stream.file} fall within the period; "
@@ -450,11 +498,11 @@ class _Check:
             if name.startswith("events/") and name not in named:
                 self.add(name, "is not the events file of any stream the manifest names")
 
-    def _chain(self, stream: _Stream, content: bytes) -> None:
+    def _chain(self, stream: _Stream) -> None:
         where = stream.file
         previous = GENESIS
         expected = 1
-        for number, line in enumerate(content.splitlines(), start=1):
+        for number, line in enumerate(self._lines(stream.file), start=1):
             try:
                 event = loads(line)
                 if not isinstance(event, dict):
@@ -466,7 +514,7 @@ class _Check:
                 if not isinstance(version, int) or isinstance(version, bool):
                     raise ValueError("its version is not an integer")
                 computed = event_hash(event)
-            except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
                 self.add(where, f"line {number} is not an event relance wrote ({exc})")
                 previous, expected = "", expected + 1
                 continue
@@ -487,9 +535,12 @@ class _Check:
                 self.add(where, f"{label} does not match its hash: the log was changed after it was written")
             if event["tenant"] != self.tenant or event["customer_id"] != stream.customer_id:
                 self.add(where, f"{label} belongs to {event['tenant']}/{event['customer_id']}, not to this stream")
+            data = event["data"]
+            evidence = isinstance(data, dict) and isinstance(data.get("sha256"), str)  # only these are kept whole
             stream.events[version] = _Event(
-                version, str(event["event_type"]), str(event["hash"]), _instant(event["recorded_at"]), event["data"]
-            )
+                version, str(event["event_type"]), str(event["hash"]), _instant(event["recorded_at"]),
+                data if evidence else None,
+            )  # fmt: skip
             stream.last = max(stream.last, version)
             previous, expected = str(event["hash"]), max(expected, version) + 1
 
@@ -506,12 +557,13 @@ class _Check:
     # -------------------------------------------------------------------------------------------- checkpoints
     def _keys(self) -> dict[str, Ed25519PublicKey]:
         keys: dict[str, Ed25519PublicKey] = {}
-        for name, content in sorted(self.files.items()):
-            if not name.startswith("keys/"):
+        for name in sorted(self.files):
+            content = self._read(name) if name.startswith("keys/") else None
+            if content is None:
                 continue
             try:
                 key = load_key(content)
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
                 self.add(name, f"is not an Ed25519 public key in PEM ({exc})")
                 continue
             if PurePosixPath(name).stem != key_id(key):
@@ -527,8 +579,9 @@ class _Check:
             trusted = load_key(self.trusted_key)
             self.verdict.notes.append(f"signatures checked with the key you gave ({key_id(trusted)})")
         documents: dict[int, tuple[str, dict[str, Any]]] = {}
-        for name, content in sorted(self.files.items()):
-            if not name.startswith("checkpoints/"):
+        for name in sorted(self.files):
+            content = self._read(name) if name.startswith("checkpoints/") else None
+            if content is None:
                 continue
             try:
                 document = loads(content)
@@ -537,7 +590,7 @@ class _Check:
                 number = document["number"]
                 if not isinstance(number, int) or PurePosixPath(name).stem != str(number):
                     raise ValueError(f"its number is {number!r}, its file name says {PurePosixPath(name).stem}")
-            except (ValueError, KeyError, UnicodeDecodeError) as exc:
+            except (ValueError, KeyError, UnicodeDecodeError, RecursionError) as exc:
                 self.add(name, f"is not a checkpoint relance wrote ({exc})")
                 continue
             if self._checkpoint(name, document, trusted, bundled):
@@ -646,8 +699,7 @@ class _Check:
                     continue
                 wanted.setdefault(file, []).append((version, recorded, digest, stream.file))
         for file, records in sorted(wanted.items()):
-            content = self.files.get(file)
-            if content is None:
+            if file not in self.files:
                 version, recorded, _, events_file = records[0]
                 if file not in self.verdict.named():
                     self.add(
@@ -655,7 +707,10 @@ class _Check:
                         f"is missing: the log recorded its SHA-256 on {recorded} in event {version} of {events_file}",
                     )
                 continue
-            digest = hashlib.sha256(content).hexdigest()
+            found = self._digest(file)
+            if found is None:
+                continue
+            digest = found[0]
             for version, recorded, expected, events_file in records:
                 if digest != expected:
                     self.add(
@@ -687,12 +742,14 @@ def _is_leaf(leaf: Any) -> bool:
 
 
 def _instant(value: Any) -> datetime | None:
+    """An ISO 8601 instant with its offset (relance writes UTC); None for anything else."""
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value)
     except ValueError:
         return None
+    return moment if moment.tzinfo is not None else None
 
 
 # ---------------------------------------------------------------------------------------------------- command
@@ -718,7 +775,7 @@ def run(bundle: Path, key: Path | None, *, as_json: bool, out: Any, err: Any) ->
         try:
             trusted = key.read_bytes()
             load_key(trusted)
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
             print(f"relance audit verify: cannot use the key {key}: {exc}", file=err)
             return 2
     verdict = verify_bundle(bundle, trusted)

@@ -226,6 +226,10 @@ def test_the_period_scopes_the_evidence_and_every_chain_still_starts_at_version_
     recorded = [json.loads(line) for line in early["events/C-0042.jsonl"].splitlines()]
     inside = [e["version"] for e in recorded if datetime.fromisoformat(e["recorded_at"]) <= books.middle]
     assert streams["C-0042"]["in_period"] == [1, inside[-1]]
+    # the chain goes on past the period up to the version checkpoint 1 signed, so the period is anchored by it
+    whole = entries(after)["events/C-0042.jsonl"].splitlines()
+    assert len(recorded) == len(whole) > inside[-1] and streams["C-0042"]["versions"] == [1, len(whole)]
+    assert f"C-0042: events 1 to {len(whole)} signed by checkpoint 1" in early["report.txt"].decode()
     assert verify_bundle(before).valid and verify_bundle(after).valid
 
 
@@ -389,3 +393,20 @@ def test_a_customer_left_out_of_a_whole_tenant_s_bundle_is_caught_by_the_checkpo
     assert named(verify_bundle(copy), "checkpoints/1.json") == [
         "signed customer C-0043 of this tenant, whose events are not in the bundle: a customer was left out of it"
     ]
+
+
+def test_events_after_the_newest_checkpoint_are_exported_and_reported_as_not_yet_signed(
+    books: Books, tmp_path: Path
+) -> None:
+    before = len(books.ledger.read_stream(TENANT, CUSTOMER))
+    books.ledger.record([incoming(payment("P2", "200.00", allocations={"INV-2": "200.00"}))])
+    out = tmp_path / "later.zip"
+    assert export(books, out) == 0
+
+    content = entries(out)
+    assert len(content["events/C-0042.jsonl"].splitlines()) == before + 1
+    report = content["report.txt"].decode()
+    assert (
+        f"C-0042: events 1 to {before} signed by checkpoint 1, {before + 1} to {before + 1} recorded after it" in report
+    )
+    assert verify_bundle(out).valid

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ast
 import base64
+import hashlib
 import json
 import sys
+import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -149,3 +151,51 @@ def test_identifiers_become_file_names_that_cannot_leave_their_folder() -> None:
 def test_a_key_twice_in_an_object_is_refused() -> None:
     with pytest.raises(ValueError, match="the key 'a' appears twice in an object"):
         offline.loads(b'{"a":1,"a":2}')
+
+
+def _zip(path: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _listed(files: dict[str, bytes], **manifest: Any) -> dict[str, bytes]:
+    """The files with a manifest listing them (and its hash), as a forger who knows the format would write."""
+    listed = {name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for name, data in files.items()}
+    raw = json.dumps({"format": offline.FORMAT, "tenant": "acme-fr", "files": listed, **manifest}).encode()
+    return {
+        **files,
+        "manifest.json": raw,
+        "manifest.sha256": f"{hashlib.sha256(raw).hexdigest()}  manifest.json\n".encode(),
+    }
+
+
+HOSTILE = {
+    "no manifest": {"report.txt": b"hello"},
+    "manifest not JSON": {"manifest.json": b"{nope", "manifest.sha256": b""},
+    "manifest too deep": {"manifest.json": b"[" * 100_000 + b"]" * 100_000},
+    "manifest not an object": _listed({}) | {"manifest.json": b"[1, 2]"},
+    "period of the wrong type": _listed({}, period=[1], streams=[]),
+    "streams of the wrong type": _listed({}, streams={"a": 1}),
+    "an events line too deep": _listed(
+        {"events/C.jsonl": b"[" * 100_000 + b"]" * 100_000},
+        streams=[{"customer_id": "C", "file": "events/C.jsonl", "versions": [1, 1], "in_period": None}],
+    ),
+    "an events line without its fields": _listed(
+        {"events/C.jsonl": b'{"version": "1"}\n\n[]\n'},
+        streams=[{"customer_id": "C", "file": "events/C.jsonl", "versions": [1, 0], "in_period": None}],
+    ),
+    "a checkpoint and a key that are junk": _listed(
+        {"checkpoints/1.json": b'{"format": "relance-checkpoint/1", "number": 1, "leaves": 3}', "keys/x.pub": b"junk"},
+        streams=[],
+    ),
+    "a name outside the bundle": _listed({"../evil": b"x"}, streams=[]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_or_damaged_bundle_is_not_valid_and_never_crashes_the_verifier(case: str, tmp_path: Path) -> None:
+    verdict = offline.verify_bundle(_zip(tmp_path / "bundle.zip", HOSTILE[case]))
+    assert not verdict.valid and verdict.headline().startswith("NOT VALID: ")
+    assert all(finding.file and finding.problem for finding in verdict.findings)
