@@ -118,6 +118,8 @@ def export_bundle(
     progress: Progress | None = None,
 ) -> Exported:
     """Write the evidence bundle of ``tenant`` (or of one of its customers) over ``period`` to ``out``."""
+    if not out.parent.is_dir():
+        raise AuditError(f"cannot write {out}: {out.parent} is not a folder")
     keys = {cp.key_id(key): key for key in public_keys}
     with read_only(engine) as conn:
         heads = _heads(conn, tenant, customer_id, period)

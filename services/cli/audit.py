@@ -68,7 +68,8 @@ def add_audit(commands: Commands) -> None:
     runs(export, audit_export, database_url=True)
     check = actions.add_parser(
         "verify",
-        help="check a bundle offline (no database, no settings): exit 0 if it is valid, 1 if not",
+        help="check a bundle offline (no database, no settings): exit 0 if it is valid, 1 if not, 2 if the --key "
+        "file cannot be used",
     )
     check.add_argument("bundle", type=Path, metavar="FILE.zip")
     check.add_argument(

@@ -252,6 +252,9 @@ def test_an_unknown_tenant_or_customer_exits_1_saying_so(
                  books.url])  # fmt: skip
     assert code == 1 and "tenant 'acme-fr' has no customer 'C-9'" in capsys.readouterr().err
     assert not out.exists()
+    code = main(["audit", "export", "--tenant", TENANT, "--out", str(tmp_path / "nowhere" / "a.zip"), "--database-url",
+                 books.url])  # fmt: skip
+    assert code == 1 and "nowhere is not a folder" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------- tampering
@@ -410,3 +413,19 @@ def test_events_after_the_newest_checkpoint_are_exported_and_reported_as_not_yet
         f"C-0042: events 1 to {before} signed by checkpoint 1, {before + 1} to {before + 1} recorded after it" in report
     )
     assert verify_bundle(out).valid
+
+
+def test_without_the_public_key_the_bundle_says_so_and_verifies_with_the_published_one(
+    books: Books, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "keyless.zip"
+    argv = ["audit", "export", "--tenant", TENANT, "--out", str(out), "--database-url", books.url]
+    assert main(argv) == 0
+    signer = cp.key_id(KEY.public_key())
+    assert f"key(s) {signer} not bundled" in capsys.readouterr().out
+    assert not any(name.startswith("keys/") for name in entries(out))
+
+    assert named(verify_bundle(out), "checkpoints/1.json") == [
+        f"is signed with key {signer}, and the bundle holds no keys/{signer}.pub"
+    ]
+    assert verify_bundle(out, books.public_key.read_bytes()).valid
