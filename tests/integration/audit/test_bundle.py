@@ -36,6 +36,8 @@ from shared.ledger.schema import letters
 from shared.ledger.store import Incoming, Ledger
 from tests.factories import CUSTOMER, TENANT, customer, incoming, invoice, payment
 
+pytestmark = pytest.mark.integration
+
 KEY = Ed25519PrivateKey.generate()
 OTHER_KEY = Ed25519PrivateKey.generate()
 SETTLE = 180.0  # as tests/integration/ledger/test_checkpoints.py: other runs' transactions hold the horizon back
