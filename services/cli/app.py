@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from services.cli import (
+    audit,
     checkpoints,
     claims,
     contract,
@@ -41,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     handler: Handler = args.handler
+    if getattr(args, "offline", False):  # `relance audit verify`: no settings, no database, no RELANCE_* read
+        return handler(args, Settings.model_construct())
     try:
         overrides = {"database_url": args.database_url} if getattr(args, "database_url", None) else {}
         settings = load_settings(**overrides)
@@ -122,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_ledger(commands)
     checkpoints.add_verify(commands)
     checkpoints.add_checkpoint(commands)
+    audit.add_audit(commands)
     replay.add_replay(commands)
     workers.add_worker(commands)
     jobs.add_jobs(commands)

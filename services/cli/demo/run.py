@@ -30,6 +30,7 @@ from sqlalchemy import Engine, event, func, select
 from services.cli.demo import summary
 from services.cli.demo.agenda import agenda_section, check_agenda
 from services.cli.demo.answers import Answers
+from services.cli.demo.bundle import bundle_section, write_bundle
 from services.cli.demo.cadence import Cadence, measure_ledger
 from services.cli.demo.escalation import (
     FOLLOW_AT,
@@ -186,6 +187,7 @@ def _run(
             agenda = check_agenda((ledger.state(t, c) for t, c in ledger.streams()), as_of, rates)
             auditing = time.perf_counter()
             escalated = audit(ledger, as_of)
+            bundle = write_bundle(engine, escalated.timeline, out)
             measured = measure_ledger(ledger, library)
             evidence_problems = check_evidence(ledger, simulated.mailed)
             simulated.audit_seconds = time.perf_counter() - auditing
@@ -211,6 +213,8 @@ def _run(
     if not escalated.decisions:
         problems.append("escalation: the engine decided nothing over the simulated months")
     problems += [f"notifier: {p}" for p in (simulated.mailed.problems + evidence_problems)[:20]]
+    if bundle is not None and not bundle.valid:
+        problems.append(f"audit bundle: {bundle.verdict}")
     if not simulated.mailed.received:
         problems.append("notifier: no e-mail reached the SMTP server")
     elapsed = time.perf_counter() - started
@@ -228,6 +232,7 @@ def _run(
     lines += summary.mail_section(simulated.mailed, not evidence_problems)
     lines += summary.cadence_section(measured)
     lines += summary.timeline_section(escalated.timeline)
+    lines += bundle_section(bundle)
     lines += [
         "",
         "Timing",

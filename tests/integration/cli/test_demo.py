@@ -472,3 +472,18 @@ def test_the_last_days_agenda_holds_only_open_work_one_line_per_customer_and_kin
     items = build_agenda([ledger.state(t, c) for t, c in ledger.streams("acme-fr")], AS_OF)
     assert items and all(not re.match(r"fr-C-\d{4}-\d{3}$", n) for i in items for n in i.numbers)
     assert any(i.numbers for i in items)
+
+
+def test_the_late_payers_evidence_bundle_verifies_offline(demo: DemoRun) -> None:
+    from services.audit.offline import verify_bundle
+
+    [line] = [line for line in demo.output.splitlines() if "evidence bundle of this customer:" in line]
+    found = re.search(r"customer: (\S+\.zip) \((\d+) events, (\d+) e-mail", line)
+    assert found, line
+    path = Path(found.group(1))
+    assert path.parent == demo.out and path.name.startswith("audit-") and path.is_file()
+    verdict = verify_bundle(path, (demo.out / "checkpoint.pub").read_bytes())
+    assert verdict.valid, verdict.text()
+    assert verdict.counts["events"] == int(found.group(2)) and verdict.counts["messages"] == int(found.group(3)) >= 1
+    assert verdict.counts["checkpoints"] == 1
+    assert f"verifies offline: relance audit verify {path} --key {demo.out / 'checkpoint.pub'}" in demo.output
