@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from services.cli import main
 from services.workspace.users import UserStore
 from shared.ledger.db import make_engine
-from shared.ledger.migrate import current, upgrade
+from shared.ledger.migrate import current
 from tests.servers import PgDatabase
 from tests.unit.workspace.authapp import PASSWORD, Clock, csrf_of, make_app, sign_in
 
