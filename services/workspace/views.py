@@ -375,7 +375,15 @@ def _category(event: RecordedEvent) -> str:
 
 
 _SUMMARY_FIELDS = (
+    "letter_id",
     "level",
+    "pages",
+    "posted_on",
+    "tracking_number",
+    "carrier",
+    "delivered_on",
+    "returned_on",
+    "batch_id",
     "amount",
     "currency",
     "promised_date",
