@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.workspace import api, auth, ingest, pages
+from services.workspace import api, auth, ingest, letters, pages
 from services.workspace.i18n import Translator, choose
 from services.workspace.ports import Ports
 from shared.ledger.store import Ledger
@@ -69,6 +69,7 @@ def create_app(ports: Ports) -> FastAPI:
     app.include_router(api.router)
     app.include_router(ingest.router(ports))  # answers 503 itself while HTTP ingest is not configured
     app.include_router(pages.router)
+    app.include_router(letters.router)  # a letter's PDF
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(Exception, _failed)
