@@ -717,8 +717,8 @@ def record_letter(
             template=str(data.get("template") or level),
             template_version=template_version,
         )
+        # The PDF's hash is letter.rendered's alone: a reminder fact's sha256 is its e-mail's (sent_messages).
         journal.add(command, "letter/rendered", rendered, at)
-        facts.update(sha256=letter.sha256, template=rendered.template, template_version=template_version)
         note = (
             f"print and post the {level} letter {letter.letter_id} ({len(data['lines'])} invoice(s), "
             f"{letter.pages} page(s)): in the day's print batch (`relance letters batch --tenant {tenant} --date D "
