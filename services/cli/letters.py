@@ -192,7 +192,8 @@ def _index_pdf(
     total = sum(letter.pages for letter, _ in chosen)
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><style>
 @page {{ size: A4; margin: 15mm;
-  @bottom-right {{ content: "index " counter(page) " / " counter(pages); font-size: 7pt; }} }}
+  @bottom-right {{ content: "index " counter(page) " / " counter(pages); font-family: "DejaVu Sans", sans-serif;
+    font-size: 7pt; }} }}
 body {{ font-family: "DejaVu Sans", sans-serif; font-size: 8.5pt; }}
 table {{ width: 100%; border-collapse: collapse; }} th, td {{ text-align: left; border-bottom: 0.3pt solid #999;
 padding: 1mm; overflow-wrap: anywhere; }} tr {{ page-break-inside: avoid; }}
