@@ -103,12 +103,24 @@ def heading(letter_id: str, address: Mapping[str, Any], sender: Sender, language
         "letter_id": letter_id,
         "address": {
             **address,
+            "locality": locality(address),
             "abroad": bool(country) and country != home,
             "country_name": country_name(country, language).upper(),
         },
         "place": sender_place(sender),
         "date": format_day(day, language),
     }
+
+
+def locality(address: Mapping[str, Any]) -> list[str]:
+    """The postal code and city as the country's post writes them: "69003 Lyon"; "LEEDS" then "LS1 4DY" in the
+    United Kingdom; "Chicago, IL 60601" in the United States."""
+    code, city, country = (str(address.get(k) or "") for k in ("postal_code", "city", "country"))
+    if country == "GB":
+        return [city.upper(), code] if code else [city.upper()]
+    if country == "US":
+        return [f"{city}, {code}" if code else city]
+    return [f"{code} {city}".strip()]
 
 
 def country_name(code: str, language: str) -> str:

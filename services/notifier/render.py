@@ -273,6 +273,10 @@ def render_letter(
             "lines": [_letter_text(line) for line in address["lines"]],
             "postal_code": _letter_text(address["postal_code"]),
             "city": _letter_text(address["city"]),
+            "locality": [
+                _letter_text(line)
+                for line in address.get("locality") or [f"{address['postal_code']} {address['city']}"]
+            ],
         },
     }
     page = _get(templates, page_name)
@@ -666,6 +670,7 @@ SAMPLE_LETTER: dict[str, Any] = {
         "postal_code": "75008",
         "city": "Paris",
         "country": "BE",
+        "locality": ["75008 Paris"],
         "abroad": True,
         "country_name": "BELGIQUE",
     },

@@ -112,7 +112,7 @@ def test_an_english_customer_gets_an_english_letter(desk: Desk) -> None:
     assert kept is not None
     text = " ".join(pdf_text(kept.pdf).split())
     assert "Subject:" in text and "formal notice" in text.lower()
-    assert "SW1A 1AA London" in text and "UNITED KINGDOM" in text  # abroad: the country in capitals
+    assert "LONDON SW1A 1AA" in text and "UNITED KINGDOM" in text  # the post town, then the postcode; abroad
 
 
 def test_a_redelivered_command_renders_and_stores_nothing_new(desk: Desk) -> None:
