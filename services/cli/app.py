@@ -23,6 +23,7 @@ from services.cli import (
     escalation,
     jobs,
     ledger,
+    letters,
     notifier,
     replay,
     users,
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_claims(commands)
     notifier.add_preview(commands)
     notifier.add_evidence(commands)
+    letters.add_letters(commands)
     contract.add_publish(commands)
     demo_command.add_demo(commands)
     workspace.add_workspace(commands)

@@ -42,6 +42,7 @@ _TASK_TITLES = {
     "hand_over": "hand over to collection",
     "erp_command_failed": "ERP did not receive a command: apply it by hand",
     "send_letter": "print and post the reminder letter",
+    "postal_address_missing": "no postal address: add it in the ERP, then post the letter",
     "check_delivery": "check the mail server's log: was the reminder delivered?",
     "interest_unavailable": "interest cannot be computed: add the missing reference rate (relance rates check)",
     "invoice_dates_invalid": "invoice dates outside the calendar: correct the invoice in the ERP",

@@ -70,6 +70,7 @@ from services.notifier.smtp import (
 )
 from shared.config import Settings
 from shared.contracts import events
+from shared.ledger.letters import StoredLetter
 from shared.ledger.store import Incoming, Ledger, Outcome
 
 log = structlog.get_logger()
@@ -683,17 +684,66 @@ def record_skipped(journal: Journal, command: Mapping[str, Any], reasons: list[d
     return journal.add(command, "skipped", events.ReminderSkipped(**_about(command), dropped=reasons), at)
 
 
-def record_letter(journal: Journal, command: Mapping[str, Any], data: Mapping[str, Any], at: datetime) -> int:
-    """A letter is for a person to print and post: a ``send_letter`` task saying how to get it."""
-    level = str(command["level"])
-    note = (
-        f"print and post the {level} letter ({len(data['lines'])} invoice(s)); "
-        f"`relance preview --tenant {command['tenant']} --customer {command['customer_id']} "
-        f"--reminder {command['reminder_id']}` writes it"
-    )
-    task = task_data(command, "send_letter", note, at, key="letter")
+def record_letter(
+    journal: Journal,
+    command: Mapping[str, Any],
+    data: Mapping[str, Any],
+    at: datetime,
+    *,
+    letter: StoredLetter | None = None,
+    template_version: str | None = None,
+    refusal: str | None = None,
+    reason: str | None = None,
+) -> int:
+    """A letter is for a person to print and post: its PDF's ``letter.rendered`` and ``reminder.letter_requested``,
+    with a ``send_letter`` task naming the letter and how to get it, in one transaction.
+
+    Without a letter (``refusal``: ``no_postal_address``, or ``unrenderable`` with the ``reason``), the fact says why
+    and the task is a ``postal_address_missing`` one, or a ``send_letter`` one saying what to correct: never a silent
+    skip. The ticket is the ``reminder.letter_requested`` fact's.
+    """
+    level, tenant, customer_id = str(command["level"]), command["tenant"], command["customer_id"]
+    preview = f"`relance preview --tenant {tenant} --customer {customer_id} --reminder {command['reminder_id']}`"
     facts = {**_about(command), "lines": len(data["lines"])}
+    if letter is not None:
+        rendered = events.LetterRendered(
+            letter_id=letter.letter_id,
+            command_id=command["command_id"],
+            kind=letter.kind,
+            sha256=letter.sha256,
+            pages=letter.pages,
+            reminder_id=command["reminder_id"],
+            level=level,
+            template=str(data.get("template") or level),
+            template_version=template_version,
+        )
+        # The PDF's hash is letter.rendered's alone: a reminder fact's sha256 is its e-mail's (sent_messages).
+        journal.add(command, "letter/rendered", rendered, at)
+        note = (
+            f"print and post the {level} letter {letter.letter_id} ({len(data['lines'])} invoice(s), "
+            f"{letter.pages} page(s)): in the day's print batch (`relance letters batch --tenant {tenant} --date D "
+            f"--out batch.pdf`), or alone: `relance letters show --tenant {tenant} --letter {letter.letter_id} "
+            f"--out letter.pdf` (or the customer's page in the workspace); then record its posting "
+            f"(`relance letters posted --tenant {tenant} --letter {letter.letter_id} --posted-on D ...`)"
+        )
+        task = task_data(command, "send_letter", note, at, key="letter")
+    elif refusal == NO_POSTAL_ADDRESS:
+        facts.update(refusal=refusal, reason="the customer has no postal address")
+        note = (
+            f"no postal address for customer {customer_id}: the {level} letter was not printed; add the address in "
+            f"the ERP (customer.upserted postal_address), then print and post the letter ({preview} writes its text)"
+        )
+        task = task_data(command, POSTAL_ADDRESS_MISSING, note, at, key="letter")
+    else:
+        facts.update(refusal=refusal or "unrenderable", reason=reason)
+        log.error("notifier.letter_unrenderable", command_id=command["command_id"], reason=reason)
+        note = f"the {level} letter could not be rendered ({reason}): print and post it by hand ({preview})"
+        task = task_data(command, "send_letter", note, at, key="letter")
     return journal.add(command, "letter", events.ReminderLetterRequested(**facts), at, task)
+
+
+NO_POSTAL_ADDRESS = "no_postal_address"
+POSTAL_ADDRESS_MISSING = "postal_address_missing"  # the task a letter without an address leaves
 
 
 def _about(command: Mapping[str, Any]) -> dict[str, Any]:

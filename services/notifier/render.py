@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import traceback
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
@@ -185,6 +186,13 @@ def load_templates(template_dir: Path | None = None, tenant: str | None = None) 
                     render(data, SAMPLE_PROFILE, sample_sender, language, templates)
                 except mime.MimeError as exc:  # the sample data is safe: the template itself makes the subject unsafe
                     raise ConfigurationError(f"template {language}/{name}.subject.txt: {exc}") from None
+        for name in TEMPLATES:  # and the letters, for the levels a policy may send by post
+            for law in (None, *LAWS):
+                try:
+                    render_letter(sample_reminder(name, law=law), SAMPLE_PROFILE, signed, language, templates,
+                                  letter=SAMPLE_LETTER)  # fmt: skip
+                except mime.MimeError as exc:
+                    raise ConfigurationError(f"template {language}/{name}.subject.txt: {exc}") from None
         for sample_sender in (team, signed):
             try:
                 render_confirmation(sample_confirmation(), SAMPLE_PROFILE, sample_sender, language, templates)
@@ -225,6 +233,75 @@ def render_confirmation(
     templates = templates or _shipped()
     language = _language(language or data.get("language"))
     return _rendered(templates, language, CONFIRMATION, _confirmation_context(data, profile or {}, sender, language))
+
+
+def render_letter(
+    reminder_data: Mapping[str, Any],
+    profile: Mapping[str, Any] | None,
+    sender: Sender,
+    language: str | None,
+    templates: TemplateSet | None,
+    *,
+    letter: Mapping[str, Any],
+) -> RenderedReminder:
+    """The HTML of a reminder's letter (``html``; ``text`` is empty): the e-mail of its level with the letter's own
+    heading (``letters/<language>/letter.html``, which extends the level's HTML template and replaces its heading).
+
+    ``letter`` is what only the letter has: ``letter_id``, ``address`` (lines, postal_code, city, country_name and
+    abroad), ``place`` and ``date`` (already written as the letter prints them). The subject line is the e-mail's.
+    Everything else is the e-mail's context, so the letter states exactly the same facts.
+    """
+    templates = templates or _shipped()
+    language = _language(language or reminder_data.get("language"))
+    name = str(reminder_data["template"])
+    context = _context(reminder_data, profile or {}, sender, language)
+    subject_name, page_name, level_name = (
+        f"{language}/{name}.subject.txt",
+        f"letters/{language}/letter.html",
+        f"{language}/{name}.html",
+    )
+    try:
+        subject = one_line(_get(templates, subject_name).render(context), "the subject")
+    except TemplateError as exc:
+        raise ConfigurationError(_where(exc, subject_name, templates)) from None
+    address = letter["address"]
+    given = {
+        **letter,
+        "subject": subject,
+        "address": {
+            **address,
+            "lines": [_letter_text(line) for line in address["lines"]],
+            "postal_code": _letter_text(address["postal_code"]),
+            "city": _letter_text(address["city"]),
+            "locality": [
+                _letter_text(line)
+                for line in address.get("locality") or [f"{address['postal_code']} {address['city']}"]
+            ],
+        },
+    }
+    page = _get(templates, page_name)
+    try:
+        html = page.render({**context, "email_template": level_name, "letter": given})
+    except TemplateError as exc:
+        raise ConfigurationError(_where(exc, page_name, templates)) from None
+    return RenderedReminder(
+        subject=subject,
+        text="",
+        html=html,
+        template_name=name,
+        template_version=templates.version([subject_name, page_name, level_name]),
+        language=language,
+    )
+
+
+LETTER_LINE_MAX = 100  # characters of an address line the window shows (the contract's limit)
+
+
+def _letter_text(value: Any) -> str:
+    """ERP text for the envelope's window: on one line (control characters and line breaks folded into spaces, which
+    the contract refuses anyway), cut at :data:`LETTER_LINE_MAX`. It is a value in the context, escaped as HTML."""
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in str(value or ""))
+    return " ".join(text.split())[:LETTER_LINE_MAX]
 
 
 def _rendered(templates: TemplateSet, language: str, name: str, context: Mapping[str, Any]) -> RenderedReminder:
@@ -586,6 +663,20 @@ def _context(data: Mapping[str, Any], profile: Mapping[str, Any], sender: Sender
 
 # ------------------------------------------------------------------------------------------------- samples
 SAMPLE_PROFILE: dict[str, Any] = {"name": "Exemple SARL", "contact_name": "Claire Martin", "language": "fr"}
+SAMPLE_LETTER: dict[str, Any] = {
+    "letter_id": "L-0123456789ABCDEF",
+    "address": {
+        "lines": ["Exemple SARL", "Service comptabilité", "4 avenue de l'Exemple"],
+        "postal_code": "75008",
+        "city": "Paris",
+        "country": "BE",
+        "locality": ["75008 Paris"],
+        "abroad": True,
+        "country_name": "BELGIQUE",
+    },
+    "place": "Lyon",
+    "date": "2 décembre 2026",
+}
 
 
 def sample_confirmation() -> dict[str, Any]:

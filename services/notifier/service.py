@@ -19,8 +19,12 @@ For each command, in this order:
    ``reminder.skipped`` records why. relance never reminds a customer of an invoice the ledger knows is settled or
    disputed, nor a customer paused on the sending day (``customer.paused``: skipped as "customer paused until D
    (reason)"; the engine decides nothing during a pause, this catches a reminder decided before it).
-3. A letter (``channel: letter``) becomes a ``send_letter`` task for a person to print and post; an e-mail copy, when
-   the level asks for one, goes out like any e-mail.
+3. A letter (``channel: letter``) is rendered to PDF (:mod:`services.notifier.letters`: the e-mail of the level under
+   a letter's heading, the customer's postal address in the envelope's window), stored once in ``letters``
+   (:mod:`shared.ledger.letters`) and recorded as ``letter.rendered`` (its SHA-256 and pages) with
+   ``reminder.letter_requested`` and a ``send_letter`` task naming the letter, in one transaction. A customer with no
+   postal address gets no PDF: the fact says ``refusal: no_postal_address`` and a ``postal_address_missing`` task asks
+   for the address. An e-mail copy, when the level asks for one, goes out like any e-mail.
 4. Quiet hours hold the command back (:class:`NotNow`; the worker retries it later); the tenant's rate limit makes
    the worker wait for the next minute.
 5. The reminder is rendered with the tenant's templates and sender, for the recipients of the customer's profile, and
@@ -43,7 +47,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Engine
 
-from services.notifier import delivery, evidence
+from services.notifier import delivery, evidence, letters
 from services.notifier.command import BadCommand, read
 from services.notifier.delivery import MailSettings
 from services.notifier.errors import NotifierError
@@ -58,6 +62,7 @@ from services.notifier.render import (
     load_templates,
     render,
     render_confirmation,
+    render_letter,
     template_dirs,
 )
 from services.notifier.rules import SendingRules, load_rules
@@ -66,6 +71,7 @@ from services.notifier.smtp import Transport
 from shared.config import ConfigurationError, Settings
 from shared.contracts.commands import SendConfirmation, SendReminder
 from shared.contracts.events import CLAIMS_STATEMENT
+from shared.ledger import letters as stored_letters
 from shared.ledger.state import ZERO, CustomerState
 from shared.ledger.store import Ledger, remember
 from shared.ledger.tasks import paused_on
@@ -123,7 +129,9 @@ class Notifier:
         self.mail = MailSettings.from_settings(self.settings)
 
     def load(self) -> None:
-        """Load and try every template set, sender and sending rule now, so a mistake stops start-up, not a send."""
+        """Load and try every template set, sender and sending rule now, so a mistake stops start-up, not a send;
+        and WeasyPrint's libraries, so that letters cannot fail for want of them in the middle of a batch."""
+        letters.check_libraries()
         self.setup("")
         template_dir = self.render_settings.template_dir
         if template_dir is not None and template_dir.is_dir():
@@ -279,7 +287,7 @@ class Notifier:
         language = str(data.get("language") or profile.get("language") or DEFAULT_LANGUAGE)
         ticket = -1  # the ticket of a fact in journal the outcome depends on (the letter's, with an e-mail copy)
         if letter:
-            ticket = delivery.record_letter(journal, command, data, self.now())
+            ticket = self._letter(command, data, profile, setup, language, journal)
             if not email:
                 return ticket, None, Outcome("letter", command_id, tenant, level, letter=True)
         now = await self._sending_slot(setup, tenant)
@@ -295,6 +303,47 @@ class Notifier:
             return ticket, None, Outcome(failed.status, command_id, tenant, level, language, letter=letter)
         about = Outcome("", command_id, tenant, level, rendered.language, dropped=dropped, letter=letter)
         return ticket, delivery.Outgoing(command, rendered, recipients, progress), about
+
+    def _letter(
+        self,
+        command: Mapping[str, Any],
+        data: Mapping[str, Any],
+        profile: Mapping[str, Any],
+        setup: TenantSetup,
+        language: str,
+        journal: delivery.Journal,
+    ) -> int:
+        """Render the reminder's letter to PDF, store it (once per command) and queue its facts; the ticket of the
+        ``reminder.letter_requested`` fact. A customer without a postal address gets no PDF, and the fact and its
+        task say so; a letter its data cannot render is recorded with the reason, and a task to post it by hand."""
+        now = self.now()
+        tenant, command_id = str(command["tenant"]), str(command["command_id"])
+        address = letters.address_of(profile)
+        if address is None:
+            log.warning("notifier.no_postal_address", command_id=command_id, customer_id=command["customer_id"])
+            return delivery.record_letter(journal, command, data, now, refusal=delivery.NO_POSTAL_ADDRESS)
+        day = now.astimezone(setup.rules.quiet.zone).date()
+        letter_id = stored_letters.letter_id(tenant, command_id)
+        heading = letters.heading(letter_id, address, setup.sender, language, day)
+        try:
+            rendered = render_letter(data, profile, setup.sender, language, setup.templates, letter=heading)
+            pdf = letters.to_pdf(rendered.html)
+        except (ConfigurationError, UnsafeHeaderText) as exc:
+            return delivery.record_letter(journal, command, data, now, refusal="unrenderable", reason=str(exc))
+        kept = stored_letters.store(
+            self.engine,
+            tenant=tenant,
+            customer_id=str(command["customer_id"]),
+            command_id=command_id,
+            kind=stored_letters.REMINDER,
+            pdf=pdf.data,
+            pages=pdf.pages,
+            at=now,
+        )
+        log.info("notifier.letter_rendered", command_id=command_id, letter_id=kept.letter_id, pages=kept.pages)
+        return delivery.record_letter(
+            journal, command, data, now, letter=kept, template_version=rendered.template_version
+        )
 
     async def _sending_slot(self, setup: TenantSetup, tenant: str, now: datetime | None = None) -> datetime:
         """The instant a message of ``tenant`` may go: :class:`NotNow` in its quiet hours, else once its rate limit

@@ -303,6 +303,27 @@ class DecideCreditLimit(ActionRequest):
     note: Note | None = None
 
 
+class LetterPosted(ActionRequest):
+    letter_id: Id
+    posted_on: IsoDate = Field(description="The day it was posted: today or before, not before it was rendered.")
+    tracking_number: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_plain)] | None = Field(
+        default=None, description="The carrier's number of a registered letter (the posting receipt's)."
+    )
+    carrier: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_plain)] | None = None
+
+
+class LetterDelivered(ActionRequest):
+    letter_id: Id
+    delivered_on: IsoDate = Field(description="The day of the acknowledgement of receipt: not before its posting.")
+    note: Note | None = None
+
+
+class LetterReturned(ActionRequest):
+    letter_id: Id
+    returned_on: IsoDate = Field(description="The day it came back: not before its posting.")
+    reason: Reason
+
+
 ACTIONS: dict[str, type[ActionRequest]] = {
     "complete_task": CompleteTask,
     "snooze_task": SnoozeTask,
@@ -318,6 +339,9 @@ ACTIONS: dict[str, type[ActionRequest]] = {
     "resume": Resume,
     "propose_credit_limit": ProposeCreditLimit,
     "decide_credit_limit": DecideCreditLimit,
+    "letter_posted": LetterPosted,
+    "letter_delivered": LetterDelivered,
+    "letter_returned": LetterReturned,
 }
 """Action name -> its request model (the JSON body of ``POST .../actions/{action}``)."""
 
@@ -730,6 +754,73 @@ def _decide(request: DecideCreditLimit, context: _Context) -> tuple[list[_Planne
     return [_Planned(event.TYPE, event)], _SUMMARIES["decide_credit_limit"]([(event.TYPE, event)])
 
 
+def _letter(context: _Context, letter_id: str) -> dict[str, Any]:
+    letter = context.state.letters.get(letter_id)
+    if letter is None:
+        raise _not_found(f"customer {context.state.customer_id} has no letter {letter_id!r}")
+    return dict(letter)
+
+
+def _posted_letter(context: _Context, letter_id: str, what: str, day: date) -> dict[str, Any]:
+    """The letter, checked to have been posted, not before ``day``, and neither delivered nor returned yet."""
+    letter = _letter(context, letter_id)
+    if not letter.get("posted_on"):
+        raise _invalid(f"letter {letter_id} was not posted yet: record its posting first, then that it was {what}")
+    if letter["status"] in ("delivered", "returned"):
+        on = letter.get("delivered_on") or letter.get("returned_on")
+        raise _invalid(f"letter {letter_id} was already recorded {letter['status']} on {on}")
+    if day < date.fromisoformat(letter["posted_on"]):
+        raise _invalid(f"letter {letter_id} cannot be {what} on {day}: it was posted on {letter['posted_on']}")
+    _not_after_today(day, context.today, f"letter {letter_id}")
+    return letter
+
+
+def _not_after_today(day: date, today: date, what: str) -> None:
+    if day > today:
+        raise _invalid(f"{what}: {day} is after today ({today}); record what happened, once it happened")
+
+
+def _letter_posted(request: LetterPosted, context: _Context) -> tuple[list[_Planned], str]:
+    letter = _letter(context, request.letter_id)
+    if letter.get("posted_on"):
+        raise _invalid(
+            f"letter {request.letter_id} was already posted on {letter['posted_on']} by {letter.get('posted_by')}: "
+            "a letter is posted once (a new letter has its own id)"
+        )
+    rendered_on = date.fromisoformat(str(letter["rendered_at"])[:10])
+    if request.posted_on < rendered_on:
+        raise _invalid(
+            f"letter {request.letter_id} cannot be posted on {request.posted_on}: it was rendered on {rendered_on}"
+        )
+    _not_after_today(request.posted_on, context.today, f"letter {request.letter_id}")
+    event = events.LetterPosted(
+        author=context.author,
+        letter_id=request.letter_id,
+        posted_on=request.posted_on,
+        **_given(tracking_number=request.tracking_number, carrier=request.carrier),
+    )
+    return [_Planned(event.TYPE, event)], _SUMMARIES["letter_posted"]([(event.TYPE, event)])
+
+
+def _letter_delivered(request: LetterDelivered, context: _Context) -> tuple[list[_Planned], str]:
+    _posted_letter(context, request.letter_id, "delivered", request.delivered_on)
+    event = events.LetterDelivered(
+        author=context.author,
+        letter_id=request.letter_id,
+        delivered_on=request.delivered_on,
+        **_given(note=request.note),
+    )
+    return [_Planned(event.TYPE, event)], _SUMMARIES["letter_delivered"]([(event.TYPE, event)])
+
+
+def _letter_returned(request: LetterReturned, context: _Context) -> tuple[list[_Planned], str]:
+    _posted_letter(context, request.letter_id, "returned", request.returned_on)
+    event = events.LetterReturned(
+        author=context.author, letter_id=request.letter_id, returned_on=request.returned_on, reason=request.reason
+    )
+    return [_Planned(event.TYPE, event)], _SUMMARIES["letter_returned"]([(event.TYPE, event)])
+
+
 _HANDLERS: dict[str, _Handler] = {
     "complete_task": _complete,
     "snooze_task": _snooze,
@@ -745,6 +836,9 @@ _HANDLERS: dict[str, _Handler] = {
     "resume": _resume,
     "propose_credit_limit": _propose,
     "decide_credit_limit": _decide,
+    "letter_posted": _letter_posted,
+    "letter_delivered": _letter_delivered,
+    "letter_returned": _letter_returned,
 }
 
 
@@ -829,6 +923,16 @@ _SUMMARIES: dict[str, Callable[..., str]] = {
         f"credit limit of {_money(Decimal(str(found[0][1].amount)), found[0][1].currency)} proposed"
     ),
     "decide_credit_limit": _say_decision,
+    "letter_posted": lambda found, state=None: (
+        f"letter {found[0][1].letter_id} posted on {found[0][1].posted_on}"
+        + (f" (tracking number {found[0][1].tracking_number})" if found[0][1].tracking_number else "")
+    ),
+    "letter_delivered": lambda found, state=None: (
+        f"letter {found[0][1].letter_id} delivered on {found[0][1].delivered_on}"
+    ),
+    "letter_returned": lambda found, state=None: (
+        f"letter {found[0][1].letter_id} returned on {found[0][1].returned_on}: {found[0][1].reason}"
+    ),
 }
 
 

@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.workspace import api, asof, auth, ingest, jobs, pages
+from services.workspace import api, asof, auth, ingest, jobs, letters, pages
 from services.workspace.i18n import Translator, choose
 from services.workspace.ports import Ports
 from shared.ledger.store import Ledger
@@ -74,6 +74,7 @@ def create_app(ports: Ports) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(asof.pages)
     app.include_router(jobs.pages)
+    app.include_router(letters.router)  # a letter's PDF
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(Exception, _failed)

@@ -55,6 +55,7 @@ CUSTOMER_ACTIONS = (
     "propose_credit_limit",
     "decide_credit_limit",
 )
+LETTER_ACTIONS = ("letter_posted", "letter_delivered", "letter_returned")  # offered beside each letter
 TASK_ACTIONS = ("complete_task", "snooze_task", "assign_task")
 
 
@@ -139,7 +140,9 @@ def customer_page(request: Request, tenant: str, customer_id: str, user: User) -
     entries = timeline(ledger.read_stream(tenant, customer_id), state)
     offered = [a for a in CUSTOMER_ACTIONS if allowed(user.roles_in(tenant), a)]
     task_actions = [a for a in TASK_ACTIONS if allowed(user.roles_in(tenant), a)]
+    letter_actions = [a for a in LETTER_ACTIONS if allowed(user.roles_in(tenant), a)]
     context = {
+        "letter_actions": letter_actions,
         "tenant": tenant,
         "customer": view,
         "timeline": entries,
@@ -193,6 +196,10 @@ def _fields(action: str, t: Translator, view: Any, today_: date, values: dict[st
             f = FormField(name, label, "select", need, choices=currencies)
         elif name == "instalments":
             f = FormField(name, label, "instalments", need, hint="2026-12-31 500.00")
+        elif name == "letter_id":
+            f = FormField(
+                name, label, "select", need, choices=[(lt["letter_id"], _letter_label(lt, t)) for lt in view.letters]
+            )
         elif name == "proposal_id":
             pending = [
                 (p["proposal_id"], f"{t.money(p.get('amount'), str(p.get('currency', '')))}")
@@ -216,6 +223,10 @@ def _fields(action: str, t: Translator, view: Any, today_: date, values: dict[st
             f.value = values[name]
         fields.append(f)
     return fields
+
+
+def _letter_label(letter: dict[str, Any], t: Translator) -> str:
+    return f"{letter['letter_id']} · {str(letter.get('level', '')).replace('_', ' ')} · {t.day(letter['rendered_at'])}"
 
 
 def _payload(action: str, form: Any) -> dict[str, Any]:

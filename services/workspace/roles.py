@@ -32,6 +32,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "open_dispute": _WORK,
     "resolve_dispute": _WORK,
     "propose_credit_limit": _WORK,
+    "letter_posted": _WORK,  # the proof of a letter: its posting, its delivery or its return
+    "letter_delivered": _WORK,
+    "letter_returned": _WORK,
     # what commits the company: a credit manager's
     "agree_plan": _MANAGE,
     "waive_claim": _MANAGE,

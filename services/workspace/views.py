@@ -145,6 +145,7 @@ class CustomerView(BaseModel):
     pause: PauseView | None
     tasks: list[TaskView]
     limit_proposals: list[dict[str, Any]]
+    letters: list[dict[str, Any]] = []  # the letters relance rendered, newest first, with their proof
 
 
 class TimelineEntry(BaseModel):
@@ -329,6 +330,7 @@ def customer_view(state: CustomerState, today: date) -> CustomerView:
         pause=pause_of(state, today),
         tasks=open_tasks(state, today),
         limit_proposals=[{"proposal_id": k, **v} for k, v in sorted(proposals.items())],
+        letters=[dict(letter) for letter in reversed(state.letters.values())],
     )
 
 
@@ -375,7 +377,15 @@ def _category(event: RecordedEvent) -> str:
 
 
 _SUMMARY_FIELDS = (
+    "letter_id",
     "level",
+    "pages",
+    "posted_on",
+    "tracking_number",
+    "carrier",
+    "delivered_on",
+    "returned_on",
+    "batch_id",
     "amount",
     "currency",
     "promised_date",

@@ -283,8 +283,73 @@ class Money(_Model):
         return self
 
 
+POSTAL_LINES_MAX = 4
+POSTAL_LINE_MAX = 100
+
+
+@cache
+def _countries() -> frozenset[str]:
+    """ISO 3166-1 alpha-2 codes of countries and territories (not EU, UN, ZZ nor the private-use codes)."""
+    codes = get_global("territory_currencies").keys() | get_global("territory_languages").keys()
+    return frozenset(c for c in codes if len(c) == 2 and c.isalpha() and c.isupper()) - {"EU", "EZ", "UN", "ZZ", "QO"}
+
+
+def _country(value: Any) -> str:
+    if not isinstance(value, str) or value not in _countries():
+        raise ValueError(f"must be the ISO 3166-1 alpha-2 code of a country, such as FR or GB, got {_shown(value)}")
+    return value
+
+
+PostalLine = Annotated[
+    str,
+    Field(min_length=1, max_length=POSTAL_LINE_MAX),
+    AfterValidator(_text),
+    _string_schema(
+        TEXT_PATTERN,
+        "One line of the address as the envelope's window shows it: no control character, no RFC 2047 encoded word.",
+        minLength=1,
+        maxLength=POSTAL_LINE_MAX,
+    ),
+]
+PostalCode = Annotated[
+    str,
+    Field(min_length=1, max_length=20),
+    AfterValidator(_text),
+    _string_schema(
+        TEXT_PATTERN, "The postal code as the country writes it (75001, SW1A 1AA).", minLength=1, maxLength=20
+    ),
+]
+City = Annotated[
+    str,
+    Field(min_length=1, max_length=POSTAL_LINE_MAX),
+    AfterValidator(_text),
+    _string_schema(
+        TEXT_PATTERN, "No control character, no RFC 2047 encoded word.", minLength=1, maxLength=POSTAL_LINE_MAX
+    ),
+]
+Country = Annotated[
+    str,
+    BeforeValidator(_country),
+    _string_schema(f"^{_NO_CONTROLS}[A-Z]{{2}}$", "ISO 3166-1 alpha-2 code of the country, such as FR or GB."),
+]
+
+
+class PostalAddress(_Model):
+    """Where relance's letters go (the formal notice, a hand-over): printed in the window of a DL/C5 envelope."""
+
+    lines: list[PostalLine] = Field(
+        min_length=1,
+        max_length=POSTAL_LINES_MAX,
+        description=f"1 to {POSTAL_LINES_MAX} lines of up to {POSTAL_LINE_MAX} characters: the addressee's name, a "
+        "department or a person, the street; the postal code, city and country apart.",
+    )
+    postal_code: PostalCode
+    city: City
+    country: Country
+
+
 class CustomerUpserted(_Model):
-    """The customer's master data: name, contacts, language, segment or policy, credit limit."""
+    """The customer's master data: name, contacts, language, segment or policy, credit limit, postal address."""
 
     name: Annotated[
         str,
@@ -307,6 +372,9 @@ class CustomerUpserted(_Model):
     policy: Id | None = None
     credit_limit: Money | None = None
     contact_name: Text | None = None
+    postal_address: PostalAddress | None = Field(
+        default=None, description="Where letters go; without it a letter is not printed and a task asks for it."
+    )
 
 
 class InvoiceIssued(_Model):

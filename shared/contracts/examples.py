@@ -24,6 +24,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "segment": "retail",
             "credit_limit": {"amount": "25000.00", "currency": "EUR"},
             "contact_name": "Claire Martin",
+            "postal_address": {
+                "lines": ["Boulangeries Martin SAS", "Service comptabilité", "12 rue des Lilas"],
+                "postal_code": "69003",
+                "city": "Lyon",
+                "country": "FR",
+            },
         },
     ),
     "invoice.issued": _message(

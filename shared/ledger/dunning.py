@@ -9,9 +9,10 @@ change nothing here.
 People's actions (:mod:`shared.contracts.events`, each with its ``author``) fold here too: a task completed,
 snoozed or assigned keeps its ``task.created`` data and gains the keys of :class:`Task` that say so; a call with a
 next-action day adds a ``follow_up`` task; the customer's pause in force (:class:`Pause`) and the credit-limit
-proposals with their decisions (:class:`LimitProposal`). A note, a plan's confirmation and a call without a next
-action change nothing here (the log and the timeline keep them). None of this is read by the engine's ladder but the
-pause (through :func:`shared.ledger.tasks.paused_on`) and the tasks' ids.
+proposals with their decisions (:class:`LimitProposal`); the letters relance rendered with their printing, posting
+and delivery (:class:`Letter`; posting one closes its ``send_letter`` task). A note, a plan's confirmation and a
+call without a next action change nothing here (the log and the timeline keep them). None of this is read by the
+engine's ladder but the pause (through :func:`shared.ledger.tasks.paused_on`) and the tasks' ids.
 
 The credit commands relance decided and the ERP's acknowledgements of them are remembered per command kind, the
 newest :data:`KEPT_PER_KIND` of each (the log keeps them all). Per command, the acknowledgement that occurred last
@@ -28,6 +29,7 @@ from typing import Any, Required, TypedDict, TypeVar, cast
 
 from shared.contracts import erp, events
 from shared.contracts.events import Event, data_of
+from shared.ledger.letters import task_id as letter_task_id
 from shared.ledger.receivables import Check, Touched, earlier, later
 
 KEPT_PER_KIND = 20
@@ -96,6 +98,38 @@ class LimitProposal(TypedDict):
     decided_by: str | None
     decided_at: str | None
     note: str | None
+
+
+class Letter(TypedDict, total=False):
+    """A letter relance rendered and what became of it: ``status`` rendered, printed, posted, delivered or returned.
+
+    The proof a court asks for of a formal notice: the exact PDF (its ``sha256``; the bytes in ``letters``), the day
+    it was posted with the carrier's tracking number, and the day it was delivered (or came back, and why).
+    """
+
+    letter_id: Required[str]
+    command_id: Required[str]
+    status: Required[str]
+    sha256: Required[str]
+    pages: Required[int]
+    rendered_at: Required[str]
+    kind: str
+    reminder_id: str
+    level: str
+    task_id: str  # the send_letter task posting it closes
+    batch_id: str  # the print batch it went into, and the day
+    printed_on: str
+    posted_on: str
+    tracking_number: str
+    carrier: str
+    posted_by: str
+    delivered_on: str
+    returned_on: str
+    return_reason: str
+    note: str
+
+
+LETTER_STATUSES = ("rendered", "printed", "posted", "delivered", "returned")
 
 
 class Acknowledgement(TypedDict, total=False):
@@ -181,6 +215,7 @@ class Dunning:
     resumed_at: str | None = None  # when the last pause was resumed before its end day: the ladder restarts then
     last_call_at: str | None = None  # the instant of the latest call logged with the customer (its phone tasks close)
     limit_proposals: dict[str, LimitProposal] = field(default_factory=dict)  # proposal_id -> proposal, oldest first
+    letters: dict[str, Letter] = field(default_factory=dict)  # letter_id -> the letter and its proof, oldest first
 
     def check(self, event: Event) -> Check | None:
         """A duplicate acknowledgement, or None: relance's own events are checked by their deterministic ids."""
@@ -425,6 +460,67 @@ def _on_limit_decided(
         proposal["currency"], proposal["amount"] = event.currency, str(event.amount)
 
 
+# --------------------------------------------------------------------------------------------------- letters
+def _on_letter_rendered(d: Dunning, event: events.LetterRendered, occurred_at: str, touched: Touched) -> None:
+    letter: Letter = {
+        "letter_id": event.letter_id,
+        "command_id": event.command_id,
+        "status": "rendered",
+        "sha256": event.sha256,
+        "pages": event.pages,
+        "rendered_at": occurred_at,
+        "kind": event.kind,
+        "task_id": letter_task_id(event.command_id),
+    }
+    if event.reminder_id is not None:
+        letter["reminder_id"] = event.reminder_id
+    if event.level is not None:
+        letter["level"] = event.level
+    d.letters.setdefault(event.letter_id, letter)
+
+
+def _on_letter_printed(d: Dunning, event: events.LetterHandedToPrint, occurred_at: str, touched: Touched) -> None:
+    letter = d.letters.get(event.letter_id)
+    if letter is not None:
+        letter["batch_id"], letter["printed_on"] = event.batch_id, event.printed_on.isoformat()
+        if letter["status"] == "rendered":
+            letter["status"] = "printed"
+
+
+def _on_letter_posted(d: Dunning, event: events.LetterPosted, occurred_at: str, touched: Touched) -> None:
+    """The letter's posting, with its tracking number; it closes the letter's ``send_letter`` task as a person
+    completing it with the outcome ``posted`` would (:mod:`shared.ledger.tasks` says "letter posted by <login>")."""
+    letter = d.letters.get(event.letter_id)
+    if letter is None:  # the action layer refuses an unknown letter; a fold never refuses the past
+        return
+    letter["posted_on"], letter["posted_by"] = event.posted_on.isoformat(), event.author
+    if event.tracking_number:
+        letter["tracking_number"] = event.tracking_number
+    if event.carrier:
+        letter["carrier"] = event.carrier
+    if letter["status"] in ("rendered", "printed"):
+        letter["status"] = "posted"
+    task = d.tasks.get(letter.get("task_id", ""))
+    if task is not None and task.get("status") != DONE:
+        task["status"], task["outcome"] = DONE, "posted"
+        task["done_at"], task["done_by"] = occurred_at, event.author
+
+
+def _on_letter_delivered(d: Dunning, event: events.LetterDelivered, occurred_at: str, touched: Touched) -> None:
+    letter = d.letters.get(event.letter_id)
+    if letter is not None:
+        letter["status"], letter["delivered_on"] = "delivered", event.delivered_on.isoformat()
+        if event.note:
+            letter["note"] = event.note
+
+
+def _on_letter_returned(d: Dunning, event: events.LetterReturned, occurred_at: str, touched: Touched) -> None:
+    letter = d.letters.get(event.letter_id)
+    if letter is not None:
+        letter["status"], letter["returned_on"] = "returned", event.returned_on.isoformat()
+        letter["return_reason"] = event.reason
+
+
 _Kept = TypeVar("_Kept", CreditCommand, Acknowledgement)
 
 
@@ -466,4 +562,9 @@ _HANDLERS: dict[type, _Handler] = {
     events.CreditLimitProposed: _on_limit_proposed,
     events.CreditLimitApproved: _on_limit_decided,
     events.CreditLimitRejected: _on_limit_decided,
+    events.LetterRendered: _on_letter_rendered,
+    events.LetterHandedToPrint: _on_letter_printed,
+    events.LetterPosted: _on_letter_posted,
+    events.LetterDelivered: _on_letter_delivered,
+    events.LetterReturned: _on_letter_returned,
 }

@@ -20,6 +20,7 @@ from shared.ledger import snapshot
 from shared.ledger.asof import READINGS, AccountAsOf, Reading, happened
 from shared.ledger.claims import Claim
 from shared.ledger.dunning import Acknowledgement
+from shared.ledger.letters import proof
 from shared.ledger.records import RecordedEvent
 from shared.ledger.state import CustomerState
 from shared.ledger.tasks import open_tasks, paused_on
@@ -88,6 +89,7 @@ def stream_document(stream: list[RecordedEvent], state: CustomerState) -> dict[s
             "tasks": state.tasks,
             "pause": state.pause,
             "limit_proposals": state.limit_proposals,
+            "letters": state.letters,
         },
     }
 
@@ -153,6 +155,15 @@ def render_stream(stream: list[RecordedEvent], state: CustomerState) -> str:
         for command_id, ack in state.acknowledgements.items():
             unknown = "" if command_id in state.credit_commands else " (a command this ledger does not know)"
             lines.append(f"  {ack['command']:<18} {command_id}{unknown}: {_acknowledged(ack)}")
+    if state.letters:
+        lines.append("")
+        lines.append("letters (the PDF: relance letters show --letter ID)")
+        for letter in state.letters.values():
+            what = letter.get("level") or letter.get("kind", "")
+            lines.append(
+                f"  {letter['letter_id']:<20} {what:<14} {letter['pages']:>2} page(s)  "
+                f"sha256 {letter['sha256'][:16]}…  {proof(letter)}"
+            )
     for task in sorted(state.tasks.values(), key=lambda t: t["due_on"]):
         invoices = ", ".join(task.get("invoice_ids", []))
         done = ""

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from shared.ledger.claims import CLAIMING_ACTIONS, INDEMNITY, INTEREST, PRINCIPAL_FIRST, Claim, Claims
-from shared.ledger.dunning import Dunning, Escalation, LimitProposal, Notice, Pause
+from shared.ledger.dunning import Dunning, Escalation, Letter, LimitProposal, Notice, Pause
 from shared.ledger.receivables import Credit, Invoice, Receivables
 
 
@@ -55,6 +55,7 @@ def dump(receivables: Receivables, dunning: Dunning, claims: Claims) -> dict[str
         # written once known, so that a snapshot from before they were kept equals its rebuild (ledger verify)
         **({} if d.resumed_at is None else {"resumed_at": d.resumed_at}),
         **({} if d.last_call_at is None else {"last_call_at": d.last_call_at}),
+        **({} if not d.letters else {"letters": d.letters}),
     }
 
 
@@ -92,6 +93,7 @@ def load(raw: dict[str, Any]) -> tuple[Receivables, Dunning, Claims]:
         resumed_at=raw.get("resumed_at"),
         last_call_at=raw.get("last_call_at"),
         limit_proposals={k: cast(LimitProposal, dict(v)) for k, v in raw.get("limit_proposals", {}).items()},
+        letters={k: cast(Letter, dict(v)) for k, v in raw.get("letters", {}).items()},
     )
     return receivables, dunning, _claims_from(raw, dunning.escalations)
 

@@ -38,6 +38,7 @@ from shared.ledger.dunning import (
     CreditCommand,
     Dunning,
     Escalation,
+    Letter,
     LimitProposal,
     Pause,
     Reminded,
@@ -251,6 +252,11 @@ class CustomerState:
     @property
     def limit_proposals(self) -> dict[str, LimitProposal]:
         return self.dunning.limit_proposals
+
+    @property
+    def letters(self) -> dict[str, Letter]:
+        """The letters rendered for the customer and their proof (posted on, tracking number, delivered on)."""
+        return self.dunning.letters
 
     @property
     def acknowledgements(self) -> dict[str, Acknowledgement]:

@@ -136,4 +136,63 @@ def customer_profile(rng: random.Random, customer: Customer, revision: int = 0) 
     }
     if rng.random() < 0.6:
         data["contact_name"] = contact
+    address = postal_address(customer)
+    if address is not None:
+        data["postal_address"] = address
     return data
+
+
+_FR_STREETS = (
+    "rue de la République",
+    "avenue Jean Jaurès",
+    "rue Victor Hugo",
+    "boulevard Gambetta",
+    "rue du Port",
+    "place de la Mairie",
+    "rue des Tanneurs",
+    "quai de la Loire",
+    "chemin des Vignes",
+    "rue Pasteur",
+)
+_FR_CITIES = (
+    ("69003", "Lyon"),
+    ("75011", "Paris"),
+    ("13002", "Marseille"),
+    ("33000", "Bordeaux"),
+    ("44000", "Nantes"),
+    ("59000", "Lille"),
+    ("31000", "Toulouse"),
+    ("67000", "Strasbourg"),
+)
+_UK_STREETS = ("High Street", "Station Road", "Church Lane", "Mill Road", "Victoria Street", "Park Avenue")
+_UK_CITIES = (
+    ("M1 1AE", "Manchester"),
+    ("LS1 4DY", "Leeds"),
+    ("B2 4QA", "Birmingham"),
+    ("BS1 5TR", "Bristol"),
+    ("EH1 1YZ", "Edinburgh"),
+    ("EC1A 1BB", "London"),
+)
+_US_STREETS = ("Main Street", "Oak Avenue", "Market Street", "Lake Shore Drive", "Elm Street")
+_US_CITIES = (("NY 10001", "New York"), ("IL 60601", "Chicago"), ("CA 94105", "San Francisco"), ("TX 78701", "Austin"))
+WITHOUT_ADDRESS = 0.08  # customers the ERP gave no postal address: their letters become an agenda item instead
+
+
+def postal_address(customer: Customer) -> dict[str, Any] | None:
+    """Most customers' postal address (in their country), the same at every revision of the profile; about
+    :data:`WITHOUT_ADDRESS` of them have none. Drawn from a generator of its own, so that the rest of the sample is
+    what it was before addresses existed."""
+    rng = random.Random(f"address:{customer.tenant}:{customer.name}")
+    if rng.random() < WITHOUT_ADDRESS:
+        return None
+    number = rng.randint(1, 180)
+    if customer.tenant == "acme-uk":
+        code, city = rng.choice(_UK_CITIES)
+        street, country, department = f"{number} {rng.choice(_UK_STREETS)}", "GB", "Accounts Payable"
+    elif customer.currency == "USD":
+        code, city = rng.choice(_US_CITIES)
+        street, country, department = f"{number} {rng.choice(_US_STREETS)}", "US", "Accounts Payable"
+    else:
+        code, city = rng.choice(_FR_CITIES)
+        street, country, department = f"{number} {rng.choice(_FR_STREETS)}", "FR", "Service comptabilité"
+    return {"lines": [customer.name, department, street], "postal_code": code, "city": city, "country": country}

@@ -19,13 +19,14 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from email import policy
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import func, select
 
 from services.notifier.render import RenderSettings
 from services.notifier.service import Notifier, Outcome
@@ -33,6 +34,7 @@ from services.notifier.smtp import SendError, SmtpConfig, SmtpTransport
 from shared.config import Settings
 from shared.contracts import events
 from shared.ledger.outbox import claim, mark_published
+from shared.ledger.schema import letters as letters_table
 from shared.ledger.store import Ledger
 
 KINDS = (events.SEND_REMINDER, events.SEND_CONFIRMATION)  # the notifier's commands: reminders, plan confirmations
@@ -160,6 +162,40 @@ def check_evidence(ledger: Ledger, mailed: Mailed) -> list[str]:
         f"{r.path.name}: received but not recorded as sent" for r in mailed.received if r.message_id not in recorded
     ]
     return problems
+
+
+@dataclass(frozen=True, slots=True)
+class Letters:
+    """The letters the notifier rendered during the demo: how many, their pages and bytes, per day."""
+
+    rendered: int
+    pages: int
+    size: int
+    days: dict[date, int]  # UTC day rendered -> letters
+    tenants: list[str]
+    without_address: int  # letters not printed for want of a postal address (an agenda item each)
+
+
+def letter_figures(ledger: Ledger) -> Letters:
+    """What the ``letters`` table holds, and how many letters were left as ``postal_address_missing`` tasks."""
+    query = select(
+        letters_table.c.tenant, letters_table.c.created_at, letters_table.c.pages, func.length(letters_table.c.pdf)
+    )
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    days: Counter[date] = Counter(row[1].date() for row in rows)
+    states = ledger.states(ledger.streams())
+    without = sum(
+        1 for state in states.values() for task in state.tasks.values() if task["kind"] == "postal_address_missing"
+    )
+    return Letters(
+        rendered=len(rows),
+        pages=sum(int(row[2]) for row in rows),
+        size=sum(int(row[3] or 0) for row in rows),
+        days=dict(sorted(days.items())),
+        tenants=sorted({str(row[0]) for row in rows}),
+        without_address=without,
+    )
 
 
 def _free_port() -> int:

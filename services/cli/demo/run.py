@@ -41,7 +41,7 @@ from services.cli.demo.escalation import (
     demo_rates,
 )
 from services.cli.demo.generator import AS_OF, Sample, generate
-from services.cli.demo.mail import DemoMailer, Mailed, check_evidence
+from services.cli.demo.mail import DemoMailer, Mailed, check_evidence, letter_figures
 from services.cli.demo.report import Book, Progress, count
 from services.cli.demo.sample import Message
 from services.cli.demo.summary import DEAD_LETTERS_FILE, EVENTS_FILE, LOG_FILE
@@ -190,6 +190,7 @@ def _run(
             bundle = write_bundle(engine, escalated.timeline, out)
             measured = measure_ledger(ledger, library)
             evidence_problems = check_evidence(ledger, simulated.mailed)
+            letters = letter_figures(ledger)
             simulated.audit_seconds = time.perf_counter() - auditing
             login = demo_login(engine, sorted({tenant for tenant, _ in ledger.streams()}))
         finally:
@@ -230,6 +231,7 @@ def _run(
     lines += summary.escalation_section(escalated, simulated, as_of)
     lines += agenda_section(agenda, as_of)
     lines += summary.mail_section(simulated.mailed, not evidence_problems)
+    lines += summary.letters_section(letters, url)
     lines += summary.cadence_section(measured)
     lines += summary.timeline_section(escalated.timeline)
     lines += bundle_section(bundle)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from services.cli.demo.cadence import FIGURE_WINDOW, Breach, Cadence
 from services.cli.demo.escalation import Audit, Timeline
 from services.cli.demo.generator import Sample
-from services.cli.demo.mail import Mailed
+from services.cli.demo.mail import Letters, Mailed
 from services.cli.demo.report import BUCKETS, ZERO, Book, count, money, table
 from services.escalation.policy import PolicyLibrary
 from shared.broker.memory import MemoryQueue
@@ -390,6 +390,28 @@ def mail_section(mailed: Mailed, hashes_ok: bool) -> list[str]:
         "  every e-mail's SHA-256 equals the one its reminder.sent event recorded, each Message-ID received once: "
         + ("ok" if hashes_ok else "NO, see below"),
     ]
+
+
+def letters_section(letters: Letters, url: str) -> list[str]:
+    """How many letters were rendered to PDF (pages, bytes), and the command that makes a day's print batch."""
+    if not letters.rendered and not letters.without_address:
+        return ["", "Letters: none rendered in this sample"]
+    latest = max(letters.days) if letters.days else None
+    lines = [
+        "",
+        f"Letters rendered to PDF by the notifier: {count(letters.rendered)} letters, {count(letters.pages)} pages, "
+        f"{letters.size / 1_000_000:.1f} MB in the letters table (each one's SHA-256 in its letter.rendered), over "
+        f"{len(letters.days)} day(s)",
+        f"  {count(letters.without_address)} letters not printed: the customer has no postal address "
+        "(a postal_address_missing item on the agenda each)",
+    ]
+    if latest is not None:
+        tenant = letters.tenants[0] if letters.tenants else "acme-fr"
+        lines.append(
+            f"  the print batch of {latest} ({count(letters.days[latest])} letters): relance letters batch --tenant "
+            f"{tenant} --date {latest} --out batch.pdf --database-url {url}"
+        )
+    return lines
 
 
 def timeline_section(timeline: Timeline | None) -> list[str]:

@@ -487,3 +487,32 @@ def test_the_late_payers_evidence_bundle_verifies_offline(demo: DemoRun) -> None
     assert verdict.counts["events"] == int(found.group(2)) and verdict.counts["messages"] == int(found.group(3)) >= 1
     assert verdict.counts["checkpoints"] == 1
     assert f"verifies offline: relance audit verify {path} --key {demo.out / 'checkpoint.pub'}" in demo.output
+
+def test_the_letters_are_rendered_stored_and_counted(demo: DemoRun, tmp_path: Path) -> None:
+    import shutil
+
+    from pypdf import PdfReader
+
+    from services.cli import main
+    from shared.ledger import letters
+
+    section = _section(demo.output, "Letters rendered to PDF by the notifier")
+    ledger = Ledger(make_engine(demo.url))
+    stored = [letter for tenant in ("acme-fr", "acme-uk") for letter in letters.listed(ledger.engine, tenant)]
+    assert stored and f"{len(stored):,} letters, {sum(letter.pages for letter in stored):,} pages" in section
+    missing = re.search(r"\n  ([\d,]+) letters not printed: the customer has no postal address", section)
+    assert missing and int(missing.group(1).replace(",", "")) > 0  # a few customers have no address
+    # Every stored letter is the one its letter.rendered names
+    for letter in stored[:20]:
+        folded = ledger.state(letter.tenant, letter.customer_id).letters[letter.letter_id]
+        kept = letters.get(ledger.engine, letter.tenant, letter.letter_id)
+        assert kept is not None and letters.verify(kept, folded["sha256"])
+    # And the batch the summary names can be made (on a copy: the demo's ledger stays as the other tests read it)
+    command = re.search(r"relance letters batch --tenant (\S+) --date (\S+)", section)
+    assert command
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(demo.out / demo_run.DATABASE_FILE, copy)
+    out = tmp_path / "batch.pdf"
+    args = ["letters", "batch", "--tenant", command.group(1), "--date", command.group(2), "--out", str(out)]
+    assert main([*args, "--database-url", f"sqlite:///{copy}"]) == 0
+    assert len(PdfReader(str(out)).pages) > 1

@@ -180,8 +180,16 @@ def test_a_reminder_whose_invoices_no_later_one_demands_again_is_still_sent(desk
     assert desk.data("reminder.skipped") == []
 
 
+ADDRESS = {
+    "lines": ["Boulangeries Martin SAS", "12 rue des Lilas"],
+    "postal_code": "69003",
+    "city": "Lyon",
+    "country": "FR",
+}
+
+
 def test_a_formal_notice_is_a_letter_task_and_an_email_copy(desk: Desk) -> None:
-    desk.erp(customer(), invoice("INV-1", "2000.00", due_date=DUE))
+    desk.erp(customer(postal_address=ADDRESS), invoice("INV-1", "2000.00", due_date=DUE))
     commands = desk.escalate(DUE + timedelta(days=31))
     notice = commands[-1]
     assert (notice["level"], notice["channel"], notice["copy_channels"]) == ("formal_notice", "letter", ["email"])
@@ -189,6 +197,8 @@ def test_a_formal_notice_is_a_letter_task_and_an_email_copy(desk: Desk) -> None:
     assert outcome.status == "sent"
     tasks = [t for t in desk.data("task.created") if t["kind"] == "send_letter"]
     assert len(tasks) == 1 and "print and post" in tasks[0]["note"]
+    [letter] = desk.data("letter.rendered")
+    assert letter["letter_id"] in tasks[0]["note"] and "relance letters show" in tasks[0]["note"]
     text = messages(desk)[-1].get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "40,00\xa0€" in text  # the fixed fee the formal notice charges
     assert desk.handle(notice).status == "already_sent"

@@ -41,6 +41,20 @@ TASK = Ev(
     },
     "task-T-1",
 )
+LETTER = Ev(
+    "letter.rendered",
+    {
+        "letter_id": "L-1",
+        "command_id": "esc-notice-1",
+        "kind": "reminder",
+        "sha256": "ab" * 32,
+        "pages": 2,
+        "reminder_id": "esc-notice-1",
+        "level": "formal_notice",
+    },
+    "ntf-letter-1",
+)
+POSTED = {"letter_id": "L-1", "posted_on": "2026-03-20", "tracking_number": "1A 234 567 8901 2", "carrier": "La Poste"}
 HISTORY = [
     customer(),  # language fr
     invoice("INV-1", "1000.00", issue_date="2026-02-01", due_date="2026-03-02"),
@@ -51,6 +65,7 @@ HISTORY = [
     fee("INV-1"),
     claiming("INV-1"),
     TASK,
+    LETTER,
 ]
 
 
@@ -142,6 +157,17 @@ CASES: dict[str, Case] = {
         {"proposal_id": "PROPOSAL", "decision": "approve", "note": "ok"},
         ["credit_limit.approved"],
     ),
+    "letter_posted": ([], POSTED, ["letter.posted"]),
+    "letter_delivered": (
+        [("letter_posted", POSTED)],
+        {"letter_id": "L-1", "delivered_on": "2026-03-20", "note": "signed by M. Martin"},
+        ["letter.delivered"],
+    ),
+    "letter_returned": (
+        [("letter_posted", POSTED)],
+        {"letter_id": "L-1", "returned_on": "2026-03-20", "reason": "unknown at this address"},
+        ["letter.returned"],
+    ),
 }
 
 
@@ -188,6 +214,7 @@ def test_an_action_is_recorded_once_with_its_author_and_a_retry_is_a_duplicate(l
         "assign_task": {"assignee": "zoe"},
         "add_note": {"text": "2"},
         "resolve_dispute": {"resolution": "other"},
+        "letter_posted": {"tracking_number": "2B"},
     }
     other = {**payload, **changed.get(action, {"reason": "else"} if "reason" in payload else {"note": "changed"})}
     with pytest.raises(ActionRefused) as refused:

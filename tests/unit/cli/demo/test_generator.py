@@ -254,3 +254,25 @@ def _json_or_none(body: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def test_most_customers_have_a_postal_address_in_their_country_and_a_few_none(sample: Sample) -> None:
+    from shared.contracts.erp import PostalAddress
+
+    profiles: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for message in sample.messages:
+        try:
+            body = json.loads(message.body)
+        except ValueError:
+            continue  # one of the messages the ingest must refuse
+        if isinstance(body, dict) and body.get("event_type") == "customer.upserted" and "data" in body:
+            profiles.setdefault((body["tenant"], body["customer_id"]), []).append(body["data"])
+    addresses = [versions[-1].get("postal_address") for versions in profiles.values()]
+    without = sum(1 for address in addresses if address is None)
+    assert 0 < without < len(addresses) * 0.2  # the demo shows the agenda item, and letters for the rest
+    for (tenant, _), versions in profiles.items():
+        assert len({json.dumps(v.get("postal_address"), sort_keys=True) for v in versions}) == 1  # every revision
+        address = versions[-1].get("postal_address")
+        if address is not None:
+            PostalAddress.model_validate(address)  # valid under the contract
+            assert address["country"] in (("GB",) if tenant == "acme-uk" else ("FR", "US"))
