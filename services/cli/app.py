@@ -23,6 +23,7 @@ from services.cli import (
     ledger,
     notifier,
     replay,
+    reports,
     users,
     workers,
     workspace,
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     escalation.add_rates(commands)
     escalation.add_agenda(commands)
     claims.add_claims(commands)
+    reports.add_report(commands)
     notifier.add_preview(commands)
     notifier.add_evidence(commands)
     contract.add_publish(commands)
