@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from playwright.sync_api import Page
+from playwright.sync_api import Page, ViewportSize
 from pypdf import PdfReader
 
 from services.cli.demo.generator import generate
@@ -19,7 +19,7 @@ from shared.ledger.store import Ledger
 from tests.browser.conftest import HOSTILE_NAME, Shots, envelope
 from tests.factories import T0
 
-A4_LANDSCAPE = {"width": 1123, "height": 794}  # CSS pixels at 96 dpi
+A4_LANDSCAPE = ViewportSize(width=1123, height=794)  # CSS pixels at 96 dpi
 
 
 def pack(folder: Path) -> Path:
@@ -85,5 +85,5 @@ def test_the_committee_page_is_self_contained_inert_and_fits_a4_landscape(
     box = pdf.pages[0].mediabox
     assert float(box.width) > float(box.height)  # landscape
     assert "Credit committee pack" in pdf.pages[0].extract_text()
-    page.set_viewport_size({"width": 1280, "height": 900})
+    page.set_viewport_size(ViewportSize(width=1280, height=900))
     shot("committee-wide")
