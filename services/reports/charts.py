@@ -39,8 +39,7 @@ class Line:
     label: str
     color: str
     points: list[tuple[float, float]]  # polyline, None values left out (the line is broken there)
-    dots: list[tuple[float, float, str]]  # each value's dot and its text
-    below: bool = False  # its texts under the dots (the second line's, so that close values stay readable)
+    dots: list[tuple[float, float, str, float]]  # each value's dot, its text, and where the text goes (its y)
 
 
 @dataclass
@@ -143,8 +142,16 @@ def line_chart(
     chart = Chart(key, title, "lines", [(label, color) for label, color, _ in series], _y_ticks(top, step), note=note)
     xs = [round(LEFT + slot * index + slot / 2, 1) for index in range(len(categories))]
     chart.x_ticks = [Tick(x, category) for x, category in zip(xs, categories, strict=True)]
-    for number, (label, color, values) in enumerate(series):
+    # At each category, the highest value's text goes above its dot, the others' below, so close values stay apart
+    highest = [
+        max((v for _, _, values in series if (v := values[i]) is not None), default=None) for i in range(len(xs))
+    ]
+    for label, color, values in series:
         points = [(x, _y(v, top)) for x, v in zip(xs, values, strict=True) if v is not None]
-        dots = [(x, _y(v, top), f"{v}") for x, v in zip(xs, values, strict=True) if v is not None]
-        chart.lines.append(Line(label, color, points, dots, below=number % 2 == 1))
+        dots = [
+            (x, _y(v, top), f"{v}", _y(v, top) + (-7 if v == most else 15))
+            for x, v, most in zip(xs, values, highest, strict=True)
+            if v is not None
+        ]
+        chart.lines.append(Line(label, color, points, dots))
     return chart
