@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from html.parser import HTMLParser
 
 import pytest
@@ -18,8 +18,9 @@ from services.cli.demo.generator import generate
 from services.ingest.service import Delivery, Ingestor
 from services.reports.aging import aged_balance
 from services.reports.committee import Timeline, build
+from services.reports.dso import Method, PeriodSpec, dso_report
 from services.reports.formats import read_csv_blocks, render
-from services.reports.tables import aged_page
+from services.reports.tables import aged_page, dso_page
 from services.reports.walk import end_of, tenant_states, tenant_states_at
 from shared.ledger.db import make_engine
 from shared.ledger.store import Ledger
@@ -89,6 +90,50 @@ def test_the_aged_balance_equals_the_events_summed_independently(ledger: Ledger,
         balance = aged_balance("acme-fr", tenant_states(ledger, "acme-fr", day), day, "currency")
         eur = balance.totals["EUR"]
         assert all(b > 0 for b in eur.buckets) and eur.disputed > 0
+
+
+def independent_buckets(day: date) -> dict[tuple[str, str, str], tuple[list[Decimal], Decimal]]:
+    """For the customers who had paid nothing and received no credit note by the end of ``day``: (tenant, customer,
+    currency) -> each bucket's invoices by their due date, and the disputed ones apart, from the messages alone."""
+    applied = [json.loads(m.body) for m in SAMPLE.messages if m.expect == "applied"]
+    applied = [e for e in applied if datetime.fromisoformat(e["occurred_at"].replace("Z", "+00:00")) <= end_of(day)]
+    applied.sort(key=lambda e: e["occurred_at"])
+    credited = {
+        (e["tenant"], e["customer_id"])
+        for e in applied
+        if e["event_type"] in ("payment.received", "credit_note.issued")
+    }
+    cancelled = {(e["tenant"], e["data"]["invoice_id"]) for e in applied if e["event_type"] == "invoice.cancelled"}
+    disputed: dict[tuple[str, str], bool] = {}  # the latest dispute statement decides
+    for e in applied:
+        if e["event_type"] in ("invoice.disputed", "invoice.dispute_resolved"):
+            disputed[(e["tenant"], e["data"]["invoice_id"])] = e["event_type"] == "invoice.disputed"
+    limits = (0, 30, 60, 90)  # days past due: <= 0 not yet due, <= 30, <= 60, <= 90, more
+    result: dict[tuple[str, str, str], tuple[list[Decimal], Decimal]] = {}
+    for e in applied:
+        data, key = e["data"], (e["tenant"], e["data"].get("invoice_id", ""))
+        if e["event_type"] != "invoice.issued" or (e["tenant"], e["customer_id"]) in credited or key in cancelled:
+            continue
+        row = result.setdefault((e["tenant"], e["customer_id"], data["currency"]), ([Decimal(0)] * 5, Decimal(0)))
+        amount = Decimal(data["amount"])
+        if disputed.get(key):
+            result[(e["tenant"], e["customer_id"], data["currency"])] = (row[0], row[1] + amount)
+            continue
+        late = (day - date.fromisoformat(data["due_date"])).days
+        row[0][sum(1 for limit in limits if late > limit)] += amount
+    return result
+
+
+@pytest.mark.parametrize("day", [AS_OF, EARLIER])
+def test_customers_who_paid_nothing_have_each_invoice_in_the_bucket_of_its_due_date(ledger: Ledger, day: date) -> None:
+    expected = independent_buckets(day)
+    assert len(expected) >= 3  # the sample's customers who never pay, and those with nothing due yet
+    for tenant in sorted({t for t, _, _ in expected}):
+        balance = aged_balance(tenant, tenant_states(ledger, tenant, day), day, "customer")
+        rows = {(tenant, r.key, r.currency): r for r in balance.rows}
+        for key, (buckets, disputed) in expected.items():
+            if key[0] == tenant:
+                assert (rows[key].buckets, rows[key].disputed, rows[key].unapplied) == (buckets, disputed, 0), key
 
 
 class Cells(HTMLParser):
@@ -207,3 +252,37 @@ def test_the_committee_pack_writes_the_same_figures_in_csv_json_and_html(ledger:
     previous = [r for r in document["tables"]["aging_trend"]["rows"] if r["month_end"] == "2026-09-30"]
     earlier = by_currency(independent_net(date(2026, 9, 30)), tenant)
     assert {r["key"]: Decimal(r["net"]) for r in previous} == {c: v for c, v in earlier.items() if v}
+
+
+@pytest.mark.parametrize("method", ["simple", "countback"])
+def test_the_dso_is_the_same_in_table_csv_json_and_html(ledger: Ledger, method: Method) -> None:
+    tenant = "acme-fr"
+    report = dso_report(tenant, tenant_states(ledger, tenant, AS_OF), AS_OF, PeriodSpec.parse("3m"), method, "segment")
+    page = dso_page(report)
+    labels = [c.label for c in page.tables[0].columns]
+    table = json.loads(render(page, "json"))["tables"]["dso"]
+    from_json = [[row[c["key"]] for c in table["columns"]] for row in table["rows"] + table["totals"]]
+    from_csv = list(csv.reader(io.StringIO(render(page, "csv"))))
+    cells = Cells()
+    cells.feed(render(page, "html"))
+    from_html = cells.tables["dso"]["tbody"] + cells.tables["dso"]["tfoot"]
+    text = render(page, "table").splitlines()
+    header = next(i for i, line in enumerate(text) if line.strip().startswith("segment"))
+    from_table = [re.split(r"\s{2,}", line.strip()) for line in text[header + 2 :] if line.strip() and "--" not in line]
+    assert from_csv[0] == cells.tables["dso"]["thead"][0] == labels
+    assert (
+        len(from_json) == len(from_csv) - 1 == len(from_html) == len(from_table) == len(report.rows) + 2
+    )  # the totals of EUR and USD last
+    for j, c, h, t in zip(from_json, from_csv[1:], from_html, from_table, strict=True):
+        segment, currency, receivables, sales, days, dso, customers = j
+        assert [segment, currency] == c[:2] == h[:2] == t[:2]
+        assert Decimal(receivables) == Decimal(c[2]) == number(h[2]) == number(t[2])
+        assert Decimal(sales) == Decimal(c[3]) == number(h[3]) == number(t[3])
+        assert str(days) == c[4] == h[4] == t[4] == "92"  # 21 August to 20 November
+        assert (dso or "n/a") == c[5] == h[5] == t[5]
+        assert str(customers) == c[6] == h[6] == t[6]
+    # And the tenant's line per currency is receivables / sales x days, as the module says (simple)
+    if method == "simple":
+        for row in from_json[-2:]:
+            expected = (Decimal(row[2]) / Decimal(row[3]) * 92).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+            assert Decimal(row[5]) == expected
