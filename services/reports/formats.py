@@ -268,7 +268,7 @@ def environment() -> Environment:
 
 
 def as_html(report: Report) -> str:
-    sections = report.sections or [(table.title, [table.key]) for table in report.tables]
+    sections = report.sections or [("", [table.key for table in report.tables])]
     charts = {chart.key: chart for chart in report.charts}
     return (
         environment()
