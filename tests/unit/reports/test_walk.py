@@ -4,25 +4,33 @@ PostgreSQL), events booked late included."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.reports.walk import end_of, month_ends, months_back, states_at, tenant_states_at
 from shared.ledger.asof import fold_as_of, states_as_of
 from shared.ledger.db import make_engine
+from shared.ledger.records import RecordedEvent
 from shared.ledger.store import Ledger
 from tests.factories import (
     CUSTOMER,
     TENANT,
+    Ev,
     credit_note,
     customer,
+    deliveries,
     dispute,
     dispute_resolved,
+    histories,
     incoming,
     invoice,
     payment,
 )
+
+DAY0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -74,3 +82,48 @@ def test_states_at_several_month_ends_equal_folds_as_of_each(ledger: Ledger) -> 
     # And in the known reading (everything was recorded today), nothing was known at those month ends
     known = states_at(stream, [end_of(d) for d in days], "known", tenant=TENANT, customer_id=CUSTOMER)
     assert all(s.version == 0 for s in known)
+
+
+def recorded(evs: list[Ev], occurred: list[int], lag: list[int]) -> list[RecordedEvent]:
+    """The events as a stream in this order: each occurred on day ``occurred[i]`` and recorded ``lag[i]`` days
+    later (never before the previous one: the log's order), so late bookings and far-off ERP clocks both appear."""
+    stream, last = [], datetime(2026, 1, 1, tzinfo=UTC)
+    for version, (ev, day, late) in enumerate(zip(evs, occurred, lag, strict=True), start=1):
+        when = DAY0 + timedelta(days=day)
+        last = max(last, when + timedelta(days=late))
+        stream.append(
+            RecordedEvent(
+                version,
+                None,
+                TENANT,
+                CUSTOMER,
+                version,
+                ev.event_id,
+                ev.event_type,
+                ev.data,
+                {},
+                when,
+                last,
+                "",
+                f"h{version}",
+            )
+        )
+    return stream
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_one_walk_equals_a_fold_as_of_each_instant_whatever_the_order_of_occurrence(data: st.DataObject) -> None:
+    evs = data.draw(deliveries(data.draw(histories(max_invoices=4))))
+    occurred = data.draw(st.lists(st.integers(0, 90), min_size=len(evs), max_size=len(evs)))
+    lag = data.draw(st.lists(st.sampled_from([-400, 0, 0, 1, 5, 40]), min_size=len(evs), max_size=len(evs)))
+    stream = recorded(evs, occurred, lag)
+    instants = [
+        DAY0 + timedelta(days=d, hours=h)
+        for d, h in data.draw(st.lists(st.tuples(st.integers(-5, 140), st.integers(0, 23)), min_size=1, max_size=6))
+    ]
+    for reading in ("occurred", "known"):
+        walked = states_at(stream, instants, reading, tenant=TENANT, customer_id=CUSTOMER)
+        for at_, state in zip(instants, walked, strict=True):
+            alone = fold_as_of(stream, at_, reading, tenant=TENANT, customer_id=CUSTOMER)
+            assert state.to_json() == alone.to_json(), (reading, at_)
