@@ -46,6 +46,7 @@ TOP = 10
 DRIFT_DAYS = Decimal(10)
 DRIFT_ROWS = 15
 DEFAULT_PERIOD = PeriodSpec(3, "m")
+OVERDUE_ALARM = Decimal(30)  # percent of principal past due from which the overdue card is marked
 BEHAVIOUR_TASK = "payment_behaviour_changed"
 BROKEN_TASK = "promise_broken"
 BUCKET_COLORS = ("#8fb8de", "#f3d27a", "#f0a35e", "#dc6b43", "#a33a32")
@@ -190,28 +191,25 @@ def _days(report: DsoReport, currency: str) -> Decimal | None:
 def _facts(
     totals: dict[str, AgedRow], trend: list[AgedBalance], dso: dict[Method, list[DsoReport]], currencies: list[str]
 ) -> list[Fact]:
+    """Four cards per currency: receivables (and their change on the previous month end), overdue (its share of
+    principal, what is over 60 days), DSO by both methods, disputed and claims owed."""
     facts = []
     for currency in currencies:
         row = totals.get(currency) or AgedRow("total", "total", currency)
-        previous = None
-        if len(trend) > 1:
-            previous = trend[-2].totals.get(currency)
+        previous = trend[-2].totals.get(currency) if len(trend) > 1 else None
         change = ""
-        tone: str = ""
         if previous is not None:
             delta = row.net - previous.net
             change = f"{'+' if delta >= 0 else ''}{money(delta, currency)} on the previous month end"
-        overdue_share = _share(row.overdue, row.principal + row.disputed)
         facts.append(Fact(f"Receivables {currency}", f"{money(row.net, currency)} {currency}", change))
-        late = row.buckets[4] + row.buckets[3]
-        tone = "bad" if overdue_share is not None and overdue_share >= 30 else "good"
+        share = _share(row.overdue, row.principal)
+        over_60 = row.buckets[3] + row.buckets[4]
         facts.append(
             Fact(
                 f"Overdue {currency}",
                 f"{money(row.overdue, currency)} {currency}",
-                ("" if overdue_share is None else f"{overdue_share}% of principal; ")
-                + f"over 60 days {money(late + row.buckets[2], currency)}",
-                "bad" if tone == "bad" else "good",
+                ("" if share is None else f"{share}% of principal; ") + f"over 60 days {money(over_60, currency)}",
+                "bad" if share is not None and share >= OVERDUE_ALARM else "good",
             )
         )
         simple, countback = _dso_of(dso["simple"][-1], currency), _dso_of(dso["countback"][-1], currency)

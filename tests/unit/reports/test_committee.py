@@ -173,3 +173,11 @@ def test_the_trend_of_the_aged_balance_and_of_the_dso() -> None:
     ]
     assert (str(simple), str(countback)) == ("105.6", ">= 91.0")
     assert [f.value for f in report.facts if f.label == "DSO EUR"] == ["105.6 days"]
+
+
+def test_the_headline_cards() -> None:
+    cards = {f.label: (f.value, f.note, f.tone) for f in pack().facts}
+    # 30 November: 2,400 of principal, all of it past due, all over 60 days; 31 October's net was 3,500
+    assert cards["Receivables EUR"] == ("2,900.00 EUR", "-600.00 on the previous month end", "")
+    assert cards["Overdue EUR"] == ("2,400.00 EUR", "100% of principal; over 60 days 2,400.00", "bad")
+    assert cards["Disputed and claims EUR"] == ("500.00 EUR", "claims owed 0.00 EUR", "")
