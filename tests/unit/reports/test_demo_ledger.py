@@ -133,7 +133,11 @@ def test_customers_who_paid_nothing_have_each_invoice_in_the_bucket_of_its_due_d
         rows = {(tenant, r.key, r.currency): r for r in balance.rows}
         for key, (buckets, disputed) in expected.items():
             if key[0] == tenant:
-                assert (rows[key].buckets, rows[key].disputed, rows[key].unapplied) == (buckets, disputed, 0), key
+                assert (rows[key].buckets, rows[key].disputed, rows[key].unapplied) == (
+                    buckets,
+                    disputed,
+                    Decimal(0),
+                ), key
 
 
 class Cells(HTMLParser):
