@@ -9,6 +9,10 @@ alone.
 * :mod:`services.reports.walk` folds a stream once for several instants (a trend over month ends is one read);
 * :mod:`services.reports.aging` is the aged balance, :mod:`services.reports.dso` the days sales outstanding,
   :mod:`services.reports.committee` the credit committee's pack;
-* :mod:`services.reports.formats` writes any of them as an aligned table, CSV, JSON or one self-contained HTML page
-  (Jinja2 with autoescape: a customer's name is data, never markup).
+* :mod:`services.reports.tables` lays the aged balance and the DSO out as tables; :mod:`services.reports.formats`
+  writes any report as an aligned table, CSV, JSON or one self-contained HTML page (Jinja2 with autoescape: a
+  customer's name is data, never markup), its charts placed by :mod:`services.reports.charts` as inline SVG.
+
+The command line is :mod:`services.cli.reports` (``relance report ...``); ``relance demo`` writes the committee pack
+of its first tenant with the same code.
 """
