@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,3 +124,18 @@ def test_several_tenants_need_one_named(ledger: Ledger, ledger_url: str, capsys:
     ledger.record([incoming(invoice("X-1", "5.00").at(WHEN), tenant="acme-uk")])
     assert run(ledger_url, "aged-balance") == 1
     assert "give --tenant: the ledger holds 2 tenants (acme-fr, acme-uk)" in capsys.readouterr().err
+
+
+def test_aged_balance_as_a_table_on_screen_and_as_a_page_in_a_file(
+    ledger: Ledger, ledger_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(ledger_url, "aged-balance", "--as-of", "2026-11-30", "--by", "segment") == 0
+    screen = capsys.readouterr().out
+    assert "Aged balance — acme-fr, as of 2026-11-30" in screen
+    # segment, currency, not yet due, 1-30 days
+    assert re.search(r"^  sme +EUR +2,500\.00 +2,000\.00 ", screen, re.MULTILINE), screen
+    page = tmp_path / "aged.html"
+    assert run(ledger_url, "aged-balance", "--as-of", "2026-11-30", "--format", "html", "--out", str(page)) == 0
+    assert "-> " + str(page) in capsys.readouterr().err
+    html = page.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and "Menuiserie Roux" in html and "4,500.00" in html
