@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -127,3 +128,31 @@ def test_one_walk_equals_a_fold_as_of_each_instant_whatever_the_order_of_occurre
         for at_, state in zip(instants, walked, strict=True):
             alone = fold_as_of(stream, at_, reading, tenant=TENANT, customer_id=CUSTOMER)
             assert state.to_json() == alone.to_json(), (reading, at_)
+
+
+def test_a_six_month_trend_reads_each_stream_once(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given three customers
+    for customer_id in ("C-1", "C-2", "C-3"):
+        ledger.record(
+            [incoming(invoice("I-1", "10.00").with_id(customer_id).at(at("2026-09-01")), customer_id=customer_id)]
+        )
+    reads: list[str] = []
+    read = ledger.read_stream
+
+    def counted(tenant: str, customer_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        reads.append(customer_id)
+        return read(tenant, customer_id, from_version)
+
+    monkeypatch.setattr(ledger, "read_stream", counted)
+    # When the committee's pack folds them at seven month ends
+    from services.reports.committee import committee_pack
+
+    report = committee_pack(ledger, TENANT, date(2026, 11, 30), months=6)
+    # Then each stream was read once, and the trend has the invoices from September's end on
+    assert sorted(reads) == ["C-1", "C-2", "C-3"]
+    trend = report.table("aging_trend").rows
+    assert [(r["month_end"], r["principal"]) for r in trend] == [
+        ("2026-09-30", Decimal("30.00")),
+        ("2026-10-31", Decimal("30.00")),
+        ("2026-11-30", Decimal("30.00")),
+    ]
