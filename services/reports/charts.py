@@ -142,15 +142,17 @@ def line_chart(
     chart = Chart(key, title, "lines", [(label, color) for label, color, _ in series], _y_ticks(top, step), note=note)
     xs = [round(LEFT + slot * index + slot / 2, 1) for index in range(len(categories))]
     chart.x_ticks = [Tick(x, category) for x, category in zip(xs, categories, strict=True)]
-    # At each category, the highest value's text goes above its dot, the others' below, so close values stay apart
-    highest = [
-        max((v for _, _, values in series if (v := values[i]) is not None), default=None) for i in range(len(xs))
-    ]
-    for label, color, values in series:
+    # At each category, the highest value's text goes above its dot (the first series' of equal ones), the others'
+    # below, so that close values stay apart
+    above: list[int | None] = []
+    for i in range(len(xs)):
+        present = [(v, -number) for number, (_, _, values) in enumerate(series) if (v := values[i]) is not None]
+        above.append(-max(present)[1] if present else None)
+    for number, (label, color, values) in enumerate(series):
         points = [(x, _y(v, top)) for x, v in zip(xs, values, strict=True) if v is not None]
         dots = [
-            (x, _y(v, top), f"{v}", _y(v, top) + (-7 if v == most else 15))
-            for x, v, most in zip(xs, values, highest, strict=True)
+            (x, _y(v, top), f"{v}", _y(v, top) + (-7 if first == number else 15))
+            for x, v, first in zip(xs, values, above, strict=True)
             if v is not None
         ]
         chart.lines.append(Line(label, color, points, dots))
