@@ -146,8 +146,8 @@ def line_chart(
     # below, so that close values stay apart
     above: list[int | None] = []
     for i in range(len(xs)):
-        present = [(v, -number) for number, (_, _, values) in enumerate(series) if (v := values[i]) is not None]
-        above.append(-max(present)[1] if present else None)
+        candidates = [(v, -number) for number, (_, _, values) in enumerate(series) if (v := values[i]) is not None]
+        above.append(-max(candidates)[1] if candidates else None)
     for number, (label, color, values) in enumerate(series):
         points = [(x, _y(v, top)) for x, v in zip(xs, values, strict=True) if v is not None]
         dots = [
