@@ -65,7 +65,9 @@ def add_report(commands: Commands) -> None:
     )
     _common(days)
     days.add_argument("--method", choices=dso.METHODS, default="simple", help="default: simple")
-    days.add_argument("--period", type=period, default=dso.PeriodSpec(3, "m"), help="3m, 6m, 12m, 90d... (default 3m)")
+    days.add_argument(
+        "--period", type=period, default=dso.PeriodLength(3, "m"), help="3m, 6m, 12m, 90d... (default 3m)"
+    )
     days.add_argument("--by", choices=dso.GROUPINGS, default="tenant", help="one row per (default: tenant)")
     _output(days)
     runs(days, days_sales_outstanding, database_url=True)
@@ -77,7 +79,10 @@ def add_report(commands: Commands) -> None:
     _common(committee)
     committee.add_argument("--months", type=months, default=6, help="month ends in the trends (default 6)")
     committee.add_argument(
-        "--period", type=period, default=dso.PeriodSpec(3, "m"), help="the DSO's period at each month end (default 3m)"
+        "--period",
+        type=period,
+        default=dso.PeriodLength(3, "m"),
+        help="the DSO's period at each month end (default 3m)",
     )
     committee.add_argument("--out-dir", required=True, type=Path, help="where committee.html, .csv and .json go")
     committee.add_argument("--format", choices=tuple(COMMITTEE_FILES), help="only this file (default: all three)")
@@ -94,9 +99,9 @@ def _output(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="write to this file (default: standard output)")
 
 
-def period(value: str) -> dso.PeriodSpec:
+def period(value: str) -> dso.PeriodLength:
     try:
-        return dso.PeriodSpec.parse(value)
+        return dso.PeriodLength.parse(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -32,7 +32,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from services.reports import charts
 from services.reports.aging import BUCKETS, AgedBalance, AgedRow, aged_balance
-from services.reports.dso import Dso, DsoReport, Method, PeriodSpec, dso_report
+from services.reports.dso import Dso, DsoReport, Method, PeriodLength, dso_report
 from services.reports.formats import Cell, Column, Fact, Report, Table, money
 from services.reports.tables import aged_cells, aged_columns
 from services.reports.walk import month_end, month_ends, months_back, tenant_states_at
@@ -45,7 +45,7 @@ ZERO = Decimal(0)
 TOP = 10
 DRIFT_DAYS = Decimal(10)
 DRIFT_ROWS = 15
-DEFAULT_PERIOD = PeriodSpec(3, "m")
+DEFAULT_PERIOD = PeriodLength(3, "m")
 OVERDUE_ALARM = Decimal(30)  # percent of principal past due from which the overdue card is marked
 BEHAVIOUR_TASK = "payment_behaviour_changed"
 BROKEN_TASK = "promise_broken"
@@ -84,7 +84,7 @@ class Timeline:
 
 
 def committee_pack(
-    ledger: Ledger, tenant: str, as_of: date, months: int = 6, period: PeriodSpec = DEFAULT_PERIOD
+    ledger: Ledger, tenant: str, as_of: date, months: int = 6, period: PeriodLength = DEFAULT_PERIOD
 ) -> Report:
     """The pack of ``tenant`` as of ``as_of``: each stream read once, folded at each of the trend's month ends."""
     timeline = Timeline.of(as_of, months)
@@ -93,7 +93,7 @@ def committee_pack(
 
 
 def build(
-    tenant: str, timeline: Timeline, histories: Sequence[Sequence[CustomerState]], period: PeriodSpec = DEFAULT_PERIOD
+    tenant: str, timeline: Timeline, histories: Sequence[Sequence[CustomerState]], period: PeriodLength = DEFAULT_PERIOD
 ) -> Report:
     """The pack from each customer's states at ``timeline.days`` (one list per customer, in the timeline's order)."""
     at = [[h[i] for h in histories if h[i].version] for i in range(len(timeline.days))]
@@ -260,7 +260,7 @@ def _aging_trend(trend: Sequence[AgedBalance], ends: list[date]) -> Table:
     return Table("aging_trend", "Aged balance at each month end", columns, rows)
 
 
-def _dso_trend(dso: dict[Method, list[DsoReport]], ends: list[date], period: PeriodSpec) -> Table:
+def _dso_trend(dso: dict[Method, list[DsoReport]], ends: list[date], period: PeriodLength) -> Table:
     columns = [
         Column("month_end", "month end"),
         Column("currency", "currency"),

@@ -60,14 +60,14 @@ class Period:
 
 
 @dataclass(frozen=True, slots=True)
-class PeriodSpec:
+class PeriodLength:
     """``3m``, ``6m``, ``12m``, ``90d``...: a number of months or days ending on the report's day."""
 
     count: int
     unit: Literal["m", "d"]
 
     @classmethod
-    def parse(cls, text: str) -> PeriodSpec:
+    def parse(cls, text: str) -> PeriodLength:
         found = _PERIOD.match(text.strip())
         if found is None or int(found.group(1)) == 0:
             raise ValueError(f"not a period: {text!r}; write a number of months or days, such as 3m, 12m or 90d")
@@ -170,10 +170,10 @@ class DsoRow:
     monthly: list[Decimal] = field(default_factory=list)  # the countback's months' sales, newest first
     customers: set[str] = field(default_factory=set)
 
-    def dso(self, method: Method, spec: PeriodSpec, as_of: date) -> Dso:
+    def dso(self, method: Method, length: PeriodLength, as_of: date) -> Dso:
         if method == "simple":
-            return simple(self.receivables, self.sales, spec.ending(as_of).days)
-        months = spec.months(as_of)
+            return simple(self.receivables, self.sales, length.ending(as_of).days)
+        months = length.months(as_of)
         return countback(self.receivables, [(s, m.days) for s, m in zip(self.monthly, months, strict=True)])
 
 
@@ -181,7 +181,7 @@ class DsoRow:
 class DsoReport:
     tenant: str
     as_of: date
-    spec: PeriodSpec
+    length: PeriodLength
     method: Method
     by: By
     rows: list[DsoRow]
@@ -189,17 +189,17 @@ class DsoReport:
 
     @property
     def period(self) -> Period:
-        return self.spec.ending(self.as_of)
+        return self.length.ending(self.as_of)
 
     def dso(self, row: DsoRow) -> Dso:
-        return row.dso(self.method, self.spec, self.as_of)
+        return row.dso(self.method, self.length, self.as_of)
 
 
 def dso_report(
     tenant: str,
     states: Iterable[CustomerState],
     as_of: date,
-    spec: PeriodSpec,
+    length: PeriodLength,
     method: Method = "simple",
     by: By = "tenant",
 ) -> DsoReport:
@@ -208,7 +208,7 @@ def dso_report(
         raise ValueError(f"unknown method {method!r}: one of {', '.join(METHODS)}")
     if by not in GROUPINGS:
         raise ValueError(f"unknown grouping {by!r}: one of {', '.join(GROUPINGS)}")
-    period, months = spec.ending(as_of), spec.months(as_of)
+    period, months = length.ending(as_of), length.months(as_of)
     grouped: dict[tuple[str, str], DsoRow] = {}
     totals: dict[str, DsoRow] = {}
     for state in states:
@@ -239,4 +239,4 @@ def dso_report(
     if by == "tenant":
         totals = {currency: row for (_, currency), row in grouped.items()}
     rows = sorted(grouped.values(), key=lambda r: (r.currency, -r.receivables, r.key))
-    return DsoReport(tenant, as_of, spec, method, by, rows, totals)
+    return DsoReport(tenant, as_of, length, method, by, rows, totals)

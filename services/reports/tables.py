@@ -95,7 +95,7 @@ def dso_page(report: DsoReport) -> Report:
     period = report.period
     table = Table(
         "dso",
-        f"DSO, {report.method} method, {report.spec} ({period.first} to {period.last})",
+        f"DSO, {report.method} method, {report.length} ({period.first} to {period.last})",
         dso_columns(report.by),
         [dso_cells(report, row) for row in report.rows],
         [] if report.by == "tenant" else [dso_cells(report, row, "total") for _, row in sorted(report.totals.items())],

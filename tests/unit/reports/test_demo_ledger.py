@@ -18,7 +18,7 @@ from services.cli.demo.generator import generate
 from services.ingest.service import Delivery, Ingestor
 from services.reports.aging import aged_balance
 from services.reports.committee import Timeline, build
-from services.reports.dso import Method, PeriodSpec, dso_report
+from services.reports.dso import Method, PeriodLength, dso_report
 from services.reports.formats import read_csv_blocks, render
 from services.reports.tables import aged_page, dso_page
 from services.reports.walk import end_of, tenant_states, tenant_states_at
@@ -261,7 +261,9 @@ def test_the_committee_pack_writes_the_same_figures_in_csv_json_and_html(ledger:
 @pytest.mark.parametrize("method", ["simple", "countback"])
 def test_the_dso_is_the_same_in_table_csv_json_and_html(ledger: Ledger, method: Method) -> None:
     tenant = "acme-fr"
-    report = dso_report(tenant, tenant_states(ledger, tenant, AS_OF), AS_OF, PeriodSpec.parse("3m"), method, "segment")
+    report = dso_report(
+        tenant, tenant_states(ledger, tenant, AS_OF), AS_OF, PeriodLength.parse("3m"), method, "segment"
+    )
     page = dso_page(report)
     labels = [c.label for c in page.tables[0].columns]
     table = json.loads(render(page, "json"))["tables"]["dso"]

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.reports.dso import Dso, Period, PeriodSpec, countback, dso_report, sales, simple
+from services.reports.dso import Dso, Period, PeriodLength, countback, dso_report, sales, simple
 from tests.factories import TENANT, Ev, credit_note, fold, invoice, payment
 
 AS_OF = date(2026, 11, 30)
@@ -25,11 +25,11 @@ def account() -> list[Ev]:
 
 
 def test_the_period_is_whole_calendar_months_at_a_month_end_and_days_otherwise() -> None:
-    assert PeriodSpec.parse("3m").ending(AS_OF) == Period(date(2026, 9, 1), AS_OF)  # 30 + 31 + 30 = 91 days
-    assert PeriodSpec.parse("3m").ending(AS_OF).days == 91
-    assert PeriodSpec.parse("90d").ending(AS_OF) == Period(date(2026, 9, 2), AS_OF)
-    assert PeriodSpec.parse("1m").ending(date(2026, 11, 20)) == Period(date(2026, 10, 21), date(2026, 11, 20))
-    months = PeriodSpec.parse("3m").months(AS_OF)
+    assert PeriodLength.parse("3m").ending(AS_OF) == Period(date(2026, 9, 1), AS_OF)  # 30 + 31 + 30 = 91 days
+    assert PeriodLength.parse("3m").ending(AS_OF).days == 91
+    assert PeriodLength.parse("90d").ending(AS_OF) == Period(date(2026, 9, 2), AS_OF)
+    assert PeriodLength.parse("1m").ending(date(2026, 11, 20)) == Period(date(2026, 10, 21), date(2026, 11, 20))
+    months = PeriodLength.parse("3m").months(AS_OF)
     assert [(m.first, m.days) for m in months] == [
         (date(2026, 11, 1), 30),
         (date(2026, 10, 1), 31),
@@ -37,24 +37,24 @@ def test_the_period_is_whole_calendar_months_at_a_month_end_and_days_otherwise()
     ]
     for wrong in ("0m", "3", "m3", "3w", "61m"):
         with pytest.raises(ValueError, match="period"):
-            PeriodSpec.parse(wrong)
+            PeriodLength.parse(wrong)
 
 
 def test_simple_and_countback_dso_of_a_customer_with_a_partial_payment_and_a_credit_note() -> None:
     # Given September's 1,000 paid, October's 2,000 half a thousand paid, November's 3,000 less a 500 credit note
     state = fold(account())
-    spec = PeriodSpec.parse("3m")
+    length = PeriodLength.parse("3m")
     # Then the receivables are 1,500 (October) + 2,500 (November) = 4,000
     assert state.balances() == {"EUR": Decimal("4000.00")}
     # And the sales of the period are 1,000 + 2,000 + 3,000 - 500 = 5,500
-    assert sales(state, spec.ending(AS_OF)) == {"EUR": Decimal("5500.00")}
-    simple_report = dso_report(TENANT, [state], AS_OF, spec, "simple")
+    assert sales(state, length.ending(AS_OF)) == {"EUR": Decimal("5500.00")}
+    simple_report = dso_report(TENANT, [state], AS_OF, length, "simple")
     (row,) = simple_report.rows
     # Simple: 4,000 / 5,500 x 91 = 66.18... -> 66.2
     assert simple_report.dso(row) == Dso(Decimal("66.2"))
     # Countback: November's 2,500 do not cover 4,000: 30 days, 1,500 remain; October's 2,000 cover them:
     # 1,500 / 2,000 x 31 = 23.25 days; 30 + 23.25 = 53.25 -> 53.3
-    countback_report = dso_report(TENANT, [state], AS_OF, spec, "countback")
+    countback_report = dso_report(TENANT, [state], AS_OF, length, "countback")
     assert countback_report.dso(countback_report.rows[0]) == Dso(Decimal("53.3"))
     assert row.monthly == [Decimal("2500.00"), Decimal("2000.00"), Decimal("1000.00")]
 
@@ -83,4 +83,4 @@ def test_cancelled_invoices_are_not_sales() -> None:
     from tests.factories import cancellation
 
     state = fold([invoice("I-1", "100.00", issue_date="2026-11-02"), cancellation("I-1")])
-    assert sales(state, PeriodSpec.parse("1m").ending(AS_OF)) == {}
+    assert sales(state, PeriodLength.parse("1m").ending(AS_OF)) == {}
