@@ -26,6 +26,7 @@ from services.cli import (
     letters,
     notifier,
     replay,
+    reports,
     users,
     workers,
     workspace,
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     escalation.add_rates(commands)
     escalation.add_agenda(commands)
     claims.add_claims(commands)
+    reports.add_report(commands)
     notifier.add_preview(commands)
     notifier.add_evidence(commands)
     letters.add_letters(commands)

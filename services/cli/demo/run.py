@@ -46,10 +46,14 @@ from services.cli.demo.report import Book, Progress, count
 from services.cli.demo.sample import Message
 from services.cli.demo.summary import DEAD_LETTERS_FILE, EVENTS_FILE, LOG_FILE
 from services.cli.errors import CliError
+from services.cli.reports import write_committee
 from services.escalation.interest import RateTable
 from services.escalation.policy import PolicyLibrary
 from services.escalation.worker import EscalationWorker, real_rules
 from services.ingest.service import BatchResult, Delivery, Ingestor
+from services.reports.aging import AgedBalance, aged_balance
+from services.reports.committee import committee_pack
+from services.reports.walk import tenant_states
 from shared.broker.memory import MemoryQueue
 from shared.config import ConfigurationError, Settings, load_settings
 from shared.ledger import migrate
@@ -184,6 +188,12 @@ def _run(
             seconds = time.perf_counter() - verifying
             say(f"  hash chains of {count(report.streams)} streams recomputed in {seconds:.1f} s")
             book = Book.of((ledger.state(t, c) for t, c in ledger.streams()), as_of)
+            tenants = sorted({tenant for tenant, _ in ledger.streams()})
+            aged: dict[str, AgedBalance] = {
+                tenant: aged_balance(tenant, tenant_states(ledger, tenant, as_of), as_of, "currency")
+                for tenant in tenants
+            }
+            committee = write_committee(committee_pack(ledger, tenants[0], as_of), out, ["html", "csv", "json"])
             agenda = check_agenda((ledger.state(t, c) for t, c in ledger.streams()), as_of, rates)
             auditing = time.perf_counter()
             escalated = audit(ledger, as_of)
@@ -203,6 +213,7 @@ def _run(
     problems += [f"hash chain: {p}" for p in report.problems[:10]]
     problems += agenda.problems
     problems += book.problems()
+    problems += summary.aging_problems(book, aged)
     problems += [f"escalation: {p}" for p in escalated.problems[:20]]
     if len(escalated.problems) > 20:
         problems.append(f"escalation: {len(escalated.problems) - 20} more problem(s)")
@@ -226,7 +237,7 @@ def _run(
     lines += summary.ledger_section(book, report.events, report.streams, report.ok)
     lines += summary.receivables_section(book)
     lines += summary.claims_section(book, simulated.answers)
-    lines += summary.aging_section(book)
+    lines += summary.aging_section(aged, as_of)
     lines += summary.debtors_section(book)
     lines += summary.escalation_section(escalated, simulated, as_of)
     lines += agenda_section(agenda, as_of)
@@ -246,7 +257,7 @@ def _run(
         f"{simulated.audit_seconds:.1f} s",
     ]
     lines += summary.files_section(
-        out, url, book, len(simulated.sent.messages), len(queue.dead_letters), simulated.mailed
+        out, url, book, len(simulated.sent.messages), len(queue.dead_letters), simulated.mailed, (tenants[0], committee)
     )
     default_url = f"sqlite:///{(Path('demo-output') / DATABASE_FILE)}"
     lines += summary.workspace_section(url, default_url, login)

@@ -8,6 +8,7 @@ same sections, line for line; only the timings differ from run to run.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +20,7 @@ from services.cli.demo.generator import Sample
 from services.cli.demo.mail import Letters, Mailed
 from services.cli.demo.report import BUCKETS, ZERO, Book, count, money, table
 from services.escalation.policy import PolicyLibrary
+from services.reports.aging import AgedBalance
 from shared.broker.memory import MemoryQueue
 from shared.contracts.events import CLAIMS_STATEMENT
 from shared.ledger.claims import Figures
@@ -180,16 +182,40 @@ def claims_identity(book: Book) -> list[str]:
     ]
 
 
-def aging_section(book: Book) -> list[str]:
+def aging_section(aged: dict[str, AgedBalance], as_of: date) -> list[str]:
+    """The aged balance per tenant and currency, as ``relance report aged-balance --by currency`` gives it."""
     rows = []
-    for currency in book.currencies():
-        buckets = book.aging.get(currency, [])
-        rows.append([currency, *(money(b) for b in buckets), money(sum(buckets, ZERO))])
+    for tenant, balance in sorted(aged.items()):
+        for currency in balance.currencies():
+            row = balance.totals[currency]
+            rows.append(
+                [
+                    tenant,
+                    currency,
+                    *(money(b) for b in row.buckets),
+                    money(row.disputed),
+                    money(row.unapplied),
+                    money(row.net),
+                ]
+            )
+    headers = ["tenant", "currency", *BUCKETS, "disputed", "unapplied", "net"]
     return [
         "",
-        f"Aged balance as of {book.as_of} (open invoices by days past due)",
-        *table(["currency", *BUCKETS, "total"], rows),
+        f"Aged balance as of {as_of} (open invoices by days past due; disputed apart; net = buckets + disputed - "
+        "unapplied credit; relance report aged-balance)",
+        *table(headers, rows, "ll" + "r" * (len(headers) - 2)),
     ]
+
+
+def aging_problems(book: Book, aged: dict[str, AgedBalance]) -> list[str]:
+    """The aged balance (folded as of the day) must give each tenant's open amount per currency (the current state)."""
+    problems = []
+    for (tenant, currency), receivables in sorted(book.receivables.items()):
+        balance = aged.get(tenant)
+        net = balance.totals[currency].net if balance is not None and currency in balance.totals else ZERO
+        if net != receivables.open:
+            problems.append(f"{tenant} {currency}: the aged balance's net {net} differs from the open amount")
+    return problems
 
 
 def debtors_section(book: Book) -> list[str]:
@@ -427,7 +453,15 @@ def timeline_section(timeline: Timeline | None) -> list[str]:
     return lines
 
 
-def files_section(out: Path, url: str, book: Book, messages: int, dead: int, mailed: Mailed) -> list[str]:
+def files_section(
+    out: Path,
+    url: str,
+    book: Book,
+    messages: int,
+    dead: int,
+    mailed: Mailed,
+    committee: tuple[str, Sequence[Path]] = ("", ()),
+) -> list[str]:
     eur = book.top_debtors("EUR", 1) or book.debtors[:1]
     tenant, customer = (eur[0].tenant, eur[0].customer_id) if eur else ("acme-fr", "C-0001")
     files = [
@@ -436,6 +470,7 @@ def files_section(out: Path, url: str, book: Book, messages: int, dead: int, mai
         (f"{mailed.folder}/", f"the {count(len(mailed.received))} e-mails as the SMTP server received them (.eml)"),
         (str(out / LOG_FILE), "structured log of the ingest, the escalation worker and the notifier (JSON lines)"),
         (url, "the ledger"),
+        *((str(path), f"the credit committee's pack of {committee[0]} ({path.suffix[1:]})") for path in committee[1]),
     ]
     width = max(len(name) for name, _ in files)
     return [
@@ -447,6 +482,7 @@ def files_section(out: Path, url: str, book: Book, messages: int, dead: int, mai
         f"  relance ledger show --tenant {tenant} --customer {customer} --database-url {url}",
         f"  relance agenda --tenant {tenant} --date {book.as_of} --database-url {url}",
         f"  relance verify --database-url {url}",
+        f"  relance report committee --tenant {tenant} --as-of {book.as_of} --out-dir {out} --database-url {url}",
         f"  relance evidence list --tenant {tenant} --customer {customer} --database-url {url}",
         f"  relance publish {out / EVENTS_FILE}   # replay on RabbitMQ (RELANCE_AMQP_URL) for `relance worker ingest`",
     ]

@@ -110,6 +110,28 @@ def test_the_summary_shows_what_a_credit_manager_needs(demo: DemoRun) -> None:
     assert not re.search(r"\d\.\d{3,}", demo.output.split("Timing")[0])  # money with its two decimals, no floats
 
 
+def test_the_demo_writes_the_committee_pack_with_the_aged_balance_it_prints(demo: DemoRun) -> None:
+    # Given the demo's files
+    pack = json.loads((demo.out / "committee.json").read_text(encoding="utf-8"))
+    assert (demo.out / "committee.csv").read_text(encoding="utf-8").startswith("aged_balance\n")
+    assert "<svg" in (demo.out / "committee.html").read_text(encoding="utf-8")
+    assert "committee.html" in demo.output and "relance report committee --tenant " in demo.output
+    # Then the pack's net per currency is the balance of the first tenant's customers, summed here from the ledger
+    ledger = Ledger(make_engine(demo.url))
+    net: dict[str, Decimal] = {}
+    for tenant, customer in ledger.streams():
+        if tenant == pack["tenant"]:
+            for currency, amount in ledger.state(tenant, customer).balances().items():
+                net[currency] = net.get(currency, Decimal(0)) + amount
+    totals = pack["tables"]["aged_balance"]["totals"]
+    assert {row["key"]: Decimal(row["net"]) for row in totals} == {c: v for c, v in net.items() if v}
+    # And the printed aged balance shows the same net, on the tenant's line of each currency
+    for row in totals:
+        line = f"{pack['tenant']}  {row['key']}"
+        printed = [text for text in demo.output.splitlines() if text.strip().startswith(line)]
+        assert any(text.rstrip().endswith(f"{Decimal(row['net']):,}") for text in printed), (row, printed)
+
+
 def test_rejections_are_dead_lettered_with_their_reason(demo: DemoRun) -> None:
     dead = [json.loads(line) for line in (demo.out / demo_summary.DEAD_LETTERS_FILE).read_text().splitlines()]
     sample = generate(customers=300, months=4, seed=7)
