@@ -148,3 +148,97 @@ def test_promtool_accepts_the_rules_where_it_is_installed() -> None:
         pytest.skip("promtool is not installed: the checks above stand for it")
     done = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- alerts firing
+# (alert, input series {series: values}, evaluation time, the labels of the firing alert, its summary); a case whose
+# labels are None expects no alert at that time. promtool's notation: '0+60x30' is 0, 60, …, 1800, a minute apart.
+FIRING: list[tuple[str, dict[str, str], str, dict[str, str] | None, str]] = [
+    (
+        "RelanceOutboxStuck",
+        {'relance_outbox_oldest_age_seconds{transport="amqp"}': "0+60x30"},
+        "30m",
+        {"transport": "amqp"},
+        "relance outbox (amqp): a command has waited 30m 0s",
+    ),
+    ("RelanceOutboxStuck", {'relance_outbox_oldest_age_seconds{transport="amqp"}': "0+60x30"}, "14m", None, ""),
+    (
+        "RelanceRateTableRunningOut",
+        {'relance_rate_table_days_left{table="ecb"}': "29x120"},
+        "90m",
+        {"table": "ecb"},
+        "relance: the ecb reference rates run out in 29 days",
+    ),
+    ("RelanceRateTableRunningOut", {'relance_rate_table_days_left{table="ecb"}': "45x120"}, "90m", None, ""),
+    (
+        "RelanceWorkerStalled",
+        {'relance_heartbeat_timestamp_seconds{service="ingest"}': "0x10"},
+        "6m",
+        {"service": "ingest"},
+        "relance ingest: no heartbeat for 6m 0s",
+    ),
+    ("RelanceWorkerStalled", {'relance_heartbeat_timestamp_seconds{service="ingest"}': "0+60x10"}, "6m", None, ""),
+    (
+        "RelanceDeadLetters",
+        {'relance_dead_letters_total{service="ingest",reason="schema"}': "0 0 0 3 3 3"},
+        "4m",
+        {"service": "ingest", "reason": "schema"},
+        "relance ingest: messages dead-lettered (schema)",
+    ),
+    ("RelanceDeadLetters", {'relance_dead_letters_total{service="ingest",reason="schema"}': "3x10"}, "8m", None, ""),
+    (
+        "RelanceWorkerDown",
+        {f'relance_worker_info{{service="{s}",version="1"}}': "1x10" for s in ("ingest", "escalation", "relay")},
+        "8m",
+        {"service": "notifier"},
+        "relance notifier: no worker running",
+    ),
+    (
+        "RelanceCheckpointTooOld",
+        {"relance_checkpoint_age_seconds": "172800+60x60"},
+        "40m",
+        {},
+        "relance: the last signed checkpoint is 2d 0h 40m 0s old",
+    ),
+    (
+        "RelanceLagGrowing",
+        {'relance_consumer_lag_events{service="ingest"}': "10000+100x30"},
+        "25m",
+        {"service": "ingest"},
+        "relance ingest: 12500 events behind, and growing",
+    ),
+    ("RelanceLagGrowing", {'relance_consumer_lag_events{service="ingest"}': "12000-100x30"}, "25m", None, ""),
+]
+
+
+def test_the_alerts_fire_on_the_series_they_watch_and_not_otherwise(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian's prometheus package has it)")
+    by_name = {rule["alert"]: rule for rule in rules()}
+    tests = []
+    for alert, series_values, at, labels, summary in FIRING:
+        expected = []
+        if labels is not None:
+            rule = by_name[alert]
+            description = " ".join(rule["annotations"]["description"].split())
+            for name, value in labels.items():
+                description = description.replace(f"{{{{ $labels.{name} }}}}", value)
+            assert "{{" not in description, alert
+            expected = [
+                {
+                    "exp_labels": {**rule["labels"], **labels},
+                    "exp_annotations": {"summary": summary, "description": description},
+                }
+            ]
+        tests.append(
+            {
+                "interval": "1m",
+                "input_series": [{"series": name, "values": values} for name, values in series_values.items()],
+                "alert_rule_test": [{"eval_time": at, "alertname": alert, "exp_alerts": expected}],
+            }
+        )
+    cases = tmp_path / "alerts_test.yaml"
+    cases.write_text(yaml.safe_dump({"rule_files": [str(ALERTS)], "evaluation_interval": "1m", "tests": tests}))
+    done = subprocess.run([promtool, "test", "rules", str(cases)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -77,19 +77,6 @@ def quorum_rabbit(amqp_url: str, amqp_names: AmqpNames) -> Iterator[QuorumRabbit
     client.close()
 
 
-# ---------------------------------------------------------------------------------------------------- arguments
-def test_quorum_queues_carry_their_type_and_classic_ones_no_argument_at_all() -> None:
-    quorum = load_settings(queue_type="quorum")
-    classic = load_settings(queue_type="classic")
-    assert queues.arguments(quorum) == {"x-queue-type": "quorum"}
-    assert queues.arguments(quorum, **{"x-delivery-limit": 20}) == {"x-queue-type": "quorum", "x-delivery-limit": 20}
-    # as relance declared its queues before quorum queues, so that existing ones are declared the same
-    assert queues.arguments(classic) == {}
-    assert queues.arguments(classic, **{"x-delivery-limit": 20, "x-dead-letter-exchange": ""}) == {
-        "x-dead-letter-exchange": ""
-    }
-
-
 # ---------------------------------------------------------------------------------------------------- refusals
 def test_a_quorum_worker_finding_a_classic_queue_stops_and_says_how_to_migrate(
     amqp_url: str, amqp_names: AmqpNames
