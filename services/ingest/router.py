@@ -52,6 +52,7 @@ class Router(amqp.Session):
         self.moved = 0
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        self._lock: BlockingChannel | None = None  # the channel holding the ingest queue's lock, once taken
         self._cancelled = False
 
     def work_done(self) -> int:
@@ -61,10 +62,10 @@ class Router(amqp.Session):
         self._cancelled = False
         self._connection = amqp.connect(self.settings, "ingest-router")
         declare_topology(self._connection, self.settings)
-        self._channel = None
+        self._channel = self._lock = None
 
     def disconnect(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
+        connection, self._connection, self._channel, self._lock = self._connection, None, None, None
         amqp.close_connection(self.service, connection)
 
     def forget(self) -> dict[str, object]:
@@ -99,7 +100,9 @@ class Router(amqp.Session):
         channel.tx_select()
         channel.add_on_cancel_callback(lambda frame: setattr(self, "_cancelled", True))
         # Quorum queues do not enforce exclusive consumers: the lock is what keeps a second router out.
-        if queues.take_lock(self._connection, self.settings.ingest_queue) is None:
+        if self._lock is None:
+            self._lock = queues.take_lock(self._connection, self.settings.ingest_queue)
+        if self._lock is None:
             channel.close()
             return False
         try:

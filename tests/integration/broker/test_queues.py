@@ -173,15 +173,16 @@ def test_ingest_partitions_on_quorum_queues_are_held_by_one_worker_each_and_keep
     quorum_rabbit.publish(workload(3000, 12))
     wait_until(lambda: event_count(pg_url) == 3000, "all events applied", workers, timeout=120)
     held = [set(holding(w)) for w in workers]
+    routers = sum(len(w.logged("ingest.router_started")) for w in workers)  # before a stop hands the queue over
     for worker in workers:
         assert worker.stop() == 0
 
-    # Then every queue is a quorum queue, each partition had one worker, and each customer's order held
+    # Then every queue is a quorum queue, each partition had one worker, one router moved every event, and each
+    # customer's order held
     names = load_settings(**{**quorum_rabbit.names.settings(), **settings})
     every = [names.ingest_queue, names.dead_letter_queue, workers_queue(names)]
     assert all(is_quorum(amqp_url, q) for q in [*every, *(partition_queue(names, n) for n in range(PARTITIONS))])
-    assert held[0] and held[1] and not held[0] & held[1]
-    assert sum(len(w.logged("ingest.router_started")) for w in workers) == 1
+    assert held[0] and held[1] and not held[0] & held[1] and routers == 1
     assert not any(w.logged("ledger.replan") or w.logged("ledger.retry_conflict") for w in workers)
     assert_in_publish_order(pg_url, 12)
     assert quorum_rabbit.ready(names.ingest_queue) == quorum_rabbit.ready(names.dead_letter_queue) == 0
