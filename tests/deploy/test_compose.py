@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from services.cli.app import build_parser
-from shared.config import known_variables
+from shared.config import ConfigurationError, known_variables, load_settings
 from tests.deploy.test_kubernetes import PENDING_COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,3 +109,15 @@ def test_every_worker_serves_its_metrics_on_quorum_queues_and_is_health_checked_
         assert env["RELANCE_QUEUE_TYPE"] == "quorum", name
         assert "http://127.0.0.1:9100/readyz" in " ".join(services[name]["healthcheck"]["test"]), name
     assert services["migrate"]["healthcheck"] == {"disable": True}
+
+
+def test_the_settings_each_service_is_given_are_valid() -> None:
+    for name, service in relance_services(compose()).items():
+        # Given the environment compose gives the service, with the defaults of its ${VARIABLE:-default}
+        given = {key: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value) for key, value in environment(service).items()}
+        values = {key.removeprefix("RELANCE_").lower(): value for key, value in given.items()}
+        # When relance reads it, then it is valid
+        try:
+            load_settings(**values)
+        except ConfigurationError as exc:
+            pytest.fail(f"{name}: {exc}")

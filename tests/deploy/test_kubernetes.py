@@ -24,7 +24,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from services.cli.app import build_parser
-from shared.config import Settings, known_variables
+from shared.config import ConfigurationError, Settings, known_variables, load_settings
 from tests.deploy import kustomize
 from tests.deploy.metrics import metric_names, series
 
@@ -310,3 +310,24 @@ def test_production_runs_the_released_image_with_more_room() -> None:
     assert pod_spec(base)["containers"][0]["resources"] != pod_spec(production)["containers"][0]["resources"]
     assert named("production", "ScaledObject", "relance-ingest")["spec"]["minReplicaCount"] >= 2
     assert all(obj["metadata"]["namespace"] == "relance" for obj in built("production") if obj["kind"] != "Namespace")
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_the_settings_each_pod_is_given_are_valid(name: str) -> None:
+    # Given what each container's environment holds: its ConfigMaps, its Secrets and its own variables
+    for obj in workloads(name):
+        for container in kustomize.containers(obj):
+            given: dict[str, str] = {}
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    given |= named(name, "ConfigMap", source["configMapRef"]["name"])["data"]
+                if "secretRef" in source:
+                    given |= secret(name, source["secretRef"]["name"])
+            given |= {env["name"]: env["value"] for env in container.get("env", [])}
+            # When relance reads them, then they are valid settings (a wrong value would stop the pod at start-up)
+            values = {key.removeprefix("RELANCE_").lower(): value for key, value in given.items()}
+            try:
+                settings = load_settings(**values)
+            except ConfigurationError as exc:
+                pytest.fail(f"{obj['metadata']['name']}: {exc}")
+            assert settings.database_url is not None and settings.queue_type == "quorum"
