@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 BENCH_STAGES := ingest escalation notifier publish e2e replay verify
 
-.PHONY: demo workspace test unit browser lint format contract clean bench $(addprefix bench-,$(BENCH_STAGES))
+.PHONY: demo workspace test unit browser lint format contract deploy-check clean bench $(addprefix bench-,$(BENCH_STAGES))
 
 $(BIN)/relance: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ unit: $(BIN)/relance
 ## screenshots in .browser-screenshots/.
 browser: $(BIN)/relance
 	$(BIN)/pytest tests/browser
+
+## The deployment files (part of `make test`): both kustomizations built and validated against the Kubernetes and KEDA
+## schemas, compose.yaml against the Compose Specification, the RabbitMQ definitions, the dashboard and the alerts.
+deploy-check: $(BIN)/relance
+	$(BIN)/pytest -q tests/deploy/test_kubernetes.py tests/deploy/test_compose.py tests/deploy/test_rabbitmq.py \
+		tests/deploy/test_monitoring.py
 
 ## Ruff (check and format) and mypy strict, over the code and the tests.
 lint: $(BIN)/relance

@@ -48,6 +48,7 @@ FILE_SUFFIX = "_FILE"
 READ_ELSEWHERE: Mapping[str, str] = {
     "RELANCE_TEMPLATE_DIR": "services/notifier/render.py (RenderSettings)",
     "RELANCE_SENDER_FILE": "services/notifier/render.py (RenderSettings)",
+    "RELANCE_METRICS_ADDRESS": "the workers' /metrics, /livez and /readyz (deploy/ sets it for every worker)",
     "RELANCE_TEST_DATABASE_URL": "tests/conftest.py: the PostgreSQL server of the tests",
     "RELANCE_TEST_AMQP_URL": "tests/conftest.py: the RabbitMQ server of the tests",
     "RELANCE_TEST_DATABASE_ROLE": "tests/conftest.py: `runtime` runs every PostgreSQL test as the runtime role",
@@ -105,6 +106,11 @@ class Settings(BaseSettings):
     ingest_queue: str = Field(default="relance.ingest", description="Durable queue the ingest workers consume.")
     dead_letter_queue: str = Field(
         default="relance.ingest.dead", description="Queue receiving rejected messages, reason in headers."
+    )
+    queue_type: Literal["quorum", "classic"] = Field(
+        default="quorum",
+        description="Type of the queues relance declares: quorum (replicated, the default) or classic (queues made "
+        "by a relance before quorum queues; move them with deploy/rabbitmq/MIGRATION.md).",
     )
     ingest_prefetch: int = Field(default=2000, ge=1, le=65535, description="Unacked messages per worker.")
     ingest_batch_size: int = Field(default=1000, ge=1, le=10000, description="Messages applied per transaction.")

@@ -23,6 +23,7 @@ from tests.servers import (
     AS_RUNTIME_ROLE,
     LOCAL_AMQP,
     LOCAL_PG,
+    QUEUE_TYPE,
     RUN_ID,
     RUNTIME_PASSWORD,
     RUNTIME_ROLE,
@@ -37,6 +38,10 @@ from tests.servers import (
     no_server,
     require_server_marker,
 )
+
+# What relance declares in the tests, in process and in the worker processes they start with this environment (see
+# tests.servers.QUEUE_TYPE); the tests of quorum queues say so in their settings.
+os.environ.setdefault("RELANCE_QUEUE_TYPE", QUEUE_TYPE)
 
 pytest_plugins = [
     "tests.smtp_server",  # the `cert` and `smtp` fixtures: a real SMTP server on loopback

@@ -140,6 +140,12 @@ class PrivatePostgres:
 
 
 # ---------------------------------------------------------------------------------------------------- RabbitMQ
+# The type of the queues relance declares in the tests. Classic: quorum queues cost a Raft group each on the shared
+# broker, and many tests declare their own queues next to relance's as a plain durable queue, which a quorum
+# declaration would refuse. Quorum queues are tested where it matters, with their own names.
+QUEUE_TYPE = "classic"
+
+
 @dataclass(frozen=True)
 class AmqpNames:
     exchange: str
@@ -182,8 +188,13 @@ class AmqpNames:
         return (self.exchange, self.commands_exchange)
 
     def settings(self) -> dict[str, Any]:
-        """Keyword overrides for :func:`shared.config.load_settings`."""
+        """Keyword overrides for :func:`shared.config.load_settings`.
+
+        The tests' queues are classic (:data:`QUEUE_TYPE`), as the queues their helpers declare beside relance's;
+        the tests of quorum queues (tests/integration/broker/test_quorum.py) override it.
+        """
         return {
+            "queue_type": QUEUE_TYPE,
             "events_exchange": self.exchange,
             "ingest_queue": self.queue,
             "dead_letter_queue": self.dead_letter_queue,

@@ -2,8 +2,9 @@
 
 It runs beside every ingest worker when ``ingest_partitions`` > 1, on a thread and a connection of its own (pika
 is not thread-safe), and only one router works at a time: it consumes the ingest queue as an *exclusive* consumer
-(the broker refuses a second one; the others wait and try again every ``STANDBY_SECONDS``). So the messages leave
-the ingest queue in the order the ERP published them and enter each partition in that order.
+and holds its lock (:func:`shared.broker.queues.take_lock`: quorum queues do not enforce exclusive consumers); the
+others wait and try again every ``STANDBY_SECONDS``. So the messages leave the ingest queue in the order the ERP
+published them and enter each partition in that order.
 
 Each batch is moved in one AMQP transaction on one channel: the publishes to the partition queues and the ack of
 the batch commit together (``tx.commit`` returns once the persistent messages are on disk), so a router killed at
@@ -25,7 +26,7 @@ from pika.spec import Basic, BasicProperties
 from services.ingest.batching import Batcher
 from services.ingest.partitions import partition_of
 from services.ingest.topology import ROUTING_KEY_HEADER, declare_topology, partition_queue
-from shared.broker import amqp
+from shared.broker import amqp, queues
 from shared.config import Settings
 from shared.observability.health import Health
 
@@ -53,6 +54,7 @@ class Router(amqp.Session):
         self.moved = 0
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        self._lock: BlockingChannel | None = None  # the channel holding the ingest queue's lock, once taken
         self._cancelled = False
 
     def work_done(self) -> int:
@@ -62,10 +64,10 @@ class Router(amqp.Session):
         self._cancelled = False
         self._connection = amqp.connect(self.settings, "ingest-router")
         declare_topology(self._connection, self.settings)
-        self._channel = None
+        self._channel = self._lock = None
 
     def disconnect(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
+        connection, self._connection, self._channel, self._lock = self._connection, None, None, None
         amqp.close_connection(self.service, connection)
 
     def forget(self) -> dict[str, object]:
@@ -99,12 +101,18 @@ class Router(amqp.Session):
         channel.basic_qos(prefetch_count=self.settings.ingest_prefetch)
         channel.tx_select()
         channel.add_on_cancel_callback(lambda frame: setattr(self, "_cancelled", True))
+        # Quorum queues do not enforce exclusive consumers: the lock is what keeps a second router out.
+        if self._lock is None:
+            self._lock = queues.take_lock(self._connection, self.settings.ingest_queue)
+        if self._lock is None:
+            channel.close()
+            return False
         try:
             channel.basic_consume(self.settings.ingest_queue, on_message_callback=self._on_message, exclusive=True)
         except ChannelClosedByBroker as exc:
             if exc.reply_code != _ACCESS_REFUSED:
                 raise
-            return False
+            return False  # a router of an earlier release (exclusive consumer, no lock); the lock goes with us
         self._channel = channel
         log.info("ingest.router_started", queue=self.settings.ingest_queue, partitions=self.settings.ingest_partitions)
         return True

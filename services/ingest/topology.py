@@ -17,33 +17,36 @@ With ``settings.ingest_partitions`` = N > 1 (default 1: the three above are the 
 ERPs publish exactly as before: to the exchange, routing key = event type. Nothing needs a broker plugin.
 
 Declaring is idempotent. Queue arguments are part of the deployed contract: RabbitMQ refuses to redeclare a queue
-with different arguments (PRECONDITION_FAILED), so they are constants here and change only with a migration plan. If
-an operator created a queue beforehand with other arguments (a quorum queue, a length limit), relance keeps it as it
-is, checks that it exists, and logs that it did not declare it.
+with different arguments (PRECONDITION_FAILED), so they are built in one place (:mod:`shared.broker.queues`) from
+``RELANCE_QUEUE_TYPE`` and change only with a migration plan. With ``quorum`` (the default) every queue above is a
+quorum queue with no other argument; with ``classic`` none has any argument. A queue of the other type stops the
+worker with a message pointing to deploy/rabbitmq/MIGRATION.md. If an operator created a queue beforehand with other
+arguments of the right type (a length limit), relance keeps it as it is, checks that it exists, and logs that it
+did not declare it.
+
+Exclusive consumers are not enforced on quorum queues, so the router and each partition's worker hold their queue
+with a lock (:func:`shared.broker.queues.take_lock`, the queue ``<name>.owner``) and consume it exclusively as well.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.exceptions import ChannelClosedByBroker
 
+from shared.broker import queues
 from shared.config import Settings
 
-log = structlog.get_logger()
-
-# Never change these without a migration plan (see the module docstring).
+# Never change these without a migration plan (see the module docstring): the arguments besides the queue type's.
 INGEST_QUEUE_ARGUMENTS: dict[str, Any] = {}
 DEAD_LETTER_QUEUE_ARGUMENTS: dict[str, Any] = {}
-# One consumer at a time per partition comes from exclusive consumers, not from an argument (see the docstring).
+# One consumer at a time per partition comes from a lock and exclusive consumers, not from an argument (RabbitMQ
+# refuses exclusive consumers on a ``x-single-active-consumer`` queue).
 PARTITION_QUEUE_ARGUMENTS: dict[str, Any] = {}
 WORKERS_QUEUE_ARGUMENTS: dict[str, Any] = {}
 BINDING_KEY = "#"
 # The routing key the ERP published a message with, kept by the router when it moves the message to a partition.
 ROUTING_KEY_HEADER = "x-relance-routing-key"
-_PRECONDITION_FAILED = 406
 
 
 def declare_topology(connection: BlockingConnection, settings: Settings) -> None:
@@ -51,14 +54,14 @@ def declare_topology(connection: BlockingConnection, settings: Settings) -> None
     channel = connection.channel()
     try:
         channel.exchange_declare(settings.events_exchange, exchange_type="topic", durable=True)
-        channel = _declare_queue(connection, channel, settings.ingest_queue, INGEST_QUEUE_ARGUMENTS)
+        channel = _declare_queue(channel, settings.ingest_queue, settings, INGEST_QUEUE_ARGUMENTS)
         channel.queue_bind(settings.ingest_queue, settings.events_exchange, routing_key=BINDING_KEY)
-        channel = _declare_queue(connection, channel, settings.dead_letter_queue, DEAD_LETTER_QUEUE_ARGUMENTS)
+        channel = _declare_queue(channel, settings.dead_letter_queue, settings, DEAD_LETTER_QUEUE_ARGUMENTS)
         if settings.ingest_partitions > 1:
             for partition in range(settings.ingest_partitions):
                 name = partition_queue(settings, partition)
-                channel = _declare_queue(connection, channel, name, PARTITION_QUEUE_ARGUMENTS)
-            channel = _declare_queue(connection, channel, workers_queue(settings), WORKERS_QUEUE_ARGUMENTS)
+                channel = _declare_queue(channel, name, settings, PARTITION_QUEUE_ARGUMENTS)
+            channel = _declare_queue(channel, workers_queue(settings), settings, WORKERS_QUEUE_ARGUMENTS)
     finally:
         if channel.is_open:
             channel.close()
@@ -74,17 +77,6 @@ def workers_queue(settings: Settings) -> str:
     return f"{settings.ingest_queue}.workers"
 
 
-def _declare_queue(
-    connection: BlockingConnection, channel: BlockingChannel, name: str, arguments: dict[str, Any]
-) -> BlockingChannel:
-    try:
-        channel.queue_declare(name, durable=True, arguments=arguments or None)
-        return channel
-    except ChannelClosedByBroker as exc:
-        if exc.reply_code != _PRECONDITION_FAILED:
-            raise
-        # The broker closed the channel; the queue exists with other settings. Keep it, but make sure it is there.
-        log.warning("ingest.queue_kept_as_is", queue=name, broker_reply=exc.reply_text)
-        channel = connection.channel()
-        channel.queue_declare(name, passive=True)
-        return channel
+def _declare_queue(channel: BlockingChannel, name: str, settings: Settings, extra: dict[str, Any]) -> BlockingChannel:
+    arguments = queues.arguments(settings, **extra)
+    return queues.declare(channel, name, settings, arguments, keep_other_arguments=True)

@@ -16,8 +16,9 @@ alive; a lost broker connection is re-opened with backoff. SIGTERM or SIGINT fin
 closes.
 
 With ``ingest_partitions`` > 1 the worker consumes partition queues instead (:mod:`services.ingest.partitions`): each
-on a channel of its own, as the queue's only consumer (an exclusive consumer: the broker refuses any other), so no
-other worker applies that partition's customers meanwhile. Every ``REBALANCE_SECONDS`` it counts
+on a channel of its own, as the queue's only consumer (it holds the partition's lock,
+:func:`shared.broker.queues.take_lock`, and consumes exclusively), so no other worker applies that partition's
+customers meanwhile. Every ``REBALANCE_SECONDS`` it counts
 the live workers and takes free partitions up to its fair share, or gives back those above it: it first applies and
 acks everything it holds, then closes the partition's channel, so whatever the broker still sent it is requeued, in
 order, before the next worker can consume the partition. A killed worker's partitions come back the same way (the
@@ -48,7 +49,7 @@ from services.ingest.partitions import fair_share
 from services.ingest.router import Router
 from services.ingest.service import BatchResult, Delivery, Ingestor, Rejection
 from services.ingest.topology import ROUTING_KEY_HEADER, declare_topology, partition_queue, workers_queue
-from shared.broker import amqp
+from shared.broker import amqp, queues
 from shared.config import Settings
 from shared.ledger.store import Ledger, LedgerConflict, LedgerNeedsAttention, LedgerUnavailable
 from shared.logging import DATABASE_AVAILABLE, DATABASE_UNAVAILABLE
@@ -138,6 +139,7 @@ class IngestWorker(amqp.Session):
         self._publish_channel: BlockingChannel | None = None
         self._probe_channel: BlockingChannel | None = None
         self._held: dict[int, BlockingChannel] = {}  # partitions this worker consumes, by number
+        self._locks: dict[int, BlockingChannel] = {}  # the channel of each held partition's lock
         self._rebalance_at = 0.0
         self._properties: dict[Tag, BasicProperties] = {}
         self._cancelled = False
@@ -175,6 +177,7 @@ class IngestWorker(amqp.Session):
         dropped = len(self.batcher.clear())
         self._properties.clear()
         self._held.clear()
+        self._locks.clear()
         return {"unacked_dropped": dropped}
 
     def connect(self) -> None:
@@ -195,6 +198,7 @@ class IngestWorker(amqp.Session):
         channel.basic_consume(workers_queue(self.settings), on_message_callback=self._on_message)
         self._probe_channel = connection.channel()
         self._held = {}
+        self._locks = {}
         # The first look waits a round, so that workers started together are counted before any takes a share.
         self._rebalance_at = time.monotonic() + REBALANCE_SECONDS
 
@@ -202,6 +206,7 @@ class IngestWorker(amqp.Session):
         connection, self._connection = self._connection, None
         self._consume_channel = self._publish_channel = self._probe_channel = None
         self._held = {}
+        self._locks = {}
         amqp.close_connection("ingest", connection)
 
     # ------------------------------------------------------------------------------------------------ partitions
@@ -235,13 +240,19 @@ class IngestWorker(amqp.Session):
         channel.basic_qos(prefetch_count=self.settings.ingest_prefetch)
         channel.add_on_cancel_callback(self._on_cancel)
         name = partition_queue(self.settings, partition)
+        lock = queues.take_lock(self._connection, name)  # quorum queues do not enforce exclusive consumers
+        if lock is None:
+            channel.close()
+            return  # another worker took it first
         try:
             channel.basic_consume(name, on_message_callback=self._on_message, exclusive=True)
         except ChannelClosedByBroker as exc:
             if exc.reply_code != _ACCESS_REFUSED:
                 raise
-            return  # another worker took it first
+            queues.release_lock(lock, name)
+            return  # a worker of an earlier release (exclusive consumer, no lock) holds it
         self._held[partition] = channel
+        self._locks[partition] = lock
         log.info("ingest.partition_taken", partition=partition, queue=name, held=sorted(self._held))
 
     def _release(self, partitions: list[int]) -> None:
@@ -253,6 +264,7 @@ class IngestWorker(amqp.Session):
             channel = self._held.pop(partition)
             closed.add(channel)
             channel.close()  # what it delivered since is unacked: the broker requeues it, in order
+            queues.release_lock(self._locks.pop(partition), partition_queue(self.settings, partition))
             log.info("ingest.partition_released", partition=partition, held=sorted(self._held))
         kept = [d for d in self.batcher.clear() if d.tag[0] not in closed]
         for delivery in kept:

@@ -48,7 +48,7 @@ from services.notifier.render import RenderSettings
 from services.notifier.sender import refuse_placeholder
 from services.notifier.service import Notifier, NotNow, Outcome
 from services.notifier.smtp import SmtpConfig, SmtpTransport
-from shared.broker import amqp
+from shared.broker import amqp, queues
 from shared.config import Settings
 from shared.contracts import jsonio
 from shared.ledger.errors import LedgerUnavailable
@@ -82,18 +82,37 @@ def dead_queue(settings: Settings) -> str:
     return f"{settings.notifier_queue}.dead"
 
 
-def declare_notifier_topology(channel: BlockingChannel, settings: Settings) -> None:
+# Part of the deployed contract, with the queue type's own argument (shared/broker/queues.py): never change them
+# without a migration plan. A command the workers take and lose (a crash, a lost connection) this many times goes to
+# the dead-letter queue, with RabbitMQ's x-death header saying `delivery_limit` (quorum queues only).
+NOTIFIER_DELIVERY_LIMIT = 20
+
+
+def notifier_queue_arguments(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every queue of the notifier, with its arguments, in the order they are declared."""
     queue = settings.notifier_queue
+    retry: dict[str, Any] = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
+    if settings.queue_type == "quorum":
+        # An expired retry goes back with the broker's own confirms: never lost on the way (RabbitMQ 3.10+).
+        retry |= {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+    main = {
+        "x-delivery-limit": NOTIFIER_DELIVERY_LIMIT,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": dead_queue(settings),
+    }
+    return {
+        queue: queues.arguments(settings, **main) if settings.queue_type == "quorum" else {},
+        retry_queue(settings): queues.arguments(settings, **retry),
+        dead_queue(settings): queues.arguments(settings),
+    }
+
+
+def declare_notifier_topology(channel: BlockingChannel, settings: Settings) -> None:
     channel.exchange_declare(settings.commands_exchange, exchange_type="topic", durable=True)
-    channel.queue_declare(queue, durable=True)
+    for name, arguments in notifier_queue_arguments(settings).items():
+        channel = queues.declare(channel, name, settings, arguments)
     for kind in KINDS:
-        channel.queue_bind(queue, settings.commands_exchange, routing_key=kind)
-    channel.queue_declare(
-        retry_queue(settings),
-        durable=True,
-        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue},
-    )
-    channel.queue_declare(dead_queue(settings), durable=True)
+        channel.queue_bind(settings.notifier_queue, settings.commands_exchange, routing_key=kind)
 
 
 @dataclass

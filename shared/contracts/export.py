@@ -126,7 +126,9 @@ def asyncapi_document() -> dict[str, Any]:
                 "description": (
                     "Rejected messages, body unchanged, with headers x-relance-kind (not_json, schema, "
                     "unknown_event_type, oversize, business_rule, storage, internal_error), x-relance-reason and the "
-                    "event ids."
+                    "event ids. Like every queue relance declares, a quorum queue (argument x-queue-type: quorum) "
+                    'unless RELANCE_QUEUE_TYPE=classic (no arguments); the README\'s "Queues: quorum or classic" '
+                    "lists every queue with its arguments."
                 ),
                 "bindings": {"amqp": {"is": "queue", "queue": {"name": "relance.ingest.dead", "durable": True}}},
             },

@@ -157,6 +157,7 @@ def env(rig: Rig) -> dict[str, str]:
         "RELANCE_AMQP_URL": settings.amqp_url,
         "RELANCE_COMMANDS_EXCHANGE": settings.commands_exchange,
         "RELANCE_NOTIFIER_QUEUE": settings.notifier_queue,
+        "RELANCE_QUEUE_TYPE": settings.queue_type,
         "RELANCE_SMTP_HOST": "127.0.0.1",
         "RELANCE_SMTP_PORT": str(rig.server.port),
         "RELANCE_SMTP_USERNAME": USER,
