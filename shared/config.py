@@ -48,7 +48,6 @@ FILE_SUFFIX = "_FILE"
 READ_ELSEWHERE: Mapping[str, str] = {
     "RELANCE_TEMPLATE_DIR": "services/notifier/render.py (RenderSettings)",
     "RELANCE_SENDER_FILE": "services/notifier/render.py (RenderSettings)",
-    "RELANCE_METRICS_ADDRESS": "the workers' /metrics, /livez and /readyz (deploy/ sets it for every worker)",
     "RELANCE_TEST_DATABASE_URL": "tests/conftest.py: the PostgreSQL server of the tests",
     "RELANCE_TEST_AMQP_URL": "tests/conftest.py: the RabbitMQ server of the tests",
     "RELANCE_TEST_DATABASE_ROLE": "tests/conftest.py: `runtime` runs every PostgreSQL test as the runtime role",
@@ -328,6 +327,11 @@ class Settings(BaseSettings):
         ge=0,
         le=65535,
         description="Port of the Prometheus metrics of `relance worker jobs` (Dramatiq's middleware); 0: none.",
+    )
+    jobs_output_dir: Path = Field(
+        default=Path("relance-jobs"),
+        description="Where the jobs that make files (audit bundles, committee packs, print batches) write them, one "
+        "folder per job id; shared by the jobs workers and the workspace that hands the files out.",
     )
 
     allow_placeholder_sender: bool = Field(

@@ -42,6 +42,7 @@ from sqlalchemy import Engine, func, select
 
 from services.audit import report
 from services.audit.offline import FORMAT, MANIFEST, MANIFEST_HASH, safe_name
+from shared.config import Settings
 from shared.ledger import checkpoints as cp
 from shared.ledger.hashing import HASHED_FIELDS, utc
 from shared.ledger.scan import STREAMED, read_only
@@ -447,3 +448,14 @@ def _json(value: Any) -> bytes:
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else utc(moment).isoformat(timespec="microseconds")
+
+
+def public_keys(given: Sequence[Path], settings: Settings) -> list[Ed25519PublicKey]:
+    """The keys a bundle's checkpoints are verified with: those given, else the settings' public or private key."""
+    if given:
+        return [cp.load_public_key(path) for path in given]
+    if settings.checkpoint_public_key_file is not None:
+        return [cp.load_public_key(settings.checkpoint_public_key_file)]
+    if settings.checkpoint_key_file is not None:
+        return [cp.load_private_key(settings.checkpoint_key_file).public_key()]
+    return []

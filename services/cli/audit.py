@@ -12,16 +12,16 @@ import getpass
 import socket
 import sys
 from datetime import UTC, date, datetime, time, timedelta
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.cli.options import Commands, instant, runs
 from shared.config import Settings
+from shared.observability import relance_version
 from shared.runtime import migrated_engine
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    pass
 
 
 def add_audit(commands: Commands) -> None:
@@ -101,13 +101,13 @@ def _bound(value: str, *, end: bool) -> datetime:
 
 
 def audit_export(args: argparse.Namespace, settings: Settings) -> int:
-    from services.audit.export import AuditError, Period, export_bundle
+    from services.audit.export import AuditError, Period, export_bundle, public_keys
     from services.cli.checkpoints import TerminalProgress
 
     if args.start is not None and args.end is not None and args.start > args.end:
         print("relance: --from is after --to: the period is empty", file=sys.stderr)
         return 2
-    keys = _public_keys(args.public_key, settings)
+    keys = public_keys(args.public_key, settings)
     progress = TerminalProgress("audit export") if sys.stderr.isatty() else None
     engine = migrated_engine(settings)
     try:
@@ -120,7 +120,7 @@ def audit_export(args: argparse.Namespace, settings: Settings) -> int:
             created_at=args.at or datetime.now(UTC),
             exported_by=_who(),
             public_keys=keys,
-            relance_version=_version(),
+            relance_version=relance_version(),
             progress=progress,
         )
     except AuditError as exc:
@@ -161,28 +161,9 @@ def audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     return run(args.bundle, args.key, as_json=args.json, out=sys.stdout, err=sys.stderr)
 
 
-def _public_keys(given: list[Path], settings: Settings) -> list[Ed25519PublicKey]:
-    from shared.ledger import checkpoints as cp
-
-    if given:
-        return [cp.load_public_key(path) for path in given]
-    if settings.checkpoint_public_key_file is not None:
-        return [cp.load_public_key(settings.checkpoint_public_key_file)]
-    if settings.checkpoint_key_file is not None:
-        return [cp.load_private_key(settings.checkpoint_key_file).public_key()]
-    return []
-
-
 def _who() -> str:
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
-
-
-def _version() -> str:
-    try:
-        return version("relance")
-    except PackageNotFoundError:
-        return "unknown"

@@ -15,12 +15,10 @@ from pathlib import Path
 
 from services.cli.options import Commands, day, runs
 from services.reports import aging, dso
-from services.reports.formats import FORMATS, Format, Report, render
+from services.reports.formats import COMMITTEE_FILES, FORMATS, Format, Report, render, write_committee
 from shared.config import Settings
 from shared.ledger.store import Ledger
 from shared.runtime import open_ledger
-
-COMMITTEE_FILES: dict[Format, str] = {"html": "committee.html", "csv": "committee.csv", "json": "committee.json"}
 
 AGED_EPILOG = """\
 Each open invoice's outstanding principal goes to a bucket by its days past due at the end of the day
@@ -190,14 +188,3 @@ def committee_pack(args: argparse.Namespace, settings: Settings) -> int:
     for path in written:
         print(path)
     return 0
-
-
-def write_committee(report: Report, out_dir: Path, forms: list[Format]) -> list[Path]:
-    """Write the pack's files into ``out_dir`` (made if missing); the paths written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for form in forms:
-        path = out_dir / COMMITTEE_FILES[form]
-        path.write_text(render(report, form), encoding="utf-8")
-        written.append(path)
-    return written

@@ -9,6 +9,7 @@ that may start it in ``services/workspace/roles.py``).
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,29 @@ class RetryDeadArgs(BaseModel):
         max_length=10_000,
         description="the dead-lettered commands to make pending again; none: every one of the tenant",
     )
+
+
+class AuditExportArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    customer: str | None = Field(default=None, max_length=128, description="one customer; none: the whole tenant")
+    date_from: dt.date | None = Field(default=None, description="the period's first day (its evidence is bundled)")
+    date_to: dt.date | None = Field(default=None, description="the period's last day, included")
+
+
+class CommitteeArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    as_of: dt.date | None = Field(default=None, description="the day of the pack; none: today (UTC)")
+    months: int = Field(default=6, ge=1, le=36, description="month ends in the trends")
+    period_months: int = Field(default=3, ge=1, le=24, description="the DSO's period at each month end, in months")
+
+
+class LettersBatchArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    date: dt.date = Field(description="the day the letters were rendered (UTC)")
+    again: bool = Field(default=False, description="batch again the letters of the day already printed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +116,27 @@ KINDS: dict[str, Kind] = {
             "services.escalation.jobs:replay_summary",
             "decide the tenant's log again at every recorded tick and compare with the recorded decisions",
             time_limit_seconds=4 * 3600,
+        ),
+        Kind(
+            "audit.export",
+            "services.audit.jobs:export",
+            "an evidence bundle of the tenant or a customer (events, e-mails, letters, checkpoints, manifest)",
+            AuditExportArgs,
+            time_limit_seconds=4 * 3600,
+        ),
+        Kind(
+            "reports.committee",
+            "services.reports.jobs:committee",
+            "the credit committee's pack (aged balance and DSO trends, accounts to discuss) as HTML, CSV and JSON",
+            CommitteeArgs,
+            time_limit_seconds=3600,
+        ),
+        Kind(
+            "notifier.letters_batch",
+            "services.notifier.jobs:letters_batch",
+            "the day's print batch of the tenant's letters (one PDF with its index); marks them handed to print",
+            LettersBatchArgs,
+            time_limit_seconds=3600,
         ),
     )
 }

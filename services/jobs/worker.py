@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import Engine
@@ -24,7 +24,11 @@ from sqlalchemy import Engine
 from shared.config import ConfigurationError, Settings, hide_password
 from shared.runtime import run_worker
 
+if TYPE_CHECKING:
+    from shared.observability.health import Health
+
 log = structlog.get_logger()
+BEAT_SECONDS = 5.0  # between two heartbeats of the jobs worker's main thread
 
 
 def run(settings: Settings, stop: threading.Event | None = None) -> int:
@@ -36,39 +40,60 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
             f"({settings.jobs_broker}, database {hide_password(settings.require_database_url())}): on SQLite the jobs "
             "run in the process that enqueues them; set RELANCE_JOBS_BROKER=rabbitmq to use a jobs worker"
         )
-    return run_worker(settings, "jobs", stop, lambda engine, stopping: serve(settings, engine, stopping))
-
-
-def serve(settings: Settings, engine: Engine, stop: threading.Event) -> int:
     folder = tempfile.mkdtemp(prefix="relance-jobs-metrics-")
     try:
-        metrics = _metrics(settings, folder)
-        from services.jobs.broker import open_jobs
+        _multiprocess(folder)  # before anything imports prometheus_client, relance's own metrics included
+        from shared.observability.metrics import WorkerMetrics
+        from shared.observability.telemetry import Telemetry
 
-        runtime = open_jobs(settings, engine, extra=[metrics])
-        worker = runtime.start_worker(settings.jobs_threads)  # the metrics are set up as it boots
-        if settings.jobs_metrics_port:
-            threading.Thread(target=_expose, name="jobs-metrics", daemon=True).start()
-        log.info(
-            "jobs.worker_started",
-            queue=runtime.queue,
-            threads=settings.jobs_threads,
-            kinds=sorted(runtime.actors),
-            metrics_port=settings.jobs_metrics_port or None,
+        # RELANCE_METRICS_ADDRESS: /livez, /readyz and relance_worker_info as every worker; Dramatiq's middleware
+        # serves the actors' metrics on RELANCE_JOBS_METRICS_PORT.
+        telemetry = Telemetry.of(settings, WorkerMetrics("jobs"), broker=True)
+        return run_worker(
+            settings,
+            "jobs",
+            stop,
+            lambda engine, stopping: serve(settings, engine, stopping, folder, telemetry.health),
+            telemetry,
         )
-        stop.wait()
-        log.info("jobs.worker_stopping")
-        runtime.close()
-        del worker
-        return 0
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _metrics(settings: Settings, folder: str) -> Any:
-    """Dramatiq's Prometheus middleware, its files in ``folder`` and its server on the settings' port."""
+def serve(settings: Settings, engine: Engine, stop: threading.Event, folder: str, health: Health | None = None) -> int:
+    metrics = _metrics(settings, folder)
+    from services.jobs.broker import open_jobs
+
+    runtime = open_jobs(settings, engine, extra=[metrics])
+    worker = runtime.start_worker(settings.jobs_threads)  # the metrics are set up as it boots
+    if settings.jobs_metrics_port:
+        threading.Thread(target=_expose, name="jobs-metrics", daemon=True).start()
+    log.info(
+        "jobs.worker_started",
+        queue=runtime.queue,
+        threads=settings.jobs_threads,
+        kinds=sorted(runtime.actors),
+        metrics_port=settings.jobs_metrics_port or None,
+    )
+    if health is not None:
+        health.broker_connected()
+    while not stop.wait(BEAT_SECONDS):
+        if health is not None:
+            health.beat()  # the actors run on Dramatiq's threads; this loop only says the process is alive
+    log.info("jobs.worker_stopping")
+    runtime.close()
+    del worker
+    return 0
+
+
+def _multiprocess(folder: str) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # before prometheus_client is imported, as Dramatiq requires
     os.environ["prometheus_multiproc_dir"] = folder  # noqa: SIM112 - the older name, which Dramatiq sets too
+
+
+def _metrics(settings: Settings, folder: str) -> Any:
+    """Dramatiq's Prometheus middleware, its files in ``folder`` and its server on the settings' port."""
+    _multiprocess(folder)
     from dramatiq.middleware import prometheus
 
     prometheus.DB_PATH = folder

@@ -275,3 +275,17 @@ def as_html(report: Report) -> str:
         .get_template("report.html.j2")
         .render(report=report, sections=sections, charts=charts, tables={t.key: t for t in report.tables})
     )
+
+
+COMMITTEE_FILES: dict[Format, str] = {"html": "committee.html", "csv": "committee.csv", "json": "committee.json"}
+
+
+def write_committee(report: Report, out_dir: Path, forms: list[Format]) -> list[Path]:
+    """Write the pack's files into ``out_dir`` (made if missing); the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for form in forms:
+        path = out_dir / COMMITTEE_FILES[form]
+        path.write_text(render(report, form), encoding="utf-8")
+        written.append(path)
+    return written

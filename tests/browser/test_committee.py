@@ -10,9 +10,9 @@ from playwright.sync_api import Page, ViewportSize
 from pypdf import PdfReader
 
 from services.cli.demo.generator import generate
-from services.cli.reports import write_committee
 from services.ingest.service import Delivery, Ingestor
 from services.reports.committee import committee_pack
+from services.reports.formats import write_committee
 from shared.ledger.db import make_engine
 from shared.ledger.migrate import upgrade
 from shared.ledger.store import Ledger

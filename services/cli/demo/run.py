@@ -46,13 +46,13 @@ from services.cli.demo.report import Book, Progress, count
 from services.cli.demo.sample import Message
 from services.cli.demo.summary import DEAD_LETTERS_FILE, EVENTS_FILE, LOG_FILE
 from services.cli.errors import CliError
-from services.cli.reports import write_committee
 from services.escalation.interest import RateTable
 from services.escalation.policy import PolicyLibrary
 from services.escalation.worker import EscalationWorker, real_rules
 from services.ingest.service import BatchResult, Delivery, Ingestor
 from services.reports.aging import AgedBalance, aged_balance
 from services.reports.committee import committee_pack
+from services.reports.formats import write_committee
 from services.reports.walk import tenant_states
 from shared.broker.memory import MemoryQueue
 from shared.config import ConfigurationError, Settings, load_settings

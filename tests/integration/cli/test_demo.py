@@ -510,6 +510,7 @@ def test_the_late_payers_evidence_bundle_verifies_offline(demo: DemoRun) -> None
     assert verdict.counts["checkpoints"] == 1
     assert f"verifies offline: relance audit verify {path} --key {demo.out / 'checkpoint.pub'}" in demo.output
 
+
 def test_the_letters_are_rendered_stored_and_counted(demo: DemoRun, tmp_path: Path) -> None:
     import shutil
 
