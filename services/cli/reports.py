@@ -129,6 +129,15 @@ def tenant_of(ledger: Ledger, given: str | None) -> str:
     raise TenantUnknown(f"give --tenant: the ledger holds {len(tenants)} tenants ({', '.join(tenants)})")
 
 
+def _tenant(ledger: Ledger, given: str | None) -> str | None:
+    """:func:`tenant_of`, or None once the reason it cannot be told is on stderr."""
+    try:
+        return tenant_of(ledger, given)
+    except TenantUnknown as exc:
+        print(f"relance: {exc}", file=sys.stderr)
+        return None
+
+
 def _as_of(args: argparse.Namespace) -> date:
     return args.as_of if args.as_of is not None else datetime.now(UTC).date()
 
@@ -147,10 +156,8 @@ def aged_balance(args: argparse.Namespace, settings: Settings) -> int:
     from services.reports.walk import tenant_states
 
     with open_ledger(settings) as ledger:
-        try:
-            tenant = tenant_of(ledger, args.tenant)
-        except TenantUnknown as exc:
-            print(f"relance: {exc}", file=sys.stderr)
+        tenant = _tenant(ledger, args.tenant)
+        if tenant is None:
             return 1
         as_of = _as_of(args)
         balance = aging.aged_balance(tenant, tenant_states(ledger, tenant, as_of), as_of, args.by)
@@ -163,10 +170,8 @@ def days_sales_outstanding(args: argparse.Namespace, settings: Settings) -> int:
     from services.reports.walk import tenant_states
 
     with open_ledger(settings) as ledger:
-        try:
-            tenant = tenant_of(ledger, args.tenant)
-        except TenantUnknown as exc:
-            print(f"relance: {exc}", file=sys.stderr)
+        tenant = _tenant(ledger, args.tenant)
+        if tenant is None:
             return 1
         as_of = _as_of(args)
         found = dso.dso_report(tenant, tenant_states(ledger, tenant, as_of), as_of, args.period, args.method, args.by)
@@ -178,10 +183,8 @@ def committee_pack(args: argparse.Namespace, settings: Settings) -> int:
     from services.reports.committee import committee_pack as pack
 
     with open_ledger(settings) as ledger:
-        try:
-            tenant = tenant_of(ledger, args.tenant)
-        except TenantUnknown as exc:
-            print(f"relance: {exc}", file=sys.stderr)
+        tenant = _tenant(ledger, args.tenant)
+        if tenant is None:
             return 1
         report = pack(ledger, tenant, _as_of(args), args.months, args.period)
     written = write_committee(report, args.out_dir, [args.format] if args.format else list(COMMITTEE_FILES))

@@ -174,17 +174,22 @@ def render_stream(stream: list[RecordedEvent], state: CustomerState) -> str:
         pause = state.pause
         lines.append(f"paused through {pause['until']} by {pause['author']}: {pause['reason']}")
     lines.append("")
+    return "\n".join([*lines, *_balance_lines(state)])
+
+
+def _balance_lines(state: CustomerState) -> list[str]:
+    """The balance, the claims owed besides it and the unallocated credit: the last lines of both views."""
     balances = state.balances()
-    lines.append(
+    lines = [
         "balance: " + (", ".join(_money(v, c) for c, v in sorted(balances.items())) if balances else "nothing due")
-    )
+    ]
     owed = state.claims_owed()
     if owed:
         lines.append("claims owed besides: " + ", ".join(_money(v, c) for c, v in sorted(owed.items())))
     unallocated = state.unallocated()
     if unallocated:
         lines.append("unallocated credit: " + ", ".join(_money(v, c) for c, v in sorted(unallocated.items())))
-    return "\n".join(lines)
+    return lines
 
 
 def _claims_lines(state: CustomerState) -> list[str]:
@@ -304,17 +309,7 @@ def _render_reading(state: CustomerState, at: datetime, reading: Reading) -> str
         who = f" (assigned to {task.assignee})" if task.assignee else ""
         lines.append(f"  {task.due_on}: {task.kind.replace('_', ' ')} {invoices_of}{who}".rstrip())
     lines.append("")
-    balances = state.balances()
-    lines.append(
-        "balance: " + (", ".join(_money(v, c) for c, v in sorted(balances.items())) if balances else "nothing due")
-    )
-    owed = state.claims_owed()
-    if owed:
-        lines.append("claims owed besides: " + ", ".join(_money(v, c) for c, v in sorted(owed.items())))
-    unallocated = state.unallocated()
-    if unallocated:
-        lines.append("unallocated credit: " + ", ".join(_money(v, c) for c, v in sorted(unallocated.items())))
-    return "\n".join(lines)
+    return "\n".join([*lines, *_balance_lines(state)])
 
 
 def as_of_document(account: AccountAsOf) -> dict[str, Any]:

@@ -15,12 +15,12 @@ from datetime import date
 from decimal import Decimal
 from typing import TextIO
 
+from services.reports.aging import BUCKETS, bucket_of
 from shared.contracts.erp import minor_units
 from shared.ledger.claims import Figures
 from shared.ledger.state import CustomerState
 
 ZERO = Decimal(0)
-BUCKETS = ("not yet due", "1-30 days", "31-60 days", "61-90 days", "> 90 days")
 
 
 def money(amount: Decimal, currency: str | None = None, *, width: int = 0) -> str:
@@ -30,18 +30,6 @@ def money(amount: Decimal, currency: str | None = None, *, width: int = 0) -> st
     if currency:
         text = f"{text} {currency}"
     return text.rjust(width)
-
-
-def bucket_of(days_past_due: int) -> int:
-    if days_past_due <= 0:
-        return 0
-    if days_past_due <= 30:
-        return 1
-    if days_past_due <= 60:
-        return 2
-    if days_past_due <= 90:
-        return 3
-    return 4
 
 
 @dataclass
