@@ -18,9 +18,9 @@ from services.cli.demo.cadence import FIGURE_WINDOW, Breach, Cadence
 from services.cli.demo.escalation import Audit, Timeline
 from services.cli.demo.generator import Sample
 from services.cli.demo.mail import Letters, Mailed
-from services.cli.demo.report import BUCKETS, ZERO, Book, count, money, table
+from services.cli.demo.report import ZERO, Book, count, money, table
 from services.escalation.policy import PolicyLibrary
-from services.reports.aging import AgedBalance
+from services.reports.aging import BUCKETS, AgedBalance
 from shared.broker.memory import MemoryQueue
 from shared.contracts.events import CLAIMS_STATEMENT
 from shared.ledger.claims import Figures
