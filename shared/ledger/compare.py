@@ -31,6 +31,7 @@ from shared.ledger.schema import (
     customer_state,
     events,
     invoice_balances,
+    letters,
     outbox,
     sent_messages,
 )
@@ -85,6 +86,7 @@ class Rebuild:
     snapshot: dict[str, Any] | None = None  # the rebuilt state at the stored snapshot's version
     commands: list[dict[str, Any]] = field(default_factory=list)  # events that cause an outbox row
     evidence: dict[str, list[tuple[int, str, str]]] = field(default_factory=dict)  # command_id -> (v, msg id, sha)
+    letters: dict[str, tuple[int, str]] = field(default_factory=dict)  # letter_id -> (v of letter.rendered, sha)
 
     @property
     def snapshot_version(self) -> int | None:
@@ -136,6 +138,9 @@ class Stored:
         self.messages = rows(
             select(m.tenant, m.customer_id, m.command_id, m.message_id, m.sha256, content.label("now")), sent_messages
         )
+        p = letters.c
+        pdf = func.encode(func.sha256(p.pdf), "hex") if self.postgres else p.pdf
+        self.letters = rows(select(p.tenant, p.customer_id, p.letter_id, p.sha256, pdf.label("now")), letters)
 
     def head(self, key: StreamKey) -> dict[str, Any] | None:
         """The stream's head row (taken as the stream starts: its snapshot version is needed while folding)."""
@@ -191,6 +196,11 @@ def compare_stream(stored: Stored, stream: Rebuild, report: VerifyReport) -> Non
         for r in stored.messages.take(key)
     }
     _compare_evidence(stream, messages, report)
+    pdfs = {
+        r["letter_id"]: (r["sha256"], r["now"] if stored.postgres else hashlib.sha256(bytes(r["now"])).hexdigest())
+        for r in stored.letters.take(key)
+    }
+    _compare_letters(stream, pdfs, report)
 
 
 def _compare_head(stream: Rebuild, rows: list[Mapping[str, Any]], report: VerifyReport) -> None:
@@ -296,6 +306,30 @@ def _compare_evidence(stream: Rebuild, stored_messages: dict[str, tuple[str, str
         report.warnings.append(
             f"sent_messages {where} command {command_id}: stored bytes that no event records (a notifier stopped "
             "between storing a message and recording its sending: it was not sent)"
+        )
+
+
+def _compare_letters(stream: Rebuild, stored_letters: dict[str, tuple[str, str]], report: VerifyReport) -> None:
+    """Each ``letter.rendered`` must name a stored PDF that still hashes to what it recorded; no PDF without one."""
+    where = stream.where
+    for letter_id, (version, sha256) in stream.letters.items():
+        kept = stored_letters.get(letter_id)
+        if kept is None:
+            report.problems.append(
+                f"letters {where} letter {letter_id}: missing, but v{version} records a PDF with SHA-256 "
+                f"{sha256[:12]}… (the evidence was removed)"
+            )
+            continue
+        recorded, now = kept
+        at = f"{where} letter {letter_id} (as v{version} records)"
+        if now != sha256:
+            report.differs(Difference("letters", at, "SHA-256 of the stored PDF", now, sha256))
+        if recorded != sha256:
+            report.differs(Difference("letters", at, "sha256", recorded, sha256))
+    for letter_id in sorted(stored_letters.keys() - stream.letters.keys()):
+        report.warnings.append(
+            f"letters {where} letter {letter_id}: a stored PDF that no letter.rendered records (a notifier stopped "
+            "between storing the letter and recording it: it was never handed out)"
         )
 
 

@@ -9,8 +9,8 @@ What is checked, and why each part is needed:
    and no head row, projection, outbox or evidence row exists for a stream the log does not hold.
 3. **Projections rebuilt from the log**: each stream's state is folded again from its events and compared with the
    stored snapshot (at the snapshot's version), ``invoice_balances``, ``credits``, ``customer_balances``, the outbox
-   rows its events cause, and the stored reminder bytes its evidence events name. Every difference is named: table,
-   key, column, stored value and rebuilt value (:mod:`shared.ledger.compare`).
+   rows its events cause, and the stored reminder bytes and letters' PDFs its evidence events name. Every difference
+   is named: table, key, column, stored value and rebuilt value (:mod:`shared.ledger.compare`).
 4. **Signed checkpoints** (:mod:`shared.ledger.checkpoints`), from the database and from exported files: each one's
    signature, its Merkle root, and whether the history it covers is still the same (every stream's head at the
    checkpointed version, the global order hash, the counts); then what was appended since the newest one.
@@ -44,6 +44,7 @@ from shared.ledger.schema import (
     customer_state,
     events,
     invoice_balances,
+    letters,
     outbox,
     sent_messages,
 )
@@ -150,10 +151,12 @@ def _fold(stream: Rebuild, row: Any, report: VerifyReport) -> None:
         stream.evidence.setdefault(str(data["command_id"]), []).append(
             (version, str(data.get("message_id", "")), str(data["sha256"]))
         )
+    if event_type == "letter.rendered" and isinstance(data, dict):
+        stream.letters[str(data["letter_id"])] = (version, str(data["sha256"]))
 
 
 # ---------------------------------------------------------------------------------------------------- orphans
-_BESIDE_THE_LOG = (invoice_balances, credits, customer_balances, outbox, sent_messages)
+_BESIDE_THE_LOG = (invoice_balances, credits, customer_balances, outbox, sent_messages, letters)
 
 
 def _check_orphans(conn: Connection, scope: Scope, report: VerifyReport) -> None:

@@ -32,7 +32,7 @@ from tests.factories import CUSTOMER, T0, TENANT, credit_note, customer, incomin
 
 OTHER, THIRD = "C-0043", "C-0044"
 MIME = b"From: billing@example.com\r\nTo: compta@martin.fr\r\nSubject: Rappel\r\n\r\nMontant du : 200,00 EUR\r\n"
-PROTECTED = ("events", "sent_messages", "checkpoints")  # the tables whose triggers refuse UPDATE and DELETE
+PROTECTED = ("events", "sent_messages", "letters", "checkpoints")  # the tables whose triggers refuse UPDATE and DELETE
 PROJECTIONS = (customer_state, invoice_balances, credits, customer_balances, outbox, sent_messages)
 
 

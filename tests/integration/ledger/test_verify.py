@@ -25,6 +25,7 @@ from shared.ledger.schema import (
     customer_state,
     events,
     invoice_balances,
+    letters,
     outbox,
     sent_messages,
 )
@@ -242,6 +243,52 @@ def test_stored_reminder_bytes_altered_or_removed_are_named(ledger: Ledger, ledg
         conn.execute(delete(sent_messages).where(where(sent_messages)))
     [problem] = problems_of(ledger)
     assert problem.startswith(f"sent_messages {TENANT}/{CUSTOMER} command esc-cmd-1: missing, but v6 records")
+
+
+def test_a_stored_letter_altered_removed_or_unrecorded_is_named(ledger: Ledger) -> None:
+    from datetime import UTC, datetime
+
+    from shared.contracts import events as relance_events
+    from shared.ledger import letters as stored_letters
+    from shared.ledger.store import Incoming
+
+    pdf = b"%PDF-1.7 a formal notice of 200,00 EUR"
+    kept = stored_letters.store(
+        ledger.engine, tenant=TENANT, customer_id=CUSTOMER, command_id="esc-letter-1", kind="reminder", pdf=pdf, pages=1
+    )
+    rendered = relance_events.LetterRendered(
+        letter_id=kept.letter_id, command_id="esc-letter-1", kind="reminder", sha256=kept.sha256, pages=1
+    )
+    ledger.record(
+        [
+            Incoming.of(
+                rendered, stream=(TENANT, CUSTOMER), event_id="letter-1", occurred_at=datetime.now(UTC), metadata={}
+            )
+        ]
+    )
+    version = ledger.state(TENANT, CUSTOMER).version
+    assert verify(ledger.engine).ok
+    # A PDF changed behind the ledger's back is named with the hash it has and the one the log recorded
+    forged = pdf.replace(b"200,00", b"20,00")
+    with attacker(ledger.engine) as conn:
+        conn.execute(update(letters).where(where(letters)).values(pdf=forged))
+    [found] = differences_of(ledger)
+    assert (found.table, found.key, found.column) == (
+        "letters",
+        f"{TENANT}/{CUSTOMER} letter {kept.letter_id} (as v{version} records)",
+        "SHA-256 of the stored PDF",
+    )
+    assert (found.stored, found.rebuilt) == (hashlib.sha256(forged).hexdigest(), kept.sha256)
+    # A PDF removed is missing evidence
+    with attacker(ledger.engine) as conn:
+        conn.execute(delete(letters).where(where(letters)))
+    [problem] = problems_of(ledger)
+    assert problem.startswith(f"letters {TENANT}/{CUSTOMER} letter {kept.letter_id}: missing, but v{version} records")
+    # And a PDF no letter.rendered records is a warning: it was never handed out
+    other = stored_letters.store(
+        ledger.engine, tenant=TENANT, customer_id=OTHER, command_id="esc-letter-2", kind="reminder", pdf=pdf, pages=1
+    )
+    assert any(other.letter_id in warning for warning in verify(ledger.engine).warnings)
 
 
 # ---------------------------------------------------------------------------------------------- the careful attacker

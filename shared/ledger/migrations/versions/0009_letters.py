@@ -59,4 +59,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise RuntimeError("stored letters are evidence: relance does not drop them; restore from a backup instead")
+    bind = op.get_bind()
+    if bind.execute(sa.text("SELECT 1 FROM letters LIMIT 1")).first() is not None:
+        raise RuntimeError("stored letters are evidence: relance does not drop them; restore from a backup instead")
+    # No letter was ever kept: going back loses nothing.
+    op.drop_index("ix_letters_tenant_created_at", table_name="letters")
+    op.drop_table("letters")
+    if bind.dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS relance_letters_append_only()")
