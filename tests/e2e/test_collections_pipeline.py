@@ -33,6 +33,7 @@ from sqlalchemy import Engine, create_engine, select
 
 from services.notifier import evidence
 from services.notifier.delivery import fact_id
+from shared.ledger import letters
 from shared.ledger.schema import outbox
 from shared.ledger.store import Ledger
 from tests.servers import AmqpNames
@@ -79,8 +80,20 @@ def _envelope(event_id: str, event_type: str, customer_id: str, day: str, data: 
     }
 
 
-def _customer(customer_id: str, day: str, name: str, emails: list[str], version: int = 1) -> dict[str, Any]:
-    data = {"name": name, "emails": emails, "language": "fr", "contact_name": "Service comptable"}
+LATE_ADDRESS = {
+    "lines": ["Boulangeries Martin SAS", "12 rue de la Gare"],
+    "postal_code": "69002",
+    "city": "Lyon",
+    "country": "FR",
+}
+
+
+def _customer(
+    customer_id: str, day: str, name: str, emails: list[str], version: int = 1, address: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": name, "emails": emails, "language": "fr", "contact_name": "Service comptable"}
+    if address is not None:
+        data["postal_address"] = address
     return _envelope(f"erp-cust-{customer_id}-v{version}", "customer.upserted", customer_id, day, data)
 
 
@@ -105,7 +118,7 @@ def erp_days() -> dict[str, list[dict[str, Any]]]:
     """What the ERP reports, day by day, at 08:00."""
     return {
         "2026-09-01": [
-            _customer("C-LATE", "2026-09-01", "Boulangeries Martin SAS", EMAILS["C-LATE"]),
+            _customer("C-LATE", "2026-09-01", "Boulangeries Martin SAS", EMAILS["C-LATE"], address=LATE_ADDRESS),
             _invoice("C-LATE", "INV-L1", "1234.56"),
             _invoice("C-LATE", "INV-L2", "300.00"),
             _customer("C-PAID", "2026-09-01", "Paid Promptly Ltd", EMAILS["C-PAID"]),
@@ -403,10 +416,13 @@ def _assert_outcome(
     tasks = [e.data["kind"] for e in ledger.read_stream(TENANT, "C-INJ2") if e.event_type == "task.created"]
     assert tasks == ["send_letter", "send_letter"]
     assert not [e for e in ledger.read_stream(TENANT, "C-PAID") if e.event_type.startswith("reminder.")]
-    # (the formal notice is also a letter to post: a task, besides its e-mail copy)
+    # (the formal notice is also a letter to post: its PDF kept once, and a task, besides its e-mail copy)
     late = ledger.read_stream(TENANT, "C-LATE")
     assert [e.data["level"] for e in late if e.event_type == "reminder.letter_requested"] == ["formal_notice"]
     assert [e.data["kind"] for e in late if e.event_type == "task.created"].count("send_letter") == 1
+    [rendered] = [e.data for e in late if e.event_type == "letter.rendered"]
+    kept = letters.get(engine, TENANT, rendered["letter_id"])
+    assert kept is not None and letters.verify(kept, rendered["sha256"])
 
     # And the one cut short by the kill was not sent again: unconfirmed, a check_delivery task naming it
     [cut] = [command_id for command_id, fact in outcome.items() if fact == "unconfirmed"]

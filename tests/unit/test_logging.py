@@ -36,6 +36,7 @@ LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
 @pytest.fixture
 def json_lines(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
     configure_logging("info", "json")
+    identify("cli")  # as a fresh CLI process is: an earlier test in this process may have named a worker
     yield capsys
     identify("cli")
     structlog.reset_defaults()

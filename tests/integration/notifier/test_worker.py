@@ -46,6 +46,7 @@ from shared.ledger.store import Ledger
 from tests.factories import TENANT, Ev, customer, incoming, invoice, payment
 from tests.servers import AmqpNames, publish_outbox
 from tests.smtp_server import PASSWORD, USER, Recording, Smtp, bodies, free_port
+from tests.unit.notifier.test_letter_pdf import ADDRESS
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +112,7 @@ class Rig:
             name, emails, language, amount = PEOPLE[customer_id]
             self.erp(
                 customer_id,
-                customer(name, emails=emails, language=language),
+                customer(name, emails=emails, language=language, postal_address=ADDRESS),
                 invoice(f"INV-{customer_id}", amount, due_date=DUE),
             )
 
@@ -513,6 +514,9 @@ def test_a_formal_notice_states_the_interest_and_fee_the_ledger_charged(make_rig
         assert money(Decimal(amount), "fr") in text and money(Decimal(amount), "fr") in html, (amount, text)
     assert "D441-5" in text and "1344" in text  # the fixed-fee article and the formal notice's Civil Code article
     assert [t["kind"] for t in rig.data("C-1", "task.created")].count("send_letter") == 1
+    # And the letter itself was rendered once, its PDF kept with the SHA-256 its letter.rendered recorded
+    [rendered] = rig.data("C-1", "letter.rendered")
+    assert rendered["level"] == "formal_notice" and rendered["pages"] >= 1
 
 
 # --------------------------------------------------------------------------- header injection (issue 8.1)
