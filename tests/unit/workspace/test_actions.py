@@ -4,6 +4,7 @@ engine seeing the effect as it sees the ERP's own events."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
@@ -17,7 +18,7 @@ from services.escalation.engine import decide
 from services.workspace import actions
 from services.workspace.actions import ACTIONS, ActionRefused, perform
 from shared.ledger.db import make_engine
-from shared.ledger.schema import outbox
+from shared.ledger.schema import letters, outbox
 from shared.ledger.store import Incoming, Ledger, Outcome
 from shared.ledger.tasks import paused_on
 from tests.factories import Ev, customer, invoice, payment, promise
@@ -41,13 +42,14 @@ TASK = Ev(
     },
     "task-T-1",
 )
+LETTER_PDF = b"%PDF-1.7 the formal notice of INV-1"
 LETTER = Ev(
     "letter.rendered",
     {
         "letter_id": "L-1",
         "command_id": "esc-notice-1",
         "kind": "reminder",
-        "sha256": "ab" * 32,
+        "sha256": hashlib.sha256(LETTER_PDF).hexdigest(),
         "pages": 2,
         "reminder_id": "esc-notice-1",
         "level": "formal_notice",
@@ -74,6 +76,13 @@ def seed(ledger: Ledger) -> None:
         Incoming(TENANT, CUSTOMER, e.event_id, e.event_type, e.data, NOW, metadata={"source": "erp"}) for e in HISTORY
     ]
     assert [o.status for o in ledger.record(items)] == ["applied"] * len(items)
+    # The PDF its letter.rendered names, kept as the notifier keeps it (relance verify checks one against the other)
+    kept = {k: LETTER.data[k] for k in ("letter_id", "command_id", "kind", "sha256", "pages")}
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            letters.insert(),
+            [{**kept, "tenant": TENANT, "customer_id": CUSTOMER, "pdf": LETTER_PDF, "created_at": NOW}],
+        )
 
 
 @pytest.fixture
