@@ -30,8 +30,6 @@ from shared.ledger.dunning import LETTER_STATUSES, Letter
 from shared.ledger.store import Ledger
 from shared.runtime import open_ledger
 
-PROGRESS_EVERY = 50  # letters between two progress lines on stderr
-
 
 def add_letters(commands: Commands) -> None:
     letters = commands.add_parser("letters", help="letters as evidence: the day's print batch, the PDFs, posting")
